@@ -1,0 +1,469 @@
+//! The object envelope, format v1: header (magic, version, suite, key slot,
+//! sealed metadata) followed by the C2SP body. `FORMAT.md` is the normative
+//! description; this module is its only implementation.
+//!
+//! ```text
+//! 0   6  magic "SEALGT"
+//! 6   1  format version (1)
+//! 7   1  suite id (1 = Cobblestone-256 body, AES-256-GCM key slot)
+//! 8   4  key slot: user-key version, u32 big-endian
+//! 12 60  key slot: wrapped DEK = nonce(12) || AES-256-GCM(user key, nonce, identity, DEK)
+//! 72  4  M = sealed metadata length, u32 big-endian
+//! 76  M  sealed metadata: C2SP message, input key DEK, context identity || lp("metadata")
+//! 76+M   body: C2SP message, input key DEK, context identity
+//! ```
+
+use std::collections::BTreeMap;
+
+use super::chunked::{self, Opener, RandomAccess, Sealer};
+use super::keys::{Dek, Pseudonym, UserKey, WrappedDek, WRAPPED_LEN};
+use super::CryptoError;
+
+// Format constants. Do not change: golden objects under tests/ pin them.
+/// First bytes of every object.
+pub const MAGIC: [u8; 6] = *b"SEALGT";
+/// The object format version this build writes.
+pub const FORMAT_VERSION: u8 = 1;
+/// Suite 1: Cobblestone-256 body and metadata, AES-256-GCM key slot.
+pub const SUITE_COBBLESTONE_256: u8 = 1;
+/// Label that starts every identity encoding.
+const IDENTITY_LABEL: &[u8] = b"sealgate/object";
+/// Field appended to the identity to form the metadata context.
+const METADATA_LABEL: &[u8] = b"metadata";
+/// Largest encoded metadata plaintext.
+pub const MAX_METADATA_LEN: usize = 8 * 1024;
+/// Length of the fixed part of the header, up to and including `M`.
+pub const FIXED_HEADER_LEN: usize = 6 + 1 + 1 + KeySlot::LEN + 4;
+const KEY_SLOT_OFFSET: usize = 8;
+
+/// Appends `u16 big-endian length || bytes`.
+fn put_lp(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), CryptoError> {
+    let len = u16::try_from(bytes.len()).map_err(|_| CryptoError::MetadataTooLarge)?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Reads a `u16 length || bytes` field from the front of `input`.
+fn take_lp<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], CryptoError> {
+    if input.len() < 2 {
+        return Err(CryptoError::DecryptionFailed);
+    }
+    let len = usize::from(u16::from_be_bytes([input[0], input[1]]));
+    let rest = &input[2..];
+    if rest.len() < len {
+        return Err(CryptoError::DecryptionFailed);
+    }
+    let (field, tail) = rest.split_at(len);
+    *input = tail;
+    Ok(field)
+}
+
+/// Where an object belongs: the identity that its key slot and body are
+/// cryptographically bound to. Copying ciphertext to any other identity
+/// makes it fail before a single plaintext byte is released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectIdentity {
+    region: String,
+    space: String,
+    pseudonym: Pseudonym,
+    object_id: String,
+}
+
+/// Longest region, space or object id the identity encoding accepts.
+pub const MAX_IDENTITY_FIELD_LEN: usize = 1024;
+
+impl ObjectIdentity {
+    /// Builds an identity.
+    ///
+    /// # Errors
+    /// [`CryptoError::Malformed`] if a field exceeds [`MAX_IDENTITY_FIELD_LEN`].
+    pub fn new(
+        region: &str,
+        space: &str,
+        pseudonym: Pseudonym,
+        object_id: &str,
+    ) -> Result<Self, CryptoError> {
+        if [region, space, object_id]
+            .iter()
+            .any(|f| f.len() > MAX_IDENTITY_FIELD_LEN)
+        {
+            return Err(CryptoError::Malformed);
+        }
+        Ok(Self {
+            region: region.to_owned(),
+            space: space.to_owned(),
+            pseudonym,
+            object_id: object_id.to_owned(),
+        })
+    }
+
+    /// Storage region the object lives in (for example `cn-north-1`).
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Configured namespace (`moments`, `channels`, ...).
+    pub fn space(&self) -> &str {
+        &self.space
+    }
+
+    /// The owner's pseudonym.
+    pub fn pseudonym(&self) -> Pseudonym {
+        self.pseudonym
+    }
+
+    /// The object id within the user's space.
+    pub fn object_id(&self) -> &str {
+        &self.object_id
+    }
+
+    /// The canonical encoding, used both as C2SP context and key-slot AAD:
+    ///
+    /// `lp("sealgate/object") || lp(u8 format version) || lp(region) || lp(space)
+    ///  || lp(pseudonym: 32 bytes) || lp(object id)` with `lp(x) = u16be(len(x)) || x`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(64 + self.region.len() + self.space.len() + self.object_id.len());
+        for field in [
+            IDENTITY_LABEL,
+            &[FORMAT_VERSION][..],
+            self.region.as_bytes(),
+            self.space.as_bytes(),
+            self.pseudonym.as_bytes(),
+            self.object_id.as_bytes(),
+        ] {
+            // Lengths are bounded by `new`, so the u16 prefix always fits.
+            out.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        out
+    }
+
+    fn metadata_context(&self) -> Vec<u8> {
+        let mut out = self.encode();
+        out.extend_from_slice(&(METADATA_LABEL.len() as u16).to_be_bytes());
+        out.extend_from_slice(METADATA_LABEL);
+        out
+    }
+}
+
+/// Object metadata, stored encrypted in the header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// MIME type given by the caller.
+    pub content_type: String,
+    /// Caller attributes, sorted by name.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// `lp(content type) || u16be(count) || (lp(name) || lp(value))*`, names
+    /// in ascending byte order.
+    ///
+    /// # Errors
+    /// [`CryptoError::MetadataTooLarge`] past [`MAX_METADATA_LEN`].
+    pub fn encode(&self) -> Result<Vec<u8>, CryptoError> {
+        let mut out = Vec::new();
+        put_lp(&mut out, self.content_type.as_bytes())?;
+        let count =
+            u16::try_from(self.attributes.len()).map_err(|_| CryptoError::MetadataTooLarge)?;
+        out.extend_from_slice(&count.to_be_bytes());
+        for (name, value) in &self.attributes {
+            put_lp(&mut out, name.as_bytes())?;
+            put_lp(&mut out, value.as_bytes())?;
+        }
+        if out.len() > MAX_METADATA_LEN {
+            return Err(CryptoError::MetadataTooLarge);
+        }
+        Ok(out)
+    }
+
+    fn decode(mut input: &[u8]) -> Result<Self, CryptoError> {
+        let text =
+            |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| CryptoError::DecryptionFailed);
+        let content_type = text(take_lp(&mut input)?)?;
+        if input.len() < 2 {
+            return Err(CryptoError::DecryptionFailed);
+        }
+        let count = u16::from_be_bytes([input[0], input[1]]);
+        input = &input[2..];
+        let mut attributes = BTreeMap::new();
+        let mut last: Option<String> = None;
+        for _ in 0..count {
+            let name = text(take_lp(&mut input)?)?;
+            let value = text(take_lp(&mut input)?)?;
+            if last.as_ref().is_some_and(|l| *l >= name) {
+                return Err(CryptoError::DecryptionFailed);
+            }
+            last = Some(name.clone());
+            attributes.insert(name, value);
+        }
+        if !input.is_empty() {
+            return Err(CryptoError::DecryptionFailed);
+        }
+        Ok(Self {
+            content_type,
+            attributes,
+        })
+    }
+}
+
+/// The key slot: which user-key version wraps the DEK, and the wrapped DEK.
+/// Fixed-size and at a fixed offset, so it can be rewritten in place without
+/// touching the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySlot {
+    /// Version of the owner's user key that wraps the DEK.
+    pub user_key_version: u32,
+    /// The DEK wrapped with AES-256-GCM, AAD = identity encoding.
+    pub wrapped_dek: WrappedDek,
+}
+
+impl KeySlot {
+    /// Encoded length.
+    pub const LEN: usize = 4 + WRAPPED_LEN;
+
+    fn seal(
+        user_key: &UserKey,
+        version: u32,
+        dek: &Dek,
+        identity: &[u8],
+    ) -> Result<Self, CryptoError> {
+        Ok(Self {
+            user_key_version: version,
+            wrapped_dek: user_key.wrap_dek(dek, identity)?,
+        })
+    }
+
+    /// `u32be(version) || wrapped DEK`.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..4].copy_from_slice(&self.user_key_version.to_be_bytes());
+        out[4..].copy_from_slice(self.wrapped_dek.as_bytes());
+        out
+    }
+
+    /// Parses an encoded key slot.
+    ///
+    /// # Errors
+    /// [`CryptoError::Malformed`] for a wrong length.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CryptoError> {
+        if bytes.len() != Self::LEN {
+            return Err(CryptoError::Malformed);
+        }
+        Ok(Self {
+            user_key_version: u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            wrapped_dek: WrappedDek::from_bytes(&bytes[4..])?,
+        })
+    }
+
+    /// Re-wraps the DEK under another user key (rotation). The body and
+    /// metadata stay valid: they depend on the DEK, not on the slot.
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] if `old` does not unwrap this slot.
+    pub fn rewrap(
+        &self,
+        old: &UserKey,
+        new: &UserKey,
+        new_version: u32,
+        identity: &ObjectIdentity,
+    ) -> Result<Self, CryptoError> {
+        let encoded = identity.encode();
+        let dek = old.unwrap_dek(&self.wrapped_dek, &encoded)?;
+        Self::seal(new, new_version, &dek, &encoded)
+    }
+}
+
+/// A parsed object header. Parsing needs no key; [`Header::unseal`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The key slot.
+    pub key_slot: KeySlot,
+    sealed_metadata: Vec<u8>,
+}
+
+impl Header {
+    /// The total header length announced by its fixed part, so that a reader
+    /// knows how many bytes to fetch before calling [`Header::parse`].
+    ///
+    /// # Errors
+    /// [`CryptoError::Malformed`] for a short prefix or bad magic or lengths;
+    /// [`CryptoError::UnsupportedVersion`] / [`CryptoError::UnsupportedSuite`].
+    pub fn total_len(prefix: &[u8]) -> Result<usize, CryptoError> {
+        if prefix.len() < FIXED_HEADER_LEN || prefix[..6] != MAGIC {
+            return Err(CryptoError::Malformed);
+        }
+        if prefix[6] != FORMAT_VERSION {
+            return Err(CryptoError::UnsupportedVersion(prefix[6]));
+        }
+        if prefix[7] != SUITE_COBBLESTONE_256 {
+            return Err(CryptoError::UnsupportedSuite(prefix[7]));
+        }
+        let m = &prefix[FIXED_HEADER_LEN - 4..FIXED_HEADER_LEN];
+        let m = u32::from_be_bytes([m[0], m[1], m[2], m[3]]) as usize;
+        let max = chunked::message_len(MAX_METADATA_LEN as u64) as usize;
+        if m < chunked::message_len(0) as usize || m > max {
+            return Err(CryptoError::Malformed);
+        }
+        Ok(FIXED_HEADER_LEN + m)
+    }
+
+    /// Parses a complete header; `bytes` may continue with the body.
+    ///
+    /// # Errors
+    /// As [`Header::total_len`], or [`CryptoError::Malformed`] if `bytes` is
+    /// shorter than the header.
+    pub fn parse(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let total = Self::total_len(bytes)?;
+        if bytes.len() < total {
+            return Err(CryptoError::Malformed);
+        }
+        Ok(Self {
+            key_slot: KeySlot::decode(&bytes[KEY_SLOT_OFFSET..KEY_SLOT_OFFSET + KeySlot::LEN])?,
+            sealed_metadata: bytes[FIXED_HEADER_LEN..total].to_vec(),
+        })
+    }
+
+    /// Encoded length of this header.
+    pub fn len(&self) -> usize {
+        FIXED_HEADER_LEN + self.sealed_metadata.len()
+    }
+
+    /// Never true: a header always has its fixed part.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend_from_slice(&MAGIC);
+        out.push(FORMAT_VERSION);
+        out.push(SUITE_COBBLESTONE_256);
+        out.extend_from_slice(&self.key_slot.encode());
+        out.extend_from_slice(&(self.sealed_metadata.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.sealed_metadata);
+        out
+    }
+
+    /// Byte range of the key slot within an encoded object, for in-place
+    /// rewrites.
+    pub const KEY_SLOT_RANGE: std::ops::Range<usize> =
+        KEY_SLOT_OFFSET..KEY_SLOT_OFFSET + KeySlot::LEN;
+
+    /// Unwraps the DEK with `user_key` and decrypts the metadata.
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] if the key or identity is wrong or
+    /// the header was modified.
+    pub fn unseal(
+        &self,
+        user_key: &UserKey,
+        identity: &ObjectIdentity,
+    ) -> Result<UnsealedObject, CryptoError> {
+        let context = identity.encode();
+        let dek = user_key.unwrap_dek(&self.key_slot.wrapped_dek, &context)?;
+        let meta = &self.sealed_metadata;
+        let mut opener = Opener::new(
+            dek.expose(),
+            &identity.metadata_context(),
+            &meta[..chunked::HEADER_LEN],
+        )?;
+        let mut plain = Vec::new();
+        opener.push(&meta[chunked::HEADER_LEN..], &mut plain)?;
+        opener.finish(&mut plain)?;
+        let metadata = Metadata::decode(&plain)?;
+        Ok(UnsealedObject {
+            dek,
+            context,
+            metadata,
+        })
+    }
+}
+
+/// An object whose key slot has been opened: holds the DEK, ready to open the
+/// body as a stream or by range.
+pub struct UnsealedObject {
+    dek: Dek,
+    context: Vec<u8>,
+    /// The decrypted metadata.
+    pub metadata: Metadata,
+}
+
+impl UnsealedObject {
+    /// A streaming opener for the body, given its 56-byte message header.
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] if the commitment does not match.
+    pub fn body_opener(&self, body_header: &[u8]) -> Result<Opener, CryptoError> {
+        Opener::new(self.dek.expose(), &self.context, body_header)
+    }
+
+    /// A random-access opener for the body, given its 56-byte message header.
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] if the commitment does not match.
+    pub fn body_random_access(&self, body_header: &[u8]) -> Result<RandomAccess, CryptoError> {
+        RandomAccess::new(self.dek.expose(), &self.context, body_header)
+    }
+}
+
+/// Seals a new object: header first, then the streamed body.
+pub struct ObjectSealer {
+    body: Sealer,
+}
+
+impl ObjectSealer {
+    /// Generates a DEK, wraps it under `user_key` (version `user_key_version`)
+    /// and seals the metadata. Returns the sealer and the bytes that start the
+    /// object: the envelope header and the body's 56-byte message header.
+    ///
+    /// # Errors
+    /// [`CryptoError::MetadataTooLarge`] or [`CryptoError::Rng`].
+    pub fn new(
+        user_key: &UserKey,
+        user_key_version: u32,
+        identity: &ObjectIdentity,
+        metadata: &Metadata,
+    ) -> Result<(Self, Vec<u8>), CryptoError> {
+        let context = identity.encode();
+        let dek = Dek::generate()?;
+        let key_slot = KeySlot::seal(user_key, user_key_version, &dek, &context)?;
+        let (mut meta_sealer, meta_header) =
+            Sealer::new(dek.expose(), &identity.metadata_context())?;
+        let mut sealed_metadata = meta_header.to_vec();
+        meta_sealer.push(&metadata.encode()?, &mut sealed_metadata)?;
+        meta_sealer.finish(&mut sealed_metadata)?;
+        let header = Header {
+            key_slot,
+            sealed_metadata,
+        };
+        let (body, body_header) = Sealer::new(dek.expose(), &context)?;
+        let mut prefix = header.encode();
+        prefix.extend_from_slice(&body_header);
+        Ok((Self { body }, prefix))
+    }
+
+    /// Encrypts body bytes; see [`Sealer::push`].
+    ///
+    /// # Errors
+    /// [`CryptoError::MessageTooLong`] past the format's limit.
+    pub fn push(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        self.body.push(plaintext, out)
+    }
+
+    /// Body bytes accepted so far.
+    pub fn plaintext_len(&self) -> u64 {
+        self.body.plaintext_len()
+    }
+
+    /// Completes the object; it is invalid without this call.
+    ///
+    /// # Errors
+    /// [`CryptoError::MessageTooLong`] past the format's limit.
+    pub fn finish(self, out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        self.body.finish(out)
+    }
+}

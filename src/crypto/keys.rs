@@ -1,0 +1,367 @@
+//! Key types of the hierarchy: master key, KEK (shard key), user key, DEK,
+//! naming key, and their wrapped forms.
+//!
+//! Every secret lives in a heap box that is zeroized on drop, has no `Clone`
+//! unless rotation needs it, and prints as `Type(..)` in `Debug`. A [`Dek`],
+//! [`Kek`] or [`UserKey`] can only be generated or unwrapped: there is no
+//! constructor from bytes, so a key cannot be forged out of a buffer by
+//! accident. Master and naming keys are loaded from a keyring and therefore
+//! do have one.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use zeroize::Zeroize;
+
+use super::aead::{AesGcm, KEY_LEN, NONCE_LEN, TAG_LEN};
+use super::CryptoError;
+
+/// Length of a wrapped 256-bit key: nonce, ciphertext, tag.
+pub const WRAPPED_LEN: usize = NONCE_LEN + KEY_LEN + TAG_LEN;
+
+/// 256 bits of key material, zeroized on drop.
+struct Secret(Box<[u8; KEY_LEN]>);
+
+impl Secret {
+    fn generate() -> Result<Self, CryptoError> {
+        let mut s = Secret(Box::new([0u8; KEY_LEN]));
+        super::random_fill(&mut s.0[..])?;
+        Ok(s)
+    }
+
+    fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
+        if bytes.len() != KEY_LEN {
+            return Err(CryptoError::InvalidKeySize);
+        }
+        let mut s = Secret(Box::new([0u8; KEY_LEN]));
+        s.0.copy_from_slice(bytes);
+        Ok(s)
+    }
+
+    /// AES-256-GCM key wrap: `nonce || AES-256-GCM(self, nonce, aad, secret)`
+    /// with a fresh random 96-bit nonce.
+    fn wrap(&self, secret: &Secret, aad: &[u8]) -> Result<[u8; WRAPPED_LEN], CryptoError> {
+        let mut out = [0u8; WRAPPED_LEN];
+        let mut nonce = [0u8; NONCE_LEN];
+        super::random_fill(&mut nonce)?;
+        out[..NONCE_LEN].copy_from_slice(&nonce);
+        out[NONCE_LEN..NONCE_LEN + KEY_LEN].copy_from_slice(&secret.0[..]);
+        let tag = AesGcm::new(&self.0[..])?.seal_in_place(
+            nonce,
+            aad,
+            &mut out[NONCE_LEN..NONCE_LEN + KEY_LEN],
+        )?;
+        out[NONCE_LEN + KEY_LEN..].copy_from_slice(&tag);
+        Ok(out)
+    }
+
+    fn unwrap(&self, wrapped: &[u8; WRAPPED_LEN], aad: &[u8]) -> Result<Secret, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&wrapped[..NONCE_LEN]);
+        let mut buf = [0u8; KEY_LEN + TAG_LEN];
+        buf.copy_from_slice(&wrapped[NONCE_LEN..]);
+        let result = AesGcm::new(&self.0[..])?
+            .open_in_place(nonce, aad, &mut buf)
+            .and_then(|plain| Secret::from_slice(plain));
+        buf.zeroize();
+        result
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// A key wrapped under the next key up the hierarchy. `K` names what is
+/// inside, so a wrapped DEK cannot be unwrapped as a user key.
+pub struct Wrapped<K> {
+    bytes: [u8; WRAPPED_LEN],
+    _kind: PhantomData<K>,
+}
+
+/// A DEK wrapped under a user key (the core of an object's key slot).
+pub type WrappedDek = Wrapped<Dek>;
+
+impl<K> Wrapped<K> {
+    /// Parses stored bytes.
+    ///
+    /// # Errors
+    /// [`CryptoError::Malformed`] unless `bytes` has [`WRAPPED_LEN`] bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let bytes = bytes.try_into().map_err(|_| CryptoError::Malformed)?;
+        Ok(Self {
+            bytes,
+            _kind: PhantomData,
+        })
+    }
+
+    /// The stored form.
+    pub fn as_bytes(&self) -> &[u8; WRAPPED_LEN] {
+        &self.bytes
+    }
+
+    fn new(bytes: [u8; WRAPPED_LEN]) -> Self {
+        Self {
+            bytes,
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Clone for Wrapped<K> {
+    fn clone(&self) -> Self {
+        Self::new(self.bytes)
+    }
+}
+
+impl<K> PartialEq for Wrapped<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl<K> Eq for Wrapped<K> {}
+
+impl<K> fmt::Debug for Wrapped<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Wrapped keys are not secret, but they are noise in logs.
+        write!(
+            f,
+            "Wrapped<{}>(..)",
+            std::any::type_name::<K>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("?")
+        )
+    }
+}
+
+macro_rules! opaque_debug {
+    ($ty:ident) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($ty), "(..)"))
+            }
+        }
+    };
+}
+
+/// A version of the master key: wraps KEKs. Lives in the local keyring file
+/// or behind a KMS.
+pub struct MasterKey(Secret);
+opaque_debug!(MasterKey);
+
+impl MasterKey {
+    /// A new random master key.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] if the system RNG fails.
+    pub fn generate() -> Result<Self, CryptoError> {
+        Secret::generate().map(Self)
+    }
+
+    /// Loads a master key from keyring bytes.
+    ///
+    /// # Errors
+    /// [`CryptoError::InvalidKeySize`] unless `bytes` is 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        Secret::from_slice(bytes).map(Self)
+    }
+
+    /// The raw key, for writing the keyring file only.
+    pub fn expose_for_keyring(&self) -> &[u8; KEY_LEN] {
+        &self.0 .0
+    }
+
+    /// Wraps a KEK; `aad` binds it to its shard and version.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] if the system RNG fails.
+    pub fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<Wrapped<Kek>, CryptoError> {
+        self.0.wrap(&kek.0, aad).map(Wrapped::new)
+    }
+
+    /// Unwraps a KEK.
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] for a wrong master key or AAD.
+    pub fn unwrap_kek(&self, wrapped: &Wrapped<Kek>, aad: &[u8]) -> Result<Kek, CryptoError> {
+        self.0.unwrap(&wrapped.bytes, aad).map(Kek)
+    }
+}
+
+/// A key-encryption key: one version of one shard's key. Wraps user keys.
+pub struct Kek(Secret);
+opaque_debug!(Kek);
+
+impl Kek {
+    /// A new random KEK.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] if the system RNG fails.
+    pub fn generate() -> Result<Self, CryptoError> {
+        Secret::generate().map(Self)
+    }
+
+    /// Wraps a user key; `aad` binds it to its pseudonym and version.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] if the system RNG fails.
+    pub fn wrap_user_key(
+        &self,
+        key: &UserKey,
+        aad: &[u8],
+    ) -> Result<Wrapped<UserKey>, CryptoError> {
+        self.0.wrap(&key.0, aad).map(Wrapped::new)
+    }
+
+    /// Unwraps a user key.
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] for a wrong KEK or AAD.
+    pub fn unwrap_user_key(
+        &self,
+        wrapped: &Wrapped<UserKey>,
+        aad: &[u8],
+    ) -> Result<UserKey, CryptoError> {
+        self.0.unwrap(&wrapped.bytes, aad).map(UserKey)
+    }
+}
+
+/// One version of a user's key. Wraps the DEKs of that user's objects.
+pub struct UserKey(Secret);
+opaque_debug!(UserKey);
+
+impl UserKey {
+    /// A new random user key.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] if the system RNG fails.
+    pub fn generate() -> Result<Self, CryptoError> {
+        Secret::generate().map(Self)
+    }
+
+    /// Wraps a DEK; `identity` is the object's canonical identity encoding.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] if the system RNG fails.
+    pub fn wrap_dek(&self, dek: &Dek, identity: &[u8]) -> Result<WrappedDek, CryptoError> {
+        self.0.wrap(&dek.0, identity).map(Wrapped::new)
+    }
+
+    /// Unwraps a DEK.
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] for a wrong user key or identity.
+    pub fn unwrap_dek(&self, wrapped: &WrappedDek, identity: &[u8]) -> Result<Dek, CryptoError> {
+        self.0.unwrap(&wrapped.bytes, identity).map(Dek)
+    }
+}
+
+/// A per-object data key: the C2SP input key of the object's body.
+pub struct Dek(Secret);
+opaque_debug!(Dek);
+
+impl Dek {
+    /// A new random DEK.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] if the system RNG fails.
+    pub fn generate() -> Result<Self, CryptoError> {
+        Secret::generate().map(Self)
+    }
+
+    pub(crate) fn expose(&self) -> &[u8] {
+        &self.0 .0[..]
+    }
+}
+
+/// The stable key behind user pseudonyms. Never rotated: rotating it would
+/// move every object.
+pub struct NamingKey(Secret);
+opaque_debug!(NamingKey);
+
+/// Domain separation for pseudonyms. Do not change: it names every object.
+const PSEUDONYM_LABEL: &[u8] = b"sealgate/v1/pseudonym\0";
+
+impl NamingKey {
+    /// A new random naming key.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] if the system RNG fails.
+    pub fn generate() -> Result<Self, CryptoError> {
+        Secret::generate().map(Self)
+    }
+
+    /// Loads the naming key from keyring bytes.
+    ///
+    /// # Errors
+    /// [`CryptoError::InvalidKeySize`] unless `bytes` is 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        Secret::from_slice(bytes).map(Self)
+    }
+
+    /// The raw key, for writing the keyring file only.
+    pub fn expose_for_keyring(&self) -> &[u8; KEY_LEN] {
+        &self.0 .0
+    }
+
+    /// `HMAC-SHA-256(naming key, "sealgate/v1/pseudonym\0" || user id)`.
+    pub fn pseudonym(&self, user_id: &str) -> Pseudonym {
+        use aws_lc_rs::hmac;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0 .0[..]);
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(PSEUDONYM_LABEL);
+        ctx.update(user_id.as_bytes());
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        Pseudonym(out)
+    }
+}
+
+/// A keyed pseudonym of a user id: what storage, the key store and logs see.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pseudonym([u8; 32]);
+
+impl Pseudonym {
+    /// The 32 bytes of the HMAC.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses the 64-character lower-case hex form.
+    ///
+    /// # Errors
+    /// [`CryptoError::Malformed`] for anything else.
+    pub fn from_hex(s: &str) -> Result<Self, CryptoError> {
+        let mut out = [0u8; 32];
+        if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(CryptoError::Malformed);
+        }
+        hex::decode_to_slice(s, &mut out).map_err(|_| CryptoError::Malformed)?;
+        Ok(Self(out))
+    }
+
+    /// The shard of the KEK layer this pseudonym belongs to:
+    /// the first 8 bytes as a big-endian integer, modulo `shards`.
+    pub fn shard(&self, shards: u32) -> u32 {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        (u64::from_be_bytes(head) % u64::from(shards.max(1))) as u32
+    }
+}
+
+impl fmt::Display for Pseudonym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Pseudonym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pseudonym({self})")
+    }
+}

@@ -1,0 +1,1 @@
+//! Crypto core tests.
