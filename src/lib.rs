@@ -4,4 +4,12 @@
 //! object format.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod blob;
+pub mod cli;
+pub mod config;
 pub mod crypto;
+pub mod jobs;
+pub mod keys;
+pub mod server;
+pub mod telemetry;

@@ -1,1 +1,6 @@
-fn main() {}
+//! The `sealgate` binary: see [`sealgate::cli`].
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    sealgate::cli::main().await
+}

@@ -1,0 +1,110 @@
+//! Object storage: where sealed objects live.
+//!
+//! This layer stores opaque bytes under `{space}/{owner}/{name}` keys. It knows
+//! nothing of keys, users or encryption: what it is handed is already
+//! ciphertext. Every backend guarantees that an object becomes visible only
+//! whole (after [`BlobWriter::commit`]) and that a writer dropped or aborted
+//! before commit leaves nothing behind.
+
+pub mod fs;
+
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// A stream of stored bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send>>;
+
+/// Errors of the blob layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// No object under that key.
+    #[error("object not found")]
+    NotFound,
+    /// The backend cannot be reached or refused service; retryable.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Any other I/O failure.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where an object lives: `{space}/{owner}/{name}`. Each part has been
+/// validated by the caller to be a safe single path segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobKey {
+    /// Namespace.
+    pub space: String,
+    /// Owner prefix (the user's pseudonym in hex).
+    pub owner: String,
+    /// Object name.
+    pub name: String,
+}
+
+/// A listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobEntry {
+    /// Object name within the prefix.
+    pub name: String,
+    /// Stored length in bytes.
+    pub len: u64,
+}
+
+/// An object store backend.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts writing `key`. Nothing is visible until [`BlobWriter::commit`];
+    /// a committed object replaces any previous one atomically.
+    async fn create(&self, key: &BlobKey) -> Result<Box<dyn BlobWriter>, BlobError>;
+
+    /// Opens `key` for reading; later reads see this version even if the
+    /// object is replaced meanwhile.
+    async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError>;
+
+    /// Deletes every stored version of `key`. Returns false if there was none.
+    async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError>;
+
+    /// Lists up to `limit` objects of `space/owner/` with names strictly
+    /// after `after`, in ascending name order.
+    async fn list(
+        &self,
+        space: &str,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobEntry>, BlobError>;
+}
+
+/// An object being written.
+#[async_trait]
+pub trait BlobWriter: Send {
+    /// Appends bytes.
+    async fn write(&mut self, data: &[u8]) -> Result<(), BlobError>;
+
+    /// Makes the object durable and visible.
+    async fn commit(self: Box<Self>) -> Result<(), BlobError>;
+
+    /// Discards the object. Dropping an uncommitted writer does the same.
+    async fn abort(self: Box<Self>) -> Result<(), BlobError>;
+}
+
+/// An opened object.
+#[async_trait]
+pub trait BlobReader: Send {
+    /// Stored length in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether the object is empty (never, for a sealed object).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads exactly the bytes of `range`.
+    async fn read(&mut self, range: Range<u64>) -> Result<Bytes, BlobError>;
+
+    /// Streams the bytes of `range`, reading only those.
+    async fn stream(&mut self, range: Range<u64>) -> Result<ByteStream, BlobError>;
+}

@@ -1,0 +1,418 @@
+//! Configuration: one TOML file, every key overridable by an environment
+//! variable `SEALGATE_<SECTION>_<KEY>` (top-level keys: `SEALGATE_<KEY>`).
+//! Defaults are the embedded deployment: filesystem blobs, SQLite keys, a
+//! local keyring, plaintext gRPC on loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Sections of the file; an environment variable `SEALGATE_<SECTION>_<KEY>`
+/// names a key inside one of these, anything else is a top-level key.
+const SECTIONS: &[&str] = &[
+    "residency",
+    "blob",
+    "s3",
+    "keystore",
+    "master",
+    "cache",
+    "limits",
+    "tls",
+];
+
+/// Errors loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file or an override does not parse or has a wrong type.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address; plaintext is allowed on loopback only.
+    pub listen: SocketAddr,
+    /// Where the embedded stores live.
+    pub data_dir: PathBuf,
+    /// Configured namespaces.
+    pub spaces: Vec<String>,
+    /// Data residency.
+    pub residency: Residency,
+    /// Object storage.
+    pub blob: Blob,
+    /// S3 settings (for `blob.backend = "s3"`).
+    pub s3: S3,
+    /// Key store.
+    pub keystore: KeyStoreConfig,
+    /// Master key provider.
+    pub master: Master,
+    /// Caches of unwrapped keys.
+    pub cache: Cache,
+    /// Size limits.
+    pub limits: Limits,
+    /// TLS (required for a non-loopback listen address).
+    pub tls: Option<Tls>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".parse().expect("literal address"),
+            data_dir: PathBuf::from("./sealgate-data"),
+            spaces: vec!["moments".into(), "channels".into()],
+            residency: Residency::default(),
+            blob: Blob::default(),
+            s3: S3::default(),
+            keystore: KeyStoreConfig::default(),
+            master: Master::default(),
+            cache: Cache::default(),
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
+}
+
+/// `[residency]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Residency {
+    /// Regions data may live in.
+    pub allowed_regions: Vec<String>,
+}
+
+impl Default for Residency {
+    fn default() -> Self {
+        Self {
+            allowed_regions: vec!["cn-north-1".into(), "cn-northwest-1".into()],
+        }
+    }
+}
+
+/// `[blob]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Blob {
+    /// `fs` (embedded) is the only backend of this build.
+    pub backend: String,
+    /// The region the data lives in; bound into every object.
+    pub region: String,
+}
+
+impl Default for Blob {
+    fn default() -> Self {
+        Self {
+            backend: "fs".into(),
+            region: "cn-north-1".into(),
+        }
+    }
+}
+
+/// `[s3]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3 {
+    /// Bucket name.
+    pub bucket: String,
+    /// Endpoint override (S3-compatible stores).
+    pub endpoint: Option<String>,
+    /// Path-style addressing.
+    pub force_path_style: bool,
+}
+
+/// `[keystore]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyStoreConfig {
+    /// `sqlite` (embedded) is the only backend of this build.
+    pub backend: String,
+    /// Connection URL for a networked key store.
+    pub url: Option<String>,
+    /// Number of KEK shards. Fixed once keys exist.
+    pub shards: u32,
+}
+
+impl Default for KeyStoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: "sqlite".into(),
+            url: None,
+            shards: 256,
+        }
+    }
+}
+
+/// `[master]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Master {
+    /// `local` (keyring file in the data directory) is the only provider of
+    /// this build.
+    pub provider: String,
+    /// KMS key ARN for `aws-kms`.
+    pub kms_key_arn: Option<String>,
+    /// KMS endpoint override.
+    pub kms_endpoint: Option<String>,
+}
+
+impl Default for Master {
+    fn default() -> Self {
+        Self {
+            provider: "local".into(),
+            kms_key_arn: None,
+            kms_endpoint: None,
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// Lifetime of unwrapped user keys.
+    pub ttl_seconds: u64,
+    /// Lifetime of unwrapped KEKs.
+    pub kek_ttl_seconds: u64,
+    /// Bound on cached users.
+    pub max_entries: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 60,
+            kek_ttl_seconds: 4 * 3600,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest object PutObject accepts.
+    pub max_object_bytes: u64,
+    /// Largest item PutItem accepts.
+    pub max_item_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_object_bytes: 1 << 30,
+            max_item_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// CA that signs client certificates (PEM).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads `file` (if any), then applies `SEALGATE_*` overrides from `env`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an unreadable file, bad TOML, unknown keys or
+    /// wrong types.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("SEALGATE_") else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            let (section, key) = match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_")))
+            {
+                Some(s) => (Some(*s), rest[s.len() + 1..].to_string()),
+                None => (None, rest),
+            };
+            let value = parse_env_value(&value);
+            let target = match section {
+                Some(s) => table
+                    .entry(s)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| ConfigError::Invalid(format!("[{s}] is not a table")))?,
+                None => &mut table,
+            };
+            target.insert(key, value);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with a message naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.spaces.is_empty() {
+            return bad("spaces: at least one space is required".into());
+        }
+        for s in &self.spaces {
+            if !crate::api::validate::is_valid_name(s) {
+                return bad(format!("spaces: {s:?} is not a valid space name ([A-Za-z0-9._-], 1-128 bytes, no leading dot)"));
+            }
+        }
+        if self.blob.backend != "fs" {
+            return bad(format!(
+                "blob.backend: {:?} is not available in this build (use \"fs\")",
+                self.blob.backend
+            ));
+        }
+        if self.keystore.backend != "sqlite" {
+            return bad(format!(
+                "keystore.backend: {:?} is not available in this build (use \"sqlite\")",
+                self.keystore.backend
+            ));
+        }
+        if self.master.provider != "local" {
+            return bad(format!(
+                "master.provider: {:?} is not available in this build (use \"local\")",
+                self.master.provider
+            ));
+        }
+        if self.keystore.shards == 0 {
+            return bad("keystore.shards must be at least 1".into());
+        }
+        if !self.residency.allowed_regions.contains(&self.blob.region) {
+            return bad(format!(
+                "residency: blob.region {:?} is not in residency.allowed_regions {:?}",
+                self.blob.region, self.residency.allowed_regions
+            ));
+        }
+        if !self.listen.ip().is_loopback() && self.tls.is_none() {
+            return bad(format!(
+                "listen: {} is not a loopback address and [tls] is not configured; plaintext gRPC is only served on loopback",
+                self.listen
+            ));
+        }
+        if self.tls.is_some() {
+            return bad(
+                "tls: TLS serving is not available in this build; listen on loopback".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An override's value: TOML syntax when it parses (`true`, `42`,
+/// `["a", "b"]`), a comma-separated list for list keys given bare, else a
+/// string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    if let Ok(table) = format!("v = {raw}").parse::<toml::Table>() {
+        if let Some(v) = table.get("v") {
+            return v.clone();
+        }
+    }
+    if raw.contains(',') {
+        return toml::Value::Array(
+            raw.split(',')
+                .map(|s| toml::Value::String(s.trim().to_string()))
+                .collect(),
+        );
+    }
+    toml::Value::String(raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.spaces, ["moments", "channels"]);
+        assert_eq!(c.limits.max_object_bytes, 1 << 30);
+        assert_eq!(c.blob.backend, "fs");
+    }
+
+    #[test]
+    fn env_overrides_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "data_dir = \"/x\"\n[limits]\nmax_item_bytes = 10\n").unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("SEALGATE_LIMITS_MAX_OBJECT_BYTES", "1234"),
+                ("SEALGATE_DATA_DIR", "/y"),
+                ("SEALGATE_SPACES", "a,b"),
+                ("SEALGATE_CACHE_TTL_SECONDS", "5"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_object_bytes, 1234);
+        assert_eq!(c.limits.max_item_bytes, 10);
+        assert_eq!(c.data_dir, PathBuf::from("/y"));
+        assert_eq!(c.spaces, ["a", "b"]);
+        assert_eq!(c.cache.ttl_seconds, 5);
+    }
+
+    #[test]
+    fn non_loopback_plaintext_is_refused() {
+        let err = Config::load(None, env(&[("SEALGATE_LISTEN", "0.0.0.0:50051")])).unwrap_err();
+        assert!(err.to_string().contains("not a loopback address"), "{err}");
+    }
+
+    #[test]
+    fn region_outside_allowed_list_is_refused() {
+        let err = Config::load(None, env(&[("SEALGATE_BLOB_REGION", "us-east-1")])).unwrap_err();
+        assert!(
+            err.to_string().contains("not in residency.allowed_regions"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::load(None, env(&[("SEALGATE_LIMITS_MAX_OBJECTS", "1")])).unwrap_err();
+        assert!(err.to_string().contains("max_objects"), "{err}");
+    }
+}

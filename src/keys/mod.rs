@@ -1,0 +1,362 @@
+//! The key hierarchy: master key -> KEK shards -> user keys -> DEKs.
+//!
+//! [`KeyHierarchy`] is the only way the service gets at an unwrapped key. It
+//! owns the key store, the master key provider, the naming key and the moka
+//! caches of unwrapped KEKs (hours) and user keys (about a minute), and it
+//! enforces erasure: once [`KeyHierarchy::erase`] returns, no call hands out
+//! a key of that user again, cached or not.
+
+pub mod keyring;
+pub mod sqlite;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+use crate::crypto::{CryptoError, Kek, NamingKey, Pseudonym, UserKey, Wrapped};
+use keyring::{MasterKeyError, MasterKeyProvider};
+use store::{
+    InsertOutcome, KekRecord, KeyStore, StoreError, Tombstone, UserKeyRecord, UserKeyState,
+};
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Errors of the key layer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeyError {
+    /// The user has been erased; their keys no longer exist.
+    #[error("user erased")]
+    UserErased,
+    /// An object names a user-key version that does not exist (and the user
+    /// is not erased): the object cannot be opened.
+    #[error("user key version {0} does not exist")]
+    MissingUserKeyVersion(u32),
+    /// A wrapped key failed to unwrap: corrupt key store or wrong master key.
+    #[error("key unwrap failed: {0}")]
+    Unwrap(String),
+    /// The key store is unreachable; retryable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Any other key store or provider failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for KeyError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Backend(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<MasterKeyError> for KeyError {
+    fn from(e: MasterKeyError) -> Self {
+        Self::Unwrap(e.to_string())
+    }
+}
+
+impl From<CryptoError> for KeyError {
+    fn from(e: CryptoError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Cache sizes and lifetimes.
+#[derive(Debug, Clone)]
+pub struct CachePolicy {
+    /// Lifetime of unwrapped user keys.
+    pub user_ttl: Duration,
+    /// Lifetime of unwrapped KEKs.
+    pub kek_ttl: Duration,
+    /// Bound on cached users.
+    pub max_users: u64,
+}
+
+/// The unwrapped key versions of one user.
+struct UserKeys {
+    keys: BTreeMap<u32, Arc<UserKey>>,
+    active: Option<u32>,
+}
+
+/// What KeyStatus reports about a user, without key material.
+#[derive(Debug, Clone)]
+pub struct UserKeyStatus {
+    /// The pseudonym.
+    pub pseudonym: Pseudonym,
+    /// KEK shard.
+    pub shard: u32,
+    /// Tombstone, if erased.
+    pub tombstone: Option<Tombstone>,
+    /// Live versions.
+    pub versions: Vec<UserKeyRecord>,
+    /// Master version new KEKs are wrapped under.
+    pub master_version: u32,
+}
+
+/// The key hierarchy service.
+pub struct KeyHierarchy {
+    store: Arc<dyn KeyStore>,
+    master: Arc<dyn MasterKeyProvider>,
+    naming: NamingKey,
+    shards: u32,
+    keks: Cache<(u32, u32), Arc<Kek>>,
+    users: Cache<Pseudonym, Arc<UserKeys>>,
+    /// Pseudonyms erased by this process, remembered at least as long as a
+    /// user-key cache entry lives, so that an entry loaded just before an
+    /// erasure is never served after it.
+    recently_erased: Cache<Pseudonym, ()>,
+}
+
+/// AAD of a wrapped KEK: `"sealgate/v1/kek" || u32be(shard) || u32be(version)`.
+fn kek_aad(shard: u32, version: u32) -> Vec<u8> {
+    let mut aad = b"sealgate/v1/kek".to_vec();
+    aad.extend_from_slice(&shard.to_be_bytes());
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
+
+/// AAD of a wrapped user key:
+/// `"sealgate/v1/user-key" || pseudonym(32) || u32be(version) || u32be(shard) || u32be(kek version)`.
+fn user_key_aad(p: &Pseudonym, version: u32, shard: u32, kek_version: u32) -> Vec<u8> {
+    let mut aad = b"sealgate/v1/user-key".to_vec();
+    aad.extend_from_slice(p.as_bytes());
+    for n in [version, shard, kek_version] {
+        aad.extend_from_slice(&n.to_be_bytes());
+    }
+    aad
+}
+
+impl KeyHierarchy {
+    /// Builds the hierarchy over a store and a master key provider.
+    pub fn new(
+        store: Arc<dyn KeyStore>,
+        master: Arc<dyn MasterKeyProvider>,
+        naming: NamingKey,
+        shards: u32,
+        policy: &CachePolicy,
+    ) -> Self {
+        Self {
+            store,
+            master,
+            naming,
+            shards: shards.max(1),
+            keks: Cache::builder()
+                .max_capacity(u64::from(shards.max(1)) * 4)
+                .time_to_live(policy.kek_ttl)
+                .build(),
+            users: Cache::builder()
+                .max_capacity(policy.max_users)
+                .time_to_live(policy.user_ttl)
+                .build(),
+            recently_erased: Cache::builder()
+                .time_to_live(policy.user_ttl * 2 + Duration::from_secs(1))
+                .build(),
+        }
+    }
+
+    /// The key store (for jobs and audit).
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
+    /// The keyed pseudonym of a user id.
+    pub fn pseudonym(&self, user_id: &str) -> Pseudonym {
+        self.naming.pseudonym(user_id)
+    }
+
+    /// The active user key (creating version 1 for a new user), for sealing.
+    ///
+    /// # Errors
+    /// [`KeyError::UserErased`] for an erased user; store or unwrap failures.
+    pub async fn active_user_key(&self, p: &Pseudonym) -> Result<(u32, Arc<UserKey>), KeyError> {
+        for _ in 0..3 {
+            let keys = self.user_keys(p).await?;
+            if let Some(v) = keys.active {
+                return Ok((v, keys.keys[&v].clone()));
+            }
+            // A new user: create version 1 under the shard's newest KEK.
+            let shard = p.shard(self.shards);
+            let (kek_version, kek) = self.current_kek(shard).await?;
+            let key = UserKey::generate()?;
+            let version = keys.keys.keys().next_back().map_or(1, |v| v + 1);
+            let wrapped = kek.wrap_user_key(&key, &user_key_aad(p, version, shard, kek_version))?;
+            let record = UserKeyRecord {
+                pseudonym: *p,
+                version,
+                shard,
+                kek_version,
+                wrapped: wrapped.as_bytes().to_vec(),
+                state: UserKeyState::Active,
+                created_at_ms: unix_ms(),
+            };
+            match self.store.insert_user_key(&record).await? {
+                InsertOutcome::Erased => return Err(KeyError::UserErased),
+                InsertOutcome::Inserted | InsertOutcome::AlreadyExists => {
+                    self.users.invalidate(p).await
+                }
+            }
+        }
+        Err(KeyError::Internal(
+            "user key creation did not converge".into(),
+        ))
+    }
+
+    /// A specific user-key version, for opening an object.
+    ///
+    /// # Errors
+    /// [`KeyError::UserErased`] for an erased user;
+    /// [`KeyError::MissingUserKeyVersion`] if that version does not exist.
+    pub async fn user_key(&self, p: &Pseudonym, version: u32) -> Result<Arc<UserKey>, KeyError> {
+        let keys = self.user_keys(p).await?;
+        if let Some(k) = keys.keys.get(&version) {
+            return Ok(k.clone());
+        }
+        // The cache may predate a rotation; look once more at the store.
+        self.users.invalidate(p).await;
+        let keys = self.user_keys(p).await?;
+        keys.keys
+            .get(&version)
+            .cloned()
+            .ok_or(KeyError::MissingUserKeyVersion(version))
+    }
+
+    /// Fails with [`KeyError::UserErased`] if the user is erased.
+    ///
+    /// # Errors
+    /// As described, or store failures.
+    pub async fn ensure_not_erased(&self, p: &Pseudonym) -> Result<(), KeyError> {
+        self.user_keys(p).await.map(|_| ())
+    }
+
+    async fn user_keys(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
+        let keys = self
+            .users
+            .try_get_with(*p, self.load_user_keys(p))
+            .await
+            .map_err(|e: Arc<KeyError>| (*e).clone())?;
+        if self.recently_erased.contains_key(p) {
+            self.users.invalidate(p).await;
+            return Err(KeyError::UserErased);
+        }
+        Ok(keys)
+    }
+
+    /// Loads and unwraps every version of a user's key. Concurrent misses of
+    /// the same user are coalesced by the cache into one call of this.
+    async fn load_user_keys(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
+        if self.store.tombstone(p).await?.is_some() {
+            return Err(KeyError::UserErased);
+        }
+        let records = self.store.user_keys(p).await?;
+        let mut keys = BTreeMap::new();
+        let mut active = None;
+        for r in records {
+            let kek = self.kek(r.shard, r.kek_version).await?;
+            let wrapped = Wrapped::<UserKey>::from_bytes(&r.wrapped)?;
+            let key = kek
+                .unwrap_user_key(
+                    &wrapped,
+                    &user_key_aad(p, r.version, r.shard, r.kek_version),
+                )
+                .map_err(|_| {
+                    KeyError::Unwrap(format!(
+                        "user key version {} of shard {}",
+                        r.version, r.shard
+                    ))
+                })?;
+            if r.state == UserKeyState::Active {
+                active = Some(r.version);
+            }
+            keys.insert(r.version, Arc::new(key));
+        }
+        Ok(Arc::new(UserKeys { keys, active }))
+    }
+
+    /// The newest KEK version of a shard, creating version 1 if none exists.
+    async fn current_kek(&self, shard: u32) -> Result<(u32, Arc<Kek>), KeyError> {
+        if let Some(r) = self.store.latest_kek(shard).await? {
+            return Ok((r.version, self.kek(shard, r.version).await?));
+        }
+        let kek = Kek::generate()?;
+        let (master_version, wrapped) = self.master.wrap_kek(&kek, &kek_aad(shard, 1)).await?;
+        let record = KekRecord {
+            shard,
+            version: 1,
+            master_version,
+            wrapped,
+            created_at_ms: unix_ms(),
+        };
+        if self.store.insert_kek(&record).await? {
+            self.store
+                .audit("create_kek", None, &format!("shard {shard} version 1"))
+                .await?;
+            let kek = Arc::new(kek);
+            self.keks.insert((shard, 1), kek.clone()).await;
+            return Ok((1, kek));
+        }
+        // Another replica created it first: use theirs.
+        Ok((1, self.kek(shard, 1).await?))
+    }
+
+    async fn kek(&self, shard: u32, version: u32) -> Result<Arc<Kek>, KeyError> {
+        self.keks
+            .try_get_with((shard, version), async {
+                let record = self.store.kek(shard, version).await?.ok_or_else(|| {
+                    KeyError::Internal(format!("KEK shard {shard} version {version} missing"))
+                })?;
+                let kek = self
+                    .master
+                    .unwrap_kek(
+                        record.master_version,
+                        &record.wrapped,
+                        &kek_aad(shard, version),
+                    )
+                    .await?;
+                Ok(Arc::new(kek))
+            })
+            .await
+            .map_err(|e: Arc<KeyError>| (*e).clone())
+    }
+
+    /// Crypto-shreds a user: destroys every user-key version and writes the
+    /// tombstone in one transaction, then drops cached keys. Idempotent.
+    ///
+    /// # Errors
+    /// Store failures (in which case nothing was destroyed).
+    pub async fn erase(&self, p: &Pseudonym) -> Result<Tombstone, KeyError> {
+        let mut id = [0u8; 16];
+        crate::crypto::random_fill(&mut id)?;
+        let tombstone = self
+            .store
+            .erase_user(p, unix_ms(), &hex::encode(id))
+            .await?;
+        self.recently_erased.insert(*p, ()).await;
+        self.users.invalidate(p).await;
+        Ok(tombstone)
+    }
+
+    /// Key status without key material.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn status(&self, p: &Pseudonym) -> Result<UserKeyStatus, KeyError> {
+        Ok(UserKeyStatus {
+            pseudonym: *p,
+            shard: p.shard(self.shards),
+            tombstone: self.store.tombstone(p).await?,
+            versions: self.store.user_keys(p).await?,
+            master_version: self.master.current_version(),
+        })
+    }
+}

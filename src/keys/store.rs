@@ -1,0 +1,208 @@
+//! The key store seam: wrapped KEKs, user-key versions, tombstones, durable
+//! jobs and the audit trail. Implementations: SQLite ([`super::sqlite`]).
+//!
+//! The store only ever sees wrapped keys and pseudonyms. Erasure deletes the
+//! user's key rows and writes the tombstone in one transaction; inserting a
+//! user key for a tombstoned pseudonym fails in the same transaction that
+//! would insert it, so no key can be created after an erasure.
+
+use async_trait::async_trait;
+
+use crate::crypto::Pseudonym;
+
+/// Errors of a key store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached; retryable.
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (corrupt rows, SQL errors).
+    #[error("key store error: {0}")]
+    Backend(String),
+}
+
+/// One version of one shard's KEK, wrapped by a master key version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekRecord {
+    /// Shard number.
+    pub shard: u32,
+    /// KEK version within the shard.
+    pub version: u32,
+    /// Master key version that wraps it.
+    pub master_version: u32,
+    /// The wrapped KEK.
+    pub wrapped: Vec<u8>,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// State of a user-key version. A destroyed version has no row at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserKeyState {
+    /// Wraps new objects' DEKs.
+    Active,
+    /// Only opens existing objects.
+    DecryptOnly,
+}
+
+impl UserKeyState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::DecryptOnly => "decrypt_only",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "active" => Ok(Self::Active),
+            "decrypt_only" => Ok(Self::DecryptOnly),
+            other => Err(StoreError::Backend(format!(
+                "unknown user key state {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One version of a user's key, wrapped by its shard's KEK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKeyRecord {
+    /// Owner.
+    pub pseudonym: Pseudonym,
+    /// Version, from 1.
+    pub version: u32,
+    /// KEK shard.
+    pub shard: u32,
+    /// KEK version that wraps it.
+    pub kek_version: u32,
+    /// The wrapped user key.
+    pub wrapped: Vec<u8>,
+    /// State.
+    pub state: UserKeyState,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// The durable record of an erasure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// Erased user.
+    pub pseudonym: Pseudonym,
+    /// When the keys were destroyed, Unix milliseconds.
+    pub erased_at_ms: i64,
+    /// The destroyed user-key versions.
+    pub destroyed_versions: Vec<u32>,
+    /// The garbage-collection job.
+    pub gc_job_id: String,
+}
+
+/// State of a durable job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Not started yet.
+    Pending,
+    /// Started; resumed after a restart.
+    Running,
+    /// Finished.
+    Done,
+    /// Gave up; `last_error` says why.
+    Failed,
+}
+
+impl JobState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "running" => Ok(Self::Running),
+            "done" => Ok(Self::Done),
+            "failed" => Ok(Self::Failed),
+            other => Err(StoreError::Backend(format!("unknown job state {other:?}"))),
+        }
+    }
+}
+
+/// Kinds of durable jobs.
+pub const JOB_KIND_ERASURE_GC: &str = "erasure_gc";
+
+/// A durable job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: String,
+    /// Kind, such as [`JOB_KIND_ERASURE_GC`].
+    pub kind: String,
+    /// The user the job is about, if any.
+    pub pseudonym: Option<Pseudonym>,
+    /// State.
+    pub state: JobState,
+    /// Items processed so far.
+    pub done: u64,
+    /// Last error, empty if none.
+    pub last_error: String,
+}
+
+/// Result of inserting a user-key version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// The row was written.
+    Inserted,
+    /// That version already exists (another writer won the race).
+    AlreadyExists,
+    /// The user is erased; nothing was written.
+    Erased,
+}
+
+/// The key store.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// The highest version of a shard's KEK.
+    async fn latest_kek(&self, shard: u32) -> Result<Option<KekRecord>, StoreError>;
+    /// One version of a shard's KEK.
+    async fn kek(&self, shard: u32, version: u32) -> Result<Option<KekRecord>, StoreError>;
+    /// Inserts a KEK version; false if that version exists.
+    async fn insert_kek(&self, record: &KekRecord) -> Result<bool, StoreError>;
+    /// Every live version of a user's key, ascending.
+    async fn user_keys(&self, pseudonym: &Pseudonym) -> Result<Vec<UserKeyRecord>, StoreError>;
+    /// Inserts a user-key version unless it exists or the user is erased.
+    async fn insert_user_key(&self, record: &UserKeyRecord) -> Result<InsertOutcome, StoreError>;
+    /// The user's tombstone, if erased.
+    async fn tombstone(&self, pseudonym: &Pseudonym) -> Result<Option<Tombstone>, StoreError>;
+    /// In one transaction: deletes every user-key version, writes the
+    /// tombstone, creates the garbage-collection job and an audit record.
+    /// Idempotent: an erased user's existing tombstone is returned unchanged.
+    async fn erase_user(
+        &self,
+        pseudonym: &Pseudonym,
+        now_ms: i64,
+        gc_job_id: &str,
+    ) -> Result<Tombstone, StoreError>;
+    /// A job by id.
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// Jobs that are pending or running.
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// Records a job's progress.
+    async fn update_job(
+        &self,
+        id: &str,
+        state: JobState,
+        done: u64,
+        last_error: &str,
+    ) -> Result<(), StoreError>;
+    /// Appends to the audit trail. `pseudonym` is the only user reference an
+    /// audit record may hold.
+    async fn audit(
+        &self,
+        action: &str,
+        pseudonym: Option<&Pseudonym>,
+        detail: &str,
+    ) -> Result<(), StoreError>;
+}

@@ -1,0 +1,139 @@
+//! Wiring: builds the stores, the key hierarchy and the services from a
+//! [`Config`], and serves them on a listener until a shutdown signal.
+//!
+//! `run` takes its listener and shutdown future, so tests bind port 0 and
+//! stop the server cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::admin::KeyAdminApi;
+use crate::api::content::ContentApi;
+use crate::api::erasure::ErasureApi;
+use crate::api::objects::{Limits, Objects};
+use crate::api::pb;
+use crate::blob::fs::FsBlobStore;
+use crate::blob::BlobStore;
+use crate::config::Config;
+use crate::jobs::gc::GcRunner;
+use crate::keys::keyring::LocalKeyring;
+use crate::keys::sqlite::SqliteKeyStore;
+use crate::keys::{CachePolicy, KeyHierarchy};
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The master keyring is unusable.
+    #[error(transparent)]
+    Keyring(#[from] crate::keys::keyring::MasterKeyError),
+    /// The key store could not be opened.
+    #[error("key store: {0}")]
+    KeyStore(#[from] crate::keys::store::StoreError),
+    /// The blob store could not be opened.
+    #[error("blob store: {0}")]
+    Blob(#[from] crate::blob::BlobError),
+    /// The gRPC transport failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Everything a running gateway holds.
+pub struct Gateway {
+    /// The object service (shared by the gRPC services).
+    pub objects: Arc<Objects>,
+    /// The garbage-collection runner.
+    pub gc: GcRunner,
+}
+
+impl Gateway {
+    /// Opens the stores under `config.data_dir` and resumes unfinished jobs.
+    ///
+    /// # Errors
+    /// [`ServeError`] naming what could not be opened.
+    pub async fn open(config: &Config) -> Result<Self, ServeError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(crate::blob::BlobError::Io)?;
+        let (keyring, naming) = LocalKeyring::load_or_create(&config.data_dir.join("keyring"))?;
+        let keyring = Arc::new(keyring);
+        let store = Arc::new(SqliteKeyStore::open(&config.data_dir.join("keys.db")).await?);
+        let blob: Arc<dyn BlobStore> =
+            Arc::new(FsBlobStore::open(config.data_dir.join("objects")).await?);
+        let policy = CachePolicy {
+            user_ttl: Duration::from_secs(config.cache.ttl_seconds),
+            kek_ttl: Duration::from_secs(config.cache.kek_ttl_seconds),
+            max_users: config.cache.max_entries,
+        };
+        let keys = Arc::new(KeyHierarchy::new(
+            store.clone(),
+            keyring,
+            naming,
+            config.keystore.shards,
+            &policy,
+        ));
+        let gc = GcRunner::start(store, blob.clone(), config.spaces.clone()).await?;
+        let objects = Arc::new(Objects::new(
+            keys,
+            blob,
+            config.blob.region.clone(),
+            config.spaces.clone(),
+            Limits {
+                max_object_bytes: config.limits.max_object_bytes,
+                max_item_bytes: config.limits.max_item_bytes,
+            },
+        ));
+        Ok(Self { objects, gc })
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// [`ServeError`] if a store cannot be opened or the transport fails.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let gateway = Gateway::open(&config).await?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::content_service_server::ContentServiceServer<ContentApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::erasure_service_server::ErasureServiceServer<ErasureApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::key_admin_service_server::KeyAdminServiceServer<KeyAdminApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let local = listener.local_addr().ok();
+    tracing::info!(address = ?local, data_dir = %config.data_dir.display(), "sealgate listening");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(pb::content_service_server::ContentServiceServer::new(
+            ContentApi::new(gateway.objects.clone()),
+        ))
+        .add_service(pb::erasure_service_server::ErasureServiceServer::new(
+            ErasureApi::new(gateway.objects.clone(), gateway.gc.clone()),
+        ))
+        .add_service(pb::key_admin_service_server::KeyAdminServiceServer::new(
+            KeyAdminApi::new(gateway.objects.clone()),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
