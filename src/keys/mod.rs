@@ -360,3 +360,155 @@ impl KeyHierarchy {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::keyring::LocalKeyring;
+    use super::sqlite::SqliteKeyStore;
+    use super::*;
+
+    /// Counts calls through to a real local keyring.
+    struct Counting {
+        inner: LocalKeyring,
+        unwraps: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl MasterKeyProvider for Counting {
+        fn current_version(&self) -> u32 {
+            self.inner.current_version()
+        }
+        async fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<(u32, Vec<u8>), MasterKeyError> {
+            self.inner.wrap_kek(kek, aad).await
+        }
+        async fn unwrap_kek(
+            &self,
+            version: u32,
+            wrapped: &[u8],
+            aad: &[u8],
+        ) -> Result<Kek, MasterKeyError> {
+            self.unwraps.fetch_add(1, Ordering::SeqCst);
+            // Widen the window in which concurrent misses overlap.
+            tokio::task::yield_now().await;
+            self.inner.unwrap_kek(version, wrapped, aad).await
+        }
+    }
+
+    async fn hierarchy(dir: &std::path::Path) -> (Arc<KeyHierarchy>, Arc<Counting>) {
+        let (keyring, naming) = LocalKeyring::load_or_create(&dir.join("keyring")).unwrap();
+        let master = Arc::new(Counting {
+            inner: keyring,
+            unwraps: AtomicUsize::new(0),
+        });
+        let store = Arc::new(SqliteKeyStore::open(&dir.join("keys.db")).await.unwrap());
+        let policy = CachePolicy {
+            user_ttl: Duration::from_secs(60),
+            kek_ttl: Duration::from_secs(3600),
+            max_users: 1000,
+        };
+        (
+            Arc::new(KeyHierarchy::new(
+                store,
+                master.clone(),
+                naming,
+                16,
+                &policy,
+            )),
+            master,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_unwrap_once_and_survive_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = {
+            let (keys, _) = hierarchy(dir.path()).await;
+            let p = keys.pseudonym("alice");
+            let (version, _) = keys.active_user_key(&p).await.unwrap();
+            assert_eq!(version, 1);
+            p
+        };
+        // A fresh process: cold caches, same store and keyring.
+        let (keys, master) = hierarchy(dir.path()).await;
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let keys = keys.clone();
+                tokio::spawn(async move { keys.user_key(&p, 1).await.map(|_| ()) })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            master.unwraps.load(Ordering::SeqCst),
+            1,
+            "one KEK unwrap for 32 concurrent misses"
+        );
+        assert!(matches!(
+            keys.user_key(&p, 2).await,
+            Err(KeyError::MissingUserKeyVersion(2))
+        ));
+    }
+
+    #[tokio::test]
+    async fn erasure_invalidates_cached_keys_and_blocks_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = hierarchy(dir.path()).await;
+        let p = keys.pseudonym("bob");
+        let other = keys.pseudonym("carol");
+        keys.active_user_key(&p).await.unwrap();
+        keys.active_user_key(&other).await.unwrap();
+        keys.user_key(&p, 1).await.unwrap(); // cached now
+        let receipt = keys.erase(&p).await.unwrap();
+        assert_eq!(receipt.destroyed_versions, vec![1]);
+        assert!(matches!(
+            keys.user_key(&p, 1).await,
+            Err(KeyError::UserErased)
+        ));
+        assert!(matches!(
+            keys.active_user_key(&p).await,
+            Err(KeyError::UserErased)
+        ));
+        assert_eq!(
+            keys.erase(&p).await.unwrap(),
+            receipt,
+            "erasure is idempotent"
+        );
+        assert!(keys.store().user_keys(&p).await.unwrap().is_empty());
+        keys.user_key(&other, 1).await.unwrap();
+
+        // Another process with cold caches sees the same.
+        let (fresh, _) = hierarchy(dir.path()).await;
+        assert!(matches!(
+            fresh.user_key(&p, 1).await,
+            Err(KeyError::UserErased)
+        ));
+        assert!(matches!(
+            fresh.active_user_key(&p).await,
+            Err(KeyError::UserErased)
+        ));
+    }
+
+    #[tokio::test]
+    async fn wrapped_keys_are_bound_to_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = hierarchy(dir.path()).await;
+        let a = keys.pseudonym("a");
+        let b = keys.pseudonym("b");
+        keys.active_user_key(&a).await.unwrap();
+        let mut row = keys.store().user_keys(&a).await.unwrap().remove(0);
+        // Move a's wrapped key under b's pseudonym: the AAD no longer matches.
+        row.pseudonym = b;
+        row.shard = b.shard(16);
+        keys.store().insert_user_key(&row).await.unwrap();
+        let (fresh, _) = hierarchy(dir.path()).await;
+        assert!(matches!(
+            fresh.user_key(&b, 1).await,
+            Err(KeyError::Unwrap(_) | KeyError::Internal(_))
+        ));
+    }
+}
