@@ -1,1 +1,3 @@
+mod blob;
 mod crypto;
+mod gateway;
