@@ -13,6 +13,7 @@ use super::error::ServiceError;
 use super::objects::{metadata, ObjectInfo, Objects};
 use super::pb;
 use super::validate;
+use crate::blob::WriteMode;
 
 /// Most ids in one GetItems call.
 pub const MAX_BATCH: usize = 100;
@@ -47,12 +48,13 @@ fn object_ref(
     objects.object_ref(&r.user_id, &r.space, &r.object_id)
 }
 
-/// An empty id asks the gateway to generate one.
-fn id_or_generated(id: String) -> String {
+/// An empty id asks the gateway to generate one, written create-only so a
+/// generated id can never replace an existing object.
+fn id_or_generated(id: String) -> (String, WriteMode) {
     if id.is_empty() {
-        validate::generate_id()
+        (validate::generate_id(), WriteMode::CreateOnly)
     } else {
-        id
+        (id, WriteMode::Replace)
     }
 }
 
@@ -80,7 +82,7 @@ impl pb::content_service_server::ContentService for ContentApi {
                 ))
             }
         };
-        let object_id = id_or_generated(header.object_id);
+        let (object_id, mode) = id_or_generated(header.object_id);
         let obj = self
             .objects
             .object_ref(&header.user_id, &header.space, &object_id)?;
@@ -98,7 +100,7 @@ impl pb::content_service_server::ContentService for ContentApi {
             ))),
         });
         let limit = self.objects.limits.max_object_bytes;
-        let info = self.objects.put(&obj, &meta, limit, body).await?;
+        let info = self.objects.put(&obj, mode, &meta, limit, body).await?;
         Ok(Response::new(pb::PutObjectResponse {
             info: Some(info_pb(info)),
         }))
@@ -203,13 +205,13 @@ impl pb::content_service_server::ContentService for ContentApi {
                 ServiceError::TooLarge(format!("item exceeds the limit of {max} bytes")).into(),
             );
         }
-        let item_id = id_or_generated(req.item_id);
+        let (item_id, mode) = id_or_generated(req.item_id);
         let obj = self
             .objects
             .object_ref(&req.user_id, &req.space, &item_id)?;
         let meta = metadata(req.content_type, req.attributes);
         let body = futures_util::stream::iter([Ok(req.content)]);
-        let info = self.objects.put(&obj, &meta, max, body).await?;
+        let info = self.objects.put(&obj, mode, &meta, max, body).await?;
         Ok(Response::new(pb::PutItemResponse {
             info: Some(info_pb(info)),
         }))

@@ -21,6 +21,9 @@ pub enum ServiceError {
     /// No such object.
     #[error("object not found")]
     NotFound,
+    /// A create-only write found the object id taken.
+    #[error("object already exists")]
+    AlreadyExists,
     /// The user is erased.
     #[error("user has been erased")]
     UserErased,
@@ -46,6 +49,7 @@ impl From<ServiceError> for Status {
         match e {
             ServiceError::InvalidArgument(m) => Status::invalid_argument(m),
             ServiceError::NotFound => Status::not_found("object not found"),
+            ServiceError::AlreadyExists => Status::already_exists("object already exists"),
             ServiceError::UserErased => Status::with_error_details(
                 Code::FailedPrecondition,
                 "user has been erased",
@@ -81,6 +85,7 @@ impl From<BlobError> for ServiceError {
     fn from(e: BlobError) -> Self {
         match e {
             BlobError::NotFound => Self::NotFound,
+            BlobError::AlreadyExists => Self::AlreadyExists,
             BlobError::Unavailable(m) => Self::Unavailable(m),
             BlobError::Io(e) => Self::Internal(e.to_string()),
         }

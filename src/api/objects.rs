@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 
 use super::error::ServiceError;
 use super::validate;
-use crate::blob::{BlobKey, BlobReader, BlobStore};
+use crate::blob::{BlobKey, BlobReader, BlobStore, WriteMode};
 use crate::crypto::chunked::{self, RangePlan};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Header, Metadata, ObjectIdentity, ObjectSealer, Pseudonym, UnsealedObject};
@@ -180,6 +180,7 @@ impl Objects {
     pub async fn put<S>(
         &self,
         obj: &ObjectRef,
+        mode: WriteMode,
         metadata: &Metadata,
         limit: u64,
         mut body: S,
@@ -190,7 +191,7 @@ impl Objects {
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
         let (mut sealer, prefix) = ObjectSealer::new(&user_key, version, &obj.identity, metadata)?;
         drop(user_key);
-        let mut writer = self.blob.create(&obj.key).await?;
+        let mut writer = self.blob.create(&obj.key, mode).await?;
         let result = async {
             writer.write(&prefix).await?;
             let mut sealed = Vec::with_capacity(READ_PIECE + READ_PIECE / 64);

@@ -16,7 +16,10 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::{BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter, ByteStream};
+use super::{
+    BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter, ByteStream, WriteMode,
+    MAX_PATCH_END,
+};
 
 const TMP_DIR: &str = ".tmp";
 const READ_BUF: usize = 64 * 1024;
@@ -91,7 +94,11 @@ async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
-    async fn create(&self, key: &BlobKey) -> Result<Box<dyn BlobWriter>, BlobError> {
+    async fn create(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
         let target = self.path(key)?;
         let tmp = self.root.join(TMP_DIR).join(random_name());
         let file = tokio::fs::OpenOptions::new()
@@ -104,6 +111,7 @@ impl BlobStore for FsBlobStore {
             tmp,
             target,
             root: self.root.clone(),
+            mode,
             committed: false,
         }))
     }
@@ -139,6 +147,50 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Copies the object to a temporary file, patches the copy and renames
+    /// it over the original: atomic, at the cost of a local copy.
+    async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError> {
+        let path = self.path(key)?;
+        check_patch(offset, bytes.len())?;
+        let tmp = self.root.join(TMP_DIR).join(random_name());
+        let bytes = bytes.to_vec();
+        let parent = path.parent().map(Path::to_owned);
+        let result = tokio::task::spawn_blocking({
+            let tmp = tmp.clone();
+            move || -> Result<(), BlobError> {
+                let len = match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(BlobError::NotFound)
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if offset + bytes.len() as u64 > len {
+                    return Err(BlobError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "patch past the end of the object",
+                    )));
+                }
+                std::fs::copy(&path, &tmp)?;
+                let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+                file.write_all_at(&bytes, offset)?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                Ok(())
+            }
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result?;
+        if let Some(parent) = parent {
+            sync_dir(&parent).await?;
+        }
+        Ok(())
     }
 
     async fn list(
@@ -183,6 +235,7 @@ struct FsWriter {
     tmp: PathBuf,
     target: PathBuf,
     root: PathBuf,
+    mode: WriteMode,
     committed: bool,
 }
 
@@ -222,7 +275,21 @@ impl BlobWriter for FsWriter {
                 dir = up;
             }
         }
-        tokio::fs::rename(&self.tmp, &self.target).await?;
+        match self.mode {
+            WriteMode::Replace => tokio::fs::rename(&self.tmp, &self.target).await?,
+            WriteMode::CreateOnly => {
+                // link(2) fails if the target exists: an atomic create-only
+                // publish. The temporary name is removed afterwards.
+                match tokio::fs::hard_link(&self.tmp, &self.target).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(BlobError::AlreadyExists)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                tokio::fs::remove_file(&self.tmp).await?;
+            }
+        }
         self.committed = true;
         sync_dir(parent).await?;
         Ok(())
@@ -295,6 +362,17 @@ impl BlobReader for FsReader {
         });
         Ok(Box::pin(stream))
     }
+}
+
+/// Patches are small and near the start of an object.
+pub(crate) fn check_patch(offset: u64, len: usize) -> Result<(), BlobError> {
+    if offset + len as u64 > MAX_PATCH_END {
+        return Err(BlobError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "patch outside the first 4 KiB of the object",
+        )));
+    }
+    Ok(())
 }
 
 fn range_len(range: &Range<u64>, len: u64) -> Result<usize, BlobError> {

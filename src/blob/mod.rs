@@ -24,6 +24,9 @@ pub enum BlobError {
     /// No object under that key.
     #[error("object not found")]
     NotFound,
+    /// A create-only write found the key taken.
+    #[error("object already exists")]
+    AlreadyExists,
     /// The backend cannot be reached or refused service; retryable.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -53,12 +56,28 @@ pub struct BlobEntry {
     pub len: u64,
 }
 
+/// Whether a write may replace an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// A committed object atomically replaces any previous one.
+    Replace,
+    /// Commit fails with [`BlobError::AlreadyExists`] if the key exists.
+    CreateOnly,
+}
+
+/// Largest patch [`BlobStore::patch`] accepts, and the region (from the
+/// start of the object) it may touch.
+pub const MAX_PATCH_END: u64 = 4096;
+
 /// An object store backend.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
-    /// Starts writing `key`. Nothing is visible until [`BlobWriter::commit`];
-    /// a committed object replaces any previous one atomically.
-    async fn create(&self, key: &BlobKey) -> Result<Box<dyn BlobWriter>, BlobError>;
+    /// Starts writing `key`. Nothing is visible until [`BlobWriter::commit`].
+    async fn create(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+    ) -> Result<Box<dyn BlobWriter>, BlobError>;
 
     /// Opens `key` for reading; later reads see this version even if the
     /// object is replaced meanwhile.
@@ -66,6 +85,21 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Deletes every stored version of `key`. Returns false if there was none.
     async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError>;
+
+    /// Deletes many objects (every version of each); returns how many existed.
+    async fn delete_many(&self, keys: &[BlobKey]) -> Result<u64, BlobError> {
+        let mut n = 0;
+        for key in keys {
+            n += u64::from(self.delete(key).await?);
+        }
+        Ok(n)
+    }
+
+    /// Replaces `bytes.len()` bytes at `offset` (within the first
+    /// [`MAX_PATCH_END`] bytes) so that later reads see them, atomically and
+    /// without sending the rest of the object through the gateway. This is
+    /// how a key slot is rewritten on rotation.
+    async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError>;
 
     /// Lists up to `limit` objects of `space/owner/` with names strictly
     /// after `after`, in ascending name order.

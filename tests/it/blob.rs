@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use sealgate::blob::fs::FsBlobStore;
-use sealgate::blob::{BlobError, BlobKey, BlobStore};
+use sealgate::blob::{BlobError, BlobKey, BlobStore, WriteMode};
 
 fn key(owner: &str, name: &str) -> BlobKey {
     BlobKey {
@@ -17,7 +17,10 @@ fn key(owner: &str, name: &str) -> BlobKey {
 /// The suite: every backend must pass all of it.
 async fn suite(store: Arc<dyn BlobStore>) {
     // Nothing is visible before commit, and an abort leaves nothing.
-    let mut w = store.create(&key("u1", "a")).await.unwrap();
+    let mut w = store
+        .create(&key("u1", "a"), WriteMode::Replace)
+        .await
+        .unwrap();
     w.write(b"hello ").await.unwrap();
     w.write(b"world").await.unwrap();
     assert!(matches!(
@@ -41,11 +44,17 @@ async fn suite(store: Arc<dyn BlobStore>) {
     }
     assert_eq!(streamed, b"llo wor");
 
-    let mut w = store.create(&key("u1", "b")).await.unwrap();
+    let mut w = store
+        .create(&key("u1", "b"), WriteMode::Replace)
+        .await
+        .unwrap();
     w.write(b"partial").await.unwrap();
     w.abort().await.unwrap();
     let w = {
-        let mut w = store.create(&key("u1", "c")).await.unwrap();
+        let mut w = store
+            .create(&key("u1", "c"), WriteMode::Replace)
+            .await
+            .unwrap();
         w.write(b"dropped").await.unwrap();
         w
     };
@@ -61,7 +70,10 @@ async fn suite(store: Arc<dyn BlobStore>) {
 
     // A reader keeps its version when the object is replaced.
     let mut old = store.open(&key("u1", "a")).await.unwrap();
-    let mut w = store.create(&key("u1", "a")).await.unwrap();
+    let mut w = store
+        .create(&key("u1", "a"), WriteMode::Replace)
+        .await
+        .unwrap();
     w.write(b"replaced").await.unwrap();
     w.commit().await.unwrap();
     assert_eq!(&old.read(0..5).await.unwrap()[..], b"hello");
@@ -70,11 +82,17 @@ async fn suite(store: Arc<dyn BlobStore>) {
 
     // Listing: ascending, paged by `after`, per owner.
     for name in ["d", "b2", "e"] {
-        let mut w = store.create(&key("u1", name)).await.unwrap();
+        let mut w = store
+            .create(&key("u1", name), WriteMode::Replace)
+            .await
+            .unwrap();
         w.write(name.as_bytes()).await.unwrap();
         w.commit().await.unwrap();
     }
-    let mut w = store.create(&key("u2", "z")).await.unwrap();
+    let mut w = store
+        .create(&key("u2", "z"), WriteMode::Replace)
+        .await
+        .unwrap();
     w.write(b"other owner").await.unwrap();
     w.commit().await.unwrap();
     let names = |v: Vec<sealgate::blob::BlobEntry>| {
@@ -98,9 +116,74 @@ async fn suite(store: Arc<dyn BlobStore>) {
         Err(BlobError::NotFound)
     ));
 
+    // Create-only writes never replace.
+    let mut w = store
+        .create(&key("u1", "once"), WriteMode::CreateOnly)
+        .await
+        .unwrap();
+    w.write(b"first").await.unwrap();
+    w.commit().await.unwrap();
+    let mut w = store
+        .create(&key("u1", "once"), WriteMode::CreateOnly)
+        .await
+        .unwrap();
+    w.write(b"second").await.unwrap();
+    assert!(matches!(w.commit().await, Err(BlobError::AlreadyExists)));
+    let mut r = store.open(&key("u1", "once")).await.unwrap();
+    assert_eq!(&r.read(0..5).await.unwrap()[..], b"first");
+
+    // Patches: later readers see the new bytes, the rest is unchanged.
+    let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let mut w = store
+        .create(&key("u1", "patched"), WriteMode::Replace)
+        .await
+        .unwrap();
+    w.write(&body).await.unwrap();
+    w.commit().await.unwrap();
+    store
+        .patch(&key("u1", "patched"), 8, &[0xAB; 64])
+        .await
+        .unwrap();
+    let mut r = store.open(&key("u1", "patched")).await.unwrap();
+    assert_eq!(r.len(), body.len() as u64);
+    let all = r.read(0..body.len() as u64).await.unwrap();
+    assert_eq!(&all[..8], &body[..8]);
+    assert_eq!(&all[8..72], &[0xAB; 64][..]);
+    assert_eq!(&all[72..], &body[72..]);
+    let mut s = r.stream(0..100).await.unwrap();
+    let mut streamed = Vec::new();
+    while let Some(piece) = s.next().await {
+        streamed.extend_from_slice(&piece.unwrap());
+    }
+    assert_eq!(&streamed[..], &all[..100]);
+    assert!(
+        store
+            .patch(&key("u1", "patched"), 4090, &[0; 64])
+            .await
+            .is_err(),
+        "patches stay near the start"
+    );
+    assert!(matches!(
+        store.patch(&key("u1", "nope"), 8, &[0; 4]).await,
+        Err(BlobError::NotFound)
+    ));
+
+    // Batched deletion.
+    let n = store
+        .delete_many(&[key("u1", "once"), key("u1", "patched"), key("u1", "never")])
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+
     // Names that could escape the store are refused, never resolved.
     for bad in ["..", ".", "../x", "a/b", "", ".tmp"] {
-        assert!(store.create(&key("u1", bad)).await.is_err(), "{bad:?}");
+        assert!(
+            store
+                .create(&key("u1", bad), WriteMode::Replace)
+                .await
+                .is_err(),
+            "{bad:?}"
+        );
         assert!(store.open(&key(bad, "a")).await.is_err(), "{bad:?}");
     }
 }
