@@ -1,3 +1,5 @@
 mod blob;
+mod cli;
 mod crypto;
 mod gateway;
+mod health;
