@@ -103,7 +103,7 @@ impl Default for Residency {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Blob {
-    /// `fs` (embedded) is the only backend of this build.
+    /// `fs` (embedded, under `data_dir/objects`) or `s3`.
     pub backend: String,
     /// The region the data lives in; bound into every object.
     pub region: String,
@@ -291,11 +291,18 @@ impl Config {
                 return bad(format!("spaces: {s:?} is not a valid space name ([A-Za-z0-9._-], 1-128 bytes, no leading dot)"));
             }
         }
-        if self.blob.backend != "fs" {
-            return bad(format!(
-                "blob.backend: {:?} is not available in this build (use \"fs\")",
-                self.blob.backend
-            ));
+        match self.blob.backend.as_str() {
+            "fs" => {}
+            "s3" => {
+                if self.s3.bucket.is_empty() {
+                    return bad("s3.bucket: required when blob.backend = \"s3\"".into());
+                }
+                if let Some(endpoint) = &self.s3.endpoint {
+                    check_endpoint(endpoint, &self.blob.region, &self.residency.allowed_regions)
+                        .map_err(ConfigError::Invalid)?;
+                }
+            }
+            other => return bad(format!("blob.backend: {other:?} is not a backend (use \"fs\" or \"s3\")")),
         }
         if self.keystore.backend != "sqlite" {
             return bad(format!(
@@ -331,6 +338,58 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Residency of an S3 endpoint: an AWS endpoint must be in the China
+/// partition (`*.amazonaws.com.cn`) and, if it names a region, that region
+/// must be `region` and allowed. Other hosts (MinIO, Ceph in a Chinese data
+/// centre) are accepted: the operator names their region in `blob.region`.
+///
+/// # Errors
+/// A one-line message saying what is wrong and what is expected.
+pub fn check_endpoint(endpoint: &str, region: &str, allowed: &[String]) -> Result<(), String> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("residency: s3.endpoint {endpoint:?} must start with https:// or http://")
+        })?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(format!("residency: s3.endpoint {endpoint:?} has no host"));
+    }
+    if host == "amazonaws.com" || host.ends_with(".amazonaws.com") {
+        return Err(format!(
+            "residency: s3.endpoint host {host} is AWS outside the China partition; China endpoints end in amazonaws.com.cn"
+        ));
+    }
+    if host.ends_with(".amazonaws.com.cn") {
+        let named: Vec<&str> = host
+            .split('.')
+            .filter(|label| label.starts_with("cn-"))
+            .collect();
+        if let Some(named) = named.first() {
+            if *named != region {
+                return Err(format!(
+                    "residency: s3.endpoint host {host} is in region {named}, but blob.region is {region}"
+                ));
+            }
+            if !allowed.iter().any(|a| a == named) {
+                return Err(format!(
+                    "residency: s3.endpoint region {named} is not in residency.allowed_regions"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An override's value: TOML syntax when it parses (`true`, `42`,
@@ -408,6 +467,65 @@ mod tests {
             err.to_string().contains("not in residency.allowed_regions"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn endpoints_outside_china_are_refused() {
+        let allowed = Residency::default().allowed_regions;
+        let check = |e: &str, r: &str| check_endpoint(e, r, &allowed);
+        for bad in [
+            "https://s3.us-east-1.amazonaws.com",
+            "https://s3.amazonaws.com",
+            "https://bucket.s3.amazonaws.com/",
+            "http://s3.AMAZONAWS.com:443",
+            "https://user@s3.eu-west-1.amazonaws.com",
+        ] {
+            let err = check(bad, "cn-north-1").unwrap_err();
+            assert!(err.contains("outside the China partition"), "{bad}: {err}");
+        }
+        assert!(check("https://s3.cn-north-1.amazonaws.com.cn", "cn-north-1").is_ok());
+        assert!(check(
+            "https://s3.cn-northwest-1.amazonaws.com.cn",
+            "cn-northwest-1"
+        )
+        .is_ok());
+        let err = check("https://s3.cn-northwest-1.amazonaws.com.cn", "cn-north-1").unwrap_err();
+        assert!(err.contains("but blob.region is cn-north-1"), "{err}");
+        // A self-hosted store in China: the operator names the region.
+        assert!(check("http://minio.internal:9000", "cn-north-1").is_ok());
+        assert!(
+            check("s3.cn-north-1.amazonaws.com.cn", "cn-north-1").is_err(),
+            "scheme required"
+        );
+    }
+
+    #[test]
+    fn s3_backend_needs_a_bucket_and_a_china_endpoint() {
+        let err = Config::load(None, env(&[("SEALGATE_BLOB_BACKEND", "s3")])).unwrap_err();
+        assert!(err.to_string().contains("s3.bucket"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[
+                ("SEALGATE_BLOB_BACKEND", "s3"),
+                ("SEALGATE_S3_BUCKET", "photos"),
+                ("SEALGATE_S3_ENDPOINT", "https://s3.us-east-1.amazonaws.com"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("outside the China partition"),
+            "{err}"
+        );
+        let ok = Config::load(
+            None,
+            env(&[
+                ("SEALGATE_BLOB_BACKEND", "s3"),
+                ("SEALGATE_S3_BUCKET", "photos"),
+                ("SEALGATE_S3_FORCE_PATH_STYLE", "true"),
+            ]),
+        )
+        .unwrap();
+        assert!(ok.s3.force_path_style);
     }
 
     #[test]

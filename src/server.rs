@@ -17,6 +17,7 @@ use crate::api::erasure::ErasureApi;
 use crate::api::objects::{Limits, Objects};
 use crate::api::pb;
 use crate::blob::fs::FsBlobStore;
+use crate::blob::s3::{S3BlobStore, S3Settings};
 use crate::blob::BlobStore;
 use crate::config::Config;
 use crate::jobs::gc::GcRunner;
@@ -39,6 +40,9 @@ pub enum ServeError {
     /// The blob store could not be opened.
     #[error("blob store: {0}")]
     Blob(#[from] crate::blob::BlobError),
+    /// The S3 store refused to start (residency, unreachable bucket).
+    #[error(transparent)]
+    S3(#[from] crate::blob::s3::S3StartError),
     /// The gRPC transport failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -56,18 +60,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens the stores under `config.data_dir` and resumes unfinished jobs.
+    /// Opens the key stores under `config.data_dir` over `blob` and resumes
+    /// unfinished jobs.
     ///
     /// # Errors
     /// [`ServeError`] naming what could not be opened.
-    pub async fn open(config: &Config) -> Result<Self, ServeError> {
+    pub async fn open(config: &Config, blob: Arc<dyn BlobStore>) -> Result<Self, ServeError> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(crate::blob::BlobError::Io)?;
         let (keyring, naming) = LocalKeyring::load_or_create(&config.data_dir.join("keyring"))?;
         let keyring = Arc::new(keyring);
         let store = Arc::new(SqliteKeyStore::open(&config.data_dir.join("keys.db")).await?);
-        let blob: Arc<dyn BlobStore> =
-            Arc::new(FsBlobStore::open(config.data_dir.join("objects")).await?);
         let policy = CachePolicy {
             user_ttl: Duration::from_secs(config.cache.ttl_seconds),
             kek_ttl: Duration::from_secs(config.cache.kek_ttl_seconds),
@@ -95,6 +98,28 @@ impl Gateway {
     }
 }
 
+/// Opens the configured blob store; for S3 this checks the bucket's region
+/// (residency) and uses the standard AWS credential provider chain.
+///
+/// # Errors
+/// [`ServeError`] if the store cannot be opened or fails a residency check.
+pub async fn open_blob(config: &Config) -> Result<Arc<dyn BlobStore>, ServeError> {
+    config.validate()?;
+    Ok(match config.blob.backend.as_str() {
+        "s3" => Arc::new(
+            S3BlobStore::connect(&S3Settings {
+                bucket: config.s3.bucket.clone(),
+                region: config.blob.region.clone(),
+                endpoint: config.s3.endpoint.clone(),
+                force_path_style: config.s3.force_path_style,
+                credentials: None,
+            })
+            .await?,
+        ),
+        _ => Arc::new(FsBlobStore::open(config.data_dir.join("objects")).await?),
+    })
+}
+
 /// Serves the gateway on `listener` until `shutdown` completes.
 ///
 /// # Errors
@@ -104,7 +129,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let gateway = Gateway::open(&config).await?;
+    let blob = open_blob(&config).await?;
+    serve(config, blob, listener, shutdown).await
+}
+
+/// Serves the gateway over an already opened blob store.
+///
+/// # Errors
+/// [`ServeError`] if a key store cannot be opened or the transport fails.
+pub async fn serve(
+    config: Config,
+    blob: Arc<dyn BlobStore>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let gateway = Gateway::open(&config, blob).await?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::content_service_server::ContentServiceServer<ContentApi>>()

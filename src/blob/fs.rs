@@ -61,7 +61,7 @@ impl FsBlobStore {
 
 /// A path segment must be a plain name: no separators, not `.`/`..`, no
 /// leading dot (which also keeps `.tmp` out of reach).
-fn check_segment(s: &str) -> Result<(), BlobError> {
+pub(crate) fn check_segment(s: &str) -> Result<(), BlobError> {
     let ok = !s.is_empty()
         && s.len() <= 255
         && !s.starts_with('.')

@@ -129,16 +129,18 @@ async fn collect(
             if batch.is_empty() {
                 break;
             }
-            for entry in batch {
-                let key = BlobKey {
+            let keys: Vec<BlobKey> = batch
+                .into_iter()
+                .map(|entry| BlobKey {
                     space: space.clone(),
                     owner: owner.clone(),
                     name: entry.name,
-                };
-                if blob.delete(&key).await.map_err(|e| (done, e.to_string()))? {
-                    done += 1;
-                }
-            }
+                })
+                .collect();
+            done += blob
+                .delete_many(&keys)
+                .await
+                .map_err(|e| (done, e.to_string()))?;
             store
                 .update_job(&job.id, JobState::Running, done, "")
                 .await

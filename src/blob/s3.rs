@@ -1,0 +1,788 @@
+//! S3 blob store (aws-sdk-s3), for AWS S3 in the China regions and for
+//! S3-compatible stores (MinIO, Ceph) in Chinese data centres.
+//!
+//! - Uploads: one PutObject below [`PART_SIZE`], multipart above it. Parts
+//!   are sent as they fill, so memory per upload is bounded by about one
+//!   part. Any error, abort or drop (a cancelled client) aborts the
+//!   multipart upload; if S3 cannot be reached the abort is retried in the
+//!   background until it succeeds, so no incomplete upload is left behind.
+//! - Create-only writes send `If-None-Match: *` (PutObject and
+//!   CompleteMultipartUpload).
+//! - Reads: HeadObject once, then ranged GetObjects pinned to that version
+//!   with `If-Match: <etag>`; only the requested bytes are fetched.
+//! - Patches (key-slot rewrites) are stored in the object's metadata by a
+//!   server-side CopyObject; the body never passes through the gateway.
+//! - Deletes remove every version when the bucket is versioned.
+//!
+//! Every SDK error goes through [`error::translate`].
+
+pub mod error;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream as SdkStream;
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
+    ObjectIdentifier,
+};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use self::error::{translate, S3Failure};
+use super::{
+    BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter, ByteStream, WriteMode,
+};
+
+/// Size of a multipart part, and the threshold above which uploads are
+/// multipart. S3 allows 5 MiB to 5 GiB per part and 10,000 parts, so objects
+/// up to 80 GB fit; the gateway's own limit defaults to 1 GiB.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Metadata key that holds a patch: `<offset>:<hex bytes>`.
+const PATCH_META: &str = "sealgate-patch";
+/// DeleteObjects takes at most 1000 keys.
+const DELETE_BATCH: usize = 1000;
+
+/// Where and how to reach the bucket.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// Bucket name.
+    pub bucket: String,
+    /// The region the bucket must be in.
+    pub region: String,
+    /// Endpoint override (S3-compatible stores, tests).
+    pub endpoint: Option<String>,
+    /// Path-style addressing (MinIO, Ceph).
+    pub force_path_style: bool,
+    /// Static credentials; `None` uses the standard AWS provider chain.
+    pub credentials: Option<(String, String)>,
+}
+
+/// The S3 store.
+#[derive(Clone)]
+pub struct S3BlobStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    bucket: String,
+    versioned: bool,
+    aborts: mpsc::UnboundedSender<(String, String)>,
+}
+
+impl std::fmt::Debug for S3BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3BlobStore")
+            .field("bucket", &self.inner.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the S3 store could not start. Each message is one actionable line.
+#[derive(Debug, thiserror::Error)]
+pub enum S3StartError {
+    /// The bucket is not where the configuration says (residency).
+    #[error(
+        "residency: bucket {bucket:?} is in region {actual:?}, but blob.region is {configured:?}; \
+         use a bucket in an allowed China region"
+    )]
+    WrongBucketRegion {
+        /// Bucket.
+        bucket: String,
+        /// Where it is.
+        actual: String,
+        /// Where it should be.
+        configured: String,
+    },
+    /// The bucket cannot be reached or inspected.
+    #[error("s3: cannot inspect bucket {bucket:?}: {source}")]
+    Bucket {
+        /// Bucket.
+        bucket: String,
+        /// Why.
+        source: BlobError,
+    },
+}
+
+impl S3BlobStore {
+    /// Connects and checks residency: the bucket's actual location
+    /// (GetBucketLocation) must equal `settings.region`. Also reads the
+    /// bucket's versioning state.
+    ///
+    /// # Errors
+    /// [`S3StartError`] if the bucket is elsewhere or cannot be inspected.
+    pub async fn connect(settings: &S3Settings) -> Result<Self, S3StartError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(settings.region.clone()))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+        if let Some((id, secret)) = &settings.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id.clone(),
+                secret.clone(),
+                None,
+                None,
+                "sealgate-static",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.force_path_style);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let client = Client::from_conf(builder.build());
+        let bucket = settings.bucket.clone();
+        let err = |source| S3StartError::Bucket {
+            bucket: bucket.clone(),
+            source,
+        };
+        let location = client
+            .get_bucket_location()
+            .bucket(&bucket)
+            .send()
+            .await
+            .map_err(|e| err(translate(e).into_blob()))?;
+        // An empty LocationConstraint means us-east-1.
+        let actual = location
+            .location_constraint()
+            .map(|c| c.as_str().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        if actual != settings.region {
+            return Err(S3StartError::WrongBucketRegion {
+                bucket,
+                actual,
+                configured: settings.region.clone(),
+            });
+        }
+        let versioning = client
+            .get_bucket_versioning()
+            .bucket(&bucket)
+            .send()
+            .await
+            .map_err(|e| err(translate(e).into_blob()))?;
+        let versioned = matches!(
+            versioning.status(),
+            Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)
+        );
+        let (aborts, rx) = mpsc::unbounded_channel();
+        tokio::spawn(abort_retrier(client.clone(), bucket.clone(), rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                bucket,
+                versioned,
+                aborts,
+            }),
+        })
+    }
+
+    async fn open_reader(&self, key: &BlobKey) -> Result<S3Reader, BlobError> {
+        let object = object_key(key)?;
+        let head = self
+            .inner
+            .client
+            .head_object()
+            .bucket(&self.inner.bucket)
+            .key(&object)
+            .send()
+            .await
+            .map_err(|e| translate(e).into_blob())?;
+        let len = u64::try_from(head.content_length().unwrap_or(0)).unwrap_or(0);
+        Ok(S3Reader {
+            inner: self.inner.clone(),
+            key: object,
+            len,
+            etag: head.e_tag().map(str::to_string),
+            patch: Patch::parse(head.metadata())?,
+        })
+    }
+
+    /// The SDK client (for tests and tools that inspect the bucket).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+}
+
+/// The object key of a blob: `{space}/{owner}/{name}`.
+fn object_key(key: &BlobKey) -> Result<String, BlobError> {
+    for part in [&key.space, &key.owner, &key.name] {
+        super::fs::check_segment(part)?;
+    }
+    Ok(format!("{}/{}/{}", key.space, key.owner, key.name))
+}
+
+/// Aborts multipart uploads handed to it, retrying each with capped
+/// backoff until S3 accepts (or says the upload is already gone).
+async fn abort_retrier(
+    client: Client,
+    bucket: String,
+    mut rx: mpsc::UnboundedReceiver<(String, String)>,
+) {
+    while let Some((key, upload_id)) = rx.recv().await {
+        let (client, bucket) = (client.clone(), bucket.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match abort_upload(&client, &bucket, &key, &upload_id).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot abort a multipart upload yet; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn abort_upload(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), BlobError> {
+    match client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => match translate(e) {
+            // Already completed or aborted: nothing is left.
+            S3Failure::NotFound => Ok(()),
+            other => Err(other.into_blob()),
+        },
+    }
+}
+
+/// A parsed patch from object metadata.
+#[derive(Debug, Clone)]
+struct Patch {
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl Patch {
+    fn parse(meta: Option<&HashMap<String, String>>) -> Result<Option<Self>, BlobError> {
+        let Some(raw) = meta.and_then(|m| m.get(PATCH_META)) else {
+            return Ok(None);
+        };
+        let bad = || BlobError::Io(std::io::Error::other("malformed sealgate-patch metadata"));
+        let (offset, hex_bytes) = raw.split_once(':').ok_or_else(bad)?;
+        Ok(Some(Self {
+            offset: offset.parse().map_err(|_| bad())?,
+            bytes: hex::decode(hex_bytes).map_err(|_| bad())?,
+        }))
+    }
+
+    fn encode(&self) -> String {
+        format!("{}:{}", self.offset, hex::encode(&self.bytes))
+    }
+
+    /// Overlays the patch onto `data`, which holds object bytes from `at`.
+    fn apply(&self, at: u64, data: &mut [u8]) {
+        let end = at + data.len() as u64;
+        let p_end = self.offset + self.bytes.len() as u64;
+        let (lo, hi) = (self.offset.max(at), p_end.min(end));
+        if lo < hi {
+            let src = &self.bytes[(lo - self.offset) as usize..(hi - self.offset) as usize];
+            data[(lo - at) as usize..(hi - at) as usize].copy_from_slice(src);
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn create(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        Ok(Box::new(S3Writer {
+            inner: self.inner.clone(),
+            key: object_key(key)?,
+            mode,
+            buf: Vec::new(),
+            upload: None,
+        }))
+    }
+
+    async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
+        Ok(Box::new(self.open_reader(key).await?))
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError> {
+        let object = object_key(key)?;
+        let c = &self.inner.client;
+        let bucket = &self.inner.bucket;
+        if self.inner.versioned {
+            let mut existed = false;
+            loop {
+                let page = c
+                    .list_object_versions()
+                    .bucket(bucket)
+                    .prefix(&object)
+                    .send()
+                    .await
+                    .map_err(|e| translate(e).into_blob())?;
+                let mut ids: Vec<String> = Vec::new();
+                for v in page.versions() {
+                    if v.key() == Some(object.as_str()) {
+                        existed = true;
+                        ids.extend(v.version_id().map(str::to_string));
+                    }
+                }
+                for m in page.delete_markers() {
+                    if m.key() == Some(object.as_str()) {
+                        ids.extend(m.version_id().map(str::to_string));
+                    }
+                }
+                if ids.is_empty() {
+                    return Ok(existed);
+                }
+                for id in ids {
+                    c.delete_object()
+                        .bucket(bucket)
+                        .key(&object)
+                        .version_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| translate(e).into_blob())?;
+                }
+            }
+        }
+        match c.head_object().bucket(bucket).key(&object).send().await {
+            Ok(_) => {}
+            Err(e) => {
+                return match translate(e) {
+                    S3Failure::NotFound => Ok(false),
+                    other => Err(other.into_blob()),
+                }
+            }
+        }
+        c.delete_object()
+            .bucket(bucket)
+            .key(&object)
+            .send()
+            .await
+            .map_err(|e| translate(e).into_blob())?;
+        Ok(true)
+    }
+
+    async fn delete_many(&self, keys: &[BlobKey]) -> Result<u64, BlobError> {
+        if self.inner.versioned {
+            let mut n = 0;
+            for key in keys {
+                n += u64::from(self.delete(key).await?);
+            }
+            return Ok(n);
+        }
+        let mut n = 0;
+        for batch in keys.chunks(DELETE_BATCH) {
+            let ids = batch
+                .iter()
+                .map(|k| {
+                    let key = object_key(k)?;
+                    ObjectIdentifier::builder()
+                        .key(key)
+                        .build()
+                        .map_err(|e| BlobError::Io(std::io::Error::other(e)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
+            let out = self
+                .inner
+                .client
+                .delete_objects()
+                .bucket(&self.inner.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| translate(e).into_blob())?;
+            if let Some(first) = out.errors().first() {
+                return Err(BlobError::Unavailable(format!(
+                    "DeleteObjects failed for {} keys, first: {}",
+                    out.errors().len(),
+                    first.message().unwrap_or("unknown error")
+                )));
+            }
+            n += batch.len() as u64;
+        }
+        Ok(n)
+    }
+
+    async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError> {
+        super::fs::check_patch(offset, bytes.len())?;
+        let object = object_key(key)?;
+        let mut reader = self.open_reader(key).await?;
+        if offset + bytes.len() as u64 > reader.len {
+            return Err(BlobError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "patch past the end of the object",
+            )));
+        }
+        let old = reader.patch.clone();
+        let reader_etag = reader.etag.clone();
+        // One patch region per object: the union of the old and the new,
+        // read through the old patch and overlaid with the new bytes.
+        let new_end = offset + bytes.len() as u64;
+        let (start, end) = match &old {
+            Some(p) => (
+                p.offset.min(offset),
+                (p.offset + p.bytes.len() as u64).max(new_end),
+            ),
+            None => (offset, new_end),
+        };
+        let mut region = reader.read(start..end).await?.to_vec();
+        region[(offset - start) as usize..(new_end - start) as usize].copy_from_slice(bytes);
+        let patch = Patch {
+            offset: start,
+            bytes: region,
+        };
+        let mut copy = self
+            .inner
+            .client
+            .copy_object()
+            .bucket(&self.inner.bucket)
+            .key(&object)
+            .copy_source(format!("{}/{}", self.inner.bucket, object))
+            .metadata_directive(MetadataDirective::Replace)
+            .metadata(PATCH_META, patch.encode());
+        if let Some(etag) = reader_etag {
+            // Never clobber an object replaced since it was read.
+            copy = copy.copy_source_if_match(etag);
+        }
+        copy.send().await.map_err(|e| match translate(e) {
+            S3Failure::PreconditionFailed => {
+                BlobError::Unavailable("object changed while being patched; retry".into())
+            }
+            other => other.into_blob(),
+        })?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        space: &str,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobEntry>, BlobError> {
+        super::fs::check_segment(space)?;
+        super::fs::check_segment(owner)?;
+        let prefix = format!("{space}/{owner}/");
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        while out.len() < limit {
+            let mut req = self
+                .inner
+                .client
+                .list_objects_v2()
+                .bucket(&self.inner.bucket)
+                .prefix(&prefix)
+                .max_keys(i32::try_from(limit - out.len()).unwrap_or(1000).min(1000));
+            match &token {
+                Some(t) => req = req.continuation_token(t),
+                None => {
+                    if let Some(a) = after {
+                        req = req.start_after(format!("{prefix}{a}"));
+                    }
+                }
+            }
+            let page = req.send().await.map_err(|e| translate(e).into_blob())?;
+            for o in page.contents() {
+                let Some(name) = o.key().and_then(|k| k.strip_prefix(&prefix)) else {
+                    continue;
+                };
+                if super::fs::check_segment(name).is_ok() {
+                    out.push(BlobEntry {
+                        name: name.to_string(),
+                        len: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+struct Upload {
+    id: String,
+    parts: Vec<CompletedPart>,
+}
+
+struct S3Writer {
+    inner: Arc<Inner>,
+    key: String,
+    mode: WriteMode,
+    buf: Vec<u8>,
+    upload: Option<Upload>,
+}
+
+impl S3Writer {
+    async fn send_part(&mut self, data: Vec<u8>) -> Result<(), BlobError> {
+        let c = &self.inner.client;
+        if self.upload.is_none() {
+            let created = c
+                .create_multipart_upload()
+                .bucket(&self.inner.bucket)
+                .key(&self.key)
+                .send()
+                .await
+                .map_err(|e| translate(e).into_blob())?;
+            let id = created.upload_id().ok_or_else(|| {
+                BlobError::Io(std::io::Error::other(
+                    "CreateMultipartUpload returned no upload id",
+                ))
+            })?;
+            self.upload = Some(Upload {
+                id: id.to_string(),
+                parts: Vec::new(),
+            });
+        }
+        let upload = self.upload.as_mut().expect("upload started above");
+        let number = i32::try_from(upload.parts.len() + 1).unwrap_or(i32::MAX);
+        let out = c
+            .upload_part()
+            .bucket(&self.inner.bucket)
+            .key(&self.key)
+            .upload_id(&upload.id)
+            .part_number(number)
+            .body(SdkStream::from(data))
+            .send()
+            .await
+            .map_err(|e| translate(e).into_blob())?;
+        upload.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn try_commit(&mut self) -> Result<(), BlobError> {
+        let c = self.inner.client.clone();
+        let create_only = self.mode == WriteMode::CreateOnly;
+        let precondition = |f: S3Failure| match f {
+            S3Failure::PreconditionFailed => BlobError::AlreadyExists,
+            other => other.into_blob(),
+        };
+        if self.upload.is_none() {
+            let body = std::mem::take(&mut self.buf);
+            let mut req = c
+                .put_object()
+                .bucket(&self.inner.bucket)
+                .key(&self.key)
+                .body(SdkStream::from(body));
+            if create_only {
+                req = req.if_none_match("*");
+            }
+            req.send().await.map_err(|e| precondition(translate(e)))?;
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.send_part(last).await?;
+        }
+        let upload = self.upload.as_ref().expect("multipart upload");
+        let mut req = c
+            .complete_multipart_upload()
+            .bucket(&self.inner.bucket)
+            .key(&self.key)
+            .upload_id(&upload.id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(upload.parts.clone()))
+                    .build(),
+            );
+        if create_only {
+            req = req.if_none_match("*");
+        }
+        req.send().await.map_err(|e| precondition(translate(e)))?;
+        self.upload = None;
+        Ok(())
+    }
+
+    /// Aborts now if S3 answers, else hands the abort to the retrier.
+    async fn abort_upload(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            if abort_upload(
+                &self.inner.client,
+                &self.inner.bucket,
+                &self.key,
+                &upload.id,
+            )
+            .await
+            .is_err()
+            {
+                let _ = self.inner.aborts.send((self.key.clone(), upload.id));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BlobWriter for S3Writer {
+    async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= PART_SIZE {
+            let rest = self.buf.split_off(PART_SIZE);
+            let part = std::mem::replace(&mut self.buf, rest);
+            if let Err(e) = self.send_part(part).await {
+                self.abort_upload().await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
+        let result = self.try_commit().await;
+        if result.is_err() {
+            self.abort_upload().await;
+        }
+        result
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<(), BlobError> {
+        self.abort_upload().await;
+        Ok(())
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // A writer dropped mid-upload (the client went away): the upload
+        // must not linger. The retrier aborts it in the background.
+        if let Some(upload) = self.upload.take() {
+            let _ = self.inner.aborts.send((self.key.clone(), upload.id));
+        }
+    }
+}
+
+struct S3Reader {
+    inner: Arc<Inner>,
+    key: String,
+    len: u64,
+    etag: Option<String>,
+    patch: Option<Patch>,
+}
+
+impl S3Reader {
+    async fn get(&self, range: &Range<u64>) -> Result<SdkStream, BlobError> {
+        let mut req = self
+            .inner
+            .client
+            .get_object()
+            .bucket(&self.inner.bucket)
+            .key(&self.key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1));
+        if let Some(etag) = &self.etag {
+            req = req.if_match(etag);
+        }
+        let out = req.send().await.map_err(|e| match translate(e) {
+            S3Failure::PreconditionFailed => {
+                BlobError::Unavailable("object changed while being read; retry".into())
+            }
+            other => other.into_blob(),
+        })?;
+        Ok(out.body)
+    }
+
+    fn check(&self, range: &Range<u64>) -> Result<(), BlobError> {
+        if range.start > range.end || range.end > self.len {
+            return Err(BlobError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "read past the end of the object",
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobReader for S3Reader {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    async fn read(&mut self, range: Range<u64>) -> Result<Bytes, BlobError> {
+        self.check(&range)?;
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let body = self.get(&range).await?;
+        let data = body
+            .collect()
+            .await
+            .map_err(|e| BlobError::Unavailable(format!("reading from S3: {e}")))?
+            .into_bytes();
+        if data.len() as u64 != range.end - range.start {
+            return Err(BlobError::Unavailable("S3 returned a short read".into()));
+        }
+        Ok(match &self.patch {
+            Some(p) => {
+                let mut v = data.to_vec();
+                p.apply(range.start, &mut v);
+                Bytes::from(v)
+            }
+            None => data,
+        })
+    }
+
+    async fn stream(&mut self, range: Range<u64>) -> Result<ByteStream, BlobError> {
+        self.check(&range)?;
+        if range.is_empty() {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        let body = self.get(&range).await?;
+        let patch = self.patch.clone();
+        let mut at = range.start;
+        let stream = futures_util::stream::unfold(body, |mut body| async move {
+            body.next().await.map(|item| (item, body))
+        })
+        .map(move |item| match item {
+            Ok(bytes) => {
+                let start = at;
+                at += bytes.len() as u64;
+                Ok(match &patch {
+                    Some(p) => {
+                        let mut v = bytes.to_vec();
+                        p.apply(start, &mut v);
+                        Bytes::from(v)
+                    }
+                    None => bytes,
+                })
+            }
+            Err(e) => Err(BlobError::Unavailable(format!("reading from S3: {e}"))),
+        });
+        Ok(Box::pin(stream))
+    }
+}
