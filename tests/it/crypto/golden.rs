@@ -1,0 +1,463 @@
+//! Golden objects under `tests/golden/`: objects sealed once by this
+//! implementation that every later build must still open, and a C2SP
+//! known answer that pins the body layer byte for byte.
+//!
+//! By default the tests only read the files. To regenerate them after a
+//! deliberate format change (which also needs a new format version):
+//!
+//! ```text
+//! SEALGATE_WRITE_GOLDEN=1 cargo test --test it crypto::golden
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use aws_lc_rs::digest::{digest, SHA256};
+use sealgate::crypto::chunked::{self, Sealer, SALT_LEN};
+use sealgate::crypto::{
+    Header, Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, UserKey, Wrapped,
+};
+
+use super::differential::{identity_encoding, open_object_independently, unwrap_key};
+use super::{open_object, read_range, seal_object, single_key, unseal_object};
+
+const WRITE_ENV: &str = "SEALGATE_WRITE_GOLDEN";
+const MANIFEST: &str = "golden.toml";
+const KAT_FILE: &str = "c2sp-kat.bin";
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn writing() -> bool {
+    std::env::var(WRITE_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The golden plaintexts: byte `i` is `i mod 251`.
+fn golden_plaintext(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+struct GoldenObject {
+    name: &'static str,
+    len: usize,
+    region: &'static str,
+    space: &'static str,
+    object_id: &'static str,
+    content_type: &'static str,
+    attributes: &'static [(&'static str, &'static str)],
+}
+
+const OBJECTS: &[GoldenObject] = &[
+    GoldenObject {
+        name: "empty",
+        len: 0,
+        region: "cn-north-1",
+        space: "moments",
+        object_id: "golden/empty",
+        content_type: "",
+        attributes: &[],
+    },
+    GoldenObject {
+        name: "one-byte",
+        len: 1,
+        region: "cn-north-1",
+        space: "moments",
+        object_id: "golden/one-byte",
+        content_type: "application/octet-stream",
+        attributes: &[("k", "v")],
+    },
+    GoldenObject {
+        name: "one-chunk",
+        len: chunked::CHUNK_SIZE,
+        region: "eu-west-1",
+        space: "channels",
+        object_id: "golden/16384",
+        content_type: "text/plain; charset=utf-8",
+        attributes: &[("", "empty name"), ("caption", "ünïcödé ✓"), ("z", "")],
+    },
+    GoldenObject {
+        name: "three-chunks",
+        len: 40_000,
+        region: "cn-north-1",
+        space: "moments",
+        object_id: "golden/40000",
+        content_type: "image/jpeg",
+        attributes: &[("height", "480"), ("width", "640")],
+    },
+];
+
+// Fixed test secrets. The KEK and the user key cannot be built from bytes,
+// so they are generated once and stored wrapped.
+const MASTER_KEY: [u8; 32] = [
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+];
+const NAMING_KEY: [u8; 32] = [0x5a; 32];
+const USER_ID: &str = "golden-user";
+const USER_KEY_VERSION: u32 = 3;
+// Test AADs only: the key store chooses the real ones.
+const KEK_AAD: &str = "sealgate-golden/kek";
+const USER_KEY_AAD: &str = "sealgate-golden/user-key";
+
+// The C2SP known answer.
+const KAT_KEY: [u8; 32] = [0x11; 32];
+const KAT_SALT: [u8; SALT_LEN] = *b"sealgate golden kat salt";
+const KAT_CONTEXT: &[u8] = b"sealgate/golden\0context";
+const KAT_LEN: usize = 40_000;
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ::hex::encode(digest(&SHA256, bytes))
+}
+
+fn metadata_of(o: &GoldenObject) -> Metadata {
+    Metadata {
+        content_type: o.content_type.to_owned(),
+        attributes: o
+            .attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn kat_message() -> Vec<u8> {
+    let (mut sealer, header) = Sealer::with_salt(&KAT_KEY, KAT_CONTEXT, KAT_SALT).unwrap();
+    let mut out = header.to_vec();
+    sealer.push(&golden_plaintext(KAT_LEN), &mut out).unwrap();
+    sealer.finish(&mut out).unwrap();
+    out
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// Seals a fresh golden set and writes it out.
+fn write_golden() {
+    let dir = dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let master = MasterKey::from_bytes(&MASTER_KEY).unwrap();
+    let kek = Kek::generate().unwrap();
+    let wrapped_kek = master.wrap_kek(&kek, KEK_AAD.as_bytes()).unwrap();
+    let user_key = UserKey::generate().unwrap();
+    let wrapped_user_key = kek
+        .wrap_user_key(&user_key, USER_KEY_AAD.as_bytes())
+        .unwrap();
+    let naming = NamingKey::from_bytes(&NAMING_KEY).unwrap();
+    let pseudonym = naming.pseudonym(USER_ID);
+
+    let mut m = String::new();
+    writeln!(
+        m,
+        "# Golden objects of the sealgate object format v1 (see FORMAT.md)."
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "# Written by tests/it/crypto/golden.rs with {WRITE_ENV}=1; read by every test run."
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "# Binary values are lower-case hex. Plaintext byte i is (i mod 251)."
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "# kek_aad and user_key_aad are test values, not the key store's AADs."
+    )
+    .unwrap();
+    writeln!(m).unwrap();
+    writeln!(m, "[keys]").unwrap();
+    writeln!(m, "master_key = \"{}\"", ::hex::encode(MASTER_KEY)).unwrap();
+    writeln!(m, "kek_aad = {}", toml_string(KEK_AAD)).unwrap();
+    writeln!(
+        m,
+        "wrapped_kek = \"{}\"",
+        ::hex::encode(wrapped_kek.as_bytes())
+    )
+    .unwrap();
+    writeln!(m, "user_key_aad = {}", toml_string(USER_KEY_AAD)).unwrap();
+    writeln!(
+        m,
+        "wrapped_user_key = \"{}\"",
+        ::hex::encode(wrapped_user_key.as_bytes())
+    )
+    .unwrap();
+    writeln!(m, "user_key_version = {USER_KEY_VERSION}").unwrap();
+    writeln!(m, "naming_key = \"{}\"", ::hex::encode(NAMING_KEY)).unwrap();
+    writeln!(m, "user_id = {}", toml_string(USER_ID)).unwrap();
+    writeln!(m, "pseudonym = \"{pseudonym}\"").unwrap();
+
+    for o in OBJECTS {
+        let identity = ObjectIdentity::new(o.region, o.space, pseudonym, o.object_id).unwrap();
+        let plaintext = golden_plaintext(o.len);
+        let object = seal_object(
+            &user_key,
+            USER_KEY_VERSION,
+            &identity,
+            &metadata_of(o),
+            &plaintext,
+            1000,
+        );
+        let file = format!("object-{}.bin", o.name);
+        std::fs::write(dir.join(&file), &object).unwrap();
+        writeln!(m).unwrap();
+        writeln!(m, "[objects.{}]", o.name).unwrap();
+        writeln!(m, "file = {}", toml_string(&file)).unwrap();
+        writeln!(m, "region = {}", toml_string(o.region)).unwrap();
+        writeln!(m, "space = {}", toml_string(o.space)).unwrap();
+        writeln!(m, "object_id = {}", toml_string(o.object_id)).unwrap();
+        writeln!(
+            m,
+            "identity_encoding = \"{}\"",
+            ::hex::encode(identity.encode())
+        )
+        .unwrap();
+        writeln!(m, "content_type = {}", toml_string(o.content_type)).unwrap();
+        let attrs: Vec<String> = o
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{} = {}", toml_string(k), toml_string(v)))
+            .collect();
+        writeln!(m, "attributes = {{ {} }}", attrs.join(", ")).unwrap();
+        writeln!(m, "plaintext_len = {}", o.len).unwrap();
+        writeln!(m, "plaintext_sha256 = \"{}\"", sha256_hex(&plaintext)).unwrap();
+        writeln!(m, "object_sha256 = \"{}\"", sha256_hex(&object)).unwrap();
+    }
+
+    let kat = kat_message();
+    std::fs::write(dir.join(KAT_FILE), &kat).unwrap();
+    writeln!(m).unwrap();
+    writeln!(
+        m,
+        "# Cobblestone-256 known answer: Sealer::with_salt(key, context, salt)"
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "# over plaintext_len bytes of (i mod 251), pushed at once."
+    )
+    .unwrap();
+    writeln!(m, "[c2sp_kat]").unwrap();
+    writeln!(m, "file = {}", toml_string(KAT_FILE)).unwrap();
+    writeln!(m, "key = \"{}\"", ::hex::encode(KAT_KEY)).unwrap();
+    writeln!(m, "salt = \"{}\"", ::hex::encode(KAT_SALT)).unwrap();
+    writeln!(m, "context = \"{}\"", ::hex::encode(KAT_CONTEXT)).unwrap();
+    writeln!(m, "plaintext_len = {KAT_LEN}").unwrap();
+    writeln!(m, "message_sha256 = \"{}\"", sha256_hex(&kat)).unwrap();
+    std::fs::write(dir.join(MANIFEST), m).unwrap();
+}
+
+fn manifest() -> toml::Table {
+    if writing() {
+        // Both tests may run at once: write under a lock.
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(write_golden);
+    }
+    let path = dir().join(MANIFEST);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; golden files are committed (regenerate only with {WRITE_ENV}=1)",
+            path.display()
+        )
+    });
+    text.parse().expect("golden manifest is TOML")
+}
+
+fn s<'a>(t: &'a toml::Table, k: &str) -> &'a str {
+    t.get(k)
+        .and_then(toml::Value::as_str)
+        .unwrap_or_else(|| panic!("golden manifest: missing string {k}"))
+}
+
+fn h(t: &toml::Table, k: &str) -> Vec<u8> {
+    ::hex::decode(s(t, k)).unwrap_or_else(|e| panic!("golden manifest: {k}: {e}"))
+}
+
+fn n(t: &toml::Table, k: &str) -> u64 {
+    t.get(k)
+        .and_then(toml::Value::as_integer)
+        .and_then(|i| u64::try_from(i).ok())
+        .unwrap_or_else(|| panic!("golden manifest: missing integer {k}"))
+}
+
+fn table<'a>(t: &'a toml::Table, k: &str) -> &'a toml::Table {
+    t.get(k)
+        .and_then(toml::Value::as_table)
+        .unwrap_or_else(|| panic!("golden manifest: missing table {k}"))
+}
+
+fn read(file: &str) -> Vec<u8> {
+    let path = dir().join(file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn golden_objects_open() {
+    let m = manifest();
+    let keys = table(&m, "keys");
+    assert_eq!(h(keys, "master_key"), MASTER_KEY);
+    assert_eq!(h(keys, "naming_key"), NAMING_KEY);
+    assert_eq!(s(keys, "user_id"), USER_ID);
+
+    // Unwrap the chain: master key -> KEK -> user key.
+    let master = MasterKey::from_bytes(&h(keys, "master_key")).unwrap();
+    let wrapped_kek = Wrapped::<Kek>::from_bytes(&h(keys, "wrapped_kek")).unwrap();
+    let kek = master
+        .unwrap_kek(&wrapped_kek, s(keys, "kek_aad").as_bytes())
+        .expect("golden KEK unwraps");
+    let wrapped_user_key = Wrapped::<UserKey>::from_bytes(&h(keys, "wrapped_user_key")).unwrap();
+    let user_key = kek
+        .unwrap_user_key(&wrapped_user_key, s(keys, "user_key_aad").as_bytes())
+        .expect("golden user key unwraps");
+    let version = u32::try_from(n(keys, "user_key_version")).unwrap();
+    assert_eq!(version, USER_KEY_VERSION);
+
+    // The pseudonym derivation is pinned.
+    let naming = NamingKey::from_bytes(&h(keys, "naming_key")).unwrap();
+    let pseudonym = naming.pseudonym(s(keys, "user_id"));
+    assert_eq!(
+        pseudonym.to_string(),
+        s(keys, "pseudonym"),
+        "pseudonym changed"
+    );
+
+    // The same chain, unwrapped independently, for the independent reader.
+    let kek_bytes = unwrap_key(
+        &MASTER_KEY,
+        &h(keys, "wrapped_kek"),
+        s(keys, "kek_aad").as_bytes(),
+    )
+    .expect("independent KEK unwrap");
+    let uk_bytes = unwrap_key(
+        &kek_bytes,
+        &h(keys, "wrapped_user_key"),
+        s(keys, "user_key_aad").as_bytes(),
+    )
+    .expect("independent user key unwrap");
+
+    let objects = table(&m, "objects");
+    assert_eq!(objects.len(), OBJECTS.len());
+    for expected in OBJECTS {
+        let name = expected.name;
+        let o = table(objects, name);
+        let object = read(s(o, "file"));
+        assert_eq!(
+            sha256_hex(&object),
+            s(o, "object_sha256"),
+            "{name}: file changed"
+        );
+        let len = usize::try_from(n(o, "plaintext_len")).unwrap();
+        assert_eq!(len, expected.len);
+        let plaintext = golden_plaintext(len);
+        assert_eq!(sha256_hex(&plaintext), s(o, "plaintext_sha256"), "{name}");
+
+        let identity =
+            ObjectIdentity::new(s(o, "region"), s(o, "space"), pseudonym, s(o, "object_id"))
+                .unwrap();
+        assert_eq!(
+            identity.encode(),
+            h(o, "identity_encoding"),
+            "{name}: identity encoding"
+        );
+        let encoding = identity_encoding(
+            s(o, "region"),
+            s(o, "space"),
+            pseudonym.as_bytes(),
+            s(o, "object_id"),
+        );
+        assert_eq!(encoding, identity.encode());
+        let attributes: BTreeMap<String, String> = table(o, "attributes")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let metadata = Metadata {
+            content_type: s(o, "content_type").to_owned(),
+            attributes,
+        };
+        assert_eq!(metadata, metadata_of(expected));
+
+        // Layout.
+        let header = Header::parse(&object).expect("golden header parses");
+        assert_eq!(&object[..8], b"SEALGT\x01\x01", "{name}");
+        assert_eq!(header.key_slot.user_key_version, version);
+        assert_eq!(
+            object.len(),
+            header.len() + chunked::message_len(len as u64) as usize,
+            "{name}: object length"
+        );
+        assert_eq!(
+            header.len() - 76,
+            chunked::message_len(metadata.encode().unwrap().len() as u64) as usize,
+            "{name}: metadata length"
+        );
+
+        // Our reader, streaming in several splits.
+        for piece in [usize::MAX, 1000, 1] {
+            if piece == 1 && len > 20_000 {
+                continue;
+            }
+            let (meta, plain) =
+                open_object(&object, single_key(version, &user_key), &identity, piece)
+                    .unwrap_or_else(|e| panic!("{name}: golden object does not open: {e:?}"));
+            assert_eq!(meta, metadata, "{name}");
+            assert!(plain == plaintext, "{name}: plaintext");
+        }
+        // Our reader, by range.
+        if len > 0 {
+            let (unsealed, hl) =
+                unseal_object(&object, single_key(version, &user_key), &identity).unwrap();
+            let body = &object[hl..];
+            let ra = unsealed
+                .body_random_access(&body[..chunked::HEADER_LEN])
+                .unwrap();
+            for (a, b) in [
+                (0, None),
+                (len as u64 - 1, None),
+                (0, Some(1)),
+                (len as u64 / 2, Some(len as u64)),
+            ] {
+                let got = read_range(&ra, body, a, b).unwrap();
+                assert!(
+                    got == plaintext[a as usize..b.unwrap_or(len as u64) as usize],
+                    "{name}"
+                );
+            }
+        }
+        // The independent reader.
+        let opened = open_object_independently(&object, &uk_bytes, &encoding)
+            .unwrap_or_else(|| panic!("{name}: independent reader rejects the golden object"));
+        assert_eq!(opened.user_key_version, version);
+        assert_eq!(opened.content_type, metadata.content_type);
+        assert_eq!(
+            opened.attributes,
+            metadata.attributes.clone().into_iter().collect::<Vec<_>>()
+        );
+        assert!(opened.body == plaintext);
+    }
+}
+
+#[test]
+fn c2sp_known_answer() {
+    let m = manifest();
+    let kat = table(&m, "c2sp_kat");
+    assert_eq!(h(kat, "key"), KAT_KEY);
+    assert_eq!(h(kat, "salt"), KAT_SALT);
+    assert_eq!(h(kat, "context"), KAT_CONTEXT);
+    assert_eq!(n(kat, "plaintext_len"), KAT_LEN as u64);
+    let stored = read(s(kat, "file"));
+    assert_eq!(sha256_hex(&stored), s(kat, "message_sha256"));
+    let fresh = kat_message();
+    assert_eq!(fresh.len(), stored.len());
+    assert!(
+        fresh == stored,
+        "Sealer::with_salt output changed: the body layer is pinned"
+    );
+    assert_eq!(
+        super::open_message(&KAT_KEY, KAT_CONTEXT, &stored, 333).unwrap(),
+        golden_plaintext(KAT_LEN)
+    );
+}

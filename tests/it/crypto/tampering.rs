@@ -1,0 +1,534 @@
+//! Envelope tampering: every modification of a stored object must make it
+//! fail to open, and every move of ciphertext to another identity must fail
+//! before any plaintext is released.
+
+use sealgate::crypto::chunked::{self, Sealer, CHUNK_SIZE, ENCRYPTED_CHUNK_LEN, HEADER_LEN};
+use sealgate::crypto::envelope::{FIXED_HEADER_LEN, MAX_IDENTITY_FIELD_LEN, MAX_METADATA_LEN};
+use sealgate::crypto::{
+    CryptoError, Header, KeySlot, Metadata, NamingKey, ObjectIdentity, Pseudonym, UserKey,
+};
+
+use super::{open_message, open_object, pattern, seal_object, single_key, unseal_object, Stage};
+
+const BODY_LEN: usize = 40_000;
+
+struct Fixture {
+    /// User keys by version; the objects are sealed under version 1.
+    keys: Vec<UserKey>,
+    pseudonym: Pseudonym,
+    identity: ObjectIdentity,
+    metadata: Metadata,
+    plaintext: Vec<u8>,
+    object: Vec<u8>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let keys: Vec<UserKey> = (0..4).map(|_| UserKey::generate().unwrap()).collect();
+        let pseudonym = NamingKey::from_bytes(&[1u8; 32])
+            .unwrap()
+            .pseudonym("alice");
+        let identity = ObjectIdentity::new("cn-north-1", "moments", pseudonym, "photo-1").unwrap();
+        let mut metadata = Metadata {
+            content_type: "image/png".into(),
+            ..Metadata::default()
+        };
+        metadata.attributes.insert("caption".into(), "a cat".into());
+        let plaintext = pattern(BODY_LEN, 3);
+        let object = seal_object(&keys[1], 1, &identity, &metadata, &plaintext, 10_000);
+        Self {
+            keys,
+            pseudonym,
+            identity,
+            metadata,
+            plaintext,
+            object,
+        }
+    }
+
+    fn keyring<'a>(&'a self) -> impl Fn(u32) -> Option<&'a UserKey> + 'a {
+        |v| self.keys.get(v as usize)
+    }
+
+    fn header_len(&self) -> usize {
+        Header::parse(&self.object).unwrap().len()
+    }
+
+    fn open(&self, object: &[u8]) -> Result<(Metadata, Vec<u8>), super::OpenFailure> {
+        open_object(object, self.keyring(), &self.identity, usize::MAX)
+    }
+}
+
+#[test]
+fn fixture_opens() {
+    let f = Fixture::new();
+    let (meta, plain) = f.open(&f.object).unwrap();
+    assert_eq!(meta, f.metadata);
+    assert!(plain == f.plaintext);
+    assert_eq!(
+        f.object.len(),
+        f.header_len() + chunked::message_len(BODY_LEN as u64) as usize
+    );
+    // Three chunks: two full, one short.
+    assert_eq!(BODY_LEN / CHUNK_SIZE, 2);
+    for piece in [1, 100, ENCRYPTED_CHUNK_LEN - 1, ENCRYPTED_CHUNK_LEN + 1] {
+        let (_, plain) = open_object(&f.object, f.keyring(), &f.identity, piece).unwrap();
+        assert!(plain == f.plaintext, "piece {piece}");
+    }
+}
+
+/// Flipping any bit pattern in any single byte breaks the object. Bytes up to
+/// the end of the body's message header fail before any plaintext; a byte in
+/// chunk `j` fails after exactly the `j` preceding chunks were released.
+#[test]
+fn every_single_byte_flip_is_rejected() {
+    let f = Fixture::new();
+    let body_start = f.header_len();
+    let chunks_start = body_start + HEADER_LEN;
+    let mut object = f.object.clone();
+    for pos in 0..object.len() {
+        let masks: &[u8] = if pos < chunks_start {
+            &[0x01, 0x80, 0xff]
+        } else {
+            &[0x01]
+        };
+        for &mask in masks {
+            object[pos] ^= mask;
+            let failure = match f.open(&object) {
+                Ok(_) => panic!("flip {mask:#04x} at byte {pos} was not detected"),
+                Err(e) => e,
+            };
+            if pos < chunks_start {
+                assert!(
+                    failure.before_plaintext(),
+                    "flip at header byte {pos}: failed late: {failure:?}"
+                );
+            } else {
+                let chunk = (pos - chunks_start) / ENCRYPTED_CHUNK_LEN;
+                assert_eq!(
+                    failure.released,
+                    chunk * CHUNK_SIZE,
+                    "flip in chunk {chunk} at byte {pos}: {failure:?}"
+                );
+                assert!(matches!(failure.stage, Stage::Push | Stage::Finish));
+            }
+            object[pos] ^= mask;
+        }
+    }
+    assert!(object == f.object);
+}
+
+#[test]
+fn every_truncation_is_rejected() {
+    let f = Fixture::new();
+    let chunks_start = f.header_len() + HEADER_LEN;
+    for len in 0..f.object.len() {
+        let failure = f
+            .open(&f.object[..len])
+            .expect_err(&format!("truncation to {len} bytes was accepted"));
+        if len < chunks_start {
+            assert!(
+                failure.before_plaintext(),
+                "truncation to {len}: {failure:?}"
+            );
+        }
+    }
+}
+
+fn body_chunks(object: &[u8], header_len: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let prefix = object[..header_len + HEADER_LEN].to_vec();
+    let chunks = object[header_len + HEADER_LEN..]
+        .chunks(ENCRYPTED_CHUNK_LEN)
+        .map(<[u8]>::to_vec)
+        .collect();
+    (prefix, chunks)
+}
+
+#[test]
+fn reordered_duplicated_dropped_and_extended_chunks_are_rejected() {
+    let f = Fixture::new();
+    let (prefix, c) = body_chunks(&f.object, f.header_len());
+    assert_eq!(c.len(), 3);
+    let assemble = |parts: &[&Vec<u8>]| {
+        let mut out = prefix.clone();
+        for p in parts {
+            out.extend_from_slice(p);
+        }
+        out
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("swap 0 and 1", assemble(&[&c[1], &c[0], &c[2]])),
+        ("chunk 0 twice", assemble(&[&c[0], &c[0], &c[2]])),
+        ("chunk 1 twice", assemble(&[&c[1], &c[1], &c[2]])),
+        ("drop chunk 1", assemble(&[&c[0], &c[2]])),
+        ("drop chunk 0", assemble(&[&c[1], &c[2]])),
+        ("drop final chunk", assemble(&[&c[0], &c[1]])),
+        ("final chunk twice", assemble(&[&c[0], &c[1], &c[2], &c[2]])),
+        ("chunk 0 appended", assemble(&[&c[0], &c[1], &c[2], &c[0]])),
+        ("final chunk first", assemble(&[&c[2], &c[0], &c[1]])),
+        ("one trailing byte", {
+            let mut o = f.object.clone();
+            o.push(0);
+            o
+        }),
+        ("a tag's worth of trailing bytes", {
+            let mut o = f.object.clone();
+            o.extend_from_slice(&[0u8; 16]);
+            o
+        }),
+        (
+            "object twice",
+            [f.object.clone(), f.object.clone()].concat(),
+        ),
+    ];
+    for (name, object) in cases {
+        assert!(f.open(&object).is_err(), "{name}: accepted");
+    }
+}
+
+/// At the C2SP layer: a message followed by a validly encrypted extra chunk,
+/// and a message whose last chunk is full-length, are rejected.
+#[test]
+fn extra_valid_chunk_and_full_final_chunk_are_rejected() {
+    let key = [9u8; 32];
+    let salt = [4u8; chunked::SALT_LEN];
+    let seal = |plaintext: &[u8]| {
+        let (mut s, header) = Sealer::with_salt(&key, b"ctx", salt).unwrap();
+        let mut out = header.to_vec();
+        s.push(plaintext, &mut out).unwrap();
+        s.finish(&mut out).unwrap();
+        out
+    };
+    let long = pattern(4 * CHUNK_SIZE + 5, 1);
+    let a = seal(&long[..3 * CHUNK_SIZE - 7]); // chunks 0, 1, short 2
+    let b = seal(&long); // chunks 0..3 full, short 4
+    assert_eq!(
+        a[..chunked::chunk_offset(2) as usize],
+        b[..chunked::chunk_offset(2) as usize]
+    );
+    assert_eq!(
+        open_message(&key, b"ctx", &a, usize::MAX).unwrap(),
+        long[..3 * CHUNK_SIZE - 7]
+    );
+
+    // a || b's chunk 3: a validly encrypted chunk at the next index after a's final chunk.
+    let extra = &b[chunked::chunk_offset(3) as usize..chunked::chunk_offset(4) as usize];
+    let extended = [&a[..], extra].concat();
+    assert!(open_message(&key, b"ctx", &extended, usize::MAX).is_err());
+    assert!(open_message(&key, b"ctx", &extended, 1000).is_err());
+
+    // b cut after its full chunk 2 (or 3): ends in a full-length chunk.
+    for n in [1, 2, 3, 4] {
+        let cut = &b[..chunked::chunk_offset(n) as usize];
+        assert!(
+            open_message(&key, b"ctx", cut, usize::MAX).is_err(),
+            "{n} full chunks"
+        );
+        assert!(chunked::plaintext_len(cut.len() as u64).is_err());
+    }
+}
+
+fn identities(pseudonym: Pseudonym, other: Pseudonym) -> Vec<(&'static str, ObjectIdentity)> {
+    let id = |r: &str, s: &str, p, o: &str| ObjectIdentity::new(r, s, p, o).unwrap();
+    vec![
+        ("pseudonym", id("cn-north-1", "moments", other, "photo-1")),
+        (
+            "object id",
+            id("cn-north-1", "moments", pseudonym, "photo-2"),
+        ),
+        ("space", id("cn-north-1", "channels", pseudonym, "photo-1")),
+        ("region", id("eu-west-1", "moments", pseudonym, "photo-1")),
+        // Field boundaries are length-prefixed, not concatenated.
+        ("split", id("cn-north-1moments", "", pseudonym, "photo-1")),
+    ]
+}
+
+/// Moving an object, its body, its key slot or its metadata to another
+/// identity fails at unseal or at the body commitment, before any chunk.
+#[test]
+fn ciphertext_moved_to_another_identity_is_rejected_before_plaintext() {
+    let f = Fixture::new();
+    let other = NamingKey::from_bytes(&[1u8; 32]).unwrap().pseudonym("bob");
+    assert_ne!(other, f.pseudonym);
+    let key = &f.keys[1];
+    let a = &f.object;
+    let a_len = f.header_len();
+    let slot = Header::KEY_SLOT_RANGE;
+    for (what, j) in identities(f.pseudonym, other) {
+        // Same user key, so only the identity binding can catch it.
+        let b = seal_object(key, 1, &j, &f.metadata, &f.plaintext, 1 << 20);
+        let b_len = Header::parse(&b).unwrap().len();
+        assert!(open_object(&b, single_key(1, key), &j, usize::MAX).is_ok());
+
+        let a_header_b_body = [&a[..a_len], &b[b_len..]].concat();
+        let b_header_a_body = [&b[..b_len], &a[a_len..]].concat();
+        let mut a_with_b_slot = a.clone();
+        a_with_b_slot[slot.clone()].copy_from_slice(&b[slot.clone()]);
+        let mut b_with_a_slot = b.clone();
+        b_with_a_slot[slot.clone()].copy_from_slice(&a[slot.clone()]);
+        let mut a_with_b_metadata = a[..FIXED_HEADER_LEN].to_vec();
+        a_with_b_metadata.extend_from_slice(&b[FIXED_HEADER_LEN..b_len]);
+        a_with_b_metadata.extend_from_slice(&a[a_len..]);
+        // Header lengths are equal unless the identity changes them; the
+        // metadata length field travels with the metadata.
+        a_with_b_metadata[FIXED_HEADER_LEN - 4..FIXED_HEADER_LEN]
+            .copy_from_slice(&b[FIXED_HEADER_LEN - 4..FIXED_HEADER_LEN]);
+
+        let cases: Vec<(&str, &[u8], &ObjectIdentity, Stage)> = vec![
+            ("whole object copied", a, &j, Stage::Unseal),
+            ("whole object copied back", &b, &f.identity, Stage::Unseal),
+            (
+                "foreign body",
+                &a_header_b_body,
+                &f.identity,
+                Stage::BodyOpener,
+            ),
+            (
+                "foreign body, other identity",
+                &a_header_b_body,
+                &j,
+                Stage::Unseal,
+            ),
+            ("foreign header", &b_header_a_body, &j, Stage::BodyOpener),
+            (
+                "foreign key slot",
+                &a_with_b_slot,
+                &f.identity,
+                Stage::Unseal,
+            ),
+            (
+                "foreign key slot, other identity",
+                &a_with_b_slot,
+                &j,
+                Stage::Unseal,
+            ),
+            ("key slot moved", &b_with_a_slot, &j, Stage::Unseal),
+            (
+                "key slot moved, original identity",
+                &b_with_a_slot,
+                &f.identity,
+                Stage::Unseal,
+            ),
+            (
+                "foreign metadata",
+                &a_with_b_metadata,
+                &f.identity,
+                Stage::Unseal,
+            ),
+        ];
+        for (case, object, identity, stage) in cases {
+            let failure = open_object(object, single_key(1, key), identity, usize::MAX)
+                .expect_err(&format!("{what}: {case}: accepted"));
+            assert!(failure.before_plaintext(), "{what}: {case}: {failure:?}");
+            assert_eq!(failure.stage, stage, "{what}: {case}");
+            assert_eq!(
+                failure.error,
+                Some(CryptoError::DecryptionFailed),
+                "{what}: {case}"
+            );
+        }
+        // Range reads are bound the same way.
+        let (unsealed, _) =
+            unseal_object(&a_header_b_body, single_key(1, key), &f.identity).unwrap();
+        assert!(unsealed
+            .body_random_access(&b[b_len..b_len + HEADER_LEN])
+            .is_err());
+    }
+
+    // Another user's own key: the slot does not unwrap.
+    let bob_key = UserKey::generate().unwrap();
+    let bob = ObjectIdentity::new("cn-north-1", "moments", other, "photo-1").unwrap();
+    let b = seal_object(&bob_key, 1, &bob, &f.metadata, &f.plaintext, 1 << 20);
+    let b_len = Header::parse(&b).unwrap().len();
+    let mixed = [&a[..a_len], &b[b_len..]].concat();
+    let failure = open_object(&mixed, single_key(1, key), &f.identity, 1).unwrap_err();
+    assert!(failure.before_plaintext() && failure.stage == Stage::BodyOpener);
+    let failure = open_object(a, single_key(1, &bob_key), &bob, 1).unwrap_err();
+    assert!(failure.before_plaintext() && failure.stage == Stage::Unseal);
+}
+
+#[test]
+fn wrong_user_key_is_rejected_at_unseal() {
+    let f = Fixture::new();
+    for wrong in [&f.keys[0], &f.keys[2], &UserKey::generate().unwrap()] {
+        let failure =
+            open_object(&f.object, single_key(1, wrong), &f.identity, usize::MAX).unwrap_err();
+        assert_eq!(failure.stage, Stage::Unseal);
+        assert_eq!(failure.error, Some(CryptoError::DecryptionFailed));
+        let header = Header::parse(&f.object).unwrap();
+        assert_eq!(
+            header.unseal(wrong, &f.identity).err(),
+            Some(CryptoError::DecryptionFailed)
+        );
+    }
+}
+
+#[test]
+fn rewrap_keeps_the_body_and_moves_the_slot_to_the_new_key() {
+    let f = Fixture::new();
+    let (old, new) = (&f.keys[1], &f.keys[2]);
+    let header = Header::parse(&f.object).unwrap();
+    assert_eq!(header.key_slot.user_key_version, 1);
+
+    let rewrapped = header.key_slot.rewrap(old, new, 2, &f.identity).unwrap();
+    assert_eq!(rewrapped.user_key_version, 2);
+    assert_ne!(rewrapped.wrapped_dek, header.key_slot.wrapped_dek);
+    let mut object = f.object.clone();
+    object[Header::KEY_SLOT_RANGE].copy_from_slice(&rewrapped.encode());
+
+    // Only the slot changed.
+    let slot = Header::KEY_SLOT_RANGE;
+    assert_eq!(object[..slot.start], f.object[..slot.start]);
+    assert!(object[slot.end..] == f.object[slot.end..]);
+    assert_eq!(Header::parse(&object).unwrap().key_slot, rewrapped);
+    assert_eq!(KeySlot::decode(&object[slot.clone()]).unwrap(), rewrapped);
+
+    // New slot: opens with the new key (selected by version 2) only.
+    let (meta, plain) = open_object(&object, single_key(2, new), &f.identity, 3000).unwrap();
+    assert_eq!(meta, f.metadata);
+    assert!(plain == f.plaintext);
+    let failure = open_object(&object, single_key(2, old), &f.identity, 3000).unwrap_err();
+    assert_eq!(failure.stage, Stage::Unseal);
+    let failure = open_object(&object, single_key(1, old), &f.identity, 3000).unwrap_err();
+    assert_eq!(failure.stage, Stage::KeyLookup);
+    // Old slot: still the old key's only.
+    assert!(open_object(&f.object, single_key(1, old), &f.identity, 3000).is_ok());
+    let failure = open_object(&f.object, single_key(1, new), &f.identity, 3000).unwrap_err();
+    assert_eq!(failure.stage, Stage::Unseal);
+
+    // Random access works through the new slot.
+    let (unsealed, len) = unseal_object(&object, single_key(2, new), &f.identity).unwrap();
+    let ra = unsealed
+        .body_random_access(&object[len..len + HEADER_LEN])
+        .unwrap();
+    let got = super::read_range(&ra, &object[len..], 20_000, Some(20_010)).unwrap();
+    assert_eq!(got, f.plaintext[20_000..20_010]);
+
+    // Rewrap needs the right old key and the right identity.
+    assert_eq!(
+        header.key_slot.rewrap(new, new, 3, &f.identity).err(),
+        Some(CryptoError::DecryptionFailed)
+    );
+    let elsewhere = ObjectIdentity::new("cn-north-1", "moments", f.pseudonym, "photo-2").unwrap();
+    assert_eq!(
+        header.key_slot.rewrap(old, new, 3, &elsewhere).err(),
+        Some(CryptoError::DecryptionFailed)
+    );
+}
+
+#[test]
+fn header_parse_rules() {
+    let f = Fixture::new();
+    let o = &f.object;
+    let len = f.header_len();
+    assert_eq!(Header::total_len(o), Ok(len));
+    assert_eq!(Header::total_len(&o[..FIXED_HEADER_LEN]), Ok(len));
+    let header = Header::parse(o).unwrap();
+    assert_eq!(header.encode(), o[..len]);
+    assert_eq!(Header::parse(&o[..len]).unwrap(), header);
+    assert_eq!(&o[..8], b"SEALGT\x01\x01");
+    assert_eq!(FIXED_HEADER_LEN, 76);
+    assert_eq!(Header::KEY_SLOT_RANGE, 8..72);
+
+    let with = |pos: usize, value: u8| {
+        let mut b = o[..len].to_vec();
+        b[pos] = value;
+        b
+    };
+    assert_eq!(
+        Header::total_len(&o[..FIXED_HEADER_LEN - 1]),
+        Err(CryptoError::Malformed)
+    );
+    assert_eq!(Header::parse(&o[..len - 1]), Err(CryptoError::Malformed));
+    assert_eq!(Header::parse(&with(0, b's')), Err(CryptoError::Malformed));
+    assert_eq!(Header::parse(&with(5, b'X')), Err(CryptoError::Malformed));
+    for v in [0u8, 2, 255] {
+        assert_eq!(
+            Header::parse(&with(6, v)),
+            Err(CryptoError::UnsupportedVersion(v))
+        );
+        assert_eq!(
+            Header::parse(&with(7, v)),
+            Err(CryptoError::UnsupportedSuite(v))
+        );
+    }
+    let fixed_with_m = |m: u32| {
+        let mut b = o[..FIXED_HEADER_LEN].to_vec();
+        b[72..76].copy_from_slice(&m.to_be_bytes());
+        b
+    };
+    let min = chunked::message_len(0) as u32;
+    let max = chunked::message_len(MAX_METADATA_LEN as u64) as u32;
+    assert_eq!((min, max), (72, 8264));
+    for m in [0, 1, min - 1, max + 1, u32::MAX] {
+        assert_eq!(
+            Header::total_len(&fixed_with_m(m)),
+            Err(CryptoError::Malformed),
+            "M = {m}"
+        );
+    }
+    for m in [min, max] {
+        assert_eq!(
+            Header::total_len(&fixed_with_m(m)),
+            Ok(FIXED_HEADER_LEN + m as usize)
+        );
+        // Structurally fine, cryptographically garbage.
+        let mut b = fixed_with_m(m);
+        b.resize(FIXED_HEADER_LEN + m as usize, 0);
+        b.extend_from_slice(&o[len..]);
+        assert!(Header::parse(&b).is_ok());
+        assert_eq!(f.open(&b).unwrap_err().stage, Stage::Unseal);
+    }
+}
+
+#[test]
+fn metadata_and_identity_limits() {
+    let key = UserKey::generate().unwrap();
+    let p = NamingKey::from_bytes(&[2u8; 32])
+        .unwrap()
+        .pseudonym("carol");
+    let long = "x".repeat(MAX_IDENTITY_FIELD_LEN);
+    let identity = ObjectIdentity::new(&long, &long, p, &long).unwrap();
+    let over = "x".repeat(MAX_IDENTITY_FIELD_LEN + 1);
+    assert_eq!(
+        ObjectIdentity::new(&over, "s", p, "o").err(),
+        Some(CryptoError::Malformed)
+    );
+    assert_eq!(
+        ObjectIdentity::new("r", &over, p, "o").err(),
+        Some(CryptoError::Malformed)
+    );
+    assert_eq!(
+        ObjectIdentity::new("r", "s", p, &over).err(),
+        Some(CryptoError::Malformed)
+    );
+
+    // Encoded metadata of exactly MAX_METADATA_LEN bytes is the largest.
+    let fits = Metadata {
+        content_type: "t".repeat(MAX_METADATA_LEN - 4),
+        ..Metadata::default()
+    };
+    assert_eq!(fits.encode().unwrap().len(), MAX_METADATA_LEN);
+    let object = seal_object(&key, 0, &identity, &fits, b"body", 7);
+    assert_eq!(
+        Header::parse(&object).unwrap().len(),
+        FIXED_HEADER_LEN + 8264
+    );
+    let (meta, plain) = open_object(&object, single_key(0, &key), &identity, 2).unwrap();
+    assert_eq!((meta, plain), (fits, b"body".to_vec()));
+
+    let too_big = Metadata {
+        content_type: "t".repeat(MAX_METADATA_LEN - 3),
+        ..Metadata::default()
+    };
+    assert_eq!(too_big.encode().err(), Some(CryptoError::MetadataTooLarge));
+    assert_eq!(
+        sealgate::crypto::ObjectSealer::new(&key, 0, &identity, &too_big).err(),
+        Some(CryptoError::MetadataTooLarge)
+    );
+    let mut many = Metadata::default();
+    for i in 0..3000 {
+        many.attributes.insert(format!("{i:04}"), String::new());
+    }
+    assert_eq!(many.encode().err(), Some(CryptoError::MetadataTooLarge));
+}
