@@ -302,7 +302,11 @@ impl Config {
                         .map_err(ConfigError::Invalid)?;
                 }
             }
-            other => return bad(format!("blob.backend: {other:?} is not a backend (use \"fs\" or \"s3\")")),
+            other => {
+                return bad(format!(
+                    "blob.backend: {other:?} is not a backend (use \"fs\" or \"s3\")"
+                ))
+            }
         }
         if self.keystore.backend != "sqlite" {
             return bad(format!(

@@ -80,8 +80,10 @@ pub trait BlobStore: Send + Sync + 'static {
         mode: WriteMode,
     ) -> Result<Box<dyn BlobWriter>, BlobError>;
 
-    /// Opens `key` for reading; later reads see this version even if the
-    /// object is replaced meanwhile.
+    /// Opens `key` for reading. Later reads see this version of the object,
+    /// or, if it was replaced meanwhile and the backend cannot keep the old
+    /// version readable, fail with [`BlobError::Unavailable`]: they never
+    /// mix the bytes of two versions.
     async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError>;
 
     /// Deletes every stored version of `key`. Returns false if there was none.

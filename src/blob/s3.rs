@@ -9,7 +9,8 @@
 //! - Create-only writes send `If-None-Match: *` (PutObject and
 //!   CompleteMultipartUpload).
 //! - Reads: HeadObject once, then ranged GetObjects pinned to that version
-//!   with `If-Match: <etag>`; only the requested bytes are fetched.
+//!   (by version id on versioned buckets, else `If-Match: <etag>`); only the
+//!   requested bytes are fetched.
 //! - Patches (key-slot rewrites) are stored in the object's metadata by a
 //!   server-side CopyObject; the body never passes through the gateway.
 //! - Deletes remove every version when the bucket is versioned.
@@ -26,8 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
-    ObjectIdentifier,
+    CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective, ObjectIdentifier,
 };
 use aws_sdk_s3::Client;
 use bytes::Bytes;
@@ -72,7 +72,6 @@ pub struct S3BlobStore {
 struct Inner {
     client: Client,
     bucket: String,
-    versioned: bool,
     aborts: mpsc::UnboundedSender<(String, String)>,
 }
 
@@ -112,8 +111,7 @@ pub enum S3StartError {
 
 impl S3BlobStore {
     /// Connects and checks residency: the bucket's actual location
-    /// (GetBucketLocation) must equal `settings.region`. Also reads the
-    /// bucket's versioning state.
+    /// (GetBucketLocation) must equal `settings.region`.
     ///
     /// # Errors
     /// [`S3StartError`] if the bucket is elsewhere or cannot be inspected.
@@ -167,23 +165,12 @@ impl S3BlobStore {
                 configured: settings.region.clone(),
             });
         }
-        let versioning = client
-            .get_bucket_versioning()
-            .bucket(&bucket)
-            .send()
-            .await
-            .map_err(|e| err(translate(e).into_blob()))?;
-        let versioned = matches!(
-            versioning.status(),
-            Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)
-        );
         let (aborts, rx) = mpsc::unbounded_channel();
         tokio::spawn(abort_retrier(client.clone(), bucket.clone(), rx));
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 bucket,
-                versioned,
                 aborts,
             }),
         })
@@ -206,6 +193,10 @@ impl S3BlobStore {
             key: object,
             len,
             etag: head.e_tag().map(str::to_string),
+            version: head
+                .version_id()
+                .filter(|v| *v != "null")
+                .map(str::to_string),
             patch: Patch::parse(head.metadata())?,
         })
     }
@@ -272,6 +263,14 @@ async fn abort_upload(
     }
 }
 
+fn identifier(key: &str, version: Option<&str>) -> Result<ObjectIdentifier, BlobError> {
+    ObjectIdentifier::builder()
+        .key(key)
+        .set_version_id(version.map(str::to_string))
+        .build()
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))
+}
+
 /// A parsed patch from object metadata.
 #[derive(Debug, Clone)]
 struct Patch {
@@ -329,107 +328,72 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError> {
-        let object = object_key(key)?;
+        self.delete_many(std::slice::from_ref(key))
+            .await
+            .map(|n| n > 0)
+    }
+
+    /// Lists every version (and delete marker) of each key, then removes
+    /// them with DeleteObjects by version id. On an unversioned bucket the
+    /// only version is `null`; on a versioned one nothing survives.
+    async fn delete_many(&self, keys: &[BlobKey]) -> Result<u64, BlobError> {
         let c = &self.inner.client;
         let bucket = &self.inner.bucket;
-        if self.inner.versioned {
-            let mut existed = false;
+        let mut existed = 0u64;
+        let mut targets: Vec<ObjectIdentifier> = Vec::new();
+        for key in keys {
+            let object = object_key(key)?;
+            let mut found = false;
+            let mut key_marker: Option<String> = None;
+            let mut version_marker: Option<String> = None;
             loop {
                 let page = c
                     .list_object_versions()
                     .bucket(bucket)
                     .prefix(&object)
+                    .set_key_marker(key_marker.take())
+                    .set_version_id_marker(version_marker.take())
                     .send()
                     .await
                     .map_err(|e| translate(e).into_blob())?;
-                let mut ids: Vec<String> = Vec::new();
-                for v in page.versions() {
-                    if v.key() == Some(object.as_str()) {
-                        existed = true;
-                        ids.extend(v.version_id().map(str::to_string));
-                    }
+                let exact = |k: Option<&str>| k == Some(object.as_str());
+                for v in page.versions().iter().filter(|v| exact(v.key())) {
+                    found = true;
+                    targets.push(identifier(&object, v.version_id())?);
                 }
-                for m in page.delete_markers() {
-                    if m.key() == Some(object.as_str()) {
-                        ids.extend(m.version_id().map(str::to_string));
-                    }
+                for m in page.delete_markers().iter().filter(|m| exact(m.key())) {
+                    targets.push(identifier(&object, m.version_id())?);
                 }
-                if ids.is_empty() {
-                    return Ok(existed);
+                if page.is_truncated() != Some(true) {
+                    break;
                 }
-                for id in ids {
-                    c.delete_object()
-                        .bucket(bucket)
-                        .key(&object)
-                        .version_id(id)
-                        .send()
-                        .await
-                        .map_err(|e| translate(e).into_blob())?;
-                }
+                key_marker = page.next_key_marker().map(str::to_string);
+                version_marker = page.next_version_id_marker().map(str::to_string);
             }
+            existed += u64::from(found);
         }
-        match c.head_object().bucket(bucket).key(&object).send().await {
-            Ok(_) => {}
-            Err(e) => {
-                return match translate(e) {
-                    S3Failure::NotFound => Ok(false),
-                    other => Err(other.into_blob()),
-                }
-            }
-        }
-        c.delete_object()
-            .bucket(bucket)
-            .key(&object)
-            .send()
-            .await
-            .map_err(|e| translate(e).into_blob())?;
-        Ok(true)
-    }
-
-    async fn delete_many(&self, keys: &[BlobKey]) -> Result<u64, BlobError> {
-        if self.inner.versioned {
-            let mut n = 0;
-            for key in keys {
-                n += u64::from(self.delete(key).await?);
-            }
-            return Ok(n);
-        }
-        let mut n = 0;
-        for batch in keys.chunks(DELETE_BATCH) {
-            let ids = batch
-                .iter()
-                .map(|k| {
-                    let key = object_key(k)?;
-                    ObjectIdentifier::builder()
-                        .key(key)
-                        .build()
-                        .map_err(|e| BlobError::Io(std::io::Error::other(e)))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+        for batch in targets.chunks(DELETE_BATCH) {
             let delete = Delete::builder()
-                .set_objects(Some(ids))
+                .set_objects(Some(batch.to_vec()))
                 .quiet(true)
                 .build()
                 .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
-            let out = self
-                .inner
-                .client
+            let out = c
                 .delete_objects()
-                .bucket(&self.inner.bucket)
+                .bucket(bucket)
                 .delete(delete)
                 .send()
                 .await
                 .map_err(|e| translate(e).into_blob())?;
             if let Some(first) = out.errors().first() {
                 return Err(BlobError::Unavailable(format!(
-                    "DeleteObjects failed for {} keys, first: {}",
+                    "DeleteObjects failed for {} versions, first: {}",
                     out.errors().len(),
                     first.message().unwrap_or("unknown error")
                 )));
             }
-            n += batch.len() as u64;
         }
-        Ok(n)
+        Ok(existed)
     }
 
     async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError> {
@@ -692,6 +656,8 @@ struct S3Reader {
     key: String,
     len: u64,
     etag: Option<String>,
+    /// On a versioned bucket, reads are pinned to the version opened.
+    version: Option<String>,
     patch: Option<Patch>,
 }
 
@@ -704,7 +670,12 @@ impl S3Reader {
             .bucket(&self.inner.bucket)
             .key(&self.key)
             .range(format!("bytes={}-{}", range.start, range.end - 1));
-        if let Some(etag) = &self.etag {
+        // Pin the reads to the object that was opened: by version id where
+        // the bucket keeps versions, else by ETag (a replaced object then
+        // fails the read instead of mixing two versions' bytes).
+        if let Some(version) = &self.version {
+            req = req.version_id(version);
+        } else if let Some(etag) = &self.etag {
             req = req.if_match(etag);
         }
         let out = req.send().await.map_err(|e| match translate(e) {

@@ -68,7 +68,8 @@ async fn suite(store: Arc<dyn BlobStore>) {
         Err(BlobError::NotFound)
     ));
 
-    // A reader keeps its version when the object is replaced.
+    // A reader keeps its version when the object is replaced, or fails
+    // retryably; it never mixes versions.
     let mut old = store.open(&key("u1", "a")).await.unwrap();
     let mut w = store
         .create(&key("u1", "a"), WriteMode::Replace)
@@ -76,7 +77,14 @@ async fn suite(store: Arc<dyn BlobStore>) {
         .unwrap();
     w.write(b"replaced").await.unwrap();
     w.commit().await.unwrap();
-    assert_eq!(&old.read(0..5).await.unwrap()[..], b"hello");
+    match old.read(0..5).await {
+        Ok(bytes) => assert_eq!(
+            &bytes[..],
+            b"hello",
+            "an open reader never sees the new version"
+        ),
+        Err(e) => assert!(matches!(e, BlobError::Unavailable(_)), "{e:?}"),
+    }
     let mut new = store.open(&key("u1", "a")).await.unwrap();
     assert_eq!(&new.read(0..8).await.unwrap()[..], b"replaced");
 
@@ -210,4 +218,122 @@ async fn fs_store_removes_crash_leftovers_on_open() {
     std::fs::write(root.join(".tmp/deadbeef.part"), b"half an object").unwrap();
     FsBlobStore::open(&root).await.unwrap();
     assert_eq!(std::fs::read_dir(root.join(".tmp")).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_passes_the_suite() {
+    let (store, bucket) = crate::s3env::fresh_store(false).await;
+    suite(Arc::new(store)).await;
+    let endpoint = crate::s3env::shared().endpoint();
+    assert_eq!(
+        crate::s3env::incomplete_uploads(&endpoint, &bucket).await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_versioned_store_passes_the_suite_and_deletes_every_version() {
+    let (store, bucket) = crate::s3env::fresh_store(true).await;
+    let store: Arc<dyn BlobStore> = Arc::new(store);
+    suite(store.clone()).await;
+    for body in [&b"v1"[..], b"v2", b"v3"] {
+        let mut w = store
+            .create(&key("u9", "multi"), WriteMode::Replace)
+            .await
+            .unwrap();
+        w.write(body).await.unwrap();
+        w.commit().await.unwrap();
+    }
+    let endpoint = crate::s3env::shared().endpoint();
+    let c = crate::s3env::client(&endpoint, crate::s3env::REGION);
+    let versions = |c: aws_sdk_s3::Client, bucket: String| async move {
+        c.list_object_versions()
+            .bucket(bucket)
+            .prefix("moments/u9/multi")
+            .send()
+            .await
+            .unwrap()
+            .versions()
+            .len()
+    };
+    assert_eq!(versions(c.clone(), bucket.clone()).await, 3);
+    assert!(store.delete(&key("u9", "multi")).await.unwrap());
+    assert_eq!(versions(c, bucket).await, 0, "every stored version is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_multipart_uploads_complete_or_leave_nothing() {
+    use sealgate::blob::s3::PART_SIZE;
+    let (store, bucket) = crate::s3env::fresh_store(false).await;
+    let endpoint = crate::s3env::shared().endpoint();
+    let big: Vec<u8> = (0..(2 * PART_SIZE + 12345))
+        .map(|i| (i % 253) as u8)
+        .collect();
+
+    // Multipart, written in uneven pieces, create-only.
+    let mut w = store
+        .create(&key("u1", "big"), WriteMode::CreateOnly)
+        .await
+        .unwrap();
+    for piece in big.chunks(3_000_001) {
+        w.write(piece).await.unwrap();
+    }
+    w.commit().await.unwrap();
+    let mut r = store.open(&key("u1", "big")).await.unwrap();
+    assert_eq!(r.len(), big.len() as u64);
+    let tail = r
+        .read(big.len() as u64 - 100_000..big.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(&tail[..], &big[big.len() - 100_000..]);
+
+    // Create-only applies to multipart completion too.
+    let mut w = store
+        .create(&key("u1", "big"), WriteMode::CreateOnly)
+        .await
+        .unwrap();
+    w.write(&big).await.unwrap();
+    assert!(matches!(w.commit().await, Err(BlobError::AlreadyExists)));
+    assert_eq!(
+        crate::s3env::incomplete_uploads(&endpoint, &bucket).await,
+        0
+    );
+
+    // Aborted and dropped multipart writers leave no upload behind.
+    let mut w = store
+        .create(&key("u1", "aborted"), WriteMode::Replace)
+        .await
+        .unwrap();
+    w.write(&big[..PART_SIZE + 1]).await.unwrap();
+    assert_eq!(
+        crate::s3env::incomplete_uploads(&endpoint, &bucket).await,
+        1
+    );
+    w.abort().await.unwrap();
+    assert_eq!(
+        crate::s3env::incomplete_uploads(&endpoint, &bucket).await,
+        0
+    );
+    let mut w = store
+        .create(&key("u1", "dropped"), WriteMode::Replace)
+        .await
+        .unwrap();
+    w.write(&big[..PART_SIZE + 1]).await.unwrap();
+    drop(w);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while crate::s3env::incomplete_uploads(&endpoint, &bucket).await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dropped upload was never aborted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        store.open(&key("u1", "aborted")).await,
+        Err(BlobError::NotFound)
+    ));
+    assert!(matches!(
+        store.open(&key("u1", "dropped")).await,
+        Err(BlobError::NotFound)
+    ));
 }

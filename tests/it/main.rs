@@ -3,3 +3,4 @@ mod cli;
 mod crypto;
 mod gateway;
 mod health;
+mod s3env;

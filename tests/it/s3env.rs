@@ -1,0 +1,293 @@
+//! A real S3-protocol server on loopback for the tests: moto's standalone
+//! server (from PyPI), installed on first use into a virtualenv under
+//! cargo's target directory and started once per test binary. A loopback
+//! TCP proxy in front of it simulates S3 going away and coming back.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sealgate::blob::s3::{S3BlobStore, S3Settings};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// moto version the tests run against.
+const MOTO: &str = "moto[server]==5.2.5";
+/// Region of every test bucket.
+pub const REGION: &str = "cn-north-1";
+pub const ACCESS_KEY: &str = "sealgate-test";
+pub const SECRET_KEY: &str = "sealgate-test-secret";
+
+/// A running moto server.
+pub struct Moto {
+    pub addr: SocketAddr,
+    // Held open: when the test process exits the pipe closes and the wrapper
+    // shell stops moto, so no server outlives the tests.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+fn moto_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SEALGATE_MOTO_SERVER") {
+        return bin.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("moto-venv");
+    let bin = venv.join("bin/moto_server");
+    if bin.exists() {
+        return bin;
+    }
+    let run = |cmd: &mut Command| {
+        let status = cmd.status().expect("run python3");
+        assert!(
+            status.success(),
+            "{cmd:?} failed: moto is needed for the S3 tests"
+        );
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        MOTO,
+    ]));
+    assert!(bin.exists(), "moto_server missing after install");
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `addr`.
+fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Moto {
+    /// Starts a new moto server on a free loopback port.
+    pub fn start() -> Self {
+        let bin = moto_bin();
+        let port = free_port();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & pid=$!; read _; kill $pid"#)
+            .arg(&bin)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn moto_server");
+        let stdin = child.stdin.take().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr, "moto_server");
+        Self {
+            addr,
+            _stdin: Mutex::new(stdin),
+            _child: Mutex::new(child),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server (the wrapper shell kills it when its stdin closes).
+    pub fn stop(self) {
+        let mut stdin = self._stdin.into_inner().unwrap();
+        let _ = stdin.write_all(b"\n");
+        drop(stdin);
+        let _ = self._child.into_inner().unwrap().wait();
+    }
+}
+
+/// The moto server shared by the whole test binary.
+pub fn shared() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
+}
+
+/// A unique bucket name.
+pub fn bucket_name() -> String {
+    let mut b = [0u8; 6];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    format!("sg-{}", hex::encode(b))
+}
+
+/// Settings for `bucket` behind `endpoint`, with the test credentials.
+pub fn settings(endpoint: &str, bucket: &str) -> S3Settings {
+    S3Settings {
+        bucket: bucket.to_string(),
+        region: REGION.to_string(),
+        endpoint: Some(endpoint.to_string()),
+        force_path_style: true,
+        credentials: Some((ACCESS_KEY.to_string(), SECRET_KEY.to_string())),
+    }
+}
+
+/// A plain SDK client for `endpoint`, to set up and inspect buckets
+/// independently of the store under test.
+pub fn client(endpoint: &str, region: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(region.to_string()))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Creates a bucket in `region`, optionally versioned.
+pub async fn create_bucket(endpoint: &str, bucket: &str, region: &str, versioned: bool) {
+    use aws_sdk_s3::types::{
+        BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+        VersioningConfiguration,
+    };
+    let c = client(endpoint, region);
+    c.create_bucket()
+        .bucket(bucket)
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create bucket");
+    if versioned {
+        c.put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("enable versioning");
+    }
+}
+
+/// A fresh bucket in the shared server and a store on it.
+pub async fn fresh_store(versioned: bool) -> (S3BlobStore, String) {
+    let moto = shared();
+    let bucket = bucket_name();
+    create_bucket(&moto.endpoint(), &bucket, REGION, versioned).await;
+    let store = S3BlobStore::connect(&settings(&moto.endpoint(), &bucket))
+        .await
+        .expect("connect");
+    (store, bucket)
+}
+
+/// Every object in a bucket with its bytes (for at-rest scans).
+pub async fn all_objects(endpoint: &str, bucket: &str) -> Vec<(String, Vec<u8>)> {
+    let c = client(endpoint, REGION);
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = c
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        for o in page.contents() {
+            let key = o.key().unwrap().to_string();
+            let body = c
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap()
+                .body;
+            out.push((key, body.collect().await.unwrap().into_bytes().to_vec()));
+        }
+        match page.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// Incomplete multipart uploads in a bucket.
+pub async fn incomplete_uploads(endpoint: &str, bucket: &str) -> usize {
+    let c = client(endpoint, REGION);
+    c.list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .len()
+}
+
+/// A loopback TCP proxy that can go down (dropping every connection and
+/// refusing new ones) and come back, while the server behind it keeps its
+/// state.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    up: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, rx) = watch::channel(true);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*rx.borrow() {
+                    drop(client); // down: refuse
+                    continue;
+                }
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let mut client = client;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = rx.wait_for(|up| !*up) => {} // down: cut the connection
+                    }
+                });
+            }
+        });
+        Self { addr, up, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
