@@ -189,9 +189,10 @@ impl Sealer {
         let mut header = [0u8; HEADER_LEN];
         header[..SALT_LEN].copy_from_slice(&salt);
         header[SALT_LEN..].copy_from_slice(&commitment[..]);
+        // `pending` allocates only if a push leaves a partial chunk.
         let sealer = Self {
             key,
-            pending: Vec::with_capacity(CHUNK_SIZE),
+            pending: Vec::new(),
             next_chunk: 0,
         };
         Ok((sealer, header))
@@ -264,7 +265,7 @@ impl Opener {
         let key = MessageKey::open_header(input_key, context, header)?;
         Ok(Self {
             key,
-            pending: Vec::with_capacity(ENCRYPTED_CHUNK_LEN),
+            pending: Vec::new(),
             next_chunk: 0,
             poisoned: false,
         })

@@ -1,0 +1,125 @@
+//! Data residency: refusals at startup, and objects bound to their region.
+
+use std::process::Command;
+
+use sealgate::blob::s3::{S3BlobStore, S3StartError};
+use tonic::Code;
+
+use crate::gateway::TestGateway;
+use crate::s3env;
+
+/// Runs `sealgate serve` with `env` and returns (success, stderr).
+fn serve_with_env(env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args([
+            "serve",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .envs(env.iter().copied())
+        .env("AWS_ACCESS_KEY_ID", s3env::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", s3env::SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn startup_refuses_regions_and_endpoints_outside_china() {
+    let (ok, err) = serve_with_env(&[("SEALGATE_BLOB_REGION", "us-east-1")]);
+    assert!(!ok);
+    assert!(
+        err.contains("blob.region \"us-east-1\" is not in residency.allowed_regions"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    for endpoint in [
+        "https://s3.us-east-1.amazonaws.com",
+        "https://s3.amazonaws.com",
+    ] {
+        let (ok, err) = serve_with_env(&[
+            ("SEALGATE_BLOB_BACKEND", "s3"),
+            ("SEALGATE_S3_BUCKET", "photos"),
+            ("SEALGATE_S3_ENDPOINT", endpoint),
+        ]);
+        assert!(!ok);
+        assert!(
+            err.contains("outside the China partition"),
+            "{endpoint}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_refuses_a_bucket_in_another_region() {
+    let moto = s3env::shared();
+    let bucket = s3env::bucket_name();
+    s3env::create_bucket(&moto.endpoint(), &bucket, "cn-northwest-1", false).await;
+
+    let err = S3BlobStore::connect(&s3env::settings(&moto.endpoint(), &bucket))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, S3StartError::WrongBucketRegion { .. }),
+        "{err:?}"
+    );
+
+    let endpoint = moto.endpoint();
+    let (ok, err) = tokio::task::spawn_blocking(move || {
+        serve_with_env(&[
+            ("SEALGATE_BLOB_BACKEND", "s3"),
+            ("SEALGATE_S3_BUCKET", &bucket),
+            ("SEALGATE_S3_ENDPOINT", &endpoint),
+            ("SEALGATE_S3_FORCE_PATH_STYLE", "true"),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("is in region \"cn-northwest-1\", but blob.region is \"cn-north-1\""),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_are_refused_by_a_gateway_of_another_region() {
+    let mut gw = TestGateway::start().await;
+    let mut client = gw.content().await;
+    let body = crate::gateway::data(20_000, 5);
+    crate::gateway::put(&mut client, "u-region", "moments", "photo", &body, 4096)
+        .await
+        .unwrap();
+    gw.stop().await;
+
+    // Same storage and keys, but the gateway now says the data lives in
+    // cn-northwest-1: the object's bound identity no longer matches.
+    let mut config = crate::gateway::config(&gw.data_dir);
+    config.blob.region = "cn-northwest-1".into();
+    let other = TestGateway::start_config(config).await;
+    let mut client = other.content().await;
+    let err = crate::gateway::get(&mut client, "u-region", "moments", "photo", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    let err = crate::gateway::get(
+        &mut client,
+        "u-region",
+        "moments",
+        "photo",
+        Some((0, Some(10))),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+}

@@ -1,0 +1,163 @@
+//! S3 going away mid-run: calls fail UNAVAILABLE, in-flight multipart
+//! uploads are aborted (none is left once S3 is back), and the gateway
+//! recovers without a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealgate::api::pb;
+use sealgate::api::pb::content_service_client::ContentServiceClient;
+use sealgate::blob::s3::{S3BlobStore, PART_SIZE};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use crate::s3env::{self, FaultProxy};
+
+async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn header(id: &str) -> pb::PutObjectRequest {
+    pb::PutObjectRequest {
+        part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
+            user_id: "fault-user".into(),
+            space: "channels".into(),
+            object_id: id.into(),
+            content_type: "video/mp4".into(),
+            attributes: Default::default(),
+        })),
+    }
+}
+
+fn data(bytes: Vec<u8>) -> pb::PutObjectRequest {
+    pb::PutObjectRequest {
+        part: Some(pb::put_object_request::Part::Data(bytes.into())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
+    let moto = s3env::shared();
+    let bucket = s3env::bucket_name();
+    s3env::create_bucket(&moto.endpoint(), &bucket, s3env::REGION, false).await;
+    let proxy = FaultProxy::start(moto.addr).await;
+
+    // The gateway reaches S3 only through the proxy.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = crate::gateway::config(tmp.path());
+    config.blob.backend = "s3".into();
+    config.s3.bucket = bucket.clone();
+    config.s3.endpoint = Some(proxy.endpoint());
+    config.s3.force_path_style = true;
+    let store = S3BlobStore::connect(&s3env::settings(&proxy.endpoint(), &bucket))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(sealgate::server::serve(
+        config,
+        Arc::new(store),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ContentServiceClient::new(channel);
+
+    let small = crate::gateway::data(50_000, 3);
+    crate::gateway::put(
+        &mut client,
+        "fault-user",
+        "channels",
+        "small",
+        &small,
+        10_000,
+    )
+    .await
+    .unwrap();
+
+    // A large upload under way: its first part is in S3.
+    let (tx, rx) = mpsc::channel(2);
+    tx.send(header("big")).await.unwrap();
+    let mut upload_client = client.clone();
+    let upload =
+        tokio::spawn(async move { upload_client.put_object(ReceiverStream::new(rx)).await });
+    // Messages of 1 MiB (the gRPC message limit is 4 MiB): one part and a bit.
+    for i in 0..(PART_SIZE >> 20) + 1 {
+        tx.send(data(crate::gateway::data(1 << 20, i as u64)))
+            .await
+            .unwrap();
+    }
+    let direct = moto.endpoint();
+    wait_for("the first part to reach S3", || async {
+        assert!(!upload.is_finished(), "the upload ended early");
+        s3env::incomplete_uploads(&direct, &bucket).await == 1
+    })
+    .await;
+
+    // S3 goes away. The upload's next part fails; the call fails UNAVAILABLE.
+    proxy.set_up(false);
+    for i in 0..(PART_SIZE >> 20) {
+        if tx
+            .send(data(crate::gateway::data(1 << 20, 100 + i as u64)))
+            .await
+            .is_err()
+        {
+            break; // the call already failed
+        }
+    }
+    drop(tx);
+    let status = upload.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("retry"), "{}", status.message());
+
+    // New calls fail UNAVAILABLE with a retryable message too.
+    let get = crate::gateway::get(&mut client, "fault-user", "channels", "small", None)
+        .await
+        .unwrap_err();
+    assert_eq!(get.code(), Code::Unavailable, "{get:?}");
+    assert!(get.message().contains("retry later"), "{}", get.message());
+    let put = crate::gateway::put(&mut client, "fault-user", "channels", "other", b"x", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(put.code(), Code::Unavailable, "{put:?}");
+    // The incomplete upload is still there: S3 could not be told.
+    assert_eq!(s3env::incomplete_uploads(&direct, &bucket).await, 1);
+
+    // S3 returns: the abort goes through, and the same gateway serves again.
+    proxy.set_up(true);
+    wait_for("the interrupted multipart upload to be aborted", || async {
+        s3env::incomplete_uploads(&direct, &bucket).await == 0
+    })
+    .await;
+    let (_, back) = crate::gateway::get(&mut client, "fault-user", "channels", "small", None)
+        .await
+        .unwrap();
+    assert_eq!(back, small);
+    let missing = crate::gateway::get(&mut client, "fault-user", "channels", "big", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        missing.code(),
+        Code::NotFound,
+        "the interrupted upload left no object"
+    );
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
