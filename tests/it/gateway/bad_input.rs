@@ -1,0 +1,612 @@
+//! Malformed requests, limits, cancelled uploads and corrupted storage.
+
+use std::time::Duration;
+
+use sealgate::api::pb;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status};
+
+use super::*;
+
+const SPACE: &str = "moments";
+
+#[track_caller]
+fn expect_invalid<T: std::fmt::Debug>(r: Result<T, Status>, naming: &str, what: &str) {
+    let s = expect_code(r, Code::InvalidArgument, what);
+    assert!(
+        s.message().contains(naming),
+        "{what}: message {:?} should name {naming}",
+        s.message()
+    );
+}
+
+async fn put_msgs(
+    c: &mut ContentServiceClient<Channel>,
+    msgs: Vec<pb::PutObjectRequest>,
+) -> Result<pb::PutObjectResponse, Status> {
+    c.put_object(futures_util::stream::iter(msgs))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_object_ids() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    let long = "a".repeat(129);
+    let bad = [
+        "../x",
+        "..",
+        long.as_str(),
+        ".x",
+        ".tmp",
+        "a/b",
+        "/abs",
+        "a b",
+        "é",
+        "a\0b",
+    ];
+    for id in bad {
+        let w = format!("object id {id:?}");
+        expect_invalid(
+            get(&mut c, "u", SPACE, id, None).await,
+            "object_id",
+            &format!("GetObject {w}"),
+        );
+        expect_invalid(
+            head(&mut c, "u", SPACE, id).await,
+            "object_id",
+            &format!("HeadObject {w}"),
+        );
+        expect_invalid(
+            delete(&mut c, "u", SPACE, id).await,
+            "object_id",
+            &format!("DeleteObject {w}"),
+        );
+        expect_invalid(
+            put(&mut c, "u", SPACE, id, b"data", 2).await,
+            "object_id",
+            &format!("PutObject {w}"),
+        );
+        expect_invalid(
+            put_item(&mut c, "u", SPACE, id, b"data").await,
+            "object_id",
+            &format!("PutItem {w}"),
+        );
+        // In a batch the bad id fails on its own.
+        let r = get_items(&mut c, "u", SPACE, &[id])
+            .await
+            .expect("GetItems");
+        match &r[0].result {
+            Some(pb::item_result::Result::Error(e)) => {
+                assert_eq!(e.code, Code::InvalidArgument as i32, "GetItems {w}");
+                assert!(e.message.contains("object_id"), "GetItems {w}: {e:?}");
+            }
+            other => panic!("GetItems {w}: {other:?}"),
+        }
+    }
+    // Empty means "generate one" on writes only.
+    expect_invalid(
+        get(&mut c, "u", SPACE, "", None).await,
+        "object_id",
+        "GetObject with an empty id",
+    );
+    expect_invalid(
+        head(&mut c, "u", SPACE, "").await,
+        "object_id",
+        "HeadObject with an empty id",
+    );
+    expect_invalid(
+        delete(&mut c, "u", SPACE, "").await,
+        "object_id",
+        "DeleteObject with an empty id",
+    );
+    // A missing ObjectRef is refused too.
+    let r = c.head_object(pb::HeadObjectRequest { object: None }).await;
+    expect_code(r, Code::InvalidArgument, "HeadObject without an object");
+
+    // Nothing was written anywhere by the refused requests.
+    assert_eq!(
+        files_under(&gw.data_dir.join("objects")),
+        Vec::<PathBuf>::new()
+    );
+    assert!(!gw.data_dir.join("x").exists());
+
+    // The longest valid id works.
+    let max = "a".repeat(128);
+    put(&mut c, "u", SPACE, &max, b"ok", 1)
+        .await
+        .expect("128-byte id");
+    let (_, got) = get(&mut c, "u", SPACE, &max, None).await.expect("get");
+    assert_eq!(got, b"ok");
+    // An invalid page token is refused.
+    expect_code(
+        list_page(&mut c, "u", SPACE, 2, "../x").await,
+        Code::InvalidArgument,
+        "ListObjects with a bad page token",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_user_ids() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    let long = "u".repeat(257);
+    for user in ["", long.as_str()] {
+        let w = format!("user id of {} bytes", user.len());
+        expect_invalid(
+            get(&mut c, user, SPACE, "x", None).await,
+            "user_id",
+            &format!("GetObject, {w}"),
+        );
+        expect_invalid(
+            head(&mut c, user, SPACE, "x").await,
+            "user_id",
+            &format!("HeadObject, {w}"),
+        );
+        expect_invalid(
+            delete(&mut c, user, SPACE, "x").await,
+            "user_id",
+            &format!("DeleteObject, {w}"),
+        );
+        expect_invalid(
+            put(&mut c, user, SPACE, "x", b"d", 1).await,
+            "user_id",
+            &format!("PutObject, {w}"),
+        );
+        expect_invalid(
+            put_item(&mut c, user, SPACE, "x", b"d").await,
+            "user_id",
+            &format!("PutItem, {w}"),
+        );
+        expect_invalid(
+            get_items(&mut c, user, SPACE, &["x"]).await,
+            "user_id",
+            &format!("GetItems, {w}"),
+        );
+        expect_invalid(
+            list_page(&mut c, user, SPACE, 0, "").await,
+            "user_id",
+            &format!("ListObjects, {w}"),
+        );
+        let r = gw
+            .admin()
+            .await
+            .key_status(pb::KeyStatusRequest {
+                user_id: user.into(),
+            })
+            .await;
+        expect_invalid(r, "user_id", &format!("KeyStatus, {w}"));
+        let r = gw
+            .erasure()
+            .await
+            .erase_user(pb::EraseUserRequest {
+                user_id: user.into(),
+            })
+            .await;
+        expect_invalid(r, "user_id", &format!("EraseUser, {w}"));
+        let r = gw
+            .erasure()
+            .await
+            .get_erasure(pb::GetErasureRequest {
+                user_id: user.into(),
+            })
+            .await;
+        expect_invalid(r, "user_id", &format!("GetErasure, {w}"));
+    }
+    assert_eq!(
+        files_under(&gw.data_dir.join("objects")),
+        Vec::<PathBuf>::new()
+    );
+    // 256 bytes is still a valid user id.
+    put(&mut c, &"u".repeat(256), SPACE, "x", b"d", 1)
+        .await
+        .expect("256-byte user id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_space() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    for space in ["nope", "", "MOMENTS", ".tmp", "../moments"] {
+        let w = format!("space {space:?}");
+        expect_invalid(
+            get(&mut c, "u", space, "x", None).await,
+            "space",
+            &format!("GetObject, {w}"),
+        );
+        expect_invalid(
+            head(&mut c, "u", space, "x").await,
+            "space",
+            &format!("HeadObject, {w}"),
+        );
+        expect_invalid(
+            delete(&mut c, "u", space, "x").await,
+            "space",
+            &format!("DeleteObject, {w}"),
+        );
+        expect_invalid(
+            put(&mut c, "u", space, "x", b"d", 1).await,
+            "space",
+            &format!("PutObject, {w}"),
+        );
+        expect_invalid(
+            put_item(&mut c, "u", space, "x", b"d").await,
+            "space",
+            &format!("PutItem, {w}"),
+        );
+        expect_invalid(
+            get_items(&mut c, "u", space, &["x"]).await,
+            "space",
+            &format!("GetItems, {w}"),
+        );
+        expect_invalid(
+            list_page(&mut c, "u", space, 0, "").await,
+            "space",
+            &format!("ListObjects, {w}"),
+        );
+    }
+    assert_eq!(
+        files_under(&gw.data_dir.join("objects")),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_upload_streams() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+
+    // Data before any header.
+    let r = put_msgs(
+        &mut c,
+        vec![data_msg(data(100, 1)), header_msg("u", SPACE, "x")],
+    )
+    .await;
+    expect_invalid(r, "header", "data as the first message");
+    // No message at all.
+    let r = put_msgs(&mut c, vec![]).await;
+    expect_invalid(r, "header", "empty upload stream");
+    // A first message with no part.
+    let r = put_msgs(&mut c, vec![pb::PutObjectRequest { part: None }]).await;
+    expect_invalid(r, "header", "empty first message");
+    // A second header mid-stream, with enough data before it to have
+    // started writing.
+    let r = put_msgs(
+        &mut c,
+        vec![
+            header_msg("u", SPACE, "x"),
+            data_msg(data(300_000, 2)),
+            header_msg("u", SPACE, "y"),
+            data_msg(data(100, 3)),
+        ],
+    )
+    .await;
+    expect_invalid(r, "header", "second header mid-stream");
+    // A message with no part mid-stream.
+    let r = put_msgs(
+        &mut c,
+        vec![
+            header_msg("u", SPACE, "z"),
+            data_msg(data(10, 2)),
+            pb::PutObjectRequest { part: None },
+        ],
+    )
+    .await;
+    expect_code(r, Code::InvalidArgument, "empty message mid-stream");
+
+    for id in ["x", "y", "z"] {
+        expect_code(get(&mut c, "u", SPACE, id, None).await, Code::NotFound, id);
+    }
+    assert!(list_all(&mut c, "u", SPACE).await.unwrap().is_empty());
+    // The failed uploads' temporary files were removed before the error
+    // was returned, and nothing else is in the store.
+    assert_eq!(
+        files_under(&gw.data_dir.join("objects")),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_object_is_refused_and_not_stored() {
+    let gw = TestGateway::start_with(|c| c.limits.max_object_bytes = 100_000).await;
+    let mut c = gw.content().await;
+    let body = data(100_001, 4);
+    for piece in [10_000, 100_001] {
+        let s = expect_code(
+            put(&mut c, "u", SPACE, "big", &body, piece).await,
+            Code::ResourceExhausted,
+            &format!("100 001 bytes in pieces of {piece}"),
+        );
+        assert!(s.message().contains("100000"), "{s:?}");
+        expect_code(
+            get(&mut c, "u", SPACE, "big", None).await,
+            Code::NotFound,
+            "oversize object",
+        );
+        assert_eq!(
+            files_under(&gw.data_dir.join("objects")),
+            Vec::<PathBuf>::new(),
+            "nothing stored, temporary file included"
+        );
+    }
+    // Far past the limit.
+    expect_code(
+        put(&mut c, "u", SPACE, "bigger", &data(3 << 20, 5), 1 << 20).await,
+        Code::ResourceExhausted,
+        "3 MiB object",
+    );
+    assert_eq!(
+        files_under(&gw.data_dir.join("objects")),
+        Vec::<PathBuf>::new()
+    );
+
+    // Exactly the limit is fine; a refused overwrite leaves it intact.
+    put(&mut c, "u", SPACE, "big", &body[..100_000], 30_000)
+        .await
+        .expect("object of exactly the limit");
+    expect_code(
+        put(&mut c, "u", SPACE, "big", &body, 30_000).await,
+        Code::ResourceExhausted,
+        "oversize overwrite",
+    );
+    let (info, got) = get(&mut c, "u", SPACE, "big", None).await.expect("get");
+    assert_eq!(info.size, 100_000);
+    assert!(got == body[..100_000]);
+    assert!(tmp_files(&gw.data_dir).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_item_is_refused() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    let s = expect_code(
+        put_item(&mut c, "u", "channels", "big", &data(65_537, 1)).await,
+        Code::ResourceExhausted,
+        "65 537-byte item",
+    );
+    assert!(s.message().contains("65536"), "{s:?}");
+    let r = get_items(&mut c, "u", "channels", &["big"])
+        .await
+        .expect("GetItems");
+    assert!(
+        matches!(&r[0].result, Some(pb::item_result::Result::Error(e)) if e.code == Code::NotFound as i32),
+        "{r:?}"
+    );
+    assert_eq!(
+        files_under(&gw.data_dir.join("objects")),
+        Vec::<PathBuf>::new()
+    );
+    put_item(&mut c, "u", "channels", "big", &data(65_536, 1))
+        .await
+        .expect("65 536-byte item");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_upload_leaves_nothing() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(header_msg("canceller", SPACE, "partial"))
+        .await
+        .unwrap();
+    for i in 0..4 {
+        tx.send(data_msg(data(64 * 1024, i))).await.unwrap();
+    }
+    {
+        let mut call = Box::pin(c.put_object(ReceiverStream::new(rx)));
+        tokio::select! {
+            r = &mut call => panic!("the upload cannot finish while its stream is open: {r:?}"),
+            () = eventually(
+                "the upload has a temporary file",
+                Duration::from_secs(10),
+                || async { !tmp_files(&gw.data_dir).is_empty() },
+            ) => {}
+        }
+        // The client goes away mid-upload.
+        drop(call);
+    }
+    eventually(
+        "the temporary file is removed",
+        Duration::from_secs(10),
+        || async { tmp_files(&gw.data_dir).is_empty() },
+    )
+    .await;
+    expect_code(
+        get(&mut c, "canceller", SPACE, "partial", None).await,
+        Code::NotFound,
+        "cancelled upload",
+    );
+    // Ending the (already cancelled) request stream now must not commit it.
+    drop(tx);
+    expect_code(
+        head(&mut c, "canceller", SPACE, "partial").await,
+        Code::NotFound,
+        "cancelled upload after its stream ended",
+    );
+    assert!(list_all(&mut c, "canceller", SPACE)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        files_under(&gw.data_dir.join("objects")),
+        Vec::<PathBuf>::new()
+    );
+    // The connection is still usable.
+    put(&mut c, "canceller", SPACE, "whole", b"fine", 2)
+        .await
+        .expect("put");
+}
+
+/// Flips one bit of a stored file at `offset` (negative: from the end).
+fn flip(path: &Path, offset: i64) {
+    let mut bytes = std::fs::read(path).expect("read object file");
+    let at = if offset < 0 {
+        bytes.len() - offset.unsigned_abs() as usize
+    } else {
+        offset as usize
+    };
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).expect("write object file");
+}
+
+/// Offset in the stored file of the body's chunk `index` (after the envelope
+/// header, its sealed metadata and the C2SP header).
+fn chunk_offset(path: &Path, index: u64) -> i64 {
+    let bytes = std::fs::read(path).unwrap();
+    let m = u32::from_be_bytes(bytes[72..76].try_into().unwrap()) as u64;
+    (76 + m + 56 + index * (16 * 1024 + 16)) as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_body_is_data_loss() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    const CHUNK: u64 = 16 * 1024;
+    let size = 3 * CHUNK + 100; // chunks 0, 1, 2 and a short final chunk 3
+    let body = data(size as usize, 6);
+    for id in ["mid", "tail"] {
+        put(&mut c, "u", SPACE, id, &body, 10_000)
+            .await
+            .expect("put");
+    }
+    let p = pseudonym(&gw, "u").await;
+
+    // One bit of chunk 1.
+    let path = object_path(&gw.data_dir, SPACE, &p, "mid");
+    flip(&path, chunk_offset(&path, 1) + 100);
+    expect_code(
+        get(&mut c, "u", SPACE, "mid", None).await,
+        Code::DataLoss,
+        "full read",
+    );
+    for (what, start, end) in [
+        ("inside the chunk", CHUNK + 5, Some(CHUNK + 10)),
+        ("the whole chunk", CHUNK, Some(2 * CHUNK)),
+        ("across it", 100, Some(3 * CHUNK)),
+        ("from it to the end", CHUNK + 1, None),
+    ] {
+        expect_code(
+            get(&mut c, "u", SPACE, "mid", Some((start, end))).await,
+            Code::DataLoss,
+            &format!("range {what}"),
+        );
+    }
+    // Ranges that do not touch the chunk still read correctly.
+    for (start, end) in [
+        (0, Some(100)),
+        (2 * CHUNK + 1, Some(2 * CHUNK + 10)),
+        (3 * CHUNK, None),
+    ] {
+        let (_, got) = get(&mut c, "u", SPACE, "mid", Some((start, end)))
+            .await
+            .unwrap_or_else(|e| panic!("range {start}..{end:?}: {e:?}"));
+        let end = end.unwrap_or(size);
+        assert!(got == body[start as usize..end as usize]);
+    }
+    // The header is intact.
+    assert_eq!(
+        head(&mut c, "u", SPACE, "mid").await.expect("head").size,
+        size
+    );
+
+    // One bit of the final chunk's tag.
+    let path = object_path(&gw.data_dir, SPACE, &p, "tail");
+    flip(&path, -1);
+    expect_code(
+        get(&mut c, "u", SPACE, "tail", None).await,
+        Code::DataLoss,
+        "full read",
+    );
+    expect_code(
+        get(&mut c, "u", SPACE, "tail", Some((3 * CHUNK + 1, None))).await,
+        Code::DataLoss,
+        "range of the final chunk",
+    );
+    expect_code(
+        get(&mut c, "u", SPACE, "tail", Some((0, None))).await,
+        Code::DataLoss,
+        "open range over the whole object",
+    );
+    let (_, got) = get(&mut c, "u", SPACE, "tail", Some((0, Some(10))))
+        .await
+        .expect("first chunk still reads");
+    assert_eq!(got, &body[..10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_header_is_data_loss() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    let body = data(20_000, 7);
+    let p = pseudonym(&gw, "u").await;
+    // Envelope header: magic, user-key version, wrapped DEK (nonce,
+    // ciphertext, tag), metadata length, sealed metadata.
+    for (i, at) in [0u64, 11, 14, 40, 71, 75, 80].into_iter().enumerate() {
+        let id = format!("h{i}");
+        put(&mut c, "u", SPACE, &id, &body, 20_000)
+            .await
+            .expect("put");
+        flip(&object_path(&gw.data_dir, SPACE, &p, &id), at as i64);
+        expect_code(
+            head(&mut c, "u", SPACE, &id).await,
+            Code::DataLoss,
+            &format!("HeadObject, bit flipped at {at}"),
+        );
+        expect_code(
+            get(&mut c, "u", SPACE, &id, None).await,
+            Code::DataLoss,
+            &format!("GetObject, bit flipped at {at}"),
+        );
+        expect_code(
+            get(&mut c, "u", SPACE, &id, Some((0, Some(1)))).await,
+            Code::DataLoss,
+            &format!("ranged GetObject, bit flipped at {at}"),
+        );
+    }
+    // The body's C2SP header (salt, commitment) is checked when the body is
+    // read (HeadObject does not read the body).
+    for (i, back) in [10i64, 40].into_iter().enumerate() {
+        let id = format!("c2sp{i}");
+        put(&mut c, "u", SPACE, &id, &body, 20_000)
+            .await
+            .expect("put");
+        let path = object_path(&gw.data_dir, SPACE, &p, &id);
+        let at = chunk_offset(&path, 0) - back;
+        flip(&path, at);
+        expect_code(
+            get(&mut c, "u", SPACE, &id, None).await,
+            Code::DataLoss,
+            &format!("GetObject, bit flipped at {at}"),
+        );
+        expect_code(
+            get(&mut c, "u", SPACE, &id, Some((0, Some(1)))).await,
+            Code::DataLoss,
+            &format!("ranged GetObject, bit flipped at {at}"),
+        );
+    }
+    // A truncated file.
+    put(&mut c, "u", SPACE, "short", &body, 20_000)
+        .await
+        .expect("put");
+    let path = object_path(&gw.data_dir, SPACE, &p, "short");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..50]).unwrap();
+    expect_code(
+        head(&mut c, "u", SPACE, "short").await,
+        Code::DataLoss,
+        "truncated file",
+    );
+    // Per item in a batch.
+    put_item(&mut c, "u", SPACE, "item", b"comment")
+        .await
+        .expect("put item");
+    flip(&object_path(&gw.data_dir, SPACE, &p, "item"), 40);
+    let r = get_items(&mut c, "u", SPACE, &["item"])
+        .await
+        .expect("GetItems");
+    assert!(
+        matches!(&r[0].result, Some(pb::item_result::Result::Error(e)) if e.code == Code::DataLoss as i32),
+        "{r:?}"
+    );
+}
