@@ -85,7 +85,8 @@ enum Command {
         #[arg(long)]
         id: String,
     },
-    /// List a user's objects in a space: `id<TAB>size` per line.
+    /// List a user's objects in a space: `id<TAB>size` per line (`DAMAGED`
+    /// instead of the size for an object that fails its integrity check).
     Ls {
         #[command(flatten)]
         endpoint: Endpoint,
@@ -317,7 +318,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await?
                     .into_inner();
                 for o in page.objects {
-                    println!("{}\t{}", o.object_id, o.size);
+                    if o.damaged {
+                        println!("{}\tDAMAGED", o.object_id);
+                    } else {
+                        println!("{}\t{}", o.object_id, o.size);
+                    }
                 }
                 if page.next_page_token.is_empty() {
                     return Ok(());

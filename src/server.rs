@@ -174,5 +174,7 @@ pub async fn serve(
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
+    gateway.objects.keys().store().close().await;
+    tracing::info!("sealgate stopped");
     Ok(())
 }

@@ -188,7 +188,11 @@ impl pb::content_service_server::ContentService for ContentApi {
         Ok(Response::new(pb::ListObjectsResponse {
             objects: objects
                 .into_iter()
-                .map(|(object_id, size)| pb::ListedObject { object_id, size })
+                .map(|o| pb::ListedObject {
+                    object_id: o.id,
+                    size: o.size.unwrap_or(0),
+                    damaged: o.size.is_none(),
+                })
                 .collect(),
             next_page_token: next.unwrap_or_default(),
         }))
@@ -229,8 +233,13 @@ impl pb::content_service_server::ContentService for ContentApi {
             )));
         }
         // Errors common to the whole batch fail the call.
-        self.objects.pseudonym(&req.user_id)?;
+        let pseudonym = self.objects.pseudonym(&req.user_id)?;
         self.objects.check_space(&req.space)?;
+        self.objects
+            .keys()
+            .ensure_not_erased(&pseudonym)
+            .await
+            .map_err(ServiceError::from)?;
         let objects = &self.objects;
         let max = objects.limits.max_item_bytes;
         let user_id = &req.user_id;

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use super::error::ServiceError;
 use super::validate;
 use crate::blob::{BlobKey, BlobReader, BlobStore, WriteMode};
-use crate::crypto::chunked::{self, RangePlan};
+use crate::crypto::chunked::{self, RandomAccess, RangePlan};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Header, Metadata, ObjectIdentity, ObjectSealer, Pseudonym, UnsealedObject};
 use crate::keys::KeyHierarchy;
@@ -34,6 +34,15 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Decrypted metadata.
     pub metadata: Metadata,
+}
+
+/// An entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Object id.
+    pub id: String,
+    /// Plaintext size; `None` if the stored object fails its header check.
+    pub size: Option<u64>,
 }
 
 /// A validated reference to one object of one user.
@@ -69,6 +78,7 @@ pub struct OpenedObject {
     pub info: ObjectInfo,
     reader: Box<dyn BlobReader>,
     unsealed: UnsealedObject,
+    body: RandomAccess,
     body_start: u64,
     body_header: Vec<u8>,
 }
@@ -263,6 +273,10 @@ impl Objects {
             .user_key(&obj.pseudonym, header.key_slot.user_key_version)
             .await?;
         let unsealed = header.unseal(&user_key, &obj.identity)?;
+        let body_header = head[header_len as usize..].to_vec();
+        // Check the body's commitment now, so that HeadObject too reports a
+        // damaged body header, and a read fails before any byte is sent.
+        let body = unsealed.body_random_access(&body_header)?;
         Ok(OpenedObject {
             info: ObjectInfo {
                 space: obj.key.space.clone(),
@@ -272,8 +286,9 @@ impl Objects {
             },
             reader,
             body_start: header_len,
-            body_header: head[header_len as usize..].to_vec(),
+            body_header,
             unsealed,
+            body,
         })
     }
 
@@ -296,7 +311,7 @@ impl Objects {
         space: &str,
         page_size: u32,
         page_token: &str,
-    ) -> Result<(Vec<(String, u64)>, Option<String>), ServiceError> {
+    ) -> Result<(Vec<ListedObject>, Option<String>), ServiceError> {
         let pseudonym = self.pseudonym(user_id)?;
         self.check_space(space)?;
         let after = if page_token.is_empty() {
@@ -333,9 +348,24 @@ impl Objects {
             };
             let len = reader.len();
             let fixed = reader.read(0..len.min(FIXED_HEADER_LEN as u64)).await?;
-            let header_len = Header::total_len(&fixed)? as u64;
-            let size = chunked::plaintext_len(len.saturating_sub(header_len))?;
-            out.push((entry.name, size));
+            // One damaged object must not hide the others: it is listed,
+            // marked damaged, and GetObject on it reports DATA_LOSS.
+            let size = Header::total_len(&fixed).and_then(|header_len| {
+                chunked::plaintext_len(len.saturating_sub(header_len as u64))
+            });
+            match size {
+                Ok(size) => out.push(ListedObject {
+                    id: entry.name,
+                    size: Some(size),
+                }),
+                Err(_) => {
+                    tracing::warn!(space, object = %entry.name, pseudonym = %pseudonym, "listed object fails its header check");
+                    out.push(ListedObject {
+                        id: entry.name,
+                        size: None,
+                    });
+                }
+            }
         }
         Ok((out, next))
     }
@@ -379,7 +409,7 @@ impl OpenedObject {
             }
             Some((start, end)) => {
                 let plan = RangePlan::new(body_len, start, end)?;
-                let ra = self.unsealed.body_random_access(&self.body_header)?;
+                let ra = &self.body;
                 // Authenticate the length once, up front, if the range is
                 // bounded by the end of the object.
                 let final_chunk = match plan.final_chunk_range() {

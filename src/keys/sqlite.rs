@@ -386,6 +386,10 @@ impl KeyStore for SqliteKeyStore {
         Ok(())
     }
 
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn audit(
         &self,
         action: &str,

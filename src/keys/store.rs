@@ -205,4 +205,6 @@ pub trait KeyStore: Send + Sync + 'static {
         pseudonym: Option<&Pseudonym>,
         detail: &str,
     ) -> Result<(), StoreError>;
+    /// Closes connections and flushes, on shutdown.
+    async fn close(&self) {}
 }

@@ -1,6 +1,7 @@
 mod blob;
 mod cli;
 mod crypto;
+mod damage;
 mod gateway;
 mod health;
 mod residency;

@@ -105,6 +105,7 @@ impl Moto {
     }
 
     /// Stops the server (the wrapper shell kills it when its stdin closes).
+    #[allow(dead_code)] // used by benches/s3.rs, which includes this file
     pub fn stop(self) {
         let mut stdin = self._stdin.into_inner().unwrap();
         let _ = stdin.write_all(b"\n");
