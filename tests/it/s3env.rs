@@ -227,6 +227,31 @@ pub async fn all_objects(endpoint: &str, bucket: &str) -> Vec<(String, Vec<u8>)>
     }
 }
 
+/// Every object key in a bucket.
+pub async fn all_keys(endpoint: &str, bucket: &str) -> Vec<String> {
+    let c = client(endpoint, REGION);
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = c
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        out.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+        match page.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => return out,
+        }
+    }
+}
+
 /// Incomplete multipart uploads in a bucket.
 pub async fn incomplete_uploads(endpoint: &str, bucket: &str) -> usize {
     let c = client(endpoint, REGION);

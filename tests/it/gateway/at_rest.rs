@@ -1,11 +1,14 @@
 //! Nothing a user sent is stored in the clear: neither content nor metadata
-//! nor the user id appears in any file of the data directory.
+//! nor the user id appears in any file of the data directory, nor, on S3,
+//! in any object of the bucket (its key, body or metadata).
 
 use std::os::unix::fs::PermissionsExt;
 
 use sealgate::api::pb;
 
 use super::*;
+
+backend_tests!(no_plaintext_or_user_id_at_rest,);
 
 const MARKER: &str = "PLAINTEXT-MARKER-7f3a";
 const USER: &str = "user-id-marker-9c2e";
@@ -15,45 +18,28 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Scans every file under `dir`; returns the names of the files scanned.
-///
-/// SQLite may remove its `-wal` and `-shm` files while the key store closes
-/// after a stop; a file vanishing mid-scan restarts the scan, so the result
-/// always covers one complete listing.
-fn scan(dir: &Path) -> Vec<String> {
-    'attempt: for _ in 0..20 {
-        let files = files_under(dir);
-        assert!(!files.is_empty());
-        let mut names = Vec::new();
-        for f in &files {
-            let bytes = match std::fs::read(f) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue 'attempt,
-                Err(e) => panic!("read {}: {e}", f.display()),
-            };
-            for needle in [MARKER, USER, ERASED_USER] {
-                assert!(
-                    !contains(&bytes, needle.as_bytes()),
-                    "{needle:?} found in {}",
-                    f.display()
-                );
-                assert!(
-                    !f.to_string_lossy().contains(needle),
-                    "{needle:?} found in the path {}",
-                    f.display()
-                );
-            }
-            names.push(f.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+/// Scans everything at rest (see [`TestGateway::all_stored_bytes`]): no
+/// marker in any stored bytes or name. Returns the names scanned.
+async fn scan(gw: &TestGateway) -> Vec<String> {
+    let stored = gw.all_stored_bytes().await;
+    assert!(!stored.is_empty());
+    let mut names = Vec::new();
+    for (name, bytes) in stored {
+        for needle in [MARKER, USER, ERASED_USER] {
+            assert!(
+                !contains(&bytes, needle.as_bytes()),
+                "{needle:?} found in {name}"
+            );
+            assert!(
+                !name.contains(needle),
+                "{needle:?} found in the name {name}"
+            );
         }
-        return names;
+        names.push(name);
     }
-    panic!(
-        "files under {} kept vanishing during the scan",
-        dir.display()
-    );
+    names
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_plaintext_or_user_id_at_rest() {
     let mut gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -116,8 +102,8 @@ async fn no_plaintext_or_user_id_at_rest() {
         .await
         .expect("erase");
 
-    // Let the erasure's garbage collection finish so no file changes while
-    // the data directory is scanned.
+    // Let the erasure's garbage collection finish so nothing changes while
+    // the store is scanned.
     wait_gc_done(&gw, ERASED_USER).await;
 
     // The content really was stored, and reads back with the marker.
@@ -126,18 +112,25 @@ async fn no_plaintext_or_user_id_at_rest() {
         .expect("get");
     assert_eq!(got, body);
     assert!(info.content_type.contains(MARKER));
-    let p = pseudonym(&gw, USER).await;
-    let stored = std::fs::metadata(object_path(&gw.data_dir, "moments", &p, "photo-1"))
-        .expect("object file");
-    assert!(stored.len() > body.len() as u64);
+    let user_p = pseudonym(&gw, USER).await;
+    let stored = gw
+        .stored_object("moments", &user_p, "photo-1")
+        .await
+        .expect("stored object");
+    assert!(stored.len() > body.len());
     let p = pseudonym(&gw, ERASED_USER).await;
 
     // While the server runs: the WAL holds the latest key-store writes.
-    let names = scan(&gw.data_dir);
+    let names = scan(&gw).await;
     for f in ["keys.db", "keys.db-wal", "keyring"] {
         assert!(names.iter().any(|n| n == f), "{f} not scanned: {names:?}");
     }
-    assert!(names.iter().any(|n| n.contains("photo-1")), "{names:?}");
+    // The objects were scanned where the backend keeps them.
+    let photo = match gw.backend {
+        Backend::Fs => format!("objects/moments/{user_p}/photo-1"),
+        Backend::S3 { .. } => format!("s3:moments/{user_p}/photo-1"),
+    };
+    assert!(names.contains(&photo), "{photo} not scanned: {names:?}");
 
     // The key store is scanned as stored (not compressed or encrypted as a
     // whole): the erased user's pseudonym, which identifies its rows, is
@@ -150,7 +143,7 @@ async fn no_plaintext_or_user_id_at_rest() {
     );
 
     gw.stop().await;
-    let names = scan(&gw.data_dir);
+    let names = scan(&gw).await;
     assert!(names.iter().any(|n| n == "keys.db"), "{names:?}");
 
     let mode = std::fs::metadata(gw.data_dir.join("keyring"))

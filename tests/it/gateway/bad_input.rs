@@ -3,10 +3,23 @@
 use std::time::Duration;
 
 use sealgate::api::pb;
+use sealgate::blob::s3::PART_SIZE;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use super::*;
+
+backend_tests!(
+    invalid_object_ids,
+    invalid_user_ids,
+    unknown_space,
+    malformed_upload_streams,
+    oversize_object_is_refused_and_not_stored,
+    oversize_item_is_refused,
+    cancelled_upload_leaves_nothing,
+    corrupted_body_is_data_loss,
+    corrupted_header_is_data_loss,
+);
 
 const SPACE: &str = "moments";
 
@@ -29,7 +42,6 @@ async fn put_msgs(
         .map(tonic::Response::into_inner)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_object_ids() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -106,10 +118,7 @@ async fn invalid_object_ids() {
     expect_code(r, Code::InvalidArgument, "HeadObject without an object");
 
     // Nothing was written anywhere by the refused requests.
-    assert_eq!(
-        files_under(&gw.data_dir.join("objects")),
-        Vec::<PathBuf>::new()
-    );
+    gw.assert_nothing_stored("after refused requests").await;
     assert!(!gw.data_dir.join("x").exists());
 
     // The longest valid id works.
@@ -127,7 +136,6 @@ async fn invalid_object_ids() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_user_ids() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -194,17 +202,13 @@ async fn invalid_user_ids() {
             .await;
         expect_invalid(r, "user_id", &format!("GetErasure, {w}"));
     }
-    assert_eq!(
-        files_under(&gw.data_dir.join("objects")),
-        Vec::<PathBuf>::new()
-    );
+    gw.assert_nothing_stored("after refused requests").await;
     // 256 bytes is still a valid user id.
     put(&mut c, &"u".repeat(256), SPACE, "x", b"d", 1)
         .await
         .expect("256-byte user id");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_space() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -246,13 +250,9 @@ async fn unknown_space() {
             &format!("ListObjects, {w}"),
         );
     }
-    assert_eq!(
-        files_under(&gw.data_dir.join("objects")),
-        Vec::<PathBuf>::new()
-    );
+    gw.assert_nothing_stored("after refused requests").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_upload_streams() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -299,15 +299,11 @@ async fn malformed_upload_streams() {
         expect_code(get(&mut c, "u", SPACE, id, None).await, Code::NotFound, id);
     }
     assert!(list_all(&mut c, "u", SPACE).await.unwrap().is_empty());
-    // The failed uploads' temporary files were removed before the error
-    // was returned, and nothing else is in the store.
-    assert_eq!(
-        files_under(&gw.data_dir.join("objects")),
-        Vec::<PathBuf>::new()
-    );
+    // The failed uploads' temporary files (or multipart uploads) were
+    // removed before the error was returned, and nothing else is stored.
+    gw.assert_nothing_stored("after malformed uploads").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_object_is_refused_and_not_stored() {
     let gw = TestGateway::start_with(|c| c.limits.max_object_bytes = 100_000).await;
     let mut c = gw.content().await;
@@ -324,11 +320,8 @@ async fn oversize_object_is_refused_and_not_stored() {
             Code::NotFound,
             "oversize object",
         );
-        assert_eq!(
-            files_under(&gw.data_dir.join("objects")),
-            Vec::<PathBuf>::new(),
-            "nothing stored, temporary file included"
-        );
+        gw.assert_nothing_stored("nothing stored, temporary file included")
+            .await;
     }
     // Far past the limit.
     expect_code(
@@ -336,10 +329,7 @@ async fn oversize_object_is_refused_and_not_stored() {
         Code::ResourceExhausted,
         "3 MiB object",
     );
-    assert_eq!(
-        files_under(&gw.data_dir.join("objects")),
-        Vec::<PathBuf>::new()
-    );
+    gw.assert_nothing_stored("after a 3 MiB object").await;
 
     // Exactly the limit is fine; a refused overwrite leaves it intact.
     put(&mut c, "u", SPACE, "big", &body[..100_000], 30_000)
@@ -353,10 +343,9 @@ async fn oversize_object_is_refused_and_not_stored() {
     let (info, got) = get(&mut c, "u", SPACE, "big", None).await.expect("get");
     assert_eq!(info.size, 100_000);
     assert!(got == body[..100_000]);
-    assert!(tmp_files(&gw.data_dir).is_empty());
+    assert_eq!(gw.leftovers().await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_item_is_refused() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -373,43 +362,46 @@ async fn oversize_item_is_refused() {
         matches!(&r[0].result, Some(pb::item_result::Result::Error(e)) if e.code == Code::NotFound as i32),
         "{r:?}"
     );
-    assert_eq!(
-        files_under(&gw.data_dir.join("objects")),
-        Vec::<PathBuf>::new()
-    );
+    gw.assert_nothing_stored("after an oversize item").await;
     put_item(&mut c, "u", "channels", "big", &data(65_536, 1))
         .await
         .expect("65 536-byte item");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_upload_leaves_nothing() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    // Enough data for the store to hold an unfinished upload: the
+    // filesystem writes a temporary file at once, S3 buffers a whole part
+    // in memory before starting a multipart upload.
+    let pieces = match gw.backend {
+        Backend::Fs => 4,
+        Backend::S3 { .. } => (PART_SIZE >> 16) + 16,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(pieces + 1);
     tx.send(header_msg("canceller", SPACE, "partial"))
         .await
         .unwrap();
-    for i in 0..4 {
-        tx.send(data_msg(data(64 * 1024, i))).await.unwrap();
+    for i in 0..pieces {
+        tx.send(data_msg(data(64 * 1024, i as u64))).await.unwrap();
     }
     {
         let mut call = Box::pin(c.put_object(ReceiverStream::new(rx)));
         tokio::select! {
             r = &mut call => panic!("the upload cannot finish while its stream is open: {r:?}"),
             () = eventually(
-                "the upload has a temporary file",
+                "the upload has a temporary file (or multipart upload)",
                 Duration::from_secs(10),
-                || async { !tmp_files(&gw.data_dir).is_empty() },
+                || async { gw.leftovers().await > 0 },
             ) => {}
         }
         // The client goes away mid-upload.
         drop(call);
     }
     eventually(
-        "the temporary file is removed",
+        "the temporary file (or multipart upload) is removed",
         Duration::from_secs(10),
-        || async { tmp_files(&gw.data_dir).is_empty() },
+        || async { gw.leftovers().await == 0 },
     )
     .await;
     expect_code(
@@ -428,37 +420,41 @@ async fn cancelled_upload_leaves_nothing() {
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(
-        files_under(&gw.data_dir.join("objects")),
-        Vec::<PathBuf>::new()
-    );
+    gw.assert_nothing_stored("after a cancelled upload").await;
     // The connection is still usable.
     put(&mut c, "canceller", SPACE, "whole", b"fine", 2)
         .await
         .expect("put");
 }
 
-/// Flips one bit of a stored file at `offset` (negative: from the end).
-fn flip(path: &Path, offset: i64) {
-    let mut bytes = std::fs::read(path).expect("read object file");
+/// Flips one bit of a user's stored object at `offset` (negative: from the
+/// end).
+async fn flip(gw: &TestGateway, pseudonym: &str, id: &str, offset: i64) {
+    let mut bytes = gw
+        .stored_object(SPACE, pseudonym, id)
+        .await
+        .expect("stored object");
     let at = if offset < 0 {
         bytes.len() - offset.unsigned_abs() as usize
     } else {
         offset as usize
     };
     bytes[at] ^= 0x01;
-    std::fs::write(path, bytes).expect("write object file");
+    gw.overwrite_stored_object(SPACE, pseudonym, id, &bytes)
+        .await;
 }
 
-/// Offset in the stored file of the body's chunk `index` (after the envelope
-/// header, its sealed metadata and the C2SP header).
-fn chunk_offset(path: &Path, index: u64) -> i64 {
-    let bytes = std::fs::read(path).unwrap();
+/// Offset in the stored object of the body's chunk `index` (after the
+/// envelope header, its sealed metadata and the C2SP header).
+async fn chunk_offset(gw: &TestGateway, pseudonym: &str, id: &str, index: u64) -> i64 {
+    let bytes = gw
+        .stored_object(SPACE, pseudonym, id)
+        .await
+        .expect("stored object");
     let m = u32::from_be_bytes(bytes[72..76].try_into().unwrap()) as u64;
     (76 + m + 56 + index * (16 * 1024 + 16)) as i64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_body_is_data_loss() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -473,8 +469,7 @@ async fn corrupted_body_is_data_loss() {
     let p = pseudonym(&gw, "u").await;
 
     // One bit of chunk 1.
-    let path = object_path(&gw.data_dir, SPACE, &p, "mid");
-    flip(&path, chunk_offset(&path, 1) + 100);
+    flip(&gw, &p, "mid", chunk_offset(&gw, &p, "mid", 1).await + 100).await;
     expect_code(
         get(&mut c, "u", SPACE, "mid", None).await,
         Code::DataLoss,
@@ -511,8 +506,7 @@ async fn corrupted_body_is_data_loss() {
     );
 
     // One bit of the final chunk's tag.
-    let path = object_path(&gw.data_dir, SPACE, &p, "tail");
-    flip(&path, -1);
+    flip(&gw, &p, "tail", -1).await;
     expect_code(
         get(&mut c, "u", SPACE, "tail", None).await,
         Code::DataLoss,
@@ -534,7 +528,6 @@ async fn corrupted_body_is_data_loss() {
     assert_eq!(got, &body[..10]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_header_is_data_loss() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -547,7 +540,7 @@ async fn corrupted_header_is_data_loss() {
         put(&mut c, "u", SPACE, &id, &body, 20_000)
             .await
             .expect("put");
-        flip(&object_path(&gw.data_dir, SPACE, &p, &id), at as i64);
+        flip(&gw, &p, &id, at as i64).await;
         expect_code(
             head(&mut c, "u", SPACE, &id).await,
             Code::DataLoss,
@@ -571,9 +564,8 @@ async fn corrupted_header_is_data_loss() {
         put(&mut c, "u", SPACE, &id, &body, 20_000)
             .await
             .expect("put");
-        let path = object_path(&gw.data_dir, SPACE, &p, &id);
-        let at = chunk_offset(&path, 0) - back;
-        flip(&path, at);
+        let at = chunk_offset(&gw, &p, &id, 0).await - back;
+        flip(&gw, &p, &id, at).await;
         expect_code(
             get(&mut c, "u", SPACE, &id, None).await,
             Code::DataLoss,
@@ -585,13 +577,13 @@ async fn corrupted_header_is_data_loss() {
             &format!("ranged GetObject, bit flipped at {at}"),
         );
     }
-    // A truncated file.
+    // A truncated object.
     put(&mut c, "u", SPACE, "short", &body, 20_000)
         .await
         .expect("put");
-    let path = object_path(&gw.data_dir, SPACE, &p, "short");
-    let bytes = std::fs::read(&path).unwrap();
-    std::fs::write(&path, &bytes[..50]).unwrap();
+    let bytes = gw.stored_object(SPACE, &p, "short").await.expect("stored");
+    gw.overwrite_stored_object(SPACE, &p, "short", &bytes[..50])
+        .await;
     expect_code(
         head(&mut c, "u", SPACE, "short").await,
         Code::DataLoss,
@@ -601,7 +593,7 @@ async fn corrupted_header_is_data_loss() {
     put_item(&mut c, "u", SPACE, "item", b"comment")
         .await
         .expect("put item");
-    flip(&object_path(&gw.data_dir, SPACE, &p, "item"), 40);
+    flip(&gw, &p, "item", 40).await;
     let r = get_items(&mut c, "u", SPACE, &["item"])
         .await
         .expect("GetItems");

@@ -1,5 +1,7 @@
 //! SIGKILL of the real server process during uploads: after a restart the
 //! completed object is intact and the interrupted ones never appear.
+//! Filesystem only: it checks the store's `objects/.tmp` across a crash of
+//! the real binary, which would reach S3 through the AWS credential chain.
 
 use std::io::BufRead;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! Crypto-shredding: after EraseUser nothing of the user is readable or
-//! writable, the receipt is stable, garbage collection deletes the files,
+//! writable, the receipt is stable, garbage collection deletes the objects,
 //! and all of it survives restarts, including an unfinished GC job.
 
 use sealgate::api::pb;
@@ -8,6 +8,13 @@ use sealgate::keys::store::{JobState, KeyStore};
 use tonic::Code;
 
 use super::*;
+
+backend_tests!(
+    erase_user_end_to_end,
+    get_erasure_of_a_user_never_erased_is_not_found,
+    erasing_a_user_without_data_is_recorded,
+    unfinished_gc_job_resumes_after_restart,
+);
 
 async fn erase(gw: &TestGateway, user: &str) -> pb::EraseReceipt {
     gw.erasure()
@@ -18,14 +25,6 @@ async fn erase(gw: &TestGateway, user: &str) -> pb::EraseReceipt {
         .await
         .expect("EraseUser")
         .into_inner()
-}
-
-/// Files stored for a pseudonym in any space.
-fn user_files(data_dir: &Path, pseudonym: &str) -> Vec<PathBuf> {
-    ["moments", "channels"]
-        .iter()
-        .flat_map(|space| files_under(&data_dir.join("objects").join(space).join(pseudonym)))
-        .collect()
 }
 
 /// Every read and write of `user` is refused as erased.
@@ -91,7 +90,6 @@ async fn key_status(gw: &TestGateway, user: &str) -> pb::KeyStatusResponse {
         .into_inner()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_user_end_to_end() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -139,7 +137,7 @@ async fn erase_user_end_to_end() {
         [1]
     );
     let p = before.pseudonym.clone();
-    assert_eq!(user_files(&gw.data_dir, &p).len() as u64, n_objects);
+    assert_eq!(gw.user_objects(&p).await.len() as u64, n_objects);
 
     let receipt = erase(&gw, victim).await;
     assert_eq!(receipt.pseudonym, p);
@@ -176,7 +174,7 @@ async fn erase_user_end_to_end() {
     assert_eq!(gc.job_id, receipt.gc_job_id);
     assert_eq!(gc.done, n_objects, "GC deleted every object of the user");
     assert!(gc.last_error.is_empty(), "{gc:?}");
-    assert_eq!(user_files(&gw.data_dir, &p), Vec::<PathBuf>::new());
+    assert_eq!(gw.user_objects(&p).await, Vec::<String>::new());
     assert_eq!(
         erase(&gw, victim).await,
         receipt,
@@ -190,7 +188,7 @@ async fn erase_user_end_to_end() {
     // After a restart: still erased, nothing readable, nothing resurrected.
     let gw = gw.restart().await;
     assert_all_refused(&gw, victim, &ids).await;
-    assert_eq!(user_files(&gw.data_dir, &p), Vec::<PathBuf>::new());
+    assert_eq!(gw.user_objects(&p).await, Vec::<String>::new());
     let status = key_status(&gw, victim).await;
     assert!(status.erased);
     assert!(status.versions.is_empty());
@@ -210,7 +208,6 @@ async fn erase_user_end_to_end() {
     assert_eq!(got, data(100_000, 2));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_erasure_of_a_user_never_erased_is_not_found() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -235,7 +232,6 @@ async fn get_erasure_of_a_user_never_erased_is_not_found() {
     expect_code(r, Code::InvalidArgument, "EraseUser with an empty user id");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasing_a_user_without_data_is_recorded() {
     let gw = TestGateway::start().await;
     let receipt = erase(&gw, "never-stored-anything").await;
@@ -256,7 +252,6 @@ async fn erasing_a_user_without_data_is_recorded() {
     assert!(ks.erased && ks.versions.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_gc_job_resumes_after_restart() {
     let mut gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -271,26 +266,31 @@ async fn unfinished_gc_job_resumes_after_restart() {
         .expect("put");
     let p = pseudonym(&gw, user).await;
 
-    // Keep copies of the user's object files.
-    let aside = tempfile::tempdir().unwrap();
-    let originals = user_files(&gw.data_dir, &p);
-    assert_eq!(originals.len(), 3);
-    let copies: Vec<(PathBuf, PathBuf)> = originals
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let copy = aside.path().join(i.to_string());
-            std::fs::copy(f, &copy).unwrap();
-            (f.clone(), copy)
-        })
-        .collect();
+    // Keep copies of the user's stored objects.
+    let objects = [("moments", "a"), ("moments", "b"), ("channels", "c")];
+    assert_eq!(
+        gw.user_objects(&p).await,
+        [
+            format!("channels/{p}/c"),
+            format!("moments/{p}/a"),
+            format!("moments/{p}/b"),
+        ]
+    );
+    let mut copies = Vec::new();
+    for (space, id) in objects {
+        let bytes = gw
+            .stored_object(space, &p, id)
+            .await
+            .expect("stored object");
+        copies.push((space, id, bytes));
+    }
 
     let receipt = erase(&gw, user).await;
     let status = wait_gc_done(&gw, user).await;
     assert_eq!(status.gc.unwrap().done, 3);
-    assert!(user_files(&gw.data_dir, &p).is_empty());
+    assert!(gw.user_objects(&p).await.is_empty());
 
-    // Stopped mid-job, as it were: the job is pending again and the files
+    // Stopped mid-job, as it were: the job is pending again and the objects
     // it had not deleted yet are back.
     gw.stop().await;
     {
@@ -304,14 +304,13 @@ async fn unfinished_gc_job_resumes_after_restart() {
         let job = store.job(&receipt.gc_job_id).await.unwrap().unwrap();
         assert_eq!(job.state, JobState::Pending);
     }
-    for (original, copy) in &copies {
-        std::fs::create_dir_all(original.parent().unwrap()).unwrap();
-        std::fs::copy(copy, original).unwrap();
+    for (space, id, bytes) in &copies {
+        gw.overwrite_stored_object(space, &p, id, bytes).await;
     }
-    assert_eq!(user_files(&gw.data_dir, &p).len(), 3);
+    assert_eq!(gw.user_objects(&p).await.len(), 3);
 
     let gw = gw.restart().await;
-    // Even before GC catches up, the restored files are unreadable.
+    // Even before GC catches up, the restored objects are unreadable.
     let mut c = gw.content().await;
     expect_erased(get(&mut c, user, "moments", "a", None).await, "GetObject");
     expect_erased(
@@ -324,9 +323,9 @@ async fn unfinished_gc_job_resumes_after_restart() {
     assert_eq!(
         status.gc.unwrap().done,
         3,
-        "the resumed job deleted the restored files"
+        "the resumed job deleted the restored objects"
     );
-    assert!(user_files(&gw.data_dir, &p).is_empty());
+    assert!(gw.user_objects(&p).await.is_empty());
     // Other users are untouched by the resumed job.
     let (_, got) = get(&mut c, "other", "moments", "a", None)
         .await

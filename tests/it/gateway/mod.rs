@@ -1,5 +1,46 @@
 //! Gateway tests: real gRPC over a loopback socket on port 0, against a
 //! server started in-process on a fresh data directory.
+//!
+//! Most tests are backend-generic: written once as a plain `async fn` and
+//! listed in [`backend_tests!`], which runs each against the filesystem
+//! store (`…::fs::name`) and against S3 on the shared moto server
+//! (`…::s3::name`). Tests reach stored objects only through the
+//! [`TestGateway`] storage accessors, which know where each backend keeps
+//! them.
+
+/// Generates, for each backend-generic test `async fn name()` of the calling
+/// module, the tests `fs::name` and `s3::name`, which run it with gateways
+/// started on that backend (see [`with_backend`]).
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        /// The tests against the filesystem store.
+        mod fs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::gateway::with_backend(
+                        $crate::gateway::BackendKind::Fs,
+                        super::$name(),
+                    )
+                    .await;
+                }
+            )+
+        }
+        /// The tests against S3 (moto).
+        mod s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::gateway::with_backend(
+                        $crate::gateway::BackendKind::S3,
+                        super::$name(),
+                    )
+                    .await;
+                }
+            )+
+        }
+    };
+}
 
 mod at_rest;
 mod bad_input;
@@ -10,20 +51,97 @@ mod roundtrip;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sealgate::api::pb;
 use sealgate::api::pb::content_service_client::ContentServiceClient;
 use sealgate::api::pb::erasure_service_client::ErasureServiceClient;
 use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
+use sealgate::blob::s3::S3BlobStore;
 use sealgate::config::Config;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::s3env;
+
+/// Which blob store the gateways of a test use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `data_dir/objects`.
+    Fs,
+    /// A fresh bucket on the shared moto server.
+    S3,
+}
+
+tokio::task_local! {
+    static BACKEND: BackendKind;
+}
+
+/// Runs `test` so that the gateways it starts use `kind`.
+pub async fn with_backend<F: Future>(kind: BackendKind, test: F) -> F::Output {
+    BACKEND.scope(kind, test).await
+}
+
+/// The backend of the running test: the filesystem outside [`with_backend`].
+pub fn backend_kind() -> BackendKind {
+    BACKEND.try_with(|k| *k).unwrap_or(BackendKind::Fs)
+}
+
+/// Where a gateway keeps its objects. Keys (`keys.db`, `keyring`) are always
+/// in the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Files under `data_dir/objects`.
+    Fs,
+    /// A bucket behind an S3 endpoint.
+    S3 { endpoint: String, bucket: String },
+}
+
+impl Backend {
+    /// A new store of `kind`: for S3, a fresh bucket on the shared server.
+    pub async fn create(kind: BackendKind) -> Self {
+        match kind {
+            BackendKind::Fs => Self::Fs,
+            BackendKind::S3 => {
+                let endpoint = s3env::shared().endpoint();
+                let bucket = s3env::bucket_name();
+                s3env::create_bucket(&endpoint, &bucket, s3env::REGION, false).await;
+                Self::S3 { endpoint, bucket }
+            }
+        }
+    }
+
+    /// The backend a configuration names.
+    pub fn of(config: &Config) -> Self {
+        match config.blob.backend.as_str() {
+            "s3" => Self::S3 {
+                endpoint: config.s3.endpoint.clone().expect("s3.endpoint"),
+                bucket: config.s3.bucket.clone(),
+            },
+            _ => Self::Fs,
+        }
+    }
+
+    /// Points `config` at this store.
+    pub fn configure(&self, config: &mut Config) {
+        match self {
+            Self::Fs => config.blob.backend = "fs".into(),
+            Self::S3 { endpoint, bucket } => {
+                config.blob.backend = "s3".into();
+                config.s3.bucket = bucket.clone();
+                config.s3.endpoint = Some(endpoint.clone());
+                config.s3.force_path_style = true;
+            }
+        }
+    }
+}
+
 /// A gateway running in this process.
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    pub backend: Backend,
     _tmp: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -38,23 +156,26 @@ pub fn config(data_dir: &Path) -> Config {
 }
 
 impl TestGateway {
-    /// Starts a gateway on a new temporary data directory.
+    /// Starts a gateway on a new temporary data directory and a new store
+    /// of the test's backend.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts a gateway on a new temporary data directory after `tweak`ing
-    /// its configuration.
+    /// Like [`Self::start`], after `tweak`ing the configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut c = config(tmp.path());
+        Backend::create(backend_kind()).await.configure(&mut c);
         tweak(&mut c);
         let mut gw = Self::start_config(c).await;
         gw._tmp = Some(tmp);
         gw
     }
 
-    /// Starts a gateway with exactly this configuration.
+    /// Starts a gateway with exactly this configuration. The filesystem
+    /// store is opened as `sealgate serve` opens it; an S3 store with the
+    /// test credentials (the server would use the AWS provider chain).
     pub async fn start_config(config: Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -62,16 +183,31 @@ impl TestGateway {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let data_dir = config.data_dir.clone();
-        let handle = tokio::spawn(async move {
-            sealgate::server::run(config, listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server run");
-        });
+        let backend = Backend::of(&config);
+        let shutdown = async {
+            let _ = rx.await;
+        };
+        let handle = match &backend {
+            Backend::Fs => tokio::spawn(async move {
+                sealgate::server::run(config, listener, shutdown)
+                    .await
+                    .expect("server run");
+            }),
+            Backend::S3 { endpoint, bucket } => {
+                let store = S3BlobStore::connect(&s3env::settings(endpoint, bucket))
+                    .await
+                    .expect("connect to S3");
+                tokio::spawn(async move {
+                    sealgate::server::serve(config, Arc::new(store), listener, shutdown)
+                        .await
+                        .expect("server run");
+                })
+            }
+        };
         Self {
             addr,
             data_dir,
+            backend,
             _tmp: None,
             shutdown: Some(tx),
             handle: Some(handle),
@@ -79,10 +215,12 @@ impl TestGateway {
     }
 
     /// Stops the server gracefully and starts a new one on the same data
-    /// directory (a restart).
+    /// directory and store (a restart).
     pub async fn restart(mut self) -> Self {
         self.stop().await;
-        let mut next = Self::start_config(config(&self.data_dir)).await;
+        let mut c = config(&self.data_dir);
+        self.backend.configure(&mut c);
+        let mut next = Self::start_config(c).await;
         next._tmp = self._tmp.take();
         next
     }
@@ -123,6 +261,145 @@ impl TestGateway {
 
     pub async fn admin(&self) -> KeyAdminServiceClient<Channel> {
         KeyAdminServiceClient::new(self.channel().await)
+    }
+}
+
+/// Access to what the gateway stored, below the API, whatever the backend.
+/// Object keys are named `{space}/{pseudonym}/{id}` on both backends.
+impl TestGateway {
+    fn s3(&self) -> Option<(aws_sdk_s3::Client, &str)> {
+        match &self.backend {
+            Backend::Fs => None,
+            Backend::S3 { endpoint, bucket } => {
+                Some((s3env::client(endpoint, s3env::REGION), bucket.as_str()))
+            }
+        }
+    }
+
+    /// The stored (sealed) bytes of an object, if it exists.
+    pub async fn stored_object(&self, space: &str, pseudonym: &str, id: &str) -> Option<Vec<u8>> {
+        let Some((c, bucket)) = self.s3() else {
+            let path = object_path(&self.data_dir, space, pseudonym, id);
+            return match std::fs::read(&path) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => panic!("read {}: {e}", path.display()),
+            };
+        };
+        let key = format!("{space}/{pseudonym}/{id}");
+        match c.get_object().bucket(bucket).key(&key).send().await {
+            Ok(o) => {
+                // A key-slot patch lives in the object's metadata; these
+                // bytes would not include it (and an overwrite drops it).
+                assert!(
+                    !o.metadata()
+                        .is_some_and(|m| m.contains_key("sealgate-patch")),
+                    "{key} carries a patch: its stored bytes are not the body alone"
+                );
+                Some(o.body.collect().await.unwrap().into_bytes().to_vec())
+            }
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
+            Err(e) => panic!("GetObject {key}: {e:?}"),
+        }
+    }
+
+    /// Replaces the stored bytes of an object (to corrupt or restore it).
+    pub async fn overwrite_stored_object(
+        &self,
+        space: &str,
+        pseudonym: &str,
+        id: &str,
+        bytes: &[u8],
+    ) {
+        let Some((c, bucket)) = self.s3() else {
+            let path = object_path(&self.data_dir, space, pseudonym, id);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, bytes)
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            return;
+        };
+        c.put_object()
+            .bucket(bucket)
+            .key(format!("{space}/{pseudonym}/{id}"))
+            .body(bytes.to_vec().into())
+            .send()
+            .await
+            .expect("PutObject");
+    }
+
+    /// Every key in the store, sorted: on the filesystem every file under
+    /// `objects` (temporary files in `.tmp/` included), on S3 every object
+    /// in the bucket.
+    pub async fn stored_keys(&self) -> Vec<String> {
+        let mut keys = match &self.backend {
+            Backend::Fs => {
+                let root = self.data_dir.join("objects");
+                files_under(&root)
+                    .iter()
+                    .map(|f| {
+                        f.strip_prefix(&root)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .collect()
+            }
+            Backend::S3 { endpoint, bucket } => s3env::all_keys(endpoint, bucket).await,
+        };
+        keys.sort();
+        keys
+    }
+
+    /// The keys of every object stored for `pseudonym`, in any space.
+    pub async fn user_objects(&self, pseudonym: &str) -> Vec<String> {
+        self.stored_keys()
+            .await
+            .into_iter()
+            .filter(|k| k.split('/').nth(1) == Some(pseudonym))
+            .collect()
+    }
+
+    /// Unfinished uploads the store holds: temporary files on the
+    /// filesystem, incomplete multipart uploads on S3.
+    pub async fn leftovers(&self) -> usize {
+        match &self.backend {
+            Backend::Fs => tmp_files(&self.data_dir).len(),
+            Backend::S3 { endpoint, bucket } => s3env::incomplete_uploads(endpoint, bucket).await,
+        }
+    }
+
+    /// Asserts that the store holds nothing: no object and no leftover.
+    pub async fn assert_nothing_stored(&self, what: &str) {
+        assert_eq!(self.stored_keys().await, Vec::<String>::new(), "{what}");
+        assert_eq!(self.leftovers().await, 0, "{what}: unfinished uploads");
+    }
+
+    /// Everything at rest, named: every file under the data directory (key
+    /// store, keyring, and on the filesystem backend the objects), named
+    /// relative to it, and on S3 also every object in the bucket, as
+    /// `s3:{key}` (its body) and `s3:{key} (metadata)` (its content type
+    /// and user metadata).
+    pub async fn all_stored_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = read_tree(&self.data_dir);
+        if let Backend::S3 { endpoint, bucket } = &self.backend {
+            let c = s3env::client(endpoint, s3env::REGION);
+            for (key, body) in s3env::all_objects(endpoint, bucket).await {
+                let head = c
+                    .head_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("HeadObject {key}: {e:?}"));
+                let mut meta = head.content_type().unwrap_or_default().as_bytes().to_vec();
+                for (k, v) in head.metadata().into_iter().flatten() {
+                    meta.extend_from_slice(format!("\n{k}: {v}").as_bytes());
+                }
+                out.push((format!("s3:{key} (metadata)"), meta));
+                out.push((format!("s3:{key}"), body));
+            }
+        }
+        out
     }
 }
 
@@ -228,6 +505,31 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Every file under `dir` with its bytes, named relative to `dir`.
+///
+/// SQLite may remove its `-wal` and `-shm` files while the key store closes
+/// after a stop; a file vanishing mid-read restarts the listing, so the
+/// result always covers one complete listing.
+pub fn read_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    'attempt: for _ in 0..20 {
+        let mut out = Vec::new();
+        for f in files_under(dir) {
+            let bytes = match std::fs::read(&f) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue 'attempt,
+                Err(e) => panic!("read {}: {e}", f.display()),
+            };
+            let name = f.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            out.push((name, bytes));
+        }
+        return out;
+    }
+    panic!(
+        "files under {} kept vanishing while being read",
+        dir.display()
+    );
 }
 
 /// The `ErrorInfo.reason` of a status, if any.

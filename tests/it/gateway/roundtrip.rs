@@ -12,6 +12,17 @@ use tonic::Code;
 
 use super::*;
 
+backend_tests!(
+    sizes_round_trip_with_info_and_head,
+    metadata_round_trips,
+    hundred_mib_streamed_round_trip,
+    ranged_reads,
+    list_objects_pages,
+    delete_object,
+    items_put_and_batch_get,
+    generated_ids,
+);
+
 const SPACE: &str = "moments";
 const CHUNK: u64 = 16 * 1024;
 /// Plaintext bytes per GetObject message (and per range piece) on the server.
@@ -30,7 +41,6 @@ fn check_info(info: &pb::ObjectInfo, space: &str, id: &str, size: u64) {
     assert_eq!(info.attributes, attributes(), "attributes of {id}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sizes_round_trip_with_info_and_head() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -66,7 +76,6 @@ async fn sizes_round_trip_with_info_and_head() {
     assert_eq!(listed, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_round_trips() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -114,7 +123,6 @@ async fn metadata_round_trips() {
     assert_eq!(body, data(100, 9));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_mib_streamed_round_trip() {
     const PIECE: usize = 1 << 20;
     const PIECES: usize = 100;
@@ -190,7 +198,6 @@ async fn hundred_mib_streamed_round_trip() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranged_reads() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -298,7 +305,6 @@ async fn ranged_reads() {
     assert!(got.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_objects_pages() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -379,7 +385,6 @@ async fn list_objects_pages() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_object() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -421,7 +426,6 @@ async fn delete_object() {
     assert_eq!(kept, data(10, 4));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_put_and_batch_get() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -523,7 +527,6 @@ fn is_generated_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_ids() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
