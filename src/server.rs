@@ -25,6 +25,11 @@ use crate::keys::keyring::LocalKeyring;
 use crate::keys::sqlite::SqliteKeyStore;
 use crate::keys::{CachePolicy, KeyHierarchy};
 
+/// HTTP/2 receive window per stream.
+const STREAM_WINDOW: u32 = 2 << 20;
+/// HTTP/2 receive window per connection.
+const CONNECTION_WINDOW: u32 = 8 << 20;
+
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -161,6 +166,11 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     tracing::info!(address = ?local, data_dir = %config.data_dir.display(), "sealgate listening");
     tonic::transport::Server::builder()
+        // HTTP/2's default 64 KiB windows throttle large uploads on fast
+        // links; these bound what one stream or connection may have in
+        // flight towards the gateway.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(health)
         .add_service(reflection)
         .add_service(pb::content_service_server::ContentServiceServer::new(
