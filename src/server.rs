@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::KeyAdminApi;
 use crate::api::content::ContentApi;
@@ -182,7 +182,12 @@ pub async fn serve(
         .add_service(pb::key_admin_service_server::KeyAdminServiceServer::new(
             KeyAdminApi::new(gateway.objects.clone()),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Without TCP_NODELAY, small responses wait out Nagle's algorithm
+        // against the client's delayed ACKs: tens of milliseconds per call.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     gateway.objects.keys().store().close().await;
     tracing::info!("sealgate stopped");

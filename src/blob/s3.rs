@@ -8,9 +8,10 @@
 //!   background until it succeeds, so no incomplete upload is left behind.
 //! - Create-only writes send `If-None-Match: *` (PutObject and
 //!   CompleteMultipartUpload).
-//! - Reads: HeadObject once, then ranged GetObjects pinned to that version
-//!   (by version id on versioned buckets, else `If-Match: <etag>`); only the
-//!   requested bytes are fetched.
+//! - Reads: `open` is one ranged GET of the first 128 KiB, which also
+//!   yields length, ETag, version and metadata; further ranged GETs are
+//!   pinned to that version (by version id on versioned buckets, else
+//!   `If-Match: <etag>`) and fetch only the bytes asked for.
 //! - Patches (key-slot rewrites) are stored in the object's metadata by a
 //!   server-side CopyObject; the body never passes through the gateway.
 //! - Deletes remove every version when the bucket is versioned.
@@ -45,6 +46,9 @@ use super::{
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Metadata key that holds a patch: `<offset>:<hex bytes>`.
 const PATCH_META: &str = "sealgate-patch";
+/// Bytes fetched by `open`: the header of any object (at most 8,396 bytes)
+/// and the whole of any item (64 KiB by default) with room to spare.
+const PREFETCH: u64 = 128 * 1024;
 /// DeleteObjects takes at most 1000 keys.
 const DELETE_BATCH: usize = 1000;
 
@@ -176,8 +180,66 @@ impl S3BlobStore {
         })
     }
 
+    /// Opens an object with one request: a ranged GET of its first
+    /// [`PREFETCH`] bytes, whose response also carries the total length,
+    /// ETag, version id and metadata. Small objects (items) are then read
+    /// entirely from memory; large ones need one more GET for the rest.
     async fn open_reader(&self, key: &BlobKey) -> Result<S3Reader, BlobError> {
         let object = object_key(key)?;
+        let got = self
+            .inner
+            .client
+            .get_object()
+            .bucket(&self.inner.bucket)
+            .key(&object)
+            .range(format!("bytes=0-{}", PREFETCH - 1))
+            .send()
+            .await;
+        let out = match got {
+            Ok(out) => out,
+            // Only an empty object has no byte 0.
+            Err(e) => match translate(e) {
+                S3Failure::InvalidRange => return self.open_empty(object).await,
+                other => return Err(other.into_blob()),
+            },
+        };
+        let len = out
+            .content_range()
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, total)| total.parse::<u64>().ok())
+            .or_else(|| out.content_length().and_then(|l| u64::try_from(l).ok()))
+            .ok_or_else(|| BlobError::Io(std::io::Error::other("S3 response without a length")))?;
+        let etag = out.e_tag().map(str::to_string);
+        let version = out
+            .version_id()
+            .filter(|v| *v != "null")
+            .map(str::to_string);
+        let patch = Patch::parse(out.metadata())?;
+        let mut prefix = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| BlobError::Unavailable(format!("reading from S3: {e}")))?
+            .into_bytes()
+            .to_vec();
+        if prefix.len() as u64 != len.min(PREFETCH) {
+            return Err(BlobError::Unavailable("S3 returned a short read".into()));
+        }
+        if let Some(p) = &patch {
+            p.apply(0, &mut prefix);
+        }
+        Ok(S3Reader {
+            inner: self.inner.clone(),
+            key: object,
+            len,
+            etag,
+            version,
+            patch,
+            prefix: Bytes::from(prefix),
+        })
+    }
+
+    async fn open_empty(&self, object: String) -> Result<S3Reader, BlobError> {
         let head = self
             .inner
             .client
@@ -187,17 +249,17 @@ impl S3BlobStore {
             .send()
             .await
             .map_err(|e| translate(e).into_blob())?;
-        let len = u64::try_from(head.content_length().unwrap_or(0)).unwrap_or(0);
         Ok(S3Reader {
             inner: self.inner.clone(),
             key: object,
-            len,
+            len: u64::try_from(head.content_length().unwrap_or(0)).unwrap_or(0),
             etag: head.e_tag().map(str::to_string),
             version: head
                 .version_id()
                 .filter(|v| *v != "null")
                 .map(str::to_string),
             patch: Patch::parse(head.metadata())?,
+            prefix: Bytes::new(),
         })
     }
 
@@ -659,6 +721,8 @@ struct S3Reader {
     /// On a versioned bucket, reads are pinned to the version opened.
     version: Option<String>,
     patch: Option<Patch>,
+    /// The object's first bytes (patch applied), fetched by `open`.
+    prefix: Bytes,
 }
 
 impl S3Reader {
@@ -706,8 +770,8 @@ impl BlobReader for S3Reader {
 
     async fn read(&mut self, range: Range<u64>) -> Result<Bytes, BlobError> {
         self.check(&range)?;
-        if range.is_empty() {
-            return Ok(Bytes::new());
+        if range.end <= self.prefix.len() as u64 {
+            return Ok(self.prefix.slice(range.start as usize..range.end as usize));
         }
         let body = self.get(&range).await?;
         let data = body
@@ -730,12 +794,24 @@ impl BlobReader for S3Reader {
 
     async fn stream(&mut self, range: Range<u64>) -> Result<ByteStream, BlobError> {
         self.check(&range)?;
-        if range.is_empty() {
-            return Ok(Box::pin(futures_util::stream::empty()));
+        // What the prefetched prefix holds is served from memory; only the
+        // rest is fetched.
+        let cached = self.prefix.len() as u64;
+        let head = if range.start < cached {
+            let piece = self
+                .prefix
+                .slice(range.start as usize..range.end.min(cached) as usize);
+            futures_util::stream::iter(Some(Ok(piece)))
+        } else {
+            futures_util::stream::iter(None)
+        };
+        let rest = range.start.max(cached)..range.end;
+        if rest.is_empty() {
+            return Ok(Box::pin(head));
         }
-        let body = self.get(&range).await?;
+        let body = self.get(&rest).await?;
         let patch = self.patch.clone();
-        let mut at = range.start;
+        let mut at = rest.start;
         let stream = futures_util::stream::unfold(body, |mut body| async move {
             body.next().await.map(|item| (item, body))
         })
@@ -754,6 +830,6 @@ impl BlobReader for S3Reader {
             }
             Err(e) => Err(BlobError::Unavailable(format!("reading from S3: {e}"))),
         });
-        Ok(Box::pin(stream))
+        Ok(Box::pin(head.chain(stream)))
     }
 }

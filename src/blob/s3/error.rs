@@ -12,6 +12,8 @@ pub enum S3Failure {
     NotFound,
     /// 412: a conditional request's precondition did not hold.
     PreconditionFailed,
+    /// 416: the requested range is not in the object.
+    InvalidRange,
     /// S3 could not be reached, timed out, throttled or failed (5xx):
     /// retrying later may succeed.
     Unavailable(String),
@@ -27,6 +29,7 @@ impl S3Failure {
             Self::PreconditionFailed => {
                 BlobError::Unavailable("S3 precondition failed; retry".into())
             }
+            Self::InvalidRange => BlobError::Io(std::io::Error::other("S3: range not satisfiable")),
             Self::Unavailable(m) => BlobError::Unavailable(m),
             Self::Other(m) => BlobError::Io(std::io::Error::other(m)),
         }
@@ -51,6 +54,7 @@ where
             match (status, code) {
                 (404, _) | (_, "NoSuchKey" | "NoSuchUpload" | "NotFound") => S3Failure::NotFound,
                 (412, _) | (_, "PreconditionFailed") => S3Failure::PreconditionFailed,
+                (416, _) | (_, "InvalidRange") => S3Failure::InvalidRange,
                 (500..=599, _)
                 | (_, "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout") => {
                     S3Failure::Unavailable(format!("S3 returned {status} {code}"))
