@@ -43,6 +43,7 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
 async fn gateway_put(client: &mut ContentServiceClient<Channel>, id: &str, body: &[u8]) {
     let mut msgs = vec![pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
+            size: Some(body.len() as u64),
             user_id: "bench-user".into(),
             space: "channels".into(),
             object_id: id.into(),
@@ -153,18 +154,55 @@ async fn main() {
     direct_put(&direct, &direct_bucket, "warm", &object).await;
     assert_eq!(direct_get(&direct, &direct_bucket, "warm").await, OBJECT);
 
-    let (mut gw_obj, mut direct_obj) = (Duration::ZERO, Duration::ZERO);
+    // [put, get] times of each side.
+    let (mut gw_obj, mut direct_obj) = ([Duration::ZERO; 2], [Duration::ZERO; 2]);
     for r in 0..rounds {
         let id = format!("obj-{r}");
         let t = Instant::now();
         gateway_put(&mut gw, &id, &object).await;
+        gw_obj[0] += t.elapsed();
+        let t = Instant::now();
         assert_eq!(gateway_get(&mut gw, &id).await, OBJECT);
-        gw_obj += t.elapsed();
+        gw_obj[1] += t.elapsed();
         let t = Instant::now();
         direct_put(&direct, &direct_bucket, &id, &object).await;
+        direct_obj[0] += t.elapsed();
+        let t = Instant::now();
         assert_eq!(direct_get(&direct, &direct_bucket, &id).await, OBJECT);
-        direct_obj += t.elapsed();
+        direct_obj[1] += t.elapsed();
     }
+
+    // The same gateway code on the filesystem store: what the gateway itself
+    // (gRPC, crypto) costs, apart from S3.
+    let fs_dir = tempfile::tempdir().unwrap();
+    let mut fs_config =
+        sealgate::config::Config::load(None, Vec::<(String, String)>::new()).unwrap();
+    fs_config.data_dir = fs_dir.path().to_path_buf();
+    let fs_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fs_addr = fs_listener.local_addr().unwrap();
+    let (fs_stop, fs_stopped) = tokio::sync::oneshot::channel::<()>();
+    let fs_server = tokio::spawn(sealgate::server::run(fs_config, fs_listener, async {
+        let _ = fs_stopped.await;
+    }));
+    let fs_channel = Channel::from_shared(format!("http://{fs_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut fs_gw = ContentServiceClient::new(fs_channel);
+    let mut fs_obj = [Duration::ZERO; 2];
+    gateway_put(&mut fs_gw, "warm", &object).await;
+    for r in 0..rounds {
+        let id = format!("obj-{r}");
+        let t = Instant::now();
+        gateway_put(&mut fs_gw, &id, &object).await;
+        fs_obj[0] += t.elapsed();
+        let t = Instant::now();
+        assert_eq!(gateway_get(&mut fs_gw, &id).await, OBJECT);
+        fs_obj[1] += t.elapsed();
+    }
+    let _ = fs_stop.send(());
+    fs_server.await.unwrap().unwrap();
 
     let (mut gw_items, mut direct_items) = (Duration::ZERO, Duration::ZERO);
     for batch in 0..items / 50 {
@@ -205,10 +243,19 @@ async fn main() {
         direct_items += t.elapsed();
     }
 
-    let mib = (rounds * 2 * OBJECT) as f64 / (1 << 20) as f64;
+    let mib = (rounds * OBJECT) as f64 / (1 << 20) as f64;
     let ops = ((items / 50) * 50 * 2) as f64;
-    let (g, d) = (per_sec(mib, gw_obj), per_sec(mib, direct_obj));
+    let both = |t: [Duration; 2]| t[0] + t[1];
+    let (g, d) = (
+        per_sec(2.0 * mib, both(gw_obj)),
+        per_sec(2.0 * mib, both(direct_obj)),
+    );
     println!("4 MiB objects, put+get, {rounds} rounds: gateway {g:.1} MiB/s, direct {d:.1} MiB/s, ratio {:.2}", g / d);
+    for (i, op) in ["put", "get"].iter().enumerate() {
+        let (g, d) = (per_sec(mib, gw_obj[i]), per_sec(mib, direct_obj[i]));
+        let f = per_sec(mib, fs_obj[i]);
+        println!("  {op}: gateway {g:.1} MiB/s, direct {d:.1} MiB/s, ratio {:.2} (same gateway on the filesystem store: {f:.1} MiB/s)", g / d);
+    }
     let (g, d) = (per_sec(ops, gw_items), per_sec(ops, direct_items));
     println!(
         "1 KiB items, put+get, {} ops: gateway {g:.0} ops/s, direct {d:.0} ops/s, ratio {:.2}",

@@ -195,16 +195,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             file,
         } => {
             let mut client = ContentServiceClient::new(connect(&endpoint).await?);
-            let mut input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if file.as_os_str() == "-"
-            {
-                Box::new(tokio::io::stdin())
-            } else {
-                Box::new(
-                    tokio::fs::File::open(&file)
+            // A regular file's size is declared, so the gateway can stream it
+            // straight to storage; stdin's is unknown.
+            let (mut input, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, _) =
+                if file.as_os_str() == "-" {
+                    (Box::new(tokio::io::stdin()), None)
+                } else {
+                    let f = tokio::fs::File::open(&file)
                         .await
-                        .with_context(|| format!("cannot open {}", file.display()))?,
-                )
-            };
+                        .with_context(|| format!("cannot open {}", file.display()))?;
+                    let meta = f.metadata().await?;
+                    (Box::new(f), meta.is_file().then_some(meta.len()))
+                };
             let header = pb::PutObjectRequest {
                 part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
                     user_id: user,
@@ -212,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     object_id: id.unwrap_or_default(),
                     content_type,
                     attributes: Default::default(),
+                    size,
                 })),
             };
             let (tx, rx) = tokio::sync::mpsc::channel(4);

@@ -100,7 +100,10 @@ impl pb::content_service_server::ContentService for ContentApi {
             ))),
         });
         let limit = self.objects.limits.max_object_bytes;
-        let info = self.objects.put(&obj, mode, &meta, limit, body).await?;
+        let info = self
+            .objects
+            .put(&obj, mode, &meta, limit, header.size, body)
+            .await?;
         Ok(Response::new(pb::PutObjectResponse {
             info: Some(info_pb(info)),
         }))
@@ -214,8 +217,9 @@ impl pb::content_service_server::ContentService for ContentApi {
             .objects
             .object_ref(&req.user_id, &req.space, &item_id)?;
         let meta = metadata(req.content_type, req.attributes);
+        let size = Some(req.content.len() as u64);
         let body = futures_util::stream::iter([Ok(req.content)]);
-        let info = self.objects.put(&obj, mode, &meta, max, body).await?;
+        let info = self.objects.put(&obj, mode, &meta, max, size, body).await?;
         Ok(Response::new(pb::PutItemResponse {
             info: Some(info_pb(info)),
         }))

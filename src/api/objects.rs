@@ -20,8 +20,10 @@ use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Header, Metadata, ObjectIdentity, ObjectSealer, Pseudonym, UnsealedObject};
 use crate::keys::KeyHierarchy;
 
-/// Plaintext bytes per message of a GetObject stream (and per blob read).
+/// Plaintext bytes per blob read of a ranged GetObject (whole chunks).
 pub const READ_PIECE: usize = 64 * chunked::CHUNK_SIZE;
+/// Plaintext bytes per message of a streamed GetObject, at least.
+pub const SEND_PIECE: usize = 256 * 1024;
 
 /// What callers learn about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,23 +195,47 @@ impl Objects {
         mode: WriteMode,
         metadata: &Metadata,
         limit: u64,
+        declared_size: Option<u64>,
         mut body: S,
     ) -> Result<ObjectInfo, ServiceError>
     where
         S: futures_util::Stream<Item = Result<Bytes, ServiceError>> + Unpin + Send,
     {
+        if let Some(declared) = declared_size {
+            if declared > limit {
+                return Err(ServiceError::TooLarge(format!(
+                    "declared size {declared} exceeds the limit of {limit} bytes"
+                )));
+            }
+        }
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
         let (mut sealer, prefix) = ObjectSealer::new(&user_key, version, &obj.identity, metadata)?;
         drop(user_key);
-        let mut writer = self.blob.create(&obj.key, mode).await?;
+        let mut writer = match declared_size {
+            // The stored length is known up front: the envelope header, then
+            // the body message (whose 56-byte header ends `prefix`).
+            Some(n) => {
+                let stored =
+                    prefix.len() as u64 - chunked::HEADER_LEN as u64 + chunked::message_len(n);
+                self.blob.create_exact(&obj.key, mode, stored).await?
+            }
+            None => self.blob.create(&obj.key, mode).await?,
+        };
         let result = async {
             writer.write(&prefix).await?;
             let mut sealed = Vec::with_capacity(READ_PIECE + READ_PIECE / 64);
             while let Some(piece) = body.next().await {
                 let piece = piece?;
-                if sealer.plaintext_len() + piece.len() as u64 > limit {
+                let total = sealer.plaintext_len() + piece.len() as u64;
+                if total > limit {
                     return Err(ServiceError::TooLarge(format!(
                         "object exceeds the limit of {limit} bytes"
+                    )));
+                }
+                if declared_size.is_some_and(|d| total > d) {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "more bytes than the declared size {}",
+                        declared_size.unwrap_or(0)
                     )));
                 }
                 sealer.push(&piece, &mut sealed)?;
@@ -219,6 +245,12 @@ impl Objects {
                 }
             }
             let size = sealer.plaintext_len();
+            if declared_size.is_some_and(|d| d != size) {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "received {size} bytes, but the declared size is {}",
+                    declared_size.unwrap_or(0)
+                )));
+            }
             sealer.finish(&mut sealed)?;
             writer.write(&sealed).await?;
             Ok::<_, ServiceError>(size)
@@ -394,11 +426,18 @@ impl OpenedObject {
                 let mut opener = self.unsealed.body_opener(&self.body_header)?;
                 let start = self.body_start + chunked::HEADER_LEN as u64;
                 let mut stream = self.reader.stream(start..self.reader.len()).await?;
-                let mut plain = Vec::with_capacity(READ_PIECE);
+                // Storage hands out pieces of whatever size it likes (S3:
+                // often a few KiB); plaintext goes out in pieces of
+                // SEND_PIECE, each made only of authenticated chunks.
+                let capacity = SEND_PIECE + READ_PIECE;
+                let mut plain = Vec::with_capacity(capacity);
                 while let Some(piece) = stream.next().await {
                     opener.push(&piece?, &mut plain)?;
-                    if !plain.is_empty() && !sink(Bytes::from(std::mem::take(&mut plain))).await {
-                        return Ok(());
+                    if plain.len() >= SEND_PIECE {
+                        let full = std::mem::replace(&mut plain, Vec::with_capacity(capacity));
+                        if !sink(Bytes::from(full)).await {
+                            return Ok(());
+                        }
                     }
                 }
                 opener.finish(&mut plain)?;

@@ -80,6 +80,22 @@ pub trait BlobStore: Send + Sync + 'static {
         mode: WriteMode,
     ) -> Result<Box<dyn BlobWriter>, BlobError>;
 
+    /// Like [`BlobStore::create`], for an object of exactly `len` bytes, so
+    /// that a backend may stream it to storage as it is written. Writing more
+    /// than `len` bytes fails; committing after fewer fails and stores
+    /// nothing.
+    async fn create_exact(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+        len: u64,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        Ok(Box::new(ExactLen {
+            inner: self.create(key, mode).await?,
+            remaining: len,
+        }))
+    }
+
     /// Opens `key` for reading. Later reads see this version of the object,
     /// or, if it was replaced meanwhile and the backend cannot keep the old
     /// version readable, fail with [`BlobError::Unavailable`]: they never
@@ -144,4 +160,43 @@ pub trait BlobReader: Send {
 
     /// Streams the bytes of `range`, reading only those.
     async fn stream(&mut self, range: Range<u64>) -> Result<ByteStream, BlobError>;
+}
+
+/// The error of a [`BlobStore::create_exact`] writer given more (`extra`)
+/// or fewer bytes than declared.
+pub(crate) fn length_mismatch(extra: bool) -> BlobError {
+    let what = if extra { "more" } else { "fewer" };
+    BlobError::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("{what} bytes written than the object's declared length"),
+    ))
+}
+
+/// Enforces the declared length over any writer.
+struct ExactLen {
+    inner: Box<dyn BlobWriter>,
+    remaining: u64,
+}
+
+#[async_trait]
+impl BlobWriter for ExactLen {
+    async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        if data.len() as u64 > self.remaining {
+            return Err(length_mismatch(true));
+        }
+        self.remaining -= data.len() as u64;
+        self.inner.write(data).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), BlobError> {
+        if self.remaining != 0 {
+            self.inner.abort().await?;
+            return Err(length_mismatch(false));
+        }
+        self.inner.commit().await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), BlobError> {
+        self.inner.abort().await
+    }
 }

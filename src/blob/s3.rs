@@ -33,6 +33,8 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use http_body::Frame;
+use http_body_util::StreamBody;
 use tokio::sync::mpsc;
 
 use self::error::{translate, S3Failure};
@@ -49,6 +51,12 @@ const PATCH_META: &str = "sealgate-patch";
 /// Bytes fetched by `open`: the header of any object (at most 8,396 bytes)
 /// and the whole of any item (64 KiB by default) with room to spare.
 const PREFETCH: u64 = 128 * 1024;
+/// Known-length objects in this range are streamed as a single PutObject;
+/// below it buffering costs nothing and keeps SDK retries, above it
+/// multipart uploads retry per part.
+const MIN_STREAMED_PUT: u64 = 1024 * 1024;
+/// Largest object streamed as a single PutObject.
+pub const MAX_STREAMED_PUT: u64 = 256 * 1024 * 1024;
 /// DeleteObjects takes at most 1000 keys.
 const DELETE_BATCH: usize = 1000;
 
@@ -385,6 +393,61 @@ impl BlobStore for S3BlobStore {
         }))
     }
 
+    /// Objects of a known length up to [`MAX_STREAMED_PUT`] go to S3 as one
+    /// PutObject whose body is fed as the bytes are written: the upload to
+    /// S3 overlaps the upload to the gateway, and memory stays at a few
+    /// pieces. Larger objects use multipart uploads.
+    async fn create_exact(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+        len: u64,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        if !(MIN_STREAMED_PUT..=MAX_STREAMED_PUT).contains(&len) {
+            return Ok(Box::new(super::ExactLen {
+                inner: self.create(key, mode).await?,
+                remaining: len,
+            }));
+        }
+        let object = object_key(key)?;
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let body = SdkStream::from_body_1_x(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        let mut req = self
+            .inner
+            .client
+            .put_object()
+            .bucket(&self.inner.bucket)
+            .key(&object)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .body(body);
+        if mode == WriteMode::CreateOnly {
+            req = req.if_none_match("*");
+        }
+        // A streamed body cannot be hashed in advance: no request checksum
+        // (the payload is AEAD ciphertext, authenticated end to end anyway).
+        let send = req
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().request_checksum_calculation(
+                    aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+                ),
+            )
+            .send();
+        let task = tokio::spawn(async move {
+            send.await.map(|_| ()).map_err(|e| match translate(e) {
+                S3Failure::PreconditionFailed => BlobError::AlreadyExists,
+                other => other.into_blob(),
+            })
+        });
+        Ok(Box::new(StreamedPut {
+            tx: Some(tx),
+            task,
+            remaining: len,
+        }))
+    }
+
     async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
         Ok(Box::new(self.open_reader(key).await?))
     }
@@ -709,6 +772,76 @@ impl Drop for S3Writer {
         // must not linger. The retrier aborts it in the background.
         if let Some(upload) = self.upload.take() {
             let _ = self.inner.aborts.send((self.key.clone(), upload.id));
+        }
+    }
+}
+
+/// A single PutObject fed while the object is written.
+struct StreamedPut {
+    tx: Option<mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>>,
+    task: tokio::task::JoinHandle<Result<(), BlobError>>,
+    remaining: u64,
+}
+
+impl StreamedPut {
+    /// The request's own error once it has ended early.
+    async fn failure(&mut self) -> BlobError {
+        self.tx = None;
+        match (&mut self.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => BlobError::Unavailable("S3 upload ended before its body".into()),
+            Err(e) => BlobError::Io(std::io::Error::other(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl BlobWriter for StreamedPut {
+    async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        if data.len() as u64 > self.remaining {
+            self.task.abort();
+            return Err(super::length_mismatch(true));
+        }
+        self.remaining -= data.len() as u64;
+        let frame = Frame::data(Bytes::copy_from_slice(data));
+        let sent = match &self.tx {
+            Some(tx) => tx.send(Ok(frame)).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.failure().await)
+        }
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
+        if self.remaining != 0 {
+            // The request never completes its declared length: S3 stores
+            // nothing.
+            self.task.abort();
+            return Err(super::length_mismatch(false));
+        }
+        self.tx = None;
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(BlobError::Io(std::io::Error::other(e))),
+        }
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), BlobError> {
+        self.task.abort();
+        Ok(())
+    }
+}
+
+impl Drop for StreamedPut {
+    fn drop(&mut self) {
+        // Dropping the sender alone would end the body short of its length
+        // and fail the request; aborting the task closes the connection at
+        // once. Either way S3 stores nothing.
+        if !self.task.is_finished() && self.tx.is_some() {
+            self.task.abort();
         }
     }
 }

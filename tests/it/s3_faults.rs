@@ -29,6 +29,7 @@ where
 fn header(id: &str) -> pb::PutObjectRequest {
     pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
+            size: None,
             user_id: "fault-user".into(),
             space: "channels".into(),
             object_id: id.into(),

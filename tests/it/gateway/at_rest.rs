@@ -52,6 +52,7 @@ async fn no_plaintext_or_user_id_at_rest() {
     body.extend_from_slice(MARKER.as_bytes().repeat(100).as_slice());
     let header = pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
+            size: None,
             user_id: USER.into(),
             space: "moments".into(),
             object_id: "photo-1".into(),

@@ -45,6 +45,7 @@ macro_rules! backend_tests {
 mod at_rest;
 mod bad_input;
 mod crash;
+mod declared_size;
 mod erasure;
 mod roundtrip;
 
@@ -422,6 +423,7 @@ pub async fn put(
 ) -> Result<pb::ObjectInfo, Status> {
     let mut msgs = vec![pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
+            size: None,
             user_id: user.into(),
             space: space.into(),
             object_id: id.into(),
@@ -615,6 +617,7 @@ pub fn expect_erased<T: std::fmt::Debug>(result: Result<T, Status>, what: &str) 
 pub fn header_msg(user: &str, space: &str, id: &str) -> pb::PutObjectRequest {
     pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
+            size: None,
             user_id: user.into(),
             space: space.into(),
             object_id: id.into(),

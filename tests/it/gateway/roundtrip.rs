@@ -87,6 +87,7 @@ async fn metadata_round_trips() {
     .into();
     let header = pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
+            size: None,
             user_id: "meta-user".into(),
             space: "channels".into(),
             object_id: "clip.mp4".into(),
@@ -140,6 +141,7 @@ async fn hundred_mib_streamed_round_trip() {
     });
     let header = pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
+            size: None,
             user_id: "big".into(),
             space: SPACE.into(),
             object_id: "huge.bin".into(),
