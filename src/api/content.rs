@@ -118,7 +118,7 @@ impl pb::content_service_server::ContentService for ContentApi {
         let req = request.into_inner();
         let obj = object_ref(&self.objects, req.object)?;
         let range = req.range.map(|r| (r.start, r.end));
-        let opened = self.objects.open(&obj).await?;
+        let opened = self.objects.open(&obj, range.is_none()).await?;
         if let Some((start, end)) = range {
             if end.is_some_and(|e| e <= start) {
                 return Err(Status::invalid_argument(
@@ -166,7 +166,7 @@ impl pb::content_service_server::ContentService for ContentApi {
         request: Request<pb::HeadObjectRequest>,
     ) -> Result<Response<pb::ObjectInfo>, Status> {
         let obj = object_ref(&self.objects, request.into_inner().object)?;
-        let opened = self.objects.open(&obj).await?;
+        let opened = self.objects.open(&obj, false).await?;
         Ok(Response::new(info_pb(opened.info)))
     }
 
@@ -252,7 +252,7 @@ impl pb::content_service_server::ContentService for ContentApi {
             .map(|item_id| async move {
                 let result = async {
                     let obj = objects.object_ref(user_id, space, &item_id)?;
-                    let opened = objects.open(&obj).await?;
+                    let opened = objects.open(&obj, true).await?;
                     if opened.info.size > max {
                         return Err(ServiceError::TooLarge(format!(
                             "object is larger than an item ({max} bytes); use GetObject"

@@ -282,13 +282,19 @@ impl Objects {
     }
 
     /// Opens an object: reads and checks its header and unwraps its DEK.
+    /// `whole` says the caller will read the whole body, so storage may send
+    /// it in the same response as the header.
     ///
     /// # Errors
     /// [`ServiceError::UserErased`] first, then [`ServiceError::NotFound`];
     /// [`ServiceError::DataLoss`] if the header or key slot fail their checks.
-    pub async fn open(&self, obj: &ObjectRef) -> Result<OpenedObject, ServiceError> {
+    pub async fn open(&self, obj: &ObjectRef, whole: bool) -> Result<OpenedObject, ServiceError> {
         self.keys.ensure_not_erased(&obj.pseudonym).await?;
-        let mut reader = self.blob.open(&obj.key).await?;
+        let mut reader = if whole {
+            self.blob.open_whole(&obj.key).await?
+        } else {
+            self.blob.open(&obj.key).await?
+        };
         let len = reader.len();
         let fixed = reader.read(0..len.min(FIXED_HEADER_LEN as u64)).await?;
         let header_len = Header::total_len(&fixed)? as u64;

@@ -102,6 +102,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// mix the bytes of two versions.
     async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError>;
 
+    /// Like [`BlobStore::open`], for a reader that will read the object from
+    /// its start to its end: a backend may fetch it in one request.
+    async fn open_whole(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
+        self.open(key).await
+    }
+
     /// Deletes every stored version of `key`. Returns false if there was none.
     async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError>;
 

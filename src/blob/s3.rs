@@ -51,6 +51,9 @@ const PATCH_META: &str = "sealgate-patch";
 /// Bytes fetched by `open`: the header of any object (at most 8,396 bytes)
 /// and the whole of any item (64 KiB by default) with room to spare.
 const PREFETCH: u64 = 128 * 1024;
+/// How far past what is buffered a `read` may pull a live response (header
+/// reads); anything larger is a ranged GET of its own.
+const LIVE_READ_AHEAD: u64 = 1024 * 1024;
 /// Known-length objects in this range are streamed as a single PutObject;
 /// below it buffering costs nothing and keeps SDK retries, above it
 /// multipart uploads retry per part.
@@ -243,7 +246,8 @@ impl S3BlobStore {
             etag,
             version,
             patch,
-            prefix: Bytes::from(prefix),
+            prefix,
+            live: None,
         })
     }
 
@@ -267,7 +271,8 @@ impl S3BlobStore {
                 .filter(|v| *v != "null")
                 .map(str::to_string),
             patch: Patch::parse(head.metadata())?,
-            prefix: Bytes::new(),
+            prefix: Vec::new(),
+            live: None,
         })
     }
 
@@ -450,6 +455,38 @@ impl BlobStore for S3BlobStore {
 
     async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
         Ok(Box::new(self.open_reader(key).await?))
+    }
+
+    /// One unranged GET: the header is read from the front of the response
+    /// and the body streamed from the rest of the same response.
+    async fn open_whole(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
+        let object = object_key(key)?;
+        let out = self
+            .inner
+            .client
+            .get_object()
+            .bucket(&self.inner.bucket)
+            .key(&object)
+            .send()
+            .await
+            .map_err(|e| translate(e).into_blob())?;
+        let len = out
+            .content_length()
+            .and_then(|l| u64::try_from(l).ok())
+            .ok_or_else(|| BlobError::Io(std::io::Error::other("S3 response without a length")))?;
+        Ok(Box::new(S3Reader {
+            inner: self.inner.clone(),
+            key: object,
+            len,
+            etag: out.e_tag().map(str::to_string),
+            version: out
+                .version_id()
+                .filter(|v| *v != "null")
+                .map(str::to_string),
+            patch: Patch::parse(out.metadata())?,
+            prefix: Vec::new(),
+            live: Some(out.body),
+        }))
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError> {
@@ -855,10 +892,36 @@ struct S3Reader {
     version: Option<String>,
     patch: Option<Patch>,
     /// The object's first bytes (patch applied), fetched by `open`.
-    prefix: Bytes,
+    prefix: Vec<u8>,
+    /// For `open_whole`: the rest of the one response that returns the
+    /// whole object, continuing right after `prefix`.
+    live: Option<SdkStream>,
 }
 
 impl S3Reader {
+    /// Pulls the live response into `prefix` until it holds `end` bytes.
+    async fn fill_to(&mut self, end: u64) -> Result<(), BlobError> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        while (self.prefix.len() as u64) < end {
+            let at = self.prefix.len() as u64;
+            match live.next().await {
+                Some(Ok(bytes)) => {
+                    self.prefix.extend_from_slice(&bytes);
+                    if let Some(p) = &self.patch {
+                        p.apply(at, &mut self.prefix[at as usize..]);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(BlobError::Unavailable(format!("reading from S3: {e}")))
+                }
+                None => return Err(BlobError::Unavailable("S3 returned a short read".into())),
+            }
+        }
+        Ok(())
+    }
+
     async fn get(&self, range: &Range<u64>) -> Result<SdkStream, BlobError> {
         let mut req = self
             .inner
@@ -903,9 +966,17 @@ impl BlobReader for S3Reader {
 
     async fn read(&mut self, range: Range<u64>) -> Result<Bytes, BlobError> {
         self.check(&range)?;
-        if range.end <= self.prefix.len() as u64 {
-            return Ok(self.prefix.slice(range.start as usize..range.end as usize));
+        if self.live.is_some()
+            && range.end.saturating_sub(self.prefix.len() as u64) <= LIVE_READ_AHEAD
+        {
+            self.fill_to(range.end).await?;
         }
+        if range.end <= self.prefix.len() as u64 {
+            return Ok(Bytes::copy_from_slice(
+                &self.prefix[range.start as usize..range.end as usize],
+            ));
+        }
+        self.live = None;
         let body = self.get(&range).await?;
         let data = body
             .collect()
@@ -927,13 +998,14 @@ impl BlobReader for S3Reader {
 
     async fn stream(&mut self, range: Range<u64>) -> Result<ByteStream, BlobError> {
         self.check(&range)?;
-        // What the prefetched prefix holds is served from memory; only the
-        // rest is fetched.
+        // What is already in memory is served from there; the rest comes
+        // from the live response if it continues exactly there, else from a
+        // new ranged GET.
         let cached = self.prefix.len() as u64;
         let head = if range.start < cached {
-            let piece = self
-                .prefix
-                .slice(range.start as usize..range.end.min(cached) as usize);
+            let piece = Bytes::copy_from_slice(
+                &self.prefix[range.start as usize..range.end.min(cached) as usize],
+            );
             futures_util::stream::iter(Some(Ok(piece)))
         } else {
             futures_util::stream::iter(None)
@@ -942,26 +1014,40 @@ impl BlobReader for S3Reader {
         if rest.is_empty() {
             return Ok(Box::pin(head));
         }
-        let body = self.get(&rest).await?;
+        let body = match self.live.take() {
+            Some(live) if rest.start == cached => live,
+            _ => self.get(&rest).await?,
+        };
         let patch = self.patch.clone();
-        let mut at = rest.start;
-        let stream = futures_util::stream::unfold(body, |mut body| async move {
-            body.next().await.map(|item| (item, body))
-        })
-        .map(move |item| match item {
-            Ok(bytes) => {
-                let start = at;
-                at += bytes.len() as u64;
-                Ok(match &patch {
-                    Some(p) => {
-                        let mut v = bytes.to_vec();
-                        p.apply(start, &mut v);
-                        Bytes::from(v)
+        let end = rest.end;
+        let stream = futures_util::stream::unfold((body, rest.start), move |(mut body, at)| {
+            let patch = patch.clone();
+            async move {
+                if at >= end {
+                    return None;
+                }
+                match body.next().await {
+                    Some(Ok(bytes)) => {
+                        // A live response runs to the object's end; stop at ours.
+                        let mut piece = bytes.slice(..bytes.len().min((end - at) as usize));
+                        if let Some(p) = &patch {
+                            let mut v = piece.to_vec();
+                            p.apply(at, &mut v);
+                            piece = Bytes::from(v);
+                        }
+                        let next = at + piece.len() as u64;
+                        Some((Ok(piece), (body, next)))
                     }
-                    None => bytes,
-                })
+                    Some(Err(e)) => Some((
+                        Err(BlobError::Unavailable(format!("reading from S3: {e}"))),
+                        (body, end),
+                    )),
+                    None => Some((
+                        Err(BlobError::Unavailable("S3 returned a short read".into())),
+                        (body, end),
+                    )),
+                }
             }
-            Err(e) => Err(BlobError::Unavailable(format!("reading from S3: {e}"))),
         });
         Ok(Box::pin(head.chain(stream)))
     }

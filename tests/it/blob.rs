@@ -124,6 +124,47 @@ async fn suite(store: Arc<dyn BlobStore>) {
         Err(BlobError::NotFound)
     ));
 
+    // Whole-object readers: small reads from the front, then a stream of
+    // the rest continuing right there, or from anywhere else.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let mut w = store
+        .create(&key("u1", "whole"), WriteMode::Replace)
+        .await
+        .unwrap();
+    w.write(&body).await.unwrap();
+    w.commit().await.unwrap();
+    let collect = |mut s: sealgate::blob::ByteStream| async move {
+        let mut out = Vec::new();
+        while let Some(piece) = s.next().await {
+            out.extend_from_slice(&piece.unwrap());
+        }
+        out
+    };
+    let mut r = store.open_whole(&key("u1", "whole")).await.unwrap();
+    assert_eq!(r.len(), body.len() as u64);
+    assert_eq!(&r.read(0..10).await.unwrap()[..], &body[..10]);
+    assert_eq!(&r.read(0..100).await.unwrap()[..], &body[..100]);
+    let rest = collect(r.stream(100..body.len() as u64).await.unwrap()).await;
+    assert!(
+        rest == body[100..],
+        "stream continues after the header reads"
+    );
+    let mut r = store.open_whole(&key("u1", "whole")).await.unwrap();
+    assert_eq!(&r.read(0..50).await.unwrap()[..], &body[..50]);
+    let middle = collect(r.stream(200_000..250_000).await.unwrap()).await;
+    assert!(
+        middle == body[200_000..250_000],
+        "a stream elsewhere is fetched on its own"
+    );
+    assert_eq!(
+        &r.read(299_990..300_000).await.unwrap()[..],
+        &body[299_990..]
+    );
+    assert!(matches!(
+        store.open_whole(&key("u1", "nope")).await,
+        Err(BlobError::NotFound)
+    ));
+
     // Create-only writes never replace.
     let mut w = store
         .create(&key("u1", "once"), WriteMode::CreateOnly)
@@ -164,6 +205,14 @@ async fn suite(store: Arc<dyn BlobStore>) {
         streamed.extend_from_slice(&piece.unwrap());
     }
     assert_eq!(&streamed[..], &all[..100]);
+    let mut whole = store.open_whole(&key("u1", "patched")).await.unwrap();
+    assert_eq!(&whole.read(0..80).await.unwrap()[..], &all[..80]);
+    let mut rest = Vec::new();
+    let mut s = whole.stream(80..all.len() as u64).await.unwrap();
+    while let Some(piece) = s.next().await {
+        rest.extend_from_slice(&piece.unwrap());
+    }
+    assert_eq!(&rest[..], &all[80..], "whole readers see the patch too");
     assert!(
         store
             .patch(&key("u1", "patched"), 4090, &[0; 64])
@@ -178,10 +227,15 @@ async fn suite(store: Arc<dyn BlobStore>) {
 
     // Batched deletion.
     let n = store
-        .delete_many(&[key("u1", "once"), key("u1", "patched"), key("u1", "never")])
+        .delete_many(&[
+            key("u1", "once"),
+            key("u1", "patched"),
+            key("u1", "never"),
+            key("u1", "whole"),
+        ])
         .await
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
 
     // Names that could escape the store are refused, never resolved.
     for bad in ["..", ".", "../x", "a/b", "", ".tmp"] {
