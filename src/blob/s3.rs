@@ -220,12 +220,8 @@ impl S3BlobStore {
             .and_then(|(_, total)| total.parse::<u64>().ok())
             .or_else(|| out.content_length().and_then(|l| u64::try_from(l).ok()))
             .ok_or_else(|| BlobError::Io(std::io::Error::other("S3 response without a length")))?;
-        let etag = out.e_tag().map(str::to_string);
-        let version = out
-            .version_id()
-            .filter(|v| *v != "null")
-            .map(str::to_string);
-        let patch = Patch::parse(out.metadata())?;
+        let identity = (out.e_tag(), out.version_id(), out.metadata());
+        let mut reader = S3Reader::new(self.inner.clone(), object, len, identity, None)?;
         let mut prefix = out
             .body
             .collect()
@@ -236,19 +232,11 @@ impl S3BlobStore {
         if prefix.len() as u64 != len.min(PREFETCH) {
             return Err(BlobError::Unavailable("S3 returned a short read".into()));
         }
-        if let Some(p) = &patch {
+        if let Some(p) = &reader.patch {
             p.apply(0, &mut prefix);
         }
-        Ok(S3Reader {
-            inner: self.inner.clone(),
-            key: object,
-            len,
-            etag,
-            version,
-            patch,
-            prefix,
-            live: None,
-        })
+        reader.prefix = prefix;
+        Ok(reader)
     }
 
     async fn open_empty(&self, object: String) -> Result<S3Reader, BlobError> {
@@ -261,19 +249,13 @@ impl S3BlobStore {
             .send()
             .await
             .map_err(|e| translate(e).into_blob())?;
-        Ok(S3Reader {
-            inner: self.inner.clone(),
-            key: object,
-            len: u64::try_from(head.content_length().unwrap_or(0)).unwrap_or(0),
-            etag: head.e_tag().map(str::to_string),
-            version: head
-                .version_id()
-                .filter(|v| *v != "null")
-                .map(str::to_string),
-            patch: Patch::parse(head.metadata())?,
-            prefix: Vec::new(),
-            live: None,
-        })
+        S3Reader::new(
+            self.inner.clone(),
+            object,
+            u64::try_from(head.content_length().unwrap_or(0)).unwrap_or(0),
+            (head.e_tag(), head.version_id(), head.metadata()),
+            None,
+        )
     }
 
     /// The SDK client (for tests and tools that inspect the bucket).
@@ -474,19 +456,10 @@ impl BlobStore for S3BlobStore {
             .content_length()
             .and_then(|l| u64::try_from(l).ok())
             .ok_or_else(|| BlobError::Io(std::io::Error::other("S3 response without a length")))?;
-        Ok(Box::new(S3Reader {
-            inner: self.inner.clone(),
-            key: object,
-            len,
-            etag: out.e_tag().map(str::to_string),
-            version: out
-                .version_id()
-                .filter(|v| *v != "null")
-                .map(str::to_string),
-            patch: Patch::parse(out.metadata())?,
-            prefix: Vec::new(),
-            live: Some(out.body),
-        }))
+        let identity = (out.e_tag(), out.version_id(), out.metadata());
+        let mut reader = S3Reader::new(self.inner.clone(), object, len, identity, None)?;
+        reader.live = Some(out.body);
+        Ok(Box::new(reader))
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError> {
@@ -898,7 +871,34 @@ struct S3Reader {
     live: Option<SdkStream>,
 }
 
+/// What a response says of the object version it comes from: ETag,
+/// version id, metadata.
+type VersionInfo<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a HashMap<String, String>>,
+);
+
 impl S3Reader {
+    fn new(
+        inner: Arc<Inner>,
+        key: String,
+        len: u64,
+        (etag, version, metadata): VersionInfo<'_>,
+        live: Option<SdkStream>,
+    ) -> Result<Self, BlobError> {
+        Ok(Self {
+            inner,
+            key,
+            len,
+            etag: etag.map(str::to_string),
+            version: version.filter(|v| *v != "null").map(str::to_string),
+            patch: Patch::parse(metadata)?,
+            prefix: Vec::new(),
+            live,
+        })
+    }
+
     /// Pulls the live response into `prefix` until it holds `end` bytes.
     async fn fill_to(&mut self, end: u64) -> Result<(), BlobError> {
         let Some(live) = self.live.as_mut() else {

@@ -477,19 +477,9 @@ pub fn obj(user: &str, space: &str, id: &str) -> pb::ObjectRef {
     }
 }
 
-/// Deterministic test bytes (xorshift64*, the same bytes as
-/// `crypto::pattern`, kept here so this suite stands on its own).
+/// Deterministic test bytes (`crypto::pattern`).
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    crate::crypto::pattern(len, seed)
 }
 
 /// Every regular file under `dir`, recursively.
