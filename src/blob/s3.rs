@@ -431,6 +431,7 @@ impl BlobStore for S3BlobStore {
         Ok(Box::new(StreamedPut {
             tx: Some(tx),
             task,
+            held: None,
             remaining: len,
         }))
     }
@@ -787,21 +788,33 @@ impl Drop for S3Writer {
 }
 
 /// A single PutObject fed while the object is written.
+///
+/// The last piece written is held back until `commit`: S3 stores the object
+/// as soon as it has received the declared length, so sending everything
+/// before the commit would make an aborted or dropped writer visible.
 struct StreamedPut {
     tx: Option<mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>>,
     task: tokio::task::JoinHandle<Result<(), BlobError>>,
+    held: Option<Bytes>,
     remaining: u64,
 }
 
 impl StreamedPut {
-    /// The request's own error once it has ended early.
-    async fn failure(&mut self) -> BlobError {
+    /// Sends a piece of the body; on failure, the request's own error.
+    async fn send(&mut self, piece: Bytes) -> Result<(), BlobError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(Ok(Frame::data(piece))).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
         self.tx = None;
-        match (&mut self.task).await {
+        Err(match (&mut self.task).await {
             Ok(Err(e)) => e,
             Ok(Ok(())) => BlobError::Unavailable("S3 upload ended before its body".into()),
             Err(e) => BlobError::Io(std::io::Error::other(e)),
-        }
+        })
     }
 }
 
@@ -813,16 +826,10 @@ impl BlobWriter for StreamedPut {
             return Err(super::length_mismatch(true));
         }
         self.remaining -= data.len() as u64;
-        let frame = Frame::data(Bytes::copy_from_slice(data));
-        let sent = match &self.tx {
-            Some(tx) => tx.send(Ok(frame)).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            Err(self.failure().await)
+        if let Some(previous) = self.held.replace(Bytes::copy_from_slice(data)) {
+            self.send(previous).await?;
         }
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
@@ -831,6 +838,9 @@ impl BlobWriter for StreamedPut {
             // nothing.
             self.task.abort();
             return Err(super::length_mismatch(false));
+        }
+        if let Some(last) = self.held.take() {
+            self.send(last).await?;
         }
         self.tx = None;
         match (&mut self.task).await {
@@ -847,10 +857,10 @@ impl BlobWriter for StreamedPut {
 
 impl Drop for StreamedPut {
     fn drop(&mut self) {
-        // Dropping the sender alone would end the body short of its length
-        // and fail the request; aborting the task closes the connection at
+        // The held piece never leaves, so the body stays short of its
+        // declared length; aborting the task also closes the connection at
         // once. Either way S3 stores nothing.
-        if !self.task.is_finished() && self.tx.is_some() {
+        if !self.task.is_finished() {
             self.task.abort();
         }
     }

@@ -165,6 +165,54 @@ async fn suite(store: Arc<dyn BlobStore>) {
         Err(BlobError::NotFound)
     ));
 
+    // Writers of a declared length: exact is stored, anything else is not.
+    // 3 MiB is inside the S3 store's streamed-PutObject range.
+    let sized: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 239) as u8).collect();
+    let len = sized.len() as u64;
+    let mut w = store
+        .create_exact(&key("u1", "exact"), WriteMode::CreateOnly, len)
+        .await
+        .unwrap();
+    for piece in sized.chunks(64 * 1024) {
+        w.write(piece).await.unwrap();
+    }
+    w.commit().await.unwrap();
+    let mut r = store.open(&key("u1", "exact")).await.unwrap();
+    assert_eq!(r.len(), len);
+    assert!(r.read(len - 70_000..len).await.unwrap() == sized[sized.len() - 70_000..]);
+    let mut w = store
+        .create_exact(&key("u1", "exact"), WriteMode::CreateOnly, len)
+        .await
+        .unwrap();
+    w.write(&sized).await.unwrap();
+    assert!(matches!(w.commit().await, Err(BlobError::AlreadyExists)));
+    let mut w = store
+        .create_exact(&key("u1", "fewer"), WriteMode::Replace, len)
+        .await
+        .unwrap();
+    w.write(&sized[..2 * 1024 * 1024]).await.unwrap();
+    assert!(w.commit().await.is_err(), "fewer bytes than declared");
+    let mut w = store
+        .create_exact(&key("u1", "more"), WriteMode::Replace, len)
+        .await
+        .unwrap();
+    w.write(&sized).await.unwrap();
+    assert!(w.write(b"x").await.is_err(), "more bytes than declared");
+    w.abort().await.unwrap();
+    let mut w = store
+        .create_exact(&key("u1", "dropped-exact"), WriteMode::Replace, len)
+        .await
+        .unwrap();
+    w.write(&sized[..2 * 1024 * 1024]).await.unwrap();
+    drop(w);
+    for name in ["fewer", "more", "dropped-exact"] {
+        assert!(
+            matches!(store.open(&key("u1", name)).await, Err(BlobError::NotFound)),
+            "{name}"
+        );
+    }
+    assert!(store.delete(&key("u1", "exact")).await.unwrap());
+
     // Create-only writes never replace.
     let mut w = store
         .create(&key("u1", "once"), WriteMode::CreateOnly)
