@@ -94,6 +94,13 @@ impl pb::content_service_server::ContentService for ContentApi {
             Ok(_) => Err(ServiceError::InvalidArgument(
                 "only the first message may be a header".into(),
             )),
+            // tonic reports a message over the decoding limit as OUT_OF_RANGE.
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                Err(ServiceError::TooLarge(format!(
+                    "upload message too large (send pieces of at most 4 MiB): {}",
+                    status.message()
+                )))
+            }
             Err(status) => Err(ServiceError::InvalidArgument(format!(
                 "upload stream failed: {}",
                 status.message()
@@ -118,13 +125,13 @@ impl pb::content_service_server::ContentService for ContentApi {
         let req = request.into_inner();
         let obj = object_ref(&self.objects, req.object)?;
         let range = req.range.map(|r| (r.start, r.end));
+        if range.is_some_and(|(start, end)| end.is_some_and(|e| e <= start)) {
+            return Err(Status::invalid_argument(
+                "range end must be greater than start",
+            ));
+        }
         let opened = self.objects.open(&obj, range.is_none()).await?;
-        if let Some((start, end)) = range {
-            if end.is_some_and(|e| e <= start) {
-                return Err(Status::invalid_argument(
-                    "range end must be greater than start",
-                ));
-            }
+        if let Some((start, _)) = range {
             if start >= opened.info.size {
                 return Err(Status::out_of_range(format!(
                     "range start {start} is at or past the end of the object ({} bytes)",

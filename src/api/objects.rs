@@ -232,10 +232,9 @@ impl Objects {
                         "object exceeds the limit of {limit} bytes"
                     )));
                 }
-                if declared_size.is_some_and(|d| total > d) {
+                if let Some(declared) = declared_size.filter(|&d| total > d) {
                     return Err(ServiceError::InvalidArgument(format!(
-                        "more bytes than the declared size {}",
-                        declared_size.unwrap_or(0)
+                        "more bytes than the declared size {declared}"
                     )));
                 }
                 sealer.push(&piece, &mut sealed)?;
@@ -245,10 +244,9 @@ impl Objects {
                 }
             }
             let size = sealer.plaintext_len();
-            if declared_size.is_some_and(|d| d != size) {
+            if let Some(declared) = declared_size.filter(|&d| d != size) {
                 return Err(ServiceError::InvalidArgument(format!(
-                    "received {size} bytes, but the declared size is {}",
-                    declared_size.unwrap_or(0)
+                    "received {size} bytes, but the declared size is {declared}"
                 )));
             }
             sealer.finish(&mut sealed)?;

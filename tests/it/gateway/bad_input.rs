@@ -16,6 +16,7 @@ backend_tests!(
     malformed_upload_streams,
     oversize_object_is_refused_and_not_stored,
     oversize_item_is_refused,
+    oversize_message_is_refused_and_not_stored,
     cancelled_upload_leaves_nothing,
     corrupted_body_is_data_loss,
     corrupted_header_is_data_loss,
@@ -366,6 +367,29 @@ async fn oversize_item_is_refused() {
     put_item(&mut c, "u", "channels", "big", &data(65_536, 1))
         .await
         .expect("65 536-byte item");
+}
+
+async fn oversize_message_is_refused_and_not_stored() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    // One message over gRPC's 4 MiB decoding limit, after a valid piece.
+    let msgs = vec![
+        header_msg("u", SPACE, "huge-message"),
+        data_msg(data(1000, 1)),
+        data_msg(data(5 << 20, 2)),
+    ];
+    let s = expect_code(
+        put_msgs(&mut c, msgs).await,
+        Code::ResourceExhausted,
+        "a 5 MiB message",
+    );
+    assert!(s.message().contains("4 MiB"), "{s:?}");
+    expect_code(
+        get(&mut c, "u", SPACE, "huge-message", None).await,
+        Code::NotFound,
+        "object after an oversize message",
+    );
+    gw.assert_nothing_stored("after an oversize message").await;
 }
 
 async fn cancelled_upload_leaves_nothing() {
