@@ -1,20 +1,25 @@
 //! S3 blob store (aws-sdk-s3), for AWS S3 in the China regions and for
 //! S3-compatible stores (MinIO, Ceph) in Chinese data centres.
 //!
-//! - Uploads: one PutObject below [`PART_SIZE`], multipart above it. Parts
-//!   are sent as they fill, so memory per upload is bounded by about one
-//!   part. Any error, abort or drop (a cancelled client) aborts the
-//!   multipart upload; if S3 cannot be reached the abort is retried in the
-//!   background until it succeeds, so no incomplete upload is left behind.
+//! - Uploads of unknown length: one PutObject below [`PART_SIZE`],
+//!   multipart above it, parts sent as they fill (two in flight while the
+//!   next one fills: memory per upload stays below three parts).
+//! - Uploads of a declared length up to [`MAX_STREAMED_PUT`]: one PutObject
+//!   whose body is fed as the client uploads, its last piece held back
+//!   until commit.
+//! - Any error, abort or drop (a cancelled client) aborts a multipart
+//!   upload; if S3 cannot be reached the abort is retried in the background
+//!   until it succeeds, so no incomplete upload is left behind.
 //! - Create-only writes send `If-None-Match: *` (PutObject and
 //!   CompleteMultipartUpload).
 //! - Reads: `open` is one ranged GET of the first 128 KiB, which also
-//!   yields length, ETag, version and metadata; further ranged GETs are
-//!   pinned to that version (by version id on versioned buckets, else
-//!   `If-Match: <etag>`) and fetch only the bytes asked for.
+//!   yields length, ETag, version and metadata; `open_whole` is one
+//!   unranged GET serving both header and body. Other reads are ranged GETs
+//!   pinned to the opened version (by version id on versioned buckets, else
+//!   `If-Match: <etag>`) that fetch only the bytes asked for.
 //! - Patches (key-slot rewrites) are stored in the object's metadata by a
 //!   server-side CopyObject; the body never passes through the gateway.
-//! - Deletes remove every version when the bucket is versioned.
+//! - Deletes remove every version (ListObjectVersions, DeleteObjects).
 //!
 //! Every SDK error goes through [`error::translate`].
 
@@ -46,6 +51,9 @@ use super::{
 /// multipart. S3 allows 5 MiB to 5 GiB per part and 10,000 parts, so objects
 /// up to 80 GB fit; the gateway's own limit defaults to 1 GiB.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Multipart parts uploading at once per writer, while the next part
+/// fills: memory per upload stays below `(PARTS_IN_FLIGHT + 1) * PART_SIZE`.
+const PARTS_IN_FLIGHT: usize = 2;
 /// Metadata key that holds a patch: `<offset>:<hex bytes>`.
 const PATCH_META: &str = "sealgate-patch";
 /// Bytes fetched by `open`: the header of any object (at most 8,396 bytes)
@@ -634,7 +642,31 @@ impl BlobStore for S3BlobStore {
 
 struct Upload {
     id: String,
+    /// Parts sent and acknowledged, in order.
     parts: Vec<CompletedPart>,
+    /// Parts on their way, oldest first; at most [`PARTS_IN_FLIGHT`].
+    in_flight:
+        std::collections::VecDeque<tokio::task::JoinHandle<Result<CompletedPart, BlobError>>>,
+}
+
+impl Upload {
+    /// Waits for the oldest part in flight.
+    async fn settle_oldest(&mut self) -> Result<(), BlobError> {
+        if let Some(task) = self.in_flight.pop_front() {
+            let part = task
+                .await
+                .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+            self.parts.push(part);
+        }
+        Ok(())
+    }
+
+    /// Stops every part still on its way.
+    fn cancel_in_flight(&mut self) {
+        for task in self.in_flight.drain(..) {
+            task.abort();
+        }
+    }
 }
 
 struct S3Writer {
@@ -646,6 +678,7 @@ struct S3Writer {
 }
 
 impl S3Writer {
+    /// Starts uploading one part; the next write may go on while it travels.
     async fn send_part(&mut self, data: Vec<u8>) -> Result<(), BlobError> {
         let c = &self.inner.client;
         if self.upload.is_none() {
@@ -664,26 +697,30 @@ impl S3Writer {
             self.upload = Some(Upload {
                 id: id.to_string(),
                 parts: Vec::new(),
+                in_flight: std::collections::VecDeque::new(),
             });
         }
         let upload = self.upload.as_mut().expect("upload started above");
-        let number = i32::try_from(upload.parts.len() + 1).unwrap_or(i32::MAX);
-        let out = c
+        if upload.in_flight.len() >= PARTS_IN_FLIGHT {
+            upload.settle_oldest().await?;
+        }
+        let number =
+            i32::try_from(upload.parts.len() + upload.in_flight.len() + 1).unwrap_or(i32::MAX);
+        let request = c
             .upload_part()
             .bucket(&self.inner.bucket)
             .key(&self.key)
             .upload_id(&upload.id)
             .part_number(number)
             .body(SdkStream::from(data))
-            .send()
-            .await
-            .map_err(|e| translate(e).into_blob())?;
-        upload.parts.push(
-            CompletedPart::builder()
+            .send();
+        upload.in_flight.push_back(tokio::spawn(async move {
+            let out = request.await.map_err(|e| translate(e).into_blob())?;
+            Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
-                .build(),
-        );
+                .build())
+        }));
         Ok(())
     }
 
@@ -711,7 +748,10 @@ impl S3Writer {
             let last = std::mem::take(&mut self.buf);
             self.send_part(last).await?;
         }
-        let upload = self.upload.as_ref().expect("multipart upload");
+        let upload = self.upload.as_mut().expect("multipart upload");
+        while !upload.in_flight.is_empty() {
+            upload.settle_oldest().await?;
+        }
         let mut req = c
             .complete_multipart_upload()
             .bucket(&self.inner.bucket)
@@ -732,7 +772,8 @@ impl S3Writer {
 
     /// Aborts now if S3 answers, else hands the abort to the retrier.
     async fn abort_upload(&mut self) {
-        if let Some(upload) = self.upload.take() {
+        if let Some(mut upload) = self.upload.take() {
+            upload.cancel_in_flight();
             if abort_upload(
                 &self.inner.client,
                 &self.inner.bucket,
@@ -781,7 +822,8 @@ impl Drop for S3Writer {
     fn drop(&mut self) {
         // A writer dropped mid-upload (the client went away): the upload
         // must not linger. The retrier aborts it in the background.
-        if let Some(upload) = self.upload.take() {
+        if let Some(mut upload) = self.upload.take() {
+            upload.cancel_in_flight();
             let _ = self.inner.aborts.send((self.key.clone(), upload.id));
         }
     }
