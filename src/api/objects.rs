@@ -433,7 +433,7 @@ impl OpenedObject {
                 // Storage hands out pieces of whatever size it likes (S3:
                 // often a few KiB); plaintext goes out in pieces of
                 // SEND_PIECE, each made only of authenticated chunks.
-                let capacity = SEND_PIECE + READ_PIECE;
+                let capacity = SEND_PIECE + 4 * chunked::ENCRYPTED_CHUNK_LEN;
                 let mut plain = Vec::with_capacity(capacity);
                 while let Some(piece) = stream.next().await {
                     opener.push(&piece?, &mut plain)?;
