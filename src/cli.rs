@@ -27,6 +27,30 @@ struct Endpoint {
     endpoint: String,
 }
 
+/// Names one object.
+#[derive(Debug, clap::Args)]
+struct ObjectArgs {
+    /// The owner's user id.
+    #[arg(long)]
+    user: String,
+    /// The space (`moments`, `channels`, ...).
+    #[arg(long)]
+    space: String,
+    /// The object id.
+    #[arg(long)]
+    id: String,
+}
+
+impl From<ObjectArgs> for pb::ObjectRef {
+    fn from(o: ObjectArgs) -> Self {
+        Self {
+            user_id: o.user,
+            space: o.space,
+            object_id: o.id,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -61,12 +85,8 @@ enum Command {
     Get {
         #[command(flatten)]
         endpoint: Endpoint,
-        #[arg(long)]
-        user: String,
-        #[arg(long)]
-        space: String,
-        #[arg(long)]
-        id: String,
+        #[command(flatten)]
+        object: ObjectArgs,
         /// Byte range START-END, END inclusive (END may be omitted).
         #[arg(long)]
         range: Option<String>,
@@ -78,12 +98,8 @@ enum Command {
     Rm {
         #[command(flatten)]
         endpoint: Endpoint,
-        #[arg(long)]
-        user: String,
-        #[arg(long)]
-        space: String,
-        #[arg(long)]
-        id: String,
+        #[command(flatten)]
+        object: ObjectArgs,
     },
     /// List a user's objects in a space: `id<TAB>size` per line (`DAMAGED`
     /// instead of the size for an object that fails its integrity check).
@@ -248,9 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Get {
             endpoint,
-            user,
-            space,
-            id,
+            object,
             range,
             output,
         } => {
@@ -258,11 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut client = ContentServiceClient::new(connect(&endpoint).await?);
             let mut stream = client
                 .get_object(pb::GetObjectRequest {
-                    object: Some(pb::ObjectRef {
-                        user_id: user,
-                        space,
-                        object_id: id,
-                    }),
+                    object: Some(object.into()),
                     range,
                 })
                 .await?
@@ -283,20 +293,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out.flush().await?;
             Ok(())
         }
-        Command::Rm {
-            endpoint,
-            user,
-            space,
-            id,
-        } => {
+        Command::Rm { endpoint, object } => {
             let mut client = ContentServiceClient::new(connect(&endpoint).await?);
             let r = client
                 .delete_object(pb::DeleteObjectRequest {
-                    object: Some(pb::ObjectRef {
-                        user_id: user,
-                        space,
-                        object_id: id,
-                    }),
+                    object: Some(object.into()),
                 })
                 .await?
                 .into_inner();
