@@ -5,6 +5,7 @@
 mod differential;
 mod golden;
 mod keys;
+mod parsers;
 mod properties;
 mod tampering;
 mod wycheproof_vectors;
