@@ -17,8 +17,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter, ByteStream, WriteMode,
-    MAX_PATCH_END,
+    check_patch, check_segment, BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter,
+    ByteStream, WriteMode,
 };
 
 const TMP_DIR: &str = ".tmp";
@@ -56,24 +56,6 @@ impl FsBlobStore {
     fn path(&self, key: &BlobKey) -> Result<PathBuf, BlobError> {
         check_segment(&key.name)?;
         Ok(self.dir(&key.space, &key.owner)?.join(&key.name))
-    }
-}
-
-/// A path segment must be a plain name: no separators, not `.`/`..`, no
-/// leading dot (which also keeps `.tmp` out of reach).
-pub(crate) fn check_segment(s: &str) -> Result<(), BlobError> {
-    let ok = !s.is_empty()
-        && s.len() <= 255
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(BlobError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "invalid object path segment",
-        )))
     }
 }
 
@@ -362,17 +344,6 @@ impl BlobReader for FsReader {
         });
         Ok(Box::pin(stream))
     }
-}
-
-/// Patches are small and near the start of an object.
-pub(crate) fn check_patch(offset: u64, len: usize) -> Result<(), BlobError> {
-    if offset + len as u64 > MAX_PATCH_END {
-        return Err(BlobError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "patch outside the first 4 KiB of the object",
-        )));
-    }
-    Ok(())
 }
 
 fn range_len(range: &Range<u64>, len: u64) -> Result<usize, BlobError> {

@@ -90,10 +90,7 @@ pub trait BlobStore: Send + Sync + 'static {
         mode: WriteMode,
         len: u64,
     ) -> Result<Box<dyn BlobWriter>, BlobError> {
-        Ok(Box::new(ExactLen {
-            inner: self.create(key, mode).await?,
-            remaining: len,
-        }))
+        Ok(exact_len(self.create(key, mode).await?, len))
     }
 
     /// Opens `key` for reading. Later reads see this version of the object,
@@ -168,6 +165,35 @@ pub trait BlobReader: Send {
     async fn stream(&mut self, range: Range<u64>) -> Result<ByteStream, BlobError>;
 }
 
+/// A path segment must be a plain name: no separators, not `.`/`..`, no
+/// leading dot (which also keeps `.tmp` out of reach).
+pub(crate) fn check_segment(s: &str) -> Result<(), BlobError> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(BlobError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "invalid object path segment",
+        )))
+    }
+}
+
+/// Patches are small and near the start of an object.
+pub(crate) fn check_patch(offset: u64, len: usize) -> Result<(), BlobError> {
+    if offset + len as u64 > MAX_PATCH_END {
+        return Err(BlobError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "patch outside the first 4 KiB of the object",
+        )));
+    }
+    Ok(())
+}
+
 /// The error of a [`BlobStore::create_exact`] writer given more (`extra`)
 /// or fewer bytes than declared.
 pub(crate) fn length_mismatch(extra: bool) -> BlobError {
@@ -176,6 +202,14 @@ pub(crate) fn length_mismatch(extra: bool) -> BlobError {
         std::io::ErrorKind::InvalidInput,
         format!("{what} bytes written than the object's declared length"),
     ))
+}
+
+/// Wraps `inner` so that exactly `len` bytes must be written before commit.
+pub(crate) fn exact_len(inner: Box<dyn BlobWriter>, len: u64) -> Box<dyn BlobWriter> {
+    Box::new(ExactLen {
+        inner,
+        remaining: len,
+    })
 }
 
 /// Enforces the declared length over any writer.

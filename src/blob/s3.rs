@@ -275,7 +275,7 @@ impl S3BlobStore {
 /// The object key of a blob: `{space}/{owner}/{name}`.
 fn object_key(key: &BlobKey) -> Result<String, BlobError> {
     for part in [&key.space, &key.owner, &key.name] {
-        super::fs::check_segment(part)?;
+        super::check_segment(part)?;
     }
     Ok(format!("{}/{}/{}", key.space, key.owner, key.name))
 }
@@ -399,10 +399,7 @@ impl BlobStore for S3BlobStore {
         len: u64,
     ) -> Result<Box<dyn BlobWriter>, BlobError> {
         if !(MIN_STREAMED_PUT..=MAX_STREAMED_PUT).contains(&len) {
-            return Ok(Box::new(super::ExactLen {
-                inner: self.create(key, mode).await?,
-                remaining: len,
-            }));
+            return Ok(super::exact_len(self.create(key, mode).await?, len));
         }
         let object = object_key(key)?;
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
@@ -541,7 +538,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError> {
-        super::fs::check_patch(offset, bytes.len())?;
+        super::check_patch(offset, bytes.len())?;
         let object = object_key(key)?;
         let mut reader = self.open_reader(key).await?;
         if offset + bytes.len() as u64 > reader.len {
@@ -597,8 +594,8 @@ impl BlobStore for S3BlobStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BlobEntry>, BlobError> {
-        super::fs::check_segment(space)?;
-        super::fs::check_segment(owner)?;
+        super::check_segment(space)?;
+        super::check_segment(owner)?;
         let prefix = format!("{space}/{owner}/");
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -623,7 +620,7 @@ impl BlobStore for S3BlobStore {
                 let Some(name) = o.key().and_then(|k| k.strip_prefix(&prefix)) else {
                     continue;
                 };
-                if super::fs::check_segment(name).is_ok() {
+                if super::check_segment(name).is_ok() {
                     out.push(BlobEntry {
                         name: name.to_string(),
                         len: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
