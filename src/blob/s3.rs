@@ -12,7 +12,7 @@
 //!   until it succeeds, so no incomplete upload is left behind.
 //! - Create-only writes send `If-None-Match: *` (PutObject and
 //!   CompleteMultipartUpload).
-//! - Reads: `open` is one ranged GET of the first 128 KiB, which also
+//! - Reads: `open` is one ranged GET of the first 16 KiB, which also
 //!   yields length, ETag, version and metadata; `open_whole` is one
 //!   unranged GET serving both header and body. Other reads are ranged GETs
 //!   pinned to the opened version (by version id on versioned buckets, else
@@ -56,9 +56,10 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Metadata key that holds a patch: `<offset>:<hex bytes>`.
 const PATCH_META: &str = "sealgate-patch";
-/// Bytes fetched by `open`: the header of any object (at most 8,396 bytes)
-/// and the whole of any item (64 KiB by default) with room to spare.
-const PREFETCH: u64 = 128 * 1024;
+/// Bytes fetched by `open`: more than the header of any sealed object (at
+/// most 8,396 bytes), so HeadObject, listings and range reads pay one small
+/// GET for it. Whole reads (GetObject, items) use `open_whole` instead.
+const PREFETCH: u64 = 16 * 1024;
 /// How far past what is buffered a `read` may pull a live response (header
 /// reads); anything larger is a ranged GET of its own.
 const LIVE_READ_AHEAD: u64 = 1024 * 1024;
@@ -201,8 +202,7 @@ impl S3BlobStore {
 
     /// Opens an object with one request: a ranged GET of its first
     /// [`PREFETCH`] bytes, whose response also carries the total length,
-    /// ETag, version id and metadata. Small objects (items) are then read
-    /// entirely from memory; large ones need one more GET for the rest.
+    /// ETag, version id and metadata; reads beyond it are ranged GETs.
     async fn open_reader(&self, key: &BlobKey) -> Result<S3Reader, BlobError> {
         let object = object_key(key)?;
         let got = self
