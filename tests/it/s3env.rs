@@ -199,32 +199,18 @@ pub async fn fresh_store(versioned: bool) -> (S3BlobStore, String) {
 pub async fn all_objects(endpoint: &str, bucket: &str) -> Vec<(String, Vec<u8>)> {
     let c = client(endpoint, REGION);
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = c
-            .list_objects_v2()
+    for key in all_keys(endpoint, bucket).await {
+        let body = c
+            .get_object()
             .bucket(bucket)
-            .set_continuation_token(token)
+            .key(&key)
             .send()
             .await
-            .unwrap();
-        for o in page.contents() {
-            let key = o.key().unwrap().to_string();
-            let body = c
-                .get_object()
-                .bucket(bucket)
-                .key(&key)
-                .send()
-                .await
-                .unwrap()
-                .body;
-            out.push((key, body.collect().await.unwrap().into_bytes().to_vec()));
-        }
-        match page.next_continuation_token() {
-            Some(t) => token = Some(t.to_string()),
-            None => return out,
-        }
+            .unwrap()
+            .body;
+        out.push((key, body.collect().await.unwrap().into_bytes().to_vec()));
     }
+    out
 }
 
 /// Every object key in a bucket.
