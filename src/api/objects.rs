@@ -108,16 +108,6 @@ impl Objects {
         &self.keys
     }
 
-    /// The blob store.
-    pub fn blob(&self) -> &Arc<dyn BlobStore> {
-        &self.blob
-    }
-
-    /// The configured spaces.
-    pub fn spaces(&self) -> &[String] {
-        &self.spaces
-    }
-
     /// Validates a user id and returns its pseudonym.
     ///
     /// # Errors

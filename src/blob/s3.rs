@@ -265,11 +265,6 @@ impl S3BlobStore {
             None,
         )
     }
-
-    /// The SDK client (for tests and tools that inspect the bucket).
-    pub fn client(&self) -> &Client {
-        &self.inner.client
-    }
 }
 
 /// The object key of a blob: `{space}/{owner}/{name}`.
