@@ -118,7 +118,7 @@ async fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = sealgate::config::Config::load(None, Vec::<(String, String)>::new()).unwrap();
     config.data_dir = tmp.path().to_path_buf();
-    config.blob.backend = "s3".into();
+    config.blob.backend = sealgate::config::BlobBackend::S3;
     config.s3.bucket = gw_bucket.clone();
     config.s3.endpoint = Some(endpoint.clone());
     config.s3.force_path_style = true;

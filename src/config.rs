@@ -37,6 +37,77 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Declares a configuration choice: a string in the file, an enum in the
+/// code. A value this build lacks is refused when the configuration is
+/// parsed, with the list of the values the build has.
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident, $key:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value this build has.
+            pub const ALL: &'static [&'static str] = &[$($text),+];
+
+            /// The value as written in the configuration.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let value = String::deserialize(d)?;
+                match value.as_str() {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(serde::de::Error::custom(format!(
+                        "{}: {other:?} is not available in this build, which has: {}",
+                        $key,
+                        Self::ALL.join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+choice!(
+    /// `blob.backend`: where objects are stored.
+    BlobBackend, "blob.backend" {
+        /// Files under `data_dir/objects`.
+        Fs = "fs",
+        /// An S3-compatible bucket (`[s3]`).
+        S3 = "s3",
+    }
+);
+
+choice!(
+    /// `keystore.backend`: where wrapped keys, tombstones and jobs live.
+    KeyStoreBackend, "keystore.backend" {
+        /// SQLite at `data_dir/keys.db`.
+        Sqlite = "sqlite",
+    }
+);
+
+choice!(
+    /// `master.provider`: where master keys live.
+    MasterProvider, "master.provider" {
+        /// The keyring file `data_dir/keyring`.
+        Local = "local",
+    }
+);
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -104,7 +175,7 @@ impl Default for Residency {
 #[serde(deny_unknown_fields, default)]
 pub struct Blob {
     /// `fs` (embedded, under `data_dir/objects`) or `s3`.
-    pub backend: String,
+    pub backend: BlobBackend,
     /// The region the data lives in; bound into every object.
     pub region: String,
 }
@@ -112,7 +183,7 @@ pub struct Blob {
 impl Default for Blob {
     fn default() -> Self {
         Self {
-            backend: "fs".into(),
+            backend: BlobBackend::Fs,
             region: "cn-north-1".into(),
         }
     }
@@ -134,8 +205,8 @@ pub struct S3 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeyStoreConfig {
-    /// `sqlite` (embedded) is the only backend of this build.
-    pub backend: String,
+    /// The key store backend.
+    pub backend: KeyStoreBackend,
     /// Connection URL for a networked key store.
     pub url: Option<String>,
     /// Number of KEK shards. Fixed once keys exist.
@@ -145,7 +216,7 @@ pub struct KeyStoreConfig {
 impl Default for KeyStoreConfig {
     fn default() -> Self {
         Self {
-            backend: "sqlite".into(),
+            backend: KeyStoreBackend::Sqlite,
             url: None,
             shards: 256,
         }
@@ -156,9 +227,8 @@ impl Default for KeyStoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Master {
-    /// `local` (keyring file in the data directory) is the only provider of
-    /// this build.
-    pub provider: String,
+    /// The master key provider.
+    pub provider: MasterProvider,
     /// KMS key ARN for `aws-kms`.
     pub kms_key_arn: Option<String>,
     /// KMS endpoint override.
@@ -168,7 +238,7 @@ pub struct Master {
 impl Default for Master {
     fn default() -> Self {
         Self {
-            provider: "local".into(),
+            provider: MasterProvider::Local,
             kms_key_arn: None,
             kms_endpoint: None,
         }
@@ -282,61 +352,57 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] with a message naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
+        self.validate_spaces()
+            .and_then(|()| self.validate_storage())
+            .and_then(|()| self.validate_listen())
+            .map_err(ConfigError::Invalid)
+    }
+
+    fn validate_spaces(&self) -> Result<(), String> {
         if self.spaces.is_empty() {
-            return bad("spaces: at least one space is required".into());
+            return Err("spaces: at least one space is required".into());
         }
         for s in &self.spaces {
-            if !crate::api::validate::is_valid_name(s) {
-                return bad(format!("spaces: {s:?} is not a valid space name ([A-Za-z0-9._-], 1-128 bytes, no leading dot)"));
+            if let Err(e) = crate::names::check_name(s) {
+                return Err(format!("spaces: {s:?} is not a valid space name: it {e}"));
             }
         }
-        match self.blob.backend.as_str() {
-            "fs" => {}
-            "s3" => {
+        Ok(())
+    }
+
+    fn validate_storage(&self) -> Result<(), String> {
+        match self.blob.backend {
+            BlobBackend::Fs => {}
+            BlobBackend::S3 => {
                 if self.s3.bucket.is_empty() {
-                    return bad("s3.bucket: required when blob.backend = \"s3\"".into());
+                    return Err("s3.bucket: required when blob.backend = \"s3\"".into());
                 }
                 if let Some(endpoint) = &self.s3.endpoint {
-                    check_endpoint(endpoint, &self.blob.region, &self.residency.allowed_regions)
-                        .map_err(ConfigError::Invalid)?;
+                    check_endpoint(endpoint, &self.blob.region, &self.residency.allowed_regions)?;
                 }
             }
-            other => {
-                return bad(format!(
-                    "blob.backend: {other:?} is not a backend (use \"fs\" or \"s3\")"
-                ))
-            }
-        }
-        if self.keystore.backend != "sqlite" {
-            return bad(format!(
-                "keystore.backend: {:?} is not available in this build (use \"sqlite\")",
-                self.keystore.backend
-            ));
-        }
-        if self.master.provider != "local" {
-            return bad(format!(
-                "master.provider: {:?} is not available in this build (use \"local\")",
-                self.master.provider
-            ));
         }
         if self.keystore.shards == 0 {
-            return bad("keystore.shards must be at least 1".into());
+            return Err("keystore.shards must be at least 1".into());
         }
         if !self.residency.allowed_regions.contains(&self.blob.region) {
-            return bad(format!(
+            return Err(format!(
                 "residency: blob.region {:?} is not in residency.allowed_regions {:?}",
                 self.blob.region, self.residency.allowed_regions
             ));
         }
+        Ok(())
+    }
+
+    fn validate_listen(&self) -> Result<(), String> {
         if !self.listen.ip().is_loopback() && self.tls.is_none() {
-            return bad(format!(
+            return Err(format!(
                 "listen: {} is not a loopback address and [tls] is not configured; plaintext gRPC is only served on loopback",
                 self.listen
             ));
         }
         if self.tls.is_some() {
-            return bad(
+            return Err(
                 "tls: TLS serving is not available in this build; listen on loopback".into(),
             );
         }
@@ -432,7 +498,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(c.spaces, ["moments", "channels"]);
         assert_eq!(c.limits.max_object_bytes, 1 << 30);
-        assert_eq!(c.blob.backend, "fs");
+        assert_eq!(c.blob.backend, BlobBackend::Fs);
     }
 
     #[test]
@@ -530,6 +596,28 @@ mod tests {
         )
         .unwrap();
         assert!(ok.s3.force_path_style);
+    }
+
+    #[test]
+    fn backends_this_build_lacks_are_refused_with_the_list() {
+        let err =
+            Config::load(None, env(&[("SEALGATE_KEYSTORE_BACKEND", "postgres")])).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "keystore.backend: \"postgres\" is not available in this build, which has: sqlite"
+            ),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("SEALGATE_BLOB_BACKEND", "gcs")])).unwrap_err();
+        assert!(err.to_string().contains("which has: fs, s3"), "{err}");
+        let err = Config::load(None, env(&[("SEALGATE_MASTER_PROVIDER", "aws-kms")])).unwrap_err();
+        assert!(err.to_string().contains("which has: local"), "{err}");
+        let c = Config::load(
+            None,
+            env(&[("SEALGATE_BLOB_BACKEND", "s3"), ("SEALGATE_S3_BUCKET", "b")]),
+        )
+        .unwrap();
+        assert_eq!(c.blob.backend, BlobBackend::S3);
     }
 
     #[test]

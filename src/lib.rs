@@ -4,12 +4,24 @@
 //! object format.
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod blob;
+// Layers, top to bottom (ARCHITECTURE.md; an import only points down):
+// the shell, the gRPC adapters, the domain services and jobs, keys and blob,
+// the pure core.
 pub mod cli;
 pub mod config;
-pub mod crypto;
-pub mod jobs;
-pub mod keys;
 pub mod server;
 pub mod telemetry;
+
+pub mod api;
+
+pub mod content;
+pub mod erasure;
+pub mod error;
+pub mod jobs;
+pub mod keyadmin;
+
+pub mod blob;
+pub mod keys;
+
+pub mod crypto;
+pub mod names;

@@ -14,15 +14,18 @@ use tonic::transport::server::TcpIncoming;
 use crate::api::admin::KeyAdminApi;
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
-use crate::api::objects::{Limits, Objects};
 use crate::api::pb;
 use crate::blob::fs::FsBlobStore;
 use crate::blob::s3::{S3BlobStore, S3Settings};
 use crate::blob::BlobStore;
-use crate::config::Config;
+use crate::config::{BlobBackend, Config, KeyStoreBackend, MasterProvider};
+use crate::content::{Content, Limits};
+use crate::erasure::Erasure;
 use crate::jobs::gc::GcRunner;
-use crate::keys::keyring::LocalKeyring;
+use crate::keyadmin::KeyAdmin;
+use crate::keys::keyring::{LocalKeyring, MasterKeyProvider};
 use crate::keys::sqlite::SqliteKeyStore;
+use crate::keys::store::KeyStore;
 use crate::keys::{CachePolicy, KeyHierarchy};
 
 /// HTTP/2 receive window per stream.
@@ -56,12 +59,16 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Everything a running gateway holds.
+/// Everything a running gateway holds: the domain services.
 pub struct Gateway {
-    /// The object service (shared by the gRPC services).
-    pub objects: Arc<Objects>,
-    /// The garbage-collection runner.
-    pub gc: GcRunner,
+    /// Objects and items.
+    pub content: Arc<Content>,
+    /// Erasure of users.
+    pub erasure: Arc<Erasure>,
+    /// Key administration.
+    pub admin: Arc<KeyAdmin>,
+    /// The key store, closed on shutdown.
+    pub store: Arc<dyn KeyStore>,
 }
 
 impl Gateway {
@@ -73,9 +80,18 @@ impl Gateway {
     pub async fn open(config: &Config, blob: Arc<dyn BlobStore>) -> Result<Self, ServeError> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(crate::blob::BlobError::Io)?;
-        let (keyring, naming) = LocalKeyring::load_or_create(&config.data_dir.join("keyring"))?;
-        let keyring = Arc::new(keyring);
-        let store = Arc::new(SqliteKeyStore::open(&config.data_dir.join("keys.db")).await?);
+        let (master, naming): (Arc<dyn MasterKeyProvider>, _) = match config.master.provider {
+            MasterProvider::Local => {
+                let (keyring, naming) =
+                    LocalKeyring::load_or_create(&config.data_dir.join("keyring"))?;
+                (Arc::new(keyring), naming)
+            }
+        };
+        let store: Arc<dyn KeyStore> = match config.keystore.backend {
+            KeyStoreBackend::Sqlite => {
+                Arc::new(SqliteKeyStore::open(&config.data_dir.join("keys.db")).await?)
+            }
+        };
         let policy = CachePolicy {
             user_ttl: Duration::from_secs(config.cache.ttl_seconds),
             kek_ttl: Duration::from_secs(config.cache.kek_ttl_seconds),
@@ -83,14 +99,14 @@ impl Gateway {
         };
         let keys = Arc::new(KeyHierarchy::new(
             store.clone(),
-            keyring,
+            master,
             naming,
             config.keystore.shards,
             &policy,
         ));
-        let gc = GcRunner::start(store, blob.clone(), config.spaces.clone()).await?;
-        let objects = Arc::new(Objects::new(
-            keys,
+        let gc = GcRunner::start(store.clone(), blob.clone(), config.spaces.clone()).await?;
+        let content = Arc::new(Content::new(
+            keys.clone(),
             blob,
             config.blob.region.clone(),
             config.spaces.clone(),
@@ -99,7 +115,12 @@ impl Gateway {
                 max_item_bytes: config.limits.max_item_bytes,
             },
         ));
-        Ok(Self { objects, gc })
+        Ok(Self {
+            content,
+            erasure: Arc::new(Erasure::new(keys.clone(), store.clone(), gc)),
+            admin: Arc::new(KeyAdmin::new(keys)),
+            store,
+        })
     }
 }
 
@@ -110,8 +131,8 @@ impl Gateway {
 /// [`ServeError`] if the store cannot be opened or fails a residency check.
 pub async fn open_blob(config: &Config) -> Result<Arc<dyn BlobStore>, ServeError> {
     config.validate()?;
-    Ok(match config.blob.backend.as_str() {
-        "s3" => Arc::new(
+    Ok(match config.blob.backend {
+        BlobBackend::S3 => Arc::new(
             S3BlobStore::connect(&S3Settings {
                 bucket: config.s3.bucket.clone(),
                 region: config.blob.region.clone(),
@@ -121,7 +142,7 @@ pub async fn open_blob(config: &Config) -> Result<Arc<dyn BlobStore>, ServeError
             })
             .await?,
         ),
-        _ => Arc::new(FsBlobStore::open(config.data_dir.join("objects")).await?),
+        BlobBackend::Fs => Arc::new(FsBlobStore::open(config.data_dir.join("objects")).await?),
     })
 }
 
@@ -177,13 +198,13 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(pb::content_service_server::ContentServiceServer::new(
-            ContentApi::new(gateway.objects.clone()),
+            ContentApi::new(gateway.content.clone()),
         ))
         .add_service(pb::erasure_service_server::ErasureServiceServer::new(
-            ErasureApi::new(gateway.objects.clone(), gateway.gc.clone()),
+            ErasureApi::new(gateway.erasure.clone()),
         ))
         .add_service(pb::key_admin_service_server::KeyAdminServiceServer::new(
-            KeyAdminApi::new(gateway.objects.clone()),
+            KeyAdminApi::new(gateway.admin.clone()),
         ))
         // Without TCP_NODELAY, small responses wait out Nagle's algorithm
         // against the client's delayed ACKs: tens of milliseconds per call.
@@ -192,7 +213,7 @@ pub async fn serve(
             shutdown,
         )
         .await?;
-    gateway.objects.keys().store().close().await;
+    gateway.store.close().await;
     tracing::info!("sealgate stopped");
     Ok(())
 }

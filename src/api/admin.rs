@@ -1,23 +1,29 @@
-//! KeyAdminService: key status without key material.
+//! KeyAdminService: the gRPC face of [`KeyAdmin`].
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::error::ServiceError;
-use super::objects::Objects;
 use super::pb;
+use crate::keyadmin::KeyAdmin;
 use crate::keys::store::UserKeyState;
 
 /// The KeyAdminService implementation.
 pub struct KeyAdminApi {
-    objects: Arc<Objects>,
+    admin: Arc<KeyAdmin>,
 }
 
 impl KeyAdminApi {
-    /// Builds the service.
-    pub fn new(objects: Arc<Objects>) -> Self {
-        Self { objects }
+    /// Wraps the key-administration service.
+    pub fn new(admin: Arc<KeyAdmin>) -> Self {
+        Self { admin }
+    }
+}
+
+fn key_state(s: UserKeyState) -> pb::UserKeyState {
+    match s {
+        UserKeyState::Active => pb::UserKeyState::Active,
+        UserKeyState::DecryptOnly => pb::UserKeyState::DecryptOnly,
     }
 }
 
@@ -27,13 +33,10 @@ impl pb::key_admin_service_server::KeyAdminService for KeyAdminApi {
         &self,
         request: Request<pb::KeyStatusRequest>,
     ) -> Result<Response<pb::KeyStatusResponse>, Status> {
-        let p = self.objects.pseudonym(&request.into_inner().user_id)?;
         let status = self
-            .objects
-            .keys()
-            .status(&p)
-            .await
-            .map_err(ServiceError::from)?;
+            .admin
+            .user_status(&request.into_inner().user_id)
+            .await?;
         Ok(Response::new(pb::KeyStatusResponse {
             pseudonym: status.pseudonym.to_string(),
             shard: status.shard,
@@ -43,10 +46,7 @@ impl pb::key_admin_service_server::KeyAdminService for KeyAdminApi {
                 .into_iter()
                 .map(|v| pb::UserKeyVersion {
                     version: v.version,
-                    state: match v.state {
-                        UserKeyState::Active => pb::UserKeyState::Active,
-                        UserKeyState::DecryptOnly => pb::UserKeyState::DecryptOnly,
-                    } as i32,
+                    state: key_state(v.state) as i32,
                     created_at_unix_ms: v.created_at_ms,
                     kek_version: v.kek_version,
                 })

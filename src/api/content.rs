@@ -1,5 +1,7 @@
-//! ContentService: the gRPC face of [`Objects`].
+//! ContentService: the gRPC face of [`Content`]. Converts proto messages to
+//! domain calls and back; every rule lives in [`crate::content`].
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -9,24 +11,25 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::error::ServiceError;
-use super::objects::{metadata, ObjectInfo, Objects};
 use super::pb;
-use super::validate;
-use crate::blob::WriteMode;
-
-/// Most ids in one GetItems call.
-pub const MAX_BATCH: usize = 100;
+use crate::content::{ByteRange, Content, ObjectInfo, ObjectRef};
+use crate::crypto::Metadata;
+use crate::error::Error;
 
 /// The ContentService implementation.
 pub struct ContentApi {
-    objects: Arc<Objects>,
+    content: Arc<Content>,
 }
 
 impl ContentApi {
-    /// Wraps the object service.
-    pub fn new(objects: Arc<Objects>) -> Self {
-        Self { objects }
+    /// Wraps the content service.
+    pub fn new(content: Arc<Content>) -> Self {
+        Self { content }
+    }
+
+    fn object_ref(&self, r: Option<pb::ObjectRef>) -> Result<ObjectRef, Error> {
+        let r = r.ok_or_else(|| Error::InvalidArgument("object is required".into()))?;
+        self.content.object_ref(&r.user_id, &r.space, &r.object_id)
     }
 }
 
@@ -40,22 +43,37 @@ fn info_pb(info: ObjectInfo) -> pb::ObjectInfo {
     }
 }
 
-fn object_ref(
-    objects: &Objects,
-    r: Option<pb::ObjectRef>,
-) -> Result<super::objects::ObjectRef, ServiceError> {
-    let r = r.ok_or_else(|| ServiceError::InvalidArgument("object is required".into()))?;
-    objects.object_ref(&r.user_id, &r.space, &r.object_id)
+fn metadata(
+    content_type: String,
+    attributes: std::collections::HashMap<String, String>,
+) -> Metadata {
+    Metadata {
+        content_type,
+        attributes: attributes.into_iter().collect::<BTreeMap<_, _>>(),
+    }
 }
 
-/// An empty id asks the gateway to generate one, written create-only so a
-/// generated id can never replace an existing object.
-fn id_or_generated(id: String) -> (String, WriteMode) {
-    if id.is_empty() {
-        (validate::generate_id(), WriteMode::CreateOnly)
-    } else {
-        (id, WriteMode::Replace)
-    }
+/// The data messages after a PutObject header, as plaintext pieces.
+fn upload_body(
+    stream: Streaming<pb::PutObjectRequest>,
+) -> impl Stream<Item = Result<Bytes, Error>> + Unpin + Send {
+    stream.map(|m| match m {
+        Ok(pb::PutObjectRequest {
+            part: Some(pb::put_object_request::Part::Data(d)),
+        }) => Ok(d),
+        Ok(_) => Err(Error::InvalidArgument(
+            "only the first message may be a header".into(),
+        )),
+        // tonic reports a message over the decoding limit as OUT_OF_RANGE.
+        Err(status) if status.code() == tonic::Code::OutOfRange => Err(Error::TooLarge(format!(
+            "upload message too large (send pieces of at most 4 MiB): {}",
+            status.message()
+        ))),
+        Err(status) => Err(Error::InvalidArgument(format!(
+            "upload stream failed: {}",
+            status.message()
+        ))),
+    })
 }
 
 type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
@@ -82,34 +100,13 @@ impl pb::content_service_server::ContentService for ContentApi {
                 ))
             }
         };
-        let (object_id, mode) = id_or_generated(header.object_id);
-        let obj = self
-            .objects
-            .object_ref(&header.user_id, &header.space, &object_id)?;
+        let (obj, mode) =
+            self.content
+                .new_object_ref(&header.user_id, &header.space, &header.object_id)?;
         let meta = metadata(header.content_type, header.attributes);
-        let body = stream.map(|m| match m {
-            Ok(pb::PutObjectRequest {
-                part: Some(pb::put_object_request::Part::Data(d)),
-            }) => Ok(d),
-            Ok(_) => Err(ServiceError::InvalidArgument(
-                "only the first message may be a header".into(),
-            )),
-            // tonic reports a message over the decoding limit as OUT_OF_RANGE.
-            Err(status) if status.code() == tonic::Code::OutOfRange => {
-                Err(ServiceError::TooLarge(format!(
-                    "upload message too large (send pieces of at most 4 MiB): {}",
-                    status.message()
-                )))
-            }
-            Err(status) => Err(ServiceError::InvalidArgument(format!(
-                "upload stream failed: {}",
-                status.message()
-            ))),
-        });
-        let limit = self.objects.limits.max_object_bytes;
         let info = self
-            .objects
-            .put(&obj, mode, &meta, limit, header.size, body)
+            .content
+            .put(&obj, mode, &meta, header.size, upload_body(stream))
             .await?;
         Ok(Response::new(pb::PutObjectResponse {
             info: Some(info_pb(info)),
@@ -123,22 +120,12 @@ impl pb::content_service_server::ContentService for ContentApi {
         request: Request<pb::GetObjectRequest>,
     ) -> Result<Response<GetStream>, Status> {
         let req = request.into_inner();
-        let obj = object_ref(&self.objects, req.object)?;
-        let range = req.range.map(|r| (r.start, r.end));
-        if range.is_some_and(|(start, end)| end.is_some_and(|e| e <= start)) {
-            return Err(Status::invalid_argument(
-                "range end must be greater than start",
-            ));
-        }
-        let opened = self.objects.open(&obj, range.is_none()).await?;
-        if let Some((start, _)) = range {
-            if start >= opened.info.size {
-                return Err(Status::out_of_range(format!(
-                    "range start {start} is at or past the end of the object ({} bytes)",
-                    opened.info.size
-                )));
-            }
-        }
+        let obj = self.object_ref(req.object)?;
+        let range = req.range.map(|r| ByteRange {
+            start: r.start,
+            end: r.end,
+        });
+        let opened = self.content.get(&obj, range).await?;
         let (tx, rx) = mpsc::channel::<Result<pb::GetObjectResponse, Status>>(4);
         let info = info_pb(opened.info.clone());
         tokio::spawn(async move {
@@ -172,17 +159,16 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<pb::HeadObjectRequest>,
     ) -> Result<Response<pb::ObjectInfo>, Status> {
-        let obj = object_ref(&self.objects, request.into_inner().object)?;
-        let opened = self.objects.open(&obj, false).await?;
-        Ok(Response::new(info_pb(opened.info)))
+        let obj = self.object_ref(request.into_inner().object)?;
+        Ok(Response::new(info_pb(self.content.head(&obj).await?)))
     }
 
     async fn delete_object(
         &self,
         request: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
-        let obj = object_ref(&self.objects, request.into_inner().object)?;
-        let deleted = self.objects.delete(&obj).await?;
+        let obj = self.object_ref(request.into_inner().object)?;
+        let deleted = self.content.delete(&obj).await?;
         Ok(Response::new(pb::DeleteObjectResponse { deleted }))
     }
 
@@ -192,7 +178,7 @@ impl pb::content_service_server::ContentService for ContentApi {
     ) -> Result<Response<pb::ListObjectsResponse>, Status> {
         let req = request.into_inner();
         let (objects, next) = self
-            .objects
+            .content
             .list(&req.user_id, &req.space, req.page_size, &req.page_token)
             .await?;
         Ok(Response::new(pb::ListObjectsResponse {
@@ -213,20 +199,18 @@ impl pb::content_service_server::ContentService for ContentApi {
         request: Request<pb::PutItemRequest>,
     ) -> Result<Response<pb::PutItemResponse>, Status> {
         let req = request.into_inner();
-        let max = self.objects.limits.max_item_bytes;
+        let max = self.content.limits().max_item_bytes;
         if req.content.len() as u64 > max {
-            return Err(
-                ServiceError::TooLarge(format!("item exceeds the limit of {max} bytes")).into(),
-            );
+            return Err(Error::TooLarge(format!("item exceeds the limit of {max} bytes")).into());
         }
-        let (item_id, mode) = id_or_generated(req.item_id);
-        let obj = self
-            .objects
-            .object_ref(&req.user_id, &req.space, &item_id)?;
+        let (obj, mode) = self
+            .content
+            .new_object_ref(&req.user_id, &req.space, &req.item_id)?;
         let meta = metadata(req.content_type, req.attributes);
-        let size = Some(req.content.len() as u64);
-        let body = futures_util::stream::iter([Ok(req.content)]);
-        let info = self.objects.put(&obj, mode, &meta, max, size, body).await?;
+        let info = self
+            .content
+            .put_item(&obj, mode, &meta, req.content)
+            .await?;
         Ok(Response::new(pb::PutItemResponse {
             info: Some(info_pb(info)),
         }))
@@ -237,47 +221,18 @@ impl pb::content_service_server::ContentService for ContentApi {
         request: Request<pb::GetItemsRequest>,
     ) -> Result<Response<pb::GetItemsResponse>, Status> {
         let req = request.into_inner();
-        if req.item_ids.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_BATCH} item ids per call, got {}",
-                req.item_ids.len()
-            )));
-        }
-        // Errors common to the whole batch fail the call.
-        let pseudonym = self.objects.pseudonym(&req.user_id)?;
-        self.objects.check_space(&req.space)?;
-        self.objects
-            .keys()
-            .ensure_not_erased(&pseudonym)
-            .await
-            .map_err(ServiceError::from)?;
-        let objects = &self.objects;
-        let max = objects.limits.max_item_bytes;
-        let user_id = &req.user_id;
-        let space = &req.space;
-        let items = futures_util::stream::iter(req.item_ids.iter().cloned())
-            .map(|item_id| async move {
-                let result = async {
-                    let obj = objects.object_ref(user_id, space, &item_id)?;
-                    let opened = objects.open(&obj, true).await?;
-                    if opened.info.size > max {
-                        return Err(ServiceError::TooLarge(format!(
-                            "object is larger than an item ({max} bytes); use GetObject"
-                        )));
-                    }
-                    let info = opened.info.clone();
-                    let content = opened.read_all().await?;
-                    Ok((info, content))
-                }
-                .await;
+        let results = self
+            .content
+            .get_items(&req.user_id, &req.space, req.item_ids)
+            .await?;
+        let items = results
+            .into_iter()
+            .map(|(item_id, result)| {
                 let result = match result {
-                    Ok((info, content)) => pb::item_result::Result::Item(pb::Item {
-                        info: Some(info_pb(info)),
-                        content: content.into(),
+                    Ok(item) => pb::item_result::Result::Item(pb::Item {
+                        info: Some(info_pb(item.info)),
+                        content: item.content.into(),
                     }),
-                    Err(ServiceError::UserErased) => {
-                        return Err(Status::from(ServiceError::UserErased))
-                    }
                     Err(e) => {
                         let status = Status::from(e);
                         pb::item_result::Result::Error(pb::ItemError {
@@ -286,16 +241,12 @@ impl pb::content_service_server::ContentService for ContentApi {
                         })
                     }
                 };
-                Ok(pb::ItemResult {
+                pb::ItemResult {
                     item_id,
                     result: Some(result),
-                })
+                }
             })
-            .buffered(16)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, Status>>()?;
+            .collect();
         Ok(Response::new(pb::GetItemsResponse { items }))
     }
 }

@@ -1,15 +1,15 @@
-//! The gRPC surface: ContentService, ErasureService, KeyAdminService, and
-//! the one mapping from service errors to `tonic::Status`.
+//! The gRPC surface: ContentService, ErasureService, KeyAdminService as thin
+//! adapters (proto <-> domain calls), and the one mapping from the domain
+//! error to `tonic::Status`.
 //!
-//! Nothing imports this module but the server and the CLI; it depends on
-//! `keys`, `blob` and `crypto`, never the other way round.
+//! Nothing imports this module but the server and the CLI; it depends on the
+//! domain services (`content`, `erasure`, `keyadmin`), never the other way
+//! round.
 
 pub mod admin;
 pub mod content;
 pub mod erasure;
 pub mod error;
-pub mod objects;
-pub mod validate;
 
 /// Generated protobuf types and gRPC stubs of `proto/sealgate/v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -60,10 +60,7 @@ impl FsBlobStore {
 }
 
 fn random_name() -> String {
-    let mut b = [0u8; 16];
-    // The system RNG failing is not recoverable anywhere in the process.
-    aws_lc_rs::rand::fill(&mut b).expect("system random number generator");
-    format!("{}.part", hex::encode(b))
+    format!("{}.part", crate::names::random_id())
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), BlobError> {

@@ -165,22 +165,16 @@ pub trait BlobReader: Send {
     async fn stream(&mut self, range: Range<u64>) -> Result<ByteStream, BlobError>;
 }
 
-/// A path segment must be a plain name: no separators, not `.`/`..`, no
-/// leading dot (which also keeps `.tmp` out of reach).
+/// A path segment must be a plain name ([`crate::names::check_name`]): no
+/// separators, not `.`/`..`, no leading dot (which also keeps `.tmp` out of
+/// reach).
 pub(crate) fn check_segment(s: &str) -> Result<(), BlobError> {
-    let ok = !s.is_empty()
-        && s.len() <= 255
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(BlobError::Io(std::io::Error::new(
+    crate::names::check_name(s).map_err(|e| {
+        BlobError::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "invalid object path segment",
-        )))
-    }
+            format!("invalid object path segment: {e}"),
+        ))
+    })
 }
 
 /// Patches are small and near the start of an object.

@@ -410,9 +410,87 @@ impl UnsealedObject {
     }
 }
 
+/// Where the parts of a stored object lie, computed from its first bytes and
+/// its stored length alone (no key needed). Every offset a reader uses comes
+/// from here.
+///
+/// ```text
+/// 0 .. header_len                  envelope header (fixed part + sealed metadata)
+/// header_len .. +56                body message header (salt, commitment)
+/// header_len + 56 .. stored_len    body chunks
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLayout {
+    header_len: u64,
+    stored_len: u64,
+    plaintext_len: u64,
+}
+
+impl ObjectLayout {
+    /// Reads the layout from `prefix` (the object's first
+    /// [`FIXED_HEADER_LEN`] bytes, or all of it if shorter) and the object's
+    /// stored length.
+    ///
+    /// # Errors
+    /// As [`Header::total_len`]; [`CryptoError::Malformed`] if the object is
+    /// too short to hold its header and a body; [`CryptoError::DecryptionFailed`]
+    /// if no valid body has the remaining length.
+    pub fn new(prefix: &[u8], stored_len: u64) -> Result<Self, CryptoError> {
+        let header_len = Header::total_len(prefix)? as u64;
+        if stored_len < header_len + chunked::HEADER_LEN as u64 {
+            return Err(CryptoError::Malformed);
+        }
+        let plaintext_len = chunked::plaintext_len(stored_len - header_len)?;
+        Ok(Self {
+            header_len,
+            stored_len,
+            plaintext_len,
+        })
+    }
+
+    /// The stored length of an object whose envelope header is `header_len`
+    /// bytes and whose plaintext is `plaintext_len` bytes.
+    pub fn stored_len(header_len: u64, plaintext_len: u64) -> u64 {
+        header_len + chunked::message_len(plaintext_len)
+    }
+
+    /// Length of the envelope header; the body message starts here.
+    pub fn header_len(&self) -> u64 {
+        self.header_len
+    }
+
+    /// The envelope header and the body's message header: everything a
+    /// reader needs before the first chunk.
+    pub fn head(&self) -> std::ops::Range<u64> {
+        0..self.header_len + chunked::HEADER_LEN as u64
+    }
+
+    /// The body's chunks.
+    pub fn chunks(&self) -> std::ops::Range<u64> {
+        self.head().end..self.stored_len
+    }
+
+    /// Length of the body message (its header included).
+    pub fn body_len(&self) -> u64 {
+        self.stored_len - self.header_len
+    }
+
+    /// Plaintext length of the body.
+    pub fn plaintext_len(&self) -> u64 {
+        self.plaintext_len
+    }
+
+    /// Where a range of body-message offsets (as [`chunked::RangePlan`]
+    /// gives them) lies in the stored object.
+    pub fn stored_range(&self, body: std::ops::Range<u64>) -> std::ops::Range<u64> {
+        self.header_len + body.start..self.header_len + body.end
+    }
+}
+
 /// Seals a new object: header first, then the streamed body.
 pub struct ObjectSealer {
     body: Sealer,
+    header_len: u64,
 }
 
 impl ObjectSealer {
@@ -442,8 +520,9 @@ impl ObjectSealer {
         };
         let (body, body_header) = Sealer::new(dek.expose(), &context)?;
         let mut prefix = header.encode();
+        let header_len = prefix.len() as u64;
         prefix.extend_from_slice(&body_header);
-        Ok((Self { body }, prefix))
+        Ok((Self { body, header_len }, prefix))
     }
 
     /// Encrypts body bytes; see [`Sealer::push`].
@@ -457,6 +536,12 @@ impl ObjectSealer {
     /// Body bytes accepted so far.
     pub fn plaintext_len(&self) -> u64 {
         self.body.plaintext_len()
+    }
+
+    /// The stored length of this object once `plaintext_len` body bytes are
+    /// sealed, so a store can be told the exact length up front.
+    pub fn stored_len(&self, plaintext_len: u64) -> u64 {
+        ObjectLayout::stored_len(self.header_len, plaintext_len)
     }
 
     /// Completes the object; it is invalid without this call.

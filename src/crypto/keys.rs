@@ -365,3 +365,26 @@ impl fmt::Debug for Pseudonym {
         write!(f, "Pseudonym({self})")
     }
 }
+
+/// AAD of a KEK wrapped by a master key:
+/// `"sealgate/v1/kek" || u32be(shard) || u32be(kek version)`.
+/// Do not change: every stored wrapped KEK is bound to these bytes.
+pub fn kek_aad(shard: u32, version: u32) -> Vec<u8> {
+    let mut aad = b"sealgate/v1/kek".to_vec();
+    aad.extend_from_slice(&shard.to_be_bytes());
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
+
+/// AAD of a user key wrapped by a KEK: `"sealgate/v1/user-key" ||
+/// pseudonym (32 raw bytes, not hex) || u32be(user-key version) ||
+/// u32be(shard) || u32be(kek version)`.
+/// Do not change: every stored wrapped user key is bound to these bytes.
+pub fn user_key_aad(p: &Pseudonym, version: u32, shard: u32, kek_version: u32) -> Vec<u8> {
+    let mut aad = b"sealgate/v1/user-key".to_vec();
+    aad.extend_from_slice(p.as_bytes());
+    for n in [version, shard, kek_version] {
+        aad.extend_from_slice(&n.to_be_bytes());
+    }
+    aad
+}

@@ -15,7 +15,9 @@ pub mod chunked;
 pub mod envelope;
 pub mod keys;
 
-pub use envelope::{Header, KeySlot, Metadata, ObjectIdentity, ObjectSealer, UnsealedObject};
+pub use envelope::{
+    Header, KeySlot, Metadata, ObjectIdentity, ObjectLayout, ObjectSealer, UnsealedObject,
+};
 pub use keys::{Dek, Kek, MasterKey, NamingKey, Pseudonym, UserKey, Wrapped, WrappedDek};
 
 /// Errors of the cryptographic core.

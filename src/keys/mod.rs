@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
+use crate::crypto::keys::{kek_aad, user_key_aad};
 use crate::crypto::{CryptoError, Kek, NamingKey, Pseudonym, UserKey, Wrapped};
 use keyring::{MasterKeyError, MasterKeyProvider};
 use store::{
@@ -118,25 +119,6 @@ pub struct KeyHierarchy {
     recently_erased: Cache<Pseudonym, ()>,
 }
 
-/// AAD of a wrapped KEK: `"sealgate/v1/kek" || u32be(shard) || u32be(version)`.
-fn kek_aad(shard: u32, version: u32) -> Vec<u8> {
-    let mut aad = b"sealgate/v1/kek".to_vec();
-    aad.extend_from_slice(&shard.to_be_bytes());
-    aad.extend_from_slice(&version.to_be_bytes());
-    aad
-}
-
-/// AAD of a wrapped user key:
-/// `"sealgate/v1/user-key" || pseudonym(32) || u32be(version) || u32be(shard) || u32be(kek version)`.
-fn user_key_aad(p: &Pseudonym, version: u32, shard: u32, kek_version: u32) -> Vec<u8> {
-    let mut aad = b"sealgate/v1/user-key".to_vec();
-    aad.extend_from_slice(p.as_bytes());
-    for n in [version, shard, kek_version] {
-        aad.extend_from_slice(&n.to_be_bytes());
-    }
-    aad
-}
-
 impl KeyHierarchy {
     /// Builds the hierarchy over a store and a master key provider.
     pub fn new(
@@ -170,9 +152,14 @@ impl KeyHierarchy {
         &self.store
     }
 
-    /// The keyed pseudonym of a user id.
-    pub fn pseudonym(&self, user_id: &str) -> Pseudonym {
-        self.naming.pseudonym(user_id)
+    /// The keyed pseudonym of a user id, after checking the id
+    /// ([`crate::names::check_user_id`]).
+    ///
+    /// # Errors
+    /// The rule the user id breaks.
+    pub fn pseudonym(&self, user_id: &str) -> Result<Pseudonym, crate::names::NameError> {
+        crate::names::check_user_id(user_id)?;
+        Ok(self.naming.pseudonym(user_id))
     }
 
     /// The active user key (creating version 1 for a new user), for sealing.
@@ -335,11 +322,9 @@ impl KeyHierarchy {
     /// # Errors
     /// Store failures (in which case nothing was destroyed).
     pub async fn erase(&self, p: &Pseudonym) -> Result<Tombstone, KeyError> {
-        let mut id = [0u8; 16];
-        crate::crypto::random_fill(&mut id)?;
         let tombstone = self
             .store
-            .erase_user(p, unix_ms(), &hex::encode(id))
+            .erase_user(p, unix_ms(), &crate::names::random_id())
             .await?;
         self.recently_erased.insert(*p, ()).await;
         self.users.invalidate(p).await;
@@ -427,7 +412,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = {
             let (keys, _) = hierarchy(dir.path()).await;
-            let p = keys.pseudonym("alice");
+            let p = keys.pseudonym("alice").unwrap();
             let (version, _) = keys.active_user_key(&p).await.unwrap();
             assert_eq!(version, 1);
             p
@@ -458,8 +443,8 @@ mod tests {
     async fn erasure_invalidates_cached_keys_and_blocks_new_ones() {
         let dir = tempfile::tempdir().unwrap();
         let (keys, _) = hierarchy(dir.path()).await;
-        let p = keys.pseudonym("bob");
-        let other = keys.pseudonym("carol");
+        let p = keys.pseudonym("bob").unwrap();
+        let other = keys.pseudonym("carol").unwrap();
         keys.active_user_key(&p).await.unwrap();
         keys.active_user_key(&other).await.unwrap();
         keys.user_key(&p, 1).await.unwrap(); // cached now
@@ -497,8 +482,8 @@ mod tests {
     async fn wrapped_keys_are_bound_to_their_rows() {
         let dir = tempfile::tempdir().unwrap();
         let (keys, _) = hierarchy(dir.path()).await;
-        let a = keys.pseudonym("a");
-        let b = keys.pseudonym("b");
+        let a = keys.pseudonym("a").unwrap();
+        let b = keys.pseudonym("b").unwrap();
         keys.active_user_key(&a).await.unwrap();
         let mut row = keys.store().user_keys(&a).await.unwrap().remove(0);
         // Move a's wrapped key under b's pseudonym: the AAD no longer matches.

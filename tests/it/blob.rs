@@ -422,14 +422,12 @@ async fn s3_multipart_uploads_complete_or_leave_nothing() {
         .unwrap();
     w.write(&big[..PART_SIZE + 1]).await.unwrap();
     drop(w);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while crate::s3env::incomplete_uploads(&endpoint, &bucket).await != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dropped upload was never aborted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    crate::support::eventually(
+        "the dropped upload is aborted",
+        std::time::Duration::from_secs(30),
+        || async { crate::s3env::incomplete_uploads(&endpoint, &bucket).await == 0 },
+    )
+    .await;
     assert!(matches!(
         store.open(&key("u1", "aborted")).await,
         Err(BlobError::NotFound)

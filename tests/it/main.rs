@@ -4,6 +4,8 @@ mod crypto;
 mod damage;
 mod gateway;
 mod health;
+mod layering;
 mod residency;
 mod s3_faults;
 mod s3env;
+mod support;

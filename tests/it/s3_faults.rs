@@ -3,7 +3,7 @@
 //! recovers without a restart.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sealgate::api::pb;
 use sealgate::api::pb::content_service_client::ContentServiceClient;
@@ -14,16 +14,12 @@ use tonic::Code;
 
 use crate::s3env::{self, FaultProxy};
 
-async fn wait_for<F, Fut>(what: &str, mut cond: F)
+async fn wait_for<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    crate::support::eventually(what, Duration::from_secs(60), cond).await;
 }
 
 fn header(id: &str) -> pb::PutObjectRequest {
@@ -55,7 +51,7 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
     // The gateway reaches S3 only through the proxy.
     let tmp = tempfile::tempdir().unwrap();
     let mut config = crate::gateway::config(tmp.path());
-    config.blob.backend = "s3".into();
+    config.blob.backend = sealgate::config::BlobBackend::S3;
     config.s3.bucket = bucket.clone();
     config.s3.endpoint = Some(proxy.endpoint());
     config.s3.force_path_style = true;

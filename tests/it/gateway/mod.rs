@@ -127,9 +127,9 @@ impl Backend {
     /// Points `config` at this store.
     pub fn configure(&self, config: &mut Config) {
         match self {
-            Self::Fs => config.blob.backend = "fs".into(),
+            Self::Fs => config.blob.backend = sealgate::config::BlobBackend::Fs,
             Self::S3 { endpoint, bucket } => {
-                config.blob.backend = "s3".into();
+                config.blob.backend = sealgate::config::BlobBackend::S3;
                 config.s3.bucket = bucket.clone();
                 config.s3.endpoint = Some(endpoint.clone());
                 config.s3.force_path_style = true;
@@ -557,24 +557,7 @@ pub fn tmp_files(data_dir: &Path) -> Vec<PathBuf> {
     files_under(&data_dir.join("objects").join(".tmp"))
 }
 
-/// Polls `cond` until it holds, failing the test after `timeout`.
-pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
+pub use crate::support::eventually;
 
 /// Asserts that `result` failed with `code`; returns the status.
 #[track_caller]
@@ -744,20 +727,18 @@ pub async fn erasure_status(gw: &TestGateway, user: &str) -> pb::ErasureStatus {
         .into_inner()
 }
 
-/// Waits until the user's GC job is DONE; returns the final status.
+/// Waits until the user's GC job is DONE (failing at once if it FAILED);
+/// returns the final status.
 pub async fn wait_gc_done(gw: &TestGateway, user: &str) -> pb::ErasureStatus {
-    let deadline = tokio::time::Instant::now() + GC_DEADLINE;
-    loop {
+    let last = std::cell::RefCell::new(None);
+    eventually("the GC job is DONE", GC_DEADLINE, || async {
         let s = erasure_status(gw, user).await;
         let gc = s.gc.clone().expect("GetErasure reports the GC job");
         assert_ne!(gc.state, pb::JobState::Failed as i32, "GC failed: {gc:?}");
-        if gc.state == pb::JobState::Done as i32 {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "GC job not DONE after {GC_DEADLINE:?}: {gc:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        let done = gc.state == pb::JobState::Done as i32;
+        *last.borrow_mut() = Some(s);
+        done
+    })
+    .await;
+    last.into_inner().expect("polled at least once")
 }

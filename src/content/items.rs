@@ -1,0 +1,76 @@
+//! GetItems: a batch of small objects of one user, with per-item results.
+
+use futures_util::StreamExt;
+
+use super::{Content, ObjectInfo};
+use crate::error::Error;
+
+/// Most ids in one GetItems call.
+pub const MAX_BATCH: usize = 100;
+/// Items opened and read at once.
+const CONCURRENCY: usize = 16;
+
+/// One item read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Its info.
+    pub info: ObjectInfo,
+    /// Its plaintext.
+    pub content: Vec<u8>,
+}
+
+impl Content {
+    /// Reads up to [`MAX_BATCH`] items of one user in one space, in request
+    /// order. Errors common to the whole batch (a bad user or space, an
+    /// erased user) fail the call; anything else is reported per item.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for too many ids, a bad user or space;
+    /// [`Error::UserErased`], also when the user is erased while the batch
+    /// is read; key-store failures.
+    pub async fn get_items(
+        &self,
+        user_id: &str,
+        space: &str,
+        item_ids: Vec<String>,
+    ) -> Result<Vec<(String, Result<Item, Error>)>, Error> {
+        if item_ids.len() > MAX_BATCH {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_BATCH} item ids per call, got {}",
+                item_ids.len()
+            )));
+        }
+        let pseudonym = self.pseudonym(user_id)?;
+        self.check_space(space)?;
+        self.keys.ensure_not_erased(&pseudonym).await?;
+        let results = futures_util::stream::iter(item_ids)
+            .map(|item_id| async move {
+                let result = self.get_item(user_id, space, &item_id).await;
+                (item_id, result)
+            })
+            .buffered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        if results
+            .iter()
+            .any(|(_, r)| matches!(r, Err(Error::UserErased)))
+        {
+            return Err(Error::UserErased);
+        }
+        Ok(results)
+    }
+
+    async fn get_item(&self, user_id: &str, space: &str, item_id: &str) -> Result<Item, Error> {
+        let max = self.limits.max_item_bytes;
+        let obj = self.object_ref(user_id, space, item_id)?;
+        let opened = self.open(&obj, true).await?;
+        if opened.info.size > max {
+            return Err(Error::TooLarge(format!(
+                "object is larger than an item ({max} bytes); use GetObject"
+            )));
+        }
+        let info = opened.info.clone();
+        let content = opened.read_all().await?;
+        Ok(Item { info, content })
+    }
+}

@@ -1,0 +1,212 @@
+//! Reads: opening an object (header, key slot, metadata, body commitment),
+//! then streaming its plaintext whole or by range.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{ByteRange, Content, ObjectInfo, ObjectRef};
+use crate::blob::BlobReader;
+use crate::crypto::chunked::{self, RandomAccess, RangePlan};
+use crate::crypto::envelope::FIXED_HEADER_LEN;
+use crate::crypto::{Header, ObjectLayout, UnsealedObject};
+use crate::error::Error;
+
+/// Plaintext bytes per blob read of a ranged GetObject (whole chunks).
+pub const READ_PIECE: usize = 64 * chunked::CHUNK_SIZE;
+/// Plaintext bytes per message of a streamed GetObject, at least.
+pub const SEND_PIECE: usize = 256 * 1024;
+
+/// An object opened for reading: header checked, DEK unwrapped, body
+/// commitment checked. Dropping it drops the object's key.
+pub struct OpenedObject {
+    /// Info, including decrypted metadata.
+    pub info: ObjectInfo,
+    reader: Box<dyn BlobReader>,
+    layout: ObjectLayout,
+    unsealed: UnsealedObject,
+    body: RandomAccess,
+    body_header: Vec<u8>,
+}
+
+impl Content {
+    /// Opens an object for a GetObject of `range` (`None`: the whole
+    /// object). The range is checked for sense before any I/O, and against
+    /// the object's size after its header is read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty or inverted range;
+    /// [`Error::OutOfRange`] for a start at or past the end; as
+    /// [`Content::open`].
+    pub async fn get(
+        &self,
+        obj: &ObjectRef,
+        range: Option<ByteRange>,
+    ) -> Result<OpenedObject, Error> {
+        if range.is_some_and(|r| r.end.is_some_and(|e| e <= r.start)) {
+            return Err(Error::InvalidArgument(
+                "range end must be greater than start".into(),
+            ));
+        }
+        let opened = self.open(obj, range.is_none()).await?;
+        if let Some(r) = range {
+            if r.start >= opened.info.size {
+                return Err(Error::OutOfRange(format!(
+                    "range start {} is at or past the end of the object ({} bytes)",
+                    r.start, opened.info.size
+                )));
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Opens an object: reads and checks its header and unwraps its DEK.
+    /// `whole` says the caller will read the whole body, so storage may send
+    /// it in the same response as the header.
+    ///
+    /// # Errors
+    /// [`Error::UserErased`] first, then [`Error::NotFound`];
+    /// [`Error::DataLoss`] if the header, key slot or body commitment fail
+    /// their checks.
+    pub async fn open(&self, obj: &ObjectRef, whole: bool) -> Result<OpenedObject, Error> {
+        self.keys.ensure_not_erased(&obj.pseudonym).await?;
+        let mut reader = if whole {
+            self.blob.open_whole(&obj.key).await?
+        } else {
+            self.blob.open(&obj.key).await?
+        };
+        let len = reader.len();
+        let fixed = reader.read(0..len.min(FIXED_HEADER_LEN as u64)).await?;
+        let layout = ObjectLayout::new(&fixed, len)?;
+        let head = reader.read(layout.head()).await?;
+        let header = Header::parse(&head)?;
+        let user_key = self
+            .keys
+            .user_key(&obj.pseudonym, header.key_slot.user_key_version)
+            .await?;
+        let unsealed = header.unseal(&user_key, &obj.identity)?;
+        let body_header = head[layout.header_len() as usize..].to_vec();
+        // Check the body's commitment now, so that HeadObject too reports a
+        // damaged body header, and a read fails before any byte is sent.
+        let body = unsealed.body_random_access(&body_header)?;
+        Ok(OpenedObject {
+            info: ObjectInfo {
+                space: obj.key.space.clone(),
+                object_id: obj.key.name.clone(),
+                size: layout.plaintext_len(),
+                metadata: unsealed.metadata.clone(),
+            },
+            reader,
+            layout,
+            unsealed,
+            body,
+            body_header,
+        })
+    }
+}
+
+impl OpenedObject {
+    /// Streams the plaintext of `range` (`None`: the whole object) into
+    /// `sink`, piece by piece, each piece authenticated. Stops early, without
+    /// error, if `sink` returns false (receiver gone).
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for a range outside the object;
+    /// [`Error::DataLoss`] if any chunk fails authentication.
+    pub async fn read_into<F, Fut>(self, range: Option<ByteRange>, sink: F) -> Result<(), Error>
+    where
+        F: FnMut(Bytes) -> Fut + Send,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        match range {
+            None => self.read_whole(sink).await,
+            Some(range) => self.read_range(range, sink).await,
+        }
+    }
+
+    /// Reads the whole plaintext into memory (for small items).
+    ///
+    /// # Errors
+    /// As [`OpenedObject::read_into`].
+    pub async fn read_all(self) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(self.info.size as usize);
+        let out_ref = &mut out;
+        self.read_whole(|b| {
+            out_ref.extend_from_slice(&b);
+            async { true }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Front to end: one storage stream through one opener.
+    async fn read_whole<F, Fut>(mut self, mut sink: F) -> Result<(), Error>
+    where
+        F: FnMut(Bytes) -> Fut + Send,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let mut opener = self.unsealed.body_opener(&self.body_header)?;
+        let mut stream = self.reader.stream(self.layout.chunks()).await?;
+        // Storage hands out pieces of whatever size it likes (S3: often a few
+        // KiB); plaintext goes out in pieces of SEND_PIECE, each made only of
+        // authenticated chunks.
+        let capacity = SEND_PIECE + 4 * chunked::ENCRYPTED_CHUNK_LEN;
+        let mut plain = Vec::with_capacity(capacity);
+        while let Some(piece) = stream.next().await {
+            opener.push(&piece?, &mut plain)?;
+            if plain.len() >= SEND_PIECE {
+                let full = std::mem::replace(&mut plain, Vec::with_capacity(capacity));
+                if !sink(Bytes::from(full)).await {
+                    return Ok(());
+                }
+            }
+        }
+        opener.finish(&mut plain)?;
+        if !plain.is_empty() {
+            sink(Bytes::from(plain)).await;
+        }
+        Ok(())
+    }
+
+    /// A range: only the covering chunks, in pieces of [`READ_PIECE`].
+    async fn read_range<F, Fut>(mut self, range: ByteRange, mut sink: F) -> Result<(), Error>
+    where
+        F: FnMut(Bytes) -> Fut + Send,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let body_len = self.layout.body_len();
+        let plan = RangePlan::new(body_len, range.start, range.end)?;
+        let ra = &self.body;
+        // Authenticate the length once, up front, if the range is bounded by
+        // the end of the object.
+        let final_chunk = match plan.final_chunk_range() {
+            Some(r) => {
+                let bytes = self.reader.read(self.layout.stored_range(r)).await?;
+                ra.authenticate_length(body_len, &bytes)?;
+                Some(bytes)
+            }
+            None => None,
+        };
+        let piece = READ_PIECE as u64;
+        let mut at = plan.plaintext.start;
+        while at < plan.plaintext.end {
+            // Pieces end on chunk boundaries so each covers whole chunks once.
+            let next = ((at / piece) + 1) * piece;
+            let sub = if next >= plan.plaintext.end {
+                RangePlan::new(body_len, at, range.end)?
+            } else {
+                RangePlan::new(body_len, at, Some(next))?
+            };
+            let covering = self
+                .reader
+                .read(self.layout.stored_range(sub.ciphertext_range()))
+                .await?;
+            let fin = sub.final_chunk_range().and(final_chunk.as_deref());
+            let plain = ra.open_range(&sub, &covering, fin)?;
+            if !sink(Bytes::from(plain)).await {
+                return Ok(());
+            }
+            at = sub.plaintext.end;
+        }
+        Ok(())
+    }
+}

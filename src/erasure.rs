@@ -1,0 +1,81 @@
+//! Erasure: crypto-shredding of users, and the state of their garbage
+//! collection.
+//!
+//! Erasing destroys every version of the user's key and writes the
+//! tombstone in one key-store transaction ([`KeyHierarchy::erase`]); from
+//! then on nothing of the user's is readable. The garbage-collection job that
+//! deletes their ciphertext runs afterwards ([`crate::jobs::gc`]).
+
+use std::sync::Arc;
+
+use crate::crypto::Pseudonym;
+use crate::error::Error;
+use crate::jobs::gc::GcRunner;
+use crate::keys::store::{JobRecord, KeyStore, Tombstone};
+use crate::keys::KeyHierarchy;
+
+/// The erasure service.
+pub struct Erasure {
+    keys: Arc<KeyHierarchy>,
+    store: Arc<dyn KeyStore>,
+    gc: GcRunner,
+}
+
+/// What GetErasure reports.
+#[derive(Debug, Clone)]
+pub struct ErasureStatus {
+    /// The receipt of the erasure.
+    pub tombstone: Tombstone,
+    /// Its garbage-collection job, if recorded.
+    pub gc: Option<JobRecord>,
+}
+
+impl Erasure {
+    /// Builds the service.
+    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>, gc: GcRunner) -> Self {
+        Self { keys, store, gc }
+    }
+
+    fn pseudonym(&self, user_id: &str) -> Result<Pseudonym, Error> {
+        self.keys
+            .pseudonym(user_id)
+            .map_err(|e| Error::invalid_name("user_id", e))
+    }
+
+    /// Erases a user: destroys every version of their key, records the
+    /// tombstone, and schedules the garbage collection of their objects.
+    /// Idempotent: erasing again returns the first receipt.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad user id; key-store failures, in
+    /// which case nothing was destroyed.
+    pub async fn erase(&self, user_id: &str) -> Result<Tombstone, Error> {
+        let p = self.pseudonym(user_id)?;
+        let tombstone = self.keys.erase(&p).await?;
+        tracing::info!(
+            target: "sealgate::audit",
+            pseudonym = %p,
+            versions = ?tombstone.destroyed_versions,
+            job = %tombstone.gc_job_id,
+            "user erased"
+        );
+        self.gc.schedule(&tombstone.gc_job_id);
+        Ok(tombstone)
+    }
+
+    /// The receipt and garbage-collection progress of a user's erasure.
+    ///
+    /// # Errors
+    /// [`Error::ErasureNotFound`] if the user was never erased; key-store
+    /// failures.
+    pub async fn status(&self, user_id: &str) -> Result<ErasureStatus, Error> {
+        let p = self.pseudonym(user_id)?;
+        let tombstone = self
+            .store
+            .tombstone(&p)
+            .await?
+            .ok_or(Error::ErasureNotFound)?;
+        let gc = self.store.job(&tombstone.gc_job_id).await?;
+        Ok(ErasureStatus { tombstone, gc })
+    }
+}
