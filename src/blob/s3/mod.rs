@@ -1,0 +1,279 @@
+//! S3 blob store (aws-sdk-s3), for AWS S3 in the China regions and for
+//! S3-compatible stores (MinIO, Ceph) in Chinese data centres.
+//!
+//! - Uploads of unknown length: one PutObject below [`PART_SIZE`],
+//!   multipart above it, parts sent as they fill (two in flight while the
+//!   next one fills: memory per upload stays below three parts).
+//! - Uploads of a declared length up to [`MAX_STREAMED_PUT`]: one PutObject
+//!   whose body is fed as the client uploads, its last piece held back
+//!   until commit.
+//! - Any error, abort or drop (a cancelled client) aborts a multipart
+//!   upload; if S3 cannot be reached the abort is retried in the background
+//!   until it succeeds, so no incomplete upload is left behind.
+//! - Create-only writes send `If-None-Match: *` (PutObject and
+//!   CompleteMultipartUpload).
+//! - Reads: `open` is one ranged GET of the first 16 KiB, which also
+//!   yields length, ETag, version and metadata; `open_whole` is one
+//!   unranged GET serving both header and body. Other reads are ranged GETs
+//!   pinned to the opened version (by version id on versioned buckets, else
+//!   `If-Match: <etag>`) that fetch only the bytes asked for.
+//! - Patches (key-slot rewrites) are stored in the object's metadata by a
+//!   server-side CopyObject; the body never passes through the gateway.
+//! - Deletes remove every version (ListObjectVersions, DeleteObjects).
+//!
+//! Every SDK error goes through [`error::translate`].
+//!
+//! Files:
+//! - `mod.rs`: settings, the store, its constants and the [`BlobStore`]
+//!   impl, which delegates the longer operations to the files below.
+//! - `residency.rs`: [`S3StartError`] and the startup check of the
+//!   bucket's location.
+//! - `writer.rs`: multipart uploads, the streamed PutObject and the
+//!   background retrier of multipart aborts.
+//! - `reader.rs`: opening objects and reading them (prefix, live response,
+//!   ranged GETs pinned to the opened version).
+//! - `delete.rs`: deletes of every version of an object.
+//! - `patch.rs`: the patch metadata overlay and the CopyObject that writes
+//!   it.
+//! - `error.rs`: the one translation of SDK errors.
+
+mod delete;
+pub mod error;
+mod patch;
+mod reader;
+mod residency;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use tokio::sync::mpsc;
+
+pub use self::residency::S3StartError;
+
+use self::error::translate;
+use self::writer::{abort_retrier, S3Writer};
+use super::{BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter, WriteMode};
+
+/// Size of a multipart part, and the threshold above which uploads are
+/// multipart. S3 allows 5 MiB to 5 GiB per part and 10,000 parts, so objects
+/// up to 80 GB fit; the gateway's own limit defaults to 1 GiB.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Multipart parts uploading at once per writer, while the next part
+/// fills: memory per upload stays below `(PARTS_IN_FLIGHT + 1) * PART_SIZE`.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Metadata key that holds a patch: `<offset>:<hex bytes>`.
+const PATCH_META: &str = "sealgate-patch";
+/// Bytes fetched by `open`: more than the header of any sealed object (at
+/// most 8,396 bytes), so HeadObject, listings and range reads pay one small
+/// GET for it. Whole reads (GetObject, items) use `open_whole` instead.
+const PREFETCH: u64 = 16 * 1024;
+/// How far past what is buffered a `read` may pull a live response (header
+/// reads); anything larger is a ranged GET of its own.
+const LIVE_READ_AHEAD: u64 = 1024 * 1024;
+/// Known-length objects in this range are streamed as a single PutObject;
+/// below it buffering costs nothing and keeps SDK retries, above it
+/// multipart uploads retry per part.
+const MIN_STREAMED_PUT: u64 = 1024 * 1024;
+/// Largest object streamed as a single PutObject.
+pub const MAX_STREAMED_PUT: u64 = 256 * 1024 * 1024;
+/// DeleteObjects takes at most 1000 keys.
+const DELETE_BATCH: usize = 1000;
+
+/// Where and how to reach the bucket.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// Bucket name.
+    pub bucket: String,
+    /// The region the bucket must be in.
+    pub region: String,
+    /// Endpoint override (S3-compatible stores, tests).
+    pub endpoint: Option<String>,
+    /// Path-style addressing (MinIO, Ceph).
+    pub force_path_style: bool,
+    /// Static credentials; `None` uses the standard AWS provider chain.
+    pub credentials: Option<(String, String)>,
+}
+
+/// The S3 store.
+#[derive(Clone)]
+pub struct S3BlobStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    bucket: String,
+    aborts: mpsc::UnboundedSender<(String, String)>,
+}
+
+impl std::fmt::Debug for S3BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3BlobStore")
+            .field("bucket", &self.inner.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3BlobStore {
+    /// Connects and checks residency: the bucket's actual location
+    /// (GetBucketLocation) must equal `settings.region`.
+    ///
+    /// # Errors
+    /// [`S3StartError`] if the bucket is elsewhere or cannot be inspected.
+    pub async fn connect(settings: &S3Settings) -> Result<Self, S3StartError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(settings.region.clone()))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+        if let Some((id, secret)) = &settings.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id.clone(),
+                secret.clone(),
+                None,
+                None,
+                "sealgate-static",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.force_path_style);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let client = Client::from_conf(builder.build());
+        residency::check_bucket_region(&client, settings).await?;
+        let bucket = settings.bucket.clone();
+        let (aborts, rx) = mpsc::unbounded_channel();
+        tokio::spawn(abort_retrier(client.clone(), bucket.clone(), rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                bucket,
+                aborts,
+            }),
+        })
+    }
+}
+
+/// The object key of a blob: `{space}/{owner}/{name}`.
+fn object_key(key: &BlobKey) -> Result<String, BlobError> {
+    for part in [&key.space, &key.owner, &key.name] {
+        super::check_segment(part)?;
+    }
+    Ok(format!("{}/{}/{}", key.space, key.owner, key.name))
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn create(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        Ok(Box::new(S3Writer::new(
+            self.inner.clone(),
+            object_key(key)?,
+            mode,
+        )))
+    }
+
+    /// Objects of a known length up to [`MAX_STREAMED_PUT`] go to S3 as one
+    /// PutObject whose body is fed as the bytes are written: the upload to
+    /// S3 overlaps the upload to the gateway, and memory stays at a few
+    /// pieces. Larger objects use multipart uploads.
+    async fn create_exact(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+        len: u64,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        if !(MIN_STREAMED_PUT..=MAX_STREAMED_PUT).contains(&len) {
+            return Ok(super::exact_len(self.create(key, mode).await?, len));
+        }
+        Ok(Box::new(self.start_streamed_put(key, mode, len)?))
+    }
+
+    async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
+        Ok(Box::new(self.open_reader(key).await?))
+    }
+
+    /// One unranged GET: the header is read from the front of the response
+    /// and the body streamed from the rest of the same response.
+    async fn open_whole(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
+        Ok(Box::new(self.open_whole_reader(key).await?))
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError> {
+        self.delete_many(std::slice::from_ref(key))
+            .await
+            .map(|n| n > 0)
+    }
+
+    /// Lists every version (and delete marker) of each key, then removes
+    /// them with DeleteObjects by version id. On an unversioned bucket the
+    /// only version is `null`; on a versioned one nothing survives.
+    async fn delete_many(&self, keys: &[BlobKey]) -> Result<u64, BlobError> {
+        self.delete_versions(keys).await
+    }
+
+    async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError> {
+        self.copy_with_patch(key, offset, bytes).await
+    }
+
+    async fn list(
+        &self,
+        space: &str,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobEntry>, BlobError> {
+        super::check_segment(space)?;
+        super::check_segment(owner)?;
+        let prefix = format!("{space}/{owner}/");
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        while out.len() < limit {
+            let mut req = self
+                .inner
+                .client
+                .list_objects_v2()
+                .bucket(&self.inner.bucket)
+                .prefix(&prefix)
+                .max_keys(i32::try_from(limit - out.len()).unwrap_or(1000).min(1000));
+            match &token {
+                Some(t) => req = req.continuation_token(t),
+                None => {
+                    if let Some(a) = after {
+                        req = req.start_after(format!("{prefix}{a}"));
+                    }
+                }
+            }
+            let page = req.send().await.map_err(|e| translate(e).into_blob())?;
+            for o in page.contents() {
+                let Some(name) = o.key().and_then(|k| k.strip_prefix(&prefix)) else {
+                    continue;
+                };
+                if super::check_segment(name).is_ok() {
+                    out.push(BlobEntry {
+                        name: name.to_string(),
+                        len: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}

@@ -1,0 +1,105 @@
+//! Patches (key-slot rewrites): the [`Patch`] held in object metadata,
+//! overlaid on reads, and the server-side CopyObject that writes it.
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::types::MetadataDirective;
+
+use super::error::{translate, S3Failure};
+use super::{object_key, S3BlobStore, PATCH_META};
+use crate::blob::{BlobError, BlobKey, BlobReader};
+
+impl S3BlobStore {
+    /// The body of `patch`: rewrites the object's patch metadata with a
+    /// CopyObject onto itself, pinned to the ETag that was read.
+    pub(super) async fn copy_with_patch(
+        &self,
+        key: &BlobKey,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), BlobError> {
+        crate::blob::check_patch(offset, bytes.len())?;
+        let object = object_key(key)?;
+        let mut reader = self.open_reader(key).await?;
+        if offset + bytes.len() as u64 > reader.len {
+            return Err(BlobError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "patch past the end of the object",
+            )));
+        }
+        let old = reader.patch.clone();
+        let reader_etag = reader.etag.clone();
+        // One patch region per object: the union of the old and the new,
+        // read through the old patch and overlaid with the new bytes.
+        let new_end = offset + bytes.len() as u64;
+        let (start, end) = match &old {
+            Some(p) => (
+                p.offset.min(offset),
+                (p.offset + p.bytes.len() as u64).max(new_end),
+            ),
+            None => (offset, new_end),
+        };
+        let mut region = reader.read(start..end).await?.to_vec();
+        region[(offset - start) as usize..(new_end - start) as usize].copy_from_slice(bytes);
+        let patch = Patch {
+            offset: start,
+            bytes: region,
+        };
+        let mut copy = self
+            .inner
+            .client
+            .copy_object()
+            .bucket(&self.inner.bucket)
+            .key(&object)
+            .copy_source(format!("{}/{}", self.inner.bucket, object))
+            .metadata_directive(MetadataDirective::Replace)
+            .metadata(PATCH_META, patch.encode());
+        if let Some(etag) = reader_etag {
+            // Never clobber an object replaced since it was read.
+            copy = copy.copy_source_if_match(etag);
+        }
+        copy.send().await.map_err(|e| match translate(e) {
+            S3Failure::PreconditionFailed => {
+                BlobError::Unavailable("object changed while being patched; retry".into())
+            }
+            other => other.into_blob(),
+        })?;
+        Ok(())
+    }
+}
+
+/// A parsed patch from object metadata.
+#[derive(Debug, Clone)]
+pub(super) struct Patch {
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl Patch {
+    pub(super) fn parse(meta: Option<&HashMap<String, String>>) -> Result<Option<Self>, BlobError> {
+        let Some(raw) = meta.and_then(|m| m.get(PATCH_META)) else {
+            return Ok(None);
+        };
+        let bad = || BlobError::Io(std::io::Error::other("malformed sealgate-patch metadata"));
+        let (offset, hex_bytes) = raw.split_once(':').ok_or_else(bad)?;
+        Ok(Some(Self {
+            offset: offset.parse().map_err(|_| bad())?,
+            bytes: hex::decode(hex_bytes).map_err(|_| bad())?,
+        }))
+    }
+
+    fn encode(&self) -> String {
+        format!("{}:{}", self.offset, hex::encode(&self.bytes))
+    }
+
+    /// Overlays the patch onto `data`, which holds object bytes from `at`.
+    pub(super) fn apply(&self, at: u64, data: &mut [u8]) {
+        let end = at + data.len() as u64;
+        let p_end = self.offset + self.bytes.len() as u64;
+        let (lo, hi) = (self.offset.max(at), p_end.min(end));
+        if lo < hi {
+            let src = &self.bytes[(lo - self.offset) as usize..(hi - self.offset) as usize];
+            data[(lo - at) as usize..(hi - at) as usize].copy_from_slice(src);
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Writes: the multipart writer ([`S3Writer`], [`Upload`]), the streamed
+//! PutObject of a declared length ([`StreamedPut`]) and the background
+//! retrier of multipart aborts ([`abort_retrier`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream as SdkStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::StreamBody;
+use tokio::sync::mpsc;
+
+use super::error::{translate, S3Failure};
+use super::{object_key, Inner, S3BlobStore, PARTS_IN_FLIGHT, PART_SIZE};
+use crate::blob::{BlobError, BlobKey, BlobWriter, WriteMode};
+
+impl S3BlobStore {
+    /// Starts the single PutObject of an object of declared length `len`
+    /// (see `create_exact`): its body is fed by the returned writer.
+    pub(super) fn start_streamed_put(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+        len: u64,
+    ) -> Result<StreamedPut, BlobError> {
+        let object = object_key(key)?;
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let body = SdkStream::from_body_1_x(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        let mut req = self
+            .inner
+            .client
+            .put_object()
+            .bucket(&self.inner.bucket)
+            .key(&object)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .body(body);
+        if mode == WriteMode::CreateOnly {
+            req = req.if_none_match("*");
+        }
+        // A streamed body cannot be hashed in advance: no request checksum
+        // (the payload is AEAD ciphertext, authenticated end to end anyway).
+        let send = req
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().request_checksum_calculation(
+                    aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+                ),
+            )
+            .send();
+        let task = tokio::spawn(async move {
+            send.await.map(|_| ()).map_err(|e| match translate(e) {
+                S3Failure::PreconditionFailed => BlobError::AlreadyExists,
+                other => other.into_blob(),
+            })
+        });
+        Ok(StreamedPut {
+            tx: Some(tx),
+            task,
+            held: None,
+            remaining: len,
+        })
+    }
+}
+
+/// Aborts multipart uploads handed to it, retrying each with capped
+/// backoff until S3 accepts (or says the upload is already gone).
+pub(super) async fn abort_retrier(
+    client: Client,
+    bucket: String,
+    mut rx: mpsc::UnboundedReceiver<(String, String)>,
+) {
+    while let Some((key, upload_id)) = rx.recv().await {
+        let (client, bucket) = (client.clone(), bucket.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match abort_upload(&client, &bucket, &key, &upload_id).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot abort a multipart upload yet; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn abort_upload(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), BlobError> {
+    match client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => match translate(e) {
+            // Already completed or aborted: nothing is left.
+            S3Failure::NotFound => Ok(()),
+            other => Err(other.into_blob()),
+        },
+    }
+}
+
+struct Upload {
+    id: String,
+    /// Parts sent and acknowledged, in order.
+    parts: Vec<CompletedPart>,
+    /// Parts on their way, oldest first; at most [`PARTS_IN_FLIGHT`].
+    in_flight:
+        std::collections::VecDeque<tokio::task::JoinHandle<Result<CompletedPart, BlobError>>>,
+}
+
+impl Upload {
+    /// Waits for the oldest part in flight.
+    async fn settle_oldest(&mut self) -> Result<(), BlobError> {
+        if let Some(task) = self.in_flight.pop_front() {
+            let part = task
+                .await
+                .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+            self.parts.push(part);
+        }
+        Ok(())
+    }
+
+    /// Stops every part still on its way.
+    fn cancel_in_flight(&mut self) {
+        for task in self.in_flight.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+pub(super) struct S3Writer {
+    inner: Arc<Inner>,
+    key: String,
+    mode: WriteMode,
+    buf: Vec<u8>,
+    upload: Option<Upload>,
+}
+
+impl S3Writer {
+    /// A writer for `key` that has sent nothing yet.
+    pub(super) fn new(inner: Arc<Inner>, key: String, mode: WriteMode) -> Self {
+        Self {
+            inner,
+            key,
+            mode,
+            buf: Vec::new(),
+            upload: None,
+        }
+    }
+
+    /// Starts uploading one part; the next write may go on while it travels.
+    async fn send_part(&mut self, data: Vec<u8>) -> Result<(), BlobError> {
+        let c = &self.inner.client;
+        if self.upload.is_none() {
+            let created = c
+                .create_multipart_upload()
+                .bucket(&self.inner.bucket)
+                .key(&self.key)
+                .send()
+                .await
+                .map_err(|e| translate(e).into_blob())?;
+            let id = created.upload_id().ok_or_else(|| {
+                BlobError::Io(std::io::Error::other(
+                    "CreateMultipartUpload returned no upload id",
+                ))
+            })?;
+            self.upload = Some(Upload {
+                id: id.to_string(),
+                parts: Vec::new(),
+                in_flight: std::collections::VecDeque::new(),
+            });
+        }
+        let upload = self.upload.as_mut().expect("upload started above");
+        if upload.in_flight.len() >= PARTS_IN_FLIGHT {
+            upload.settle_oldest().await?;
+        }
+        let number =
+            i32::try_from(upload.parts.len() + upload.in_flight.len() + 1).unwrap_or(i32::MAX);
+        let request = c
+            .upload_part()
+            .bucket(&self.inner.bucket)
+            .key(&self.key)
+            .upload_id(&upload.id)
+            .part_number(number)
+            .body(SdkStream::from(data))
+            .send();
+        upload.in_flight.push_back(tokio::spawn(async move {
+            let out = request.await.map_err(|e| translate(e).into_blob())?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build())
+        }));
+        Ok(())
+    }
+
+    async fn try_commit(&mut self) -> Result<(), BlobError> {
+        let c = self.inner.client.clone();
+        let create_only = self.mode == WriteMode::CreateOnly;
+        let precondition = |f: S3Failure| match f {
+            S3Failure::PreconditionFailed => BlobError::AlreadyExists,
+            other => other.into_blob(),
+        };
+        if self.upload.is_none() {
+            let body = std::mem::take(&mut self.buf);
+            let mut req = c
+                .put_object()
+                .bucket(&self.inner.bucket)
+                .key(&self.key)
+                .body(SdkStream::from(body));
+            if create_only {
+                req = req.if_none_match("*");
+            }
+            req.send().await.map_err(|e| precondition(translate(e)))?;
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.send_part(last).await?;
+        }
+        let upload = self.upload.as_mut().expect("multipart upload");
+        while !upload.in_flight.is_empty() {
+            upload.settle_oldest().await?;
+        }
+        let mut req = c
+            .complete_multipart_upload()
+            .bucket(&self.inner.bucket)
+            .key(&self.key)
+            .upload_id(&upload.id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(upload.parts.clone()))
+                    .build(),
+            );
+        if create_only {
+            req = req.if_none_match("*");
+        }
+        req.send().await.map_err(|e| precondition(translate(e)))?;
+        self.upload = None;
+        Ok(())
+    }
+
+    /// Aborts now if S3 answers, else hands the abort to the retrier.
+    async fn abort_upload(&mut self) {
+        if let Some(mut upload) = self.upload.take() {
+            upload.cancel_in_flight();
+            if abort_upload(
+                &self.inner.client,
+                &self.inner.bucket,
+                &self.key,
+                &upload.id,
+            )
+            .await
+            .is_err()
+            {
+                let _ = self.inner.aborts.send((self.key.clone(), upload.id));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BlobWriter for S3Writer {
+    async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= PART_SIZE {
+            let rest = self.buf.split_off(PART_SIZE);
+            let part = std::mem::replace(&mut self.buf, rest);
+            if let Err(e) = self.send_part(part).await {
+                self.abort_upload().await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
+        let result = self.try_commit().await;
+        if result.is_err() {
+            self.abort_upload().await;
+        }
+        result
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<(), BlobError> {
+        self.abort_upload().await;
+        Ok(())
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // A writer dropped mid-upload (the client went away): the upload
+        // must not linger. The retrier aborts it in the background.
+        if let Some(mut upload) = self.upload.take() {
+            upload.cancel_in_flight();
+            let _ = self.inner.aborts.send((self.key.clone(), upload.id));
+        }
+    }
+}
+
+/// A single PutObject fed while the object is written.
+///
+/// The last piece written is held back until `commit`: S3 stores the object
+/// as soon as it has received the declared length, so sending everything
+/// before the commit would make an aborted or dropped writer visible.
+pub(super) struct StreamedPut {
+    tx: Option<mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>>,
+    task: tokio::task::JoinHandle<Result<(), BlobError>>,
+    held: Option<Bytes>,
+    remaining: u64,
+}
+
+impl StreamedPut {
+    /// Sends a piece of the body; on failure, the request's own error.
+    async fn send(&mut self, piece: Bytes) -> Result<(), BlobError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(Ok(Frame::data(piece))).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        self.tx = None;
+        Err(match (&mut self.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => BlobError::Unavailable("S3 upload ended before its body".into()),
+            Err(e) => BlobError::Io(std::io::Error::other(e)),
+        })
+    }
+}
+
+#[async_trait]
+impl BlobWriter for StreamedPut {
+    async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        if data.len() as u64 > self.remaining {
+            self.task.abort();
+            return Err(crate::blob::length_mismatch(true));
+        }
+        self.remaining -= data.len() as u64;
+        if let Some(previous) = self.held.replace(Bytes::copy_from_slice(data)) {
+            self.send(previous).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
+        if self.remaining != 0 {
+            // The request never completes its declared length: S3 stores
+            // nothing.
+            self.task.abort();
+            return Err(crate::blob::length_mismatch(false));
+        }
+        if let Some(last) = self.held.take() {
+            self.send(last).await?;
+        }
+        self.tx = None;
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(BlobError::Io(std::io::Error::other(e))),
+        }
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), BlobError> {
+        self.task.abort();
+        Ok(())
+    }
+}
+
+impl Drop for StreamedPut {
+    fn drop(&mut self) {
+        // The held piece never leaves, so the body stays short of its
+        // declared length; aborting the task also closes the connection at
+        // once. Either way S3 stores nothing.
+        if !self.task.is_finished() {
+            self.task.abort();
+        }
+    }
+}
