@@ -1,0 +1,59 @@
+//! `sealgate serve`: runs the gateway until Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub(super) struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (default ./sealgate-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Listen address (default 127.0.0.1:50051).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        config,
+        data_dir,
+        listen,
+    } = args;
+    crate::telemetry::init();
+    let mut config = Config::load(config.as_deref(), std::env::vars())?;
+    if let Some(d) = data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    crate::server::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
