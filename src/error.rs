@@ -41,6 +41,13 @@ pub enum Error {
     /// A backend is down; retryable.
     #[error("backend unavailable, retry later: {0}")]
     Unavailable(String),
+    /// A store's disk is full; retryable once space is freed.
+    #[error("storage full: {0}")]
+    StorageFull(String),
+    /// A store is gone from under the process and needs an operator; no
+    /// retry against this process can succeed.
+    #[error("storage lost: {0}")]
+    StorageLost(String),
     /// A bug or an unexpected backend failure; details go to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -61,6 +68,8 @@ impl From<KeyError> for Error {
             KeyError::MissingUserKeyVersion(_) => Self::DataLoss,
             KeyError::Unwrap(m) | KeyError::Internal(m) => Self::Internal(m),
             KeyError::Unavailable(m) => Self::Unavailable(m),
+            KeyError::StorageFull(m) => Self::StorageFull(format!("key store: {m}")),
+            KeyError::StoreLost(m) => Self::StorageLost(m),
         }
     }
 }
@@ -77,7 +86,15 @@ impl From<BlobError> for Error {
             BlobError::NotFound => Self::NotFound,
             BlobError::AlreadyExists => Self::AlreadyExists,
             BlobError::Unavailable(m) => Self::Unavailable(m),
-            BlobError::Io(e) => Self::Internal(e.to_string()),
+            BlobError::Io(e) => match e.kind() {
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                    Self::StorageFull(format!("object store: {e}"))
+                }
+                std::io::ErrorKind::ReadOnlyFilesystem => {
+                    Self::Unavailable(format!("object store: {e}"))
+                }
+                _ => Self::Internal(e.to_string()),
+            },
         }
     }
 }

@@ -9,6 +9,7 @@
 // the pure core.
 pub mod cli;
 pub mod config;
+pub mod deployment;
 pub mod server;
 pub mod telemetry;
 

@@ -20,10 +20,11 @@ use crate::blob::s3::{S3BlobStore, S3Settings};
 use crate::blob::BlobStore;
 use crate::config::{BlobBackend, Config, KeyStoreBackend, MasterProvider};
 use crate::content::{Content, Limits};
+use crate::deployment;
 use crate::erasure::Erasure;
 use crate::jobs::gc::GcRunner;
 use crate::keyadmin::KeyAdmin;
-use crate::keys::keyring::{LocalKeyring, MasterKeyProvider};
+use crate::keys::keyring::MasterKeyProvider;
 use crate::keys::sqlite::SqliteKeyStore;
 use crate::keys::store::KeyStore;
 use crate::keys::{CachePolicy, KeyHierarchy};
@@ -42,6 +43,10 @@ pub enum ServeError {
     /// The master keyring is unusable.
     #[error(transparent)]
     Keyring(#[from] crate::keys::keyring::MasterKeyError),
+    /// The key store, keyring and object store do not belong together, or a
+    /// part is missing: one line naming it.
+    #[error(transparent)]
+    Startup(#[from] crate::deployment::StartupError),
     /// The key store could not be opened.
     #[error("key store: {0}")]
     KeyStore(#[from] crate::keys::store::StoreError),
@@ -79,17 +84,31 @@ impl Gateway {
     /// [`ServeError`] naming what could not be opened.
     pub async fn open(config: &Config, blob: Arc<dyn BlobStore>) -> Result<Self, ServeError> {
         config.validate()?;
+        // The startup guards (`deployment`): nothing is created before a
+        // missing key store next to a used object store is refused.
+        let key_store_path = config.data_dir.join("keys.db");
+        deployment::check_key_store_present(&key_store_path, &*blob).await?;
         std::fs::create_dir_all(&config.data_dir).map_err(crate::blob::BlobError::Io)?;
+        let store: Arc<dyn KeyStore> = match config.keystore.backend {
+            KeyStoreBackend::Sqlite => Arc::new(SqliteKeyStore::open(&key_store_path).await?),
+        };
         let (master, naming): (Arc<dyn MasterKeyProvider>, _) = match config.master.provider {
             MasterProvider::Local => {
-                let (keyring, naming) =
-                    LocalKeyring::load_or_create(&config.data_dir.join("keyring"))?;
+                let opened = deployment::open_local(deployment::Parts {
+                    key_store: &*store,
+                    key_store_path: &key_store_path,
+                    keyring_path: &config.data_dir.join("keyring"),
+                    blob: &*blob,
+                })
+                .await;
+                let (keyring, naming, _id) = match opened {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        store.close().await;
+                        return Err(e.into());
+                    }
+                };
                 (Arc::new(keyring), naming)
-            }
-        };
-        let store: Arc<dyn KeyStore> = match config.keystore.backend {
-            KeyStoreBackend::Sqlite => {
-                Arc::new(SqliteKeyStore::open(&config.data_dir.join("keys.db")).await?)
             }
         };
         let policy = CachePolicy {
@@ -146,6 +165,58 @@ pub async fn open_blob(config: &Config) -> Result<Arc<dyn BlobStore>, ServeError
     })
 }
 
+/// How often health probes the key store.
+const HEALTH_PROBE: Duration = Duration::from_secs(1);
+
+/// Sets health (the whole server and each service) SERVING while the key
+/// store can take writes, NOT_SERVING while it cannot (its file deleted or
+/// replaced, its disk unreachable). Returns the status set.
+async fn report_health(
+    reporter: &tonic_health::server::HealthReporter,
+    store: &dyn KeyStore,
+    last: Option<tonic_health::ServingStatus>,
+) -> tonic_health::ServingStatus {
+    use tonic::server::NamedService;
+    use tonic_health::ServingStatus;
+    let status = match store.check_health().await {
+        Ok(()) => ServingStatus::Serving,
+        Err(e) => {
+            if last != Some(ServingStatus::NotServing) {
+                tracing::error!(error = %e, "key store unhealthy: NOT_SERVING");
+            }
+            ServingStatus::NotServing
+        }
+    };
+    if last != Some(status) {
+        if last.is_some() && status == ServingStatus::Serving {
+            tracing::info!("key store healthy again: SERVING");
+        }
+        for service in [
+            "",
+            pb::content_service_server::ContentServiceServer::<ContentApi>::NAME,
+            pb::erasure_service_server::ErasureServiceServer::<ErasureApi>::NAME,
+            pb::key_admin_service_server::KeyAdminServiceServer::<KeyAdminApi>::NAME,
+        ] {
+            reporter.set_service_status(service, status).await;
+        }
+    }
+    status
+}
+
+/// Probes the key store every [`HEALTH_PROBE`] and keeps health in step.
+async fn watch_health(
+    reporter: tonic_health::server::HealthReporter,
+    store: Arc<dyn KeyStore>,
+    mut last: tonic_health::ServingStatus,
+) {
+    let mut tick = tokio::time::interval(HEALTH_PROBE);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        last = report_health(&reporter, &*store, Some(last)).await;
+    }
+}
+
 /// Serves the gateway on `listener` until `shutdown` completes.
 ///
 /// # Errors
@@ -171,15 +242,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let gateway = Gateway::open(&config, blob).await?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<pb::content_service_server::ContentServiceServer<ContentApi>>()
-        .await;
-    health_reporter
-        .set_serving::<pb::erasure_service_server::ErasureServiceServer<ErasureApi>>()
-        .await;
-    health_reporter
-        .set_serving::<pb::key_admin_service_server::KeyAdminServiceServer<KeyAdminApi>>()
-        .await;
+    let status = report_health(&health_reporter, &*gateway.store, None).await;
+    let probe = tokio::spawn(watch_health(health_reporter, gateway.store.clone(), status));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -213,6 +277,7 @@ pub async fn serve(
             shutdown,
         )
         .await?;
+    probe.abort();
     gateway.store.close().await;
     tracing::info!("sealgate stopped");
     Ok(())

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pb;
-use crate::content::{ByteRange, Content, ObjectInfo, ObjectRef};
+use crate::content::{ByteRange, Content, ErasureGuard, ObjectInfo, ObjectRef};
 use crate::crypto::Metadata;
 use crate::error::Error;
 
@@ -78,6 +77,30 @@ fn upload_body(
 
 type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
 
+/// The messages of a GetObject as the transport takes them, each data
+/// message checked against the owner's erasure just before it leaves: a
+/// piece read before an erasure but still waiting in the channel is
+/// dropped, and the stream ends with USER_ERASED. Dropping `rx` then stops
+/// the reading task, which drops the object's key.
+fn checked_at_send(
+    rx: mpsc::Receiver<Result<pb::GetObjectResponse, Status>>,
+    guard: ErasureGuard,
+) -> impl Stream<Item = Result<pb::GetObjectResponse, Status>> + Send {
+    futures_util::stream::unfold(Some((rx, guard)), |state| async move {
+        let (mut rx, mut guard) = state?;
+        let msg = rx.recv().await?;
+        if let Ok(pb::GetObjectResponse {
+            part: Some(pb::get_object_response::Part::Data(_)),
+        }) = &msg
+        {
+            if let Err(e) = guard.check().await {
+                return Some((Err(e.into()), None));
+            }
+        }
+        Some((msg, Some((rx, guard))))
+    })
+}
+
 #[tonic::async_trait]
 impl pb::content_service_server::ContentService for ContentApi {
     async fn put_object(
@@ -126,6 +149,7 @@ impl pb::content_service_server::ContentService for ContentApi {
             end: r.end,
         });
         let opened = self.content.get(&obj, range).await?;
+        let guard = opened.erasure_guard();
         let (tx, rx) = mpsc::channel::<Result<pb::GetObjectResponse, Status>>(4);
         let info = info_pb(opened.info.clone());
         tokio::spawn(async move {
@@ -152,9 +176,8 @@ impl pb::content_service_server::ContentService for ContentApi {
                 let _ = tx.send(Err(e.into())).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(checked_at_send(rx, guard))))
     }
-
     async fn head_object(
         &self,
         request: Request<pb::HeadObjectRequest>,

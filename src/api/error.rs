@@ -28,6 +28,11 @@ impl From<Error> for Status {
             Error::Unavailable(m) => {
                 Status::unavailable(format!("backend unavailable, retry later: {m}"))
             }
+            Error::StorageFull(m) => Status::resource_exhausted(format!("storage full: {m}")),
+            Error::StorageLost(m) => {
+                tracing::error!(error = %m, "storage lost");
+                Status::unavailable(format!("storage lost, an operator must restore it: {m}"))
+            }
             Error::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 Status::internal("internal error")

@@ -6,6 +6,10 @@
 //! either absent or complete, across crashes too. Temporary files left by a
 //! crash are removed when the store opens. Every path segment is checked
 //! again here, so no key can name a file outside the root.
+//!
+//! The deployment id is the file [`STORE_ID_FILE`] at the root, published
+//! create-only (a temporary file in the root, fsynced, hard-linked into
+//! place, the root fsynced).
 
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -17,11 +21,16 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    check_patch, check_segment, BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter,
-    ByteStream, WriteMode,
+    check_patch, check_segment, check_store_id, BlobEntry, BlobError, BlobKey, BlobReader,
+    BlobStore, BlobWriter, ByteStream, WriteMode,
 };
 
 const TMP_DIR: &str = ".tmp";
+/// The file at the root of the store that records its deployment id. Its
+/// leading dot keeps it out of every key (`check_segment`).
+pub const STORE_ID_FILE: &str = ".store-id";
+/// Longest store-id file read back.
+const MAX_STORE_ID_BYTES: u64 = 256;
 const READ_BUF: usize = 64 * 1024;
 
 /// The filesystem store.
@@ -57,6 +66,64 @@ impl FsBlobStore {
         check_segment(&key.name)?;
         Ok(self.dir(&key.space, &key.owner)?.join(&key.name))
     }
+}
+
+/// Reads the store id at `path`, if the file exists.
+fn read_store_id(path: &Path) -> Result<Option<String>, BlobError> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut text = String::new();
+    file.take(MAX_STORE_ID_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| {
+            BlobError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        })?;
+    let id = text.trim();
+    check_store_id(id)?;
+    Ok(Some(id.to_string()))
+}
+
+/// Writes `id` to a temporary file in `root` and publishes it at
+/// [`STORE_ID_FILE`] unless a store id is there; returns the recorded id.
+fn publish_store_id(root: &Path, id: &str) -> Result<String, BlobError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.join(STORE_ID_FILE);
+    // In the root rather than `.tmp`, which another process opening the
+    // store would empty under this one.
+    let tmp = root.join(format!("{STORE_ID_FILE}.{}.tmp", crate::names::random_id()));
+    let linked = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        file.write_all(format!("{id}\n").as_bytes())?;
+        file.sync_all()?;
+        // link(2) fails if the target exists: create-only.
+        match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    })();
+    let removed = std::fs::remove_file(&tmp);
+    linked?;
+    removed?;
+    std::fs::File::open(root)?.sync_all()?;
+    read_store_id(&path)?.ok_or_else(|| {
+        BlobError::Io(std::io::Error::other(format!(
+            "{} vanished after it was published",
+            path.display()
+        )))
+    })
 }
 
 fn random_name() -> String {
@@ -207,6 +274,25 @@ impl BlobStore for FsBlobStore {
         }
         Ok(out)
     }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn store_id(&self) -> Result<Option<String>, BlobError> {
+        let path = self.root.join(STORE_ID_FILE);
+        tokio::task::spawn_blocking(move || read_store_id(&path))
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+    }
+
+    async fn init_store_id(&self, id: &str) -> Result<String, BlobError> {
+        check_store_id(id)?;
+        let (root, id) = (self.root.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || publish_store_id(&root, &id))
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+    }
 }
 
 struct FsWriter {
@@ -352,4 +438,32 @@ fn range_len(range: &Range<u64>, len: u64) -> Result<usize, BlobError> {
     }
     usize::try_from(range.end - range.start)
         .map_err(|_| BlobError::Io(std::io::Error::other("range too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn store_id_is_recorded_once_and_never_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        assert_eq!(store.store_id().await.unwrap(), None);
+        let ids: Vec<String> = (0..8).map(|i| format!("id-{i}")).collect();
+        let recorded = futures_util::future::join_all(ids.iter().map(|id| {
+            let store = store.clone();
+            async move { store.init_store_id(id).await.unwrap() }
+        }))
+        .await;
+        assert!(recorded.iter().all(|r| *r == recorded[0]), "{recorded:?}");
+        assert!(ids.contains(&recorded[0]));
+        assert_eq!(store.store_id().await.unwrap(), Some(recorded[0].clone()));
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [STORE_ID_FILE, TMP_DIR], "no temporary file left");
+        assert!(store.init_store_id("../x").await.is_err());
+    }
 }

@@ -132,6 +132,21 @@ pub trait BlobStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BlobEntry>, BlobError>;
+
+    /// Where the store is, for messages: its directory, or `s3://bucket`.
+    fn location(&self) -> String {
+        "the object store".into()
+    }
+
+    /// The id of the deployment this store belongs to, if one is recorded.
+    /// The record lives at the root of the store, outside every
+    /// `{space}/{owner}/` prefix, so no listing shows it.
+    async fn store_id(&self) -> Result<Option<String>, BlobError>;
+
+    /// Records `id` as the store's deployment id unless one is recorded
+    /// already (create-only: of concurrent calls, one records); returns the
+    /// recorded id, `id` or the one found.
+    async fn init_store_id(&self, id: &str) -> Result<String, BlobError>;
 }
 
 /// An object being written.
@@ -173,6 +188,17 @@ pub(crate) fn check_segment(s: &str) -> Result<(), BlobError> {
         BlobError::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("invalid object path segment: {e}"),
+        ))
+    })
+}
+
+/// A deployment id is a plain name ([`crate::names::check_name`]), such as
+/// [`crate::names::random_id`] makes. Checks one given or read back.
+pub(crate) fn check_store_id(id: &str) -> Result<(), BlobError> {
+    crate::names::check_name(id).map_err(|e| {
+        BlobError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("invalid store id {id:?}: {e}"),
         ))
     })
 }

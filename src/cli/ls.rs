@@ -1,6 +1,6 @@
 //! `sealgate ls`: lists a user's objects in a space, one `id<TAB>size` per line.
 
-use super::{connect, Endpoint};
+use super::{connect, Endpoint, UserSpace};
 use crate::api::pb;
 use pb::content_service_client::ContentServiceClient;
 
@@ -8,17 +8,14 @@ use pb::content_service_client::ContentServiceClient;
 pub(super) struct LsArgs {
     #[command(flatten)]
     endpoint: Endpoint,
-    #[arg(long)]
-    user: String,
-    #[arg(long)]
-    space: String,
+    #[command(flatten)]
+    at: UserSpace,
 }
 
 pub(super) async fn run(args: LsArgs) -> anyhow::Result<()> {
     let LsArgs {
         endpoint,
-        user,
-        space,
+        at: UserSpace { user, space },
     } = args;
     let mut client = ContentServiceClient::new(connect(&endpoint).await?);
     let mut token = String::new();

@@ -32,15 +32,22 @@ struct Endpoint {
     endpoint: String,
 }
 
-/// Names one object.
+/// Names one user's space.
 #[derive(Debug, clap::Args)]
-struct ObjectArgs {
+struct UserSpace {
     /// The owner's user id.
     #[arg(long)]
     user: String,
     /// The space (`moments`, `channels`, ...).
     #[arg(long)]
     space: String,
+}
+
+/// Names one object.
+#[derive(Debug, clap::Args)]
+struct ObjectArgs {
+    #[command(flatten)]
+    at: UserSpace,
     /// The object id.
     #[arg(long)]
     id: String,
@@ -49,8 +56,8 @@ struct ObjectArgs {
 impl From<ObjectArgs> for pb::ObjectRef {
     fn from(o: ObjectArgs) -> Self {
         Self {
-            user_id: o.user,
-            space: o.space,
+            user_id: o.at.user,
+            space: o.at.space,
             object_id: o.id,
         }
     }

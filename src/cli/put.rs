@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio::io::AsyncReadExt;
 
-use super::{connect, Endpoint};
+use super::{connect, Endpoint, UserSpace};
 use crate::api::pb;
 use pb::content_service_client::ContentServiceClient;
 
@@ -13,10 +13,8 @@ use pb::content_service_client::ContentServiceClient;
 pub(super) struct PutArgs {
     #[command(flatten)]
     endpoint: Endpoint,
-    #[arg(long)]
-    user: String,
-    #[arg(long)]
-    space: String,
+    #[command(flatten)]
+    at: UserSpace,
     /// Object id; generated if absent.
     #[arg(long)]
     id: Option<String>,
@@ -29,8 +27,7 @@ pub(super) struct PutArgs {
 pub(super) async fn run(args: PutArgs) -> anyhow::Result<()> {
     let PutArgs {
         endpoint,
-        user,
-        space,
+        at: UserSpace { user, space },
         id,
         content_type,
         file,

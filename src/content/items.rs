@@ -42,6 +42,7 @@ impl Content {
         }
         let pseudonym = self.pseudonym(user_id)?;
         self.check_space(space)?;
+        let mut guard = self.user_erasure_guard(&pseudonym);
         self.keys.ensure_not_erased(&pseudonym).await?;
         let results = futures_util::stream::iter(item_ids)
             .map(|item_id| async move {
@@ -57,6 +58,8 @@ impl Content {
         {
             return Err(Error::UserErased);
         }
+        // Nothing of the batch leaves if the user was erased while it was read.
+        guard.check().await?;
         Ok(results)
     }
 

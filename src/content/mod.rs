@@ -25,7 +25,7 @@ use crate::names;
 
 pub use items::{Item, MAX_BATCH};
 pub use list::ListedObject;
-pub use read::{OpenedObject, READ_PIECE, SEND_PIECE};
+pub use read::{ErasureGuard, OpenedObject, MAX_SEND_PIECE, READ_PIECE, SEND_PIECE};
 
 /// What callers learn about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]

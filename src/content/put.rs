@@ -80,6 +80,7 @@ impl Content {
                 )));
             }
         }
+        let mut guard = self.erasure_guard(obj);
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
         let (mut sealer, prefix) = ObjectSealer::new(&user_key, version, &obj.identity, metadata)?;
         drop(user_key);
@@ -96,6 +97,8 @@ impl Content {
             let mut sealed = Vec::with_capacity(WRITE_PIECE);
             while let Some(piece) = body.next().await {
                 let piece = piece?;
+                // An erasure during the upload ends it at the next piece.
+                guard.check().await?;
                 let total = sealer.plaintext_len() + piece.len() as u64;
                 if total > limit {
                     return Err(Error::TooLarge(format!(

@@ -1,6 +1,8 @@
 //! Reads: opening an object (header, key slot, metadata, body commitment),
 //! then streaming its plaintext whole or by range.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -8,19 +10,46 @@ use super::{ByteRange, Content, ObjectInfo, ObjectRef};
 use crate::blob::BlobReader;
 use crate::crypto::chunked::{self, RandomAccess, RangePlan};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
-use crate::crypto::{Header, ObjectLayout, UnsealedObject};
+use crate::crypto::{Header, ObjectLayout, Pseudonym, UnsealedObject};
 use crate::error::Error;
+use crate::keys::{ErasureWatch, KeyHierarchy};
 
 /// Plaintext bytes per blob read of a ranged GetObject (whole chunks).
 pub const READ_PIECE: usize = 64 * chunked::CHUNK_SIZE;
 /// Plaintext bytes per message of a streamed GetObject, at least.
 pub const SEND_PIECE: usize = 256 * 1024;
+/// Ciphertext fed to the opener at a time, so that a message of a streamed
+/// GetObject never exceeds [`MAX_SEND_PIECE`] whatever piece sizes storage
+/// hands out.
+const OPEN_STEP: usize = 64 * 1024;
+/// Plaintext bytes per message of a streamed GetObject, at most.
+pub const MAX_SEND_PIECE: usize = SEND_PIECE + OPEN_STEP;
+
+/// Ends a stream of a user's plaintext once the user is erased: checked
+/// before each piece leaves, it fails with [`Error::UserErased`] from the
+/// first check after the erasure committed.
+pub struct ErasureGuard {
+    keys: Arc<KeyHierarchy>,
+    watch: ErasureWatch,
+}
+
+impl ErasureGuard {
+    /// Fails if the user was erased since the stream opened.
+    ///
+    /// # Errors
+    /// [`Error::UserErased`]; key-store failures.
+    pub async fn check(&mut self) -> Result<(), Error> {
+        Ok(self.keys.check_watch(&mut self.watch).await?)
+    }
+}
 
 /// An object opened for reading: header checked, DEK unwrapped, body
-/// commitment checked. Dropping it drops the object's key.
+/// commitment checked. Dropping it drops the object's key. Its reads stop
+/// with [`Error::UserErased`] at the next piece after the owner is erased.
 pub struct OpenedObject {
     /// Info, including decrypted metadata.
     pub info: ObjectInfo,
+    guard: ErasureGuard,
     reader: Box<dyn BlobReader>,
     layout: ObjectLayout,
     unsealed: UnsealedObject,
@@ -68,6 +97,7 @@ impl Content {
     /// [`Error::DataLoss`] if the header, key slot or body commitment fail
     /// their checks.
     pub async fn open(&self, obj: &ObjectRef, whole: bool) -> Result<OpenedObject, Error> {
+        let guard = self.erasure_guard(obj);
         self.keys.ensure_not_erased(&obj.pseudonym).await?;
         let mut reader = if whole {
             self.blob.open_whole(&obj.key).await?
@@ -95,6 +125,7 @@ impl Content {
                 size: layout.plaintext_len(),
                 metadata: unsealed.metadata.clone(),
             },
+            guard,
             reader,
             layout,
             unsealed,
@@ -104,7 +135,31 @@ impl Content {
     }
 }
 
+impl Content {
+    /// A guard on the erasure of the object's owner, watching from now.
+    pub fn erasure_guard(&self, obj: &ObjectRef) -> ErasureGuard {
+        self.user_erasure_guard(&obj.pseudonym)
+    }
+
+    /// A guard on a user's erasure, watching from now.
+    pub(super) fn user_erasure_guard(&self, p: &Pseudonym) -> ErasureGuard {
+        ErasureGuard {
+            keys: self.keys.clone(),
+            watch: self.keys.watch(p),
+        }
+    }
+}
+
 impl OpenedObject {
+    /// A second guard on the owner's erasure, for the transport to check
+    /// again just before each piece leaves the process (pieces wait in
+    /// buffers between reading and sending).
+    pub fn erasure_guard(&self) -> ErasureGuard {
+        ErasureGuard {
+            keys: self.guard.keys.clone(),
+            watch: self.guard.watch.clone(),
+        }
+    }
     /// Streams the plaintext of `range` (`None`: the whole object) into
     /// `sink`, piece by piece, each piece authenticated. Stops early, without
     /// error, if `sink` returns false (receiver gone).
@@ -149,19 +204,23 @@ impl OpenedObject {
         // Storage hands out pieces of whatever size it likes (S3: often a few
         // KiB); plaintext goes out in pieces of SEND_PIECE, each made only of
         // authenticated chunks.
-        let capacity = SEND_PIECE + 4 * chunked::ENCRYPTED_CHUNK_LEN;
+        let capacity = MAX_SEND_PIECE;
         let mut plain = Vec::with_capacity(capacity);
         while let Some(piece) = stream.next().await {
-            opener.push(&piece?, &mut plain)?;
-            if plain.len() >= SEND_PIECE {
-                let full = std::mem::replace(&mut plain, Vec::with_capacity(capacity));
-                if !sink(Bytes::from(full)).await {
-                    return Ok(());
+            for step in piece?.chunks(OPEN_STEP) {
+                opener.push(step, &mut plain)?;
+                if plain.len() >= SEND_PIECE {
+                    self.guard.check().await?;
+                    let full = std::mem::replace(&mut plain, Vec::with_capacity(capacity));
+                    if !sink(Bytes::from(full)).await {
+                        return Ok(());
+                    }
                 }
             }
         }
         opener.finish(&mut plain)?;
         if !plain.is_empty() {
+            self.guard.check().await?;
             sink(Bytes::from(plain)).await;
         }
         Ok(())
@@ -202,6 +261,7 @@ impl OpenedObject {
                 .await?;
             let fin = sub.final_chunk_range().and(final_chunk.as_deref());
             let plain = ra.open_range(&sub, &covering, fin)?;
+            self.guard.check().await?;
             if !sink(Bytes::from(plain)).await {
                 return Ok(());
             }

@@ -5,8 +5,12 @@
 //! and deletes in batches, recording progress after each batch, so a restart
 //! simply lists again and carries on. Storage errors are retried with
 //! capped exponential backoff; the last error is visible through GetErasure.
+//! A job runs once at a time however often it is scheduled (every EraseUser
+//! call schedules it, the idempotent repeats included), so its count of
+//! deleted objects is exact.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -44,11 +48,26 @@ impl GcRunner {
                 "resuming unfinished garbage-collection jobs"
             );
         }
+        let running = Arc::new(Mutex::new(HashSet::<String>::new()));
         tokio::spawn(async move {
             while let Some(id) = rx.recv().await {
+                // A job already running is not started twice: two runs
+                // would each delete and count the same objects.
+                if !running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone())
+                {
+                    continue;
+                }
                 let (store, blob, spaces) = (store.clone(), blob.clone(), spaces.clone());
+                let running = running.clone();
                 tokio::spawn(async move {
                     run_job(&*store, &*blob, &spaces, &id).await;
+                    running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
                 });
             }
         });

@@ -10,8 +10,9 @@ pub mod keyring;
 pub mod sqlite;
 pub mod store;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::future::Cache;
@@ -47,6 +48,12 @@ pub enum KeyError {
     /// The key store is unreachable; retryable.
     #[error("{0}")]
     Unavailable(String),
+    /// The key store's disk is full; retryable once space is freed.
+    #[error("{0}")]
+    StorageFull(String),
+    /// The key store is gone (file deleted or replaced); needs an operator.
+    #[error("{0}")]
+    StoreLost(String),
     /// Any other key store or provider failure.
     #[error("{0}")]
     Internal(String),
@@ -56,6 +63,8 @@ impl From<StoreError> for KeyError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Full(m) => Self::StorageFull(m),
+            StoreError::Lost(m) => Self::StoreLost(m),
             StoreError::Backend(m) => Self::Internal(m),
         }
     }
@@ -105,6 +114,34 @@ pub struct UserKeyStatus {
     pub master_version: u32,
 }
 
+/// Erasures this process committed, newest last: the `i`-th entry has
+/// epoch `base + i + 1`. Bounded; a stream that fell behind it asks the store.
+struct ErasureLog {
+    base: u64,
+    entries: VecDeque<Pseudonym>,
+}
+
+/// Entries kept in the erasure log.
+const ERASURE_LOG_LEN: usize = 4096;
+
+impl ErasureLog {
+    /// Whether `p` was erased after epoch `seen`; `None` if the log no longer
+    /// reaches back that far.
+    fn erased_since(&self, p: &Pseudonym, seen: u64) -> Option<bool> {
+        let skip = usize::try_from(seen.checked_sub(self.base)?).ok()?;
+        Some(self.entries.iter().skip(skip).any(|e| e == p))
+    }
+}
+
+/// A stream's watch on one user's erasure, taken before the stream gets
+/// the user's key: [`KeyHierarchy::check_watch`] then fails once the user is
+/// erased, whenever that happened after the watch began.
+#[derive(Debug, Clone)]
+pub struct ErasureWatch {
+    pseudonym: Pseudonym,
+    seen: u64,
+}
+
 /// The key hierarchy service.
 pub struct KeyHierarchy {
     store: Arc<dyn KeyStore>,
@@ -117,6 +154,10 @@ pub struct KeyHierarchy {
     /// user-key cache entry lives, so that an entry loaded just before an
     /// erasure is never served after it.
     recently_erased: Cache<Pseudonym, ()>,
+    /// Number of erasures this process committed; streams compare it with
+    /// the value they saw last, so the common check is one atomic load.
+    erasure_epoch: AtomicU64,
+    erasure_log: Mutex<ErasureLog>,
 }
 
 impl KeyHierarchy {
@@ -144,6 +185,11 @@ impl KeyHierarchy {
             recently_erased: Cache::builder()
                 .time_to_live(policy.user_ttl * 2 + Duration::from_secs(1))
                 .build(),
+            erasure_epoch: AtomicU64::new(0),
+            erasure_log: Mutex::new(ErasureLog {
+                base: 0,
+                entries: VecDeque::new(),
+            }),
         }
     }
 
@@ -328,7 +374,54 @@ impl KeyHierarchy {
             .await?;
         self.recently_erased.insert(*p, ()).await;
         self.users.invalidate(p).await;
+        {
+            let mut log = self.erasure_log.lock().unwrap_or_else(|e| e.into_inner());
+            log.entries.push_back(*p);
+            if log.entries.len() > ERASURE_LOG_LEN {
+                log.entries.pop_front();
+                log.base += 1;
+            }
+            let epoch = log.base + log.entries.len() as u64;
+            self.erasure_epoch.store(epoch, Ordering::Release);
+        }
         Ok(tombstone)
+    }
+
+    /// Starts watching a user for erasure. Take the watch before getting
+    /// the user's key, so an erasure between the two is seen.
+    pub fn watch(&self, p: &Pseudonym) -> ErasureWatch {
+        ErasureWatch {
+            pseudonym: *p,
+            seen: self.erasure_epoch.load(Ordering::Acquire),
+        }
+    }
+
+    /// Fails with [`KeyError::UserErased`] if the watched user was erased
+    /// since the watch began. One atomic load unless this process erased
+    /// someone since the last check; a watch older than the in-memory log
+    /// asks the key store.
+    ///
+    /// # Errors
+    /// As described, or store failures.
+    pub async fn check_watch(&self, watch: &mut ErasureWatch) -> Result<(), KeyError> {
+        let now = self.erasure_epoch.load(Ordering::Acquire);
+        if now == watch.seen {
+            return Ok(());
+        }
+        let known = self
+            .erasure_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .erased_since(&watch.pseudonym, watch.seen);
+        let erased = match known {
+            Some(erased) => erased,
+            None => self.store.tombstone(&watch.pseudonym).await?.is_some(),
+        };
+        if erased {
+            return Err(KeyError::UserErased);
+        }
+        watch.seen = now;
+        Ok(())
     }
 
     /// Key status without key material.
@@ -384,7 +477,7 @@ mod tests {
     }
 
     async fn hierarchy(dir: &std::path::Path) -> (Arc<KeyHierarchy>, Arc<Counting>) {
-        let (keyring, naming) = LocalKeyring::load_or_create(&dir.join("keyring")).unwrap();
+        let (keyring, naming) = LocalKeyring::create(&dir.join("keyring")).unwrap();
         let master = Arc::new(Counting {
             inner: keyring,
             unwraps: AtomicUsize::new(0),

@@ -1,17 +1,35 @@
 //! SQLite key store (embedded default), through sqlx.
 //!
-//! WAL journal with `synchronous = FULL`: a committed erasure survives a
-//! power cut. Every transaction that may write starts with its write, so
-//! SQLite takes the write lock first and concurrent writers queue on the
-//! busy timeout instead of failing with `SQLITE_BUSY` on lock upgrade.
+//! - WAL journal with `synchronous = FULL`: a committed erasure survives a
+//!   power cut.
+//! - `secure_delete = ON` on every connection, and after every erasure a
+//!   `wal_checkpoint(TRUNCATE)` before the call returns: a destroyed key
+//!   leaves no copy in a free page of `keys.db` nor in `keys.db-wal`. A
+//!   database whose free pages predate this (freelist not empty at open) is
+//!   vacuumed once at open.
+//! - Every write runs in a `BEGIN IMMEDIATE` transaction on a connection of
+//!   its own ([`WriteTx`]); a connection that saw any error inside a
+//!   transaction (a failed COMMIT on a full disk, a read-only remount) is
+//!   closed, never returned to the pool, so no later commit can run on a
+//!   connection whose transaction state is out of step.
+//! - A reserve file (`keys.db.reserve`, [`RESERVE_BYTES`]) is given up when
+//!   an erasure finds the disk full, so that erasure works on a full disk:
+//!   uploads filling the disk can never block it.
+//! - The file is created with mode 0600 (SQLite gives `-wal` and `-shm` the
+//!   same mode). Its identity (device, inode) is remembered at open; a file
+//!   deleted or replaced under the running process is noticed before every
+//!   write and by [`KeyStore::check_health`].
 
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Row;
 
@@ -20,6 +38,9 @@ use super::store::{
     UserKeyState, JOB_KIND_ERASURE_GC,
 };
 use crate::crypto::Pseudonym;
+
+/// Bytes set aside for erasures on a full disk.
+pub const RESERVE_BYTES: usize = 8 << 20;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS keks (
@@ -57,6 +78,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (state) WHERE state IN ('pending', 'running');
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ms INTEGER NOT NULL,
@@ -70,14 +95,33 @@ CREATE TABLE IF NOT EXISTS audit (
 #[derive(Debug, Clone)]
 pub struct SqliteKeyStore {
     pool: SqlitePool,
+    path: PathBuf,
+    reserve: PathBuf,
+    /// Device and inode of the file opened.
+    identity: (u64, u64),
 }
 
+/// Classifies a SQLite failure by its primary result code.
 fn backend(e: sqlx::Error) -> StoreError {
-    match e {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map_or(0, |c| c & 0xff);
+            match code {
+                // SQLITE_FULL
+                13 => StoreError::Full(db.message().to_string()),
+                // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR,
+                // SQLITE_CANTOPEN, SQLITE_PROTOCOL
+                5 | 6 | 8 | 10 | 14 | 15 => StoreError::Unavailable(db.message().to_string()),
+                _ => StoreError::Backend(e.to_string()),
+            }
+        }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(e.to_string())
         }
-        other => StoreError::Backend(other.to_string()),
+        _ => StoreError::Backend(e.to_string()),
     }
 }
 
@@ -93,21 +137,79 @@ fn u32_of(v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Backend("integer out of range in key store".into()))
 }
 
+/// A write transaction (`BEGIN IMMEDIATE`) on a pooled connection. The
+/// connection goes back to the pool only after a successful COMMIT: dropped
+/// any other way (an error returned early, a failed COMMIT, a cancelled
+/// call), it is closed, and the transaction with it.
+struct WriteTx {
+    conn: PoolConnection<Sqlite>,
+    committed: bool,
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl WriteTx {
+    async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
+        let mut tx = Self {
+            conn: pool.acquire().await.map_err(backend)?,
+            committed: false,
+        };
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *tx.conn)
+            .await
+            .map_err(backend)?;
+        Ok(tx)
+    }
+
+    fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT")
+            .execute(&mut *self.conn)
+            .await
+            .map_err(backend)?;
+        // Committed: the connection is in a known state and may be reused.
+        self.committed = true;
+        Ok(())
+    }
+}
+
 impl SqliteKeyStore {
-    /// Opens (creating if needed) the database at `path` and applies the
-    /// schema.
+    /// Opens (creating if needed, mode 0600) the database at `path` and
+    /// applies the schema.
     ///
     /// # Errors
     /// [`StoreError`] if the database cannot be opened or migrated.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let io = |what: &str, e: std::io::Error| {
+            StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
+        };
+        // Create the file ourselves so that it is private from its first
+        // byte; SQLite then gives its -wal and -shm files the same mode.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io("cannot create", e))?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(backend)?
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -117,7 +219,217 @@ impl SqliteKeyStore {
             .execute(&pool)
             .await
             .map_err(backend)?;
-        Ok(Self { pool })
+        let meta = std::fs::metadata(path).map_err(|e| io("cannot stat", e))?;
+        let store = Self {
+            pool,
+            path: path.to_owned(),
+            reserve: path.with_extension("db.reserve"),
+            identity: (meta.dev(), meta.ino()),
+        };
+        store.scrub_free_pages().await?;
+        store.ensure_reserve();
+        Ok(store)
+    }
+
+    /// Vacuums a database with free pages, which may hold key bytes deleted
+    /// before `secure_delete` was on, then truncates the WAL.
+    async fn scrub_free_pages(&self) -> Result<(), StoreError> {
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        if free > 0 {
+            tracing::info!(
+                pages = free,
+                "key store has free pages; vacuuming them away"
+            );
+            sqlx::query("VACUUM")
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Moves every WAL frame into the database and truncates the WAL to
+    /// zero bytes, so no older page version survives in it.
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        for _ in 0..50 {
+            let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+            let busy: i64 = row.get(0);
+            if busy == 0 {
+                return Ok(());
+            }
+            // Readers held old frames past the busy timeout: try again.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(StoreError::Unavailable(
+            "the key store's WAL could not be truncated: readers hold it".into(),
+        ))
+    }
+
+    /// Creates the reserve file if it is missing; on failure (a full disk)
+    /// the next erasure on a full disk has no reserve to give up.
+    fn ensure_reserve(&self) {
+        if self.reserve.exists() {
+            return;
+        }
+        let tmp = self.reserve.with_extension("reserve.tmp");
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            std::io::Write::write_all(&mut f, &vec![0u8; RESERVE_BYTES])?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.reserve)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(error = %e, path = %self.reserve.display(), "cannot create the erasure reserve");
+        }
+    }
+
+    /// Gives up the reserve file so that an erasure can use its space.
+    fn release_reserve(&self) -> bool {
+        match std::fs::remove_file(&self.reserve) {
+            Ok(()) => {
+                tracing::warn!("key store disk full: erasure reserve released");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Fails unless the file at `path` is still the one opened.
+    fn check_file(&self) -> Result<(), StoreError> {
+        let lost = |what: &str| {
+            StoreError::Lost(format!(
+                "{} was {what} while the gateway ran; restore it and restart",
+                self.path.display()
+            ))
+        };
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => Ok(()),
+            Ok(_) => Err(lost("replaced")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(lost("deleted")),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "cannot stat {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    async fn begin(&self) -> Result<WriteTx, StoreError> {
+        self.check_file()?;
+        WriteTx::begin(&self.pool).await
+    }
+
+    async fn erase_once(
+        &self,
+        p: &Pseudonym,
+        now: i64,
+        gc_job_id: &str,
+    ) -> Result<Tombstone, StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(t) = Self::tombstone_in(tx.conn(), p).await? {
+            tx.commit().await?;
+            return Ok(t);
+        }
+        let versions: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM user_keys WHERE pseudonym = ? ORDER BY version",
+        )
+        .bind(p.to_string())
+        .fetch_all(tx.conn())
+        .await
+        .map_err(backend)?;
+        let destroyed_versions = versions
+            .into_iter()
+            .map(u32_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let list = destroyed_versions
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query("DELETE FROM user_keys WHERE pseudonym = ?")
+            .bind(p.to_string())
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO tombstones (pseudonym, erased_at_ms, destroyed_versions, gc_job_id) VALUES (?, ?, ?, ?)",
+        )
+        .bind(p.to_string())
+        .bind(now)
+        .bind(&list)
+        .bind(gc_job_id)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, pseudonym, state, done, last_error, created_at_ms, updated_at_ms)
+             VALUES (?, ?, ?, 'pending', 0, '', ?, ?)",
+        )
+        .bind(gc_job_id)
+        .bind(JOB_KIND_ERASURE_GC)
+        .bind(p.to_string())
+        .bind(now)
+        .bind(now)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, 'erase_user', ?, ?)",
+        )
+        .bind(now)
+        .bind(p.to_string())
+        .bind(format!(
+            "destroyed user key versions [{list}]; gc job {gc_job_id}"
+        ))
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        tx.commit().await?;
+        Ok(Tombstone {
+            pseudonym: *p,
+            erased_at_ms: now,
+            destroyed_versions,
+            gc_job_id: gc_job_id.to_string(),
+        })
+    }
+
+    async fn tombstone_in(
+        conn: &mut SqliteConnection,
+        p: &Pseudonym,
+    ) -> Result<Option<Tombstone>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tombstones WHERE pseudonym = ?")
+            .bind(p.to_string())
+            .fetch_optional(conn)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let destroyed: String = row.get("destroyed_versions");
+        let destroyed_versions = destroyed
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<u32>()
+                    .map_err(|_| StoreError::Backend("corrupt tombstone".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Tombstone {
+            pseudonym: *p,
+            erased_at_ms: row.get("erased_at_ms"),
+            destroyed_versions,
+            gc_job_id: row.get("gc_job_id"),
+        }))
     }
 
     fn kek_row(row: &sqlx::sqlite::SqliteRow) -> Result<KekRecord, StoreError> {
@@ -165,6 +477,7 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn insert_kek(&self, r: &KekRecord) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "INSERT INTO keks (shard, version, master_version, wrapped, created_at_ms) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT DO NOTHING",
@@ -174,9 +487,10 @@ impl KeyStore for SqliteKeyStore {
         .bind(i64::from(r.master_version))
         .bind(&r.wrapped)
         .bind(r.created_at_ms)
-        .execute(&self.pool)
+        .execute(tx.conn())
         .await
         .map_err(backend)?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -202,7 +516,19 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn insert_user_key(&self, r: &UserKeyRecord) -> Result<InsertOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The write lock is held from BEGIN IMMEDIATE: the tombstone check
+        // and the insert are one atomic step against any erasure.
+        let mut tx = self.begin().await?;
+        let erased = sqlx::query("SELECT 1 FROM tombstones WHERE pseudonym = ?")
+            .bind(r.pseudonym.to_string())
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(backend)?
+            .is_some();
+        if erased {
+            tx.commit().await?;
+            return Ok(InsertOutcome::Erased);
+        }
         let inserted = sqlx::query(
             "INSERT INTO user_keys (pseudonym, version, shard, kek_version, wrapped, state, created_at_ms)
              VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -214,51 +540,22 @@ impl KeyStore for SqliteKeyStore {
         .bind(&r.wrapped)
         .bind(r.state.as_str())
         .bind(r.created_at_ms)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(backend)?
         .rows_affected()
             == 1;
-        let erased = sqlx::query("SELECT 1 FROM tombstones WHERE pseudonym = ?")
-            .bind(r.pseudonym.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-            .is_some();
-        if erased {
-            tx.rollback().await.map_err(backend)?;
-            return Ok(InsertOutcome::Erased);
-        }
-        if !inserted {
-            tx.rollback().await.map_err(backend)?;
-            return Ok(InsertOutcome::AlreadyExists);
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(InsertOutcome::Inserted)
+        tx.commit().await?;
+        Ok(if inserted {
+            InsertOutcome::Inserted
+        } else {
+            InsertOutcome::AlreadyExists
+        })
     }
 
     async fn tombstone(&self, p: &Pseudonym) -> Result<Option<Tombstone>, StoreError> {
-        let row = sqlx::query("SELECT * FROM tombstones WHERE pseudonym = ?")
-            .bind(p.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        let Some(row) = row else { return Ok(None) };
-        let destroyed: String = row.get("destroyed_versions");
-        let destroyed_versions = destroyed
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<u32>()
-                    .map_err(|_| StoreError::Backend("corrupt tombstone".into()))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Some(Tombstone {
-            pseudonym: *p,
-            erased_at_ms: row.get("erased_at_ms"),
-            destroyed_versions,
-            gc_job_id: row.get("gc_job_id"),
-        }))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        Self::tombstone_in(&mut conn, p).await
     }
 
     async fn erase_user(
@@ -267,83 +564,21 @@ impl KeyStore for SqliteKeyStore {
         now: i64,
         gc_job_id: &str,
     ) -> Result<Tombstone, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let fresh = sqlx::query(
-            "INSERT INTO tombstones (pseudonym, erased_at_ms, destroyed_versions, gc_job_id) VALUES (?, ?, '', ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(p.to_string())
-        .bind(now)
-        .bind(gc_job_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            tx.rollback().await.map_err(backend)?;
-            return self
-                .tombstone(p)
-                .await?
-                .ok_or_else(|| StoreError::Backend("tombstone vanished".into()));
-        }
-        let versions: Vec<i64> = sqlx::query_scalar(
-            "SELECT version FROM user_keys WHERE pseudonym = ? ORDER BY version",
-        )
-        .bind(p.to_string())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let destroyed_versions = versions
-            .into_iter()
-            .map(u32_of)
-            .collect::<Result<Vec<_>, _>>()?;
-        let list = destroyed_versions
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        sqlx::query("DELETE FROM user_keys WHERE pseudonym = ?")
-            .bind(p.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        sqlx::query("UPDATE tombstones SET destroyed_versions = ? WHERE pseudonym = ?")
-            .bind(&list)
-            .bind(p.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, pseudonym, state, done, last_error, created_at_ms, updated_at_ms)
-             VALUES (?, ?, ?, 'pending', 0, '', ?, ?)",
-        )
-        .bind(gc_job_id)
-        .bind(JOB_KIND_ERASURE_GC)
-        .bind(p.to_string())
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, 'erase_user', ?, ?)",
-        )
-        .bind(now)
-        .bind(p.to_string())
-        .bind(format!(
-            "destroyed user key versions [{list}]; gc job {gc_job_id}"
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Tombstone {
-            pseudonym: *p,
-            erased_at_ms: now,
-            destroyed_versions,
-            gc_job_id: gc_job_id.to_string(),
-        })
+        let tombstone = match self.erase_once(p, now, gc_job_id).await {
+            // Uploads may have filled the disk: erasure must still work.
+            Err(StoreError::Full(m)) => {
+                if !self.release_reserve() {
+                    return Err(StoreError::Full(m));
+                }
+                self.erase_once(p, now, gc_job_id).await?
+            }
+            other => other?,
+        };
+        // Also for a repeated erasure: a checkpoint that failed before is
+        // retried by the caller's retry.
+        self.checkpoint().await?;
+        self.ensure_reserve();
+        Ok(tombstone)
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -372,6 +607,7 @@ impl KeyStore for SqliteKeyStore {
         done: u64,
         last_error: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE jobs SET state = ?, done = ?, last_error = ?, updated_at_ms = ? WHERE id = ?",
         )
@@ -380,14 +616,10 @@ impl KeyStore for SqliteKeyStore {
         .bind(last_error)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .execute(tx.conn())
         .await
         .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
+        tx.commit().await
     }
 
     async fn audit(
@@ -396,14 +628,58 @@ impl KeyStore for SqliteKeyStore {
         p: Option<&Pseudonym>,
         detail: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, ?, ?, ?)")
             .bind(now_ms())
             .bind(action)
             .bind(p.map(Pseudonym::to_string))
             .bind(detail)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        tx.commit().await
+    }
+
+    async fn store_id(&self) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'store_id'")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    async fn init_store_id(&self, id: &str) -> Result<String, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('store_id', ?) ON CONFLICT DO NOTHING")
+            .bind(id)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        let recorded: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'store_id'")
+            .fetch_one(tx.conn())
+            .await
+            .map_err(backend)?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn holds_keys(&self) -> Result<bool, StoreError> {
+        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM keks LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(any.is_some())
+    }
+
+    async fn check_health(&self) -> Result<(), StoreError> {
+        self.check_file()?;
+        sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 }

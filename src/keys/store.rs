@@ -13,9 +13,18 @@ use crate::crypto::Pseudonym;
 /// Errors of a key store backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend cannot be reached; retryable.
+    /// The backend cannot be reached or refused the write for a reason that
+    /// may clear (a read-only or failing disk, a lock held too long);
+    /// retryable.
     #[error("key store unavailable: {0}")]
     Unavailable(String),
+    /// The store's disk is full; retryable once space is freed.
+    #[error("key store disk full: {0}")]
+    Full(String),
+    /// The store is gone from under the process (its file deleted or
+    /// replaced): no retry can succeed until an operator restores it.
+    #[error("key store lost: {0}")]
+    Lost(String),
     /// Anything else (corrupt rows, SQL errors).
     #[error("key store error: {0}")]
     Backend(String),
@@ -205,6 +214,16 @@ pub trait KeyStore: Send + Sync + 'static {
         pseudonym: Option<&Pseudonym>,
         detail: &str,
     ) -> Result<(), StoreError>;
+    /// The id of the deployment this store belongs to, if recorded.
+    async fn store_id(&self) -> Result<Option<String>, StoreError>;
+    /// Records the deployment id, unless one is recorded already; returns
+    /// the recorded id (`id`, or the one found).
+    async fn init_store_id(&self, id: &str) -> Result<String, StoreError>;
+    /// Whether the store holds any key (a KEK, so also any user key).
+    async fn holds_keys(&self) -> Result<bool, StoreError>;
+    /// Fails if the store cannot take writes now (its file deleted or
+    /// replaced, the backend unreachable). Cheap: for health checks.
+    async fn check_health(&self) -> Result<(), StoreError>;
     /// Closes connections and flushes, on shutdown.
     async fn close(&self) {}
 }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 /// except between modules listed in [`SAME_RANK_ALLOWED`].
 const RANKS: &[(&str, u8)] = &[
     ("server", 5),
+    ("deployment", 5),
     ("cli", 5),
     ("config", 5),
     ("telemetry", 5),
@@ -40,6 +41,7 @@ const RANKS: &[(&str, u8)] = &[
 /// and the job runner.
 const SAME_RANK_ALLOWED: &[(&str, &str)] = &[
     ("server", "config"),
+    ("server", "deployment"),
     ("server", "telemetry"),
     ("cli", "config"),
     ("cli", "server"),

@@ -8,4 +8,5 @@ mod layering;
 mod residency;
 mod s3_faults;
 mod s3env;
+mod startup;
 mod support;

@@ -35,6 +35,8 @@
 //! - `delete.rs`: deletes of every version of an object.
 //! - `patch.rs`: the patch metadata overlay and the CopyObject that writes
 //!   it.
+//! - `store_id.rs`: the bucket's deployment id ([`STORE_ID_KEY`]), written
+//!   create-only.
 //! - `error.rs`: the one translation of SDK errors.
 
 mod delete;
@@ -42,6 +44,7 @@ pub mod error;
 mod patch;
 mod reader;
 mod residency;
+mod store_id;
 mod writer;
 
 use std::sync::Arc;
@@ -52,6 +55,7 @@ use aws_sdk_s3::Client;
 use tokio::sync::mpsc;
 
 pub use self::residency::S3StartError;
+pub use self::store_id::STORE_ID_KEY;
 
 use self::error::translate;
 use self::writer::{abort_retrier, S3Writer};
@@ -275,5 +279,19 @@ impl BlobStore for S3BlobStore {
         }
         out.truncate(limit);
         Ok(out)
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}", self.inner.bucket)
+    }
+
+    async fn store_id(&self) -> Result<Option<String>, BlobError> {
+        self.read_store_id().await
+    }
+
+    /// A PutObject of [`STORE_ID_KEY`] with `If-None-Match: *`; on 412 the
+    /// id recorded first is read back.
+    async fn init_store_id(&self, id: &str) -> Result<String, BlobError> {
+        self.record_store_id(id).await
     }
 }

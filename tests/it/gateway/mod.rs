@@ -47,6 +47,8 @@ mod bad_input;
 mod crash;
 mod declared_size;
 mod erasure;
+mod erasure_holds;
+
 mod roundtrip;
 
 use std::future::Future;
@@ -330,7 +332,7 @@ impl TestGateway {
 
     /// Every key in the store, sorted: on the filesystem every file under
     /// `objects` (temporary files in `.tmp/` included), on S3 every object
-    /// in the bucket.
+    /// in the bucket; but not the store's deployment id, which is no object.
     pub async fn stored_keys(&self) -> Vec<String> {
         let mut keys = match &self.backend {
             Backend::Fs => {
@@ -347,6 +349,9 @@ impl TestGateway {
             }
             Backend::S3 { endpoint, bucket } => s3env::all_keys(endpoint, bucket).await,
         };
+        keys.retain(|k| {
+            k != sealgate::blob::fs::STORE_ID_FILE && k != sealgate::blob::s3::STORE_ID_KEY
+        });
         keys.sort();
         keys
     }

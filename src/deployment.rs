@@ -1,0 +1,314 @@
+//! Startup guards against fresh state over old state.
+//!
+//! A deployment is a key store, its keyring and an object store that belong
+//! together. Each store records the deployment's id (the key store in its
+//! database, the object store at its root); the gateway refuses to start,
+//! with one line naming what is missing, when a part is missing or comes
+//! from elsewhere:
+//!
+//! - the key store file is missing while the object store has an id
+//!   ([`check_key_store_present`], before anything is created);
+//! - the object store has an id and the key store none (a new or emptied
+//!   key store) or another one;
+//! - the keyring is missing while the key store holds keys, or cannot be
+//!   used (unreadable, a symbolic link, another owner, readable by others,
+//!   duplicate entries).
+//!
+//! Every check that can refuse runs before anything is written; only then
+//! is a keyring created (create-only, see
+//! [`LocalKeyring::create`]) and an id recorded: a new id goes to the key
+//! store first, then the object store, so that an object store with an id
+//! always has its key store recorded already. A key store with an id and an
+//! object store without one (a new bucket for an existing deployment) gets
+//! the key store's id; a key store holding keys but no id (from before ids)
+//! adopts a new one.
+
+use std::path::Path;
+
+use crate::blob::{BlobError, BlobStore};
+use crate::crypto::NamingKey;
+use crate::keys::keyring::{LocalKeyring, MasterKeyError};
+use crate::keys::store::{KeyStore, StoreError};
+
+/// Why the gateway does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The stores do not belong together or a part is missing; the message
+    /// names the path (or bucket) and what to do.
+    #[error("refusing to start: {0}")]
+    Refused(String),
+    /// The key store could not be read or written.
+    #[error("key store {path}: {error}")]
+    KeyStore {
+        /// The key store.
+        path: String,
+        /// What failed.
+        error: StoreError,
+    },
+    /// The object store could not be read or written.
+    #[error("object store {location}: {error}")]
+    Blob {
+        /// The object store.
+        location: String,
+        /// What failed.
+        error: BlobError,
+    },
+}
+
+/// Where the parts of a deployment are, for the checks and their messages.
+#[derive(Clone, Copy)]
+pub struct Parts<'a> {
+    /// The key store.
+    pub key_store: &'a dyn KeyStore,
+    /// Its file (named in messages).
+    pub key_store_path: &'a Path,
+    /// The local keyring file.
+    pub keyring_path: &'a Path,
+    /// The object store.
+    pub blob: &'a dyn BlobStore,
+}
+
+fn blob_error(blob: &dyn BlobStore) -> impl Fn(BlobError) -> StartupError + '_ {
+    move |error| StartupError::Blob {
+        location: blob.location(),
+        error,
+    }
+}
+
+fn store_error(path: &Path) -> impl Fn(StoreError) -> StartupError + '_ {
+    move |error| StartupError::KeyStore {
+        path: path.display().to_string(),
+        error,
+    }
+}
+
+/// Before the key store is opened (and before anything is created): refuses
+/// a missing key store file next to an object store that belongs to a
+/// deployment.
+///
+/// # Errors
+/// [`StartupError::Refused`] naming both; [`StartupError::Blob`] if the
+/// object store's id cannot be read.
+pub async fn check_key_store_present(
+    key_store_path: &Path,
+    blob: &dyn BlobStore,
+) -> Result<(), StartupError> {
+    let exists = std::fs::symlink_metadata(key_store_path).map(|_| true);
+    let exists = match exists {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(StartupError::Refused(format!(
+                "cannot inspect the key store {}: {e}",
+                key_store_path.display()
+            )))
+        }
+    };
+    if exists {
+        return Ok(());
+    }
+    if let Some(id) = blob.store_id().await.map_err(blob_error(blob))? {
+        return Err(StartupError::Refused(format!(
+            "key store {} is missing but the object store {} holds the objects of \
+             deployment {id}; restore keys.db and the keyring from this deployment's backup",
+            key_store_path.display(),
+            blob.location()
+        )));
+    }
+    Ok(())
+}
+
+/// With the key store open: checks that the parts belong together, then
+/// loads (or, on a new deployment, creates) the local keyring and records
+/// the deployment id where it is missing. Returns the keyring, its naming
+/// key and the deployment id.
+///
+/// # Errors
+/// [`StartupError::Refused`] as the module describes; the other variants if
+/// a store cannot be read or written.
+pub async fn open_local(
+    parts: Parts<'_>,
+) -> Result<(LocalKeyring, NamingKey, String), StartupError> {
+    let Parts {
+        key_store,
+        key_store_path,
+        keyring_path,
+        blob,
+    } = parts;
+    let ks_err = store_error(key_store_path);
+    // The object store's id first: it is recorded after the key store's, so
+    // if it is there, a key store of the same deployment shows its id too.
+    let blob_id = blob.store_id().await.map_err(blob_error(blob))?;
+    let store_id = key_store.store_id().await.map_err(&ks_err)?;
+    let holds_keys = key_store.holds_keys().await.map_err(&ks_err)?;
+    let ks = key_store_path.display();
+    let objects = blob.location();
+    match (&store_id, &blob_id) {
+        (Some(mine), Some(theirs)) if mine != theirs => {
+            return Err(StartupError::Refused(format!(
+                "key store {ks} belongs to deployment {mine} but the object store {objects} \
+                 to deployment {theirs}; configure the data directory and object store of \
+                 one deployment"
+            )))
+        }
+        (None, Some(theirs)) => {
+            let what = if holds_keys {
+                "holds keys of no recorded deployment"
+            } else {
+                "is new or empty"
+            };
+            return Err(StartupError::Refused(format!(
+                "key store {ks} {what} but the object store {objects} holds the objects of \
+                 deployment {theirs}; restore keys.db and the keyring from this deployment's \
+                 backup"
+            )));
+        }
+        _ => {}
+    }
+
+    let (keyring, naming) = match LocalKeyring::load(keyring_path) {
+        Ok(loaded) => loaded,
+        Err(MasterKeyError::Missing(_)) if holds_keys => {
+            return Err(StartupError::Refused(format!(
+                "keyring {} is missing but the key store {ks} holds keys; restore the \
+                 keyring from the backup taken with keys.db",
+                keyring_path.display()
+            )))
+        }
+        Err(MasterKeyError::Missing(_)) => {
+            LocalKeyring::create(keyring_path).map_err(|e| StartupError::Refused(e.to_string()))?
+        }
+        Err(e) => return Err(StartupError::Refused(e.to_string())),
+    };
+
+    let id = match store_id {
+        Some(id) => id,
+        None => {
+            let id = key_store
+                .init_store_id(&crate::names::random_id())
+                .await
+                .map_err(&ks_err)?;
+            if holds_keys {
+                tracing::info!(store_id = %id, "key store from before store ids: recorded an id");
+            }
+            id
+        }
+    };
+    if blob_id.as_deref() != Some(id.as_str()) {
+        let recorded = blob.init_store_id(&id).await.map_err(blob_error(blob))?;
+        if recorded != id {
+            return Err(StartupError::Refused(format!(
+                "key store {ks} belongs to deployment {id} but the object store {objects} \
+                 was just claimed by deployment {recorded}; configure the data directory and \
+                 object store of one deployment"
+            )));
+        }
+    }
+    tracing::info!(deployment = %id, "key store, keyring and object store belong together");
+    Ok((keyring, naming, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::blob::fs::FsBlobStore;
+    use crate::keys::sqlite::SqliteKeyStore;
+    use crate::keys::store::KekRecord;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        store: Arc<SqliteKeyStore>,
+        blob: FsBlobStore,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(
+                SqliteKeyStore::open(&dir.path().join("keys.db"))
+                    .await
+                    .unwrap(),
+            );
+            let blob = FsBlobStore::open(dir.path().join("objects")).await.unwrap();
+            Self { dir, store, blob }
+        }
+
+        async fn open(&self) -> Result<(LocalKeyring, NamingKey, String), StartupError> {
+            let key_store_path = self.dir.path().join("keys.db");
+            let keyring_path = self.dir.path().join("keyring");
+            open_local(Parts {
+                key_store: &*self.store,
+                key_store_path: &key_store_path,
+                keyring_path: &keyring_path,
+                blob: &self.blob,
+            })
+            .await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_deployment_records_one_id_in_both_stores() {
+        let f = Fixture::new().await;
+        let (_, naming, id) = f.open().await.unwrap();
+        assert_eq!(f.store.store_id().await.unwrap().as_deref(), Some(&*id));
+        assert_eq!(f.blob.store_id().await.unwrap().as_deref(), Some(&*id));
+        // Again: the same id and keyring.
+        let (_, again, same) = f.open().await.unwrap();
+        assert_eq!(same, id);
+        assert_eq!(again.pseudonym("u"), naming.pseudonym("u"));
+    }
+
+    #[tokio::test]
+    async fn a_key_store_from_before_ids_adopts_one() {
+        let f = Fixture::new().await;
+        LocalKeyring::create(&f.dir.path().join("keyring")).unwrap();
+        f.store
+            .insert_kek(&KekRecord {
+                shard: 0,
+                version: 1,
+                master_version: 1,
+                wrapped: vec![0; 40],
+                created_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(f.store.store_id().await.unwrap(), None);
+        let (_, _, id) = f.open().await.unwrap();
+        assert_eq!(f.store.store_id().await.unwrap().as_deref(), Some(&*id));
+        assert_eq!(f.blob.store_id().await.unwrap().as_deref(), Some(&*id));
+    }
+
+    #[tokio::test]
+    async fn a_new_object_store_gets_the_key_stores_id() {
+        let f = Fixture::new().await;
+        let (_, _, id) = f.open().await.unwrap();
+        let fresh = FsBlobStore::open(f.dir.path().join("objects-2"))
+            .await
+            .unwrap();
+        let key_store_path = f.dir.path().join("keys.db");
+        let keyring_path = f.dir.path().join("keyring");
+        let (_, _, got) = open_local(Parts {
+            key_store: &*f.store,
+            key_store_path: &key_store_path,
+            keyring_path: &keyring_path,
+            blob: &fresh,
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, id);
+        assert_eq!(fresh.store_id().await.unwrap().as_deref(), Some(&*id));
+    }
+
+    #[tokio::test]
+    async fn refusals_write_nothing() {
+        let f = Fixture::new().await;
+        f.blob.init_store_id("someone-elses").await.unwrap();
+        let err = f.open().await.unwrap_err().to_string();
+        assert!(err.starts_with("refusing to start: key store "), "{err}");
+        assert!(err.contains("is new or empty"), "{err}");
+        assert!(!f.dir.path().join("keyring").exists());
+        assert_eq!(f.store.store_id().await.unwrap(), None);
+    }
+}

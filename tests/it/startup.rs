@@ -1,0 +1,379 @@
+//! Startup guards against fresh state over old state: a missing keyring
+//! next to a key store that holds keys, and a missing, empty or different
+//! key store next to an object store that holds objects, are refused with
+//! one line naming the path; processes racing on an empty data directory
+//! end with one keyring.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealgate::blob::fs::{FsBlobStore, STORE_ID_FILE};
+use sealgate::blob::s3::{S3BlobStore, STORE_ID_KEY};
+use sealgate::blob::BlobStore;
+use sealgate::server::Gateway;
+
+use crate::gateway::{config, get, put, TestGateway};
+use crate::s3env;
+
+const SPACE: &str = "moments";
+const USER: &str = "startup-user";
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A data directory `tmp/data` on which a gateway stored an object, then
+/// stopped. Objects live in `data/objects`.
+async fn populated(tmp: &Path) -> PathBuf {
+    let data_dir = tmp.join("data");
+    let mut gw = TestGateway::start_config(config(&data_dir)).await;
+    put(&mut gw.content().await, USER, SPACE, "photo", b"bytes", 5)
+        .await
+        .expect("put");
+    gw.stop().await;
+    assert!(data_dir.join("keyring").exists());
+    assert!(data_dir.join("objects").join(STORE_ID_FILE).exists());
+    data_dir
+}
+
+/// Opens a gateway on `data_dir` over `objects`; the refusal's message.
+async fn refusal(data_dir: &Path, objects: &Path) -> String {
+    let blob: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(objects).await.unwrap());
+    match Gateway::open(&config(data_dir), blob).await {
+        Ok(_) => panic!("the gateway started on {}", data_dir.display()),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(!message.contains('\n'), "one line: {message}");
+            assert!(message.starts_with("refusing to start: "), "{message}");
+            message
+        }
+    }
+}
+
+/// Removes the key store and its SQLite companions.
+fn remove_key_store(data_dir: &Path) {
+    for entry in std::fs::read_dir(data_dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with("keys.db") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyring_missing_next_to_populated_key_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = populated(tmp.path()).await;
+    let keyring = data_dir.join("keyring");
+    std::fs::remove_file(&keyring).unwrap();
+
+    let message = refusal(&data_dir, &data_dir.join("objects")).await;
+    assert!(
+        message.contains(&format!("keyring {} is missing", keyring.display())),
+        "{message}"
+    );
+    assert!(
+        message.contains(&data_dir.join("keys.db").display().to_string()),
+        "{message}"
+    );
+    assert!(!keyring.exists(), "no new keyring was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_names_the_missing_keyring_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = populated(tmp.path()).await;
+    let keyring = data_dir.join("keyring");
+    std::fs::remove_file(&keyring).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("refusing to start"))
+        .unwrap_or_else(|| panic!("no refusal in:\n{stderr}"));
+    assert!(
+        line.starts_with("error: refusing to start: keyring ")
+            && line.contains(&keyring.display().to_string())
+            && line.contains("restore the keyring from the backup taken with keys.db"),
+        "{line}"
+    );
+    assert!(!keyring.exists(), "no new keyring was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_store_missing_next_to_populated_object_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = populated(tmp.path()).await;
+    remove_key_store(&data_dir);
+
+    let message = refusal(&data_dir, &data_dir.join("objects")).await;
+    let key_store = data_dir.join("keys.db");
+    assert!(
+        message.contains(&format!("key store {} is missing", key_store.display())),
+        "{message}"
+    );
+    assert!(!key_store.exists(), "no new key store was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_key_store_next_to_populated_object_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = populated(tmp.path()).await;
+    // An empty database in place of keys.db, and the keyring gone too: the
+    // refusal names the key store, and no keyring is made for it.
+    remove_key_store(&data_dir);
+    std::fs::write(data_dir.join("keys.db"), b"").unwrap();
+    let keyring = data_dir.join("keyring");
+    std::fs::remove_file(&keyring).unwrap();
+
+    let message = refusal(&data_dir, &data_dir.join("objects")).await;
+    let key_store = data_dir.join("keys.db");
+    assert!(
+        message.contains(&format!(
+            "key store {} is new or empty",
+            key_store.display()
+        )),
+        "{message}"
+    );
+    assert!(!keyring.exists(), "no new keyring was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_deployments_key_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = populated(&tmp.path().join("a")).await;
+    let a_objects = a.join("objects");
+
+    // A fresh data directory over A's objects.
+    let fresh = tmp.path().join("fresh");
+    let message = refusal(&fresh, &a_objects).await;
+    assert!(
+        message.contains(&fresh.join("keys.db").display().to_string())
+            && message.contains(&a_objects.display().to_string()),
+        "{message}"
+    );
+    assert!(
+        !fresh.join("keyring").exists(),
+        "no new keyring was created"
+    );
+
+    // Another deployment's data directory over A's objects.
+    let b = populated(&tmp.path().join("b")).await;
+    let message = refusal(&b, &a_objects).await;
+    let a_id = std::fs::read_to_string(a_objects.join(STORE_ID_FILE)).unwrap();
+    assert!(
+        message.contains(&b.join("keys.db").display().to_string())
+            && message.contains(&format!("the object store {}", a_objects.display()))
+            && message.contains(a_id.trim()),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_object_store_joins_the_deployment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = populated(tmp.path()).await;
+    let id = std::fs::read_to_string(data_dir.join("objects").join(STORE_ID_FILE)).unwrap();
+    let moved = tmp.path().join("new-objects");
+    let blob: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&moved).await.unwrap());
+    let gateway = match Gateway::open(&config(&data_dir), blob).await {
+        Ok(g) => g,
+        Err(e) => panic!("refused: {e}"),
+    };
+    gateway.store.close().await;
+    assert_eq!(
+        std::fs::read_to_string(moved.join(STORE_ID_FILE)).unwrap(),
+        id
+    );
+}
+
+/// The store id on S3: create-only, read back, invisible to listings; and
+/// a fresh data directory over a used bucket is refused naming the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_id_is_create_only_and_guards_the_bucket() {
+    let (store, bucket) = s3env::fresh_store(false).await;
+    assert_eq!(store.store_id().await.unwrap(), None);
+    let (a, b) = tokio::join!(store.init_store_id("first"), store.init_store_id("second"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "one id is recorded");
+    assert_eq!(store.store_id().await.unwrap().as_deref(), Some(a.as_str()));
+    assert_eq!(store.init_store_id("third").await.unwrap(), a);
+    let endpoint = s3env::shared().endpoint();
+    assert_eq!(
+        s3env::all_keys(&endpoint, &bucket).await,
+        [STORE_ID_KEY.to_string()]
+    );
+    assert!(store
+        .list(SPACE, "owner", None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let store = S3BlobStore::connect(&s3env::settings(&endpoint, &bucket))
+        .await
+        .unwrap();
+    let message = match Gateway::open(&config(&data_dir), Arc::new(store)).await {
+        Ok(_) => panic!("started over a used bucket"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        message.contains(&format!("s3://{bucket}")) && message.contains("keys.db is missing"),
+        "{message}"
+    );
+}
+
+/// `sealgate serve` as a child process; killed when dropped.
+struct Server {
+    child: Child,
+    ready: std::sync::mpsc::Receiver<Result<SocketAddr, String>>,
+}
+
+impl Server {
+    fn spawn(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sealgate");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, ready) = std::sync::mpsc::channel();
+        // Reads stderr to the end (the child never blocks on a full pipe)
+        // and reports the address from the readiness line.
+        std::thread::spawn(move || {
+            let mut log = String::new();
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("sealgate listening") {
+                    let addr = line
+                        .split_once("address=Some(")
+                        .and_then(|(_, rest)| rest.split_once(')'))
+                        .and_then(|(addr, _)| addr.parse().ok());
+                    if let (Some(addr), Some(tx)) = (addr, tx.take()) {
+                        let _ = tx.send(Ok(addr));
+                    }
+                }
+            }
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(Err(log));
+            }
+        });
+        Self { child, ready }
+    }
+
+    /// Waits until the server listens; its address.
+    fn listening(&self) -> SocketAddr {
+        match self.ready.recv_timeout(READY_DEADLINE) {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(log)) => panic!("sealgate exited before listening:\n{log}"),
+            Err(e) => panic!("sealgate not listening after {READY_DEADLINE:?}: {e}"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn content(
+    addr: SocketAddr,
+) -> sealgate::api::pb::content_service_client::ContentServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    sealgate::api::pb::content_service_client::ContentServiceClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_racing_on_an_empty_data_dir_share_one_keyring() {
+    const PROCESSES: usize = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    // Every process is started before any is waited for.
+    let servers: Vec<Server> = (0..PROCESSES).map(|_| Server::spawn(&data_dir)).collect();
+    let (servers, addrs) = tokio::task::spawn_blocking(move || {
+        let addrs: Vec<SocketAddr> = servers.iter().map(Server::listening).collect();
+        (servers, addrs)
+    })
+    .await
+    .unwrap();
+
+    // Each process reads what every process wrote: they hold the same
+    // naming key (same pseudonyms, so the same object paths) and the same
+    // master key (the same KEKs unwrap).
+    let body = |i: usize| format!("written through process {i}").into_bytes();
+    for (i, addr) in addrs.iter().enumerate() {
+        put(
+            &mut content(*addr).await,
+            USER,
+            SPACE,
+            &format!("from-{i}"),
+            &body(i),
+            7,
+        )
+        .await
+        .expect("put");
+    }
+    for addr in &addrs {
+        let mut c = content(*addr).await;
+        for i in 0..PROCESSES {
+            let (_, got) = get(&mut c, USER, SPACE, &format!("from-{i}"), None)
+                .await
+                .unwrap_or_else(|e| panic!("object of process {i} through {addr}: {e}"));
+            assert_eq!(got, body(i));
+        }
+    }
+    drop(servers);
+
+    let names = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let data = names(&data_dir);
+    let keyrings: Vec<&String> = data.iter().filter(|n| n.starts_with("keyring")).collect();
+    assert_eq!(
+        keyrings,
+        ["keyring"],
+        "one keyring, no temporary file: {data:?}"
+    );
+    assert!(!data.iter().any(|n| n.contains(".tmp")), "{data:?}");
+    let objects = names(&data_dir.join("objects"));
+    let ids: Vec<&String> = objects
+        .iter()
+        .filter(|n| n.starts_with(STORE_ID_FILE))
+        .collect();
+    assert_eq!(
+        ids,
+        [STORE_ID_FILE],
+        "one store id, no temporary file: {objects:?}"
+    );
+}
