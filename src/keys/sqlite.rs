@@ -18,7 +18,7 @@
 //! - The file is created with mode 0600 (SQLite gives `-wal` and `-shm` the
 //!   same mode). Its identity (device, inode) is remembered at open; a file
 //!   deleted or replaced under the running process is noticed before every
-//!   write and by [`KeyStore::check_health`].
+//!   read and write and by [`KeyStore::check_health`].
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -326,6 +326,13 @@ impl SqliteKeyStore {
         }
     }
 
+    /// The pool, once the file is checked to be the one opened: a new
+    /// connection opened by path must never reach a replacement file.
+    fn pool(&self) -> Result<&SqlitePool, StoreError> {
+        self.check_file()?;
+        Ok(&self.pool)
+    }
+
     async fn begin(&self) -> Result<WriteTx, StoreError> {
         self.check_file()?;
         WriteTx::begin(&self.pool).await
@@ -460,7 +467,7 @@ impl KeyStore for SqliteKeyStore {
     async fn latest_kek(&self, shard: u32) -> Result<Option<KekRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM keks WHERE shard = ? ORDER BY version DESC LIMIT 1")
             .bind(i64::from(shard))
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(backend)?;
         row.as_ref().map(Self::kek_row).transpose()
@@ -470,7 +477,7 @@ impl KeyStore for SqliteKeyStore {
         let row = sqlx::query("SELECT * FROM keks WHERE shard = ? AND version = ?")
             .bind(i64::from(shard))
             .bind(i64::from(version))
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(backend)?;
         row.as_ref().map(Self::kek_row).transpose()
@@ -497,7 +504,7 @@ impl KeyStore for SqliteKeyStore {
     async fn user_keys(&self, p: &Pseudonym) -> Result<Vec<UserKeyRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM user_keys WHERE pseudonym = ? ORDER BY version")
             .bind(p.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(backend)?;
         rows.iter()
@@ -554,7 +561,7 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn tombstone(&self, p: &Pseudonym) -> Result<Option<Tombstone>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut conn = self.pool()?.acquire().await.map_err(backend)?;
         Self::tombstone_in(&mut conn, p).await
     }
 
@@ -584,7 +591,7 @@ impl KeyStore for SqliteKeyStore {
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(backend)?;
         row.as_ref().map(Self::job_row).transpose()
@@ -594,7 +601,7 @@ impl KeyStore for SqliteKeyStore {
         let rows = sqlx::query(
             "SELECT * FROM jobs WHERE state IN ('pending', 'running') ORDER BY created_at_ms",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool()?)
         .await
         .map_err(backend)?;
         rows.iter().map(Self::job_row).collect()
@@ -642,7 +649,7 @@ impl KeyStore for SqliteKeyStore {
 
     async fn store_id(&self) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT value FROM meta WHERE key = 'store_id'")
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(backend)
     }
@@ -664,7 +671,7 @@ impl KeyStore for SqliteKeyStore {
 
     async fn holds_keys(&self) -> Result<bool, StoreError> {
         let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM keks LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool()?)
             .await
             .map_err(backend)?;
         Ok(any.is_some())
@@ -673,7 +680,7 @@ impl KeyStore for SqliteKeyStore {
     async fn check_health(&self) -> Result<(), StoreError> {
         self.check_file()?;
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(self.pool()?)
             .await
             .map_err(backend)?;
         Ok(())

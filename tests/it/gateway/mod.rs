@@ -48,7 +48,7 @@ mod crash;
 mod declared_size;
 mod erasure;
 mod erasure_holds;
-
+mod key_store_faults;
 mod roundtrip;
 
 use std::future::Future;

@@ -1,0 +1,754 @@
+//! Faults of the key store's filesystem, on the filesystem blob backend: a
+//! full disk (erasure still goes through, on the key store's reserve), a
+//! disk turned read-only under the running gateway (writes refused as
+//! retryable, working again once the disk is repaired), and `keys.db`
+//! deleted or replaced under the running gateway (NOT_SERVING, writes
+//! refused as storage lost).
+//!
+//! The full-disk and read-only tests mount a tmpfs or an ext4 image on a
+//! loop device, which needs root: without it they say so and return (CI
+//! runs them as root). Every mount is undone by a guard, also when a test
+//! fails.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use sealgate::api::pb;
+use sealgate::keys::sqlite::RESERVE_BYTES;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use super::*;
+
+const SPACE: &str = "moments";
+/// The items every user stores: id and content seed.
+const ITEMS: [(&str, u64); 3] = [("note-a", 1), ("note-b", 2), ("note-c", 3)];
+/// How long health may take to notice a lost key store.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// Mounts.
+
+/// Whether this process runs as root (mounts need it).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// False (after saying so) when not root: the caller returns early.
+fn root_or_skip(test: &str) -> bool {
+    let root = is_root();
+    if !root {
+        println!("{test}: needs root for mounts; skipped (not running as root)");
+    }
+    root
+}
+
+/// Runs a command, failing the test with its output if it fails.
+fn run(program: &str, args: &[&std::ffi::OsStr]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A mount on `dir`, lazily unmounted when dropped (even if the test
+/// failed, even if the gateway still has files open on it) unless
+/// [`Mount::unmount`] unmounted it.
+struct Mount {
+    dir: Option<PathBuf>,
+}
+
+impl Mount {
+    /// A tmpfs of `size` (as `mount -o size=` takes it) on `dir`.
+    fn tmpfs(dir: &Path, size: &str) -> Self {
+        let opts = format!("size={size}");
+        run(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "tmpfs".as_ref(),
+                "-o".as_ref(),
+                opts.as_ref(),
+                "tmpfs".as_ref(),
+                dir.as_os_str(),
+            ],
+        );
+        Self {
+            dir: Some(dir.to_path_buf()),
+        }
+    }
+
+    /// The ext4 image `image` (on a loop device) on `dir`, with
+    /// `errors=remount-ro`: an error of the file system turns it read-only
+    /// under every open file.
+    fn ext4(image: &Path, dir: &Path) -> Self {
+        run(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "ext4".as_ref(),
+                "-o".as_ref(),
+                "loop,errors=remount-ro".as_ref(),
+                image.as_os_str(),
+                dir.as_os_str(),
+            ],
+        );
+        Self {
+            dir: Some(dir.to_path_buf()),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.as_deref().expect("mounted")
+    }
+
+    /// Makes the ext4 file system fail: with `errors=remount-ro` the kernel
+    /// turns it read-only at once, also for files already open for writing.
+    fn fail_ext4(&self) {
+        let out = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(self.dir())
+            .output()
+            .expect("run findmnt");
+        let source = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let device = Path::new(&source)
+            .file_name()
+            .unwrap_or_else(|| panic!("no device for {}: {source:?}", self.dir().display()))
+            .to_owned();
+        let trigger = Path::new("/sys/fs/ext4")
+            .join(device)
+            .join("trigger_fs_error");
+        std::fs::write(&trigger, b"read-only period")
+            .unwrap_or_else(|e| panic!("write {}: {e}", trigger.display()));
+    }
+
+    /// Unmounts (not lazily: nothing may still hold a file on it).
+    fn unmount(mut self) {
+        let dir = self.dir.take().expect("mounted");
+        run("umount", &[dir.as_os_str()]);
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = Command::new("umount").arg("-l").arg(&dir).status();
+        }
+    }
+}
+
+/// A new ext4 image of `size` bytes at `path`.
+fn make_ext4(path: &Path, size: u64) {
+    std::fs::File::create(path)
+        .and_then(|f| f.set_len(size))
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    run(
+        "mkfs.ext4",
+        &["-q".as_ref(), "-F".as_ref(), path.as_os_str()],
+    );
+}
+
+/// Checks and repairs an unmounted ext4 image (as an operator would after
+/// the file system turned read-only on an error).
+fn fsck_ext4(path: &Path) {
+    let out = Command::new("e2fsck")
+        .args(["-f", "-y"])
+        .arg(path)
+        .output()
+        .expect("run e2fsck");
+    // 0: clean; 1: errors corrected.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "e2fsck {} ({}): {}{}",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Gateway helpers.
+
+/// A gateway on the filesystem backend with exactly `data_dir`.
+async fn start_on(data_dir: &Path) -> TestGateway {
+    let mut c = config(data_dir);
+    Backend::Fs.configure(&mut c);
+    TestGateway::start_config(c).await
+}
+
+async fn erase(gw: &TestGateway, user: &str) -> Result<pb::EraseReceipt, Status> {
+    gw.erasure()
+        .await
+        .erase_user(pb::EraseUserRequest {
+            user_id: user.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn get_erasure(gw: &TestGateway, user: &str) -> Result<pb::ErasureStatus, Status> {
+    gw.erasure()
+        .await
+        .get_erasure(pb::GetErasureRequest {
+            user_id: user.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn key_status(gw: &TestGateway, user: &str) -> pb::KeyStatusResponse {
+    gw.admin()
+        .await
+        .key_status(pb::KeyStatusRequest {
+            user_id: user.into(),
+        })
+        .await
+        .expect("KeyStatus")
+        .into_inner()
+}
+
+/// The health of the whole server (service "").
+async fn health(gw: &TestGateway) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(gw.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health Check")
+        .into_inner()
+        .status
+}
+
+/// Asserts that `result` failed with one of `codes`; returns the status.
+#[track_caller]
+fn expect_code_in<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    codes: &[Code],
+    what: &str,
+) -> Status {
+    match result {
+        Ok(v) => panic!("{what}: expected one of {codes:?}, got success {v:?}"),
+        Err(s) => {
+            assert!(
+                codes.contains(&s.code()),
+                "{what}: expected one of {codes:?}, got {s:?}"
+            );
+            s
+        }
+    }
+}
+
+/// The content of item `seed` of `user`.
+fn item_content(user: &str, seed: u64) -> Vec<u8> {
+    let salt = user
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31) + u64::from(b));
+    data(200, seed.wrapping_add(salt))
+}
+
+/// Stores [`ITEMS`] for `user`.
+async fn put_items(c: &mut ContentServiceClient<Channel>, user: &str) {
+    for (id, seed) in ITEMS {
+        put_item(c, user, SPACE, id, &item_content(user, seed))
+            .await
+            .unwrap_or_else(|s| panic!("put {user}/{id}: {s:?}"));
+    }
+}
+
+/// Asserts that `user`'s [`ITEMS`] read back intact.
+async fn assert_items_read_back(c: &mut ContentServiceClient<Channel>, user: &str) {
+    let ids: Vec<&str> = ITEMS.iter().map(|(id, _)| *id).collect();
+    let got = get_items(c, user, SPACE, &ids)
+        .await
+        .unwrap_or_else(|s| panic!("GetItems of {user}: {s:?}"));
+    assert_eq!(got.len(), ITEMS.len(), "{user}: {got:?}");
+    for (r, (id, seed)) in got.iter().zip(ITEMS) {
+        assert_eq!(r.item_id, id);
+        match &r.result {
+            Some(pb::item_result::Result::Item(item)) => {
+                assert_eq!(item.content, item_content(user, seed), "{user}/{id}");
+            }
+            other => panic!("{user}/{id}: {other:?}"),
+        }
+    }
+}
+
+/// Asserts that GetItems of `user` is refused as erased.
+async fn assert_items_erased(c: &mut ContentServiceClient<Channel>, user: &str) {
+    let ids: Vec<&str> = ITEMS.iter().map(|(id, _)| *id).collect();
+    expect_erased(
+        get_items(c, user, SPACE, &ids).await,
+        &format!("GetItems of erased {user}"),
+    );
+}
+
+/// Asserts, several times over, that `user` is erased with `receipt`:
+/// GetErasure, KeyStatus and GetItems agree.
+async fn assert_erased_with(gw: &TestGateway, user: &str, receipt: &pb::EraseReceipt) {
+    let mut c = gw.content().await;
+    for round in 0..3 {
+        let status = get_erasure(gw, user)
+            .await
+            .unwrap_or_else(|s| panic!("GetErasure of {user} (round {round}): {s:?}"));
+        assert_eq!(
+            status.receipt.as_ref(),
+            Some(receipt),
+            "GetErasure of {user} (round {round})"
+        );
+        let ks = key_status(gw, user).await;
+        assert!(ks.erased, "KeyStatus of {user} (round {round}): {ks:?}");
+        assert!(
+            ks.versions.is_empty(),
+            "KeyStatus of {user} (round {round}) lists key versions: {ks:?}"
+        );
+        assert_eq!(ks.pseudonym, receipt.pseudonym, "{user}");
+        assert_items_erased(&mut c, user).await;
+    }
+}
+
+/// Fills the filesystem holding `path` with one file at `path`, writing
+/// until the disk refuses (ENOSPC); returns the bytes written.
+fn fill_disk(path: &Path) -> u64 {
+    let mut f = std::fs::File::create(path).expect("create the filler");
+    let chunk = vec![0xa5u8; 1 << 20];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => panic!("writing the filler made no progress"),
+            Ok(n) => written += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("write the filler: {e}"),
+        }
+    }
+    written
+}
+
+// ---------------------------------------------------------------------------
+// 1. Full disk.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_goes_through_on_a_full_disk_and_survives_restarts() {
+    if !root_or_skip("erasure_goes_through_on_a_full_disk_and_survives_restarts") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    let _mount = Mount::tmpfs(&dir, "64m");
+    let filler = dir.join("filler");
+
+    let gw = start_on(&dir).await;
+    let mut c = gw.content().await;
+    let users: Vec<String> = (0..20).map(|i| format!("full-{i}")).collect();
+    let bystanders: Vec<String> = (0..3).map(|i| format!("keep-{i}")).collect();
+    for u in users.iter().chain(&bystanders) {
+        put_items(&mut c, u).await;
+    }
+    // Warm the user-key cache: erasure must win over cached keys.
+    for u in users.iter().chain(&bystanders) {
+        assert_items_read_back(&mut c, u).await;
+    }
+    let reserve = dir.join("keys.db.reserve");
+    assert_eq!(
+        std::fs::metadata(&reserve)
+            .expect("the key store keeps an erasure reserve")
+            .len(),
+        RESERVE_BYTES as u64
+    );
+
+    let filled = fill_disk(&filler);
+    println!("filler: {} MiB", filled >> 20);
+    // Really full: not one more page.
+    let probe = dir.join("probe");
+    let r = std::fs::write(&probe, b"x");
+    let _ = std::fs::remove_file(&probe);
+    assert_eq!(
+        r.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::StorageFull),
+        "the disk must be full"
+    );
+
+    // Uploads are refused as a full disk: an existing user's (object store)
+    // and a new user's (a new key in the key store).
+    expect_code(
+        put_item(&mut c, &users[0], SPACE, "more", &data(64 << 10, 9)).await,
+        Code::ResourceExhausted,
+        "upload of an existing user on a full disk",
+    );
+    expect_code(
+        put_item(&mut c, "newcomer", SPACE, "first", b"hello").await,
+        Code::ResourceExhausted,
+        "upload of a new user on a full disk",
+    );
+
+    // Eight concurrent erasures on the full disk.
+    let concurrent = &users[..8];
+    let results = futures_util::future::join_all(concurrent.iter().map(|u| erase(&gw, u))).await;
+    let mut receipts: Vec<Option<pb::EraseReceipt>> = Vec::new();
+    for (u, r) in concurrent.iter().zip(results) {
+        match r {
+            Ok(receipt) => receipts.push(Some(receipt)),
+            Err(s) => {
+                println!(
+                    "EraseUser {u} on the full disk: {:?} {}",
+                    s.code(),
+                    s.message()
+                );
+                expect_code_in(
+                    Err::<(), _>(s),
+                    &[Code::ResourceExhausted, Code::Unavailable],
+                    &format!("EraseUser {u} on a full disk"),
+                );
+                receipts.push(None);
+            }
+        }
+    }
+    let ok = receipts.iter().filter(|r| r.is_some()).count();
+    println!(
+        "{ok} of {} concurrent erasures succeeded on the full disk",
+        concurrent.len()
+    );
+    assert!(
+        ok >= 1,
+        "no erasure succeeded on the full disk: the reserve was not given up"
+    );
+
+    // Still on the full disk: every user is either erased (GetErasure,
+    // KeyStatus and GetItems agree) or untouched.
+    for (u, receipt) in concurrent.iter().zip(&receipts) {
+        match receipt {
+            Some(receipt) => assert_erased_with(&gw, u, receipt).await,
+            None => match get_erasure(&gw, u).await {
+                // The erasure committed but its call failed (e.g. the
+                // checkpoint after it): it must hold all the same.
+                Ok(status) => {
+                    let receipt = status.receipt.expect("receipt");
+                    assert_erased_with(&gw, u, &receipt).await;
+                }
+                Err(s) => {
+                    expect_code(
+                        Err::<(), _>(s),
+                        Code::NotFound,
+                        &format!("GetErasure of {u} after a failed erasure"),
+                    );
+                    let ks = key_status(&gw, u).await;
+                    assert!(!ks.erased && !ks.versions.is_empty(), "{u}: {ks:?}");
+                    assert_items_read_back(&mut c, u).await;
+                }
+            },
+        }
+    }
+
+    // Space again: failed erasures now succeed, the others one at a time.
+    std::fs::remove_file(&filler).expect("delete the filler");
+    for (u, receipt) in concurrent.iter().zip(receipts.iter_mut()) {
+        let again = erase(&gw, u)
+            .await
+            .unwrap_or_else(|s| panic!("EraseUser {u} once the disk has space: {s:?}"));
+        match receipt {
+            Some(first) => assert_eq!(&again, first, "{u}: a repeated erasure's receipt"),
+            None => *receipt = Some(again),
+        }
+    }
+    for u in &users[8..] {
+        let r = erase(&gw, u)
+            .await
+            .unwrap_or_else(|s| panic!("EraseUser {u}: {s:?}"));
+        receipts.push(Some(r));
+    }
+    let receipts: Vec<pb::EraseReceipt> = receipts.into_iter().map(Option::unwrap).collect();
+    for (u, receipt) in users.iter().zip(&receipts) {
+        assert!(!receipt.gc_job_id.is_empty(), "{u}: {receipt:?}");
+        assert_eq!(receipt.destroyed_key_versions, [1], "{u}: {receipt:?}");
+        assert_erased_with(&gw, u, receipt).await;
+    }
+    for u in &bystanders {
+        assert_items_read_back(&mut c, u).await;
+    }
+    // The reserve is back for the next full disk.
+    assert_eq!(
+        std::fs::metadata(&reserve)
+            .expect("the reserve is recreated once there is space")
+            .len(),
+        RESERVE_BYTES as u64
+    );
+    // Uploads work again.
+    put_item(&mut c, &bystanders[0], SPACE, "after", b"space again")
+        .await
+        .expect("upload once the disk has space");
+
+    // Every acknowledged erasure survives a restart.
+    drop(c);
+    let mut gw = gw.restart().await;
+    for (u, receipt) in users.iter().zip(&receipts) {
+        assert_erased_with(&gw, u, receipt).await;
+        assert_eq!(
+            erase(&gw, u).await.expect("EraseUser after the restart"),
+            *receipt,
+            "{u}: receipt after the restart"
+        );
+    }
+    let mut c = gw.content().await;
+    for u in &bystanders {
+        assert_items_read_back(&mut c, u).await;
+        let ks = key_status(&gw, u).await;
+        assert!(!ks.erased, "{u}: {ks:?}");
+    }
+    assert_eq!(
+        std::fs::metadata(&reserve)
+            .expect("the reserve after the restart")
+            .len(),
+        RESERVE_BYTES as u64
+    );
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 2. Read-only period.
+//
+// Linux refuses to remount a file system (or a bind mount of it) read-only
+// while a file on it is open for writing (EBUSY), and the running gateway
+// always holds `keys.db`, `keys.db-wal` and `keys.db-shm` open read-write:
+// `mount -o remount,bind,ro` cannot be done under it. What does turn the
+// disk read-only under a running gateway is an error of the file system
+// mounted `errors=remount-ro` (the ext4 default of many distributions);
+// the kernel then refuses writes with EROFS until the file system is
+// unmounted, checked and mounted again: the gateway is restarted.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_turned_read_only_refuses_writes_until_repaired() {
+    if !root_or_skip("disk_turned_read_only_refuses_writes_until_repaired") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = tmp.path().join("disk.ext4");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    make_ext4(&image, 64 << 20);
+    let mount = Mount::ext4(&image, &dir);
+
+    let mut gw = start_on(&dir).await;
+    let mut c = gw.content().await;
+    let (victim, other) = ("ro-victim", "ro-other");
+    for u in [victim, other] {
+        put_items(&mut c, u).await;
+        assert_items_read_back(&mut c, u).await;
+    }
+
+    mount.fail_ext4();
+    let probe = std::fs::write(dir.join("probe"), b"x").map_err(|e| e.kind());
+    assert_eq!(
+        probe,
+        Err(std::io::ErrorKind::ReadOnlyFilesystem),
+        "the disk must be read-only"
+    );
+
+    let s = expect_code(
+        erase(&gw, victim).await,
+        Code::Unavailable,
+        "EraseUser on a read-only disk",
+    );
+    println!("EraseUser on a read-only disk: {}", s.message());
+    assert!(
+        s.message()
+            .starts_with("backend unavailable, retry later: ")
+            && s.message().len() > "backend unavailable, retry later: ".len(),
+        "a readable, retryable message: {s:?}"
+    );
+    // Refused again, the same way (the failed write left the store usable).
+    expect_code(
+        erase(&gw, victim).await,
+        Code::Unavailable,
+        "EraseUser on a read-only disk, again",
+    );
+    for (user, what) in [
+        (other, "upload of an existing user on a read-only disk"),
+        ("ro-newcomer", "upload of a new user on a read-only disk"),
+    ] {
+        let s = expect_code_in(
+            put_item(&mut c, user, SPACE, "while-ro", b"refused").await,
+            &[Code::Unavailable, Code::ResourceExhausted],
+            what,
+        );
+        println!("{what}: {:?} {}", s.code(), s.message());
+    }
+    // Nothing was erased: the user is still readable.
+    expect_code(
+        get_erasure(&gw, victim).await,
+        Code::NotFound,
+        "GetErasure on a read-only disk after the erasure failed",
+    );
+    assert_items_read_back(&mut c, victim).await;
+
+    // The operator's repair: stop, unmount, check, mount, start.
+    drop(c);
+    gw.stop().await;
+    mount.unmount();
+    fsck_ext4(&image);
+    let _mount = Mount::ext4(&image, &dir);
+    let gw = start_on(&dir).await;
+    let mut c = gw.content().await;
+    expect_code(
+        get_erasure(&gw, victim).await,
+        Code::NotFound,
+        "GetErasure after the repair",
+    );
+    assert_items_read_back(&mut c, victim).await;
+    assert_items_read_back(&mut c, other).await;
+    let receipt = erase(&gw, victim)
+        .await
+        .expect("EraseUser once the disk is writable again");
+    assert_eq!(receipt.destroyed_key_versions, [1], "{receipt:?}");
+    assert_erased_with(&gw, victim, &receipt).await;
+    put_item(&mut c, other, SPACE, "after-ro", b"writable again")
+        .await
+        .expect("upload of an existing user once writable");
+    put_item(&mut c, "ro-newcomer", SPACE, "after-ro", b"welcome")
+        .await
+        .expect("upload of a new user once writable");
+
+    drop(c);
+    let mut gw = gw.restart().await;
+    assert_erased_with(&gw, victim, &receipt).await;
+    let mut c = gw.content().await;
+    assert_items_read_back(&mut c, other).await;
+    for (user, content) in [(other, &b"writable again"[..]), ("ro-newcomer", b"welcome")] {
+        let got = get_items(&mut c, user, SPACE, &["after-ro"])
+            .await
+            .unwrap_or_else(|s| panic!("GetItems of {user} after the restart: {s:?}"));
+        match got.first().and_then(|r| r.result.as_ref()) {
+            Some(pb::item_result::Result::Item(item)) => assert_eq!(item.content, content),
+            other => panic!("{user}'s item after the restart: {other:?}"),
+        }
+    }
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// 3. Key store deleted or replaced while serving.
+
+/// How `keys.db` is taken away from the running gateway.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// `keys.db`, `keys.db-wal` and `keys.db-shm` deleted.
+    Deleted,
+    /// `keys.db` replaced by a copy of itself (a different file).
+    Replaced,
+}
+
+/// After `loss`, health turns NOT_SERVING and writes are refused
+/// UNAVAILABLE with a message naming what happened.
+async fn key_store_lost_while_serving(loss: Loss) {
+    let gw = TestGateway::start_with(|c| Backend::Fs.configure(c)).await;
+    let mut c = gw.content().await;
+    let user = "before-loss";
+    put_items(&mut c, user).await;
+    assert_eq!(
+        health(&gw).await,
+        ServingStatus::Serving as i32,
+        "healthy before the loss"
+    );
+
+    let db = gw.data_dir.join("keys.db");
+    let word = match loss {
+        Loss::Deleted => {
+            std::fs::remove_file(&db).expect("delete keys.db");
+            for side in ["keys.db-wal", "keys.db-shm"] {
+                match std::fs::remove_file(gw.data_dir.join(side)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("delete {side}: {e}"),
+                }
+            }
+            "deleted"
+        }
+        Loss::Replaced => {
+            let copy = gw.data_dir.join("keys.db.copy");
+            std::fs::copy(&db, &copy).expect("copy keys.db");
+            std::fs::remove_file(&db).expect("delete keys.db");
+            std::fs::rename(&copy, &db).expect("rename the copy into place");
+            "replaced"
+        }
+    };
+
+    eventually(
+        &format!("health is NOT_SERVING after keys.db was {word}"),
+        HEALTH_DEADLINE,
+        || async { health(&gw).await == ServingStatus::NotServing as i32 },
+    )
+    .await;
+
+    let expected = format!("keys.db was {word}");
+    let s = expect_code(
+        put_item(&mut c, "after-loss", SPACE, "first", b"hello").await,
+        Code::Unavailable,
+        &format!("upload of a new user after keys.db was {word}"),
+    );
+    assert!(s.message().contains(&expected), "{s:?}");
+    // Several at once: calls that find no idle key-store connection must be
+    // refused the same way.
+    let uploads = (0..8).map(|i| {
+        let gw = &gw;
+        async move {
+            let mut c = gw.content().await;
+            put_item(&mut c, &format!("after-loss-{i}"), SPACE, "first", b"hello").await
+        }
+    });
+    for (i, r) in futures_util::future::join_all(uploads)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let s = expect_code(
+            r,
+            Code::Unavailable,
+            &format!("concurrent upload {i} of a new user after keys.db was {word}"),
+        );
+        assert!(
+            s.message().contains(&expected),
+            "concurrent upload {i} of a new user after keys.db was {word}: {s:?}"
+        );
+    }
+    let s = expect_code(
+        erase(&gw, user).await,
+        Code::Unavailable,
+        &format!("EraseUser after keys.db was {word}"),
+    );
+    assert!(s.message().contains(&expected), "{s:?}");
+    let s = expect_code(
+        erase(&gw, "never-stored").await,
+        Code::Unavailable,
+        &format!("EraseUser of another user after keys.db was {word}"),
+    );
+    assert!(s.message().contains(&expected), "{s:?}");
+    // Still NOT_SERVING: nothing brought it back.
+    assert_eq!(health(&gw).await, ServingStatus::NotServing as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_key_store_turns_not_serving_and_refuses_writes() {
+    key_store_lost_while_serving(Loss::Deleted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_key_store_turns_not_serving_and_refuses_writes() {
+    key_store_lost_while_serving(Loss::Replaced).await;
+}
