@@ -248,6 +248,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // grpcurl before 1.8.8, Python's grpcio-reflection and other tools speak
+    // only v1alpha.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
     let local = listener.local_addr().ok();
     tracing::info!(address = ?local, data_dir = %config.data_dir.display(), "sealgate listening");
     tonic::transport::Server::builder()
@@ -261,6 +267,7 @@ pub async fn serve(
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(pb::content_service_server::ContentServiceServer::new(
             ContentApi::new(gateway.content.clone()),
         ))

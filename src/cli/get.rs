@@ -39,21 +39,62 @@ pub(super) async fn run(args: GetArgs) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
-        Some(path) => Box::new(
-            tokio::fs::File::create(path)
-                .await
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        ),
-        None => Box::new(tokio::io::stdout()),
-    };
+    match output {
+        Some(path) => to_file(&mut stream, &path).await,
+        None => {
+            let mut out = tokio::io::stdout();
+            copy(&mut stream, &mut out).await?;
+            Ok(out.flush().await?)
+        }
+    }
+}
+
+/// Writes the object's bytes to `out`.
+async fn copy(
+    stream: &mut tonic::Streaming<pb::GetObjectResponse>,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> anyhow::Result<()> {
     while let Some(msg) = stream.message().await? {
         if let Some(pb::get_object_response::Part::Data(d)) = msg.part {
             out.write_all(&d).await?;
         }
     }
-    out.flush().await?;
     Ok(())
+}
+
+/// Writes the object to a temporary file beside `path` and renames it into
+/// place only once the whole object arrived and was written: a stream that
+/// fails halfway (an object damaged at rest, a lost connection) leaves no
+/// file, and never a truncated one at `path`.
+async fn to_file(
+    stream: &mut tonic::Streaming<pb::GetObjectResponse>,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file name", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.part", crate::names::random_id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        copy(stream, &mut file).await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&tmp, path)
+            .await
+            .with_context(|| format!("cannot rename into {}", path.display()))
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
 }
 
 /// Parses `START-END` (END inclusive, optional) into start and exclusive end.

@@ -189,3 +189,130 @@ fn unreachable_endpoint_fails_cleanly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_to_a_file_leaves_nothing_when_the_object_is_damaged() {
+    use crate::gateway::{data, pseudonym, put, TestGateway};
+    let gw = TestGateway::start().await;
+    let body = data(2 << 20, 9);
+    put(
+        &mut gw.content().await,
+        "u",
+        "moments",
+        "big",
+        &body,
+        1 << 20,
+    )
+    .await
+    .expect("put");
+    let p = pseudonym(&gw, "u").await;
+    let mut stored = gw.stored_object("moments", &p, "big").await.unwrap();
+    // Damage a chunk near the end: the first messages go out, then the
+    // stream fails DATA_LOSS.
+    let at = stored.len() - 100_000;
+    stored[at] ^= 1;
+    gw.overwrite_stored_object("moments", &p, "big", &stored)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.bin");
+    let kept = dir.path().join("kept.bin");
+    std::fs::write(&kept, b"the previous version").unwrap();
+    let ep = gw.endpoint();
+    let (f, k) = (fresh.clone(), kept.clone());
+    let outs = tokio::task::spawn_blocking(move || {
+        [&f, &k].map(|path| {
+            sealgate(&[
+                "get",
+                "--endpoint",
+                &ep,
+                "--user",
+                "u",
+                "--space",
+                "moments",
+                "--id",
+                "big",
+                "-o",
+                path.to_str().unwrap(),
+            ])
+        })
+    })
+    .await
+    .unwrap();
+    for out in &outs {
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("DataLoss"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(!fresh.exists(), "no truncated file at the final path");
+    assert_eq!(std::fs::read(&kept).unwrap(), b"the previous version");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["kept.bin"], "no temporary file left behind");
+
+    // And an intact object lands whole.
+    let whole = dir.path().join("whole.bin");
+    put(
+        &mut gw.content().await,
+        "u",
+        "moments",
+        "ok",
+        &body,
+        1 << 20,
+    )
+    .await
+    .expect("put");
+    let ep = gw.endpoint();
+    let w = whole.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        sealgate(&[
+            "get",
+            "--endpoint",
+            &ep,
+            "--user",
+            "u",
+            "--space",
+            "moments",
+            "--id",
+            "ok",
+            "-o",
+            w.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    ok(&out);
+    assert_eq!(std::fs::read(&whole).unwrap(), body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start sealgate serve");
+    crate::support::eventually(
+        "the server logs that it listens",
+        std::time::Duration::from_secs(30),
+        || async { std::fs::read_to_string(&log).is_ok_and(|l| l.contains("sealgate listening")) },
+    )
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read(&log).unwrap();
+    assert!(
+        !text.contains(&0x1b),
+        "escape codes in a log file: {}",
+        String::from_utf8_lossy(&text)
+    );
+}
