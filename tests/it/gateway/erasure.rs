@@ -17,14 +17,7 @@ backend_tests!(
 );
 
 async fn erase(gw: &TestGateway, user: &str) -> pb::EraseReceipt {
-    gw.erasure()
-        .await
-        .erase_user(pb::EraseUserRequest {
-            user_id: user.into(),
-        })
-        .await
-        .expect("EraseUser")
-        .into_inner()
+    try_erase(gw, user).await.expect("EraseUser")
 }
 
 /// Every read and write of `user` is refused as erased.
@@ -77,17 +70,6 @@ async fn assert_all_refused(gw: &TestGateway, user: &str, ids: &[(&str, &str)]) 
             "PutItem (generated id)",
         );
     }
-}
-
-async fn key_status(gw: &TestGateway, user: &str) -> pb::KeyStatusResponse {
-    gw.admin()
-        .await
-        .key_status(pb::KeyStatusRequest {
-            user_id: user.into(),
-        })
-        .await
-        .expect("KeyStatus")
-        .into_inner()
 }
 
 async fn erase_user_end_to_end() {

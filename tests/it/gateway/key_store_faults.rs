@@ -189,37 +189,6 @@ async fn start_on(data_dir: &Path) -> TestGateway {
     TestGateway::start_config(c).await
 }
 
-async fn erase(gw: &TestGateway, user: &str) -> Result<pb::EraseReceipt, Status> {
-    gw.erasure()
-        .await
-        .erase_user(pb::EraseUserRequest {
-            user_id: user.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn get_erasure(gw: &TestGateway, user: &str) -> Result<pb::ErasureStatus, Status> {
-    gw.erasure()
-        .await
-        .get_erasure(pb::GetErasureRequest {
-            user_id: user.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn key_status(gw: &TestGateway, user: &str) -> pb::KeyStatusResponse {
-    gw.admin()
-        .await
-        .key_status(pb::KeyStatusRequest {
-            user_id: user.into(),
-        })
-        .await
-        .expect("KeyStatus")
-        .into_inner()
-}
-
 /// The health of the whole server (service "").
 async fn health(gw: &TestGateway) -> i32 {
     let channel = tonic::transport::Channel::from_shared(gw.endpoint())
@@ -305,7 +274,7 @@ async fn assert_items_erased(c: &mut ContentServiceClient<Channel>, user: &str) 
 async fn assert_erased_with(gw: &TestGateway, user: &str, receipt: &pb::EraseReceipt) {
     let mut c = gw.content().await;
     for round in 0..3 {
-        let status = get_erasure(gw, user)
+        let status = try_erasure_status(gw, user)
             .await
             .unwrap_or_else(|s| panic!("GetErasure of {user} (round {round}): {s:?}"));
         assert_eq!(
@@ -401,7 +370,8 @@ async fn erasure_goes_through_on_a_full_disk_and_survives_restarts() {
 
     // Eight concurrent erasures on the full disk.
     let concurrent = &users[..8];
-    let results = futures_util::future::join_all(concurrent.iter().map(|u| erase(&gw, u))).await;
+    let results =
+        futures_util::future::join_all(concurrent.iter().map(|u| try_erase(&gw, u))).await;
     let mut receipts: Vec<Option<pb::EraseReceipt>> = Vec::new();
     for (u, r) in concurrent.iter().zip(results) {
         match r {
@@ -436,7 +406,7 @@ async fn erasure_goes_through_on_a_full_disk_and_survives_restarts() {
     for (u, receipt) in concurrent.iter().zip(&receipts) {
         match receipt {
             Some(receipt) => assert_erased_with(&gw, u, receipt).await,
-            None => match get_erasure(&gw, u).await {
+            None => match try_erasure_status(&gw, u).await {
                 // The erasure committed but its call failed (e.g. the
                 // checkpoint after it): it must hold all the same.
                 Ok(status) => {
@@ -460,7 +430,7 @@ async fn erasure_goes_through_on_a_full_disk_and_survives_restarts() {
     // Space again: failed erasures now succeed, the others one at a time.
     std::fs::remove_file(&filler).expect("delete the filler");
     for (u, receipt) in concurrent.iter().zip(receipts.iter_mut()) {
-        let again = erase(&gw, u)
+        let again = try_erase(&gw, u)
             .await
             .unwrap_or_else(|s| panic!("EraseUser {u} once the disk has space: {s:?}"));
         match receipt {
@@ -469,7 +439,7 @@ async fn erasure_goes_through_on_a_full_disk_and_survives_restarts() {
         }
     }
     for u in &users[8..] {
-        let r = erase(&gw, u)
+        let r = try_erase(&gw, u)
             .await
             .unwrap_or_else(|s| panic!("EraseUser {u}: {s:?}"));
         receipts.push(Some(r));
@@ -501,7 +471,9 @@ async fn erasure_goes_through_on_a_full_disk_and_survives_restarts() {
     for (u, receipt) in users.iter().zip(&receipts) {
         assert_erased_with(&gw, u, receipt).await;
         assert_eq!(
-            erase(&gw, u).await.expect("EraseUser after the restart"),
+            try_erase(&gw, u)
+                .await
+                .expect("EraseUser after the restart"),
             *receipt,
             "{u}: receipt after the restart"
         );
@@ -562,7 +534,7 @@ async fn disk_turned_read_only_refuses_writes_until_repaired() {
     );
 
     let s = expect_code(
-        erase(&gw, victim).await,
+        try_erase(&gw, victim).await,
         Code::Unavailable,
         "EraseUser on a read-only disk",
     );
@@ -575,7 +547,7 @@ async fn disk_turned_read_only_refuses_writes_until_repaired() {
     );
     // Refused again, the same way (the failed write left the store usable).
     expect_code(
-        erase(&gw, victim).await,
+        try_erase(&gw, victim).await,
         Code::Unavailable,
         "EraseUser on a read-only disk, again",
     );
@@ -592,7 +564,7 @@ async fn disk_turned_read_only_refuses_writes_until_repaired() {
     }
     // Nothing was erased: the user is still readable.
     expect_code(
-        get_erasure(&gw, victim).await,
+        try_erasure_status(&gw, victim).await,
         Code::NotFound,
         "GetErasure on a read-only disk after the erasure failed",
     );
@@ -607,13 +579,13 @@ async fn disk_turned_read_only_refuses_writes_until_repaired() {
     let gw = start_on(&dir).await;
     let mut c = gw.content().await;
     expect_code(
-        get_erasure(&gw, victim).await,
+        try_erasure_status(&gw, victim).await,
         Code::NotFound,
         "GetErasure after the repair",
     );
     assert_items_read_back(&mut c, victim).await;
     assert_items_read_back(&mut c, other).await;
-    let receipt = erase(&gw, victim)
+    let receipt = try_erase(&gw, victim)
         .await
         .expect("EraseUser once the disk is writable again");
     assert_eq!(receipt.destroyed_key_versions, [1], "{receipt:?}");
@@ -728,13 +700,13 @@ async fn key_store_lost_while_serving(loss: Loss) {
         );
     }
     let s = expect_code(
-        erase(&gw, user).await,
+        try_erase(&gw, user).await,
         Code::Unavailable,
         &format!("EraseUser after keys.db was {word}"),
     );
     assert!(s.message().contains(&expected), "{s:?}");
     let s = expect_code(
-        erase(&gw, "never-stored").await,
+        try_erase(&gw, "never-stored").await,
         Code::Unavailable,
         &format!("EraseUser of another user after keys.db was {word}"),
     );

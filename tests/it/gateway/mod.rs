@@ -732,6 +732,40 @@ pub async fn erasure_status(gw: &TestGateway, user: &str) -> pb::ErasureStatus {
         .into_inner()
 }
 
+/// Erases `user`.
+pub async fn try_erase(gw: &TestGateway, user: &str) -> Result<pb::EraseReceipt, Status> {
+    gw.erasure()
+        .await
+        .erase_user(pb::EraseUserRequest {
+            user_id: user.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// GetErasure of `user`.
+pub async fn try_erasure_status(gw: &TestGateway, user: &str) -> Result<pb::ErasureStatus, Status> {
+    gw.erasure()
+        .await
+        .get_erasure(pb::GetErasureRequest {
+            user_id: user.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// KeyStatus of `user`.
+pub async fn key_status(gw: &TestGateway, user: &str) -> pb::KeyStatusResponse {
+    gw.admin()
+        .await
+        .key_status(pb::KeyStatusRequest {
+            user_id: user.into(),
+        })
+        .await
+        .expect("KeyStatus")
+        .into_inner()
+}
+
 /// Waits until the user's GC job is DONE (failing at once if it FAILED);
 /// returns the final status.
 pub async fn wait_gc_done(gw: &TestGateway, user: &str) -> pb::ErasureStatus {
