@@ -11,12 +11,96 @@ use crate::keys::store::StoreError;
 use crate::keys::KeyError;
 use crate::names::NameError;
 
+/// A stable, machine-readable reason for an error: the
+/// `google.rpc.ErrorInfo.reason` callers match on (domain `sealgate.v1`).
+/// The proto's header comment lists each with its code; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// NOT_FOUND: no such object.
+    ObjectNotFound,
+    /// NOT_FOUND: no erasure is recorded for the user.
+    ErasureNotFound,
+    /// FAILED_PRECONDITION: the user is erased.
+    UserErased,
+    /// DATA_LOSS: a stored object failed its integrity check.
+    IntegrityFailure,
+    /// INVALID_ARGUMENT: a malformed object id.
+    InvalidObjectId,
+    /// INVALID_ARGUMENT: an empty or overlong user id.
+    InvalidUserId,
+    /// INVALID_ARGUMENT: a space that is not configured.
+    UnknownSpace,
+    /// INVALID_ARGUMENT or OUT_OF_RANGE: a byte range that is empty,
+    /// inverted or starts past the end.
+    InvalidRange,
+    /// INVALID_ARGUMENT: a page token that is not one this listing gave.
+    InvalidPageToken,
+    /// INVALID_ARGUMENT: a malformed request or upload stream.
+    InvalidRequest,
+    /// INVALID_ARGUMENT: more ids than one batch may carry.
+    BatchTooLarge,
+    /// INVALID_ARGUMENT: an upload whose bytes do not match its declared size.
+    SizeMismatch,
+    /// RESOURCE_EXHAUSTED: an object past `limits.max_object_bytes`.
+    ObjectTooLarge,
+    /// RESOURCE_EXHAUSTED: an item past `limits.max_item_bytes`.
+    ItemTooLarge,
+    /// RESOURCE_EXHAUSTED: one gRPC message past 4 MiB, or metadata past 8 KiB.
+    MessageTooLarge,
+    /// ALREADY_EXISTS: a create-only write found the id taken.
+    AlreadyExists,
+    /// UNAVAILABLE: a backend is down or refuses writes for now; retry.
+    BackendUnavailable,
+    /// RESOURCE_EXHAUSTED: a store's disk is full.
+    StorageFull,
+    /// UNAVAILABLE: the key store was deleted or replaced; an operator must
+    /// restore it.
+    StorageLost,
+    /// INTERNAL: a bug; details only in the server log.
+    Internal,
+}
+
+impl Reason {
+    /// The reason as callers see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ObjectNotFound => "OBJECT_NOT_FOUND",
+            Self::ErasureNotFound => "ERASURE_NOT_FOUND",
+            Self::UserErased => "USER_ERASED",
+            Self::IntegrityFailure => "INTEGRITY_FAILURE",
+            Self::InvalidObjectId => "INVALID_OBJECT_ID",
+            Self::InvalidUserId => "INVALID_USER_ID",
+            Self::UnknownSpace => "UNKNOWN_SPACE",
+            Self::InvalidRange => "INVALID_RANGE",
+            Self::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            Self::InvalidRequest => "INVALID_REQUEST",
+            Self::BatchTooLarge => "BATCH_TOO_LARGE",
+            Self::SizeMismatch => "SIZE_MISMATCH",
+            Self::ObjectTooLarge => "OBJECT_TOO_LARGE",
+            Self::ItemTooLarge => "ITEM_TOO_LARGE",
+            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::BackendUnavailable => "BACKEND_UNAVAILABLE",
+            Self::StorageFull => "STORAGE_FULL",
+            Self::StorageLost => "STORAGE_LOST",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
 /// Everything a domain operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request is malformed; the message names the field.
-    #[error("{0}")]
-    InvalidArgument(String),
+    /// The request is malformed: which field, why.
+    #[error("{message}")]
+    InvalidArgument {
+        /// The stable reason.
+        reason: Reason,
+        /// The request field at fault (`object_id`, `space`, ...).
+        field: &'static str,
+        /// What is wrong, quoting at most a short prefix of the input.
+        message: String,
+    },
     /// No such object.
     #[error("object not found")]
     NotFound,
@@ -33,8 +117,13 @@ pub enum Error {
     #[error("stored object failed its integrity check")]
     DataLoss,
     /// A size limit was exceeded.
-    #[error("{0}")]
-    TooLarge(String),
+    #[error("{message}")]
+    TooLarge {
+        /// Which limit.
+        reason: Reason,
+        /// What was too large, and the limit.
+        message: String,
+    },
     /// A byte range lies outside the object.
     #[error("{0}")]
     OutOfRange(String),
@@ -53,10 +142,65 @@ pub enum Error {
     Internal(String),
 }
 
+/// Longest piece of caller input an error message quotes.
+const QUOTE_LEN: usize = 64;
+
+/// `input` for an error message: Debug-quoted, cut to [`QUOTE_LEN`] bytes
+/// (on a character boundary) so no error echoes a caller's megabytes back.
+pub fn quote(input: &str) -> String {
+    if input.len() <= QUOTE_LEN {
+        return format!("{input:?}");
+    }
+    let mut end = QUOTE_LEN;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &input[..end], input.len())
+}
+
 impl Error {
-    /// An invalid request field: `"{field} {problem}"`.
-    pub fn invalid_name(field: &str, problem: NameError) -> Self {
-        Self::InvalidArgument(format!("{field} {problem}"))
+    /// A malformed request field.
+    pub fn invalid(reason: Reason, field: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            reason,
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// An invalid name or user id in `field`: `"{field} {problem}"`.
+    pub fn invalid_name(field: &'static str, problem: NameError) -> Self {
+        let reason = match field {
+            "object_id" => Reason::InvalidObjectId,
+            "user_id" => Reason::InvalidUserId,
+            _ => Reason::InvalidRequest,
+        };
+        Self::invalid(reason, field, format!("{field} {problem}"))
+    }
+
+    /// A size limit exceeded.
+    pub fn too_large(reason: Reason, message: impl Into<String>) -> Self {
+        Self::TooLarge {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The stable reason of this error.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::InvalidArgument { reason, .. } | Self::TooLarge { reason, .. } => *reason,
+            Self::NotFound => Reason::ObjectNotFound,
+            Self::ErasureNotFound => Reason::ErasureNotFound,
+            Self::AlreadyExists => Reason::AlreadyExists,
+            Self::UserErased => Reason::UserErased,
+            Self::DataLoss => Reason::IntegrityFailure,
+            Self::OutOfRange(_) => Reason::InvalidRange,
+            Self::Unavailable(_) => Reason::BackendUnavailable,
+            Self::StorageFull(_) => Reason::StorageFull,
+            Self::StorageLost(_) => Reason::StorageLost,
+            Self::Internal(_) => Reason::Internal,
+        }
     }
 }
 
@@ -111,12 +255,15 @@ impl From<CryptoError> for Error {
             CryptoError::RangeOutOfBounds => {
                 Self::OutOfRange("byte range outside the object".into())
             }
-            CryptoError::MessageTooLong => {
-                Self::TooLarge("object exceeds the format's size limit".into())
-            }
-            CryptoError::MetadataTooLarge => {
-                Self::InvalidArgument("content type and attributes exceed 8 KiB".into())
-            }
+            CryptoError::MessageTooLong => Self::too_large(
+                Reason::ObjectTooLarge,
+                "object exceeds the format's size limit",
+            ),
+            CryptoError::MetadataTooLarge => Self::invalid(
+                Reason::InvalidRequest,
+                "attributes",
+                "content type and attributes exceed 8 KiB",
+            ),
             CryptoError::InvalidKeySize | CryptoError::Rng => Self::Internal(e.to_string()),
         }
     }

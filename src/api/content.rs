@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::pb;
 use crate::content::{ByteRange, Content, ErasureGuard, ObjectInfo, ObjectRef};
 use crate::crypto::Metadata;
-use crate::error::Error;
+use crate::error::{Error, Reason};
 
 /// The ContentService implementation.
 pub struct ContentApi {
@@ -27,7 +27,9 @@ impl ContentApi {
     }
 
     fn object_ref(&self, r: Option<pb::ObjectRef>) -> Result<ObjectRef, Error> {
-        let r = r.ok_or_else(|| Error::InvalidArgument("object is required".into()))?;
+        let r = r.ok_or_else(|| {
+            Error::invalid(Reason::InvalidRequest, "object", "object is required")
+        })?;
         self.content.object_ref(&r.user_id, &r.space, &r.object_id)
     }
 }
@@ -60,18 +62,24 @@ fn upload_body(
         Ok(pb::PutObjectRequest {
             part: Some(pb::put_object_request::Part::Data(d)),
         }) => Ok(d),
-        Ok(_) => Err(Error::InvalidArgument(
-            "only the first message may be a header".into(),
+        Ok(_) => Err(Error::invalid(
+            Reason::InvalidRequest,
+            "part",
+            "only the first message may be a header",
         )),
         // tonic reports a message over the decoding limit as OUT_OF_RANGE.
-        Err(status) if status.code() == tonic::Code::OutOfRange => Err(Error::TooLarge(format!(
-            "upload message too large (send pieces of at most 4 MiB): {}",
-            status.message()
-        ))),
-        Err(status) => Err(Error::InvalidArgument(format!(
-            "upload stream failed: {}",
-            status.message()
-        ))),
+        Err(status) if status.code() == tonic::Code::OutOfRange => Err(Error::too_large(
+            Reason::MessageTooLarge,
+            format!(
+                "upload message too large (send pieces of at most 4 MiB): {}",
+                status.message()
+            ),
+        )),
+        Err(status) => Err(Error::invalid(
+            Reason::InvalidRequest,
+            "part",
+            format!("upload stream failed: {}", status.message()),
+        )),
     })
 }
 
@@ -113,14 +121,20 @@ impl pb::content_service_server::ContentService for ContentApi {
                 part: Some(pb::put_object_request::Part::Header(h)),
             }) => h,
             Some(_) => {
-                return Err(Status::invalid_argument(
+                return Err(Error::invalid(
+                    Reason::InvalidRequest,
+                    "header",
                     "the first message must be a header",
-                ))
+                )
+                .into())
             }
             None => {
-                return Err(Status::invalid_argument(
+                return Err(Error::invalid(
+                    Reason::InvalidRequest,
+                    "header",
                     "empty upload: the first message must be a header",
-                ))
+                )
+                .into())
             }
         };
         let (obj, mode) =
@@ -224,7 +238,11 @@ impl pb::content_service_server::ContentService for ContentApi {
         let req = request.into_inner();
         let max = self.content.limits().max_item_bytes;
         if req.content.len() as u64 > max {
-            return Err(Error::TooLarge(format!("item exceeds the limit of {max} bytes")).into());
+            return Err(Error::too_large(
+                Reason::ItemTooLarge,
+                format!("item exceeds the limit of {max} bytes"),
+            )
+            .into());
         }
         let (obj, mode) = self
             .content

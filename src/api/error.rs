@@ -7,36 +7,42 @@ use crate::error::Error;
 
 /// Error domain in `google.rpc.ErrorInfo`.
 pub const ERROR_DOMAIN: &str = "sealgate.v1";
-/// `ErrorInfo.reason` of requests about an erased user.
-pub const REASON_USER_ERASED: &str = "USER_ERASED";
 
 impl From<Error> for Status {
+    /// Every status carries a `google.rpc.ErrorInfo` (domain
+    /// [`ERROR_DOMAIN`], the error's [`crate::error::Reason`]); INVALID_ARGUMENT also a
+    /// `google.rpc.BadRequest` naming the field.
     fn from(e: Error) -> Self {
-        match e {
-            Error::InvalidArgument(m) => Status::invalid_argument(m),
-            Error::NotFound => Status::not_found("object not found"),
-            Error::ErasureNotFound => Status::not_found("no erasure recorded for this user"),
-            Error::AlreadyExists => Status::already_exists("object already exists"),
-            Error::UserErased => Status::with_error_details(
-                Code::FailedPrecondition,
-                "user has been erased",
-                ErrorDetails::with_error_info(REASON_USER_ERASED, ERROR_DOMAIN, []),
-            ),
-            Error::DataLoss => Status::data_loss("stored object failed its integrity check"),
-            Error::TooLarge(m) => Status::resource_exhausted(m),
-            Error::OutOfRange(m) => Status::out_of_range(m),
-            Error::Unavailable(m) => {
-                Status::unavailable(format!("backend unavailable, retry later: {m}"))
+        let reason = e.reason();
+        let mut details = ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, []);
+        let (code, message) = match e {
+            Error::InvalidArgument { field, message, .. } => {
+                details.add_bad_request_violation(field, message.clone());
+                (Code::InvalidArgument, message)
             }
-            Error::StorageFull(m) => Status::resource_exhausted(format!("storage full: {m}")),
+            Error::NotFound | Error::ErasureNotFound => (Code::NotFound, e.to_string()),
+            Error::AlreadyExists => (Code::AlreadyExists, e.to_string()),
+            Error::UserErased => (Code::FailedPrecondition, e.to_string()),
+            Error::DataLoss => (Code::DataLoss, e.to_string()),
+            Error::TooLarge { message, .. } => (Code::ResourceExhausted, message),
+            Error::OutOfRange(m) => (Code::OutOfRange, m),
+            Error::Unavailable(m) => (
+                Code::Unavailable,
+                format!("backend unavailable, retry later: {m}"),
+            ),
+            Error::StorageFull(m) => (Code::ResourceExhausted, format!("storage full: {m}")),
             Error::StorageLost(m) => {
                 tracing::error!(error = %m, "storage lost");
-                Status::unavailable(format!("storage lost, an operator must restore it: {m}"))
+                (
+                    Code::Unavailable,
+                    format!("storage lost, an operator must restore it: {m}"),
+                )
             }
             Error::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
-                Status::internal("internal error")
+                (Code::Internal, "internal error".to_string())
             }
-        }
+        };
+        Status::with_error_details(code, message, details)
     }
 }

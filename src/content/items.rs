@@ -3,7 +3,7 @@
 use futures_util::StreamExt;
 
 use super::{Content, ObjectInfo};
-use crate::error::Error;
+use crate::error::{Error, Reason};
 
 /// Most ids in one GetItems call.
 pub const MAX_BATCH: usize = 100;
@@ -35,10 +35,14 @@ impl Content {
         item_ids: Vec<String>,
     ) -> Result<Vec<(String, Result<Item, Error>)>, Error> {
         if item_ids.len() > MAX_BATCH {
-            return Err(Error::InvalidArgument(format!(
-                "at most {MAX_BATCH} item ids per call, got {}",
-                item_ids.len()
-            )));
+            return Err(Error::invalid(
+                Reason::BatchTooLarge,
+                "item_ids",
+                format!(
+                    "at most {MAX_BATCH} item ids per call, got {}",
+                    item_ids.len()
+                ),
+            ));
         }
         let pseudonym = self.pseudonym(user_id)?;
         self.check_space(space)?;
@@ -68,9 +72,10 @@ impl Content {
         let obj = self.object_ref(user_id, space, item_id)?;
         let opened = self.open(&obj, true).await?;
         if opened.info.size > max {
-            return Err(Error::TooLarge(format!(
-                "object is larger than an item ({max} bytes); use GetObject"
-            )));
+            return Err(Error::too_large(
+                Reason::ItemTooLarge,
+                format!("object is larger than an item ({max} bytes); use GetObject"),
+            ));
         }
         let info = opened.info.clone();
         let content = opened.read_all().await?;

@@ -4,7 +4,7 @@ use super::Content;
 use crate::blob::{BlobError, BlobKey};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::ObjectLayout;
-use crate::error::Error;
+use crate::error::{Error, Reason};
 use crate::names;
 
 /// Entries per page when the caller does not say.
@@ -42,7 +42,11 @@ impl Content {
         } else if names::is_valid_name(page_token) {
             Some(page_token)
         } else {
-            return Err(Error::InvalidArgument("invalid page_token".into()));
+            return Err(Error::invalid(
+                Reason::InvalidPageToken,
+                "page_token",
+                "invalid page_token",
+            ));
         };
         let limit = match page_size {
             0 => DEFAULT_PAGE,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::blob::{BlobKey, BlobStore, WriteMode};
 use crate::crypto::{Metadata, ObjectIdentity, Pseudonym};
-use crate::error::Error;
+use crate::error::{Error, Reason};
 use crate::keys::KeyHierarchy;
 use crate::names;
 
@@ -124,10 +124,15 @@ impl Content {
         if self.spaces.iter().any(|s| s == space) {
             Ok(())
         } else {
-            Err(Error::InvalidArgument(format!(
-                "unknown space {space:?}; configured spaces: {}",
-                self.spaces.join(", ")
-            )))
+            Err(Error::invalid(
+                Reason::UnknownSpace,
+                "space",
+                format!(
+                    "unknown space {}; configured spaces: {}",
+                    crate::error::quote(space),
+                    self.spaces.join(", ")
+                ),
+            ))
         }
     }
 
@@ -144,8 +149,10 @@ impl Content {
         let pseudonym = self.pseudonym(user_id)?;
         self.check_space(space)?;
         names::check_name(object_id).map_err(|e| Error::invalid_name("object_id", e))?;
-        let identity = ObjectIdentity::new(&self.region, space, pseudonym, object_id)
-            .map_err(|_| Error::InvalidArgument("object identity too long".into()))?;
+        let identity =
+            ObjectIdentity::new(&self.region, space, pseudonym, object_id).map_err(|_| {
+                Error::invalid(Reason::InvalidRequest, "object", "object identity too long")
+            })?;
         Ok(ObjectRef {
             pseudonym,
             identity,

@@ -6,7 +6,7 @@ use futures_util::{Stream, StreamExt};
 use super::{Content, ObjectInfo, ObjectRef};
 use crate::blob::WriteMode;
 use crate::crypto::{Metadata, ObjectSealer};
-use crate::error::Error;
+use crate::error::{Error, Reason};
 
 /// Sealed bytes are handed to storage in pieces of about this size.
 const WRITE_PIECE: usize = super::READ_PIECE + super::READ_PIECE / 64;
@@ -38,6 +38,7 @@ impl Content {
             mode,
             metadata,
             self.limits.max_object_bytes,
+            Reason::ObjectTooLarge,
             declared_size,
             body,
         )
@@ -57,8 +58,16 @@ impl Content {
     ) -> Result<ObjectInfo, Error> {
         let size = Some(content.len() as u64);
         let body = futures_util::stream::iter([Ok(content)]);
-        self.put_limited(obj, mode, metadata, self.limits.max_item_bytes, size, body)
-            .await
+        self.put_limited(
+            obj,
+            mode,
+            metadata,
+            self.limits.max_item_bytes,
+            Reason::ItemTooLarge,
+            size,
+            body,
+        )
+        .await
     }
 
     async fn put_limited<S>(
@@ -67,6 +76,7 @@ impl Content {
         mode: WriteMode,
         metadata: &Metadata,
         limit: u64,
+        too_large: Reason,
         declared_size: Option<u64>,
         mut body: S,
     ) -> Result<ObjectInfo, Error>
@@ -75,9 +85,10 @@ impl Content {
     {
         if let Some(declared) = declared_size {
             if declared > limit {
-                return Err(Error::TooLarge(format!(
-                    "declared size {declared} exceeds the limit of {limit} bytes"
-                )));
+                return Err(Error::too_large(
+                    too_large,
+                    format!("declared size {declared} exceeds the limit of {limit} bytes"),
+                ));
             }
         }
         let mut guard = self.erasure_guard(obj);
@@ -101,14 +112,17 @@ impl Content {
                 guard.check().await?;
                 let total = sealer.plaintext_len() + piece.len() as u64;
                 if total > limit {
-                    return Err(Error::TooLarge(format!(
-                        "object exceeds the limit of {limit} bytes"
-                    )));
+                    return Err(Error::too_large(
+                        too_large,
+                        format!("object exceeds the limit of {limit} bytes"),
+                    ));
                 }
                 if let Some(declared) = declared_size.filter(|&d| total > d) {
-                    return Err(Error::InvalidArgument(format!(
-                        "more bytes than the declared size {declared}"
-                    )));
+                    return Err(Error::invalid(
+                        Reason::SizeMismatch,
+                        "size",
+                        format!("more bytes than the declared size {declared}"),
+                    ));
                 }
                 sealer.push(&piece, &mut sealed)?;
                 if !sealed.is_empty() {
@@ -118,9 +132,11 @@ impl Content {
             }
             let size = sealer.plaintext_len();
             if let Some(declared) = declared_size.filter(|&d| d != size) {
-                return Err(Error::InvalidArgument(format!(
-                    "received {size} bytes, but the declared size is {declared}"
-                )));
+                return Err(Error::invalid(
+                    Reason::SizeMismatch,
+                    "size",
+                    format!("received {size} bytes, but the declared size is {declared}"),
+                ));
             }
             sealer.finish(&mut sealed)?;
             writer.write(&sealed).await?;

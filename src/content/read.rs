@@ -11,7 +11,7 @@ use crate::blob::BlobReader;
 use crate::crypto::chunked::{self, RandomAccess, RangePlan};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Header, ObjectLayout, Pseudonym, UnsealedObject};
-use crate::error::Error;
+use crate::error::{Error, Reason};
 use crate::keys::{ErasureWatch, KeyHierarchy};
 
 /// Plaintext bytes per blob read of a ranged GetObject (whole chunks).
@@ -72,8 +72,10 @@ impl Content {
         range: Option<ByteRange>,
     ) -> Result<OpenedObject, Error> {
         if range.is_some_and(|r| r.end.is_some_and(|e| e <= r.start)) {
-            return Err(Error::InvalidArgument(
-                "range end must be greater than start".into(),
+            return Err(Error::invalid(
+                Reason::InvalidRange,
+                "range",
+                "range end must be greater than start",
             ));
         }
         let opened = self.open(obj, range.is_none()).await?;

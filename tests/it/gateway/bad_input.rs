@@ -26,11 +26,36 @@ const SPACE: &str = "moments";
 
 #[track_caller]
 fn expect_invalid<T: std::fmt::Debug>(r: Result<T, Status>, naming: &str, what: &str) {
+    use tonic_types::StatusExt;
     let s = expect_code(r, Code::InvalidArgument, what);
     assert!(
         s.message().contains(naming),
         "{what}: message {:?} should name {naming}",
         s.message()
+    );
+    let expected = match naming {
+        "object_id" => "INVALID_OBJECT_ID",
+        "user_id" => "INVALID_USER_ID",
+        "space" => "UNKNOWN_SPACE",
+        // The shape of an upload stream, not one field.
+        "header" => {
+            assert_eq!(reason(&s).as_deref(), Some("INVALID_REQUEST"), "{what}");
+            return;
+        }
+        other => panic!("no reason known for {other}"),
+    };
+    assert_eq!(reason(&s).as_deref(), Some(expected), "{what}");
+    let fields: Vec<String> = s
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(
+        fields,
+        [naming],
+        "{what}: the field violation names the field"
     );
 }
 
@@ -130,9 +155,10 @@ async fn invalid_object_ids() {
     let (_, got) = get(&mut c, "u", SPACE, &max, None).await.expect("get");
     assert_eq!(got, b"ok");
     // An invalid page token is refused.
-    expect_code(
+    expect_reason(
         list_page(&mut c, "u", SPACE, 2, "../x").await,
         Code::InvalidArgument,
+        "INVALID_PAGE_TOKEN",
         "ListObjects with a bad page token",
     );
 }
@@ -213,6 +239,17 @@ async fn invalid_user_ids() {
 async fn unknown_space() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
+    // A huge name is quoted only in part: the answer stays small enough for
+    // any client's metadata limit.
+    let huge = "s".repeat(20_000);
+    let s = expect_reason(
+        head(&mut c, "u", &huge, "x").await,
+        Code::InvalidArgument,
+        "UNKNOWN_SPACE",
+        "HeadObject, a 20,000-byte space",
+    );
+    assert!(s.message().len() < 300, "{} bytes", s.message().len());
+    assert!(s.message().contains("20000 bytes"), "{}", s.message());
     for space in ["nope", "", "MOMENTS", ".tmp", "../moments"] {
         let w = format!("space {space:?}");
         expect_invalid(

@@ -564,7 +564,64 @@ pub fn tmp_files(data_dir: &Path) -> Vec<PathBuf> {
 
 pub use crate::support::eventually;
 
-/// Asserts that `result` failed with `code`; returns the status.
+/// The reasons each code may carry: the table in the proto's header comment.
+pub fn reasons_for(code: Code) -> &'static [&'static str] {
+    match code {
+        Code::NotFound => &["OBJECT_NOT_FOUND", "ERASURE_NOT_FOUND"],
+        Code::FailedPrecondition => &["USER_ERASED"],
+        Code::DataLoss => &["INTEGRITY_FAILURE"],
+        Code::InvalidArgument => &[
+            "INVALID_OBJECT_ID",
+            "INVALID_USER_ID",
+            "UNKNOWN_SPACE",
+            "INVALID_RANGE",
+            "INVALID_PAGE_TOKEN",
+            "INVALID_REQUEST",
+            "BATCH_TOO_LARGE",
+            "SIZE_MISMATCH",
+        ],
+        Code::OutOfRange => &["INVALID_RANGE"],
+        Code::ResourceExhausted => &[
+            "OBJECT_TOO_LARGE",
+            "ITEM_TOO_LARGE",
+            "MESSAGE_TOO_LARGE",
+            "STORAGE_FULL",
+        ],
+        Code::AlreadyExists => &["ALREADY_EXISTS"],
+        Code::Unavailable => &["BACKEND_UNAVAILABLE", "STORAGE_LOST"],
+        Code::Internal => &["INTERNAL"],
+        _ => &[],
+    }
+}
+
+/// Asserts that a status from the gateway carries its `google.rpc.ErrorInfo`
+/// (domain `sealgate.v1`, a reason its code may carry) and, for
+/// INVALID_ARGUMENT, a `google.rpc.BadRequest` field violation; returns the
+/// reason.
+#[track_caller]
+pub fn check_details(s: &Status, what: &str) -> String {
+    use tonic_types::StatusExt;
+    let info = s
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("{what}: no ErrorInfo in {s:?}"));
+    assert_eq!(info.domain, "sealgate.v1", "{what}");
+    assert!(
+        reasons_for(s.code()).contains(&info.reason.as_str()),
+        "{what}: reason {} does not go with {:?}",
+        info.reason,
+        s.code()
+    );
+    if s.code() == Code::InvalidArgument {
+        let bad = s
+            .get_details_bad_request()
+            .unwrap_or_else(|| panic!("{what}: no BadRequest in {s:?}"));
+        assert!(!bad.field_violations.is_empty(), "{what}");
+    }
+    info.reason
+}
+
+/// Asserts that `result` failed with `code`, with the details every
+/// gateway error carries ([`check_details`]); returns the status.
 #[track_caller]
 pub fn expect_code<T: std::fmt::Debug>(
     result: Result<T, Status>,
@@ -575,9 +632,23 @@ pub fn expect_code<T: std::fmt::Debug>(
         Ok(v) => panic!("{what}: expected {code:?}, got success {v:?}"),
         Err(s) => {
             assert_eq!(s.code(), code, "{what}: unexpected status {s:?}");
+            check_details(&s, what);
             s
         }
     }
+}
+
+/// Asserts that `result` failed with `code` and `reason`.
+#[track_caller]
+pub fn expect_reason<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    expected: &str,
+    what: &str,
+) -> Status {
+    let s = expect_code(result, code, what);
+    assert_eq!(reason(&s).as_deref(), Some(expected), "{what}: {s:?}");
+    s
 }
 
 /// Asserts that `result` failed because the user is erased.
