@@ -37,8 +37,7 @@ impl Content {
             obj,
             mode,
             metadata,
-            self.limits.max_object_bytes,
-            Reason::ObjectTooLarge,
+            (self.limits.max_object_bytes, Reason::ObjectTooLarge),
             declared_size,
             body,
         )
@@ -62,8 +61,7 @@ impl Content {
             obj,
             mode,
             metadata,
-            self.limits.max_item_bytes,
-            Reason::ItemTooLarge,
+            (self.limits.max_item_bytes, Reason::ItemTooLarge),
             size,
             body,
         )
@@ -75,8 +73,7 @@ impl Content {
         obj: &ObjectRef,
         mode: WriteMode,
         metadata: &Metadata,
-        limit: u64,
-        too_large: Reason,
+        (limit, too_large): (u64, Reason),
         declared_size: Option<u64>,
         mut body: S,
     ) -> Result<ObjectInfo, Error>
