@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .bytes(".sealgate.v1")
+        // google.rpc.Status as tonic-types defines it, so a tonic::Status's
+        // details convert without copying field by field.
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

@@ -275,6 +275,10 @@ pub struct Limits {
     pub max_object_bytes: u64,
     /// Largest item PutItem accepts.
     pub max_item_bytes: u64,
+    /// Largest GetItems / BatchGetItems response; items past it fail on
+    /// their own (`RESPONSE_BUDGET`). The default is the default gRPC
+    /// client's message limit.
+    pub max_response_bytes: u64,
 }
 
 impl Default for Limits {
@@ -282,6 +286,7 @@ impl Default for Limits {
         Self {
             max_object_bytes: 1 << 30,
             max_item_bytes: 64 * 1024,
+            max_response_bytes: 4 << 20,
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum Reason {
     AlreadyExists,
     /// UNAVAILABLE: a backend is down or refuses writes for now; retry.
     BackendUnavailable,
+    /// RESOURCE_EXHAUSTED (per item): the item would push a batch response
+    /// past `limits.max_response_bytes`.
+    ResponseBudget,
     /// RESOURCE_EXHAUSTED: a store's disk is full.
     StorageFull,
     /// UNAVAILABLE: the key store was deleted or replaced; an operator must
@@ -81,6 +84,7 @@ impl Reason {
             Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
             Self::AlreadyExists => "ALREADY_EXISTS",
             Self::BackendUnavailable => "BACKEND_UNAVAILABLE",
+            Self::ResponseBudget => "RESPONSE_BUDGET",
             Self::StorageFull => "STORAGE_FULL",
             Self::StorageLost => "STORAGE_LOST",
             Self::Internal => "INTERNAL",

@@ -132,6 +132,7 @@ impl Gateway {
             Limits {
                 max_object_bytes: config.limits.max_object_bytes,
                 max_item_bytes: config.limits.max_item_bytes,
+                max_response_bytes: config.limits.max_response_bytes,
             },
         ));
         Ok(Self {

@@ -266,7 +266,45 @@ impl pb::content_service_server::ContentService for ContentApi {
             .content
             .get_items(&req.user_id, &req.space, req.item_ids)
             .await?;
-        let items = results
+        Ok(Response::new(pb::GetItemsResponse {
+            items: self.item_results(results),
+        }))
+    }
+
+    async fn batch_get_items(
+        &self,
+        request: Request<pb::BatchGetItemsRequest>,
+    ) -> Result<Response<pb::BatchGetItemsResponse>, Status> {
+        let refs = request
+            .into_inner()
+            .refs
+            .into_iter()
+            .map(|r| (r.user_id, r.space, r.object_id))
+            .collect();
+        let results = self.content.batch_get_items(refs).await?;
+        Ok(Response::new(pb::BatchGetItemsResponse {
+            items: self.item_results(results),
+        }))
+    }
+}
+
+impl ContentApi {
+    /// Item results in request order, within the response budget: an item
+    /// that would push the encoded response past
+    /// `limits.max_response_bytes` becomes a per-item RESOURCE_EXHAUSTED
+    /// (`RESPONSE_BUDGET`), never a failed call.
+    fn item_results(
+        &self,
+        results: Vec<(String, Result<crate::content::Item, Error>)>,
+    ) -> Vec<pb::ItemResult> {
+        use prost::Message;
+        let budget =
+            usize::try_from(self.content.limits().max_response_bytes).unwrap_or(usize::MAX);
+        // Items stop short of the budget by room for the per-item errors
+        // that follow them (a few hundred bytes each, at most 100).
+        let for_items = budget.saturating_sub(ERRORS_HEADROOM);
+        let mut used = 0usize;
+        results
             .into_iter()
             .map(|(item_id, result)| {
                 let result = match result {
@@ -274,20 +312,45 @@ impl pb::content_service_server::ContentService for ContentApi {
                         info: Some(info_pb(item.info)),
                         content: item.content.into(),
                     }),
-                    Err(e) => {
-                        let status = Status::from(e);
-                        pb::item_result::Result::Error(pb::ItemError {
-                            code: status.code() as i32,
-                            message: status.message().to_string(),
-                        })
-                    }
+                    Err(e) => pb::item_result::Result::Error(item_status(e)),
                 };
-                pb::ItemResult {
+                let mut out = pb::ItemResult {
                     item_id,
                     result: Some(result),
+                };
+                // Field tag and length prefix of a repeated message: at most
+                // 1 + 10 bytes.
+                let len = out.encoded_len() + 11;
+                if used + len > for_items {
+                    out.result = Some(pb::item_result::Result::Error(item_status(
+                        Error::too_large(
+                            Reason::ResponseBudget,
+                            format!(
+                                "the response would exceed {budget} bytes; fetch this item in another call"
+                            ),
+                        ),
+                    )));
+                    used += out.encoded_len() + 11;
+                } else {
+                    used += len;
                 }
+                out
             })
-            .collect();
-        Ok(Response::new(pb::GetItemsResponse { items }))
+            .collect()
     }
+}
+
+/// Room kept in a batch response for per-item errors.
+const ERRORS_HEADROOM: usize = 32 * 1024;
+
+/// A per-item error: the `google.rpc.Status` a unary call would return,
+/// with the same details.
+fn item_status(e: Error) -> tonic_types::pb::Status {
+    use prost::Message;
+    let status = Status::from(e);
+    tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| tonic_types::pb::Status {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        details: Vec::new(),
+    })
 }

@@ -67,6 +67,47 @@ impl Content {
         Ok(results)
     }
 
+    /// Reads up to [`MAX_BATCH`] items of any users and spaces (a feed), one
+    /// result per `(user_id, space, item_id)` ref in request order. Every
+    /// failure is reported per item, an erased user's item included.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for more than [`MAX_BATCH`] refs.
+    pub async fn batch_get_items(
+        &self,
+        refs: Vec<(String, String, String)>,
+    ) -> Result<Vec<(String, Result<Item, Error>)>, Error> {
+        if refs.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                Reason::BatchTooLarge,
+                "refs",
+                format!("at most {MAX_BATCH} refs per call, got {}", refs.len()),
+            ));
+        }
+        Ok(futures_util::stream::iter(refs)
+            .map(|(user_id, space, item_id)| async move {
+                let result = self.get_guarded_item(&user_id, &space, &item_id).await;
+                (item_id, result)
+            })
+            .buffered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await)
+    }
+
+    /// One item, refused if its user is erased before or while it is read.
+    async fn get_guarded_item(
+        &self,
+        user_id: &str,
+        space: &str,
+        item_id: &str,
+    ) -> Result<Item, Error> {
+        let obj = self.object_ref(user_id, space, item_id)?;
+        let mut guard = self.erasure_guard(&obj);
+        let item = self.get_item(user_id, space, item_id).await?;
+        guard.check().await?;
+        Ok(item)
+    }
+
     async fn get_item(&self, user_id: &str, space: &str, item_id: &str) -> Result<Item, Error> {
         let max = self.limits.max_item_bytes;
         let obj = self.object_ref(user_id, space, item_id)?;

@@ -62,6 +62,8 @@ pub struct Limits {
     pub max_object_bytes: u64,
     /// Largest item.
     pub max_item_bytes: u64,
+    /// Largest batch-read response.
+    pub max_response_bytes: u64,
 }
 
 /// A plaintext byte range: start, and exclusive end (`None`: to the end).

@@ -48,6 +48,7 @@ mod crash;
 mod declared_size;
 mod erasure;
 mod erasure_holds;
+mod feeds;
 mod key_store_faults;
 mod roundtrip;
 
@@ -585,6 +586,7 @@ pub fn reasons_for(code: Code) -> &'static [&'static str] {
             "OBJECT_TOO_LARGE",
             "ITEM_TOO_LARGE",
             "MESSAGE_TOO_LARGE",
+            "RESPONSE_BUDGET",
             "STORAGE_FULL",
         ],
         Code::AlreadyExists => &["ALREADY_EXISTS"],
