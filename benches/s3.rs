@@ -56,6 +56,11 @@ async fn gateway_put(client: &mut ContentServiceClient<Channel>, id: &str, body:
             bytes::Bytes::copy_from_slice(c),
         )),
     }));
+    msgs.push(pb::PutObjectRequest {
+        part: Some(pb::put_object_request::Part::Finish(
+            pb::PutObjectFinish::default(),
+        )),
+    });
     client
         .put_object(futures_util::stream::iter(msgs))
         .await

@@ -41,6 +41,11 @@ pub enum Reason {
     BatchTooLarge,
     /// INVALID_ARGUMENT: an upload whose bytes do not match its declared size.
     SizeMismatch,
+    /// INVALID_ARGUMENT: an upload stream that ended without its finish.
+    UploadNotFinished,
+    /// INVALID_ARGUMENT: an upload whose plaintext does not match the
+    /// SHA-256 of its finish.
+    ChecksumMismatch,
     /// RESOURCE_EXHAUSTED: an object past `limits.max_object_bytes`.
     ObjectTooLarge,
     /// RESOURCE_EXHAUSTED: an item past `limits.max_item_bytes`.
@@ -79,6 +84,8 @@ impl Reason {
             Self::InvalidRequest => "INVALID_REQUEST",
             Self::BatchTooLarge => "BATCH_TOO_LARGE",
             Self::SizeMismatch => "SIZE_MISMATCH",
+            Self::UploadNotFinished => "UPLOAD_NOT_FINISHED",
+            Self::ChecksumMismatch => "CHECKSUM_MISMATCH",
             Self::ObjectTooLarge => "OBJECT_TOO_LARGE",
             Self::ItemTooLarge => "ITEM_TOO_LARGE",
             Self::MessageTooLarge => "MESSAGE_TOO_LARGE",

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pb;
-use crate::content::{ByteRange, Content, ErasureGuard, ObjectInfo, ObjectRef};
+use crate::content::{ByteRange, Content, ErasureGuard, ObjectInfo, ObjectRef, UploadPart};
 use crate::crypto::Metadata;
 use crate::error::{Error, Reason};
 
@@ -54,14 +54,30 @@ fn metadata(
     }
 }
 
-/// The data messages after a PutObject header, as plaintext pieces.
+/// The messages after a PutObject header: data, then the finish.
 fn upload_body(
     stream: Streaming<pb::PutObjectRequest>,
-) -> impl Stream<Item = Result<Bytes, Error>> + Unpin + Send {
+) -> impl Stream<Item = Result<UploadPart, Error>> + Unpin + Send {
     stream.map(|m| match m {
         Ok(pb::PutObjectRequest {
             part: Some(pb::put_object_request::Part::Data(d)),
-        }) => Ok(d),
+        }) => Ok(UploadPart::Data(d)),
+        Ok(pb::PutObjectRequest {
+            part: Some(pb::put_object_request::Part::Finish(f)),
+        }) => {
+            let sha256 = match f.sha256.len() {
+                0 => None,
+                32 => Some(f.sha256[..].try_into().expect("32 bytes")),
+                n => {
+                    return Err(Error::invalid(
+                        Reason::InvalidRequest,
+                        "finish.sha256",
+                        format!("finish.sha256 must be empty or 32 bytes, got {n}"),
+                    ))
+                }
+            };
+            Ok(UploadPart::Finish { sha256 })
+        }
         Ok(_) => Err(Error::invalid(
             Reason::InvalidRequest,
             "part",

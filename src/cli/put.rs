@@ -57,14 +57,25 @@ pub(super) async fn run(args: PutArgs) -> anyhow::Result<()> {
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(header).await?;
+    // The upload ends with a finish carrying the SHA-256 of what was sent;
+    // if reading the input fails, the stream ends without it and the
+    // gateway stores nothing.
     let reader = tokio::spawn(async move {
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         loop {
             let mut buf = vec![0u8; 1 << 20];
             let n = input.read(&mut buf).await?;
             if n == 0 {
+                let finish = pb::PutObjectRequest {
+                    part: Some(pb::put_object_request::Part::Finish(pb::PutObjectFinish {
+                        sha256: digest.finish().as_ref().to_vec().into(),
+                    })),
+                };
+                let _ = tx.send(finish).await;
                 return Ok::<_, std::io::Error>(());
             }
             buf.truncate(n);
+            digest.update(&buf);
             let msg = pb::PutObjectRequest {
                 part: Some(pb::put_object_request::Part::Data(buf.into())),
             };

@@ -25,6 +25,7 @@ use crate::names;
 
 pub use items::{Item, MAX_BATCH};
 pub use list::ListedObject;
+pub use put::UploadPart;
 pub use read::{ErasureGuard, OpenedObject, MAX_SEND_PIECE, READ_PIECE, SEND_PIECE};
 
 /// What callers learn about an object.

@@ -11,6 +11,19 @@ use crate::error::{Error, Reason};
 /// Sealed bytes are handed to storage in pieces of about this size.
 const WRITE_PIECE: usize = super::READ_PIECE + super::READ_PIECE / 64;
 
+/// One message of an upload after its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadPart {
+    /// Plaintext bytes.
+    Data(Bytes),
+    /// The end of the upload, with the SHA-256 of the whole plaintext if
+    /// the caller wants it checked. Without it, nothing is stored.
+    Finish {
+        /// Expected SHA-256 of the plaintext.
+        sha256: Option<[u8; 32]>,
+    },
+}
+
 impl Content {
     /// Stores an object from a stream of plaintext pieces, at most
     /// `limits.max_object_bytes`. Nothing is visible unless the whole stream
@@ -18,10 +31,15 @@ impl Content {
     /// the partial object is discarded. A `declared_size` is checked against
     /// what arrives and lets the store stream the object straight through.
     ///
+    /// The stream must end with [`UploadPart::Finish`]: a stream cut short
+    /// (a client bug, a proxy that truncates) stores nothing.
+    ///
     /// # Errors
     /// [`Error::TooLarge`] past the limit; [`Error::InvalidArgument`] when
-    /// the bytes do not match `declared_size`; [`Error::UserErased`];
-    /// whatever `body` yields; storage failures.
+    /// the bytes do not match `declared_size` (`SIZE_MISMATCH`) or the
+    /// finish's digest (`CHECKSUM_MISMATCH`), when the finish is missing
+    /// (`UPLOAD_NOT_FINISHED`) or not last; [`Error::UserErased`]; whatever
+    /// `body` yields; storage failures.
     pub async fn put<S>(
         &self,
         obj: &ObjectRef,
@@ -31,7 +49,7 @@ impl Content {
         body: S,
     ) -> Result<ObjectInfo, Error>
     where
-        S: Stream<Item = Result<Bytes, Error>> + Unpin + Send,
+        S: Stream<Item = Result<UploadPart, Error>> + Unpin + Send,
     {
         self.put_limited(
             obj,
@@ -56,7 +74,10 @@ impl Content {
         content: Bytes,
     ) -> Result<ObjectInfo, Error> {
         let size = Some(content.len() as u64);
-        let body = futures_util::stream::iter([Ok(content)]);
+        let body = futures_util::stream::iter([
+            Ok(UploadPart::Data(content)),
+            Ok(UploadPart::Finish { sha256: None }),
+        ]);
         self.put_limited(
             obj,
             mode,
@@ -78,7 +99,7 @@ impl Content {
         mut body: S,
     ) -> Result<ObjectInfo, Error>
     where
-        S: Stream<Item = Result<Bytes, Error>> + Unpin + Send,
+        S: Stream<Item = Result<UploadPart, Error>> + Unpin + Send,
     {
         if let Some(declared) = declared_size {
             if declared > limit {
@@ -103,8 +124,23 @@ impl Content {
         let result = async {
             writer.write(&prefix).await?;
             let mut sealed = Vec::with_capacity(WRITE_PIECE);
-            while let Some(piece) = body.next().await {
-                let piece = piece?;
+            let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            let mut finish = None;
+            while let Some(part) = body.next().await {
+                let piece = match part? {
+                    UploadPart::Data(_) | UploadPart::Finish { .. } if finish.is_some() => {
+                        return Err(Error::invalid(
+                            Reason::InvalidRequest,
+                            "finish",
+                            "the finish message must be the last of the upload",
+                        ));
+                    }
+                    UploadPart::Finish { sha256 } => {
+                        finish = Some(sha256);
+                        continue;
+                    }
+                    UploadPart::Data(piece) => piece,
+                };
                 // An erasure during the upload ends it at the next piece.
                 guard.check().await?;
                 let total = sealer.plaintext_len() + piece.len() as u64;
@@ -121,18 +157,33 @@ impl Content {
                         format!("more bytes than the declared size {declared}"),
                     ));
                 }
+                digest.update(&piece);
                 sealer.push(&piece, &mut sealed)?;
                 if !sealed.is_empty() {
                     writer.write(&sealed).await?;
                     sealed.clear();
                 }
             }
+            let Some(expected) = finish else {
+                return Err(Error::invalid(
+                    Reason::UploadNotFinished,
+                    "finish",
+                    "the upload ended without its finish message; nothing was stored",
+                ));
+            };
             let size = sealer.plaintext_len();
             if let Some(declared) = declared_size.filter(|&d| d != size) {
                 return Err(Error::invalid(
                     Reason::SizeMismatch,
                     "size",
                     format!("received {size} bytes, but the declared size is {declared}"),
+                ));
+            }
+            if expected.is_some_and(|want| digest.finish().as_ref() != want) {
+                return Err(Error::invalid(
+                    Reason::ChecksumMismatch,
+                    "finish.sha256",
+                    "the SHA-256 of the received bytes differs from the finish message's; nothing was stored",
                 ));
             }
             sealer.finish(&mut sealed)?;

@@ -118,6 +118,8 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
             break; // the call already failed
         }
     }
+    // A well-behaved client finishes; the upload still cannot commit.
+    let _ = tx.send(crate::gateway::finish_msg(None)).await;
     drop(tx);
     let status = upload.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");

@@ -145,6 +145,26 @@ impl Upload {
     }
 }
 
+/// A CreateMultipartUpload whose answer the writer has not taken yet.
+struct PendingCreate {
+    task: Option<tokio::task::JoinHandle<Result<String, BlobError>>>,
+    key: String,
+    aborts: mpsc::UnboundedSender<(String, String)>,
+}
+
+impl Drop for PendingCreate {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            let (key, aborts) = (self.key.clone(), self.aborts.clone());
+            tokio::spawn(async move {
+                if let Ok(Ok(id)) = task.await {
+                    let _ = aborts.send((key, id));
+                }
+            });
+        }
+    }
+}
+
 pub(super) struct S3Writer {
     inner: Arc<Inner>,
     key: String,
@@ -166,23 +186,44 @@ impl S3Writer {
     }
 
     /// Starts uploading one part; the next write may go on while it travels.
+    /// CreateMultipartUpload, cancellation-safe: it runs as a task of its
+    /// own, and if this future is dropped before the answer arrives (the
+    /// client went away), the upload S3 created is handed to the abort
+    /// retrier once its id is known, instead of being left behind.
+    async fn create_upload(&self) -> Result<String, BlobError> {
+        let request = self
+            .inner
+            .client
+            .create_multipart_upload()
+            .bucket(&self.inner.bucket)
+            .key(&self.key)
+            .send();
+        let mut pending = PendingCreate {
+            task: Some(tokio::spawn(async move {
+                let created = request.await.map_err(|e| translate(e).into_blob())?;
+                created.upload_id().map(str::to_string).ok_or_else(|| {
+                    BlobError::Io(std::io::Error::other(
+                        "CreateMultipartUpload returned no upload id",
+                    ))
+                })
+            })),
+            key: self.key.clone(),
+            aborts: self.inner.aborts.clone(),
+        };
+        let task = pending.task.as_mut().expect("task set above");
+        let result = task
+            .await
+            .unwrap_or_else(|e| Err(BlobError::Io(std::io::Error::other(e))));
+        pending.task = None;
+        result
+    }
+
     async fn send_part(&mut self, data: Vec<u8>) -> Result<(), BlobError> {
         let c = &self.inner.client;
         if self.upload.is_none() {
-            let created = c
-                .create_multipart_upload()
-                .bucket(&self.inner.bucket)
-                .key(&self.key)
-                .send()
-                .await
-                .map_err(|e| translate(e).into_blob())?;
-            let id = created.upload_id().ok_or_else(|| {
-                BlobError::Io(std::io::Error::other(
-                    "CreateMultipartUpload returned no upload id",
-                ))
-            })?;
+            let id = self.create_upload().await?;
             self.upload = Some(Upload {
-                id: id.to_string(),
+                id,
                 parts: Vec::new(),
                 in_flight: std::collections::VecDeque::new(),
             });
@@ -259,19 +300,20 @@ impl S3Writer {
 
     /// Aborts now if S3 answers, else hands the abort to the retrier.
     async fn abort_upload(&mut self) {
-        if let Some(mut upload) = self.upload.take() {
-            upload.cancel_in_flight();
-            if abort_upload(
-                &self.inner.client,
-                &self.inner.bucket,
-                &self.key,
-                &upload.id,
-            )
+        // The upload stays recorded until S3 has answered: if this future is
+        // dropped meanwhile (the client went away during an abort), `Drop`
+        // still hands the upload to the background retrier.
+        let Some(upload) = self.upload.as_mut() else {
+            return;
+        };
+        upload.cancel_in_flight();
+        let id = upload.id.clone();
+        let aborted = abort_upload(&self.inner.client, &self.inner.bucket, &self.key, &id)
             .await
-            .is_err()
-            {
-                let _ = self.inner.aborts.send((self.key.clone(), upload.id));
-            }
+            .is_ok();
+        self.upload = None;
+        if !aborted {
+            let _ = self.inner.aborts.send((self.key.clone(), id));
         }
     }
 }

@@ -65,7 +65,7 @@ async fn no_plaintext_or_user_id_at_rest() {
             .into(),
         })),
     };
-    let msgs = vec![header, data_msg(body.clone())];
+    let msgs = vec![header, data_msg(body.clone()), finish_msg(Some(&body))];
     c.put_object(futures_util::stream::iter(msgs))
         .await
         .expect("put object");

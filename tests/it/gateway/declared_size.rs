@@ -26,6 +26,7 @@ async fn put_declared(
     }
     let mut msgs = vec![header];
     msgs.extend(data.chunks(64 * 1024).map(|c| data_msg(c.to_vec())));
+    msgs.push(finish_msg(None));
     let mut client = gw.content().await;
     let r = client.put_object(futures_util::stream::iter(msgs)).await?;
     Ok(r.into_inner().info.expect("info"))

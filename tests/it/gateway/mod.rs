@@ -49,6 +49,7 @@ mod declared_size;
 mod erasure;
 mod erasure_holds;
 mod feeds;
+mod finish;
 mod key_store_faults;
 mod roundtrip;
 
@@ -442,6 +443,7 @@ pub async fn put(
             bytes::Bytes::copy_from_slice(c),
         )),
     }));
+    msgs.push(finish_msg(Some(data)));
     let r = client.put_object(futures_util::stream::iter(msgs)).await?;
     Ok(r.into_inner().info.expect("info"))
 }
@@ -580,6 +582,8 @@ pub fn reasons_for(code: Code) -> &'static [&'static str] {
             "INVALID_REQUEST",
             "BATCH_TOO_LARGE",
             "SIZE_MISMATCH",
+            "UPLOAD_NOT_FINISHED",
+            "CHECKSUM_MISMATCH",
         ],
         Code::OutOfRange => &["INVALID_RANGE"],
         Code::ResourceExhausted => &[
@@ -674,6 +678,20 @@ pub fn header_msg(user: &str, space: &str, id: &str) -> pb::PutObjectRequest {
             object_id: id.into(),
             content_type: "application/octet-stream".into(),
             attributes: Default::default(),
+        })),
+    }
+}
+
+/// The finish message of an upload, with the SHA-256 of `plaintext` if given.
+pub fn finish_msg(plaintext: Option<&[u8]>) -> pb::PutObjectRequest {
+    let sha256 = plaintext.map_or_else(Vec::new, |p| {
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, p)
+            .as_ref()
+            .to_vec()
+    });
+    pb::PutObjectRequest {
+        part: Some(pb::put_object_request::Part::Finish(pb::PutObjectFinish {
+            sha256: sha256.into(),
         })),
     }
 }

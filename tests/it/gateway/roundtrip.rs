@@ -95,7 +95,7 @@ async fn metadata_round_trips() {
             attributes: attributes.clone(),
         })),
     };
-    let msgs = vec![header, data_msg(data(100, 9))];
+    let msgs = vec![header, data_msg(data(100, 9)), finish_msg(None)];
     let info = c
         .put_object(futures_util::stream::iter(msgs))
         .await
@@ -150,7 +150,11 @@ async fn hundred_mib_streamed_round_trip() {
         })),
     };
     let info = c
-        .put_object(futures_util::stream::iter([header]).chain(body))
+        .put_object(
+            futures_util::stream::iter([header])
+                .chain(body)
+                .chain(futures_util::stream::iter([finish_msg(None)])),
+        )
         .await
         .expect("put 100 MiB")
         .into_inner()
