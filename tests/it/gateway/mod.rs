@@ -813,14 +813,7 @@ pub const GC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// GetErasure.
 pub async fn erasure_status(gw: &TestGateway, user: &str) -> pb::ErasureStatus {
-    gw.erasure()
-        .await
-        .get_erasure(pb::GetErasureRequest {
-            user_id: user.into(),
-        })
-        .await
-        .expect("GetErasure")
-        .into_inner()
+    try_erasure_status(gw, user).await.expect("GetErasure")
 }
 
 /// Erases `user`.
