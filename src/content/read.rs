@@ -221,8 +221,10 @@ impl OpenedObject {
             }
         }
         opener.finish(&mut plain)?;
+        // Checked even with nothing left to send: a whole read (an item) is
+        // refused if the user was erased while it was read.
+        self.guard.check().await?;
         if !plain.is_empty() {
-            self.guard.check().await?;
             sink(Bytes::from(plain)).await;
         }
         Ok(())

@@ -227,7 +227,7 @@ impl SqliteKeyStore {
             identity: (meta.dev(), meta.ino()),
         };
         store.scrub_free_pages().await?;
-        store.ensure_reserve();
+        store.ensure_reserve().await;
         Ok(store)
     }
 
@@ -273,25 +273,34 @@ impl SqliteKeyStore {
     }
 
     /// Creates the reserve file if it is missing; on failure (a full disk)
-    /// the next erasure on a full disk has no reserve to give up.
-    fn ensure_reserve(&self) {
+    /// the next erasure on a full disk has no reserve to give up. The 8 MiB
+    /// write and fsync run off the async workers.
+    async fn ensure_reserve(&self) {
         if self.reserve.exists() {
             return;
         }
-        let tmp = self.reserve.with_extension("reserve.tmp");
-        let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            std::io::Write::write_all(&mut f, &vec![0u8; RESERVE_BYTES])?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.reserve)
-        })();
+        let reserve = self.reserve.clone();
+        let tmp = reserve.with_extension("reserve.tmp");
+        let result = tokio::task::spawn_blocking(move || {
+            let written = (|| {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                std::io::Write::write_all(&mut f, &vec![0u8; RESERVE_BYTES])?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &reserve)
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
             tracing::warn!(error = %e, path = %self.reserve.display(), "cannot create the erasure reserve");
         }
     }
@@ -584,7 +593,7 @@ impl KeyStore for SqliteKeyStore {
         // Also for a repeated erasure: a checkpoint that failed before is
         // retried by the caller's retry.
         self.checkpoint().await?;
-        self.ensure_reserve();
+        self.ensure_reserve().await;
         Ok(tombstone)
     }
 

@@ -190,6 +190,27 @@ fn unreachable_endpoint_fails_cleanly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
 
+/// `sealgate get -o PATH` of user `u`'s object `id` in `moments`.
+async fn get_to_file(endpoint: String, id: &'static str, path: std::path::PathBuf) -> Output {
+    tokio::task::spawn_blocking(move || {
+        sealgate(&[
+            "get",
+            "--endpoint",
+            &endpoint,
+            "--user",
+            "u",
+            "--space",
+            "moments",
+            "--id",
+            id,
+            "-o",
+            path.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_to_a_file_leaves_nothing_when_the_object_is_damaged() {
     use crate::gateway::{data, pseudonym, put, TestGateway};
@@ -218,27 +239,10 @@ async fn get_to_a_file_leaves_nothing_when_the_object_is_damaged() {
     let fresh = dir.path().join("fresh.bin");
     let kept = dir.path().join("kept.bin");
     std::fs::write(&kept, b"the previous version").unwrap();
-    let ep = gw.endpoint();
-    let (f, k) = (fresh.clone(), kept.clone());
-    let outs = tokio::task::spawn_blocking(move || {
-        [&f, &k].map(|path| {
-            sealgate(&[
-                "get",
-                "--endpoint",
-                &ep,
-                "--user",
-                "u",
-                "--space",
-                "moments",
-                "--id",
-                "big",
-                "-o",
-                path.to_str().unwrap(),
-            ])
-        })
-    })
-    .await
-    .unwrap();
+    let outs = [
+        get_to_file(gw.endpoint(), "big", fresh.clone()).await,
+        get_to_file(gw.endpoint(), "big", kept.clone()).await,
+    ];
     for out in &outs {
         assert!(!out.status.success());
         assert!(
@@ -267,25 +271,7 @@ async fn get_to_a_file_leaves_nothing_when_the_object_is_damaged() {
     )
     .await
     .expect("put");
-    let ep = gw.endpoint();
-    let w = whole.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        sealgate(&[
-            "get",
-            "--endpoint",
-            &ep,
-            "--user",
-            "u",
-            "--space",
-            "moments",
-            "--id",
-            "ok",
-            "-o",
-            w.to_str().unwrap(),
-        ])
-    })
-    .await
-    .unwrap();
+    let out = get_to_file(gw.endpoint(), "ok", whole.clone()).await;
     ok(&out);
     assert_eq!(std::fs::read(&whole).unwrap(), body);
 }

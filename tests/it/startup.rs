@@ -4,10 +4,9 @@
 //! one line naming the path; processes racing on an empty data directory
 //! end with one keyring.
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,43 +240,7 @@ struct Server {
 
 impl Server {
     fn spawn(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sealgate");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, ready) = std::sync::mpsc::channel();
-        // Reads stderr to the end (the child never blocks on a full pipe)
-        // and reports the address from the readiness line.
-        std::thread::spawn(move || {
-            let mut log = String::new();
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("sealgate listening") {
-                    let addr = line
-                        .split_once("address=Some(")
-                        .and_then(|(_, rest)| rest.split_once(')'))
-                        .and_then(|(addr, _)| addr.parse().ok());
-                    if let (Some(addr), Some(tx)) = (addr, tx.take()) {
-                        let _ = tx.send(Ok(addr));
-                    }
-                }
-            }
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(Err(log));
-            }
-        });
+        let (child, ready) = crate::support::spawn_serve(data_dir, "127.0.0.1:0");
         Self { child, ready }
     }
 

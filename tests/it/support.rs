@@ -1,6 +1,11 @@
 //! Helpers every test module shares.
 
 use std::future::Future;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// Polls `cond` every 20 ms until it holds, failing the test after
@@ -23,4 +28,50 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Starts the real binary, `sealgate serve --data-dir DATA_DIR --listen
+/// LISTEN`, and drains its stderr on a thread (so the child never blocks on
+/// a full pipe). The receiver gets the address from the readiness line, or
+/// the whole log if the process exits before listening.
+pub fn spawn_serve(
+    data_dir: &Path,
+    listen: &str,
+) -> (Child, mpsc::Receiver<Result<SocketAddr, String>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", listen])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sealgate");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("sealgate listening") {
+                let addr = line
+                    .split_once("address=Some(")
+                    .and_then(|(_, rest)| rest.split_once(')'))
+                    .and_then(|(addr, _)| addr.parse().ok());
+                if let (Some(addr), Some(tx)) = (addr, tx.take()) {
+                    let _ = tx.send(Ok(addr));
+                }
+            }
+        }
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(Err(log));
+        }
+    });
+    (child, ready)
 }

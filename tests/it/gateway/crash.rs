@@ -3,10 +3,8 @@
 //! Filesystem only: it checks the store's `objects/.tmp` across a crash of
 //! the real binary, which would reach S3 through the AWS credential chain.
 
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
+use std::process::Child;
 use std::time::Duration;
 
 use sealgate::api::pb;
@@ -47,46 +45,13 @@ impl ServerProcess {
             .unwrap()
             .local_addr()
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sealgate");
-        // Read stderr to the end on a thread (so the child never blocks on a
-        // full pipe), reporting the readiness line.
-        let stderr = child.stderr.take().unwrap();
-        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
-        std::thread::spawn(move || {
-            let mut log = String::new();
-            let mut ready_tx = Some(ready_tx);
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("sealgate listening") {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(Ok(()));
-                    }
-                }
-            }
-            if let Some(tx) = ready_tx.take() {
-                let _ = tx.send(Err(log));
-            }
-        });
+        let (child, ready_rx) = crate::support::spawn_serve(data_dir, &addr.to_string());
         let ready = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(READY_DEADLINE))
             .await
             .unwrap();
         let mut server = Self { child, addr };
         match ready {
-            Ok(Ok(())) => Ok(server),
+            Ok(Ok(_)) => Ok(server),
             Ok(Err(log)) => {
                 let status = server.child.wait();
                 Err(format!("exit status {status:?}\n{log}"))
