@@ -49,13 +49,6 @@ pub struct ObjectRef {
     key: BlobKey,
 }
 
-impl ObjectRef {
-    /// The object id.
-    pub fn object_id(&self) -> &str {
-        &self.key.name
-    }
-}
-
 /// Limits enforced on writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
