@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .bytes(".sealgate.v1")
+        // prost's codec, but a request that does not decode is
+        // INVALID_ARGUMENT, not INTERNAL (src/api/codec.rs).
+        .codec_path("crate::api::codec::Codec")
         // google.rpc.Status as tonic-types defines it, so a tonic::Status's
         // details convert without copying field by field.
         .extern_path(".google.rpc", "::tonic_types::pb")

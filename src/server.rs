@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::KeyAdminApi;
+use crate::api::codec::{TransportErrors, MAX_MESSAGE_BYTES};
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
 use crate::api::pb;
@@ -266,18 +267,29 @@ pub async fn serve(
         // One span per call, named by method only: requests carry user ids,
         // which never reach logs.
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        // An oversize request message is RESOURCE_EXHAUSTED, as documented.
+        .layer(TransportErrors)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(pb::content_service_server::ContentServiceServer::new(
-            ContentApi::new(gateway.content.clone()),
-        ))
-        .add_service(pb::erasure_service_server::ErasureServiceServer::new(
-            ErasureApi::new(gateway.erasure.clone()),
-        ))
-        .add_service(pb::key_admin_service_server::KeyAdminServiceServer::new(
-            KeyAdminApi::new(gateway.admin.clone()),
-        ))
+        .add_service(
+            pb::content_service_server::ContentServiceServer::new(ContentApi::new(
+                gateway.content.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::erasure_service_server::ErasureServiceServer::new(ErasureApi::new(
+                gateway.erasure.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::key_admin_service_server::KeyAdminServiceServer::new(KeyAdminApi::new(
+                gateway.admin.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         // Without TCP_NODELAY, small responses wait out Nagle's algorithm
         // against the client's delayed ACKs: tens of milliseconds per call.
         .serve_with_incoming_shutdown(

@@ -83,20 +83,24 @@ fn upload_body(
             "part",
             "only the first message may be a header",
         )),
-        // tonic reports a message over the decoding limit as OUT_OF_RANGE.
-        Err(status) if status.code() == tonic::Code::OutOfRange => Err(Error::too_large(
-            Reason::MessageTooLarge,
-            format!(
-                "upload message too large (send pieces of at most 4 MiB): {}",
-                status.message()
-            ),
-        )),
-        Err(status) => Err(Error::invalid(
+        Err(status) => Err(stream_error(&status)),
+    })
+}
+
+/// A failed read of an upload stream: tonic reports a message over the
+/// decoding limit as OUT_OF_RANGE; a message that does not decode comes
+/// from [`super::codec`] already classified; anything else (a reset
+/// stream) is the caller's.
+fn stream_error(status: &Status) -> Error {
+    if super::codec::is_message_too_large(status) {
+        super::codec::message_too_large()
+    } else {
+        Error::invalid(
             Reason::InvalidRequest,
             "part",
             format!("upload stream failed: {}", status.message()),
-        )),
-    })
+        )
+    }
 }
 
 type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
@@ -132,7 +136,8 @@ impl pb::content_service_server::ContentService for ContentApi {
         request: Request<Streaming<pb::PutObjectRequest>>,
     ) -> Result<Response<pb::PutObjectResponse>, Status> {
         let mut stream = request.into_inner();
-        let header = match stream.message().await? {
+        let first = stream.message().await.map_err(|s| stream_error(&s))?;
+        let header = match first {
             Some(pb::PutObjectRequest {
                 part: Some(pb::put_object_request::Part::Header(h)),
             }) => h,

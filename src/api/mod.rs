@@ -7,6 +7,7 @@
 //! round.
 
 pub mod admin;
+pub mod codec;
 pub mod content;
 pub mod erasure;
 pub mod error;

@@ -52,6 +52,7 @@ mod feeds;
 mod finish;
 mod key_store_faults;
 mod roundtrip;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -244,7 +245,7 @@ impl TestGateway {
         format!("http://{}", self.addr)
     }
 
-    async fn channel(&self) -> Channel {
+    pub async fn channel(&self) -> Channel {
         // The listener is bound before the server task starts, so connecting
         // succeeds as soon as the server accepts.
         Channel::from_shared(self.endpoint())
