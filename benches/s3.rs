@@ -49,6 +49,7 @@ async fn gateway_put(client: &mut ContentServiceClient<Channel>, id: &str, body:
             object_id: id.into(),
             content_type: "application/octet-stream".into(),
             attributes: Default::default(),
+            ..Default::default()
         })),
     }];
     msgs.extend(body.chunks(1 << 20).map(|c| pb::PutObjectRequest {
@@ -221,6 +222,7 @@ async fn main() {
                 content: item.clone().into(),
                 content_type: "text/plain".into(),
                 attributes: Default::default(),
+                ..Default::default()
             })
             .await
             .unwrap();

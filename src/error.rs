@@ -54,6 +54,12 @@ pub enum Reason {
     MessageTooLarge,
     /// ALREADY_EXISTS: a create-only write found the id taken.
     AlreadyExists,
+    /// FAILED_PRECONDITION: `if_match` names an etag the object does not
+    /// have (it changed, or it does not exist).
+    EtagMismatch,
+    /// INVALID_ARGUMENT: a request id used within 24 hours by another
+    /// request (another space or object id) of the same user.
+    RequestIdReused,
     /// UNAVAILABLE: a backend is down or refuses writes for now; retry.
     BackendUnavailable,
     /// RESOURCE_EXHAUSTED (per item): the item would push a batch response
@@ -90,6 +96,8 @@ impl Reason {
             Self::ItemTooLarge => "ITEM_TOO_LARGE",
             Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
             Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::EtagMismatch => "ETAG_MISMATCH",
+            Self::RequestIdReused => "REQUEST_ID_REUSED",
             Self::BackendUnavailable => "BACKEND_UNAVAILABLE",
             Self::ResponseBudget => "RESPONSE_BUDGET",
             Self::StorageFull => "STORAGE_FULL",
@@ -124,6 +132,14 @@ pub enum Error {
     /// The user is erased.
     #[error("user has been erased")]
     UserErased,
+    /// A precondition of the request does not hold.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// Which precondition.
+        reason: Reason,
+        /// What does not hold.
+        message: String,
+    },
     /// A stored object failed its integrity check.
     #[error("stored object failed its integrity check")]
     DataLoss,
@@ -200,7 +216,9 @@ impl Error {
     /// The stable reason of this error.
     pub fn reason(&self) -> Reason {
         match self {
-            Self::InvalidArgument { reason, .. } | Self::TooLarge { reason, .. } => *reason,
+            Self::InvalidArgument { reason, .. }
+            | Self::TooLarge { reason, .. }
+            | Self::FailedPrecondition { reason, .. } => *reason,
             Self::NotFound => Reason::ObjectNotFound,
             Self::ErasureNotFound => Reason::ErasureNotFound,
             Self::AlreadyExists => Reason::AlreadyExists,

@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pb;
-use crate::content::{ByteRange, Content, ErasureGuard, ObjectInfo, ObjectRef, UploadPart};
+use crate::content::{
+    ByteRange, Content, ErasureGuard, ObjectInfo, ObjectRef, UploadPart, WriteOptions,
+};
 use crate::crypto::Metadata;
 use crate::error::{Error, Reason};
 
@@ -41,6 +43,18 @@ fn info_pb(info: ObjectInfo) -> pb::ObjectInfo {
         size: info.size,
         content_type: info.metadata.content_type,
         attributes: info.metadata.attributes.into_iter().collect(),
+        etag: info.etag,
+        create_time: info.created.map(prost_types::Timestamp::from),
+    }
+}
+
+/// The write options of a PutObject header or PutItem; empty strings are
+/// absent.
+fn write_options(request_id: String, if_absent: bool, if_match: String) -> WriteOptions {
+    WriteOptions {
+        if_absent,
+        if_match: Some(if_match).filter(|s| !s.is_empty()),
+        request_id: Some(request_id).filter(|s| !s.is_empty()),
     }
 }
 
@@ -158,13 +172,14 @@ impl pb::content_service_server::ContentService for ContentApi {
                 .into())
             }
         };
-        let (obj, mode) =
+        let options = write_options(header.request_id, header.if_absent, header.if_match);
+        let write =
             self.content
-                .new_object_ref(&header.user_id, &header.space, &header.object_id)?;
+                .write_ref(&header.user_id, &header.space, &header.object_id, &options)?;
         let meta = metadata(header.content_type, header.attributes);
         let info = self
             .content
-            .put(&obj, mode, &meta, header.size, upload_body(stream))
+            .put(&write, &meta, header.size, upload_body(stream))
             .await?;
         Ok(Response::new(pb::PutObjectResponse {
             info: Some(info_pb(info)),
@@ -225,8 +240,10 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
-        let obj = self.object_ref(request.into_inner().object)?;
-        let deleted = self.content.delete(&obj).await?;
+        let req = request.into_inner();
+        let obj = self.object_ref(req.object)?;
+        let if_match = Some(req.if_match.as_str()).filter(|s| !s.is_empty());
+        let deleted = self.content.delete(&obj, if_match).await?;
         Ok(Response::new(pb::DeleteObjectResponse { deleted }))
     }
 
@@ -246,6 +263,8 @@ impl pb::content_service_server::ContentService for ContentApi {
                     object_id: o.id,
                     size: o.size.unwrap_or(0),
                     damaged: o.size.is_none(),
+                    etag: o.etag,
+                    create_time: o.created.map(prost_types::Timestamp::from),
                 })
                 .collect(),
             next_page_token: next.unwrap_or_default(),
@@ -265,14 +284,12 @@ impl pb::content_service_server::ContentService for ContentApi {
             )
             .into());
         }
-        let (obj, mode) = self
+        let options = write_options(req.request_id, req.if_absent, req.if_match);
+        let write = self
             .content
-            .new_object_ref(&req.user_id, &req.space, &req.item_id)?;
+            .write_ref(&req.user_id, &req.space, &req.item_id, &options)?;
         let meta = metadata(req.content_type, req.attributes);
-        let info = self
-            .content
-            .put_item(&obj, mode, &meta, req.content)
-            .await?;
+        let info = self.content.put_item(&write, &meta, req.content).await?;
         Ok(Response::new(pb::PutItemResponse {
             info: Some(info_pb(info)),
         }))

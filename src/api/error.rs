@@ -23,6 +23,7 @@ impl From<Error> for Status {
             Error::NotFound | Error::ErasureNotFound => (Code::NotFound, e.to_string()),
             Error::AlreadyExists => (Code::AlreadyExists, e.to_string()),
             Error::UserErased => (Code::FailedPrecondition, e.to_string()),
+            Error::FailedPrecondition { message, .. } => (Code::FailedPrecondition, message),
             Error::DataLoss => (Code::DataLoss, e.to_string()),
             Error::TooLarge { message, .. } => (Code::ResourceExhausted, message),
             Error::OutOfRange(m) => (Code::OutOfRange, m),

@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -159,6 +160,7 @@ impl BlobStore for FsBlobStore {
             root: self.root.clone(),
             mode,
             committed: false,
+            created: super::now_ms(),
         }))
     }
 
@@ -166,15 +168,16 @@ impl BlobStore for FsBlobStore {
         let path = self.path(key)?;
         let opened = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path)?;
-            let len = file.metadata()?.len();
-            Ok::<_, std::io::Error>((file, len))
+            let meta = file.metadata()?;
+            Ok::<_, std::io::Error>((file, meta.len(), meta.modified().ok()))
         })
         .await
         .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
         match opened {
-            Ok((file, len)) => Ok(Box::new(FsReader {
+            Ok((file, len, created)) => Ok(Box::new(FsReader {
                 file: Arc::new(file),
                 len,
+                created,
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound),
             Err(e) => Err(e.into()),
@@ -222,6 +225,10 @@ impl BlobStore for FsBlobStore {
                 std::fs::copy(&path, &tmp)?;
                 let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
                 file.write_all_at(&bytes, offset)?;
+                // The creation time (the file's mtime) survives the rewrite.
+                if let Ok(created) = std::fs::metadata(&path).and_then(|m| m.modified()) {
+                    file.set_modified(created)?;
+                }
                 file.sync_all()?;
                 std::fs::rename(&tmp, &path)?;
                 Ok(())
@@ -302,6 +309,8 @@ struct FsWriter {
     root: PathBuf,
     mode: WriteMode,
     committed: bool,
+    /// Stored as the file's mtime.
+    created: SystemTime,
 }
 
 #[async_trait]
@@ -321,8 +330,15 @@ impl BlobWriter for FsWriter {
             .take()
             .ok_or_else(|| std::io::Error::other("writer closed"))?;
         file.flush().await?;
-        let file = file.into_inner();
-        file.sync_all().await?;
+        let file = file.into_inner().into_std().await;
+        let created = self.created;
+        let file = tokio::task::spawn_blocking(move || {
+            file.set_modified(created)?;
+            file.sync_all()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
         drop(file);
         let parent = self
             .target
@@ -370,6 +386,10 @@ impl BlobWriter for FsWriter {
         self.committed = true; // nothing left for Drop to clean
         Ok(())
     }
+
+    fn created(&self) -> SystemTime {
+        self.created
+    }
 }
 
 impl Drop for FsWriter {
@@ -384,6 +404,7 @@ impl Drop for FsWriter {
 struct FsReader {
     file: Arc<std::fs::File>,
     len: u64,
+    created: Option<SystemTime>,
 }
 
 /// Positional read of `len` bytes at `offset` on a blocking thread; the file
@@ -402,6 +423,10 @@ async fn read_at(file: Arc<std::fs::File>, offset: u64, len: usize) -> Result<By
 impl BlobReader for FsReader {
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn created(&self) -> Option<SystemTime> {
+        self.created
     }
 
     async fn read(&mut self, range: Range<u64>) -> Result<Bytes, BlobError> {

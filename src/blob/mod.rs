@@ -11,6 +11,7 @@ pub mod s3;
 
 use std::ops::Range;
 use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -160,6 +161,19 @@ pub trait BlobWriter: Send {
 
     /// Discards the object. Dropping an uncommitted writer does the same.
     async fn abort(self: Box<Self>) -> Result<(), BlobError>;
+
+    /// The object's creation time, fixed when the writer was created (whole
+    /// milliseconds) and stored with the object: readers of this version
+    /// report it ([`BlobReader::created`]).
+    fn created(&self) -> SystemTime;
+}
+
+/// Now, in whole milliseconds: the resolution creation times are stored at.
+pub(crate) fn now_ms() -> SystemTime {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 /// An opened object.
@@ -167,6 +181,10 @@ pub trait BlobWriter: Send {
 pub trait BlobReader: Send {
     /// Stored length in bytes.
     fn len(&self) -> u64;
+
+    /// When this version of the object was created ([`BlobWriter::created`]),
+    /// kept across [`BlobStore::patch`]; `None` if the store cannot tell.
+    fn created(&self) -> Option<SystemTime>;
 
     /// Whether the object is empty (never, for a sealed object).
     fn is_empty(&self) -> bool {
@@ -258,5 +276,9 @@ impl BlobWriter for ExactLen {
 
     async fn abort(self: Box<Self>) -> Result<(), BlobError> {
         self.inner.abort().await
+    }
+
+    fn created(&self) -> SystemTime {
+        self.inner.created()
     }
 }

@@ -53,6 +53,7 @@ pub(super) async fn run(args: PutArgs) -> anyhow::Result<()> {
             content_type,
             attributes: Default::default(),
             size,
+            ..Default::default()
         })),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);

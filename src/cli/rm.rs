@@ -18,6 +18,7 @@ pub(super) async fn run(args: RmArgs) -> anyhow::Result<()> {
     let r = client
         .delete_object(pb::DeleteObjectRequest {
             object: Some(object.into()),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -16,8 +16,10 @@ mod put;
 mod read;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use crate::blob::{BlobKey, BlobStore, WriteMode};
+use crate::blob::{BlobError, BlobKey, BlobStore, WriteMode};
+use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Metadata, ObjectIdentity, Pseudonym};
 use crate::error::{Error, Reason};
 use crate::keys::KeyHierarchy;
@@ -25,7 +27,7 @@ use crate::names;
 
 pub use items::{Item, MAX_BATCH};
 pub use list::ListedObject;
-pub use put::UploadPart;
+pub use put::{UploadPart, WriteOptions, REQUEST_WINDOW_MS};
 pub use read::{ErasureGuard, OpenedObject, MAX_SEND_PIECE, READ_PIECE, SEND_PIECE};
 
 /// What callers learn about an object.
@@ -39,6 +41,23 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Decrypted metadata.
     pub metadata: Metadata,
+    /// Changes whenever the stored bytes change ([`etag_of`]).
+    pub etag: String,
+    /// When this version was stored; `None` if the store cannot tell.
+    pub created: Option<SystemTime>,
+}
+
+/// An object's etag: the first 16 bytes of SHA-256 over its fixed header,
+/// in hex. The fixed header holds the key slot, whose wrapped data key is
+/// fresh for every write and every rewrap, so the etag changes whenever the
+/// stored object does (a body changed under the same header fails its
+/// integrity check instead).
+pub fn etag_of(stored_prefix: &[u8]) -> String {
+    let fixed = &stored_prefix[..stored_prefix.len().min(FIXED_HEADER_LEN)];
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(b"sealgate/v1/etag\0");
+    ctx.update(fixed);
+    hex::encode(&ctx.finish().as_ref()[..16])
 }
 
 /// A validated reference to one object of one user.
@@ -69,6 +88,24 @@ pub struct ByteRange {
     pub end: Option<u64>,
 }
 
+/// A validated write: where, how it may replace what is there, and the
+/// caller's request id ([`Content::write_ref`]).
+#[derive(Debug, Clone)]
+pub struct Write {
+    obj: ObjectRef,
+    mode: WriteMode,
+    if_match: Option<String>,
+    /// SHA-256 of the request id, if the caller gave one.
+    request: Option<[u8; 32]>,
+    /// The object id the caller asked for; empty for a generated one.
+    requested_id: String,
+}
+
+/// Stripes of the commit lock: writes and deletes of one object within
+/// this process take the same stripe around their precondition check and
+/// their commit, so the check holds when the commit lands.
+const COMMIT_STRIPES: usize = 64;
+
 /// The content service.
 pub struct Content {
     keys: Arc<KeyHierarchy>,
@@ -76,6 +113,7 @@ pub struct Content {
     region: String,
     spaces: Vec<String>,
     limits: Limits,
+    commit_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
 impl Content {
@@ -94,6 +132,40 @@ impl Content {
             region,
             spaces,
             limits,
+            commit_locks: (0..COMMIT_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// The commit lock stripe of an object.
+    fn commit_lock(&self, key: &BlobKey) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        &self.commit_locks[(hash % COMMIT_STRIPES as u64) as usize]
+    }
+
+    /// Fails `ETAG_MISMATCH` unless the object exists with etag `want`.
+    async fn check_etag(&self, obj: &ObjectRef, want: &str) -> Result<(), Error> {
+        let current = match self.blob.open(&obj.key).await {
+            Ok(mut reader) => {
+                let len = reader.len();
+                let fixed = reader.read(0..len.min(FIXED_HEADER_LEN as u64)).await?;
+                Some(etag_of(&fixed))
+            }
+            Err(BlobError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        match current {
+            Some(etag) if etag == want => Ok(()),
+            Some(_) => Err(Error::FailedPrecondition {
+                reason: Reason::EtagMismatch,
+                message: "the object changed: its etag is not the one in if_match".into(),
+            }),
+            None => Err(Error::FailedPrecondition {
+                reason: Reason::EtagMismatch,
+                message: "if_match names an etag, but the object does not exist".into(),
+            }),
         }
     }
 
@@ -143,6 +215,17 @@ impl Content {
         object_id: &str,
     ) -> Result<ObjectRef, Error> {
         let pseudonym = self.pseudonym(user_id)?;
+        self.object_ref_of(&pseudonym, space, object_id)
+    }
+
+    /// As [`Content::object_ref`], for a user known by pseudonym.
+    fn object_ref_of(
+        &self,
+        pseudonym: &Pseudonym,
+        space: &str,
+        object_id: &str,
+    ) -> Result<ObjectRef, Error> {
+        let pseudonym = *pseudonym;
         self.check_space(space)?;
         names::check_name(object_id).map_err(|e| Error::invalid_name("object_id", e))?;
         let identity =
@@ -160,27 +243,60 @@ impl Content {
         })
     }
 
-    /// Validates the reference of an object about to be written. An empty
-    /// id asks for a generated one, written create-only so that a generated
-    /// id can never replace an existing object; a caller's id replaces.
+    /// Validates a write. An empty id asks for a generated one, written
+    /// create-only so that a generated id can never replace an existing
+    /// object; a caller's id replaces, unless `if_absent` (create-only) or
+    /// `if_match` (only the object with that etag) says otherwise.
     ///
     /// # Errors
-    /// As [`Content::object_ref`].
-    pub fn new_object_ref(
+    /// As [`Content::object_ref`]; [`Error::InvalidArgument`] for
+    /// conflicting or malformed options.
+    pub fn write_ref(
         &self,
         user_id: &str,
         space: &str,
         object_id: &str,
-    ) -> Result<(ObjectRef, WriteMode), Error> {
-        if object_id.is_empty() {
+        options: &WriteOptions,
+    ) -> Result<Write, Error> {
+        let invalid = |field, message: &str| Error::invalid(Reason::InvalidRequest, field, message);
+        if options.if_absent && options.if_match.is_some() {
+            return Err(invalid(
+                "if_match",
+                "if_absent and if_match exclude each other",
+            ));
+        }
+        if object_id.is_empty() && options.if_match.is_some() {
+            return Err(invalid(
+                "if_match",
+                "if_match needs the object_id of the object it names",
+            ));
+        }
+        let request = options
+            .request_id
+            .as_deref()
+            .map(put::request_hash)
+            .transpose()?;
+        let (obj, mode) = if object_id.is_empty() {
             let id = names::random_id();
-            Ok((self.object_ref(user_id, space, &id)?, WriteMode::CreateOnly))
+            (self.object_ref(user_id, space, &id)?, WriteMode::CreateOnly)
+        } else if options.if_absent {
+            (
+                self.object_ref(user_id, space, object_id)?,
+                WriteMode::CreateOnly,
+            )
         } else {
-            Ok((
+            (
                 self.object_ref(user_id, space, object_id)?,
                 WriteMode::Replace,
-            ))
-        }
+            )
+        };
+        Ok(Write {
+            obj,
+            mode,
+            if_match: options.if_match.clone(),
+            request,
+            requested_id: object_id.to_string(),
+        })
     }
 
     /// Reads and checks an object's header: its [`ObjectInfo`], with the
@@ -192,12 +308,17 @@ impl Content {
         Ok(self.open(obj, false).await?.info)
     }
 
-    /// Deletes an object (every stored version).
+    /// Deletes an object (every stored version); with `if_match`, only if
+    /// the object has that etag.
     ///
     /// # Errors
-    /// [`Error::UserErased`]; storage failures.
-    pub async fn delete(&self, obj: &ObjectRef) -> Result<bool, Error> {
+    /// [`Error::UserErased`]; `ETAG_MISMATCH`; storage failures.
+    pub async fn delete(&self, obj: &ObjectRef, if_match: Option<&str>) -> Result<bool, Error> {
         self.keys.ensure_not_erased(&obj.pseudonym).await?;
+        let _commit = self.commit_lock(&obj.key).lock().await;
+        if let Some(want) = if_match {
+            self.check_etag(obj, want).await?;
+        }
         Ok(self.blob.delete(&obj.key).await?)
     }
 }

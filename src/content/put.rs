@@ -1,12 +1,49 @@
-//! Writes: PutObject (streamed) and PutItem (one message).
+//! Writes: PutObject (streamed) and PutItem (one message), their
+//! preconditions (`if_absent`, `if_match`) and safe retries (`request_id`).
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use super::{Content, ObjectInfo, ObjectRef};
-use crate::blob::WriteMode;
+use super::{etag_of, Content, ObjectInfo, Write};
+use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Metadata, ObjectSealer};
 use crate::error::{Error, Reason};
+use crate::keys::store::RequestRecord;
+
+/// How long a request id is remembered: a retry within this window returns
+/// the first call's result.
+pub const REQUEST_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Longest request id.
+const MAX_REQUEST_ID: usize = 256;
+
+/// What a caller asks of a write beyond its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Create-only: ALREADY_EXISTS if the id is taken.
+    pub if_absent: bool,
+    /// Replace only the object with this etag.
+    pub if_match: Option<String>,
+    /// The caller's idempotency key: a retry with the same id by the same
+    /// user within [`REQUEST_WINDOW_MS`] returns the first result.
+    pub request_id: Option<String>,
+}
+
+/// The stored form of a request id: its hash, so the id itself (which may
+/// be anything a client chose) is never kept.
+pub(super) fn request_hash(request_id: &str) -> Result<[u8; 32], Error> {
+    if request_id.len() > MAX_REQUEST_ID {
+        return Err(Error::invalid(
+            Reason::InvalidRequest,
+            "request_id",
+            format!("request_id is over {MAX_REQUEST_ID} bytes"),
+        ));
+    }
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(b"sealgate/v1/request\0");
+    ctx.update(request_id.as_bytes());
+    Ok(ctx.finish().as_ref().try_into().expect("32 bytes"))
+}
 
 /// Sealed bytes are handed to storage in pieces of about this size.
 const WRITE_PIECE: usize = super::READ_PIECE + super::READ_PIECE / 64;
@@ -42,8 +79,7 @@ impl Content {
     /// `body` yields; storage failures.
     pub async fn put<S>(
         &self,
-        obj: &ObjectRef,
-        mode: WriteMode,
+        w: &Write,
         metadata: &Metadata,
         declared_size: Option<u64>,
         body: S,
@@ -51,15 +87,19 @@ impl Content {
     where
         S: Stream<Item = Result<UploadPart, Error>> + Unpin + Send,
     {
-        self.put_limited(
-            obj,
-            mode,
-            metadata,
-            (self.limits.max_object_bytes, Reason::ObjectTooLarge),
-            declared_size,
-            body,
-        )
-        .await
+        if let Some(first) = self.recall(w).await? {
+            return Ok(first);
+        }
+        let info = self
+            .put_limited(
+                w,
+                metadata,
+                (self.limits.max_object_bytes, Reason::ObjectTooLarge),
+                declared_size,
+                body,
+            )
+            .await?;
+        self.remember(w, info).await
     }
 
     /// Stores a small item from one buffer, at most `limits.max_item_bytes`.
@@ -68,31 +108,127 @@ impl Content {
     /// As [`Content::put`].
     pub async fn put_item(
         &self,
-        obj: &ObjectRef,
-        mode: WriteMode,
+        w: &Write,
         metadata: &Metadata,
         content: Bytes,
     ) -> Result<ObjectInfo, Error> {
+        if let Some(first) = self.recall(w).await? {
+            return Ok(first);
+        }
         let size = Some(content.len() as u64);
         let body = futures_util::stream::iter([
             Ok(UploadPart::Data(content)),
             Ok(UploadPart::Finish { sha256: None }),
         ]);
-        self.put_limited(
-            obj,
-            mode,
+        let info = self
+            .put_limited(
+                w,
+                metadata,
+                (self.limits.max_item_bytes, Reason::ItemTooLarge),
+                size,
+                body,
+            )
+            .await?;
+        self.remember(w, info).await
+    }
+
+    /// The first result of a retried request: what the write remembered
+    /// under the user's request id within the window, with the object's
+    /// metadata if it is still the object that write stored.
+    async fn recall(&self, w: &Write) -> Result<Option<ObjectInfo>, Error> {
+        let Some(request) = &w.request else {
+            return Ok(None);
+        };
+        let since = crate::keys::unix_ms() - REQUEST_WINDOW_MS;
+        let Some(record) = self
+            .keys
+            .store()
+            .request(&w.obj.pseudonym, request, since)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if record.space != w.obj.key.space || record.requested_id != w.requested_id {
+            return Err(Error::invalid(
+                Reason::RequestIdReused,
+                "request_id",
+                "request_id was used by another write of this user (another space or object id) within 24 hours",
+            ));
+        }
+        Ok(Some(self.recalled_info(record).await?))
+    }
+
+    async fn recalled_info(&self, record: RequestRecord) -> Result<ObjectInfo, Error> {
+        let obj = self.object_ref_of(&record.pseudonym, &record.space, &record.object_id)?;
+        let metadata = match self.head(&obj).await {
+            Ok(info) if info.etag == record.etag => info.metadata,
+            // Replaced or deleted since: the first result without metadata.
+            Ok(_) | Err(Error::NotFound) => Metadata::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(ObjectInfo {
+            space: record.space,
+            object_id: record.object_id,
+            size: record.size,
             metadata,
-            (self.limits.max_item_bytes, Reason::ItemTooLarge),
-            size,
-            body,
-        )
-        .await
+            etag: record.etag,
+            created: Some(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(
+                        u64::try_from(record.created_ms).unwrap_or(0),
+                    ),
+            ),
+        })
+    }
+
+    /// Remembers a finished write under its request id. If a concurrent
+    /// call with the same id was remembered first, that call's result is
+    /// the answer, and a generated-id object this call stored is deleted
+    /// (nobody will ever learn its id). If remembering fails, such an
+    /// object is deleted too, so that the caller's retry leaves no orphan.
+    async fn remember(&self, w: &Write, info: ObjectInfo) -> Result<ObjectInfo, Error> {
+        let Some(request) = w.request else {
+            return Ok(info);
+        };
+        let record = RequestRecord {
+            pseudonym: w.obj.pseudonym,
+            request,
+            space: info.space.clone(),
+            requested_id: w.requested_id.clone(),
+            object_id: info.object_id.clone(),
+            size: info.size,
+            etag: info.etag.clone(),
+            created_ms: info
+                .created
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            at_ms: crate::keys::unix_ms(),
+        };
+        let since = record.at_ms - REQUEST_WINDOW_MS;
+        let held = self.keys.store().remember_request(&record, since).await;
+        let generated = w.requested_id.is_empty();
+        match held {
+            Ok(held) if held == record => Ok(info),
+            Ok(held) => {
+                if generated {
+                    self.blob.delete(&w.obj.key).await?;
+                }
+                self.recalled_info(held).await
+            }
+            Err(e) => {
+                if generated {
+                    if let Err(d) = self.blob.delete(&w.obj.key).await {
+                        tracing::warn!(error = %d, "removing an unremembered generated-id object");
+                    }
+                }
+                Err(e.into())
+            }
+        }
     }
 
     async fn put_limited<S>(
         &self,
-        obj: &ObjectRef,
-        mode: WriteMode,
+        w: &Write,
         metadata: &Metadata,
         (limit, too_large): (u64, Reason),
         declared_size: Option<u64>,
@@ -109,18 +245,25 @@ impl Content {
                 ));
             }
         }
+        let obj = &w.obj;
+        // Fail fast, before the bytes travel; checked again at the commit.
+        if let Some(want) = &w.if_match {
+            self.check_etag(obj, want).await?;
+        }
         let mut guard = self.erasure_guard(obj);
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
         let (mut sealer, prefix) = ObjectSealer::new(&user_key, version, &obj.identity, metadata)?;
         drop(user_key);
+        let etag = etag_of(&prefix[..FIXED_HEADER_LEN.min(prefix.len())]);
         let mut writer = match declared_size {
             Some(n) => {
                 self.blob
-                    .create_exact(&obj.key, mode, sealer.stored_len(n))
+                    .create_exact(&obj.key, w.mode, sealer.stored_len(n))
                     .await?
             }
-            None => self.blob.create(&obj.key, mode).await?,
+            None => self.blob.create(&obj.key, w.mode).await?,
         };
+        let created = writer.created();
         let result = async {
             writer.write(&prefix).await?;
             let mut sealed = Vec::with_capacity(WRITE_PIECE);
@@ -200,7 +343,18 @@ impl Content {
                 return Err(e);
             }
         };
-        writer.commit().await?;
+        {
+            let _commit = self.commit_lock(&obj.key).lock().await;
+            if let Some(want) = &w.if_match {
+                if let Err(e) = self.check_etag(obj, want).await {
+                    if let Err(abort) = writer.abort().await {
+                        tracing::warn!(error = %abort, "aborting an upload that failed if_match");
+                    }
+                    return Err(e);
+                }
+            }
+            writer.commit().await?;
+        }
         // The user may have been erased while the upload ran: the key used is
         // destroyed, so the object is unreadable; remove it so that garbage
         // collection, which may already be done, leaves nothing behind.
@@ -213,6 +367,8 @@ impl Content {
             object_id: obj.key.name.clone(),
             size,
             metadata: metadata.clone(),
+            etag,
+            created: Some(created),
         })
     }
 }

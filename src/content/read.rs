@@ -126,6 +126,8 @@ impl Content {
                 object_id: obj.key.name.clone(),
                 size: layout.plaintext_len(),
                 metadata: unsealed.metadata.clone(),
+                etag: super::etag_of(&fixed),
+                created: reader.created(),
             },
             guard,
             reader,

@@ -34,8 +34,8 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::store::{
-    InsertOutcome, JobRecord, JobState, KekRecord, KeyStore, StoreError, Tombstone, UserKeyRecord,
-    UserKeyState, JOB_KIND_ERASURE_GC,
+    InsertOutcome, JobRecord, JobState, KekRecord, KeyStore, RequestRecord, StoreError, Tombstone,
+    UserKeyRecord, UserKeyState, JOB_KIND_ERASURE_GC,
 };
 use crate::crypto::Pseudonym;
 
@@ -78,6 +78,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (state) WHERE state IN ('pending', 'running');
+CREATE TABLE IF NOT EXISTS requests (
+    pseudonym TEXT NOT NULL,
+    request BLOB NOT NULL,
+    space TEXT NOT NULL,
+    requested_id TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (pseudonym, request)
+);
+CREATE INDEX IF NOT EXISTS requests_at ON requests (at_ms);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -374,11 +387,13 @@ impl SqliteKeyStore {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        sqlx::query("DELETE FROM user_keys WHERE pseudonym = ?")
-            .bind(p.to_string())
-            .execute(tx.conn())
-            .await
-            .map_err(backend)?;
+        for table in ["user_keys", "requests"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE pseudonym = ?"))
+                .bind(p.to_string())
+                .execute(tx.conn())
+                .await
+                .map_err(backend)?;
+        }
         sqlx::query(
             "INSERT INTO tombstones (pseudonym, erased_at_ms, destroyed_versions, gc_job_id) VALUES (?, ?, ?, ?)",
         )
@@ -458,6 +473,27 @@ impl SqliteKeyStore {
         })
     }
 
+    fn request_row(
+        p: &Pseudonym,
+        row: &sqlx::sqlite::SqliteRow,
+    ) -> Result<RequestRecord, StoreError> {
+        let request: Vec<u8> = row.get("request");
+        Ok(RequestRecord {
+            pseudonym: *p,
+            request: request
+                .try_into()
+                .map_err(|_| StoreError::Backend("malformed request row".into()))?,
+            space: row.get("space"),
+            requested_id: row.get("requested_id"),
+            object_id: row.get("object_id"),
+            size: u64::try_from(row.get::<i64, _>("size"))
+                .map_err(|_| StoreError::Backend("malformed request row".into()))?,
+            etag: row.get("etag"),
+            created_ms: row.get("created_ms"),
+            at_ms: row.get("at_ms"),
+        })
+    }
+
     fn job_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRecord, StoreError> {
         let pseudonym: Option<String> = row.get("pseudonym");
         Ok(JobRecord {
@@ -473,6 +509,62 @@ impl SqliteKeyStore {
 
 #[async_trait]
 impl KeyStore for SqliteKeyStore {
+    async fn request(
+        &self,
+        p: &Pseudonym,
+        request: &[u8; 32],
+        since_ms: i64,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM requests WHERE pseudonym = ? AND request = ? AND at_ms >= ?",
+        )
+        .bind(p.to_string())
+        .bind(&request[..])
+        .bind(since_ms)
+        .fetch_optional(self.pool()?)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(|r| Self::request_row(p, r)).transpose()
+    }
+
+    async fn remember_request(
+        &self,
+        r: &RequestRecord,
+        since_ms: i64,
+    ) -> Result<RequestRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM requests WHERE at_ms < ?")
+            .bind(since_ms)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO requests (pseudonym, request, space, requested_id, object_id, size, etag, created_ms, at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(r.pseudonym.to_string())
+        .bind(&r.request[..])
+        .bind(&r.space)
+        .bind(&r.requested_id)
+        .bind(&r.object_id)
+        .bind(i64::try_from(r.size).map_err(|_| StoreError::Backend("size out of range".into()))?)
+        .bind(&r.etag)
+        .bind(r.created_ms)
+        .bind(r.at_ms)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        let row = sqlx::query("SELECT * FROM requests WHERE pseudonym = ? AND request = ?")
+            .bind(r.pseudonym.to_string())
+            .bind(&r.request[..])
+            .fetch_one(tx.conn())
+            .await
+            .map_err(backend)?;
+        let held = Self::request_row(&r.pseudonym, &row)?;
+        tx.commit().await?;
+        Ok(held)
+    }
+
     async fn latest_kek(&self, shard: u32) -> Result<Option<KekRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM keks WHERE shard = ? ORDER BY version DESC LIMIT 1")
             .bind(i64::from(shard))

@@ -159,6 +159,30 @@ pub struct JobRecord {
     pub last_error: String,
 }
 
+/// A completed write, remembered under its caller's request id so that a
+/// retry returns the same result instead of writing again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The writing user.
+    pub pseudonym: Pseudonym,
+    /// SHA-256 of the caller's request id (the id itself is not kept).
+    pub request: [u8; 32],
+    /// The space written.
+    pub space: String,
+    /// The object id the request named; empty if it asked for a generated one.
+    pub requested_id: String,
+    /// The object id written.
+    pub object_id: String,
+    /// Plaintext size written.
+    pub size: u64,
+    /// The written object's etag.
+    pub etag: String,
+    /// The written object's creation time, Unix milliseconds.
+    pub created_ms: i64,
+    /// When the record was made, Unix milliseconds.
+    pub at_ms: i64,
+}
+
 /// Result of inserting a user-key version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
@@ -214,6 +238,22 @@ pub trait KeyStore: Send + Sync + 'static {
         pseudonym: Option<&Pseudonym>,
         detail: &str,
     ) -> Result<(), StoreError>;
+    /// The write remembered under `request` for the user, if it was made at
+    /// or after `since_ms`.
+    async fn request(
+        &self,
+        pseudonym: &Pseudonym,
+        request: &[u8; 32],
+        since_ms: i64,
+    ) -> Result<Option<RequestRecord>, StoreError>;
+    /// Remembers a write unless one is remembered under the same user and
+    /// request since `since_ms` (records older than that are dropped);
+    /// returns the record that holds: `record`, or the earlier one.
+    async fn remember_request(
+        &self,
+        record: &RequestRecord,
+        since_ms: i64,
+    ) -> Result<RequestRecord, StoreError>;
     /// The id of the deployment this store belongs to, if recorded.
     async fn store_id(&self) -> Result<Option<String>, StoreError>;
     /// Records the deployment id, unless one is recorded already; returns

@@ -31,6 +31,7 @@ fn header(id: &str) -> pb::PutObjectRequest {
             object_id: id.into(),
             content_type: "video/mp4".into(),
             attributes: Default::default(),
+            ..Default::default()
         })),
     }
 }

@@ -70,6 +70,29 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Metadata key that holds a patch: `<offset>:<hex bytes>`.
 const PATCH_META: &str = "sealgate-patch";
+/// Metadata key that holds the creation time, Unix milliseconds in decimal
+/// (S3's own Last-Modified has whole seconds and moves on every patch).
+const CREATED_META: &str = "sealgate-created";
+
+/// The value of [`CREATED_META`].
+fn created_meta(t: std::time::SystemTime) -> String {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        .to_string()
+}
+
+/// The creation time of a stored version: [`CREATED_META`], else (an object
+/// written by something else) S3's Last-Modified.
+fn created_of(
+    metadata: Option<&std::collections::HashMap<String, String>>,
+    last_modified: Option<&aws_sdk_s3::primitives::DateTime>,
+) -> Option<std::time::SystemTime> {
+    metadata
+        .and_then(|m| m.get(CREATED_META))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .or_else(|| last_modified.and_then(|t| std::time::SystemTime::try_from(*t).ok()))
+}
 /// Bytes fetched by `open`: more than the header of any sealed object (at
 /// most 8,396 bytes), so HeadObject, listings and range reads pay one small
 /// GET for it. Whole reads (GetObject, items) use `open_whole` instead.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_s3::types::MetadataDirective;
 
 use super::error::{translate, S3Failure};
-use super::{object_key, S3BlobStore, PATCH_META};
+use super::{object_key, S3BlobStore, CREATED_META, PATCH_META};
 use crate::blob::{BlobError, BlobKey, BlobReader};
 
 impl S3BlobStore {
@@ -54,6 +54,10 @@ impl S3BlobStore {
             .copy_source(format!("{}/{}", self.inner.bucket, object))
             .metadata_directive(MetadataDirective::Replace)
             .metadata(PATCH_META, patch.encode());
+        // The copy replaces the metadata: the creation time goes along.
+        if let Some(created) = reader.created() {
+            copy = copy.metadata(CREATED_META, super::created_meta(created));
+        }
         if let Some(etag) = reader_etag {
             // Never clobber an object replaced since it was read.
             copy = copy.copy_source_if_match(etag);

@@ -46,7 +46,12 @@ impl S3BlobStore {
             .and_then(|(_, total)| total.parse::<u64>().ok())
             .or_else(|| out.content_length().and_then(|l| u64::try_from(l).ok()))
             .ok_or_else(|| BlobError::Io(std::io::Error::other("S3 response without a length")))?;
-        let identity = (out.e_tag(), out.version_id(), out.metadata());
+        let identity = (
+            out.e_tag(),
+            out.version_id(),
+            out.metadata(),
+            out.last_modified(),
+        );
         let mut reader = S3Reader::new(self.inner.clone(), object, len, identity, None)?;
         let mut prefix = out
             .body
@@ -79,7 +84,12 @@ impl S3BlobStore {
             self.inner.clone(),
             object,
             u64::try_from(head.content_length().unwrap_or(0)).unwrap_or(0),
-            (head.e_tag(), head.version_id(), head.metadata()),
+            (
+                head.e_tag(),
+                head.version_id(),
+                head.metadata(),
+                head.last_modified(),
+            ),
             None,
         )
     }
@@ -101,7 +111,12 @@ impl S3BlobStore {
             .content_length()
             .and_then(|l| u64::try_from(l).ok())
             .ok_or_else(|| BlobError::Io(std::io::Error::other("S3 response without a length")))?;
-        let identity = (out.e_tag(), out.version_id(), out.metadata());
+        let identity = (
+            out.e_tag(),
+            out.version_id(),
+            out.metadata(),
+            out.last_modified(),
+        );
         let mut reader = S3Reader::new(self.inner.clone(), object, len, identity, None)?;
         reader.live = Some(out.body);
         Ok(reader)
@@ -118,17 +133,20 @@ pub(super) struct S3Reader {
     pub(super) patch: Option<Patch>,
     /// The object's first bytes (patch applied), fetched by `open`.
     prefix: Vec<u8>,
+    /// When this version was created.
+    created: Option<std::time::SystemTime>,
     /// For `open_whole`: the rest of the one response that returns the
     /// whole object, continuing right after `prefix`.
     live: Option<SdkStream>,
 }
 
 /// What a response says of the object version it comes from: ETag,
-/// version id, metadata.
+/// version id, metadata, last modified.
 type VersionInfo<'a> = (
     Option<&'a str>,
     Option<&'a str>,
     Option<&'a HashMap<String, String>>,
+    Option<&'a aws_sdk_s3::primitives::DateTime>,
 );
 
 impl S3Reader {
@@ -136,7 +154,7 @@ impl S3Reader {
         inner: Arc<Inner>,
         key: String,
         len: u64,
-        (etag, version, metadata): VersionInfo<'_>,
+        (etag, version, metadata, last_modified): VersionInfo<'_>,
         live: Option<SdkStream>,
     ) -> Result<Self, BlobError> {
         Ok(Self {
@@ -146,6 +164,7 @@ impl S3Reader {
             etag: etag.map(str::to_string),
             version: version.filter(|v| *v != "null").map(str::to_string),
             patch: Patch::parse(metadata)?,
+            created: super::created_of(metadata, last_modified),
             prefix: Vec::new(),
             live,
         })
@@ -214,6 +233,10 @@ impl S3Reader {
 impl BlobReader for S3Reader {
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn created(&self) -> Option<std::time::SystemTime> {
+        self.created
     }
 
     async fn read(&mut self, range: Range<u64>) -> Result<Bytes, BlobError> {

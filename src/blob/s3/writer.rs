@@ -3,7 +3,7 @@
 //! retrier of multipart aborts ([`abort_retrier`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
@@ -15,7 +15,9 @@ use http_body_util::StreamBody;
 use tokio::sync::mpsc;
 
 use super::error::{translate, S3Failure};
-use super::{object_key, Inner, S3BlobStore, PARTS_IN_FLIGHT, PART_SIZE};
+use super::{
+    created_meta, object_key, Inner, S3BlobStore, CREATED_META, PARTS_IN_FLIGHT, PART_SIZE,
+};
 use crate::blob::{BlobError, BlobKey, BlobWriter, WriteMode};
 
 impl S3BlobStore {
@@ -28,6 +30,7 @@ impl S3BlobStore {
         len: u64,
     ) -> Result<StreamedPut, BlobError> {
         let object = object_key(key)?;
+        let created = crate::blob::now_ms();
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let body = SdkStream::from_body_1_x(StreamBody::new(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -39,6 +42,7 @@ impl S3BlobStore {
             .bucket(&self.inner.bucket)
             .key(&object)
             .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .metadata(CREATED_META, created_meta(created))
             .body(body);
         if mode == WriteMode::CreateOnly {
             req = req.if_none_match("*");
@@ -64,6 +68,7 @@ impl S3BlobStore {
             task,
             held: None,
             remaining: len,
+            created,
         })
     }
 }
@@ -171,6 +176,7 @@ pub(super) struct S3Writer {
     mode: WriteMode,
     buf: Vec<u8>,
     upload: Option<Upload>,
+    created: SystemTime,
 }
 
 impl S3Writer {
@@ -182,6 +188,7 @@ impl S3Writer {
             mode,
             buf: Vec::new(),
             upload: None,
+            created: crate::blob::now_ms(),
         }
     }
 
@@ -197,6 +204,7 @@ impl S3Writer {
             .create_multipart_upload()
             .bucket(&self.inner.bucket)
             .key(&self.key)
+            .metadata(CREATED_META, created_meta(self.created))
             .send();
         let mut pending = PendingCreate {
             task: Some(tokio::spawn(async move {
@@ -265,6 +273,7 @@ impl S3Writer {
                 .put_object()
                 .bucket(&self.inner.bucket)
                 .key(&self.key)
+                .metadata(CREATED_META, created_meta(self.created))
                 .body(SdkStream::from(body));
             if create_only {
                 req = req.if_none_match("*");
@@ -345,6 +354,10 @@ impl BlobWriter for S3Writer {
         self.abort_upload().await;
         Ok(())
     }
+
+    fn created(&self) -> SystemTime {
+        self.created
+    }
 }
 
 impl Drop for S3Writer {
@@ -368,6 +381,7 @@ pub(super) struct StreamedPut {
     task: tokio::task::JoinHandle<Result<(), BlobError>>,
     held: Option<Bytes>,
     remaining: u64,
+    created: SystemTime,
 }
 
 impl StreamedPut {
@@ -423,6 +437,10 @@ impl BlobWriter for StreamedPut {
     async fn abort(self: Box<Self>) -> Result<(), BlobError> {
         self.task.abort();
         Ok(())
+    }
+
+    fn created(&self) -> SystemTime {
+        self.created
     }
 }
 

@@ -63,6 +63,7 @@ async fn no_plaintext_or_user_id_at_rest() {
                 ("owner".to_string(), USER.to_string()),
             ]
             .into(),
+            ..Default::default()
         })),
     };
     let msgs = vec![header, data_msg(body.clone()), finish_msg(Some(&body))];
@@ -88,6 +89,7 @@ async fn no_plaintext_or_user_id_at_rest() {
             .into(),
         content_type: format!("text/plain; {MARKER}"),
         attributes: [("by".to_string(), USER.to_string())].into(),
+        ..Default::default()
     })
     .await
     .expect("put item");

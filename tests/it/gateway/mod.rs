@@ -437,6 +437,7 @@ pub async fn put(
             object_id: id.into(),
             content_type: "image/jpeg".into(),
             attributes: [("origin".to_string(), "test".to_string())].into(),
+            ..Default::default()
         })),
     }];
     msgs.extend(data.chunks(piece.max(1)).map(|c| pb::PutObjectRequest {
@@ -679,6 +680,7 @@ pub fn header_msg(user: &str, space: &str, id: &str) -> pb::PutObjectRequest {
             object_id: id.into(),
             content_type: "application/octet-stream".into(),
             attributes: Default::default(),
+            ..Default::default()
         })),
     }
 }
@@ -729,6 +731,7 @@ pub async fn delete(
     client
         .delete_object(pb::DeleteObjectRequest {
             object: Some(obj(user, space, id)),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().deleted)
@@ -787,6 +790,7 @@ pub async fn put_item(
             content: bytes::Bytes::copy_from_slice(content),
             content_type: "text/plain".into(),
             attributes: [("kind".to_string(), "comment".to_string())].into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().info.expect("info"))

@@ -93,6 +93,7 @@ async fn metadata_round_trips() {
             object_id: "clip.mp4".into(),
             content_type: "video/mp4; codecs=\"avc1.42E01E\"".into(),
             attributes: attributes.clone(),
+            ..Default::default()
         })),
     };
     let msgs = vec![header, data_msg(data(100, 9)), finish_msg(None)];
@@ -109,7 +110,17 @@ async fn metadata_round_trips() {
         size: 100,
         content_type: "video/mp4; codecs=\"avc1.42E01E\"".into(),
         attributes,
+        // Put, head and get report the same etag and creation time.
+        etag: info.etag.clone(),
+        create_time: info.create_time,
     };
+    assert_eq!(info.etag.len(), 32, "{info:?}");
+    let created = std::time::SystemTime::try_from(info.create_time.expect("create_time"))
+        .expect("a valid time");
+    let age = std::time::SystemTime::now()
+        .duration_since(created)
+        .expect("created in the past");
+    assert!(age < std::time::Duration::from_secs(60), "{age:?}");
     assert_eq!(info, expected);
     assert_eq!(
         head(&mut c, "meta-user", "channels", "clip.mp4")
@@ -147,6 +158,7 @@ async fn hundred_mib_streamed_round_trip() {
             object_id: "huge.bin".into(),
             content_type: "image/jpeg".into(),
             attributes: attributes(),
+            ..Default::default()
         })),
     };
     let info = c
