@@ -51,6 +51,7 @@ mod erasure_holds;
 mod feeds;
 mod finish;
 mod key_store_faults;
+mod preconditions;
 mod roundtrip;
 mod wire;
 
@@ -569,37 +570,34 @@ pub fn tmp_files(data_dir: &Path) -> Vec<PathBuf> {
 
 pub use crate::support::eventually;
 
-/// The reasons each code may carry: the table in the proto's header comment.
-pub fn reasons_for(code: Code) -> &'static [&'static str] {
-    match code {
-        Code::NotFound => &["OBJECT_NOT_FOUND", "ERASURE_NOT_FOUND"],
-        Code::FailedPrecondition => &["USER_ERASED"],
-        Code::DataLoss => &["INTEGRITY_FAILURE"],
-        Code::InvalidArgument => &[
-            "INVALID_OBJECT_ID",
-            "INVALID_USER_ID",
-            "UNKNOWN_SPACE",
-            "INVALID_RANGE",
-            "INVALID_PAGE_TOKEN",
-            "INVALID_REQUEST",
-            "BATCH_TOO_LARGE",
-            "SIZE_MISMATCH",
-            "UPLOAD_NOT_FINISHED",
-            "CHECKSUM_MISMATCH",
-        ],
-        Code::OutOfRange => &["INVALID_RANGE"],
-        Code::ResourceExhausted => &[
-            "OBJECT_TOO_LARGE",
-            "ITEM_TOO_LARGE",
-            "MESSAGE_TOO_LARGE",
-            "RESPONSE_BUDGET",
-            "STORAGE_FULL",
-        ],
-        Code::AlreadyExists => &["ALREADY_EXISTS"],
-        Code::Unavailable => &["BACKEND_UNAVAILABLE", "STORAGE_LOST"],
-        Code::Internal => &["INTERNAL"],
-        _ => &[],
-    }
+/// The reasons each code may carry: read from the table in the proto's
+/// header comment (`//   CODE   REASON   meaning`), so the proto is the one
+/// list callers and tests both go by.
+pub fn reasons_for(code: Code) -> Vec<&'static str> {
+    const PROTO: &str = include_str!("../../../proto/sealgate/v1/sealgate.proto");
+    let name = match code {
+        Code::NotFound => "NOT_FOUND",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::DataLoss => "DATA_LOSS",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::Internal => "INTERNAL",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::Aborted => "ABORTED",
+        _ => return Vec::new(),
+    };
+    PROTO
+        .lines()
+        .take_while(|l| l.starts_with("//"))
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("//   ")?.split_whitespace();
+            (words.next()? == name).then(|| words.next()).flatten()
+        })
+        .collect()
 }
 
 /// Asserts that a status from the gateway carries its `google.rpc.ErrorInfo`
