@@ -8,8 +8,9 @@
 //! Starts its own moto server (as the tests do), a gateway in-process on the
 //! S3 backend, and alternates gateway and direct rounds so that drift in the
 //! machine's load hits both sides alike. Prints throughput for put+get of
-//! 4 MiB objects and ops/s for put+get of 1 KiB items, and the ratios
-//! gateway / direct.
+//! 4 MiB objects, ops/s for put+get of 1 KiB items, the latency of a
+//! 1,000-entry ListObjects page (env LIST) against a ListObjectsV2 of the
+//! same prefix, and the ratios gateway / direct.
 
 #[path = "../tests/it/s3env.rs"]
 #[allow(dead_code)]
@@ -250,6 +251,71 @@ async fn main() {
         direct_items += t.elapsed();
     }
 
+    // Listings: one ListObjects page of LIST entries through the gateway
+    // against one ListObjectsV2 of the same prefix of the same bucket.
+    let listed = env_or("LIST", 1000);
+    {
+        use futures_util::StreamExt;
+        let puts = futures_util::stream::iter(0..listed).map(|i| {
+            let mut gw = gw.clone();
+            let item = item.clone();
+            async move {
+                gw.put_item(pb::PutItemRequest {
+                    user_id: "list-user".into(),
+                    space: "moments".into(),
+                    item_id: format!("entry-{i:05}"),
+                    content: item.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            }
+        });
+        puts.buffer_unordered(16).collect::<Vec<()>>().await;
+    }
+    let pseudonym = sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .key_status(pb::KeyStatusRequest {
+        user_id: "list-user".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pseudonym;
+    let prefix = format!("moments/{pseudonym}/");
+    let (mut gw_list, mut direct_list) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let page = gw
+            .list_objects(pb::ListObjectsRequest {
+                user_id: "list-user".into(),
+                space: "moments".into(),
+                page_size: u32::try_from(listed).unwrap(),
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        gw_list += t.elapsed();
+        assert_eq!(page.objects.len(), listed);
+        let t = Instant::now();
+        let out = direct
+            .list_objects_v2()
+            .bucket(&gw_bucket)
+            .prefix(&prefix)
+            .max_keys(i32::try_from(listed).unwrap())
+            .send()
+            .await
+            .unwrap();
+        direct_list += t.elapsed();
+        assert_eq!(out.contents().len(), listed);
+    }
+
     let mib = (rounds * OBJECT) as f64 / (1 << 20) as f64;
     let ops = ((items / 50) * 50 * 2) as f64;
     let both = |t: [Duration; 2]| t[0] + t[1];
@@ -268,6 +334,14 @@ async fn main() {
         "1 KiB items, put+get, {} ops: gateway {g:.0} ops/s, direct {d:.0} ops/s, ratio {:.2}",
         ops,
         g / d
+    );
+
+    let (g, d) = (gw_list / rounds as u32, direct_list / rounds as u32);
+    println!(
+        "ListObjects page of {listed} entries, {rounds} rounds: gateway {:.1} ms, direct ListObjectsV2 {:.1} ms, ratio {:.1}",
+        g.as_secs_f64() * 1e3,
+        d.as_secs_f64() * 1e3,
+        g.as_secs_f64() / d.as_secs_f64()
     );
 
     let _ = stop.send(());
