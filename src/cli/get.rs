@@ -35,15 +35,15 @@ pub(super) async fn run(args: GetArgs) -> anyhow::Result<()> {
     let mut stream = client
         .get_object(pb::GetObjectRequest {
             object: Some(object.into()),
-            range,
+            range: range.clone(),
         })
         .await?
         .into_inner();
     match output {
-        Some(path) => to_file(&mut stream, &path).await,
+        Some(path) => to_file(&mut stream, range.as_ref(), &path).await,
         None => {
             let mut out = tokio::io::stdout();
-            copy(&mut stream, &mut out).await?;
+            copy(&mut stream, range.as_ref(), &mut out).await?;
             Ok(out.flush().await?)
         }
     }
@@ -52,12 +52,34 @@ pub(super) async fn run(args: GetArgs) -> anyhow::Result<()> {
 /// Writes the object's bytes to `out`.
 async fn copy(
     stream: &mut tonic::Streaming<pb::GetObjectResponse>,
+    range: Option<&pb::ByteRange>,
     out: &mut (impl tokio::io::AsyncWrite + Unpin),
 ) -> anyhow::Result<()> {
+    let mut progress = None;
     while let Some(msg) = stream.message().await? {
-        if let Some(pb::get_object_response::Part::Data(d)) = msg.part {
-            out.write_all(&d).await?;
+        match msg.part {
+            Some(pb::get_object_response::Part::Info(info)) => {
+                let total = match range {
+                    Some(r) => r
+                        .end
+                        .unwrap_or(info.size)
+                        .min(info.size)
+                        .saturating_sub(r.start),
+                    None => info.size,
+                };
+                progress = Some(super::progress::Progress::new("get", Some(total)));
+            }
+            Some(pb::get_object_response::Part::Data(d)) => {
+                out.write_all(&d).await?;
+                if let Some(p) = progress.as_mut() {
+                    p.add(d.len() as u64);
+                }
+            }
+            None => {}
         }
+    }
+    if let Some(p) = progress.as_mut() {
+        p.finish();
     }
     Ok(())
 }
@@ -68,6 +90,7 @@ async fn copy(
 /// file, and never a truncated one at `path`.
 async fn to_file(
     stream: &mut tonic::Streaming<pb::GetObjectResponse>,
+    range: Option<&pb::ByteRange>,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
     let name = path
@@ -84,7 +107,7 @@ async fn to_file(
             .open(&tmp)
             .await
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        copy(stream, &mut file).await?;
+        copy(stream, range, &mut file).await?;
         file.sync_all().await?;
         tokio::fs::rename(&tmp, path)
             .await

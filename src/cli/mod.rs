@@ -13,6 +13,7 @@ mod erase;
 mod get;
 mod keys;
 mod ls;
+mod progress;
 mod put;
 mod rm;
 mod serve;

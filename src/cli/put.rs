@@ -62,11 +62,13 @@ pub(super) async fn run(args: PutArgs) -> anyhow::Result<()> {
     // if reading the input fails, the stream ends without it and the
     // gateway stores nothing.
     let reader = tokio::spawn(async move {
+        let mut progress = super::progress::Progress::new("put", size);
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         loop {
             let mut buf = vec![0u8; 1 << 20];
             let n = input.read(&mut buf).await?;
             if n == 0 {
+                progress.finish();
                 let finish = pb::PutObjectRequest {
                     part: Some(pb::put_object_request::Part::Finish(pb::PutObjectFinish {
                         sha256: digest.finish().as_ref().to_vec().into(),
@@ -77,6 +79,7 @@ pub(super) async fn run(args: PutArgs) -> anyhow::Result<()> {
             }
             buf.truncate(n);
             digest.update(&buf);
+            progress.add(n as u64);
             let msg = pb::PutObjectRequest {
                 part: Some(pb::put_object_request::Part::Data(buf.into())),
             };

@@ -302,3 +302,71 @@ async fn logs_to_a_file_carry_no_colour_codes() {
         String::from_utf8_lossy(&text)
     );
 }
+
+/// Runs sealgate with stdin, stdout and stderr on a pseudo-terminal
+/// (util-linux `script`); returns everything the terminal showed.
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn on_terminal(args: &[&str]) -> String {
+    let command = std::iter::once(env!("CARGO_BIN_EXE_sealgate"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run script");
+    ok(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_shows_on_a_terminal_for_large_transfers_only() {
+    let gw = TestGateway::start().await;
+    let ep = gw.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    let small = dir.path().join("small.bin");
+    std::fs::write(&big, crate::gateway::data((16 << 20) + 1, 1)).unwrap();
+    std::fs::write(&small, crate::gateway::data(1 << 20, 2)).unwrap();
+    let out_file = dir.path().join("out.bin");
+    let (big, small, out_file) = (
+        big.to_str().unwrap().to_string(),
+        small.to_str().unwrap().to_string(),
+        out_file.to_str().unwrap().to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let at = ["--endpoint", &ep, "--user", "u", "--space", "moments"];
+        let put = |id: &str, file: &str| {
+            let mut args = vec!["put"];
+            args.extend(at);
+            args.extend(["--id", id, file]);
+            args.into_iter().map(str::to_string).collect::<Vec<_>>()
+        };
+        let shown = on_terminal(&refs(&put("big", &big)));
+        assert!(
+            shown.contains("put 16.0/16.0 MiB 100%") && shown.contains("MiB/s"),
+            "{shown:?}"
+        );
+        let mut get = vec!["get"];
+        get.extend(at);
+        get.extend(["--id", "big", "-o", &out_file]);
+        let shown = on_terminal(&get);
+        assert!(shown.contains("get 16.0/16.0 MiB 100%"), "{shown:?}");
+        // Not past 16 MiB: no line, even on a terminal.
+        let shown = on_terminal(&refs(&put("small", &small)));
+        assert!(!shown.contains("MiB/s"), "{shown:?}");
+        // Not a terminal: nothing on stderr, however large.
+        let out = sealgate(&refs(&put("big2", &big)));
+        ok(&out);
+        assert!(
+            out.stderr.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await
+    .unwrap();
+}
