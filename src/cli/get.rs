@@ -35,7 +35,7 @@ pub(super) async fn run(args: GetArgs) -> anyhow::Result<()> {
     let mut stream = client
         .get_object(pb::GetObjectRequest {
             object: Some(object.into()),
-            range: range.clone(),
+            range,
         })
         .await?
         .into_inner();
