@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::api::auth::{Principal, Role};
+
 /// Sections of the file; an environment variable `SEALGATE_<SECTION>_<KEY>`
 /// names a key inside one of these, anything else is a top-level key.
 const SECTIONS: &[&str] = &[
@@ -132,8 +134,13 @@ pub struct Config {
     pub cache: Cache,
     /// Size limits.
     pub limits: Limits,
-    /// TLS (required for a non-loopback listen address).
+    /// TLS with client certificates (required for a non-loopback listen
+    /// address).
     pub tls: Option<Tls>,
+    /// Who may do what: certificate identities and their roles (`[tls]`
+    /// only; on a plaintext loopback listener the local caller holds every
+    /// role).
+    pub principals: Vec<PrincipalConfig>,
 }
 
 impl Default for Config {
@@ -150,6 +157,7 @@ impl Default for Config {
             cache: Cache::default(),
             limits: Limits::default(),
             tls: None,
+            principals: Vec::new(),
         }
     }
 }
@@ -291,7 +299,7 @@ impl Default for Limits {
     }
 }
 
-/// `[tls]`
+/// `[tls]`: the files are re-read when they change on disk.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
@@ -299,8 +307,23 @@ pub struct Tls {
     pub cert: PathBuf,
     /// Server private key (PEM).
     pub key: PathBuf,
-    /// CA that signs client certificates (PEM).
-    pub client_ca: Option<PathBuf>,
+    /// The CA certificates (PEM) that sign client certificates; callers
+    /// are identified by their certificates.
+    pub client_ca: PathBuf,
+}
+
+/// `[[principals]]`: a certificate identity (a URI SAN such as
+/// `spiffe://app/moments-backend`, or a DNS SAN) and its roles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The identity.
+    pub id: String,
+    /// `content`, `erasure`, `legal`, `ops`.
+    pub roles: Vec<Role>,
+    /// The spaces the `content` role covers.
+    #[serde(default)]
+    pub spaces: Vec<String>,
 }
 
 impl Config {
@@ -360,6 +383,7 @@ impl Config {
         self.validate_spaces()
             .and_then(|()| self.validate_storage())
             .and_then(|()| self.validate_listen())
+            .and_then(|()| self.validate_principals())
             .map_err(ConfigError::Invalid)
     }
 
@@ -406,12 +430,59 @@ impl Config {
                 self.listen
             ));
         }
-        if self.tls.is_some() {
+        Ok(())
+    }
+
+    fn validate_principals(&self) -> Result<(), String> {
+        if self.tls.is_none() && !self.principals.is_empty() {
             return Err(
-                "tls: TLS serving is not available in this build; listen on loopback".into(),
+                "principals: certificate identities need [tls]; without it only the local caller on loopback is served, with every role".into(),
             );
         }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.principals {
+            if p.id.is_empty() {
+                return Err("principals: an id is empty".into());
+            }
+            if !seen.insert(p.id.as_str()) {
+                return Err(format!("principals: {:?} is listed twice", p.id));
+            }
+            if p.roles.is_empty() {
+                return Err(format!("principals: {:?} has no roles", p.id));
+            }
+            let content = p.roles.contains(&Role::Content);
+            if content && p.spaces.is_empty() {
+                return Err(format!(
+                    "principals: {:?} has the role content but no spaces",
+                    p.id
+                ));
+            }
+            if !content && !p.spaces.is_empty() {
+                return Err(format!(
+                    "principals: {:?} has spaces but not the role content",
+                    p.id
+                ));
+            }
+            if let Some(s) = p.spaces.iter().find(|s| !self.spaces.contains(s)) {
+                return Err(format!(
+                    "principals: {:?} names the space {s:?}, which is not in spaces",
+                    p.id
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The configured principals, for the authorization policy.
+    pub fn principals(&self) -> Vec<Principal> {
+        self.principals
+            .iter()
+            .map(|p| Principal {
+                id: p.id.clone(),
+                roles: p.roles.clone(),
+                spaces: p.spaces.clone(),
+            })
+            .collect()
     }
 }
 
@@ -623,6 +694,62 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.blob.backend, BlobBackend::S3);
+    }
+
+    #[test]
+    fn tls_and_principals() {
+        let tls = [
+            ("SEALGATE_LISTEN", "0.0.0.0:50051"),
+            ("SEALGATE_TLS_CERT", "/s.pem"),
+            ("SEALGATE_TLS_KEY", "/s.key"),
+            ("SEALGATE_TLS_CLIENT_CA", "/ca.pem"),
+        ];
+        let with = |principals: &str| {
+            let mut e = tls.to_vec();
+            e.push(("SEALGATE_PRINCIPALS", principals));
+            Config::load(None, env(&e))
+        };
+        let c = with(
+            r#"[{id = "spiffe://app/moments-backend", roles = ["content"], spaces = ["moments"]}, {id = "ops.internal", roles = ["ops", "erasure"]}]"#,
+        )
+        .expect("non-loopback with TLS");
+        assert_eq!(c.principals().len(), 2);
+        assert_eq!(c.principals()[1].roles, [Role::Ops, Role::Erasure]);
+        for (principals, expected) in [
+            (
+                r#"[{id = "a", roles = ["root"]}]"#,
+                "unknown variant `root`",
+            ),
+            (r#"[{id = "a", roles = []}]"#, "has no roles"),
+            (r#"[{id = "a", roles = ["content"]}]"#, "no spaces"),
+            (
+                r#"[{id = "a", roles = ["ops"], spaces = ["moments"]}]"#,
+                "not the role content",
+            ),
+            (
+                r#"[{id = "a", roles = ["content"], spaces = ["x"]}]"#,
+                "not in spaces",
+            ),
+            (
+                r#"[{id = "a", roles = ["ops"]}, {id = "a", roles = ["legal"]}]"#,
+                "listed twice",
+            ),
+        ] {
+            let err = with(principals).unwrap_err().to_string();
+            assert!(err.contains(expected), "{principals}: {err}");
+        }
+        let err = Config::load(
+            None,
+            env(&[("SEALGATE_TLS_CERT", "/s.pem"), ("SEALGATE_TLS_KEY", "/k")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("client_ca"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("SEALGATE_PRINCIPALS", r#"[{id = "a", roles = ["ops"]}]"#)]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("need [tls]"), "{err}");
     }
 
     #[test]

@@ -70,6 +70,14 @@ pub enum Reason {
     /// UNAVAILABLE: the key store was deleted or replaced; an operator must
     /// restore it.
     StorageLost,
+    /// UNAUTHENTICATED: a call that needs a role came without a valid
+    /// client certificate (none, expired, or from another CA).
+    NoClientCertificate,
+    /// PERMISSION_DENIED: the caller's identity does not hold the role the
+    /// method needs.
+    RoleRequired,
+    /// PERMISSION_DENIED: a content caller named a space it may not use.
+    SpaceNotAllowed,
     /// INTERNAL: a bug; details only in the server log.
     Internal,
 }
@@ -102,6 +110,9 @@ impl Reason {
             Self::ResponseBudget => "RESPONSE_BUDGET",
             Self::StorageFull => "STORAGE_FULL",
             Self::StorageLost => "STORAGE_LOST",
+            Self::NoClientCertificate => "NO_CLIENT_CERTIFICATE",
+            Self::RoleRequired => "ROLE_REQUIRED",
+            Self::SpaceNotAllowed => "SPACE_NOT_ALLOWED",
             Self::Internal => "INTERNAL",
         }
     }
@@ -164,6 +175,19 @@ pub enum Error {
     /// retry against this process can succeed.
     #[error("storage lost: {0}")]
     StorageLost(String),
+    /// The call needs a role and came without a valid client certificate:
+    /// why.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this.
+    #[error("{message}")]
+    PermissionDenied {
+        /// `ROLE_REQUIRED` or `SPACE_NOT_ALLOWED`.
+        reason: Reason,
+        /// Who was refused what (principal identities and role or space
+        /// names, never user ids).
+        message: String,
+    },
     /// A bug or an unexpected backend failure; details go to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -218,7 +242,8 @@ impl Error {
         match self {
             Self::InvalidArgument { reason, .. }
             | Self::TooLarge { reason, .. }
-            | Self::FailedPrecondition { reason, .. } => *reason,
+            | Self::FailedPrecondition { reason, .. }
+            | Self::PermissionDenied { reason, .. } => *reason,
             Self::NotFound => Reason::ObjectNotFound,
             Self::ErasureNotFound => Reason::ErasureNotFound,
             Self::AlreadyExists => Reason::AlreadyExists,
@@ -228,6 +253,7 @@ impl Error {
             Self::Unavailable(_) => Reason::BackendUnavailable,
             Self::StorageFull(_) => Reason::StorageFull,
             Self::StorageLost(_) => Reason::StorageLost,
+            Self::Unauthenticated(_) => Reason::NoClientCertificate,
             Self::Internal(_) => Reason::Internal,
         }
     }

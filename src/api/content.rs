@@ -10,6 +10,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::Caller;
 use super::pb;
 use crate::content::{
     ByteRange, Content, ErasureGuard, ObjectInfo, ObjectRef, UploadPart, WriteOptions,
@@ -28,10 +29,13 @@ impl ContentApi {
         Self { content }
     }
 
-    fn object_ref(&self, r: Option<pb::ObjectRef>) -> Result<ObjectRef, Error> {
+    /// The validated ref of a request's object, once its caller may use
+    /// the object's space.
+    fn object_ref(&self, caller: &Caller, r: Option<pb::ObjectRef>) -> Result<ObjectRef, Error> {
         let r = r.ok_or_else(|| {
             Error::invalid(Reason::InvalidRequest, "object", "object is required")
         })?;
+        caller.check_space(&r.space)?;
         self.content.object_ref(&r.user_id, &r.space, &r.object_id)
     }
 }
@@ -149,6 +153,7 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<Streaming<pb::PutObjectRequest>>,
     ) -> Result<Response<pb::PutObjectResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let mut stream = request.into_inner();
         let first = stream.message().await.map_err(|s| stream_error(&s))?;
         let header = match first {
@@ -172,6 +177,7 @@ impl pb::content_service_server::ContentService for ContentApi {
                 .into())
             }
         };
+        caller.check_space(&header.space)?;
         let options = write_options(header.request_id, header.if_absent, header.if_match);
         let write =
             self.content
@@ -192,8 +198,9 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<pb::GetObjectRequest>,
     ) -> Result<Response<GetStream>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let obj = self.object_ref(req.object)?;
+        let obj = self.object_ref(&caller, req.object)?;
         let range = req.range.map(|r| ByteRange {
             start: r.start,
             end: r.end,
@@ -232,7 +239,8 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<pb::HeadObjectRequest>,
     ) -> Result<Response<pb::ObjectInfo>, Status> {
-        let obj = self.object_ref(request.into_inner().object)?;
+        let caller = Caller::of(&request)?;
+        let obj = self.object_ref(&caller, request.into_inner().object)?;
         Ok(Response::new(info_pb(self.content.head(&obj).await?)))
     }
 
@@ -240,8 +248,9 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let obj = self.object_ref(req.object)?;
+        let obj = self.object_ref(&caller, req.object)?;
         let if_match = Some(req.if_match.as_str()).filter(|s| !s.is_empty());
         let deleted = self.content.delete(&obj, if_match).await?;
         Ok(Response::new(pb::DeleteObjectResponse { deleted }))
@@ -251,7 +260,9 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<pb::ListObjectsRequest>,
     ) -> Result<Response<pb::ListObjectsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
+        caller.check_space(&req.space)?;
         let (objects, next) = self
             .content
             .list(&req.user_id, &req.space, req.page_size, &req.page_token)
@@ -275,7 +286,9 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<pb::PutItemRequest>,
     ) -> Result<Response<pb::PutItemResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
+        caller.check_space(&req.space)?;
         let max = self.content.limits().max_item_bytes;
         if req.content.len() as u64 > max {
             return Err(Error::too_large(
@@ -299,7 +312,9 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<pb::GetItemsRequest>,
     ) -> Result<Response<pb::GetItemsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
+        caller.check_space(&req.space)?;
         let results = self
             .content
             .get_items(&req.user_id, &req.space, req.item_ids)
@@ -313,9 +328,14 @@ impl pb::content_service_server::ContentService for ContentApi {
         &self,
         request: Request<pb::BatchGetItemsRequest>,
     ) -> Result<Response<pb::BatchGetItemsResponse>, Status> {
-        let refs = request
-            .into_inner()
-            .refs
+        let caller = Caller::of(&request)?;
+        let refs = request.into_inner().refs;
+        // A feed spans spaces: every ref's space is checked, and one the
+        // caller may not use refuses the whole call.
+        for r in &refs {
+            caller.check_space(&r.space)?;
+        }
+        let refs = refs
             .into_iter()
             .map(|r| (r.user_id, r.space, r.object_id))
             .collect();

@@ -39,6 +39,8 @@ impl From<Error> for Status {
                     format!("storage lost, an operator must restore it: {m}"),
                 )
             }
+            Error::Unauthenticated(m) => (Code::Unauthenticated, m),
+            Error::PermissionDenied { message, .. } => (Code::PermissionDenied, message),
             Error::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 (Code::Internal, "internal error".to_string())

@@ -1,12 +1,13 @@
 //! The gRPC surface: ContentService, ErasureService, KeyAdminService as thin
 //! adapters (proto <-> domain calls), and the one mapping from the domain
-//! error to `tonic::Status`.
+//! error to `tonic::Status`, and the authorization of every call (`auth`).
 //!
 //! Nothing imports this module but the server and the CLI; it depends on the
 //! domain services (`content`, `erasure`, `keyadmin`), never the other way
 //! round.
 
 pub mod admin;
+pub mod auth;
 pub mod codec;
 pub mod content;
 pub mod erasure;

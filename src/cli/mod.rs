@@ -1,11 +1,12 @@
 //! The `sealgate` command line: `serve` runs the gateway; the other commands
 //! are a gRPC client for it. Scripts and runbooks rely on these names.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::api::pb;
 
@@ -26,11 +27,23 @@ pub struct Cli {
     command: Command,
 }
 
+/// Where the gateway is and how to prove who we are: an `https://`
+/// endpoint is spoken to over TLS, with `--ca` to verify the server and
+/// `--cert`/`--key` as the client certificate that names our identity.
 #[derive(Debug, clap::Args)]
 struct Endpoint {
-    /// Gateway address.
+    /// Gateway address (`http://` on loopback, `https://` for TLS).
     #[arg(long, default_value = "http://127.0.0.1:50051", global = true)]
     endpoint: String,
+    /// CA certificate (PEM) that signed the gateway's certificate.
+    #[arg(long, env = "SEALGATE_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, env = "SEALGATE_CERT", global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, env = "SEALGATE_KEY", global = true, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 /// Names one user's space.
@@ -121,11 +134,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Connects to the gateway at `--endpoint`.
+/// Connects to the gateway at `--endpoint`: over TLS for `https://`.
 async fn connect(endpoint: &Endpoint) -> anyhow::Result<Channel> {
-    Channel::from_shared(endpoint.endpoint.clone())
-        .context("invalid --endpoint")?
+    let mut channel =
+        Channel::from_shared(endpoint.endpoint.clone()).context("invalid --endpoint")?;
+    let tls = endpoint.endpoint.starts_with("https://");
+    if tls {
+        // This build trusts no public roots: the gateway's CA is named.
+        let ca = endpoint.ca.as_ref().context(
+            "an https:// endpoint needs --ca (or SEALGATE_CA): the CA of the gateway's certificate",
+        )?;
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "--ca")?));
+        if let (Some(cert), Some(key)) = (&endpoint.cert, &endpoint.key) {
+            config = config.identity(Identity::from_pem(
+                read(cert, "--cert")?,
+                read(key, "--key")?,
+            ));
+        }
+        channel = channel
+            .tls_config(config)
+            .context("TLS configuration (--ca, --cert, --key)")?;
+    } else if endpoint.ca.is_some() || endpoint.cert.is_some() {
+        anyhow::bail!(
+            "--ca, --cert and --key need an https:// endpoint; {} is plaintext",
+            endpoint.endpoint
+        );
+    }
+    channel
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", endpoint.endpoint))
+}
+
+/// A PEM file named by an option.
+fn read(path: &Path, option: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{option} {}", path.display()))
 }

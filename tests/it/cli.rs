@@ -370,3 +370,91 @@ async fn progress_shows_on_a_terminal_for_large_transfers_only() {
     .await
     .unwrap();
 }
+
+/// An `https://` endpoint is spoken to over TLS: `--ca`, `--cert`, `--key`
+/// or `SEALGATE_CA`, `SEALGATE_CERT`, `SEALGATE_KEY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_speak_mtls() {
+    use crate::gateway::mtls::{TlsGateway, MOMENTS};
+    let t = TlsGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let client = t.ca.client_uri(MOMENTS);
+    let ca = write("ca.pem", &t.ca.pem);
+    let cert = write("client.pem", &client.cert);
+    let key = write("client.key", &client.key);
+    let file = write("in.txt", "over tls");
+    let ep = format!("https://{}", t.gw.addr);
+    tokio::task::spawn_blocking(move || {
+        let put = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args([
+                "put",
+                "--endpoint",
+                &ep,
+                "--user",
+                "u1",
+                "--space",
+                "moments",
+            ])
+            .args(["--id", "note", &file])
+            .env("SEALGATE_CA", &ca)
+            .env("SEALGATE_CERT", &cert)
+            .env("SEALGATE_KEY", &key)
+            .output()
+            .unwrap();
+        assert_eq!(ok(&put).trim(), "note");
+        let get = sealgate(&[
+            "get",
+            "--endpoint",
+            &ep,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--user",
+            "u1",
+            "--space",
+            "moments",
+            "--id",
+            "note",
+        ]);
+        assert_eq!(get.stdout, b"over tls");
+        let anonymous = sealgate(&[
+            "get",
+            "--endpoint",
+            &ep,
+            "--ca",
+            &ca,
+            "--user",
+            "u1",
+            "--space",
+            "moments",
+            "--id",
+            "note",
+        ]);
+        assert!(!anonymous.status.success());
+        let stderr = String::from_utf8_lossy(&anonymous.stderr);
+        assert!(stderr.contains("Unauthenticated"), "{stderr}");
+        let no_ca = sealgate(&[
+            "get",
+            "--endpoint",
+            &ep,
+            "--user",
+            "u1",
+            "--space",
+            "moments",
+            "--id",
+            "note",
+        ]);
+        let stderr = String::from_utf8_lossy(&no_ca.stderr);
+        assert!(stderr.contains("needs --ca"), "{stderr}");
+    })
+    .await
+    .unwrap();
+}

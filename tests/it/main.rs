@@ -5,6 +5,7 @@ mod damage;
 mod gateway;
 mod health;
 mod layering;
+mod pki;
 mod residency;
 mod s3_faults;
 mod s3env;

@@ -51,6 +51,7 @@ mod erasure_holds;
 mod feeds;
 mod finish;
 mod key_store_faults;
+pub mod mtls;
 mod preconditions;
 mod roundtrip;
 mod wire;

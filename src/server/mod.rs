@@ -2,16 +2,20 @@
 //! [`Config`], and serves them on a listener until a shutdown signal.
 //!
 //! `run` takes its listener and shutdown future, so tests bind port 0 and
-//! stop the server cleanly.
+//! stop the server cleanly. `incoming` accepts connections (and runs their
+//! TLS handshakes), `tls` loads and reloads the certificates.
+
+mod incoming;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::KeyAdminApi;
+use crate::api::auth::{AuthorizeLayer, Policy};
 use crate::api::codec::{TransportErrors, MAX_MESSAGE_BYTES};
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
@@ -60,6 +64,9 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS files could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// Reflection could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -242,7 +249,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let tls = config.tls.as_ref().map(tls::ServerTls::load).transpose()?;
+    let policy = Arc::new(Policy::new(config.principals()));
     let gateway = Gateway::open(&config, blob).await?;
+    let reload = tls.clone().map(|t| tokio::spawn(t.watch()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let status = report_health(&health_reporter, &*gateway.store, None).await;
     let probe = tokio::spawn(watch_health(health_reporter, gateway.store.clone(), status));
@@ -257,7 +267,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let local = listener.local_addr().ok();
-    tracing::info!(address = ?local, data_dir = %config.data_dir.display(), "sealgate listening");
+    tracing::info!(
+        address = ?local,
+        tls = tls.is_some(),
+        data_dir = %config.data_dir.display(),
+        "sealgate listening"
+    );
     tonic::transport::Server::builder()
         // HTTP/2's default 64 KiB windows throttle large uploads on fast
         // links; these bound what one stream or connection may have in
@@ -269,6 +284,8 @@ pub async fn serve(
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         // An oversize request message is RESOURCE_EXHAUSTED, as documented.
         .layer(TransportErrors)
+        // Every call is authorized here (api::auth), before any service.
+        .layer(AuthorizeLayer::new(policy))
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -290,14 +307,12 @@ pub async fn serve(
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        // Without TCP_NODELAY, small responses wait out Nagle's algorithm
-        // against the client's delayed ACKs: tens of milliseconds per call.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming::incoming(listener, tls), shutdown)
         .await?;
     probe.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     gateway.store.close().await;
     tracing::info!("sealgate stopped");
     Ok(())

@@ -1,0 +1,404 @@
+//! Authorization: who is calling and what it may do.
+//!
+//! The transport puts a [`Peer`] in every request's extensions: the local
+//! caller of a plaintext loopback listener, or the identity of a verified
+//! client certificate (its URI SAN, else its DNS SAN), or why there is none.
+//! One tower layer, [`Authorize`], sits in front of every service: it finds
+//! the role the called service needs ([`access`]), refuses the call
+//! (UNAUTHENTICATED `NO_CLIENT_CERTIFICATE`, PERMISSION_DENIED
+//! `ROLE_REQUIRED`) or puts the [`Caller`] in the request's extensions.
+//! Content adapters then check every space a request names with
+//! [`Caller::check_space`] (PERMISSION_DENIED `SPACE_NOT_ALLOWED`), before
+//! any other validation, so a caller learns nothing of spaces it may not use.
+//!
+//! Health and reflection are open. A service this module does not know
+//! needs an authenticated caller; every sealgate service is listed in
+//! [`access`] (a test checks that against the descriptor set).
+//!
+//! Every refusal is an audit event on the target `sealgate::audit`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::{Either, Ready};
+use serde::Deserialize;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::Status;
+
+use crate::error::{Error, Reason};
+
+/// A role a principal may hold (`[[principals]].roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// ContentService, in the principal's spaces.
+    Content,
+    /// ErasureService.
+    Erasure,
+    /// LegalHoldService.
+    Legal,
+    /// KeyAdminService and AuditService.
+    Ops,
+}
+
+impl Role {
+    /// The role as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Content => "content",
+            Self::Erasure => "erasure",
+            Self::Legal => "legal",
+            Self::Ops => "ops",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a method needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: health and reflection.
+    Open,
+    /// A caller holding this role.
+    Role(Role),
+    /// Any authenticated caller (a service this module does not know: the
+    /// router answers UNIMPLEMENTED).
+    Authenticated,
+}
+
+/// The access a gRPC method path (`/package.Service/Method`) needs, by its
+/// service.
+pub fn access(path: &str) -> Access {
+    let service = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .map_or("", |(service, _)| service);
+    match service {
+        "grpc.health.v1.Health"
+        | "grpc.reflection.v1.ServerReflection"
+        | "grpc.reflection.v1alpha.ServerReflection" => Access::Open,
+        "sealgate.v1.ContentService" => Access::Role(Role::Content),
+        "sealgate.v1.ErasureService" => Access::Role(Role::Erasure),
+        "sealgate.v1.LegalHoldService" => Access::Role(Role::Legal),
+        "sealgate.v1.KeyAdminService" | "sealgate.v1.AuditService" => Access::Role(Role::Ops),
+        _ => Access::Authenticated,
+    }
+}
+
+/// Who is at the other end of a connection, as the transport established
+/// it. In every request's extensions.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The remote address.
+    pub addr: Option<SocketAddr>,
+    /// Its identity.
+    pub identity: PeerIdentity,
+}
+
+/// The identity of a connection.
+#[derive(Debug, Clone)]
+pub enum PeerIdentity {
+    /// A plaintext loopback connection: the local caller holds every role.
+    Local,
+    /// A TLS client certificate that chains to the client CA, valid now,
+    /// naming this identity (URI SAN, else DNS SAN).
+    Certified(Arc<str>),
+    /// A TLS connection without a valid client certificate: why.
+    Anonymous(Arc<str>),
+}
+
+/// A configured principal: an identity and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The certificate identity (`spiffe://app/moments-backend`, a DNS name).
+    pub id: String,
+    /// Its roles.
+    pub roles: Vec<Role>,
+    /// The spaces its `content` role covers.
+    pub spaces: Vec<String>,
+}
+
+/// The principals by identity.
+#[derive(Debug, Default)]
+pub struct Policy {
+    principals: HashMap<String, Arc<Principal>>,
+}
+
+impl Policy {
+    /// A policy of these principals (identities unique: the configuration
+    /// checks that).
+    pub fn new(principals: impl IntoIterator<Item = Principal>) -> Self {
+        Self {
+            principals: principals
+                .into_iter()
+                .map(|p| (p.id.clone(), Arc::new(p)))
+                .collect(),
+        }
+    }
+
+    /// The caller of a call to `path` from `peer`, if it may make it.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a valid certificate,
+    /// [`Error::PermissionDenied`] (`ROLE_REQUIRED`) without the role.
+    pub fn authorize(&self, path: &str, peer: Option<&Peer>) -> Result<Option<Caller>, Error> {
+        let access = access(path);
+        if access == Access::Open {
+            return Ok(None);
+        }
+        let caller = match peer.map(|p| &p.identity) {
+            Some(PeerIdentity::Local) => Caller(CallerKind::Local),
+            Some(PeerIdentity::Certified(id)) => match self.principals.get(&**id) {
+                Some(p) => Caller(CallerKind::Principal(p.clone())),
+                None => Caller(CallerKind::Unknown(id.clone())),
+            },
+            Some(PeerIdentity::Anonymous(why)) => {
+                return Err(Error::Unauthenticated(format!(
+                    "a valid client certificate is required: {why}"
+                )))
+            }
+            None => {
+                return Err(Error::Unauthenticated(
+                    "a valid client certificate is required".into(),
+                ))
+            }
+        };
+        if let Access::Role(role) = access {
+            if !caller.has_role(role) {
+                return Err(Error::PermissionDenied {
+                    reason: Reason::RoleRequired,
+                    message: format!("{} does not hold the role {role}", caller.name()),
+                });
+            }
+        }
+        Ok(Some(caller))
+    }
+}
+
+/// The authorized caller of one call; in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Caller(CallerKind);
+
+#[derive(Debug, Clone)]
+enum CallerKind {
+    Local,
+    Principal(Arc<Principal>),
+    /// A verified identity that no principal names: holds no role.
+    Unknown(Arc<str>),
+}
+
+impl Caller {
+    /// The caller's name in logs and audit records: `local` or the
+    /// certificate identity.
+    pub fn name(&self) -> &str {
+        match &self.0 {
+            CallerKind::Local => "local",
+            CallerKind::Principal(p) => &p.id,
+            CallerKind::Unknown(id) => id,
+        }
+    }
+
+    fn has_role(&self, role: Role) -> bool {
+        match &self.0 {
+            CallerKind::Local => true,
+            CallerKind::Principal(p) => p.roles.contains(&role),
+            CallerKind::Unknown(_) => false,
+        }
+    }
+
+    /// The caller of a request, as [`Authorize`] put it there.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED (`ROLE_REQUIRED`) if none is there: a service
+    /// served without the layer refuses every call.
+    pub fn of<T>(request: &tonic::Request<T>) -> Result<Self, Error> {
+        request
+            .extensions()
+            .get::<Self>()
+            .cloned()
+            .ok_or_else(|| Error::PermissionDenied {
+                reason: Reason::RoleRequired,
+                message: "no authorized caller".into(),
+            })
+    }
+
+    /// Whether the caller may use `space` (its content role covers it).
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED (`SPACE_NOT_ALLOWED`), audited.
+    pub fn check_space(&self, space: &str) -> Result<(), Error> {
+        let allowed = match &self.0 {
+            CallerKind::Local => true,
+            CallerKind::Principal(p) => p.spaces.iter().any(|s| s == space),
+            CallerKind::Unknown(_) => false,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let e = Error::PermissionDenied {
+            reason: Reason::SpaceNotAllowed,
+            message: format!(
+                "{} may not use the space {}",
+                self.name(),
+                crate::error::quote(space)
+            ),
+        };
+        audit_denial(self.name(), "space", &e);
+        Err(e)
+    }
+}
+
+/// Checks every space in `spaces` for the request's caller.
+///
+/// # Errors
+/// PERMISSION_DENIED for the first space the caller may not use.
+pub fn check_spaces<'a, T>(
+    request: &tonic::Request<T>,
+    spaces: impl IntoIterator<Item = &'a str>,
+) -> Result<(), Error> {
+    let caller = Caller::of(request)?;
+    spaces.into_iter().try_for_each(|s| caller.check_space(s))
+}
+
+/// A refusal, as an audit event.
+fn audit_denial(principal: &str, what: &str, e: &Error) {
+    tracing::warn!(
+        target: "sealgate::audit",
+        event = "denied",
+        principal,
+        what,
+        reason = e.reason().as_str(),
+        outcome = "denied",
+        "{e}"
+    );
+}
+
+/// The layer that authorizes every call (see the module docs).
+#[derive(Debug, Clone)]
+pub struct AuthorizeLayer {
+    policy: Arc<Policy>,
+}
+
+impl AuthorizeLayer {
+    /// Authorizes by `policy`.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self { policy }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service [`AuthorizeLayer`] builds.
+#[derive(Debug, Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    policy: Arc<Policy>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authorize<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<http::Response<Body>, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        let peer = request.extensions().get::<Peer>();
+        match self.policy.authorize(path, peer) {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert(caller);
+                }
+                Either::Left(self.inner.call(request))
+            }
+            Err(e) => {
+                let principal = match peer.map(|p| &p.identity) {
+                    Some(PeerIdentity::Certified(id)) => id.to_string(),
+                    Some(PeerIdentity::Local) => "local".into(),
+                    _ => "anonymous".into(),
+                };
+                audit_denial(&principal, path, &e);
+                Either::Right(futures_util::future::ready(Ok(Status::from(e).into_http())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parts of `google.protobuf.FileDescriptorSet` this test reads.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FileSet {
+        #[prost(message, repeated, tag = "1")]
+        file: Vec<File>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct File {
+        #[prost(string, optional, tag = "2")]
+        package: Option<String>,
+        #[prost(message, repeated, tag = "6")]
+        service: Vec<Service>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Service {
+        #[prost(string, optional, tag = "1")]
+        name: Option<String>,
+    }
+
+    #[test]
+    fn every_sealgate_service_needs_a_role() {
+        use prost::Message;
+        let set = FileSet::decode(super::super::pb::FILE_DESCRIPTOR_SET).expect("descriptor set");
+        let mut seen = 0;
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            for service in file.service {
+                let path = format!("/{package}.{}/X", service.name.unwrap_or_default());
+                assert!(
+                    matches!(access(&path), Access::Role(_)),
+                    "{path} has no role in auth::access"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3);
+    }
+
+    #[test]
+    fn health_and_reflection_are_open() {
+        assert_eq!(access("/grpc.health.v1.Health/Check"), Access::Open);
+        assert_eq!(
+            access("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            Access::Open
+        );
+        assert_eq!(access("/other.Service/Method"), Access::Authenticated);
+        assert_eq!(access("garbage"), Access::Authenticated);
+    }
+}

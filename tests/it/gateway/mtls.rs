@@ -1,0 +1,389 @@
+//! mTLS identities and roles: a gateway with `[tls]` and `[[principals]]`,
+//! called by clients holding certificates made in the test. Every refusal
+//! has its exact status and reason; health stays open.
+
+use std::time::Duration;
+
+use sealgate::api::auth::Role;
+use sealgate::api::pb;
+use sealgate::api::pb::content_service_client::ContentServiceClient;
+use sealgate::api::pb::erasure_service_client::ErasureServiceClient;
+use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
+use sealgate::config::{PrincipalConfig, Tls};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::Code;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use super::{eventually, expect_reason, get, obj, put, TestGateway};
+use crate::pki::{replace_file, write_server_files, Ca, Leaf};
+
+pub const MOMENTS: &str = "spiffe://app/moments-backend";
+pub const DELETION: &str = "spiffe://app/deletion-service";
+pub const LEGAL: &str = "spiffe://app/legal-console";
+pub const OPS: &str = "ops.internal";
+/// A valid certificate identity that no principal names.
+pub const STRANGER: &str = "spiffe://app/stranger";
+
+/// The principals of these tests: a content backend limited to `moments`,
+/// a deletion service, a legal console and an ops tool named by a DNS SAN.
+pub fn principals() -> Vec<PrincipalConfig> {
+    let p = |id: &str, roles: &[Role], spaces: &[&str]| PrincipalConfig {
+        id: id.into(),
+        roles: roles.to_vec(),
+        spaces: spaces.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        p(MOMENTS, &[Role::Content], &["moments"]),
+        p(DELETION, &[Role::Erasure], &[]),
+        p(LEGAL, &[Role::Legal], &[]),
+        p(OPS, &[Role::Ops], &[]),
+    ]
+}
+
+/// A gateway serving TLS with client certificates from `ca`.
+pub struct TlsGateway {
+    pub gw: TestGateway,
+    pub ca: Ca,
+    pub tls: Tls,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsGateway {
+    pub async fn start() -> Self {
+        let ca = Ca::new("sealgate test CA");
+        let dir = tempfile::tempdir().unwrap();
+        let tls = write_server_files(dir.path(), &ca.server(), &ca);
+        let config_tls = tls.clone();
+        let gw = TestGateway::start_with(move |c| {
+            c.tls = Some(config_tls);
+            c.principals = principals();
+        })
+        .await;
+        Self {
+            gw,
+            ca,
+            tls,
+            _dir: dir,
+        }
+    }
+
+    /// A channel trusting `server_ca`, presenting `client` if given.
+    pub async fn channel_with(
+        &self,
+        server_ca: &Ca,
+        client: Option<&Leaf>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&server_ca.pem))
+            .domain_name("localhost");
+        if let Some(c) = client {
+            config = config.identity(Identity::from_pem(&c.cert, &c.key));
+        }
+        Channel::from_shared(format!("https://{}", self.gw.addr))
+            .unwrap()
+            .tls_config(config)?
+            .connect()
+            .await
+    }
+
+    /// A channel presenting `client` (or none) to this gateway.
+    pub async fn channel(&self, client: Option<&Leaf>) -> Channel {
+        self.channel_with(&self.ca, client).await.expect("connect")
+    }
+
+    pub async fn content(&self, client: Option<&Leaf>) -> ContentServiceClient<Channel> {
+        ContentServiceClient::new(self.channel(client).await)
+    }
+
+    pub async fn erasure(&self, client: Option<&Leaf>) -> ErasureServiceClient<Channel> {
+        ErasureServiceClient::new(self.channel(client).await)
+    }
+
+    pub async fn admin(&self, client: Option<&Leaf>) -> KeyAdminServiceClient<Channel> {
+        KeyAdminServiceClient::new(self.channel(client).await)
+    }
+}
+
+async fn erase(
+    client: &mut ErasureServiceClient<Channel>,
+    user: &str,
+) -> Result<(), tonic::Status> {
+    client
+        .erase_user(pb::EraseUserRequest {
+            user_id: user.into(),
+        })
+        .await
+        .map(drop)
+}
+
+async fn key_status(
+    client: &mut KeyAdminServiceClient<Channel>,
+    user: &str,
+) -> Result<(), tonic::Status> {
+    client
+        .key_status(pb::KeyStatusRequest {
+            user_id: user.into(),
+        })
+        .await
+        .map(drop)
+}
+
+async fn serving(channel: Channel) -> bool {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "sealgate.v1.ContentService".into(),
+        })
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_reaches_its_service() {
+    let t = TlsGateway::start().await;
+    let moments = t.ca.client_uri(MOMENTS);
+    let mut content = t.content(Some(&moments)).await;
+    let body = super::data(10_000, 1);
+    put(&mut content, "u1", "moments", "pic", &body, 4096)
+        .await
+        .expect("content role puts in its space");
+    let (_, got) = get(&mut content, "u1", "moments", "pic", None)
+        .await
+        .expect("content role gets in its space");
+    assert_eq!(got, body);
+
+    let ops = t.ca.client_dns(OPS);
+    key_status(&mut t.admin(Some(&ops)).await, "u1")
+        .await
+        .expect("ops role (DNS SAN identity) reads key status");
+
+    let deletion = t.ca.client_uri(DELETION);
+    erase(&mut t.erasure(Some(&deletion)).await, "u1")
+        .await
+        .expect("erasure role erases");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_without_a_valid_certificate_are_unauthenticated() {
+    let t = TlsGateway::start().await;
+    let other_ca = Ca::new("another CA");
+    let cases: [(&str, Option<Leaf>); 3] = [
+        ("no certificate", None),
+        (
+            "a certificate from another CA",
+            Some(other_ca.client_uri(MOMENTS)),
+        ),
+        ("an expired certificate", Some(t.ca.expired_client(MOMENTS))),
+    ];
+    for (what, leaf) in &cases {
+        let channel = t.channel(leaf.as_ref()).await;
+        assert!(serving(channel.clone()).await, "{what}: health is open");
+        let mut content = ContentServiceClient::new(channel.clone());
+        let s = expect_reason(
+            put(&mut content, "u1", "moments", "x", b"hello", 5).await,
+            Code::Unauthenticated,
+            "NO_CLIENT_CERTIFICATE",
+            what,
+        );
+        if leaf.is_some() {
+            assert!(
+                s.message().contains("refused"),
+                "{what}: the message says why: {s:?}"
+            );
+        }
+        expect_reason(
+            erase(&mut ErasureServiceClient::new(channel.clone()), "u1").await,
+            Code::Unauthenticated,
+            "NO_CLIENT_CERTIFICATE",
+            what,
+        );
+        expect_reason(
+            key_status(&mut KeyAdminServiceClient::new(channel), "u1").await,
+            Code::Unauthenticated,
+            "NO_CLIENT_CERTIFICATE",
+            what,
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_calling_another_roles_method_is_denied() {
+    let t = TlsGateway::start().await;
+    let moments = t.ca.client_uri(MOMENTS);
+    let deletion = t.ca.client_uri(DELETION);
+    let ops = t.ca.client_dns(OPS);
+    let legal = t.ca.client_uri(LEGAL);
+    let stranger = t.ca.client_uri(STRANGER);
+    for (what, leaf) in [
+        ("content erasing", &moments),
+        ("ops erasing", &ops),
+        ("legal erasing", &legal),
+        ("an unknown identity erasing", &stranger),
+    ] {
+        let s = expect_reason(
+            erase(&mut t.erasure(Some(leaf)).await, "u1").await,
+            Code::PermissionDenied,
+            "ROLE_REQUIRED",
+            what,
+        );
+        assert!(s.message().contains("erasure"), "{what}: {s:?}");
+    }
+    for (what, leaf) in [("erasure reading", &deletion), ("ops reading", &ops)] {
+        expect_reason(
+            get(&mut t.content(Some(leaf)).await, "u1", "moments", "x", None).await,
+            Code::PermissionDenied,
+            "ROLE_REQUIRED",
+            what,
+        );
+    }
+    expect_reason(
+        key_status(&mut t.admin(Some(&moments)).await, "u1").await,
+        Code::PermissionDenied,
+        "ROLE_REQUIRED",
+        "content reading key status",
+    );
+    // Nothing was erased by the refused calls.
+    let status = key_status(&mut t.admin(Some(&ops)).await, "u1").await;
+    assert!(status.is_ok(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_client_outside_its_spaces_is_denied() {
+    let t = TlsGateway::start().await;
+    let moments = t.ca.client_uri(MOMENTS);
+    let mut c = t.content(Some(&moments)).await;
+    put(&mut c, "u1", "moments", "a", b"ok", 2)
+        .await
+        .expect("own space");
+    let denied = |r: Result<_, tonic::Status>, what: &str| {
+        let s = expect_reason(r, Code::PermissionDenied, "SPACE_NOT_ALLOWED", what);
+        assert!(s.message().contains("channels"), "{what}: {s:?}");
+    };
+    denied(
+        put(&mut c, "u1", "channels", "a", b"no", 2).await.map(drop),
+        "PutObject",
+    );
+    denied(
+        get(&mut c, "u1", "channels", "a", None).await.map(drop),
+        "GetObject",
+    );
+    denied(
+        c.head_object(pb::HeadObjectRequest {
+            object: Some(obj("u1", "channels", "a")),
+        })
+        .await
+        .map(drop),
+        "HeadObject",
+    );
+    denied(
+        c.delete_object(pb::DeleteObjectRequest {
+            object: Some(obj("u1", "channels", "a")),
+            if_match: String::new(),
+        })
+        .await
+        .map(drop),
+        "DeleteObject",
+    );
+    denied(
+        c.list_objects(pb::ListObjectsRequest {
+            user_id: "u1".into(),
+            space: "channels".into(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .map(drop),
+        "ListObjects",
+    );
+    denied(
+        super::put_item(&mut c, "u1", "channels", "c1", b"comment")
+            .await
+            .map(drop),
+        "PutItem",
+    );
+    denied(
+        super::get_items(&mut c, "u1", "channels", &["c1"])
+            .await
+            .map(drop),
+        "GetItems",
+    );
+    // A feed spans spaces: one ref outside the caller's spaces refuses it.
+    denied(
+        c.batch_get_items(pb::BatchGetItemsRequest {
+            refs: vec![obj("u1", "moments", "a"), obj("u2", "channels", "b")],
+        })
+        .await
+        .map(drop),
+        "BatchGetItems",
+    );
+    // A space that does not exist is not allowed either: no caller learns
+    // which spaces are configured.
+    denied(
+        get(&mut c, "u1", "channels", "a", None).await.map(drop),
+        "GetObject again",
+    );
+    let s = expect_reason(
+        get(&mut c, "u1", "nope", "a", None).await.map(drop),
+        Code::PermissionDenied,
+        "SPACE_NOT_ALLOWED",
+        "unknown space",
+    );
+    assert!(s.message().contains("nope"), "{s:?}");
+    let batch = c
+        .batch_get_items(pb::BatchGetItemsRequest {
+            refs: vec![obj("u1", "moments", "a")],
+        })
+        .await
+        .expect("a feed within its spaces");
+    assert_eq!(batch.into_inner().items.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_replaced_on_disk_are_used_without_a_restart() {
+    let t = TlsGateway::start().await;
+    let old_client = t.ca.client_uri(MOMENTS);
+    let mut c = t.content(Some(&old_client)).await;
+    put(&mut c, "u1", "moments", "a", b"before", 6)
+        .await
+        .expect("before the rotation");
+
+    // A new CA signs a new server certificate and new client certificates;
+    // the files are replaced while the server runs.
+    let new_ca = Ca::new("rotated CA");
+    let server = new_ca.server();
+    replace_file(&t.tls.key, &server.key);
+    replace_file(&t.tls.cert, &server.cert);
+    replace_file(&t.tls.client_ca, &new_ca.pem);
+    let new_client = new_ca.client_uri(MOMENTS);
+    eventually(
+        "the server presents the new certificate",
+        Duration::from_secs(10),
+        || async { t.channel_with(&new_ca, Some(&new_client)).await.is_ok() },
+    )
+    .await;
+    let mut c = ContentServiceClient::new(
+        t.channel_with(&new_ca, Some(&new_client))
+            .await
+            .expect("connect with the new CA"),
+    );
+    let (_, got) = get(&mut c, "u1", "moments", "a", None)
+        .await
+        .expect("a client certificate from the new CA");
+    assert_eq!(got, b"before");
+    assert!(
+        t.channel_with(&t.ca, Some(&old_client)).await.is_err(),
+        "the old server certificate is no longer presented"
+    );
+    // A client still holding a certificate of the old CA is refused.
+    let old = ContentServiceClient::new(
+        t.channel_with(&new_ca, Some(&old_client))
+            .await
+            .expect("handshake"),
+    );
+    expect_reason(
+        get(&mut old.clone(), "u1", "moments", "a", None).await,
+        Code::Unauthenticated,
+        "NO_CLIENT_CERTIFICATE",
+        "an old-CA client certificate after the rotation",
+    );
+}
