@@ -166,14 +166,16 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Residency {
-    /// Regions data may live in.
+    /// Regions data may live in: a subset of the built-in catalogue of
+    /// mainland China regions ([`crate::residency`]); empty, the default,
+    /// allows the whole catalogue.
     pub allowed_regions: Vec<String>,
 }
 
 impl Default for Residency {
     fn default() -> Self {
         Self {
-            allowed_regions: vec!["cn-north-1".into(), "cn-northwest-1".into()],
+            allowed_regions: Vec::new(),
         }
     }
 }
@@ -406,19 +408,18 @@ impl Config {
                 if self.s3.bucket.is_empty() {
                     return Err("s3.bucket: required when blob.backend = \"s3\"".into());
                 }
-                if let Some(endpoint) = &self.s3.endpoint {
-                    check_endpoint(endpoint, &self.blob.region, &self.residency.allowed_regions)?;
-                }
+                crate::residency::check(
+                    self.s3.endpoint.as_deref(),
+                    &self.blob.region,
+                    &self.residency.allowed_regions,
+                )?;
             }
         }
         if self.keystore.shards == 0 {
             return Err("keystore.shards must be at least 1".into());
         }
-        if !self.residency.allowed_regions.contains(&self.blob.region) {
-            return Err(format!(
-                "residency: blob.region {:?} is not in residency.allowed_regions {:?}",
-                self.blob.region, self.residency.allowed_regions
-            ));
+        if self.blob.backend == BlobBackend::Fs {
+            crate::residency::check_local(&self.blob.region, &self.residency.allowed_regions)?;
         }
         Ok(())
     }
@@ -484,58 +485,6 @@ impl Config {
             })
             .collect()
     }
-}
-
-/// Residency of an S3 endpoint: an AWS endpoint must be in the China
-/// partition (`*.amazonaws.com.cn`) and, if it names a region, that region
-/// must be `region` and allowed. Other hosts (MinIO, Ceph in a Chinese data
-/// centre) are accepted: the operator names their region in `blob.region`.
-///
-/// # Errors
-/// A one-line message saying what is wrong and what is expected.
-pub fn check_endpoint(endpoint: &str, region: &str, allowed: &[String]) -> Result<(), String> {
-    let rest = endpoint
-        .strip_prefix("https://")
-        .or_else(|| endpoint.strip_prefix("http://"))
-        .ok_or_else(|| {
-            format!("residency: s3.endpoint {endpoint:?} must start with https:// or http://")
-        })?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, h)| h)
-        .split(':')
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    if host.is_empty() {
-        return Err(format!("residency: s3.endpoint {endpoint:?} has no host"));
-    }
-    if host == "amazonaws.com" || host.ends_with(".amazonaws.com") {
-        return Err(format!(
-            "residency: s3.endpoint host {host} is AWS outside the China partition; China endpoints end in amazonaws.com.cn"
-        ));
-    }
-    if host.ends_with(".amazonaws.com.cn") {
-        let named: Vec<&str> = host
-            .split('.')
-            .filter(|label| label.starts_with("cn-"))
-            .collect();
-        if let Some(named) = named.first() {
-            if *named != region {
-                return Err(format!(
-                    "residency: s3.endpoint host {host} is in region {named}, but blob.region is {region}"
-                ));
-            }
-            if !allowed.iter().any(|a| a == named) {
-                return Err(format!(
-                    "residency: s3.endpoint region {named} is not in residency.allowed_regions"
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// An override's value: TOML syntax when it parses (`true`, `42`,
@@ -610,38 +559,20 @@ mod tests {
     fn region_outside_allowed_list_is_refused() {
         let err = Config::load(None, env(&[("SEALGATE_BLOB_REGION", "us-east-1")])).unwrap_err();
         assert!(
-            err.to_string().contains("not in residency.allowed_regions"),
+            err.to_string().contains("not a mainland China region"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn endpoints_outside_china_are_refused() {
-        let allowed = Residency::default().allowed_regions;
-        let check = |e: &str, r: &str| check_endpoint(e, r, &allowed);
-        for bad in [
-            "https://s3.us-east-1.amazonaws.com",
-            "https://s3.amazonaws.com",
-            "https://bucket.s3.amazonaws.com/",
-            "http://s3.AMAZONAWS.com:443",
-            "https://user@s3.eu-west-1.amazonaws.com",
-        ] {
-            let err = check(bad, "cn-north-1").unwrap_err();
-            assert!(err.contains("outside the China partition"), "{bad}: {err}");
-        }
-        assert!(check("https://s3.cn-north-1.amazonaws.com.cn", "cn-north-1").is_ok());
-        assert!(check(
-            "https://s3.cn-northwest-1.amazonaws.com.cn",
-            "cn-northwest-1"
+        let err = Config::load(
+            None,
+            env(&[
+                ("SEALGATE_BLOB_REGION", "cn-northwest-1"),
+                ("SEALGATE_RESIDENCY_ALLOWED_REGIONS", "[\"cn-north-1\"]"),
+            ]),
         )
-        .is_ok());
-        let err = check("https://s3.cn-northwest-1.amazonaws.com.cn", "cn-north-1").unwrap_err();
-        assert!(err.contains("but blob.region is cn-north-1"), "{err}");
-        // A self-hosted store in China: the operator names the region.
-        assert!(check("http://minio.internal:9000", "cn-north-1").is_ok());
+        .unwrap_err();
         assert!(
-            check("s3.cn-north-1.amazonaws.com.cn", "cn-north-1").is_err(),
-            "scheme required"
+            err.to_string().contains("not in residency.allowed_regions"),
+            "{err}"
         );
     }
 

@@ -62,6 +62,9 @@ pub enum Reason {
     RequestIdReused,
     /// UNAVAILABLE: a backend is down or refuses writes for now; retry.
     BackendUnavailable,
+    /// FAILED_PRECONDITION: the object store lacks an operation the gateway
+    /// needs (an S3-compatible server answering 501); retrying cannot help.
+    BackendUnsupported,
     /// RESOURCE_EXHAUSTED (per item): the item would push a batch response
     /// past `limits.max_response_bytes`.
     ResponseBudget,
@@ -107,6 +110,7 @@ impl Reason {
             Self::EtagMismatch => "ETAG_MISMATCH",
             Self::RequestIdReused => "REQUEST_ID_REUSED",
             Self::BackendUnavailable => "BACKEND_UNAVAILABLE",
+            Self::BackendUnsupported => "BACKEND_UNSUPPORTED",
             Self::ResponseBudget => "RESPONSE_BUDGET",
             Self::StorageFull => "STORAGE_FULL",
             Self::StorageLost => "STORAGE_LOST",
@@ -285,6 +289,10 @@ impl From<BlobError> for Error {
             BlobError::NotFound => Self::NotFound,
             BlobError::AlreadyExists => Self::AlreadyExists,
             BlobError::Unavailable(m) => Self::Unavailable(m),
+            BlobError::Unsupported(m) => Self::FailedPrecondition {
+                reason: Reason::BackendUnsupported,
+                message: m,
+            },
             BlobError::Io(e) => match e.kind() {
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
                     Self::StorageFull(format!("object store: {e}"))

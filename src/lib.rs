@@ -26,3 +26,4 @@ pub mod keys;
 
 pub mod crypto;
 pub mod names;
+pub mod residency;

@@ -32,6 +32,10 @@ pub enum BlobError {
     /// The backend cannot be reached or refused service; retryable.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The backend does not implement an operation the store needs (an S3
+    /// server answering 501): no retry can succeed.
+    #[error("storage does not support this: {0}")]
+    Unsupported(String),
     /// Any other I/O failure.
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),

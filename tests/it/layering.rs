@@ -34,6 +34,7 @@ const RANKS: &[(&str, u8)] = &[
     ("blob", 2),
     ("crypto", 1),
     ("names", 1),
+    ("residency", 1),
 ];
 
 /// Imports between modules of one rank that the design allows: the shell

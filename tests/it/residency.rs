@@ -36,11 +36,39 @@ fn startup_refuses_regions_and_endpoints_outside_china() {
     let (ok, err) = serve_with_env(&[("SEALGATE_BLOB_REGION", "us-east-1")]);
     assert!(!ok);
     assert!(
-        err.contains("blob.region \"us-east-1\" is not in residency.allowed_regions"),
+        err.contains("blob.region \"us-east-1\" is not a mainland China region"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
+    // Before any network call: these hosts do not exist here.
+    for (endpoint, region, says) in [
+        (
+            "https://oss-cn-hongkong.aliyuncs.com",
+            "cn-hongkong",
+            "cn-hongkong, which is not in mainland China",
+        ),
+        (
+            "https://cos.ap-hongkong.myqcloud.com",
+            "ap-hongkong",
+            "ap-hongkong, which is not in mainland China",
+        ),
+        (
+            "https://s3.cn-north-1.amazonaws.com.cn",
+            "us-east-1",
+            "but blob.region is us-east-1",
+        ),
+    ] {
+        let (ok, err) = serve_with_env(&[
+            ("SEALGATE_BLOB_BACKEND", "s3"),
+            ("SEALGATE_S3_BUCKET", "photos"),
+            ("SEALGATE_S3_ENDPOINT", endpoint),
+            ("SEALGATE_BLOB_REGION", region),
+        ]);
+        assert!(!ok);
+        assert!(err.contains(says), "{endpoint}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
     for endpoint in [
         "https://s3.us-east-1.amazonaws.com",
         "https://s3.amazonaws.com",

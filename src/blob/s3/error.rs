@@ -14,6 +14,8 @@ pub enum S3Failure {
     PreconditionFailed,
     /// 416: the requested range is not in the object.
     InvalidRange,
+    /// 501 / NotImplemented: the store lacks the operation (named).
+    NotImplemented(String),
     /// S3 could not be reached, timed out, throttled or failed (5xx):
     /// retrying later may succeed.
     Unavailable(String),
@@ -31,9 +33,21 @@ impl S3Failure {
             }
             Self::InvalidRange => BlobError::Io(std::io::Error::other("S3: range not satisfiable")),
             Self::Unavailable(m) => BlobError::Unavailable(m),
+            Self::NotImplemented(op) => BlobError::Unsupported(format!(
+                "the object store does not implement S3 {op} (it answered 501 NotImplemented)"
+            )),
             Self::Other(m) => BlobError::Io(std::io::Error::other(m)),
         }
     }
+}
+
+/// The S3 operation an error type belongs to, as S3 names it:
+/// `aws_sdk_s3::operation::list_object_versions::ListObjectVersionsError`
+/// gives `ListObjectVersions`.
+fn operation<E>() -> String {
+    let name = std::any::type_name::<E>();
+    let last = name.rsplit("::").next().unwrap_or(name);
+    last.strip_suffix("Error").unwrap_or(last).to_string()
 }
 
 /// Classifies an SDK error.
@@ -52,6 +66,7 @@ where
             let code = se.err().code().unwrap_or("");
             let message = se.err().message().unwrap_or("");
             match (status, code) {
+                (501, _) | (_, "NotImplemented") => S3Failure::NotImplemented(operation::<E>()),
                 (404, _) | (_, "NoSuchKey" | "NoSuchUpload" | "NotFound") => S3Failure::NotFound,
                 (412, _) | (_, "PreconditionFailed") => S3Failure::PreconditionFailed,
                 (416, _) | (_, "InvalidRange") => S3Failure::InvalidRange,

@@ -133,6 +133,9 @@ pub struct S3BlobStore {
 struct Inner {
     client: Client,
     bucket: String,
+    /// Whether the bucket has (or had) versioning on, so that deletes must
+    /// remove every version; probed once at startup.
+    versioned: bool,
     aborts: mpsc::UnboundedSender<(String, String)>,
 }
 
@@ -177,6 +180,7 @@ impl S3BlobStore {
         }
         let client = Client::from_conf(builder.build());
         residency::check_bucket_region(&client, settings).await?;
+        let versioned = delete::probe_versioning(&client, &settings.bucket).await?;
         let bucket = settings.bucket.clone();
         let (aborts, rx) = mpsc::unbounded_channel();
         tokio::spawn(abort_retrier(client.clone(), bucket.clone(), rx));
@@ -184,6 +188,7 @@ impl S3BlobStore {
             inner: Arc::new(Inner {
                 client,
                 bucket,
+                versioned,
                 aborts,
             }),
         })
@@ -248,7 +253,11 @@ impl BlobStore for S3BlobStore {
     /// them with DeleteObjects by version id. On an unversioned bucket the
     /// only version is `null`; on a versioned one nothing survives.
     async fn delete_many(&self, keys: &[BlobKey]) -> Result<u64, BlobError> {
-        self.delete_versions(keys).await
+        if self.inner.versioned {
+            self.delete_versions(keys).await
+        } else {
+            self.delete_plain(keys).await
+        }
     }
 
     async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError> {
