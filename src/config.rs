@@ -163,21 +163,13 @@ impl Default for Config {
 }
 
 /// `[residency]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Residency {
     /// Regions data may live in: a subset of the built-in catalogue of
     /// mainland China regions ([`crate::residency`]); empty, the default,
     /// allows the whole catalogue.
     pub allowed_regions: Vec<String>,
-}
-
-impl Default for Residency {
-    fn default() -> Self {
-        Self {
-            allowed_regions: Vec::new(),
-        }
-    }
 }
 
 /// `[blob]`
