@@ -9,5 +9,6 @@ mod pki;
 mod residency;
 mod s3_faults;
 mod s3env;
+mod s3s_env;
 mod startup;
 mod support;

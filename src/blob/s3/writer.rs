@@ -57,11 +57,27 @@ impl S3BlobStore {
                 ),
             )
             .send();
+        let (client, bucket) = (self.inner.client.clone(), self.inner.bucket.clone());
+        let create_only = mode == WriteMode::CreateOnly;
         let task = tokio::spawn(async move {
-            send.await.map(|_| ()).map_err(|e| match translate(e) {
-                S3Failure::PreconditionFailed => BlobError::AlreadyExists,
-                other => other.into_blob(),
-            })
+            let failure = match send.await {
+                Ok(_) => return Ok(()),
+                Err(e) => translate(e),
+            };
+            match failure {
+                S3Failure::PreconditionFailed => Err(BlobError::AlreadyExists),
+                // A server may refuse If-None-Match before it reads the body
+                // and close the connection (s3s-fs does), which the SDK
+                // reports as a failure to reach S3: ask whether the key is
+                // taken, so the caller hears ALREADY_EXISTS, not "retry".
+                S3Failure::Unavailable(m) if create_only => {
+                    match client.head_object().bucket(bucket).key(object).send().await {
+                        Ok(_) => Err(BlobError::AlreadyExists),
+                        Err(_) => Err(BlobError::Unavailable(m)),
+                    }
+                }
+                other => Err(other.into_blob()),
+            }
         });
         Ok(StreamedPut {
             tx: Some(tx),

@@ -147,13 +147,26 @@ async fn invalid_object_ids() {
     gw.assert_nothing_stored("after refused requests").await;
     assert!(!gw.data_dir.join("x").exists());
 
-    // The longest valid id works.
+    // The longest valid id works, except on s3s-fs: it names a sidecar
+    // file after the base64 of bucket and key, over 255 bytes for keys past
+    // about 160 bytes, and answers 500 (after writing the object file, which
+    // it keeps: its own write is not atomic). The gateway passes the
+    // store's failure on.
     let max = "a".repeat(128);
-    put(&mut c, "u", SPACE, &max, b"ok", 1)
-        .await
-        .expect("128-byte id");
-    let (_, got) = get(&mut c, "u", SPACE, &max, None).await.expect("get");
-    assert_eq!(got, b"ok");
+    let stored = put(&mut c, "u", SPACE, &max, b"ok", 1).await;
+    if backend_kind() == BackendKind::S3s {
+        let s = expect_reason(
+            stored,
+            Code::Unavailable,
+            "BACKEND_UNAVAILABLE",
+            "128-byte id on s3s-fs",
+        );
+        assert!(s.message().contains("500"), "{s:?}");
+    } else {
+        stored.expect("128-byte id");
+        let (_, got) = get(&mut c, "u", SPACE, &max, None).await.expect("get");
+        assert_eq!(got, b"ok");
+    }
     // An invalid page token is refused.
     expect_reason(
         list_page(&mut c, "u", SPACE, 2, "../x").await,

@@ -3,14 +3,16 @@
 //!
 //! Most tests are backend-generic: written once as a plain `async fn` and
 //! listed in [`backend_tests!`], which runs each against the filesystem
-//! store (`…::fs::name`) and against S3 on the shared moto server
-//! (`…::s3::name`). Tests reach stored objects only through the
+//! store (`…::fs::name`), against S3 on the shared moto server
+//! (`…::s3::name`) and on an s3s-fs server of the test's own
+//! (`…::s3s::name`). Tests reach stored objects only through the
 //! [`TestGateway`] storage accessors, which know where each backend keeps
 //! them.
 
 /// Generates, for each backend-generic test `async fn name()` of the calling
-/// module, the tests `fs::name` and `s3::name`, which run it with gateways
-/// started on that backend (see [`with_backend`]).
+/// module, the tests `fs::name`, `s3::name` (moto) and `s3s::name`
+/// (s3s-fs), which run it with gateways started on that backend (see
+/// [`with_backend`]).
 macro_rules! backend_tests {
     ($($name:ident),+ $(,)?) => {
         /// The tests against the filesystem store.
@@ -33,6 +35,19 @@ macro_rules! backend_tests {
                 async fn $name() {
                     $crate::gateway::with_backend(
                         $crate::gateway::BackendKind::S3,
+                        super::$name(),
+                    )
+                    .await;
+                }
+            )+
+        }
+        /// The tests against a second S3 implementation (s3s-fs).
+        mod s3s {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::gateway::with_backend(
+                        $crate::gateway::BackendKind::S3s,
                         super::$name(),
                     )
                     .await;
@@ -80,6 +95,8 @@ pub enum BackendKind {
     Fs,
     /// A fresh bucket on the shared moto server.
     S3,
+    /// A bucket on an s3s-fs server of the test's own.
+    S3s,
 }
 
 tokio::task_local! {
@@ -113,6 +130,12 @@ impl Backend {
             BackendKind::Fs => Self::Fs,
             BackendKind::S3 => {
                 let endpoint = s3env::shared().endpoint();
+                let bucket = s3env::bucket_name();
+                s3env::create_bucket(&endpoint, &bucket, s3env::REGION, false).await;
+                Self::S3 { endpoint, bucket }
+            }
+            BackendKind::S3s => {
+                let endpoint = crate::s3s_env::start().await;
                 let bucket = s3env::bucket_name();
                 s3env::create_bucket(&endpoint, &bucket, s3env::REGION, false).await;
                 Self::S3 { endpoint, bucket }
@@ -375,7 +398,12 @@ impl TestGateway {
     pub async fn leftovers(&self) -> usize {
         match &self.backend {
             Backend::Fs => tmp_files(&self.data_dir).len(),
-            Backend::S3 { endpoint, bucket } => s3env::incomplete_uploads(endpoint, bucket).await,
+            Backend::S3 { endpoint, bucket } => {
+                match crate::s3s_env::incomplete_uploads(endpoint) {
+                    Some(n) => n,
+                    None => s3env::incomplete_uploads(endpoint, bucket).await,
+                }
+            }
         }
     }
 
