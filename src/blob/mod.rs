@@ -227,7 +227,11 @@ pub(crate) fn check_store_id(id: &str) -> Result<(), BlobError> {
 
 /// Patches are small and near the start of an object.
 pub(crate) fn check_patch(offset: u64, len: usize) -> Result<(), BlobError> {
-    if offset + len as u64 > MAX_PATCH_END {
+    // Checked: a patch read back from storage may carry any offset.
+    if offset
+        .checked_add(len as u64)
+        .is_none_or(|end| end > MAX_PATCH_END)
+    {
         return Err(BlobError::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "patch outside the first 4 KiB of the object",

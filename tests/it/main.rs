@@ -5,6 +5,7 @@ mod damage;
 mod gateway;
 mod health;
 mod layering;
+mod parser_regressions;
 mod pki;
 mod residency;
 mod s3_faults;

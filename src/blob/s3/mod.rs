@@ -70,6 +70,23 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Metadata key that holds a patch: `<offset>:<hex bytes>`.
 const PATCH_META: &str = "sealgate-patch";
+
+/// Parses `value`, the patch metadata of an object, and overlays the patch
+/// onto `data`, the object's bytes from offset `at`, as every read does.
+/// Public only for the fuzz target of the patch parser (`fuzz/`) and its
+/// regression tests.
+///
+/// # Errors
+/// [`BlobError::Io`] for a malformed patch.
+#[doc(hidden)]
+pub fn overlay_patch(value: &str, at: u64, data: &mut [u8]) -> Result<(), BlobError> {
+    let metadata = std::collections::HashMap::from([(PATCH_META.to_string(), value.to_string())]);
+    if let Some(patch) = patch::Patch::parse(Some(&metadata))? {
+        patch.apply(at, data);
+    }
+    Ok(())
+}
+
 /// Metadata key that holds the creation time, Unix milliseconds in decimal
 /// (S3's own Last-Modified has whole seconds and moves on every patch).
 const CREATED_META: &str = "sealgate-created";

@@ -86,10 +86,14 @@ impl Patch {
         };
         let bad = || BlobError::Io(std::io::Error::other("malformed sealgate-patch metadata"));
         let (offset, hex_bytes) = raw.split_once(':').ok_or_else(bad)?;
-        Ok(Some(Self {
+        let patch = Self {
             offset: offset.parse().map_err(|_| bad())?,
             bytes: hex::decode(hex_bytes).map_err(|_| bad())?,
-        }))
+        };
+        // Anyone with write access to the bucket writes this metadata: hold
+        // it to the bounds of a patch we write, so `apply` cannot overflow.
+        crate::blob::check_patch(patch.offset, patch.bytes.len()).map_err(|_| bad())?;
+        Ok(Some(patch))
     }
 
     fn encode(&self) -> String {
