@@ -330,7 +330,7 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table = match file {
+        let table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
@@ -341,6 +341,29 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        Self::from_table(table, env)
+    }
+
+    /// [`Config::load`] of a file holding `text`: the same parsing, overrides
+    /// and validation, without the file. The fuzz target of the config
+    /// loader (`fuzz/`) drives the loader through here.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Self::from_table(table, env)
+    }
+
+    fn from_table(
+        mut table: toml::Table,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("SEALGATE_") else {
                 continue;

@@ -179,7 +179,14 @@ impl Metadata {
         Ok(out)
     }
 
-    fn decode(mut input: &[u8]) -> Result<Self, CryptoError> {
+    /// Decodes the canonical encoding [`Metadata::encode`] produces, as
+    /// [`Header::unseal`] does after opening the sealed metadata.
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] for anything but a canonical
+    /// encoding: invalid UTF-8, names out of order or repeated, a count that
+    /// does not match, a field past the end, trailing bytes.
+    pub fn decode(mut input: &[u8]) -> Result<Self, CryptoError> {
         let text =
             |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| CryptoError::DecryptionFailed);
         let content_type = text(take_lp(&mut input)?)?;

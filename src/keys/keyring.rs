@@ -244,8 +244,10 @@ fn publish_new(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Parses the keyring text; every entry may appear once.
-fn parse(text: &str) -> Result<(BTreeMap<u32, MasterKey>, NamingKey), String> {
+/// Parses the keyring text; every entry may appear once. Public only for
+/// the fuzz target of the keyring parser (`fuzz/`).
+#[doc(hidden)]
+pub fn parse(text: &str) -> Result<(BTreeMap<u32, MasterKey>, NamingKey), String> {
     let mut masters = BTreeMap::new();
     let mut master_lines = BTreeMap::new();
     let mut naming: Option<(NamingKey, usize)> = None;
