@@ -15,39 +15,20 @@
 /// [`with_backend`]).
 macro_rules! backend_tests {
     ($($name:ident),+ $(,)?) => {
-        /// The tests against the filesystem store.
-        mod fs {
+        backend_tests!(@on fs, Fs, "The tests against the filesystem store.", $($name),+);
+        backend_tests!(@on s3, S3, "The tests against S3 (moto).", $($name),+);
+        backend_tests!(
+            @on s3s, S3s, "The tests against a second S3 implementation (s3s-fs).", $($name),+
+        );
+    };
+    (@on $module:ident, $kind:ident, $doc:literal, $($name:ident),+) => {
+        #[doc = $doc]
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     $crate::gateway::with_backend(
-                        $crate::gateway::BackendKind::Fs,
-                        super::$name(),
-                    )
-                    .await;
-                }
-            )+
-        }
-        /// The tests against S3 (moto).
-        mod s3 {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    $crate::gateway::with_backend(
-                        $crate::gateway::BackendKind::S3,
-                        super::$name(),
-                    )
-                    .await;
-                }
-            )+
-        }
-        /// The tests against a second S3 implementation (s3s-fs).
-        mod s3s {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    $crate::gateway::with_backend(
-                        $crate::gateway::BackendKind::S3s,
+                        $crate::gateway::BackendKind::$kind,
                         super::$name(),
                     )
                     .await;
