@@ -89,6 +89,10 @@ impl S3BlobStore {
     }
 }
 
+/// Longest wait between two attempts to abort one upload: an abort is one
+/// small request, and the upload should go within seconds of S3's return.
+const ABORT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 /// Aborts multipart uploads handed to it, retrying each with capped
 /// backoff until S3 accepts (or says the upload is already gone).
 pub(super) async fn abort_retrier(
@@ -106,7 +110,7 @@ pub(super) async fn abort_retrier(
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot abort a multipart upload yet; retrying");
                         tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        backoff = (backoff * 2).min(ABORT_BACKOFF_MAX);
                     }
                 }
             }
