@@ -73,6 +73,9 @@ pub enum Reason {
     /// UNAVAILABLE: the key store was deleted or replaced; an operator must
     /// restore it.
     StorageLost,
+    /// FAILED_PRECONDITION: the user is under legal hold; erasure waits
+    /// until every case releases it.
+    LegalHold,
     /// UNAUTHENTICATED: a call that needs a role came without a valid
     /// client certificate (none, expired, or from another CA).
     NoClientCertificate,
@@ -114,6 +117,7 @@ impl Reason {
             Self::ResponseBudget => "RESPONSE_BUDGET",
             Self::StorageFull => "STORAGE_FULL",
             Self::StorageLost => "STORAGE_LOST",
+            Self::LegalHold => "LEGAL_HOLD",
             Self::NoClientCertificate => "NO_CLIENT_CERTIFICATE",
             Self::RoleRequired => "ROLE_REQUIRED",
             Self::SpaceNotAllowed => "SPACE_NOT_ALLOWED",
@@ -273,6 +277,13 @@ impl From<KeyError> for Error {
             KeyError::Unavailable(m) => Self::Unavailable(m),
             KeyError::StorageFull(m) => Self::StorageFull(format!("key store: {m}")),
             KeyError::StoreLost(m) => Self::StorageLost(m),
+            KeyError::LegalHold { cases } => Self::FailedPrecondition {
+                reason: Reason::LegalHold,
+                message: format!(
+                    "the user is under legal hold ({cases} case{}); erasure waits until every case releases it",
+                    if cases == 1 { "" } else { "s" }
+                ),
+            },
         }
     }
 }

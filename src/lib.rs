@@ -18,6 +18,7 @@ pub mod api;
 pub mod content;
 pub mod erasure;
 pub mod error;
+pub mod holds;
 pub mod jobs;
 pub mod keyadmin;
 

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod content;
 pub mod erasure;
 pub mod error;
+pub mod holds;
 
 /// Generated protobuf types and gRPC stubs of `proto/sealgate/v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

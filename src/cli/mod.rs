@@ -12,6 +12,7 @@ use crate::api::pb;
 
 mod erase;
 mod get;
+mod hold;
 mod keys;
 mod ls;
 mod progress;
@@ -97,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Legal holds: a held user cannot be erased.
+    Hold {
+        #[command(subcommand)]
+        command: hold::HoldCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Status(args),
         } => keys::status(args).await,
+        Command::Hold { command } => hold::run(command).await,
     }
 }
 

@@ -57,6 +57,12 @@ pub enum KeyError {
     /// Any other key store or provider failure.
     #[error("{0}")]
     Internal(String),
+    /// An erasure refused: the user is under legal hold.
+    #[error("the user is under legal hold ({cases} cases)")]
+    LegalHold {
+        /// How many cases hold the user.
+        cases: usize,
+    },
 }
 
 impl From<StoreError> for KeyError {
@@ -66,6 +72,7 @@ impl From<StoreError> for KeyError {
             StoreError::Full(m) => Self::StorageFull(m),
             StoreError::Lost(m) => Self::StoreLost(m),
             StoreError::Backend(m) => Self::Internal(m),
+            StoreError::LegalHold { cases } => Self::LegalHold { cases },
         }
     }
 }

@@ -34,8 +34,8 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::store::{
-    InsertOutcome, JobRecord, JobState, KekRecord, KeyStore, RequestRecord, StoreError, Tombstone,
-    UserKeyRecord, UserKeyState, JOB_KIND_ERASURE_GC,
+    HoldRecord, InsertOutcome, JobRecord, JobState, KekRecord, KeyStore, PlaceHold, RequestRecord,
+    StoreError, Tombstone, UserKeyRecord, UserKeyState, JOB_KIND_ERASURE_GC,
 };
 use crate::crypto::Pseudonym;
 
@@ -94,6 +94,13 @@ CREATE INDEX IF NOT EXISTS requests_at ON requests (at_ms);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS legal_holds (
+    pseudonym TEXT NOT NULL,
+    case_ref TEXT NOT NULL,
+    placed_at_ms INTEGER NOT NULL,
+    placed_by TEXT NOT NULL,
+    PRIMARY KEY (pseudonym, case_ref)
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -371,6 +378,19 @@ impl SqliteKeyStore {
             tx.commit().await?;
             return Ok(t);
         }
+        // The write lock is held from BEGIN IMMEDIATE: no hold can be
+        // placed between this check and the erasure.
+        let cases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM legal_holds WHERE pseudonym = ?")
+            .bind(p.to_string())
+            .fetch_one(tx.conn())
+            .await
+            .map_err(backend)?;
+        if cases > 0 {
+            tx.commit().await?;
+            return Err(StoreError::LegalHold {
+                cases: usize::try_from(cases).unwrap_or(usize::MAX),
+            });
+        }
         let versions: Vec<i64> = sqlx::query_scalar(
             "SELECT version FROM user_keys WHERE pseudonym = ? ORDER BY version",
         )
@@ -433,6 +453,15 @@ impl SqliteKeyStore {
             erased_at_ms: now,
             destroyed_versions,
             gc_job_id: gc_job_id.to_string(),
+        })
+    }
+
+    fn hold_row(row: &sqlx::sqlite::SqliteRow) -> Result<HoldRecord, StoreError> {
+        Ok(HoldRecord {
+            pseudonym: pseudonym_of(row.get("pseudonym"))?,
+            case_ref: row.get("case_ref"),
+            placed_at_ms: row.get("placed_at_ms"),
+            placed_by: row.get("placed_by"),
         })
     }
 
@@ -746,6 +775,101 @@ impl KeyStore for SqliteKeyStore {
             .await
             .map_err(backend)?;
         tx.commit().await
+    }
+
+    async fn place_hold(&self, h: &HoldRecord) -> Result<PlaceHold, StoreError> {
+        let mut tx = self.begin().await?;
+        if Self::tombstone_in(tx.conn(), &h.pseudonym).await?.is_some() {
+            tx.commit().await?;
+            return Ok(PlaceHold::Erased);
+        }
+        let existing =
+            sqlx::query("SELECT * FROM legal_holds WHERE pseudonym = ? AND case_ref = ?")
+                .bind(h.pseudonym.to_string())
+                .bind(&h.case_ref)
+                .fetch_optional(tx.conn())
+                .await
+                .map_err(backend)?;
+        if let Some(row) = existing {
+            let existing = Self::hold_row(&row)?;
+            tx.commit().await?;
+            return Ok(PlaceHold::Exists(existing));
+        }
+        sqlx::query(
+            "INSERT INTO legal_holds (pseudonym, case_ref, placed_at_ms, placed_by) VALUES (?, ?, ?, ?)",
+        )
+        .bind(h.pseudonym.to_string())
+        .bind(&h.case_ref)
+        .bind(h.placed_at_ms)
+        .bind(&h.placed_by)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, 'place_hold', ?, ?)",
+        )
+        .bind(h.placed_at_ms)
+        .bind(h.pseudonym.to_string())
+        .bind(format!("case {} by {}", h.case_ref, h.placed_by))
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        tx.commit().await?;
+        Ok(PlaceHold::Placed)
+    }
+
+    async fn release_hold(
+        &self,
+        p: &Pseudonym,
+        case_ref: &str,
+        principal: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let released = sqlx::query("DELETE FROM legal_holds WHERE pseudonym = ? AND case_ref = ?")
+            .bind(p.to_string())
+            .bind(case_ref)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?
+            .rows_affected()
+            > 0;
+        if released {
+            sqlx::query(
+                "INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, 'release_hold', ?, ?)",
+            )
+            .bind(now_ms())
+            .bind(p.to_string())
+            .bind(format!("case {case_ref} by {principal}"))
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    async fn holds(
+        &self,
+        p: Option<&Pseudonym>,
+        after: Option<(&Pseudonym, &str)>,
+        limit: u32,
+    ) -> Result<Vec<HoldRecord>, StoreError> {
+        let (after_p, after_case) = after.map_or((String::new(), String::new()), |(p, c)| {
+            (p.to_string(), c.to_string())
+        });
+        let rows = sqlx::query(
+            "SELECT * FROM legal_holds
+             WHERE (?1 IS NULL OR pseudonym = ?1) AND (pseudonym, case_ref) > (?2, ?3)
+             ORDER BY pseudonym, case_ref LIMIT ?4",
+        )
+        .bind(p.map(Pseudonym::to_string))
+        .bind(after_p)
+        .bind(after_case)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(Self::hold_row).collect()
     }
 
     async fn store_id(&self) -> Result<Option<String>, StoreError> {

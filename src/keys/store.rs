@@ -28,6 +28,36 @@ pub enum StoreError {
     /// Anything else (corrupt rows, SQL errors).
     #[error("key store error: {0}")]
     Backend(String),
+    /// An erasure refused: the user is under legal hold by this many cases.
+    #[error("the user is under legal hold ({cases} cases)")]
+    LegalHold {
+        /// How many cases hold the user.
+        cases: usize,
+    },
+}
+
+/// A legal hold: one case holding one user's erasure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRecord {
+    /// The held user.
+    pub pseudonym: Pseudonym,
+    /// The case reference.
+    pub case_ref: String,
+    /// When it was placed, Unix milliseconds.
+    pub placed_at_ms: i64,
+    /// The principal that placed it.
+    pub placed_by: String,
+}
+
+/// Result of placing a hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaceHold {
+    /// The hold was written.
+    Placed,
+    /// The case already holds the user: the existing hold, unchanged.
+    Exists(HoldRecord),
+    /// The user is erased; nothing was written.
+    Erased,
 }
 
 /// One version of one shard's KEK, wrapped by a master key version.
@@ -212,6 +242,8 @@ pub trait KeyStore: Send + Sync + 'static {
     /// In one transaction: deletes every user-key version, writes the
     /// tombstone, creates the garbage-collection job and an audit record.
     /// Idempotent: an erased user's existing tombstone is returned unchanged.
+    /// Refused with [`StoreError::LegalHold`] (nothing written) while a
+    /// legal hold names the user: checked in the same transaction.
     async fn erase_user(
         &self,
         pseudonym: &Pseudonym,
@@ -254,6 +286,25 @@ pub trait KeyStore: Send + Sync + 'static {
         record: &RequestRecord,
         since_ms: i64,
     ) -> Result<RequestRecord, StoreError>;
+    /// Places a legal hold (and its audit record) in one transaction,
+    /// unless the user is erased or the case already holds them.
+    async fn place_hold(&self, hold: &HoldRecord) -> Result<PlaceHold, StoreError>;
+    /// Releases one case's hold (and records it by `principal`); false if
+    /// there was none.
+    async fn release_hold(
+        &self,
+        pseudonym: &Pseudonym,
+        case_ref: &str,
+        principal: &str,
+    ) -> Result<bool, StoreError>;
+    /// Holds ordered by pseudonym then case, after `after` (exclusive), at
+    /// most `limit`; of one user if `pseudonym` is given.
+    async fn holds(
+        &self,
+        pseudonym: Option<&Pseudonym>,
+        after: Option<(&Pseudonym, &str)>,
+        limit: u32,
+    ) -> Result<Vec<HoldRecord>, StoreError>;
     /// The id of the deployment this store belongs to, if recorded.
     async fn store_id(&self) -> Result<Option<String>, StoreError>;
     /// Records the deployment id, unless one is recorded already; returns

@@ -19,6 +19,7 @@ use crate::api::auth::{AuthorizeLayer, Policy};
 use crate::api::codec::{TransportErrors, MAX_MESSAGE_BYTES};
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
+use crate::api::holds::LegalHoldApi;
 use crate::api::pb;
 use crate::blob::fs::FsBlobStore;
 use crate::blob::s3::{S3BlobStore, S3Settings};
@@ -27,6 +28,7 @@ use crate::config::{BlobBackend, Config, KeyStoreBackend, MasterProvider};
 use crate::content::{Content, Limits};
 use crate::deployment;
 use crate::erasure::Erasure;
+use crate::holds::LegalHolds;
 use crate::jobs::gc::GcRunner;
 use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
@@ -80,6 +82,8 @@ pub struct Gateway {
     pub erasure: Arc<Erasure>,
     /// Key administration.
     pub admin: Arc<KeyAdmin>,
+    /// Legal holds.
+    pub holds: Arc<LegalHolds>,
     /// The key store, closed on shutdown.
     pub store: Arc<dyn KeyStore>,
 }
@@ -146,7 +150,8 @@ impl Gateway {
         Ok(Self {
             content,
             erasure: Arc::new(Erasure::new(keys.clone(), store.clone(), gc)),
-            admin: Arc::new(KeyAdmin::new(keys)),
+            admin: Arc::new(KeyAdmin::new(keys.clone())),
+            holds: Arc::new(LegalHolds::new(keys, store.clone())),
             store,
         })
     }
@@ -205,6 +210,7 @@ async fn report_health(
             pb::content_service_server::ContentServiceServer::<ContentApi>::NAME,
             pb::erasure_service_server::ErasureServiceServer::<ErasureApi>::NAME,
             pb::key_admin_service_server::KeyAdminServiceServer::<KeyAdminApi>::NAME,
+            pb::legal_hold_service_server::LegalHoldServiceServer::<LegalHoldApi>::NAME,
         ] {
             reporter.set_service_status(service, status).await;
         }
@@ -304,6 +310,12 @@ pub async fn serve(
         .add_service(
             pb::key_admin_service_server::KeyAdminServiceServer::new(KeyAdminApi::new(
                 gateway.admin.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::legal_hold_service_server::LegalHoldServiceServer::new(LegalHoldApi::new(
+                gateway.holds.clone(),
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )

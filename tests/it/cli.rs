@@ -458,3 +458,59 @@ async fn client_commands_speak_mtls() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_commands_block_erase_until_released() {
+    let gw = TestGateway::start().await;
+    let ep = gw.endpoint();
+    let pseudonym = crate::gateway::pseudonym(&gw, "u1").await;
+    tokio::task::spawn_blocking(move || {
+        let ep = ep.as_str();
+        let placed = ok(&sealgate(&[
+            "hold",
+            "place",
+            "--endpoint",
+            ep,
+            "--user",
+            "u1",
+            "--case",
+            "case-7",
+        ]));
+        assert!(
+            placed.starts_with(&format!("{pseudonym}\tcase-7\t"))
+                && placed.trim_end().ends_with("\tlocal"),
+            "{placed}"
+        );
+        let listed = ok(&sealgate(&[
+            "hold",
+            "list",
+            "--endpoint",
+            ep,
+            "--user",
+            "u1",
+        ]));
+        assert_eq!(listed, placed);
+        let refused = sealgate(&["erase", "--endpoint", ep, "--user", "u1"]);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("FailedPrecondition") && stderr.contains("legal hold"),
+            "{stderr}"
+        );
+        let released = ok(&sealgate(&[
+            "hold",
+            "release",
+            "--endpoint",
+            ep,
+            "--user",
+            "u1",
+            "--case",
+            "case-7",
+        ]));
+        assert_eq!(released.trim(), "released: true");
+        assert_eq!(ok(&sealgate(&["hold", "list", "--endpoint", ep])), "");
+        ok(&sealgate(&["erase", "--endpoint", ep, "--user", "u1"]));
+    })
+    .await
+    .unwrap();
+}

@@ -19,6 +19,7 @@ async fn health_reports_every_service_serving() {
         "sealgate.v1.ContentService",
         "sealgate.v1.ErasureService",
         "sealgate.v1.KeyAdminService",
+        "sealgate.v1.LegalHoldService",
     ] {
         let r = health
             .check(HealthCheckRequest {

@@ -29,6 +29,7 @@ const RANKS: &[(&str, u8)] = &[
     ("erasure", 3),
     ("keyadmin", 3),
     ("error", 3),
+    ("holds", 3),
     ("jobs", 3),
     ("keys", 2),
     ("blob", 2),
@@ -51,6 +52,7 @@ const SAME_RANK_ALLOWED: &[(&str, &str)] = &[
     ("erasure", "error"),
     ("keyadmin", "error"),
     ("jobs", "error"),
+    ("holds", "error"),
     ("erasure", "jobs"),
 ];
 

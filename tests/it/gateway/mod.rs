@@ -46,6 +46,7 @@ mod erasure;
 mod erasure_holds;
 mod feeds;
 mod finish;
+mod holds;
 mod key_store_faults;
 pub mod mtls;
 mod preconditions;
@@ -273,6 +274,14 @@ impl TestGateway {
 
     pub async fn admin(&self) -> KeyAdminServiceClient<Channel> {
         KeyAdminServiceClient::new(self.channel().await)
+    }
+
+    pub async fn holds(
+        &self,
+    ) -> sealgate::api::pb::legal_hold_service_client::LegalHoldServiceClient<Channel> {
+        sealgate::api::pb::legal_hold_service_client::LegalHoldServiceClient::new(
+            self.channel().await,
+        )
     }
 }
 

@@ -9,6 +9,7 @@ use sealgate::api::pb;
 use sealgate::api::pb::content_service_client::ContentServiceClient;
 use sealgate::api::pb::erasure_service_client::ErasureServiceClient;
 use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
+use sealgate::api::pb::legal_hold_service_client::LegalHoldServiceClient;
 use sealgate::config::{PrincipalConfig, Tls};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
@@ -103,6 +104,10 @@ impl TlsGateway {
     pub async fn admin(&self, client: Option<&Leaf>) -> KeyAdminServiceClient<Channel> {
         KeyAdminServiceClient::new(self.channel(client).await)
     }
+
+    pub async fn holds(&self, client: Option<&Leaf>) -> LegalHoldServiceClient<Channel> {
+        LegalHoldServiceClient::new(self.channel(client).await)
+    }
 }
 
 async fn erase(
@@ -157,10 +162,44 @@ async fn each_role_reaches_its_service() {
         .await
         .expect("ops role (DNS SAN identity) reads key status");
 
+    let legal = t.ca.client_uri(LEGAL);
+    let mut holds = t.holds(Some(&legal)).await;
+    let hold = place_hold(&mut holds, "u1", "case-1")
+        .await
+        .expect("legal role places a hold");
+    assert_eq!(hold.placed_by, LEGAL, "the hold names its principal");
     let deletion = t.ca.client_uri(DELETION);
-    erase(&mut t.erasure(Some(&deletion)).await, "u1")
+    let mut erasure = t.erasure(Some(&deletion)).await;
+    expect_reason(
+        erase(&mut erasure, "u1").await,
+        Code::FailedPrecondition,
+        "LEGAL_HOLD",
+        "erasure of a held user",
+    );
+    holds
+        .release_hold(pb::ReleaseHoldRequest {
+            user_id: "u1".into(),
+            case_ref: "case-1".into(),
+        })
+        .await
+        .expect("legal role releases");
+    erase(&mut erasure, "u1")
         .await
         .expect("erasure role erases");
+}
+
+async fn place_hold(
+    client: &mut LegalHoldServiceClient<Channel>,
+    user: &str,
+    case: &str,
+) -> Result<pb::LegalHold, tonic::Status> {
+    client
+        .place_hold(pb::PlaceHoldRequest {
+            user_id: user.into(),
+            case_ref: case.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,6 +266,19 @@ async fn a_role_calling_another_roles_method_is_denied() {
             what,
         );
         assert!(s.message().contains("erasure"), "{what}: {s:?}");
+    }
+    for (what, leaf) in [
+        ("content placing a hold", &moments),
+        ("erasure placing a hold", &deletion),
+        ("ops placing a hold", &ops),
+    ] {
+        let s = expect_reason(
+            place_hold(&mut t.holds(Some(leaf)).await, "u1", "case-1").await,
+            Code::PermissionDenied,
+            "ROLE_REQUIRED",
+            what,
+        );
+        assert!(s.message().contains("legal"), "{what}: {s:?}");
     }
     for (what, leaf) in [("erasure reading", &deletion), ("ops reading", &ops)] {
         expect_reason(
