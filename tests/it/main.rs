@@ -13,3 +13,4 @@ mod s3env;
 mod s3s_env;
 mod startup;
 mod support;
+mod telemetry;

@@ -38,12 +38,27 @@ pub fn spawn_serve(
     data_dir: &Path,
     listen: &str,
 ) -> (Child, mpsc::Receiver<Result<SocketAddr, String>>) {
+    let (child, ready, _log) = spawn_serve_logged(data_dir, listen, "info");
+    (child, ready)
+}
+
+/// Like [`spawn_serve`] at `RUST_LOG=rust_log`; also returns everything the
+/// child writes on stderr, as it arrives.
+pub fn spawn_serve_logged(
+    data_dir: &Path,
+    listen: &str,
+    rust_log: &str,
+) -> (
+    Child,
+    mpsc::Receiver<Result<SocketAddr, String>>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", listen])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -52,6 +67,8 @@ pub fn spawn_serve(
         .expect("spawn sealgate");
     let stderr = child.stderr.take().unwrap();
     let (tx, ready) = mpsc::channel();
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let all = shared.clone();
     std::thread::spawn(move || {
         let mut log = String::new();
         let mut tx = Some(tx);
@@ -59,6 +76,11 @@ pub fn spawn_serve(
             let Ok(line) = line else { break };
             log.push_str(&line);
             log.push('\n');
+            {
+                let mut all = all.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
             if line.contains("sealgate listening") {
                 let addr = line
                     .split_once("address=Some(")
@@ -73,5 +95,5 @@ pub fn spawn_serve(
             let _ = tx.send(Err(log));
         }
     });
-    (child, ready)
+    (child, ready, shared)
 }

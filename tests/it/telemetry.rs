@@ -1,0 +1,192 @@
+//! PII-free telemetry: a user whose id looks like a phone number, driven
+//! through puts, gets, failures, a legal hold and erasure against the real
+//! binary at `RUST_LOG=trace`; neither the id nor any key bytes (hex,
+//! base64 or a byte list) appear in anything it logged.
+
+use std::time::Duration;
+
+use sealgate::api::pb;
+use sealgate::api::pb::content_service_client::ContentServiceClient;
+use sealgate::api::pb::erasure_service_client::ErasureServiceClient;
+use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
+use sealgate::api::pb::legal_hold_service_client::LegalHoldServiceClient;
+use tonic::transport::Channel;
+
+use crate::gateway::{get, put, put_item};
+
+const PHONE: &str = "13800138000";
+
+fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn renderings_are_right() {
+    let r = renderings(b"Many hands make light work.");
+    assert_eq!(r[2], "TWFueSBoYW5kcyBt");
+    assert_eq!(r[0], "4d616e792068616e6473206d");
+    assert_eq!(r[4], "[77, 97, 110, 121, 32, 104, 97, 110");
+}
+
+/// The ways a secret could show in a log line.
+fn renderings(secret: &[u8]) -> Vec<String> {
+    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // A prefix long enough to be no accident, short enough to catch a
+    // truncated rendering.
+    let head = &secret[..secret.len().min(12)];
+    vec![
+        hex::encode(head),
+        hex::encode_upper(head),
+        base64(head, STD),
+        base64(head, URL),
+        format!("{:?}", &head[..8])
+            .trim_end_matches(']')
+            .to_string(),
+    ]
+}
+
+/// Every key the gateway holds, as bytes: the keyring's naming and master
+/// keys, and every wrapped KEK and user key in the key store.
+async fn secrets(data_dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let keyring = std::fs::read_to_string(data_dir.join("keyring")).unwrap();
+    for line in keyring.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(hexkey) = line.split_whitespace().last() {
+            if let Ok(bytes) = hex::decode(hexkey) {
+                out.push(bytes);
+            }
+        }
+    }
+    let url = format!("sqlite://{}?mode=ro", data_dir.join("keys.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for table in ["keks", "user_keys"] {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(&format!("SELECT wrapped FROM {table}"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        out.extend(rows);
+    }
+    pool.close().await;
+    assert!(out.len() >= 4, "naming, master, a KEK and a user key");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, ready, log) =
+        crate::support::spawn_serve_logged(dir.path(), "127.0.0.1:0", "trace");
+    let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("ready")
+        .expect("listening");
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut content = ContentServiceClient::new(channel.clone());
+    let body = crate::gateway::data(300_000, 9);
+    put(&mut content, PHONE, "moments", "pic", &body, 65_536)
+        .await
+        .unwrap();
+    let (_, got) = get(
+        &mut content,
+        PHONE,
+        "moments",
+        "pic",
+        Some((10, Some(5000))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, body[10..5000]);
+    put_item(&mut content, PHONE, "channels", "c1", b"a comment")
+        .await
+        .unwrap();
+    // Failures: a missing object, a bad range, an unknown space.
+    assert!(get(&mut content, PHONE, "moments", "nope", None)
+        .await
+        .is_err());
+    assert!(
+        get(&mut content, PHONE, "moments", "pic", Some((1 << 40, None)))
+            .await
+            .is_err()
+    );
+    assert!(get(&mut content, PHONE, "nospace", "pic", None)
+        .await
+        .is_err());
+    let pseudonym = KeyAdminServiceClient::new(channel.clone())
+        .key_status(pb::KeyStatusRequest {
+            user_id: PHONE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pseudonym;
+    let mut holds = LegalHoldServiceClient::new(channel.clone());
+    holds
+        .place_hold(pb::PlaceHoldRequest {
+            user_id: PHONE.into(),
+            case_ref: "case-1".into(),
+        })
+        .await
+        .unwrap();
+    let mut erasure = ErasureServiceClient::new(channel.clone());
+    let erase = pb::EraseUserRequest {
+        user_id: PHONE.into(),
+    };
+    assert!(erasure.erase_user(erase.clone()).await.is_err(), "held");
+    holds
+        .release_hold(pb::ReleaseHoldRequest {
+            user_id: PHONE.into(),
+            case_ref: "case-1".into(),
+        })
+        .await
+        .unwrap();
+    let secrets = secrets(dir.path()).await;
+    erasure.erase_user(erase).await.unwrap();
+    assert!(get(&mut content, PHONE, "moments", "pic", None)
+        .await
+        .is_err());
+    drop((content, erasure, holds, channel));
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    crate::support::eventually(
+        "the log reader has read everything",
+        Duration::from_secs(10),
+        || {
+            let log = log.clone();
+            async move { std::sync::Arc::strong_count(&log) == 2 }
+        },
+    )
+    .await;
+    let text = log.lock().unwrap().clone();
+    assert!(
+        text.lines().count() > 100,
+        "trace logging was on: {} lines",
+        text.lines().count()
+    );
+    assert!(text.contains("user erased"), "the erasure was logged");
+    assert!(text.contains(&pseudonym), "users appear as pseudonyms");
+    for (n, line) in text.lines().enumerate() {
+        assert!(!line.contains(PHONE), "line {n} holds the user id: {line}");
+        for secret in &secrets {
+            for r in renderings(secret) {
+                assert!(!line.contains(&r), "line {n} holds key bytes {r}: {line}");
+            }
+        }
+    }
+}
