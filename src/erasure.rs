@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use crate::crypto::Pseudonym;
-use crate::error::Error;
+use crate::error::{Error, Reason};
 use crate::jobs::gc::GcRunner;
-use crate::keys::store::{JobRecord, KeyStore, Tombstone};
+use crate::keys::store::{AuditEntry, JobRecord, KeyStore, Tombstone};
 use crate::keys::KeyHierarchy;
 
 /// The erasure service.
@@ -42,18 +42,50 @@ impl Erasure {
             .map_err(|e| Error::invalid_name("user_id", e))
     }
 
-    /// Erases a user: destroys every version of their key, records the
-    /// tombstone, and schedules the garbage collection of their objects.
+    /// Erases a user for `principal`: destroys every version of their key,
+    /// records the tombstone and the audit record, and schedules the
+    /// garbage collection of their objects.
     /// Idempotent: erasing again returns the first receipt.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad user id; key-store failures, in
     /// which case nothing was destroyed.
-    pub async fn erase(&self, user_id: &str) -> Result<Tombstone, Error> {
+    pub async fn erase(&self, principal: &str, user_id: &str) -> Result<Tombstone, Error> {
         let p = self.pseudonym(user_id)?;
-        let tombstone = self.keys.erase(&p).await?;
+        let tombstone = match self.keys.erase(&p, principal).await {
+            Ok(t) => t,
+            Err(e) => {
+                let e = Error::from(e);
+                if e.reason() == Reason::LegalHold {
+                    // A refused erasure is on the record too; if that record
+                    // cannot be written, the caller hears of the failure.
+                    tracing::info!(
+                        target: "sealgate::audit",
+                        event = "erase_user",
+                        principal,
+                        pseudonym = %p,
+                        outcome = "refused",
+                        "erasure refused: legal hold"
+                    );
+                    self.store
+                        .audit(&AuditEntry {
+                            at_ms: crate::keys::unix_ms(),
+                            principal: principal.to_string(),
+                            action: "erase_user".into(),
+                            pseudonym: Some(p),
+                            outcome: "refused".into(),
+                            detail: e.to_string(),
+                        })
+                        .await?;
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(
             target: "sealgate::audit",
+            event = "erase_user",
+            principal,
+            outcome = "ok",
             pseudonym = %p,
             versions = ?tombstone.destroyed_versions,
             job = %tombstone.gc_job_id,

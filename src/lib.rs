@@ -15,6 +15,7 @@ pub mod telemetry;
 
 pub mod api;
 
+pub mod audit;
 pub mod content;
 pub mod erasure;
 pub mod error;

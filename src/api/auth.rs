@@ -22,12 +22,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::{Either, Ready};
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::future::Either;
 use serde::Deserialize;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::Status;
 
+use crate::audit::AuditTrail;
 use crate::error::{Error, Reason};
 
 /// A role a principal may hold (`[[principals]].roles`).
@@ -149,16 +153,21 @@ impl Policy {
     /// # Errors
     /// [`Error::Unauthenticated`] without a valid certificate,
     /// [`Error::PermissionDenied`] (`ROLE_REQUIRED`) without the role.
-    pub fn authorize(&self, path: &str, peer: Option<&Peer>) -> Result<Option<Caller>, Error> {
+    pub fn authorize(
+        &self,
+        path: &str,
+        peer: Option<&Peer>,
+        audit: Option<&Arc<AuditTrail>>,
+    ) -> Result<Option<Caller>, Error> {
         let access = access(path);
         if access == Access::Open {
             return Ok(None);
         }
-        let caller = match peer.map(|p| &p.identity) {
-            Some(PeerIdentity::Local) => Caller(CallerKind::Local),
+        let kind = match peer.map(|p| &p.identity) {
+            Some(PeerIdentity::Local) => CallerKind::Local,
             Some(PeerIdentity::Certified(id)) => match self.principals.get(&**id) {
-                Some(p) => Caller(CallerKind::Principal(p.clone())),
-                None => Caller(CallerKind::Unknown(id.clone())),
+                Some(p) => CallerKind::Principal(p.clone()),
+                None => CallerKind::Unknown(id.clone()),
             },
             Some(PeerIdentity::Anonymous(why)) => {
                 return Err(Error::Unauthenticated(format!(
@@ -170,6 +179,10 @@ impl Policy {
                     "a valid client certificate is required".into(),
                 ))
             }
+        };
+        let caller = Caller {
+            kind,
+            audit: audit.cloned(),
         };
         if let Access::Role(role) = access {
             if !caller.has_role(role) {
@@ -184,8 +197,18 @@ impl Policy {
 }
 
 /// The authorized caller of one call; in the request's extensions.
-#[derive(Debug, Clone)]
-pub struct Caller(CallerKind);
+#[derive(Clone)]
+pub struct Caller {
+    kind: CallerKind,
+    /// Where its refusals are recorded.
+    audit: Option<Arc<AuditTrail>>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Caller").field(&self.kind).finish()
+    }
+}
 
 #[derive(Debug, Clone)]
 enum CallerKind {
@@ -199,7 +222,7 @@ impl Caller {
     /// The caller's name in logs and audit records: `local` or the
     /// certificate identity.
     pub fn name(&self) -> &str {
-        match &self.0 {
+        match &self.kind {
             CallerKind::Local => "local",
             CallerKind::Principal(p) => &p.id,
             CallerKind::Unknown(id) => id,
@@ -207,7 +230,7 @@ impl Caller {
     }
 
     fn has_role(&self, role: Role) -> bool {
-        match &self.0 {
+        match &self.kind {
             CallerKind::Local => true,
             CallerKind::Principal(p) => p.roles.contains(&role),
             CallerKind::Unknown(_) => false,
@@ -233,9 +256,10 @@ impl Caller {
     /// Whether the caller may use `space` (its content role covers it).
     ///
     /// # Errors
-    /// PERMISSION_DENIED (`SPACE_NOT_ALLOWED`), audited.
-    pub fn check_space(&self, space: &str) -> Result<(), Error> {
-        let allowed = match &self.0 {
+    /// PERMISSION_DENIED (`SPACE_NOT_ALLOWED`), recorded in the audit trail
+    /// before it returns.
+    pub async fn check_space(&self, space: &str) -> Result<(), Error> {
+        let allowed = match &self.kind {
             CallerKind::Local => true,
             CallerKind::Principal(p) => p.spaces.iter().any(|s| s == space),
             CallerKind::Unknown(_) => false,
@@ -251,46 +275,37 @@ impl Caller {
                 crate::error::quote(space)
             ),
         };
-        audit_denial(self.name(), "space", &e);
+        record_denial(
+            self.audit.as_deref(),
+            self.name(),
+            &format!("space {}", crate::error::quote(space)),
+            &e,
+        )
+        .await;
         Err(e)
     }
 }
 
-/// Checks every space in `spaces` for the request's caller.
-///
-/// # Errors
-/// PERMISSION_DENIED for the first space the caller may not use.
-pub fn check_spaces<'a, T>(
-    request: &tonic::Request<T>,
-    spaces: impl IntoIterator<Item = &'a str>,
-) -> Result<(), Error> {
-    let caller = Caller::of(request)?;
-    spaces.into_iter().try_for_each(|s| caller.check_space(s))
-}
-
-/// A refusal, as an audit event.
-fn audit_denial(principal: &str, what: &str, e: &Error) {
-    tracing::warn!(
-        target: "sealgate::audit",
-        event = "denied",
-        principal,
-        what,
-        reason = e.reason().as_str(),
-        outcome = "denied",
-        "{e}"
-    );
+/// Records a refusal in the audit trail. The call is refused whether or
+/// not the record could be written; a record that could not is logged.
+async fn record_denial(audit: Option<&AuditTrail>, principal: &str, what: &str, e: &Error) {
+    let Some(audit) = audit else { return };
+    if let Err(err) = audit.denied(principal, what, e.reason()).await {
+        tracing::error!(error = %err, principal, what, "cannot record a refused call in the audit trail");
+    }
 }
 
 /// The layer that authorizes every call (see the module docs).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthorizeLayer {
     policy: Arc<Policy>,
+    audit: Arc<AuditTrail>,
 }
 
 impl AuthorizeLayer {
-    /// Authorizes by `policy`.
-    pub fn new(policy: Arc<Policy>) -> Self {
-        Self { policy }
+    /// Authorizes by `policy`, recording refusals in `audit`.
+    pub fn new(policy: Arc<Policy>, audit: Arc<AuditTrail>) -> Self {
+        Self { policy, audit }
     }
 }
 
@@ -301,24 +316,30 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
         Authorize {
             inner,
             policy: self.policy.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
 
 /// The service [`AuthorizeLayer`] builds.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Authorize<S> {
     inner: S,
     policy: Arc<Policy>,
+    audit: Arc<AuditTrail>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Authorize<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Error: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<http::Response<Body>, S::Error>>>;
+    type Future = Either<
+        S::Future,
+        Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -327,7 +348,7 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
         let peer = request.extensions().get::<Peer>();
-        match self.policy.authorize(path, peer) {
+        match self.policy.authorize(path, peer, Some(&self.audit)) {
             Ok(caller) => {
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);
@@ -340,8 +361,11 @@ where
                     Some(PeerIdentity::Local) => "local".into(),
                     _ => "anonymous".into(),
                 };
-                audit_denial(&principal, path, &e);
-                Either::Right(futures_util::future::ready(Ok(Status::from(e).into_http())))
+                let (audit, path) = (self.audit.clone(), path.to_string());
+                Either::Right(Box::pin(async move {
+                    record_denial(Some(&audit), &principal, &path, &e).await;
+                    Ok(Status::from(e).into_http())
+                }))
             }
         }
     }

@@ -31,11 +31,15 @@ impl ContentApi {
 
     /// The validated ref of a request's object, once its caller may use
     /// the object's space.
-    fn object_ref(&self, caller: &Caller, r: Option<pb::ObjectRef>) -> Result<ObjectRef, Error> {
+    async fn object_ref(
+        &self,
+        caller: &Caller,
+        r: Option<pb::ObjectRef>,
+    ) -> Result<ObjectRef, Error> {
         let r = r.ok_or_else(|| {
             Error::invalid(Reason::InvalidRequest, "object", "object is required")
         })?;
-        caller.check_space(&r.space)?;
+        caller.check_space(&r.space).await?;
         self.content.object_ref(&r.user_id, &r.space, &r.object_id)
     }
 }
@@ -177,7 +181,7 @@ impl pb::content_service_server::ContentService for ContentApi {
                 .into())
             }
         };
-        caller.check_space(&header.space)?;
+        caller.check_space(&header.space).await?;
         let options = write_options(header.request_id, header.if_absent, header.if_match);
         let write =
             self.content
@@ -200,7 +204,7 @@ impl pb::content_service_server::ContentService for ContentApi {
     ) -> Result<Response<GetStream>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let obj = self.object_ref(&caller, req.object)?;
+        let obj = self.object_ref(&caller, req.object).await?;
         let range = req.range.map(|r| ByteRange {
             start: r.start,
             end: r.end,
@@ -240,7 +244,9 @@ impl pb::content_service_server::ContentService for ContentApi {
         request: Request<pb::HeadObjectRequest>,
     ) -> Result<Response<pb::ObjectInfo>, Status> {
         let caller = Caller::of(&request)?;
-        let obj = self.object_ref(&caller, request.into_inner().object)?;
+        let obj = self
+            .object_ref(&caller, request.into_inner().object)
+            .await?;
         Ok(Response::new(info_pb(self.content.head(&obj).await?)))
     }
 
@@ -250,7 +256,7 @@ impl pb::content_service_server::ContentService for ContentApi {
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let obj = self.object_ref(&caller, req.object)?;
+        let obj = self.object_ref(&caller, req.object).await?;
         let if_match = Some(req.if_match.as_str()).filter(|s| !s.is_empty());
         let deleted = self.content.delete(&obj, if_match).await?;
         Ok(Response::new(pb::DeleteObjectResponse { deleted }))
@@ -262,7 +268,7 @@ impl pb::content_service_server::ContentService for ContentApi {
     ) -> Result<Response<pb::ListObjectsResponse>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        caller.check_space(&req.space)?;
+        caller.check_space(&req.space).await?;
         let (objects, next) = self
             .content
             .list(&req.user_id, &req.space, req.page_size, &req.page_token)
@@ -288,7 +294,7 @@ impl pb::content_service_server::ContentService for ContentApi {
     ) -> Result<Response<pb::PutItemResponse>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        caller.check_space(&req.space)?;
+        caller.check_space(&req.space).await?;
         let max = self.content.limits().max_item_bytes;
         if req.content.len() as u64 > max {
             return Err(Error::too_large(
@@ -314,7 +320,7 @@ impl pb::content_service_server::ContentService for ContentApi {
     ) -> Result<Response<pb::GetItemsResponse>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        caller.check_space(&req.space)?;
+        caller.check_space(&req.space).await?;
         let results = self
             .content
             .get_items(&req.user_id, &req.space, req.item_ids)
@@ -333,7 +339,7 @@ impl pb::content_service_server::ContentService for ContentApi {
         // A feed spans spaces: every ref's space is checked, and one the
         // caller may not use refuses the whole call.
         for r in &refs {
-            caller.check_space(&r.space)?;
+            caller.check_space(&r.space).await?;
         }
         let refs = refs
             .into_iter()

@@ -44,7 +44,11 @@ impl pb::erasure_service_server::ErasureService for ErasureApi {
         &self,
         request: Request<pb::EraseUserRequest>,
     ) -> Result<Response<pb::EraseReceipt>, Status> {
-        let tombstone = self.erasure.erase(&request.into_inner().user_id).await?;
+        let caller = super::auth::Caller::of(&request)?;
+        let tombstone = self
+            .erasure
+            .erase(caller.name(), &request.into_inner().user_id)
+            .await?;
         Ok(Response::new(receipt(&tombstone)))
     }
 

@@ -7,6 +7,7 @@
 //! round.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod codec;
 pub mod content;

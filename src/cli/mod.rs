@@ -10,6 +10,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::api::pb;
 
+mod audit;
 mod erase;
 mod get;
 mod hold;
@@ -98,6 +99,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The audit trail: records, or `verify` to check its hash chain.
+    Audit(audit::AuditArgs),
     /// Legal holds: a held user cannot be erased.
     Hold {
         #[command(subcommand)]
@@ -138,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Status(args),
         } => keys::status(args).await,
         Command::Hold { command } => hold::run(command).await,
+        Command::Audit(args) => audit::run(args).await,
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::blob::{BlobKey, BlobStore};
-use crate::keys::store::{JobRecord, JobState, KeyStore, JOB_KIND_ERASURE_GC};
+use crate::keys::store::{AuditEntry, JobRecord, JobState, KeyStore, JOB_KIND_ERASURE_GC};
 
 const BATCH: usize = 100;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -99,18 +99,31 @@ async fn run_job(store: &dyn KeyStore, blob: &dyn BlobStore, spaces: &[String], 
         }
         match collect(store, blob, spaces, &job).await {
             Ok(done) => {
-                if let Err(e) = store.update_job(id, JobState::Done, done, "").await {
-                    tracing::warn!(job = id, error = %e, "cannot record job completion; retrying");
-                } else {
-                    tracing::info!(target: "sealgate::audit", job = id, deleted = done, "erasure garbage collection done");
-                    let _ = store
-                        .audit(
-                            "erasure_gc_done",
-                            job.pseudonym.as_ref(),
-                            &format!("deleted {done} objects"),
-                        )
-                        .await;
-                    return;
+                // Recorded before the job is marked done: a record that
+                // cannot be written leaves the job to run again.
+                let recorded = store
+                    .audit(&AuditEntry {
+                        at_ms: crate::keys::unix_ms(),
+                        principal: "gateway".into(),
+                        action: "erasure_gc_done".into(),
+                        pseudonym: job.pseudonym,
+                        outcome: "ok".into(),
+                        detail: format!("deleted {done} objects"),
+                    })
+                    .await;
+                match recorded {
+                    Err(e) => {
+                        tracing::warn!(job = id, error = %e, "cannot record job completion in the audit trail; retrying");
+                    }
+                    Ok(_) => match store.update_job(id, JobState::Done, done, "").await {
+                        Err(e) => {
+                            tracing::warn!(job = id, error = %e, "cannot record job completion; retrying");
+                        }
+                        Ok(()) => {
+                            tracing::info!(target: "sealgate::audit", job = id, deleted = done, "erasure garbage collection done");
+                            return;
+                        }
+                    },
                 }
             }
             Err((done, e)) => {

@@ -21,7 +21,8 @@ use crate::crypto::keys::{kek_aad, user_key_aad};
 use crate::crypto::{CryptoError, Kek, NamingKey, Pseudonym, UserKey, Wrapped};
 use keyring::{MasterKeyError, MasterKeyProvider};
 use store::{
-    InsertOutcome, KekRecord, KeyStore, StoreError, Tombstone, UserKeyRecord, UserKeyState,
+    AuditEntry, InsertOutcome, KekRecord, KeyStore, StoreError, Tombstone, UserKeyRecord,
+    UserKeyState,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -339,7 +340,14 @@ impl KeyHierarchy {
         };
         if self.store.insert_kek(&record).await? {
             self.store
-                .audit("create_kek", None, &format!("shard {shard} version 1"))
+                .audit(&AuditEntry {
+                    at_ms: record.created_at_ms,
+                    principal: "gateway".into(),
+                    action: "create_kek".into(),
+                    pseudonym: None,
+                    outcome: "ok".into(),
+                    detail: format!("shard {shard} version 1"),
+                })
                 .await?;
             let kek = Arc::new(kek);
             self.keks.insert((shard, 1), kek.clone()).await;
@@ -374,10 +382,10 @@ impl KeyHierarchy {
     ///
     /// # Errors
     /// Store failures (in which case nothing was destroyed).
-    pub async fn erase(&self, p: &Pseudonym) -> Result<Tombstone, KeyError> {
+    pub async fn erase(&self, p: &Pseudonym, principal: &str) -> Result<Tombstone, KeyError> {
         let tombstone = self
             .store
-            .erase_user(p, unix_ms(), &crate::names::random_id())
+            .erase_user(p, unix_ms(), &crate::names::random_id(), principal)
             .await?;
         self.recently_erased.insert(*p, ()).await;
         self.users.invalidate(p).await;
@@ -548,7 +556,7 @@ mod tests {
         keys.active_user_key(&p).await.unwrap();
         keys.active_user_key(&other).await.unwrap();
         keys.user_key(&p, 1).await.unwrap(); // cached now
-        let receipt = keys.erase(&p).await.unwrap();
+        let receipt = keys.erase(&p, "test").await.unwrap();
         assert_eq!(receipt.destroyed_versions, vec![1]);
         assert!(matches!(
             keys.user_key(&p, 1).await,
@@ -559,7 +567,7 @@ mod tests {
             Err(KeyError::UserErased)
         ));
         assert_eq!(
-            keys.erase(&p).await.unwrap(),
+            keys.erase(&p, "test").await.unwrap(),
             receipt,
             "erasure is idempotent"
         );

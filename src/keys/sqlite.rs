@@ -34,8 +34,9 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::store::{
-    HoldRecord, InsertOutcome, JobRecord, JobState, KekRecord, KeyStore, PlaceHold, RequestRecord,
-    StoreError, Tombstone, UserKeyRecord, UserKeyState, JOB_KIND_ERASURE_GC,
+    audit_hash, AuditEntry, AuditRecord, HoldRecord, InsertOutcome, JobRecord, JobState, KekRecord,
+    KeyStore, PlaceHold, RequestRecord, StoreError, Tombstone, UserKeyRecord, UserKeyState,
+    JOB_KIND_ERASURE_GC,
 };
 use crate::crypto::Pseudonym;
 
@@ -110,6 +111,20 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 "#;
+
+/// Every column of an audit record, named (the table gained columns after
+/// it was first made).
+const AUDIT_COLUMNS: &str =
+    "id, at_ms, principal, action, pseudonym, outcome, detail, prev_hash, hash";
+
+/// The audit table's hash-chain columns, added to stores made before them;
+/// their records are chained at the first open.
+const AUDIT_CHAIN_COLUMNS: &[&str] = &[
+    "ALTER TABLE audit ADD COLUMN principal TEXT NOT NULL DEFAULT 'gateway'",
+    "ALTER TABLE audit ADD COLUMN outcome TEXT NOT NULL DEFAULT 'ok'",
+    "ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''",
+];
 
 /// The SQLite key store.
 #[derive(Debug, Clone)]
@@ -246,9 +261,157 @@ impl SqliteKeyStore {
             reserve: path.with_extension("db.reserve"),
             identity: (meta.dev(), meta.ino()),
         };
+        store.chain_audit().await?;
         store.scrub_free_pages().await?;
         store.ensure_reserve().await;
         Ok(store)
+    }
+
+    /// Adds the hash-chain columns to an older store's audit table and
+    /// chains the records written before them.
+    async fn chain_audit(&self) -> Result<(), StoreError> {
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('audit')")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        if columns.iter().any(|c| c == "hash") {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for alter in AUDIT_CHAIN_COLUMNS {
+            sqlx::query(alter)
+                .execute(tx.conn())
+                .await
+                .map_err(backend)?;
+        }
+        let rows = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"))
+            .fetch_all(tx.conn())
+            .await
+            .map_err(backend)?;
+        // Renumbered from 1 without gaps: ids are part of the chain. Moved
+        // out of the way first so that no two rows share an id meanwhile.
+        sqlx::query("UPDATE audit SET id = -id")
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        let mut prev = [0u8; 32];
+        for (n, row) in rows.iter().enumerate() {
+            let old_id: i64 = row.get("id");
+            let id = n as u64 + 1;
+            let entry = Self::audit_entry(row)?;
+            let hash = audit_hash(id, &entry, &prev);
+            sqlx::query("UPDATE audit SET id = ?, prev_hash = ?, hash = ? WHERE id = ?")
+                .bind(id as i64)
+                .bind(hex::encode(prev))
+                .bind(hex::encode(hash))
+                .bind(-old_id)
+                .execute(tx.conn())
+                .await
+                .map_err(backend)?;
+            prev = hash;
+        }
+        if !rows.is_empty() {
+            Self::set_audit_head(tx.conn(), rows.len() as u64, &prev).await?;
+        }
+        tx.commit().await
+    }
+
+    fn audit_entry(row: &sqlx::sqlite::SqliteRow) -> Result<AuditEntry, StoreError> {
+        let pseudonym: Option<String> = row.get("pseudonym");
+        Ok(AuditEntry {
+            at_ms: row.get("at_ms"),
+            principal: row.get("principal"),
+            action: row.get("action"),
+            pseudonym: pseudonym.as_deref().map(pseudonym_of).transpose()?,
+            outcome: row.get("outcome"),
+            detail: row.get("detail"),
+        })
+    }
+
+    /// A stored record. An unreadable hash reads as zeros: verification
+    /// then names the record; it is not an error of the store.
+    fn audit_record(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, StoreError> {
+        let hash_of = |column: &str| -> [u8; 32] {
+            let text: String = row.get(column);
+            hex::decode(text)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                .unwrap_or([0u8; 32])
+        };
+        let id: i64 = row.get("id");
+        Ok(AuditRecord {
+            id: u64::try_from(id).map_err(|_| StoreError::Backend("negative audit id".into()))?,
+            entry: Self::audit_entry(row)?,
+            prev_hash: hash_of("prev_hash"),
+            hash: hash_of("hash"),
+        })
+    }
+
+    async fn set_audit_head(
+        conn: &mut SqliteConnection,
+        id: u64,
+        hash: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('audit_head', ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(format!("{id} {}", hex::encode(hash)))
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Appends `entry` to the chain inside the caller's write transaction:
+    /// if the record cannot be written, nothing the transaction did is.
+    async fn append_audit(
+        conn: &mut SqliteConnection,
+        entry: &AuditEntry,
+    ) -> Result<AuditRecord, StoreError> {
+        let last = sqlx::query("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+        let (id, prev_hash) = match last {
+            None => (1, [0u8; 32]),
+            Some(row) => {
+                let id: i64 = row.get("id");
+                let hash: String = row.get("hash");
+                let hash = hex::decode(hash)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| StoreError::Backend("corrupt audit hash".into()))?;
+                let id = u64::try_from(id)
+                    .map_err(|_| StoreError::Backend("negative audit id".into()))?;
+                (id + 1, hash)
+            }
+        };
+        let hash = audit_hash(id, entry, &prev_hash);
+        sqlx::query(
+            "INSERT INTO audit (id, at_ms, principal, action, pseudonym, outcome, detail, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id as i64)
+        .bind(entry.at_ms)
+        .bind(&entry.principal)
+        .bind(&entry.action)
+        .bind(entry.pseudonym.map(|p| p.to_string()))
+        .bind(&entry.outcome)
+        .bind(&entry.detail)
+        .bind(hex::encode(prev_hash))
+        .bind(hex::encode(hash))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+        Self::set_audit_head(conn, id, &hash).await?;
+        Ok(AuditRecord {
+            id,
+            entry: entry.clone(),
+            prev_hash,
+            hash,
+        })
     }
 
     /// Vacuums a database with free pages, which may hold key bytes deleted
@@ -372,6 +535,7 @@ impl SqliteKeyStore {
         p: &Pseudonym,
         now: i64,
         gc_job_id: &str,
+        principal: &str,
     ) -> Result<Tombstone, StoreError> {
         let mut tx = self.begin().await?;
         if let Some(t) = Self::tombstone_in(tx.conn(), p).await? {
@@ -436,17 +600,18 @@ impl SqliteKeyStore {
         .execute(tx.conn())
         .await
         .map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, 'erase_user', ?, ?)",
+        Self::append_audit(
+            tx.conn(),
+            &AuditEntry {
+                at_ms: now,
+                principal: principal.to_string(),
+                action: "erase_user".into(),
+                pseudonym: Some(*p),
+                outcome: "ok".into(),
+                detail: format!("destroyed user key versions [{list}]; gc job {gc_job_id}"),
+            },
         )
-        .bind(now)
-        .bind(p.to_string())
-        .bind(format!(
-            "destroyed user key versions [{list}]; gc job {gc_job_id}"
-        ))
-        .execute(tx.conn())
-        .await
-        .map_err(backend)?;
+        .await?;
         tx.commit().await?;
         Ok(Tombstone {
             pseudonym: *p,
@@ -682,6 +847,23 @@ impl KeyStore for SqliteKeyStore {
         .map_err(backend)?
         .rows_affected()
             == 1;
+        if inserted {
+            Self::append_audit(
+                tx.conn(),
+                &AuditEntry {
+                    at_ms: r.created_at_ms,
+                    principal: "gateway".into(),
+                    action: "create_user_key".into(),
+                    pseudonym: Some(r.pseudonym),
+                    outcome: "ok".into(),
+                    detail: format!(
+                        "version {} under shard {} KEK version {}",
+                        r.version, r.shard, r.kek_version
+                    ),
+                },
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(if inserted {
             InsertOutcome::Inserted
@@ -700,14 +882,15 @@ impl KeyStore for SqliteKeyStore {
         p: &Pseudonym,
         now: i64,
         gc_job_id: &str,
+        principal: &str,
     ) -> Result<Tombstone, StoreError> {
-        let tombstone = match self.erase_once(p, now, gc_job_id).await {
+        let tombstone = match self.erase_once(p, now, gc_job_id, principal).await {
             // Uploads may have filled the disk: erasure must still work.
             Err(StoreError::Full(m)) => {
                 if !self.release_reserve() {
                     return Err(StoreError::Full(m));
                 }
-                self.erase_once(p, now, gc_job_id).await?
+                self.erase_once(p, now, gc_job_id, principal).await?
             }
             other => other?,
         };
@@ -759,22 +942,49 @@ impl KeyStore for SqliteKeyStore {
         tx.commit().await
     }
 
-    async fn audit(
-        &self,
-        action: &str,
-        p: Option<&Pseudonym>,
-        detail: &str,
-    ) -> Result<(), StoreError> {
+    async fn audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, ?, ?, ?)")
-            .bind(now_ms())
-            .bind(action)
-            .bind(p.map(Pseudonym::to_string))
-            .bind(detail)
-            .execute(tx.conn())
-            .await
-            .map_err(backend)?;
-        tx.commit().await
+        let record = Self::append_audit(tx.conn(), entry).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn audit_records(
+        &self,
+        after_id: u64,
+        p: Option<&Pseudonym>,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 AND (?2 IS NULL OR pseudonym = ?2)
+             AND (?3 IS NULL OR at_ms >= ?3) ORDER BY id LIMIT ?4"
+        ))
+        .bind(i64::try_from(after_id).unwrap_or(i64::MAX))
+        .bind(p.map(Pseudonym::to_string))
+        .bind(since_ms)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(Self::audit_record).collect()
+    }
+
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        let value: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'audit_head'")
+                .fetch_optional(self.pool()?)
+                .await
+                .map_err(backend)?;
+        let Some(value) = value else { return Ok(None) };
+        let corrupt = || StoreError::Backend("corrupt audit head".into());
+        let (id, hash) = value.split_once(' ').ok_or_else(corrupt)?;
+        let id = id.parse().map_err(|_| corrupt())?;
+        let hash = hex::decode(hash)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .ok_or_else(corrupt)?;
+        Ok(Some((id, hash)))
     }
 
     async fn place_hold(&self, h: &HoldRecord) -> Result<PlaceHold, StoreError> {
@@ -805,15 +1015,18 @@ impl KeyStore for SqliteKeyStore {
         .execute(tx.conn())
         .await
         .map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, 'place_hold', ?, ?)",
+        Self::append_audit(
+            tx.conn(),
+            &AuditEntry {
+                at_ms: h.placed_at_ms,
+                principal: h.placed_by.clone(),
+                action: "place_hold".into(),
+                pseudonym: Some(h.pseudonym),
+                outcome: "ok".into(),
+                detail: format!("case {}", h.case_ref),
+            },
         )
-        .bind(h.placed_at_ms)
-        .bind(h.pseudonym.to_string())
-        .bind(format!("case {} by {}", h.case_ref, h.placed_by))
-        .execute(tx.conn())
-        .await
-        .map_err(backend)?;
+        .await?;
         tx.commit().await?;
         Ok(PlaceHold::Placed)
     }
@@ -834,15 +1047,18 @@ impl KeyStore for SqliteKeyStore {
             .rows_affected()
             > 0;
         if released {
-            sqlx::query(
-                "INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, 'release_hold', ?, ?)",
+            Self::append_audit(
+                tx.conn(),
+                &AuditEntry {
+                    at_ms: now_ms(),
+                    principal: principal.to_string(),
+                    action: "release_hold".into(),
+                    pseudonym: Some(*p),
+                    outcome: "ok".into(),
+                    detail: format!("case {case_ref}"),
+                },
             )
-            .bind(now_ms())
-            .bind(p.to_string())
-            .bind(format!("case {case_ref} by {principal}"))
-            .execute(tx.conn())
-            .await
-            .map_err(backend)?;
+            .await?;
         }
         tx.commit().await?;
         Ok(released)
@@ -913,5 +1129,73 @@ impl KeyStore for SqliteKeyStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store made before the audit chain: its records are chained, in
+    /// order and renumbered from 1, at the first open; new records follow.
+    #[tokio::test]
+    async fn older_audit_records_are_chained_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        {
+            let url = format!("sqlite://{}?mode=rwc", path.display());
+            let pool = SqlitePool::connect(&url).await.unwrap();
+            sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+            for (id, action) in [(3, "create_kek"), (7, "erase_user"), (8, "erasure_gc_done")] {
+                sqlx::query("INSERT INTO audit (id, at_ms, action, pseudonym, detail) VALUES (?, 5, ?, NULL, 'd')")
+                    .bind(id)
+                    .bind(action)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        let store = SqliteKeyStore::open(&path).await.unwrap();
+        store
+            .audit(&AuditEntry {
+                at_ms: 9,
+                principal: "local".into(),
+                action: "place_hold".into(),
+                pseudonym: None,
+                outcome: "ok".into(),
+                detail: "case c".into(),
+            })
+            .await
+            .unwrap();
+        let records = store.audit_records(0, None, None, 10).await.unwrap();
+        let actions: Vec<_> = records
+            .iter()
+            .map(|r| (r.id, r.entry.action.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                (1, "create_kek"),
+                (2, "erase_user"),
+                (3, "erasure_gc_done"),
+                (4, "place_hold")
+            ]
+        );
+        let mut prev = [0u8; 32];
+        for r in &records {
+            assert_eq!(r.prev_hash, prev);
+            assert_eq!(audit_hash(r.id, &r.entry, &prev), r.hash);
+            prev = r.hash;
+        }
+        assert_eq!(records[0].entry.principal, "gateway");
+        assert_eq!(store.audit_head().await.unwrap(), Some((4, prev)));
+        store.close().await;
+        // Reopening changes nothing.
+        let store = SqliteKeyStore::open(&path).await.unwrap();
+        assert_eq!(
+            store.audit_records(0, None, None, 10).await.unwrap(),
+            records
+        );
     }
 }

@@ -36,6 +36,60 @@ pub enum StoreError {
     },
 }
 
+/// What an audit record says: who did what to whom, and how it ended.
+/// Never key material or a raw user id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
+    /// Who: a principal's identity, `local`, `anonymous`, or `gateway`
+    /// for the gateway's own work.
+    pub principal: String,
+    /// What: `erase_user`, `place_hold`, `denied`, `create_kek`, ...
+    pub action: String,
+    /// Whom, if a user.
+    pub pseudonym: Option<Pseudonym>,
+    /// `ok`, `denied`, ...
+    pub outcome: String,
+    /// Details (case references, versions, reasons).
+    pub detail: String,
+}
+
+/// An audit record as stored: its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Sequence number, from 1, without gaps.
+    pub id: u64,
+    /// The record.
+    pub entry: AuditEntry,
+    /// The hash of the record before it (zeros for the first).
+    pub prev_hash: [u8; 32],
+    /// This record's hash: [`audit_hash`] of the fields above.
+    pub hash: [u8; 32],
+}
+
+/// The chain hash of a record: SHA-256 over a domain label, the previous
+/// record's hash and every field, each length-prefixed.
+pub fn audit_hash(id: u64, e: &AuditEntry, prev_hash: &[u8; 32]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(b"sealgate/v1/audit\0");
+    ctx.update(prev_hash);
+    ctx.update(&id.to_be_bytes());
+    ctx.update(&e.at_ms.to_be_bytes());
+    let pseudonym = e.pseudonym.map(|p| p.to_string()).unwrap_or_default();
+    for field in [
+        e.principal.as_str(),
+        e.action.as_str(),
+        pseudonym.as_str(),
+        e.outcome.as_str(),
+        e.detail.as_str(),
+    ] {
+        ctx.update(&(field.len() as u64).to_be_bytes());
+        ctx.update(field.as_bytes());
+    }
+    ctx.finish().as_ref().try_into().expect("32 bytes")
+}
+
 /// A legal hold: one case holding one user's erasure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldRecord {
@@ -249,6 +303,7 @@ pub trait KeyStore: Send + Sync + 'static {
         pseudonym: &Pseudonym,
         now_ms: i64,
         gc_job_id: &str,
+        principal: &str,
     ) -> Result<Tombstone, StoreError>;
     /// A job by id.
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
@@ -262,14 +317,21 @@ pub trait KeyStore: Send + Sync + 'static {
         done: u64,
         last_error: &str,
     ) -> Result<(), StoreError>;
-    /// Appends to the audit trail. `pseudonym` is the only user reference an
-    /// audit record may hold.
-    async fn audit(
+    /// Appends a record to the audit trail's hash chain.
+    async fn audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError>;
+    /// Audit records after `after_id` in order, at most `limit`, of one user
+    /// and from a time if given.
+    async fn audit_records(
         &self,
-        action: &str,
+        after_id: u64,
         pseudonym: Option<&Pseudonym>,
-        detail: &str,
-    ) -> Result<(), StoreError>;
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The id and hash of the last record appended, as the store recorded
+    /// it apart from the records (so that removing the newest records is
+    /// seen too); `None` before the first.
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError>;
     /// The write remembered under `request` for the user, if it was made at
     /// or after `since_ms`.
     async fn request(

@@ -15,12 +15,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::api::admin::KeyAdminApi;
+use crate::api::audit::AuditApi;
 use crate::api::auth::{AuthorizeLayer, Policy};
 use crate::api::codec::{TransportErrors, MAX_MESSAGE_BYTES};
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
 use crate::api::holds::LegalHoldApi;
 use crate::api::pb;
+use crate::audit::AuditTrail;
 use crate::blob::fs::FsBlobStore;
 use crate::blob::s3::{S3BlobStore, S3Settings};
 use crate::blob::BlobStore;
@@ -84,6 +86,8 @@ pub struct Gateway {
     pub admin: Arc<KeyAdmin>,
     /// Legal holds.
     pub holds: Arc<LegalHolds>,
+    /// The audit trail.
+    pub audit: Arc<AuditTrail>,
     /// The key store, closed on shutdown.
     pub store: Arc<dyn KeyStore>,
 }
@@ -151,7 +155,8 @@ impl Gateway {
             content,
             erasure: Arc::new(Erasure::new(keys.clone(), store.clone(), gc)),
             admin: Arc::new(KeyAdmin::new(keys.clone())),
-            holds: Arc::new(LegalHolds::new(keys, store.clone())),
+            holds: Arc::new(LegalHolds::new(keys.clone(), store.clone())),
+            audit: Arc::new(AuditTrail::new(keys, store.clone())),
             store,
         })
     }
@@ -211,6 +216,7 @@ async fn report_health(
             pb::erasure_service_server::ErasureServiceServer::<ErasureApi>::NAME,
             pb::key_admin_service_server::KeyAdminServiceServer::<KeyAdminApi>::NAME,
             pb::legal_hold_service_server::LegalHoldServiceServer::<LegalHoldApi>::NAME,
+            pb::audit_service_server::AuditServiceServer::<AuditApi>::NAME,
         ] {
             reporter.set_service_status(service, status).await;
         }
@@ -291,7 +297,7 @@ pub async fn serve(
         // An oversize request message is RESOURCE_EXHAUSTED, as documented.
         .layer(TransportErrors)
         // Every call is authorized here (api::auth), before any service.
-        .layer(AuthorizeLayer::new(policy))
+        .layer(AuthorizeLayer::new(policy, gateway.audit.clone()))
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -318,6 +324,10 @@ pub async fn serve(
                 gateway.holds.clone(),
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            pb::audit_service_server::AuditServiceServer::new(AuditApi::new(gateway.audit.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming::incoming(listener, tls), shutdown)
         .await?;

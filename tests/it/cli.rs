@@ -514,3 +514,55 @@ async fn hold_commands_block_erase_until_released() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_commands_list_and_verify() {
+    let gw = TestGateway::start().await;
+    let ep = gw.endpoint();
+    let mut content = gw.content().await;
+    crate::gateway::put(&mut content, "u1", "moments", "a", b"x", 1)
+        .await
+        .unwrap();
+    let pseudonym = crate::gateway::pseudonym(&gw, "u1").await;
+    let ep2 = ep.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let ep = ep2.as_str();
+        let of_user = ok(&sealgate(&["audit", "--endpoint", ep, "--user", "u1"]));
+        let future = ok(&sealgate(&[
+            "audit",
+            "--endpoint",
+            ep,
+            "--since",
+            "2999-01-01T00:00:00Z",
+        ]));
+        assert_eq!(future, "", "nothing after 2999");
+        let verified = ok(&sealgate(&["audit", "verify", "--endpoint", ep]));
+        (of_user, verified)
+    })
+    .await
+    .unwrap();
+    let (of_user, verified) = listed;
+    let fields: Vec<&str> = of_user.trim_end().split('\t').collect();
+    assert_eq!(
+        fields[2..6],
+        ["gateway", "create_user_key", &pseudonym, "ok"],
+        "{of_user}"
+    );
+    assert!(fields[1].ends_with('Z'), "RFC 3339 time: {of_user}");
+    assert!(verified.starts_with("intact: "), "{verified}");
+
+    let url = format!("sqlite://{}", gw.data_dir.join("keys.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE audit SET detail = 'edited' WHERE id = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let broken =
+        tokio::task::spawn_blocking(move || sealgate(&["audit", "verify", "--endpoint", &ep]))
+            .await
+            .unwrap();
+    assert!(!broken.status.success());
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(stderr.contains("broken at record 1"), "{stderr}");
+}

@@ -30,6 +30,7 @@ const RANKS: &[(&str, u8)] = &[
     ("keyadmin", 3),
     ("error", 3),
     ("holds", 3),
+    ("audit", 3),
     ("jobs", 3),
     ("keys", 2),
     ("blob", 2),
@@ -53,6 +54,7 @@ const SAME_RANK_ALLOWED: &[(&str, &str)] = &[
     ("keyadmin", "error"),
     ("jobs", "error"),
     ("holds", "error"),
+    ("audit", "error"),
     ("erasure", "jobs"),
 ];
 

@@ -39,6 +39,7 @@ macro_rules! backend_tests {
 }
 
 mod at_rest;
+pub mod audit;
 mod bad_input;
 mod crash;
 mod declared_size;

@@ -134,6 +134,21 @@ async fn key_status(
         .map(drop)
 }
 
+/// The refusals in the audit trail, as (principal, detail), read by ops.
+async fn denials(t: &TlsGateway) -> Vec<(String, String)> {
+    let ops = t.ca.client_dns(OPS);
+    let mut audit = sealgate::api::pb::audit_service_client::AuditServiceClient::new(
+        t.channel(Some(&ops)).await,
+    );
+    super::audit::list_all(&mut audit, "", None)
+        .await
+        .into_iter()
+        .filter(|r| r.action == "denied")
+        .inspect(|r| assert_eq!(r.outcome, "denied"))
+        .map(|r| (r.principal, r.detail))
+        .collect()
+}
+
 async fn serving(channel: Channel) -> bool {
     HealthClient::new(channel)
         .check(HealthCheckRequest {
@@ -243,6 +258,18 @@ async fn callers_without_a_valid_certificate_are_unauthenticated() {
             what,
         );
     }
+    let denied = denials(&t).await;
+    for method in [
+        "/sealgate.v1.ContentService/PutObject",
+        "/sealgate.v1.ErasureService/EraseUser",
+        "/sealgate.v1.KeyAdminService/KeyStatus",
+    ] {
+        let n = denied
+            .iter()
+            .filter(|(p, d)| p == "anonymous" && *d == format!("{method}: NO_CLIENT_CERTIFICATE"))
+            .count();
+        assert_eq!(n, 3, "{method} refused once per case: {denied:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,6 +321,25 @@ async fn a_role_calling_another_roles_method_is_denied() {
         "ROLE_REQUIRED",
         "content reading key status",
     );
+    let denied = denials(&t).await;
+    for (principal, method) in [
+        (MOMENTS, "ErasureService/EraseUser"),
+        (OPS, "ErasureService/EraseUser"),
+        (LEGAL, "ErasureService/EraseUser"),
+        (STRANGER, "ErasureService/EraseUser"),
+        (MOMENTS, "LegalHoldService/PlaceHold"),
+        (DELETION, "LegalHoldService/PlaceHold"),
+        (OPS, "LegalHoldService/PlaceHold"),
+        (DELETION, "ContentService/GetObject"),
+        (OPS, "ContentService/GetObject"),
+        (MOMENTS, "KeyAdminService/KeyStatus"),
+    ] {
+        let detail = format!("/sealgate.v1.{method}: ROLE_REQUIRED");
+        assert!(
+            denied.iter().any(|(p, d)| p == principal && *d == detail),
+            "{principal} {detail} not in {denied:?}"
+        );
+    }
     // Nothing was erased by the refused calls.
     let status = key_status(&mut t.admin(Some(&ops)).await, "u1").await;
     assert!(status.is_ok(), "{status:?}");
@@ -388,6 +434,19 @@ async fn a_content_client_outside_its_spaces_is_denied() {
         .await
         .expect("a feed within its spaces");
     assert_eq!(batch.into_inner().items.len(), 1);
+    let denied = denials(&t).await;
+    let spaces = denied
+        .iter()
+        .filter(|(p, d)| p == MOMENTS && d.starts_with("space "))
+        .count();
+    assert_eq!(
+        spaces, 10,
+        "every space refusal is on the record: {denied:?}"
+    );
+    assert!(denied.contains(&(
+        MOMENTS.to_string(),
+        "space \"nope\": SPACE_NOT_ALLOWED".to_string()
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
