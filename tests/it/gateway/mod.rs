@@ -49,6 +49,7 @@ mod feeds;
 mod finish;
 mod holds;
 mod key_store_faults;
+mod limits;
 pub mod mtls;
 mod preconditions;
 mod roundtrip;
