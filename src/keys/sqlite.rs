@@ -270,15 +270,26 @@ impl SqliteKeyStore {
     /// Adds the hash-chain columns to an older store's audit table and
     /// chains the records written before them.
     async fn chain_audit(&self) -> Result<(), StoreError> {
+        let has_chain = |columns: &[String]| columns.iter().any(|c| c == "hash");
         let columns: Vec<String> =
             sqlx::query_scalar("SELECT name FROM pragma_table_info('audit')")
                 .fetch_all(&self.pool)
                 .await
                 .map_err(backend)?;
-        if columns.iter().any(|c| c == "hash") {
+        if has_chain(&columns) {
             return Ok(());
         }
+        // Processes opening one store at once: the first to take the write
+        // lock adds the columns, the others find them there.
         let mut tx = self.begin().await?;
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('audit')")
+                .fetch_all(tx.conn())
+                .await
+                .map_err(backend)?;
+        if has_chain(&columns) {
+            return tx.commit().await;
+        }
         for alter in AUDIT_CHAIN_COLUMNS {
             sqlx::query(alter)
                 .execute(tx.conn())
