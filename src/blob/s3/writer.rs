@@ -93,28 +93,64 @@ impl S3BlobStore {
 /// small request, and the upload should go within seconds of S3's return.
 const ABORT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Aborts multipart uploads handed to it, retrying each with capped
-/// backoff until S3 accepts (or says the upload is already gone).
+/// Aborts at once at most this many multipart uploads (their tasks are
+/// bounded; later ones wait in the queue).
+const ABORTS_IN_FLIGHT: usize = 16;
+
+/// How an abort ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum AbortOutcome {
+    /// S3 accepted, or the upload was already gone.
+    Done,
+    /// S3 refused in a way retrying cannot fix (access denied, a bucket
+    /// that no longer exists): logged once, not retried.
+    GaveUp,
+}
+
+/// Aborts multipart uploads handed to it, at most [`ABORTS_IN_FLIGHT`] at
+/// once, each retried with capped backoff while S3 is unavailable.
 pub(super) async fn abort_retrier(
     client: Client,
     bucket: String,
     mut rx: mpsc::UnboundedReceiver<(String, String)>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ABORTS_IN_FLIGHT));
     while let Some((key, upload_id)) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (client, bucket) = (client.clone(), bucket.clone());
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
-            loop {
-                match abort_upload(&client, &bucket, &key, &upload_id).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot abort a multipart upload yet; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(ABORT_BACKOFF_MAX);
-                    }
-                }
-            }
+            abort_with_retries(&client, &bucket, &key, &upload_id).await;
+            drop(slot);
         });
+    }
+}
+
+/// One abort, retried while S3 is unavailable.
+pub(super) async fn abort_with_retries(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> AbortOutcome {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match abort_upload(client, bucket, key, upload_id).await {
+            Ok(()) => return AbortOutcome::Done,
+            Err(BlobError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "cannot abort a multipart upload yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ABORT_BACKOFF_MAX);
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "S3 refused to abort a multipart upload; not retrying (a bucket lifecycle rule for incomplete uploads cleans it up)"
+                );
+                return AbortOutcome::GaveUp;
+            }
+        }
     }
 }
 
@@ -472,5 +508,77 @@ impl Drop for StreamedPut {
         if !self.task.is_finished() {
             self.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An S3 endpoint on loopback that answers every request with `status`
+    /// and an S3 error `code`; the number of requests it got.
+    async fn refusing_s3(status: &'static str, code: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let body = format!("<Error><Code>{code}</Code><Message>no</Message></Error>");
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        (format!("http://{addr}"), count)
+    }
+
+    fn client(endpoint: &str) -> Client {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("cn-north-1"))
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .build();
+        Client::from_conf(conf)
+    }
+
+    #[tokio::test]
+    async fn aborts_refused_for_good_are_not_retried() {
+        for (status, code) in [
+            ("403 Forbidden", "AccessDenied"),
+            ("400 Bad Request", "InvalidRequest"),
+        ] {
+            let (endpoint, count) = refusing_s3(status, code).await;
+            let outcome = abort_with_retries(&client(&endpoint), "b", "k", "u").await;
+            assert_eq!(outcome, AbortOutcome::GaveUp, "{status}");
+            assert_eq!(count.load(Ordering::SeqCst), 1, "{status}: one request");
+        }
+        let (endpoint, count) = refusing_s3("404 Not Found", "NoSuchUpload").await;
+        let outcome = abort_with_retries(&client(&endpoint), "b", "k", "u").await;
+        assert_eq!(outcome, AbortOutcome::Done, "an upload already gone");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
     }
 }
