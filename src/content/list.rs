@@ -3,9 +3,8 @@
 
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{etag_of, Content};
-use crate::blob::{BlobError, BlobKey};
-use crate::crypto::envelope::FIXED_HEADER_LEN;
+use super::{etag_of, labelled_sha256, Content};
+use crate::blob::BlobKey;
 use crate::crypto::{ObjectLayout, Pseudonym};
 use crate::error::{Error, Reason};
 use crate::names;
@@ -36,14 +35,9 @@ pub struct ListedObject {
 
 /// The tag that binds a page token to one listing.
 fn token_tag(pseudonym: &Pseudonym, space: &str, after: &str) -> [u8; TAG_LEN] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(b"sealgate/v1/page-token\0");
-    ctx.update(pseudonym.to_string().as_bytes());
-    ctx.update(b"\0");
-    ctx.update(space.as_bytes());
-    ctx.update(b"\0");
-    ctx.update(after.as_bytes());
-    ctx.finish().as_ref()[..TAG_LEN]
+    let owner = pseudonym.to_string();
+    let parts: [&[u8]; 3] = [owner.as_bytes(), space.as_bytes(), after.as_bytes()];
+    labelled_sha256(b"sealgate/v1/page-token", &parts)[..TAG_LEN]
         .try_into()
         .expect("TAG_LEN bytes")
 }
@@ -136,13 +130,10 @@ impl Content {
         key: BlobKey,
         pseudonym: &Pseudonym,
     ) -> Result<Option<ListedObject>, Error> {
-        let mut reader = match self.blob.open(&key).await {
-            Ok(r) => r,
-            Err(BlobError::NotFound) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some((fixed, reader)) = self.read_fixed(&key).await? else {
+            return Ok(None); // deleted since the listing
         };
         let len = reader.len();
-        let fixed = reader.read(0..len.min(FIXED_HEADER_LEN as u64)).await?;
         // One damaged object must not hide the others: it is listed,
         // marked damaged, and GetObject on it reports DATA_LOSS.
         let size = match ObjectLayout::new(&fixed, len) {

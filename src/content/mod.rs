@@ -54,10 +54,38 @@ pub struct ObjectInfo {
 /// integrity check instead).
 pub fn etag_of(stored_prefix: &[u8]) -> String {
     let fixed = &stored_prefix[..stored_prefix.len().min(FIXED_HEADER_LEN)];
+    hex::encode(&labelled_sha256(b"sealgate/v1/etag", &[fixed])[..16])
+}
+
+/// SHA-256 of `label || 0x00 || parts[0] || 0x00 || parts[1] ...`: the
+/// one form of the service's domain-separated digests (etags, request ids,
+/// page tokens).
+fn labelled_sha256(label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(b"sealgate/v1/etag\0");
-    ctx.update(fixed);
-    hex::encode(&ctx.finish().as_ref()[..16])
+    ctx.update(label);
+    for part in parts {
+        ctx.update(b"\0");
+        ctx.update(part);
+    }
+    ctx.finish().as_ref().try_into().expect("32 bytes")
+}
+
+impl Content {
+    /// The first bytes of a stored object, up to its fixed header, and the
+    /// reader they came from; `None` if there is no such object.
+    async fn read_fixed(
+        &self,
+        key: &BlobKey,
+    ) -> Result<Option<(bytes::Bytes, Box<dyn crate::blob::BlobReader>)>, Error> {
+        let mut reader = match self.blob.open(key).await {
+            Ok(r) => r,
+            Err(BlobError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let len = reader.len();
+        let fixed = reader.read(0..len.min(FIXED_HEADER_LEN as u64)).await?;
+        Ok(Some((fixed, reader)))
+    }
 }
 
 /// A validated reference to one object of one user.
@@ -147,15 +175,10 @@ impl Content {
 
     /// Fails `ETAG_MISMATCH` unless the object exists with etag `want`.
     async fn check_etag(&self, obj: &ObjectRef, want: &str) -> Result<(), Error> {
-        let current = match self.blob.open(&obj.key).await {
-            Ok(mut reader) => {
-                let len = reader.len();
-                let fixed = reader.read(0..len.min(FIXED_HEADER_LEN as u64)).await?;
-                Some(etag_of(&fixed))
-            }
-            Err(BlobError::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let current = self
+            .read_fixed(&obj.key)
+            .await?
+            .map(|(fixed, _)| etag_of(&fixed));
         match current {
             Some(etag) if etag == want => Ok(()),
             Some(_) => Err(Error::FailedPrecondition {

@@ -39,10 +39,10 @@ pub(super) fn request_hash(request_id: &str) -> Result<[u8; 32], Error> {
             format!("request_id is over {MAX_REQUEST_ID} bytes"),
         ));
     }
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(b"sealgate/v1/request\0");
-    ctx.update(request_id.as_bytes());
-    Ok(ctx.finish().as_ref().try_into().expect("32 bytes"))
+    Ok(super::labelled_sha256(
+        b"sealgate/v1/request",
+        &[request_id.as_bytes()],
+    ))
 }
 
 /// Sealed bytes are handed to storage in pieces of about this size.
@@ -87,19 +87,14 @@ impl Content {
     where
         S: Stream<Item = Result<UploadPart, Error>> + Unpin + Send,
     {
-        if let Some(first) = self.recall(w).await? {
-            return Ok(first);
-        }
-        let info = self
-            .put_limited(
-                w,
-                metadata,
-                (self.limits.max_object_bytes, Reason::ObjectTooLarge),
-                declared_size,
-                body,
-            )
-            .await?;
-        self.remember(w, info).await
+        self.put_limited(
+            w,
+            metadata,
+            (self.limits.max_object_bytes, Reason::ObjectTooLarge),
+            declared_size,
+            body,
+        )
+        .await
     }
 
     /// Stores a small item from one buffer, at most `limits.max_item_bytes`.
@@ -112,24 +107,19 @@ impl Content {
         metadata: &Metadata,
         content: Bytes,
     ) -> Result<ObjectInfo, Error> {
-        if let Some(first) = self.recall(w).await? {
-            return Ok(first);
-        }
         let size = Some(content.len() as u64);
         let body = futures_util::stream::iter([
             Ok(UploadPart::Data(content)),
             Ok(UploadPart::Finish { sha256: None }),
         ]);
-        let info = self
-            .put_limited(
-                w,
-                metadata,
-                (self.limits.max_item_bytes, Reason::ItemTooLarge),
-                size,
-                body,
-            )
-            .await?;
-        self.remember(w, info).await
+        self.put_limited(
+            w,
+            metadata,
+            (self.limits.max_item_bytes, Reason::ItemTooLarge),
+            size,
+            body,
+        )
+        .await
     }
 
     /// The first result of a retried request: what the write remembered
@@ -237,6 +227,10 @@ impl Content {
     where
         S: Stream<Item = Result<UploadPart, Error>> + Unpin + Send,
     {
+        // A retry of a remembered request: the first result, body unread.
+        if let Some(first) = self.recall(w).await? {
+            return Ok(first);
+        }
         if let Some(declared) = declared_size {
             if declared > limit {
                 return Err(Error::too_large(
@@ -362,13 +356,14 @@ impl Content {
             self.blob.delete(&obj.key).await?;
             return Err(e.into());
         }
-        Ok(ObjectInfo {
+        let info = ObjectInfo {
             space: obj.key.space.clone(),
             object_id: obj.key.name.clone(),
             size,
             metadata: metadata.clone(),
             etag,
             created: Some(created),
-        })
+        };
+        self.remember(w, info).await
     }
 }
