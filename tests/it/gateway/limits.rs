@@ -106,7 +106,7 @@ async fn uploads_past_the_limit_are_refused_until_one_ends() {
     let refused = std::cell::RefCell::new(None);
     eventually(
         "a third upload is refused",
-        Duration::from_secs(30),
+        Duration::from_secs(10),
         || async {
             let mut c = gw.content().await;
             match put(&mut c, "u", "moments", "three", b"x", 1).await {
