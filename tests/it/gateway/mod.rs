@@ -49,7 +49,6 @@ mod feeds;
 mod finish;
 mod holds;
 mod key_store_faults;
-mod limits;
 pub mod mtls;
 mod preconditions;
 mod roundtrip;
