@@ -20,6 +20,7 @@ const SECTIONS: &[&str] = &[
     "master",
     "cache",
     "limits",
+    "jobs",
     "tls",
 ];
 
@@ -134,6 +135,8 @@ pub struct Config {
     pub cache: Cache,
     /// Size limits.
     pub limits: Limits,
+    /// Durable jobs.
+    pub jobs: Jobs,
     /// TLS with client certificates (required for a non-loopback listen
     /// address).
     pub tls: Option<Tls>,
@@ -156,6 +159,7 @@ impl Default for Config {
             master: Master::default(),
             cache: Cache::default(),
             limits: Limits::default(),
+            jobs: Jobs::default(),
             tls: None,
             principals: Vec::new(),
         }
@@ -293,6 +297,26 @@ impl Default for Limits {
     }
 }
 
+/// `[jobs]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    /// How long a job's lease lasts unrenewed: how soon another process
+    /// takes over the job of one that died.
+    pub lease_seconds: u64,
+    /// How often the key store is scanned for jobs nobody runs.
+    pub poll_seconds: u64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self {
+            lease_seconds: 30,
+            poll_seconds: 5,
+        }
+    }
+}
+
 /// `[tls]`: the files are re-read when they change on disk.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -409,6 +433,12 @@ impl Config {
         }
         if self.keystore.shards == 0 {
             return Err("keystore.shards must be at least 1".into());
+        }
+        if self.jobs.lease_seconds < 2 {
+            return Err("jobs.lease_seconds must be at least 2".into());
+        }
+        if self.jobs.poll_seconds == 0 {
+            return Err("jobs.poll_seconds must be at least 1".into());
         }
         if self.blob.backend == BlobBackend::Fs {
             crate::residency::check_local(&self.blob.region, &self.residency.allowed_regions)?;

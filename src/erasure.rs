@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::crypto::Pseudonym;
 use crate::error::Error;
-use crate::jobs::gc::GcRunner;
+use crate::jobs::JobRunner;
 use crate::keys::store::{JobRecord, KeyStore, Tombstone};
 use crate::keys::KeyHierarchy;
 
@@ -18,7 +18,7 @@ use crate::keys::KeyHierarchy;
 pub struct Erasure {
     keys: Arc<KeyHierarchy>,
     store: Arc<dyn KeyStore>,
-    gc: GcRunner,
+    jobs: JobRunner,
 }
 
 /// What GetErasure reports.
@@ -32,8 +32,8 @@ pub struct ErasureStatus {
 
 impl Erasure {
     /// Builds the service.
-    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>, gc: GcRunner) -> Self {
-        Self { keys, store, gc }
+    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>, jobs: JobRunner) -> Self {
+        Self { keys, store, jobs }
     }
 
     fn pseudonym(&self, user_id: &str) -> Result<Pseudonym, Error> {
@@ -59,7 +59,7 @@ impl Erasure {
             job = %tombstone.gc_job_id,
             "user erased"
         );
-        self.gc.schedule(&tombstone.gc_job_id);
+        self.jobs.schedule(&tombstone.gc_job_id);
         Ok(tombstone)
     }
 

@@ -20,6 +20,8 @@ pub enum Reason {
     ObjectNotFound,
     /// NOT_FOUND: no erasure is recorded for the user.
     ErasureNotFound,
+    /// NOT_FOUND: no job has that id.
+    JobNotFound,
     /// FAILED_PRECONDITION: the user is erased.
     UserErased,
     /// DATA_LOSS: a stored object failed its integrity check.
@@ -91,6 +93,7 @@ impl Reason {
         match self {
             Self::ObjectNotFound => "OBJECT_NOT_FOUND",
             Self::ErasureNotFound => "ERASURE_NOT_FOUND",
+            Self::JobNotFound => "JOB_NOT_FOUND",
             Self::UserErased => "USER_ERASED",
             Self::IntegrityFailure => "INTEGRITY_FAILURE",
             Self::InvalidObjectId => "INVALID_OBJECT_ID",
@@ -141,6 +144,9 @@ pub enum Error {
     /// No erasure is recorded for the user.
     #[error("no erasure recorded for this user")]
     ErasureNotFound,
+    /// No job has that id.
+    #[error("no job with this id")]
+    JobNotFound,
     /// A create-only write found the object id taken.
     #[error("object already exists")]
     AlreadyExists,
@@ -250,6 +256,7 @@ impl Error {
             | Self::PermissionDenied { reason, .. } => *reason,
             Self::NotFound => Reason::ObjectNotFound,
             Self::ErasureNotFound => Reason::ErasureNotFound,
+            Self::JobNotFound => Reason::JobNotFound,
             Self::AlreadyExists => Reason::AlreadyExists,
             Self::UserErased => Reason::UserErased,
             Self::DataLoss => Reason::IntegrityFailure,

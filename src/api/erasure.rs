@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::pb;
+use super::{job_progress, pb};
 use crate::erasure::Erasure;
-use crate::keys::store::{JobState, Tombstone};
+use crate::keys::store::Tombstone;
 
 /// The ErasureService implementation.
 pub struct ErasureApi {
@@ -29,15 +29,6 @@ fn receipt(t: &Tombstone) -> pb::EraseReceipt {
     }
 }
 
-fn job_state(s: JobState) -> pb::JobState {
-    match s {
-        JobState::Pending => pb::JobState::Pending,
-        JobState::Running => pb::JobState::Running,
-        JobState::Done => pb::JobState::Done,
-        JobState::Failed => pb::JobState::Failed,
-    }
-}
-
 #[tonic::async_trait]
 impl pb::erasure_service_server::ErasureService for ErasureApi {
     async fn erase_user(
@@ -55,12 +46,7 @@ impl pb::erasure_service_server::ErasureService for ErasureApi {
         let status = self.erasure.status(&request.into_inner().user_id).await?;
         Ok(Response::new(pb::ErasureStatus {
             receipt: Some(receipt(&status.tombstone)),
-            gc: status.gc.map(|j| pb::JobProgress {
-                job_id: j.id,
-                state: job_state(j.state) as i32,
-                done: j.done,
-                last_error: j.last_error,
-            }),
+            gc: status.gc.map(job_progress),
         }))
     }
 }

@@ -12,6 +12,7 @@ use crate::api::pb;
 
 mod erase;
 mod get;
+mod jobs;
 mod keys;
 mod ls;
 mod progress;
@@ -97,6 +98,19 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Durable jobs: rotation, rewrap, garbage collection.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// The newest jobs: `id<TAB>kind<TAB>state<TAB>done/total[<TAB>last error]`.
+    List(jobs::ListArgs),
+    /// Follows a job until it ends; exits non-zero if it FAILED.
+    Watch(jobs::WatchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +145,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Status(args),
         } => keys::status(args).await,
+        Command::Jobs {
+            command: JobsCommand::List(args),
+        } => jobs::list(args).await,
+        Command::Jobs {
+            command: JobsCommand::Watch(args),
+        } => jobs::watch(args).await,
     }
 }
 

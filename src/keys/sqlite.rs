@@ -34,8 +34,8 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::store::{
-    InsertOutcome, JobRecord, JobState, KekRecord, KeyStore, RequestRecord, StoreError, Tombstone,
-    UserKeyRecord, UserKeyState, JOB_KIND_ERASURE_GC,
+    InsertOutcome, JobCheckpoint, JobRecord, JobState, KekRecord, KeyStore, NewJob, RequestRecord,
+    StoreError, Tombstone, UserKeyRecord, UserKeyState, JOB_KIND_ERASURE_GC,
 };
 use crate::crypto::Pseudonym;
 
@@ -75,7 +75,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     done INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
     created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL
+    updated_at_ms INTEGER NOT NULL,
+    params TEXT NOT NULL DEFAULT '',
+    total INTEGER NOT NULL DEFAULT 0,
+    cursor TEXT NOT NULL DEFAULT '',
+    owner TEXT,
+    lease_until_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (state) WHERE state IN ('pending', 'running');
 CREATE TABLE IF NOT EXISTS requests (
@@ -91,6 +96,7 @@ CREATE TABLE IF NOT EXISTS requests (
     PRIMARY KEY (pseudonym, request)
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at_ms);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at_ms);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -148,6 +154,53 @@ fn pseudonym_of(s: &str) -> Result<Pseudonym, StoreError> {
 
 fn u32_of(v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Backend("integer out of range in key store".into()))
+}
+
+/// The columns of a [`JobRecord`].
+const JOB_SELECT: &str = "SELECT id, kind, pseudonym, params, state, done, total, cursor, \
+     last_error, owner, lease_until_ms, created_at_ms, updated_at_ms FROM jobs";
+
+/// Columns the jobs table gained with leases, resumable cursors and
+/// progress totals; added to a table from before them. Queries name the
+/// columns they read (never `*`), so a statement prepared on either side
+/// of the change reads the same columns.
+const JOB_COLUMNS: &[(&str, &str)] = &[
+    ("params", "TEXT NOT NULL DEFAULT ''"),
+    ("total", "INTEGER NOT NULL DEFAULT 0"),
+    ("cursor", "TEXT NOT NULL DEFAULT ''"),
+    ("owner", "TEXT"),
+    ("lease_until_ms", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+async fn migrate_jobs(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await.map_err(backend)?;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let result = async {
+        let have: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('jobs')")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        for (name, decl) in JOB_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                sqlx::query(&format!("ALTER TABLE jobs ADD COLUMN {name} {decl}"))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)
+    }
+    .await;
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+    result.map(|_| ())
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) on a pooled connection. The
@@ -232,6 +285,7 @@ impl SqliteKeyStore {
             .execute(&pool)
             .await
             .map_err(backend)?;
+        migrate_jobs(&pool).await?;
         let meta = std::fs::metadata(path).map_err(|e| io("cannot stat", e))?;
         let store = Self {
             pool,
@@ -500,10 +554,42 @@ impl SqliteKeyStore {
             id: row.get("id"),
             kind: row.get("kind"),
             pseudonym: pseudonym.as_deref().map(pseudonym_of).transpose()?,
+            params: row.get("params"),
             state: JobState::parse(row.get::<&str, _>("state"))?,
             done: u64::try_from(row.get::<i64, _>("done")).unwrap_or(0),
+            total: u64::try_from(row.get::<i64, _>("total")).unwrap_or(0),
+            cursor: row.get("cursor"),
             last_error: row.get("last_error"),
+            owner: row.get("owner"),
+            lease_until_ms: row.get("lease_until_ms"),
+            created_at_ms: row.get("created_at_ms"),
+            updated_at_ms: row.get("updated_at_ms"),
         })
+    }
+
+    async fn job_in(
+        conn: &mut SqliteConnection,
+        id: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query(&format!("{JOB_SELECT} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(Self::job_row).transpose()
+    }
+
+    /// Whether `owner` holds the lease of unfinished job `id`, inside `tx`.
+    async fn holds_lease(tx: &mut WriteTx, id: &str, owner: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM jobs WHERE id = ? AND owner = ? AND state IN ('pending', 'running')",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(backend)?
+        .is_some())
     }
 }
 
@@ -690,7 +776,7 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        let row = sqlx::query(&format!("{JOB_SELECT} WHERE id = ?"))
             .bind(id)
             .fetch_optional(self.pool()?)
             .await
@@ -699,13 +785,182 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE state IN ('pending', 'running') ORDER BY created_at_ms",
-        )
+        let rows = sqlx::query(&format!(
+            "{JOB_SELECT} WHERE state IN ('pending', 'running') ORDER BY created_at_ms"
+        ))
         .fetch_all(self.pool()?)
         .await
         .map_err(backend)?;
         rows.iter().map(Self::job_row).collect()
+    }
+
+    async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = match state {
+            Some(state) => {
+                sqlx::query(&format!(
+                    "{JOB_SELECT} WHERE state = ? ORDER BY created_at_ms DESC, id LIMIT ?"
+                ))
+                .bind(state.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(self.pool()?)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "{JOB_SELECT} ORDER BY created_at_ms DESC, id LIMIT ?"
+                ))
+                .bind(i64::from(limit))
+                .fetch_all(self.pool()?)
+                .await
+            }
+        }
+        .map_err(backend)?;
+        rows.iter().map(Self::job_row).collect()
+    }
+
+    async fn create_job(&self, job: &NewJob) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, pseudonym, params, state, created_at_ms, updated_at_ms)
+             VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+        )
+        .bind(&job.id)
+        .bind(&job.kind)
+        .bind(job.pseudonym.as_ref().map(Pseudonym::to_string))
+        .bind(&job.params)
+        .bind(now)
+        .bind(now)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO audit (at_ms, action, pseudonym, detail) VALUES (?, 'job_created', ?, ?)",
+        )
+        .bind(now)
+        .bind(job.pseudonym.as_ref().map(Pseudonym::to_string))
+        .bind(format!("{} job {} ({})", job.kind, job.id, job.params))
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        tx.commit().await
+    }
+
+    async fn claim_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let mut tx = self.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE jobs SET owner = ?, lease_until_ms = ?, state = 'running', updated_at_ms = ?
+             WHERE id = ? AND state IN ('pending', 'running')
+               AND (owner IS NULL OR owner = ? OR lease_until_ms < ?)",
+        )
+        .bind(owner)
+        .bind(until_ms)
+        .bind(now)
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        let job = if claimed {
+            Self::job_in(tx.conn(), id).await?
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn renew_job_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let held = sqlx::query(
+            "UPDATE jobs SET lease_until_ms = ?
+             WHERE id = ? AND owner = ? AND state IN ('pending', 'running')",
+        )
+        .bind(until_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn checkpoint_job(
+        &self,
+        id: &str,
+        owner: &str,
+        c: &JobCheckpoint,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let held = sqlx::query(
+            "UPDATE jobs SET done = ?, total = ?, cursor = ?, last_error = ?, lease_until_ms = ?,
+                             updated_at_ms = ?
+             WHERE id = ? AND owner = ? AND state IN ('pending', 'running')",
+        )
+        .bind(i64::try_from(c.done).unwrap_or(i64::MAX))
+        .bind(i64::try_from(c.total).unwrap_or(i64::MAX))
+        .bind(&c.cursor)
+        .bind(&c.last_error)
+        .bind(until_ms)
+        .bind(now_ms())
+        .bind(id)
+        .bind(owner)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn finish_job(
+        &self,
+        id: &str,
+        owner: &str,
+        state: JobState,
+        last_error: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let held = Self::holds_lease(&mut tx, id, owner).await?;
+        if held {
+            sqlx::query(
+                "UPDATE jobs SET state = ?, last_error = ?, owner = NULL, lease_until_ms = 0,
+                                 updated_at_ms = ?
+                 WHERE id = ?",
+            )
+            .bind(state.as_str())
+            .bind(last_error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await?;
+        Ok(held)
     }
 
     async fn update_job(
@@ -717,7 +972,9 @@ impl KeyStore for SqliteKeyStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE jobs SET state = ?, done = ?, last_error = ?, updated_at_ms = ? WHERE id = ?",
+            "UPDATE jobs SET state = ?, done = ?, last_error = ?, owner = NULL, lease_until_ms = 0,
+                             updated_at_ms = ?
+             WHERE id = ?",
         )
         .bind(state.as_str())
         .bind(i64::try_from(done).unwrap_or(i64::MAX))

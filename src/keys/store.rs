@@ -151,11 +151,52 @@ pub struct JobRecord {
     pub kind: String,
     /// The user the job is about, if any.
     pub pseudonym: Option<Pseudonym>,
+    /// What the job is to do, in its kind's own words (a shard range, a
+    /// target version); fixed at creation.
+    pub params: String,
     /// State.
     pub state: JobState,
     /// Items processed so far.
     pub done: u64,
+    /// Items to process, when known (0: unknown).
+    pub total: u64,
+    /// Where the job stands, in its kind's own words: it resumes from here.
+    pub cursor: String,
     /// Last error, empty if none.
+    pub last_error: String,
+    /// The process holding the job's lease, if any.
+    pub owner: Option<String>,
+    /// When the lease ends, Unix milliseconds.
+    pub lease_until_ms: i64,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Last change, Unix milliseconds.
+    pub updated_at_ms: i64,
+}
+
+/// A job to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// Job id ([`crate::names::random_id`]).
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// The user the job is about, if any.
+    pub pseudonym: Option<Pseudonym>,
+    /// Parameters (see [`JobRecord::params`]).
+    pub params: String,
+}
+
+/// A leased job's progress, written only while its lease is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCheckpoint {
+    /// Items processed so far.
+    pub done: u64,
+    /// Items to process (0: unknown).
+    pub total: u64,
+    /// Where to resume.
+    pub cursor: String,
+    /// Last (transient) error, empty if none.
     pub last_error: String,
 }
 
@@ -220,9 +261,54 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<Tombstone, StoreError>;
     /// A job by id.
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
-    /// Jobs that are pending or running.
+    /// Jobs that are pending or running, oldest first.
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
-    /// Records a job's progress.
+    /// The newest `limit` jobs, newest first, optionally of one state only.
+    async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, StoreError>;
+    /// Records a new pending job (with an audit record).
+    async fn create_job(&self, job: &NewJob) -> Result<(), StoreError>;
+    /// Takes the lease of an unfinished job for `owner` until `until_ms`, if
+    /// nobody holds it (no owner, or a lease ended before `now_ms`) or
+    /// `owner` holds it already; the job becomes RUNNING. `None` if the job
+    /// is finished, unknown or leased by another process.
+    async fn claim_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    /// Extends `owner`'s lease; false if `owner` no longer holds it.
+    async fn renew_job_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Records progress of a job leased by `owner` and extends the lease;
+    /// false (and nothing written) if `owner` no longer holds it.
+    async fn checkpoint_job(
+        &self,
+        id: &str,
+        owner: &str,
+        checkpoint: &JobCheckpoint,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Ends a job leased by `owner` (DONE or FAILED with `last_error`) and
+    /// releases its lease; false if `owner` no longer holds it.
+    async fn finish_job(
+        &self,
+        id: &str,
+        owner: &str,
+        state: JobState,
+        last_error: &str,
+    ) -> Result<bool, StoreError>;
+    /// Sets a job's state and progress whoever holds it, releasing any
+    /// lease (an operator's reset; tests).
     async fn update_job(
         &self,
         id: &str,

@@ -27,11 +27,12 @@ use crate::config::{BlobBackend, Config, KeyStoreBackend, MasterProvider};
 use crate::content::{Content, Limits};
 use crate::deployment;
 use crate::erasure::Erasure;
-use crate::jobs::gc::GcRunner;
+use crate::jobs::gc::ErasureGc;
+use crate::jobs::{JobRunner, JobSettings};
 use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
 use crate::keys::sqlite::SqliteKeyStore;
-use crate::keys::store::KeyStore;
+use crate::keys::store::{KeyStore, JOB_KIND_ERASURE_GC};
 use crate::keys::{CachePolicy, KeyHierarchy};
 
 /// HTTP/2 receive window per stream.
@@ -82,6 +83,8 @@ pub struct Gateway {
     pub admin: Arc<KeyAdmin>,
     /// The key store, closed on shutdown.
     pub store: Arc<dyn KeyStore>,
+    /// Durable jobs, stopped on shutdown.
+    pub jobs: JobRunner,
 }
 
 impl Gateway {
@@ -131,7 +134,18 @@ impl Gateway {
             config.keystore.shards,
             &policy,
         ));
-        let gc = GcRunner::start(store.clone(), blob.clone(), config.spaces.clone()).await?;
+        let jobs = JobRunner::builder(
+            store.clone(),
+            JobSettings {
+                lease: Duration::from_secs(config.jobs.lease_seconds),
+                poll: Duration::from_secs(config.jobs.poll_seconds),
+            },
+        )
+        .handler(
+            JOB_KIND_ERASURE_GC,
+            Arc::new(ErasureGc::new(blob.clone(), config.spaces.clone())),
+        )
+        .start();
         let content = Arc::new(Content::new(
             keys.clone(),
             blob,
@@ -145,9 +159,10 @@ impl Gateway {
         ));
         Ok(Self {
             content,
-            erasure: Arc::new(Erasure::new(keys.clone(), store.clone(), gc)),
-            admin: Arc::new(KeyAdmin::new(keys)),
+            erasure: Arc::new(Erasure::new(keys.clone(), store.clone(), jobs.clone())),
+            admin: Arc::new(KeyAdmin::new(keys, store.clone(), jobs.clone())),
             store,
+            jobs,
         })
     }
 }
@@ -313,6 +328,7 @@ pub async fn serve(
     if let Some(reload) = reload {
         reload.abort();
     }
+    gateway.jobs.shutdown().await;
     gateway.store.close().await;
     tracing::info!("sealgate stopped");
     Ok(())

@@ -458,3 +458,64 @@ async fn client_commands_speak_mtls() {
     .await
     .unwrap();
 }
+
+/// `sealgate jobs list` and `jobs watch`: the GC job of an erasure is
+/// listed and watched to DONE (exit 0); a job that FAILS makes `watch` exit
+/// non-zero with the job's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_list_and_watch() {
+    use sealgate::keys::store::{KeyStore, NewJob};
+    let gw = TestGateway::start_with(|c| c.jobs.poll_seconds = 1).await;
+    let ep = gw.endpoint();
+    let receipt = crate::gateway::try_erase(&gw, "cli-jobs").await.unwrap();
+    // A job of a kind this build has no handler for fails at once.
+    let failing = sealgate::names::random_id();
+    {
+        let store = sealgate::keys::sqlite::SqliteKeyStore::open(&gw.data_dir.join("keys.db"))
+            .await
+            .unwrap();
+        store
+            .create_job(&NewJob {
+                id: failing.clone(),
+                kind: "from_the_future".into(),
+                pseudonym: None,
+                params: String::new(),
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let gc = receipt.gc_job_id.clone();
+    let (watched, listed, failed) = tokio::task::spawn_blocking(move || {
+        let watched = ok(&sealgate(&["jobs", "watch", "--endpoint", &ep, &gc]));
+        let failed = sealgate(&["jobs", "watch", "--endpoint", &ep, &failing]);
+        let listed = ok(&sealgate(&["jobs", "list", "--endpoint", &ep]));
+        (watched, listed, (failed, failing))
+    })
+    .await
+    .unwrap();
+    assert_eq!(watched, "", "progress goes to stderr");
+    let gc_line = listed
+        .lines()
+        .find(|l| l.starts_with(&receipt.gc_job_id))
+        .unwrap_or_else(|| panic!("GC job not listed:\n{listed}"));
+    assert_eq!(
+        gc_line,
+        format!("{}\terasure_gc\tDONE\t0/0", receipt.gc_job_id)
+    );
+    let (failed, failing) = failed;
+    assert!(
+        !failed.status.success(),
+        "watch of a FAILED job exits non-zero"
+    );
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "job {failing} (from_the_future) FAILED: no handler"
+        )),
+        "{stderr}"
+    );
+    assert!(listed
+        .lines()
+        .any(|l| l.starts_with(&failing) && l.contains("\tFAILED\t")));
+}

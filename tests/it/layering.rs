@@ -52,6 +52,7 @@ const SAME_RANK_ALLOWED: &[(&str, &str)] = &[
     ("keyadmin", "error"),
     ("jobs", "error"),
     ("erasure", "jobs"),
+    ("keyadmin", "jobs"),
 ];
 
 fn rank(module: &str) -> Option<u8> {

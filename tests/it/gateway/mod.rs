@@ -65,6 +65,7 @@ mod erasure;
 mod erasure_holds;
 mod feeds;
 mod finish;
+mod jobs;
 mod key_store_faults;
 pub mod mtls;
 mod preconditions;
@@ -247,10 +248,16 @@ impl TestGateway {
 
     /// Stops the server gracefully and starts a new one on the same data
     /// directory and store (a restart).
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like [`Self::restart`], after `tweak`ing the configuration.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
         self.stop().await;
         let mut c = config(&self.data_dir);
         self.backend.configure(&mut c);
+        tweak(&mut c);
         let mut next = Self::start_config(c).await;
         next._tmp = self._tmp.take();
         next

@@ -1,0 +1,225 @@
+//! Durable, leased jobs through KeyAdminService: ListJobs and WatchJob of
+//! the garbage collection after an erasure, a job whose owner died taken
+//! over once its lease ends, and two gateways on one key store running each
+//! job once.
+
+use std::time::Duration;
+
+use sealgate::keys::sqlite::SqliteKeyStore;
+use sealgate::keys::store::KeyStore;
+use tonic::Code;
+
+use super::*;
+use crate::support::eventually;
+
+backend_tests!(gc_job_is_listed_and_watched_to_its_end);
+
+/// Short leases and polls, so takeovers happen within a test.
+fn short_leases(c: &mut Config) {
+    c.jobs.lease_seconds = 2;
+    c.jobs.poll_seconds = 1;
+}
+
+/// Every progress message of a job until its stream ends.
+pub async fn watch_all(gw: &TestGateway, id: &str) -> Vec<pb::JobProgress> {
+    let mut stream = gw
+        .admin()
+        .await
+        .watch_job(pb::WatchJobRequest { job_id: id.into() })
+        .await
+        .expect("WatchJob")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(p) = stream.message().await.expect("WatchJob stream") {
+        seen.push(p);
+    }
+    seen
+}
+
+/// ListJobs.
+pub async fn list_jobs(gw: &TestGateway, state: pb::JobState, limit: u32) -> Vec<pb::JobProgress> {
+    gw.admin()
+        .await
+        .list_jobs(pb::ListJobsRequest {
+            limit,
+            state: state as i32,
+        })
+        .await
+        .expect("ListJobs")
+        .into_inner()
+        .jobs
+}
+
+async fn put_objects(gw: &TestGateway, user: &str, n: usize) {
+    let mut c = gw.content().await;
+    for i in 0..n {
+        put(&mut c, user, "moments", &format!("o{i}"), b"some bytes", 4)
+            .await
+            .expect("put");
+    }
+}
+
+async fn gc_job_is_listed_and_watched_to_its_end() {
+    let gw = TestGateway::start().await;
+    put_objects(&gw, "watched", 5).await;
+    let receipt = try_erase(&gw, "watched").await.expect("erase");
+    let updates = watch_all(&gw, &receipt.gc_job_id).await;
+    let last = updates.last().expect("at least one update");
+    assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
+    assert_eq!((last.done, last.total), (5, 5));
+    assert_eq!(last.kind, "erasure_gc");
+    assert!(
+        updates[..updates.len() - 1]
+            .iter()
+            .all(|u| u.state != pb::JobState::Done as i32),
+        "the stream ends at DONE: {updates:?}"
+    );
+    assert!(
+        updates.windows(2).all(|w| w[0].done <= w[1].done),
+        "{updates:?}"
+    );
+    // Watching a finished job gives its end at once.
+    assert_eq!(
+        watch_all(&gw, &receipt.gc_job_id).await,
+        std::slice::from_ref(last)
+    );
+
+    let all = list_jobs(&gw, pb::JobState::Unspecified, 0).await;
+    let listed = all
+        .iter()
+        .find(|j| j.job_id == receipt.gc_job_id)
+        .expect("ListJobs lists the GC job");
+    assert_eq!(listed, last);
+    assert!(list_jobs(&gw, pb::JobState::Failed, 0)
+        .await
+        .iter()
+        .all(|j| j.job_id != receipt.gc_job_id));
+    assert_eq!(
+        list_jobs(&gw, pb::JobState::Done, 1).await,
+        std::slice::from_ref(last)
+    );
+
+    let mut admin = gw.admin().await;
+    expect_reason(
+        admin
+            .watch_job(pb::WatchJobRequest {
+                job_id: "0123456789abcdef0123456789abcdef".into(),
+            })
+            .await,
+        Code::NotFound,
+        "JOB_NOT_FOUND",
+        "WatchJob of an unknown job",
+    );
+    expect_reason(
+        admin
+            .watch_job(pb::WatchJobRequest {
+                job_id: "../keys.db".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_REQUEST",
+        "WatchJob of a malformed id",
+    );
+}
+
+/// A process that died holding a job's lease: another gateway leaves the
+/// job alone until the lease ends, then finishes it from its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_leased_by_a_dead_process_is_taken_over_when_the_lease_ends() {
+    let mut gw = TestGateway::start_with(short_leases).await;
+    put_objects(&gw, "orphaned", 4).await;
+    let p = pseudonym(&gw, "orphaned").await;
+    gw.stop().await;
+
+    // The erasure was committed and its job claimed by a process that then
+    // died: its lease runs for another 3 seconds.
+    let lease_ends;
+    let job_id = sealgate::names::random_id();
+    {
+        let store = SqliteKeyStore::open(&gw.data_dir.join("keys.db"))
+            .await
+            .unwrap();
+        let pseudonym = sealgate::crypto::Pseudonym::from_hex(&p).unwrap();
+        store
+            .erase_user(&pseudonym, sealgate::keys::unix_ms(), &job_id)
+            .await
+            .unwrap();
+        let now = sealgate::keys::unix_ms();
+        lease_ends = now + 3_000;
+        store
+            .claim_job(&job_id, "dead-process", now, lease_ends)
+            .await
+            .unwrap()
+            .expect("claimed");
+        store.close().await;
+    }
+    let gw = gw.restart_with(short_leases).await;
+    let updates = watch_all(&gw, &job_id).await;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
+    assert_eq!(last.done, 4);
+    assert!(
+        last.updated_at_unix_ms >= lease_ends,
+        "taken over only after the lease ended: {updates:?}"
+    );
+    assert!(gw.user_objects(&p).await.is_empty());
+}
+
+/// Two gateways on one key store (and one object store), both told about
+/// every job: each job runs once, so every count of deleted objects is
+/// exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_key_store_run_each_job_once() {
+    const USERS: usize = 6;
+    const OBJECTS: usize = 8;
+    let a = TestGateway::start_with(short_leases).await;
+    let mut config_b = config(&a.data_dir);
+    a.backend.configure(&mut config_b);
+    short_leases(&mut config_b);
+    let b = TestGateway::start_config(config_b).await;
+    for u in 0..USERS {
+        put_objects(&a, &format!("racer-{u}"), OBJECTS).await;
+    }
+    // Each erasure is scheduled on both gateways at once (EraseUser is
+    // idempotent and schedules the job every time).
+    let mut jobs = Vec::new();
+    for u in 0..USERS {
+        let user = format!("racer-{u}");
+        let (ra, rb) = tokio::join!(try_erase(&a, &user), try_erase(&b, &user));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra, rb);
+        jobs.push(ra.gc_job_id);
+    }
+    for id in &jobs {
+        let updates = watch_all(&b, id).await;
+        let last = updates.last().unwrap();
+        assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
+        assert_eq!(
+            last.done, OBJECTS as u64,
+            "job {id} counted each object once"
+        );
+    }
+    let store = SqliteKeyStore::open(&a.data_dir.join("keys.db"))
+        .await
+        .unwrap();
+    let audit = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        a.data_dir.join("keys.db").display()
+    ))
+    .await
+    .unwrap();
+    for id in &jobs {
+        let ends: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit WHERE action = 'job_done' AND detail LIKE ?",
+        )
+        .bind(format!("% job {id}:%"))
+        .fetch_one(&audit)
+        .await
+        .unwrap();
+        assert_eq!(ends, 1, "job {id} ended once");
+    }
+    eventually("no job is unfinished", Duration::from_secs(5), || async {
+        store.unfinished_jobs().await.unwrap().is_empty()
+    })
+    .await;
+}
