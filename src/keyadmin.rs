@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Reason};
+use crate::jobs::rotation::{parse_rotate_master_params, rotate_master_params};
 use crate::jobs::JobRunner;
-use crate::keys::store::{JobRecord, JobState, KeyStore};
-use crate::keys::{KeyHierarchy, UserKeyStatus};
+use crate::keys::keyring::MasterKeyError;
+use crate::keys::store::{JobRecord, JobState, KeyStore, NewJob, JOB_KIND_ROTATE_MASTER};
+use crate::keys::{KeyError, KeyHierarchy, UserKeyStatus};
 
 /// Jobs listed when the caller names no limit.
 pub const DEFAULT_JOB_LIST: u32 = 100;
@@ -93,8 +95,78 @@ impl KeyAdmin {
         }
     }
 
-    /// The job runner (for scheduling jobs this service records).
-    pub fn jobs(&self) -> &JobRunner {
-        &self.jobs
+    /// Starts a master rotation: a job that adds master version newest + 1
+    /// and re-wraps every KEK under it. While a master rotation is
+    /// unfinished, returns that one instead. Returns the job and its target
+    /// version.
+    ///
+    /// # Errors
+    /// Key-store failures (nothing started).
+    pub async fn rotate_master(&self) -> Result<(JobRecord, u32), Error> {
+        let target = self.keys.master().versions().last().copied().unwrap_or(0) + 1;
+        let job = self
+            .store
+            .create_job(
+                &NewJob {
+                    id: crate::names::random_id(),
+                    kind: JOB_KIND_ROTATE_MASTER.into(),
+                    pseudonym: None,
+                    params: rotate_master_params(target),
+                },
+                true,
+            )
+            .await?;
+        let target = parse_rotate_master_params(&job.params).ok_or_else(|| {
+            Error::Internal(format!("master rotation job {} has bad parameters", job.id))
+        })?;
+        tracing::info!(target: "sealgate::audit", job = %job.id, master_version = target, "master rotation started");
+        self.jobs.schedule(&job.id);
+        Ok((job, target))
+    }
+
+    /// Removes master `version` from the keyring; returns the versions left.
+    ///
+    /// # Errors
+    /// [`Error::MasterVersionNotFound`]; [`Error::FailedPrecondition`] (`MASTER_IN_USE`) for the
+    /// newest version or one a KEK is wrapped under; keyring or key-store
+    /// failures.
+    pub async fn retire_master(&self, version: u32) -> Result<Vec<u32>, Error> {
+        let master = self.keys.master();
+        let versions = master.versions();
+        if !versions.contains(&version) {
+            return Err(Error::MasterVersionNotFound(version));
+        }
+        if versions.last() == Some(&version) {
+            return Err(Error::master_in_use(format!(
+                "master key version {version} is the newest: it wraps new KEKs"
+            )));
+        }
+        let in_use = self
+            .store
+            .kek_counts_by_master()
+            .await?
+            .into_iter()
+            .find(|(m, _)| *m == version)
+            .map_or(0, |(_, n)| n);
+        if in_use > 0 {
+            return Err(Error::master_in_use(format!(
+                "{in_use} KEK versions are wrapped under master key version {version}; \
+                 rotate the master key first"
+            )));
+        }
+        master.retire_version(version).await.map_err(|e| match e {
+            MasterKeyError::UnknownVersion(v) => Error::MasterVersionNotFound(v),
+            MasterKeyError::NewestVersion(_) => Error::master_in_use(e.to_string()),
+            other => Error::from(KeyError::from(other)),
+        })?;
+        self.store
+            .audit(
+                "retire_master",
+                None,
+                &format!("master key version {version} removed from the keyring"),
+            )
+            .await?;
+        tracing::info!(target: "sealgate::audit", master_version = version, "master key version retired");
+        Ok(master.versions())
     }
 }

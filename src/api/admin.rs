@@ -82,6 +82,30 @@ impl pb::key_admin_service_server::KeyAdminService for KeyAdminApi {
         }))
     }
 
+    async fn rotate_master_key(
+        &self,
+        _request: Request<pb::RotateMasterKeyRequest>,
+    ) -> Result<Response<pb::RotateMasterKeyResponse>, Status> {
+        let (job, master_version) = self.admin.rotate_master().await?;
+        Ok(Response::new(pb::RotateMasterKeyResponse {
+            job_id: job.id,
+            master_version,
+        }))
+    }
+
+    async fn retire_master_key(
+        &self,
+        request: Request<pb::RetireMasterKeyRequest>,
+    ) -> Result<Response<pb::RetireMasterKeyResponse>, Status> {
+        let remaining_versions = self
+            .admin
+            .retire_master(request.into_inner().version)
+            .await?;
+        Ok(Response::new(pb::RetireMasterKeyResponse {
+            remaining_versions,
+        }))
+    }
+
     type WatchJobStream = JobStream;
 
     async fn watch_job(

@@ -117,6 +117,10 @@ enum JobsCommand {
 enum KeysCommand {
     /// A user's key versions, without key material.
     Status(keys::StatusArgs),
+    /// Adds a master key version and re-wraps every KEK under it (a job).
+    RotateMaster(keys::RotateMasterArgs),
+    /// Removes an old master key version from the keyring.
+    RetireMaster(keys::RetireMasterArgs),
 }
 
 /// Parses the command line and runs it; the process exit code.
@@ -145,6 +149,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Status(args),
         } => keys::status(args).await,
+        Command::Keys {
+            command: KeysCommand::RotateMaster(args),
+        } => keys::rotate_master(args).await,
+        Command::Keys {
+            command: KeysCommand::RetireMaster(args),
+        } => keys::retire_master(args).await,
         Command::Jobs {
             command: JobsCommand::List(args),
         } => jobs::list(args).await,

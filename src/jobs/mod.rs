@@ -19,6 +19,7 @@
 //! job FAILED.
 
 pub mod gc;
+pub mod rotation;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 
-use crate::keys::store::{JobCheckpoint, JobRecord, JobState, KeyStore, StoreError};
+use crate::keys::store::{
+    JobCheckpoint, JobRecord, JobState, KeyStore, LeasedProgress, StoreError,
+};
 use crate::keys::unix_ms;
 
 /// First retry delay after a transient error.
@@ -119,12 +122,43 @@ impl LeasedJob {
         self.write(checkpoint).await
     }
 
-    /// Notes progress made by a store call that checked the lease and wrote
-    /// the job row itself.
-    pub fn note_progress(&mut self, done: u64, total: u64, cursor: &str) {
+    /// The lease and progress for a store call that commits a batch of
+    /// work and the job's progress in one transaction; after it succeeds,
+    /// [`Self::note_progress`].
+    pub fn progress(&self, done: u64, total: u64, cursor: &str) -> LeasedProgress<'_> {
+        LeasedProgress {
+            id: &self.record.id,
+            owner: &self.owner,
+            until_ms: self.lease_until(),
+            checkpoint: JobCheckpoint {
+                done,
+                total,
+                cursor: cursor.to_string(),
+                last_error: String::new(),
+            },
+        }
+    }
+
+    /// Notes progress that a store call committed with a batch of work;
+    /// `held` is what the call returned (whether the lease was still held).
+    ///
+    /// # Errors
+    /// [`JobError::LeaseLost`] if it was not.
+    pub fn note_progress(
+        &mut self,
+        held: bool,
+        done: u64,
+        total: u64,
+        cursor: &str,
+    ) -> Result<(), JobError> {
+        if !held {
+            return Err(JobError::LeaseLost);
+        }
         self.record.done = done;
         self.record.total = total;
         self.record.cursor = cursor.to_string();
+        self.record.last_error.clear();
+        Ok(())
     }
 
     async fn write(&mut self, c: JobCheckpoint) -> Result<(), JobError> {
@@ -467,12 +501,15 @@ mod tests {
     async fn new_job(store: &dyn KeyStore) -> String {
         let id = crate::names::random_id();
         store
-            .create_job(&NewJob {
-                id: id.clone(),
-                kind: KIND.into(),
-                pseudonym: None,
-                params: "p".into(),
-            })
+            .create_job(
+                &NewJob {
+                    id: id.clone(),
+                    kind: KIND.into(),
+                    pseudonym: None,
+                    params: "p".into(),
+                },
+                false,
+            )
             .await
             .unwrap();
         id

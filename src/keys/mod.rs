@@ -21,7 +21,8 @@ use crate::crypto::keys::{kek_aad, user_key_aad};
 use crate::crypto::{CryptoError, Kek, NamingKey, Pseudonym, UserKey, Wrapped};
 use keyring::{MasterKeyError, MasterKeyProvider};
 use store::{
-    InsertOutcome, KekRecord, KeyStore, StoreError, Tombstone, UserKeyRecord, UserKeyState,
+    InsertOutcome, KekRecord, KekRewrap, KeyStore, StoreError, Tombstone, UserKeyRecord,
+    UserKeyState,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -196,6 +197,54 @@ impl KeyHierarchy {
     /// The key store (for jobs and audit).
     pub fn store(&self) -> &Arc<dyn KeyStore> {
         &self.store
+    }
+
+    /// The master key provider (for rotation and retirement).
+    pub fn master(&self) -> &Arc<dyn MasterKeyProvider> {
+        &self.master
+    }
+
+    /// Up to `limit` KEK versions wrapped under a master version below
+    /// `target`, each unwrapped and wrapped again under the current master
+    /// version (which must be `target` or newer), for
+    /// [`KeyStore::rewrap_keks`]. Empty when every KEK is under `target` or
+    /// newer.
+    ///
+    /// # Errors
+    /// [`KeyError::Unwrap`] if a KEK does not unwrap (corrupt row, missing
+    /// master version) or the current master version is below `target`;
+    /// store failures.
+    pub async fn rewrap_keks_to_master(
+        &self,
+        target: u32,
+        limit: u32,
+    ) -> Result<Vec<KekRewrap>, KeyError> {
+        let records = self.store.keks_below_master(target, limit).await?;
+        let mut rewraps = Vec::with_capacity(records.len());
+        for r in records {
+            let aad = kek_aad(r.shard, r.version);
+            let kek = self
+                .master
+                .unwrap_kek(r.master_version, &r.wrapped, &aad)
+                .await
+                .map_err(|e| {
+                    KeyError::Unwrap(format!("KEK shard {} version {}: {e}", r.shard, r.version))
+                })?;
+            let (to_master, wrapped) = self.master.wrap_kek(&kek, &aad).await?;
+            if to_master < target {
+                return Err(KeyError::Unwrap(format!(
+                    "the keyring's newest master version is {to_master}, below {target}"
+                )));
+            }
+            rewraps.push(KekRewrap {
+                shard: r.shard,
+                version: r.version,
+                from_master: r.master_version,
+                to_master,
+                wrapped,
+            });
+        }
+        Ok(rewraps)
     }
 
     /// The keyed pseudonym of a user id, after checking the id
@@ -459,6 +508,15 @@ mod tests {
     impl MasterKeyProvider for Counting {
         fn current_version(&self) -> u32 {
             self.inner.current_version()
+        }
+        fn versions(&self) -> Vec<u32> {
+            self.inner.versions()
+        }
+        async fn add_version(&self, version: u32) -> Result<(), MasterKeyError> {
+            self.inner.add_version(version)
+        }
+        async fn retire_version(&self, version: u32) -> Result<(), MasterKeyError> {
+            self.inner.retire_version(version)
         }
         async fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<(u32, Vec<u8>), MasterKeyError> {
             self.inner.wrap_kek(kek, aad).await

@@ -34,8 +34,9 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::store::{
-    InsertOutcome, JobCheckpoint, JobRecord, JobState, KekRecord, KeyStore, NewJob, RequestRecord,
-    StoreError, Tombstone, UserKeyRecord, UserKeyState, JOB_KIND_ERASURE_GC,
+    InsertOutcome, JobCheckpoint, JobRecord, JobState, KekRecord, KekRewrap, KeyStore,
+    LeasedProgress, NewJob, RequestRecord, StoreError, Tombstone, UserKeyRecord, UserKeyState,
+    JOB_KIND_ERASURE_GC,
 };
 use crate::crypto::Pseudonym;
 
@@ -579,6 +580,29 @@ impl SqliteKeyStore {
         row.as_ref().map(Self::job_row).transpose()
     }
 
+    /// Records a leased job's progress inside `tx` (whose caller checked
+    /// the lease).
+    async fn write_progress(tx: &mut WriteTx, p: &LeasedProgress<'_>) -> Result<(), StoreError> {
+        let c = &p.checkpoint;
+        sqlx::query(
+            "UPDATE jobs SET done = ?, total = ?, cursor = ?, last_error = ?, lease_until_ms = ?,
+                             updated_at_ms = ?
+             WHERE id = ? AND owner = ?",
+        )
+        .bind(i64::try_from(c.done).unwrap_or(i64::MAX))
+        .bind(i64::try_from(c.total).unwrap_or(i64::MAX))
+        .bind(&c.cursor)
+        .bind(&c.last_error)
+        .bind(p.until_ms)
+        .bind(now_ms())
+        .bind(p.id)
+        .bind(p.owner)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
     /// Whether `owner` holds the lease of unfinished job `id`, inside `tx`.
     async fn holds_lease(tx: &mut WriteTx, id: &str, owner: &str) -> Result<bool, StoreError> {
         Ok(sqlx::query(
@@ -822,9 +846,24 @@ impl KeyStore for SqliteKeyStore {
         rows.iter().map(Self::job_row).collect()
     }
 
-    async fn create_job(&self, job: &NewJob) -> Result<(), StoreError> {
+    async fn create_job(&self, job: &NewJob, exclusive: bool) -> Result<JobRecord, StoreError> {
         let now = now_ms();
         let mut tx = self.begin().await?;
+        if exclusive {
+            let row = sqlx::query(&format!(
+                "{JOB_SELECT} WHERE kind = ? AND state IN ('pending', 'running')
+                 ORDER BY created_at_ms LIMIT 1"
+            ))
+            .bind(&job.kind)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(backend)?;
+            if let Some(row) = row {
+                let existing = Self::job_row(&row)?;
+                tx.commit().await?;
+                return Ok(existing);
+            }
+        }
         sqlx::query(
             "INSERT INTO jobs (id, kind, pseudonym, params, state, created_at_ms, updated_at_ms)
              VALUES (?, ?, ?, ?, 'pending', ?, ?)",
@@ -847,7 +886,73 @@ impl KeyStore for SqliteKeyStore {
         .execute(tx.conn())
         .await
         .map_err(backend)?;
-        tx.commit().await
+        let created = Self::job_in(tx.conn(), &job.id)
+            .await?
+            .ok_or_else(|| StoreError::Backend("job vanished in its own transaction".into()))?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn keks_below_master(
+        &self,
+        master_version: u32,
+        limit: u32,
+    ) -> Result<Vec<KekRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM keks WHERE master_version < ? ORDER BY shard, version LIMIT ?",
+        )
+        .bind(i64::from(master_version))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(Self::kek_row).collect()
+    }
+
+    async fn kek_counts_by_master(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT master_version, COUNT(*) AS n FROM keks GROUP BY master_version ORDER BY master_version",
+        )
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    u32_of(r.get("master_version"))?,
+                    u64::try_from(r.get::<i64, _>("n")).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    async fn rewrap_keks(
+        &self,
+        rewraps: &[KekRewrap],
+        progress: &LeasedProgress<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        if !Self::holds_lease(&mut tx, progress.id, progress.owner).await? {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        for r in rewraps {
+            sqlx::query(
+                "UPDATE keks SET master_version = ?, wrapped = ?
+                 WHERE shard = ? AND version = ? AND master_version = ?",
+            )
+            .bind(i64::from(r.to_master))
+            .bind(&r.wrapped)
+            .bind(i64::from(r.shard))
+            .bind(i64::from(r.version))
+            .bind(i64::from(r.from_master))
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        }
+        Self::write_progress(&mut tx, progress).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn claim_job(

@@ -141,6 +141,38 @@ impl JobState {
 
 /// Kinds of durable jobs.
 pub const JOB_KIND_ERASURE_GC: &str = "erasure_gc";
+/// Master rotation: every KEK re-wrapped under a new master version.
+pub const JOB_KIND_ROTATE_MASTER: &str = "rotate_master";
+
+/// A KEK version re-wrapped under another master version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekRewrap {
+    /// Shard.
+    pub shard: u32,
+    /// KEK version.
+    pub version: u32,
+    /// The master version it was wrapped under (the row is updated only if
+    /// it still is).
+    pub from_master: u32,
+    /// The master version it is wrapped under now.
+    pub to_master: u32,
+    /// The KEK wrapped under `to_master`.
+    pub wrapped: Vec<u8>,
+}
+
+/// A job's lease and the progress to record with a batch of its work, in
+/// the batch's own transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedProgress<'a> {
+    /// The job.
+    pub id: &'a str,
+    /// The lease holder writing.
+    pub owner: &'a str,
+    /// The lease's new expiry.
+    pub until_ms: i64,
+    /// Progress after the batch.
+    pub checkpoint: JobCheckpoint,
+}
 
 /// A durable job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,8 +301,10 @@ pub trait KeyStore: Send + Sync + 'static {
         state: Option<JobState>,
         limit: u32,
     ) -> Result<Vec<JobRecord>, StoreError>;
-    /// Records a new pending job (with an audit record).
-    async fn create_job(&self, job: &NewJob) -> Result<(), StoreError>;
+    /// Records a new pending job (with an audit record) and returns it; if
+    /// `exclusive` and an unfinished job of the same kind exists, records
+    /// nothing and returns that one.
+    async fn create_job(&self, job: &NewJob, exclusive: bool) -> Result<JobRecord, StoreError>;
     /// Takes the lease of an unfinished job for `owner` until `until_ms`, if
     /// nobody holds it (no owner, or a lease ended before `now_ms`) or
     /// `owner` holds it already; the job becomes RUNNING. `None` if the job
@@ -316,6 +350,24 @@ pub trait KeyStore: Send + Sync + 'static {
         done: u64,
         last_error: &str,
     ) -> Result<(), StoreError>;
+    /// KEK versions wrapped under a master version below `master_version`,
+    /// at most `limit`.
+    async fn keks_below_master(
+        &self,
+        master_version: u32,
+        limit: u32,
+    ) -> Result<Vec<KekRecord>, StoreError>;
+    /// How many KEK versions each master version wraps, ascending.
+    async fn kek_counts_by_master(&self) -> Result<Vec<(u32, u64)>, StoreError>;
+    /// In one transaction, if `progress.owner` holds the job's lease:
+    /// applies each re-wrap whose row is still wrapped under its
+    /// `from_master`, and records the job's progress. False (nothing
+    /// written) if the lease is lost.
+    async fn rewrap_keks(
+        &self,
+        rewraps: &[KekRewrap],
+        progress: &LeasedProgress<'_>,
+    ) -> Result<bool, StoreError>;
     /// Appends to the audit trail. `pseudonym` is the only user reference an
     /// audit record may hold.
     async fn audit(

@@ -28,11 +28,12 @@ use crate::content::{Content, Limits};
 use crate::deployment;
 use crate::erasure::Erasure;
 use crate::jobs::gc::ErasureGc;
+use crate::jobs::rotation::RotateMaster;
 use crate::jobs::{JobRunner, JobSettings};
 use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
 use crate::keys::sqlite::SqliteKeyStore;
-use crate::keys::store::{KeyStore, JOB_KIND_ERASURE_GC};
+use crate::keys::store::{KeyStore, JOB_KIND_ERASURE_GC, JOB_KIND_ROTATE_MASTER};
 use crate::keys::{CachePolicy, KeyHierarchy};
 
 /// HTTP/2 receive window per stream.
@@ -144,6 +145,10 @@ impl Gateway {
         .handler(
             JOB_KIND_ERASURE_GC,
             Arc::new(ErasureGc::new(blob.clone(), config.spaces.clone())),
+        )
+        .handler(
+            JOB_KIND_ROTATE_MASTER,
+            Arc::new(RotateMaster::new(keys.clone())),
         )
         .start();
         let content = Arc::new(Content::new(

@@ -475,12 +475,15 @@ async fn jobs_list_and_watch() {
             .await
             .unwrap();
         store
-            .create_job(&NewJob {
-                id: failing.clone(),
-                kind: "from_the_future".into(),
-                pseudonym: None,
-                params: String::new(),
-            })
+            .create_job(
+                &NewJob {
+                    id: failing.clone(),
+                    kind: "from_the_future".into(),
+                    pseudonym: None,
+                    params: String::new(),
+                },
+                false,
+            )
             .await
             .unwrap();
         store.close().await;
@@ -518,4 +521,71 @@ async fn jobs_list_and_watch() {
     assert!(listed
         .lines()
         .any(|l| l.starts_with(&failing) && l.contains("\tFAILED\t")));
+}
+
+/// `sealgate keys rotate-master --wait` follows the job to DONE and exits
+/// 0; when the job FAILS (a KEK row that does not unwrap) it exits
+/// non-zero with the job's error. `retire-master` refuses a version in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_master_wait_and_retire() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    crate::gateway::put(&mut c, "cli-master", "moments", "a", b"bytes", 5)
+        .await
+        .unwrap();
+    let ep = gw.endpoint();
+    let ep2 = ep.clone();
+    let (rotated, in_use, retired) = tokio::task::spawn_blocking(move || {
+        let ep = ep2.as_str();
+        let rotated = ok(&sealgate(&[
+            "keys",
+            "rotate-master",
+            "--wait",
+            "--endpoint",
+            ep,
+        ]));
+        let in_use = sealgate(&["keys", "retire-master", "--version", "2", "--endpoint", ep]);
+        let retired = ok(&sealgate(&[
+            "keys",
+            "retire-master",
+            "--version",
+            "1",
+            "--endpoint",
+            ep,
+        ]));
+        (rotated, in_use, retired)
+    })
+    .await
+    .unwrap();
+    assert!(rotated.contains("master_version: 2\n"), "{rotated}");
+    assert!(!in_use.status.success());
+    assert!(
+        String::from_utf8_lossy(&in_use.stderr).contains("FailedPrecondition"),
+        "{in_use:?}"
+    );
+    assert_eq!(retired, "master_versions: 2\n");
+
+    // A KEK row that no longer unwraps: the next rotation fails for good.
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        gw.data_dir.join("keys.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE keks SET wrapped = zeroblob(length(wrapped))")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let failed = tokio::task::spawn_blocking(move || {
+        sealgate(&["keys", "rotate-master", "--wait", "--endpoint", &ep])
+    })
+    .await
+    .unwrap();
+    assert!(!failed.status.success(), "--wait exits non-zero on FAILED");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("(rotate_master) FAILED:") && stderr.contains("KEK shard"),
+        "{stderr}"
+    );
 }

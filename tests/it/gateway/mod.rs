@@ -67,6 +67,7 @@ mod feeds;
 mod finish;
 mod jobs;
 mod key_store_faults;
+mod master_rotation;
 pub mod mtls;
 mod preconditions;
 mod roundtrip;
