@@ -38,7 +38,18 @@ pub fn spawn_serve(
     data_dir: &Path,
     listen: &str,
 ) -> (Child, mpsc::Receiver<Result<SocketAddr, String>>) {
+    spawn_serve_env(data_dir, listen, &[])
+}
+
+/// [`spawn_serve`] with configuration overrides in the environment
+/// (`SEALGATE_*`).
+pub fn spawn_serve_env(
+    data_dir: &Path,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<Result<SocketAddr, String>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .envs(env.iter().copied())
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)

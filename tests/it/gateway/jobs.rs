@@ -223,3 +223,113 @@ async fn two_gateways_on_one_key_store_run_each_job_once() {
     })
     .await;
 }
+
+/// The real binary, SIGKILLed while it runs a job: a garbage collection
+/// that deleted the user's objects in one space (checkpointed) and is
+/// retrying a failing listing of the next. A new process takes the job
+/// over when the dead one's lease ends and finishes it from the
+/// checkpoint: the count of deleted objects is that of the first process,
+/// which a restart from zero could not know (the objects are gone).
+/// A child process killed when dropped (also when a test fails).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_resumes_from_its_checkpoint_after_sigkill() {
+    const OBJECTS: usize = 5;
+    const READY: Duration = Duration::from_secs(30);
+    const ENV: &[(&str, &str)] = &[
+        ("SEALGATE_JOBS_LEASE_SECONDS", "2"),
+        ("SEALGATE_JOBS_POLL_SECONDS", "1"),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path();
+    let start = || {
+        let (child, ready) = crate::support::spawn_serve_env(data_dir, "127.0.0.1:0", ENV);
+        let addr = match ready.recv_timeout(READY) {
+            Ok(Ok(addr)) => addr,
+            other => panic!("sealgate not listening: {other:?}"),
+        };
+        (Child(child), addr)
+    };
+    let channel = |addr: std::net::SocketAddr| async move {
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    };
+
+    let (mut first, addr) = start();
+    let mut c = ContentServiceClient::new(channel(addr).await);
+    for i in 0..OBJECTS {
+        put(&mut c, "killed", "moments", &format!("o{i}"), b"bytes", 5)
+            .await
+            .expect("put");
+    }
+    let mut admin = KeyAdminServiceClient::new(channel(addr).await);
+    let p = admin
+        .key_status(pb::KeyStatusRequest {
+            user_id: "killed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pseudonym;
+    // The user's directory in the second space is a file: listing it fails
+    // (a transient error) until it is removed.
+    let blocker = data_dir.join("objects").join("channels").join(&p);
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a directory").unwrap();
+
+    let receipt = ErasureServiceClient::new(channel(addr).await)
+        .erase_user(pb::EraseUserRequest {
+            user_id: "killed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job_id = receipt.gc_job_id;
+    let mut stream = admin
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let p = stream.message().await.unwrap().expect("job still running");
+        assert_ne!(p.state, pb::JobState::Done as i32, "{p:?}");
+        if p.done == OBJECTS as u64 && !p.last_error.is_empty() {
+            assert_eq!(p.state, pb::JobState::Running as i32);
+            break;
+        }
+    }
+    first.0.kill().expect("SIGKILL");
+    let status = first.0.wait().unwrap();
+    assert!(!status.success(), "killed: {status:?}");
+
+    std::fs::remove_file(&blocker).unwrap();
+    let (second, addr) = start();
+    let mut admin = KeyAdminServiceClient::new(channel(addr).await);
+    let mut stream = admin
+        .watch_job(pb::WatchJobRequest { job_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(p) = stream.message().await.unwrap() {
+        last = Some(p);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.state, pb::JobState::Done as i32, "{last:?}");
+    assert_eq!(last.done, OBJECTS as u64, "resumed from the checkpoint");
+    assert!(last.last_error.is_empty(), "{last:?}");
+    drop(second);
+}
