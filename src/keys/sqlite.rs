@@ -1153,3 +1153,51 @@ impl KeyStore for SqliteKeyStore {
         self.pool.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key store from before job leases: its jobs table gains the new
+    /// columns at open, and its unfinished job can be leased and resumed.
+    #[tokio::test]
+    async fn a_jobs_table_from_before_leases_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        {
+            let options = SqliteConnectOptions::from_str("sqlite://")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE jobs (
+                    id TEXT PRIMARY KEY, kind TEXT NOT NULL, pseudonym TEXT,
+                    state TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT NOT NULL DEFAULT '', created_at_ms INTEGER NOT NULL,
+                    updated_at_ms INTEGER NOT NULL);
+                 INSERT INTO jobs (id, kind, state, done, created_at_ms, updated_at_ms)
+                 VALUES ('old', 'erasure_gc', 'running', 7, 1, 1);",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteKeyStore::open(&path).await.unwrap();
+        let job = store.job("old").await.unwrap().unwrap();
+        assert_eq!((job.state, job.done, job.total), (JobState::Running, 7, 0));
+        assert_eq!((job.owner, job.lease_until_ms), (None, 0));
+        let claimed = store
+            .claim_job("old", "me", 10, 20)
+            .await
+            .unwrap()
+            .expect("claimable");
+        assert_eq!((claimed.done, claimed.owner.as_deref()), (7, Some("me")));
+        assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
+        store.close().await;
+        // Opening again changes nothing more.
+        let store = SqliteKeyStore::open(&path).await.unwrap();
+        assert_eq!(store.job("old").await.unwrap().unwrap().done, 7);
+    }
+}
