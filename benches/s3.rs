@@ -282,6 +282,7 @@ async fn main() {
     )
     .key_status(pb::KeyStatusRequest {
         user_id: "list-user".into(),
+        ..Default::default()
     })
     .await
     .unwrap()

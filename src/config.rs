@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -20,6 +21,8 @@ const SECTIONS: &[&str] = &[
     "master",
     "cache",
     "limits",
+    "jobs",
+    "keys",
     "tls",
 ];
 
@@ -134,6 +137,10 @@ pub struct Config {
     pub cache: Cache,
     /// Size limits.
     pub limits: Limits,
+    /// Durable jobs.
+    pub jobs: Jobs,
+    /// The key schedule.
+    pub keys: Keys,
     /// TLS with client certificates (required for a non-loopback listen
     /// address).
     pub tls: Option<Tls>,
@@ -156,6 +163,8 @@ impl Default for Config {
             master: Master::default(),
             cache: Cache::default(),
             limits: Limits::default(),
+            jobs: Jobs::default(),
+            keys: Keys::default(),
             tls: None,
             principals: Vec::new(),
         }
@@ -290,6 +299,58 @@ impl Default for Limits {
             max_item_bytes: 64 * 1024,
             max_response_bytes: 4 << 20,
         }
+    }
+}
+
+/// `[jobs]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    /// How long a job's lease lasts unrenewed: how soon another process
+    /// takes over the job of one that died.
+    pub lease_seconds: u64,
+    /// How often the key store is scanned for jobs nobody runs.
+    pub poll_seconds: u64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self {
+            lease_seconds: 30,
+            poll_seconds: 5,
+        }
+    }
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keys {
+    /// No KEK version and no master key version outlives this many days
+    /// (fractions allowed): the background schedule rotates each shard's
+    /// KEK and the master key at half this age and destroys the old
+    /// versions. It bounds the erasure horizon: how long a copy of the key
+    /// store taken before an erasure can still open the user's keys. 0
+    /// turns the schedule off.
+    pub kek_max_age_days: f64,
+    /// How often the schedule looks for keys due for rotation.
+    pub schedule_check_seconds: u64,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            kek_max_age_days: 30.0,
+            schedule_check_seconds: 600,
+        }
+    }
+}
+
+impl Keys {
+    /// The maximum KEK age, `None` when the schedule is off.
+    pub fn kek_max_age(&self) -> Option<Duration> {
+        (self.kek_max_age_days > 0.0)
+            .then(|| Duration::from_secs_f64(self.kek_max_age_days * 86_400.0))
     }
 }
 
@@ -432,6 +493,20 @@ impl Config {
         }
         if self.keystore.shards == 0 {
             return Err("keystore.shards must be at least 1".into());
+        }
+        if !self.keys.kek_max_age_days.is_finite()
+            || !(0.0..=36_500.0).contains(&self.keys.kek_max_age_days)
+        {
+            return Err("keys.kek_max_age_days must be between 0 (off) and 36500".into());
+        }
+        if self.keys.schedule_check_seconds == 0 {
+            return Err("keys.schedule_check_seconds must be at least 1".into());
+        }
+        if self.jobs.lease_seconds < 2 {
+            return Err("jobs.lease_seconds must be at least 2".into());
+        }
+        if self.jobs.poll_seconds == 0 {
+            return Err("jobs.poll_seconds must be at least 1".into());
         }
         if self.blob.backend == BlobBackend::Fs {
             crate::residency::check_local(&self.blob.region, &self.residency.allowed_regions)?;

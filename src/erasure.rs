@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::crypto::Pseudonym;
 use crate::error::{Error, Reason};
-use crate::jobs::gc::GcRunner;
+use crate::jobs::JobRunner;
 use crate::keys::store::{AuditEntry, JobRecord, KeyStore, Tombstone};
 use crate::keys::KeyHierarchy;
 
@@ -18,7 +18,7 @@ use crate::keys::KeyHierarchy;
 pub struct Erasure {
     keys: Arc<KeyHierarchy>,
     store: Arc<dyn KeyStore>,
-    gc: GcRunner,
+    jobs: JobRunner,
 }
 
 /// What GetErasure reports.
@@ -32,8 +32,8 @@ pub struct ErasureStatus {
 
 impl Erasure {
     /// Builds the service.
-    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>, gc: GcRunner) -> Self {
-        Self { keys, store, gc }
+    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>, jobs: JobRunner) -> Self {
+        Self { keys, store, jobs }
     }
 
     fn pseudonym(&self, user_id: &str) -> Result<Pseudonym, Error> {
@@ -91,8 +91,14 @@ impl Erasure {
             job = %tombstone.gc_job_id,
             "user erased"
         );
-        self.gc.schedule(&tombstone.gc_job_id);
+        self.jobs.schedule(&tombstone.gc_job_id);
         Ok(tombstone)
+    }
+
+    /// When a key-store copy from before this erasure stops opening the
+    /// user's keys under the current key schedule; `None` without one.
+    pub fn backup_horizon_ms(&self, t: &Tombstone) -> Option<i64> {
+        self.keys.backup_horizon_ms(t.erased_at_ms)
     }
 
     /// The receipt and garbage-collection progress of a user's erasure.

@@ -20,6 +20,13 @@ pub enum Reason {
     ObjectNotFound,
     /// NOT_FOUND: no erasure is recorded for the user.
     ErasureNotFound,
+    /// NOT_FOUND: no job has that id.
+    JobNotFound,
+    /// NOT_FOUND: the keyring holds no such master key version.
+    MasterVersionNotFound,
+    /// FAILED_PRECONDITION: a master version still wraps a KEK, or is the
+    /// newest (it wraps new KEKs).
+    MasterInUse,
     /// FAILED_PRECONDITION: the user is erased.
     UserErased,
     /// DATA_LOSS: a stored object failed its integrity check.
@@ -94,6 +101,9 @@ impl Reason {
         match self {
             Self::ObjectNotFound => "OBJECT_NOT_FOUND",
             Self::ErasureNotFound => "ERASURE_NOT_FOUND",
+            Self::JobNotFound => "JOB_NOT_FOUND",
+            Self::MasterVersionNotFound => "MASTER_VERSION_NOT_FOUND",
+            Self::MasterInUse => "MASTER_IN_USE",
             Self::UserErased => "USER_ERASED",
             Self::IntegrityFailure => "INTEGRITY_FAILURE",
             Self::InvalidObjectId => "INVALID_OBJECT_ID",
@@ -145,6 +155,12 @@ pub enum Error {
     /// No erasure is recorded for the user.
     #[error("no erasure recorded for this user")]
     ErasureNotFound,
+    /// No job has that id.
+    #[error("no job with this id")]
+    JobNotFound,
+    /// The keyring holds no such master key version.
+    #[error("master key version {0} is not in the keyring")]
+    MasterVersionNotFound(u32),
     /// A create-only write found the object id taken.
     #[error("object already exists")]
     AlreadyExists,
@@ -218,6 +234,14 @@ pub fn quote(input: &str) -> String {
 }
 
 impl Error {
+    /// A master version that cannot be retired: what still uses it.
+    pub fn master_in_use(message: impl Into<String>) -> Self {
+        Self::FailedPrecondition {
+            reason: Reason::MasterInUse,
+            message: message.into(),
+        }
+    }
+
     /// A malformed request field.
     pub fn invalid(reason: Reason, field: &'static str, message: impl Into<String>) -> Self {
         Self::InvalidArgument {
@@ -254,6 +278,8 @@ impl Error {
             | Self::PermissionDenied { reason, .. } => *reason,
             Self::NotFound => Reason::ObjectNotFound,
             Self::ErasureNotFound => Reason::ErasureNotFound,
+            Self::JobNotFound => Reason::JobNotFound,
+            Self::MasterVersionNotFound(_) => Reason::MasterVersionNotFound,
             Self::AlreadyExists => Reason::AlreadyExists,
             Self::UserErased => Reason::UserErased,
             Self::DataLoss => Reason::IntegrityFailure,

@@ -1,20 +1,38 @@
-//! Key administration: what ops may learn and do about keys, never key
-//! material. Today: the status of a user's keys.
+//! Key administration: what ops may learn and do about keys and the durable
+//! jobs that rotate them, never key material.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::error::Error;
-use crate::keys::{KeyHierarchy, UserKeyStatus};
+use crate::error::{Error, Reason};
+use crate::jobs::rotation::{
+    parse_rotate_master_params, rotate_kek_params, rotate_master_params, KekShards,
+};
+use crate::jobs::JobRunner;
+use crate::keys::keyring::MasterKeyError;
+use crate::keys::store::{
+    AuditEntry, JobRecord, JobState, KeyStore, NewJob, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
+};
+use crate::keys::{unix_ms, KeyError, KeyHierarchy, UserKeyStatus};
+
+/// Jobs listed when the caller names no limit.
+pub const DEFAULT_JOB_LIST: u32 = 100;
+/// Most jobs one listing returns.
+pub const MAX_JOB_LIST: u32 = 1000;
+/// How often a watched job is read again.
+const WATCH_POLL: Duration = Duration::from_millis(200);
 
 /// The key-administration service.
 pub struct KeyAdmin {
     keys: Arc<KeyHierarchy>,
+    store: Arc<dyn KeyStore>,
+    jobs: JobRunner,
 }
 
 impl KeyAdmin {
     /// Builds the service.
-    pub fn new(keys: Arc<KeyHierarchy>) -> Self {
-        Self { keys }
+    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>, jobs: JobRunner) -> Self {
+        Self { keys, store, jobs }
     }
 
     /// A user's key versions and erasure state, without key material.
@@ -28,4 +46,340 @@ impl KeyAdmin {
             .map_err(|e| Error::invalid_name("user_id", e))?;
         Ok(self.keys.status(&p).await?)
     }
+
+    /// As [`Self::user_status`], for a user named by pseudonym (64 hex
+    /// digits), as audit records and receipts name them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a malformed pseudonym; key-store
+    /// failures.
+    pub async fn pseudonym_status(&self, pseudonym: &str) -> Result<UserKeyStatus, Error> {
+        let p = crate::crypto::Pseudonym::from_hex(pseudonym).map_err(|_| {
+            Error::invalid(
+                Reason::InvalidRequest,
+                "pseudonym",
+                format!(
+                    "pseudonym {} is not 64 hex digits",
+                    crate::error::quote(pseudonym)
+                ),
+            )
+        })?;
+        Ok(self.keys.status(&p).await?)
+    }
+
+    /// The newest jobs, newest first: `limit` of them (0: the default,
+    /// capped at [`MAX_JOB_LIST`]), optionally in one state only.
+    ///
+    /// # Errors
+    /// Key-store failures.
+    pub async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, Error> {
+        let limit = match limit {
+            0 => DEFAULT_JOB_LIST,
+            n => n.min(MAX_JOB_LIST),
+        };
+        Ok(self.store.list_jobs(state, limit).await?)
+    }
+
+    /// A job by id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an id no job can have;
+    /// [`Error::JobNotFound`]; key-store failures.
+    pub async fn job(&self, id: &str) -> Result<JobRecord, Error> {
+        if crate::names::check_name(id).is_err() {
+            return Err(Error::invalid(
+                Reason::InvalidRequest,
+                "job_id",
+                format!("job_id {} is not a job id", crate::error::quote(id)),
+            ));
+        }
+        self.store.job(id).await?.ok_or(Error::JobNotFound)
+    }
+
+    /// The job once it differs from `seen` (at once if `seen` is `None`):
+    /// its state, progress or last error.
+    ///
+    /// # Errors
+    /// As [`Self::job`].
+    pub async fn job_change(&self, id: &str, seen: Option<&JobRecord>) -> Result<JobRecord, Error> {
+        loop {
+            let job = self.job(id).await?;
+            let changed = seen.is_none_or(|s| {
+                (s.state, s.done, s.total, &s.last_error)
+                    != (job.state, job.done, job.total, &job.last_error)
+            });
+            if changed {
+                return Ok(job);
+            }
+            tokio::time::sleep(WATCH_POLL).await;
+        }
+    }
+
+    /// Starts a master rotation: a job that adds master version newest + 1
+    /// and re-wraps every KEK under it. While a master rotation is
+    /// unfinished, returns that one instead. Returns the job and its target
+    /// version.
+    ///
+    /// The request is on the audit trail, as `principal`'s, before
+    /// anything starts; the job's end is recorded when it ends.
+    ///
+    /// # Errors
+    /// Key-store failures (nothing started).
+    pub async fn rotate_master(&self, principal: &str) -> Result<(JobRecord, u32), Error> {
+        let target = self.keys.master().versions().last().copied().unwrap_or(0) + 1;
+        self.store
+            .audit(&AuditEntry {
+                at_ms: unix_ms(),
+                principal: principal.into(),
+                action: "rotate_master".into(),
+                pseudonym: None,
+                outcome: "ok".into(),
+                detail: format!("requested: KEKs to master key version {target}"),
+            })
+            .await?;
+        let job = self
+            .store
+            .create_job(
+                &NewJob {
+                    id: crate::names::random_id(),
+                    kind: JOB_KIND_ROTATE_MASTER.into(),
+                    pseudonym: None,
+                    params: rotate_master_params(target),
+                },
+                true,
+            )
+            .await?;
+        let target = parse_rotate_master_params(&job.params).ok_or_else(|| {
+            Error::Internal(format!("master rotation job {} has bad parameters", job.id))
+        })?;
+        tracing::info!(target: "sealgate::audit", job = %job.id, master_version = target, "master rotation started");
+        self.jobs.schedule(&job.id);
+        Ok((job, target))
+    }
+
+    /// Removes master `version` from the keyring; returns the versions left.
+    ///
+    /// # Errors
+    /// [`Error::MasterVersionNotFound`]; [`Error::FailedPrecondition`] (`MASTER_IN_USE`) for the
+    /// newest version or one a KEK is wrapped under; keyring or key-store
+    /// failures.
+    pub async fn retire_master(&self, principal: &str, version: u32) -> Result<Vec<u32>, Error> {
+        let master = self.keys.master();
+        let versions = master.versions();
+        if !versions.contains(&version) {
+            return Err(Error::MasterVersionNotFound(version));
+        }
+        if versions.last() == Some(&version) {
+            return Err(Error::master_in_use(format!(
+                "master key version {version} is the newest: it wraps new KEKs"
+            )));
+        }
+        let in_use = self
+            .store
+            .kek_counts_by_master()
+            .await?
+            .into_iter()
+            .find(|(m, _)| *m == version)
+            .map_or(0, |(_, n)| n);
+        if in_use > 0 {
+            return Err(Error::master_in_use(format!(
+                "{in_use} KEK versions are wrapped under master key version {version}; \
+                 rotate the master key first"
+            )));
+        }
+        master.retire_version(version).await.map_err(|e| match e {
+            MasterKeyError::UnknownVersion(v) => Error::MasterVersionNotFound(v),
+            MasterKeyError::NewestVersion(_) => Error::master_in_use(e.to_string()),
+            other => Error::from(KeyError::from(other)),
+        })?;
+        self.store
+            .audit(&AuditEntry {
+                at_ms: unix_ms(),
+                principal: principal.into(),
+                action: "retire_master".into(),
+                pseudonym: None,
+                outcome: "ok".into(),
+                detail: format!("master key version {version} removed from the keyring"),
+            })
+            .await?;
+        tracing::info!(target: "sealgate::audit", master_version = version, "master key version retired");
+        Ok(master.versions())
+    }
+
+    /// Starts a KEK rotation of `shards`, recorded as `principal`'s
+    /// request. While a KEK rotation is unfinished, returns that one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no shards or a shard past
+    /// `keystore.shards`; key-store failures (nothing started).
+    pub async fn rotate_kek(&self, principal: &str, shards: KekShards) -> Result<JobRecord, Error> {
+        if let KekShards::Some(list) = &shards {
+            if list.is_empty() {
+                return Err(Error::invalid(
+                    Reason::InvalidRequest,
+                    "shards",
+                    "name the shards to rotate, or all",
+                ));
+            }
+            if let Some(s) = list.iter().find(|s| **s >= self.keys.shards()) {
+                return Err(Error::invalid(
+                    Reason::InvalidRequest,
+                    "shards",
+                    format!(
+                        "shard {s} does not exist: shards are 0 to {}",
+                        self.keys.shards() - 1
+                    ),
+                ));
+            }
+        }
+        let params = rotate_kek_params(&shards);
+        self.store
+            .audit(&AuditEntry {
+                at_ms: unix_ms(),
+                principal: principal.into(),
+                action: "rotate_kek".into(),
+                pseudonym: None,
+                outcome: "ok".into(),
+                detail: format!("requested: {params}"),
+            })
+            .await?;
+        let job = self
+            .store
+            .create_job(
+                &NewJob {
+                    id: crate::names::random_id(),
+                    kind: JOB_KIND_ROTATE_KEK.into(),
+                    pseudonym: None,
+                    params,
+                },
+                true,
+            )
+            .await?;
+        tracing::info!(target: "sealgate::audit", job = %job.id, params = %job.params, "KEK rotation started");
+        self.jobs.schedule(&job.id);
+        Ok(job)
+    }
+
+    /// The key hierarchy as a whole, without key material.
+    ///
+    /// # Errors
+    /// Key-store failures.
+    pub async fn hierarchy_status(&self) -> Result<HierarchyStatus, Error> {
+        let counts = self.store.kek_counts_by_master().await?;
+        let masters = self
+            .keys
+            .master()
+            .versions()
+            .into_iter()
+            .map(|v| {
+                let n = counts.iter().find(|(m, _)| *m == v).map_or(0, |(_, n)| *n);
+                (v, n)
+            })
+            .collect();
+        let infos = self.store.kek_infos().await?;
+        let mut per_shard = std::collections::BTreeMap::<u32, u32>::new();
+        for i in &infos {
+            *per_shard.entry(i.shard).or_default() += 1;
+        }
+        Ok(HierarchyStatus {
+            masters,
+            shards: self.keys.shards(),
+            shards_with_kek: u32::try_from(per_shard.len()).unwrap_or(u32::MAX),
+            kek_versions: infos.len() as u64,
+            max_kek_versions_per_shard: per_shard.values().copied().max().unwrap_or(0),
+            oldest_kek_created_ms: infos.iter().map(|i| i.created_at_ms).min(),
+            kek_max_age: self.keys.kek_max_age(),
+        })
+    }
+
+    /// One pass of the key schedule (`keys.kek_max_age_days`; nothing when
+    /// it is off). At half the maximum age the master key is rotated and
+    /// each shard's KEK too; master versions no KEK is wrapped under any
+    /// more are retired. So no KEK version and no master version lives
+    /// longer than the maximum age, as long as the rotations themselves
+    /// finish within half of it.
+    ///
+    /// # Errors
+    /// Key-store or keyring failures (the next pass tries again).
+    pub async fn schedule_pass(&self) -> Result<(), Error> {
+        let Some(max_age) = self.keys.kek_max_age() else {
+            return Ok(());
+        };
+        let due_ms = i64::try_from((max_age / 2).as_millis()).unwrap_or(i64::MAX);
+        let now = unix_ms();
+        let master = self.keys.master().clone();
+        // The master: its versions' ages are kept in the store, from when
+        // the schedule first saw each.
+        if let Some(&newest) = master.versions().last() {
+            let seen = self
+                .store
+                .set_meta_if_absent(&format!("master_seen:{newest}"), &now.to_string())
+                .await?;
+            let seen: i64 = seen.parse().unwrap_or(now);
+            if now.saturating_sub(seen) >= due_ms {
+                self.rotate_master("schedule").await?;
+            }
+        }
+        let rotating_master = self
+            .store
+            .unfinished_jobs()
+            .await?
+            .iter()
+            .any(|j| j.kind == JOB_KIND_ROTATE_MASTER);
+        if !rotating_master {
+            let counts = self.store.kek_counts_by_master().await?;
+            let versions = master.versions();
+            for v in versions.iter().take(versions.len().saturating_sub(1)) {
+                if counts.iter().all(|(m, n)| *m != *v || *n == 0) {
+                    self.retire_master("schedule", *v).await?;
+                }
+            }
+        }
+        // KEKs: each shard whose oldest live version is due.
+        let mut oldest = std::collections::BTreeMap::<u32, i64>::new();
+        for i in self.store.kek_infos().await? {
+            let e = oldest.entry(i.shard).or_insert(i.created_at_ms);
+            *e = (*e).min(i.created_at_ms);
+        }
+        let due: Vec<u32> = oldest
+            .into_iter()
+            .filter(|(_, created)| now.saturating_sub(*created) >= due_ms)
+            .map(|(shard, _)| shard)
+            .collect();
+        if !due.is_empty() {
+            let running = self
+                .store
+                .unfinished_jobs()
+                .await?
+                .iter()
+                .any(|j| j.kind == JOB_KIND_ROTATE_KEK);
+            if !running {
+                self.rotate_kek("schedule", KekShards::Some(due)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What KeyStatus reports about the hierarchy as a whole.
+#[derive(Debug, Clone)]
+pub struct HierarchyStatus {
+    /// Master versions in the keyring with the KEK versions under each.
+    pub masters: Vec<(u32, u64)>,
+    /// Configured shards.
+    pub shards: u32,
+    /// Shards that have a KEK.
+    pub shards_with_kek: u32,
+    /// Live KEK versions.
+    pub kek_versions: u64,
+    /// Most KEK versions of one shard.
+    pub max_kek_versions_per_shard: u32,
+    /// Creation time of the oldest live KEK version.
+    pub oldest_kek_created_ms: Option<i64>,
+    /// The schedule's maximum age: the erasure horizon.
+    pub kek_max_age: Option<Duration>,
 }

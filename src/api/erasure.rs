@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::pb;
+use super::{job_progress, pb};
 use crate::erasure::Erasure;
-use crate::keys::store::{JobState, Tombstone};
+use crate::keys::store::Tombstone;
 
 /// The ErasureService implementation.
 pub struct ErasureApi {
@@ -20,21 +20,13 @@ impl ErasureApi {
     }
 }
 
-fn receipt(t: &Tombstone) -> pb::EraseReceipt {
+fn receipt(t: &Tombstone, horizon: Option<i64>) -> pb::EraseReceipt {
     pb::EraseReceipt {
+        backup_horizon_unix_ms: horizon.unwrap_or(0),
         pseudonym: t.pseudonym.to_string(),
         erased_at_unix_ms: t.erased_at_ms,
         destroyed_key_versions: t.destroyed_versions.clone(),
         gc_job_id: t.gc_job_id.clone(),
-    }
-}
-
-fn job_state(s: JobState) -> pb::JobState {
-    match s {
-        JobState::Pending => pb::JobState::Pending,
-        JobState::Running => pb::JobState::Running,
-        JobState::Done => pb::JobState::Done,
-        JobState::Failed => pb::JobState::Failed,
     }
 }
 
@@ -49,7 +41,10 @@ impl pb::erasure_service_server::ErasureService for ErasureApi {
             .erasure
             .erase(caller.name(), &request.into_inner().user_id)
             .await?;
-        Ok(Response::new(receipt(&tombstone)))
+        Ok(Response::new(receipt(
+            &tombstone,
+            self.erasure.backup_horizon_ms(&tombstone),
+        )))
     }
 
     async fn get_erasure(
@@ -58,13 +53,11 @@ impl pb::erasure_service_server::ErasureService for ErasureApi {
     ) -> Result<Response<pb::ErasureStatus>, Status> {
         let status = self.erasure.status(&request.into_inner().user_id).await?;
         Ok(Response::new(pb::ErasureStatus {
-            receipt: Some(receipt(&status.tombstone)),
-            gc: status.gc.map(|j| pb::JobProgress {
-                job_id: j.id,
-                state: job_state(j.state) as i32,
-                done: j.done,
-                last_error: j.last_error,
-            }),
+            receipt: Some(receipt(
+                &status.tombstone,
+                self.erasure.backup_horizon_ms(&status.tombstone),
+            )),
+            gc: status.gc.map(job_progress),
         }))
     }
 }

@@ -20,7 +20,10 @@ impl From<Error> for Status {
                 details.add_bad_request_violation(field, message.clone());
                 (Code::InvalidArgument, message)
             }
-            Error::NotFound | Error::ErasureNotFound => (Code::NotFound, e.to_string()),
+            Error::NotFound
+            | Error::ErasureNotFound
+            | Error::JobNotFound
+            | Error::MasterVersionNotFound(_) => (Code::NotFound, e.to_string()),
             Error::AlreadyExists => (Code::AlreadyExists, e.to_string()),
             Error::UserErased => (Code::FailedPrecondition, e.to_string()),
             Error::FailedPrecondition { message, .. } => (Code::FailedPrecondition, message),

@@ -24,3 +24,25 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/sealgate_descriptor.bin"));
 }
+
+use crate::keys::store::{JobRecord, JobState};
+
+/// A job as the proto reports it (ListJobs, WatchJob, GetErasure).
+pub(crate) fn job_progress(j: JobRecord) -> pb::JobProgress {
+    let state = match j.state {
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Running => pb::JobState::Running,
+        JobState::Done => pb::JobState::Done,
+        JobState::Failed => pb::JobState::Failed,
+    };
+    pb::JobProgress {
+        job_id: j.id,
+        state: state as i32,
+        done: j.done,
+        last_error: j.last_error,
+        kind: j.kind,
+        total: j.total,
+        created_at_unix_ms: j.created_at_ms,
+        updated_at_unix_ms: j.updated_at_ms,
+    }
+}

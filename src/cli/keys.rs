@@ -1,4 +1,5 @@
-//! `sealgate keys status`: prints a user's key versions, without key material.
+//! `sealgate keys ...`: key status (never key material), master rotation
+//! and retirement, KEK rotation.
 
 use super::{connect, Endpoint};
 use crate::api::pb;
@@ -8,17 +9,53 @@ use pb::key_admin_service_client::KeyAdminServiceClient;
 pub(super) struct StatusArgs {
     #[command(flatten)]
     endpoint: Endpoint,
+    /// A user's key versions.
+    #[arg(long, conflicts_with = "pseudonym")]
+    user: Option<String>,
+    /// A user's key versions, by pseudonym (as receipts and the audit
+    /// trail name users).
     #[arg(long)]
-    user: String,
+    pseudonym: Option<String>,
 }
 
+/// `sealgate keys status [--user U | --pseudonym P]`: one `name: value`
+/// line each; without a user, the hierarchy as a whole.
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let StatusArgs { endpoint, user } = args;
+    let StatusArgs {
+        endpoint,
+        user,
+        pseudonym,
+    } = args;
     let mut client = KeyAdminServiceClient::new(connect(&endpoint).await?);
     let r = client
-        .key_status(pb::KeyStatusRequest { user_id: user })
+        .key_status(pb::KeyStatusRequest {
+            user_id: user.unwrap_or_default(),
+            pseudonym: pseudonym.unwrap_or_default(),
+        })
         .await?
         .into_inner();
+    if let Some(h) = r.hierarchy {
+        for m in &h.masters {
+            println!(
+                "master_version: {} kek_versions={}",
+                m.version, m.kek_versions
+            );
+        }
+        println!("shards: {} with_kek={}", h.shards, h.shards_with_kek);
+        println!(
+            "kek_versions: {} max_per_shard={}",
+            h.kek_versions, h.max_kek_versions_per_shard
+        );
+        if h.oldest_kek_created_unix_ms > 0 {
+            let age = crate::keys::unix_ms().saturating_sub(h.oldest_kek_created_unix_ms) / 1000;
+            println!("oldest_kek_age_seconds: {age}");
+        }
+        match h.erasure_horizon_seconds {
+            0 => println!("erasure_horizon: none (keys.kek_max_age_days = 0: no schedule)"),
+            s => println!("erasure_horizon_seconds: {s}"),
+        }
+        return Ok(());
+    }
     println!("pseudonym: {}", r.pseudonym);
     println!("shard: {}", r.shard);
     println!("erased: {}", r.erased);
@@ -30,5 +67,93 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
             v.version, state, v.kek_version, v.created_at_unix_ms
         );
     }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["shard", "all"])))]
+pub(super) struct RotateKekArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// A shard to rotate (repeatable).
+    #[arg(long)]
+    shard: Vec<u32>,
+    /// Every shard.
+    #[arg(long)]
+    all: bool,
+    /// Follow the job to its end; exit non-zero if it fails.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `sealgate keys rotate-kek (--shard N | --all) [--wait]`: prints
+/// `job_id`.
+pub(super) async fn rotate_kek(args: RotateKekArgs) -> anyhow::Result<()> {
+    let mut client = KeyAdminServiceClient::new(connect(&args.endpoint).await?);
+    let r = client
+        .rotate_kek(pb::RotateKekRequest {
+            shards: args.shard,
+            all: args.all,
+        })
+        .await?
+        .into_inner();
+    println!("job_id: {}", r.job_id);
+    if args.wait {
+        super::jobs::watch_job(&mut client, &r.job_id).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct RotateMasterArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// Follow the job to its end; exit non-zero if it fails.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `sealgate keys rotate-master [--wait]`: prints `job_id` and
+/// `master_version`.
+pub(super) async fn rotate_master(args: RotateMasterArgs) -> anyhow::Result<()> {
+    let mut client = KeyAdminServiceClient::new(connect(&args.endpoint).await?);
+    let r = client
+        .rotate_master_key(pb::RotateMasterKeyRequest {})
+        .await?
+        .into_inner();
+    println!("job_id: {}", r.job_id);
+    println!("master_version: {}", r.master_version);
+    if args.wait {
+        super::jobs::watch_job(&mut client, &r.job_id).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct RetireMasterArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// The master key version to remove from the keyring.
+    #[arg(long)]
+    version: u32,
+}
+
+/// `sealgate keys retire-master --version N`: prints the versions left.
+pub(super) async fn retire_master(args: RetireMasterArgs) -> anyhow::Result<()> {
+    let mut client = KeyAdminServiceClient::new(connect(&args.endpoint).await?);
+    let r = client
+        .retire_master_key(pb::RetireMasterKeyRequest {
+            version: args.version,
+        })
+        .await?
+        .into_inner();
+    println!(
+        "master_versions: {}",
+        r.remaining_versions
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     Ok(())
 }

@@ -14,6 +14,7 @@ mod audit;
 mod erase;
 mod get;
 mod hold;
+mod jobs;
 mod keys;
 mod ls;
 mod progress;
@@ -106,12 +107,33 @@ enum Command {
         #[command(subcommand)]
         command: hold::HoldCommand,
     },
+    /// Durable jobs: rotation, rewrap, garbage collection.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// The newest jobs: `id<TAB>kind<TAB>state<TAB>done/total[<TAB>last error]`.
+    List(jobs::ListArgs),
+    /// Follows a job until it ends; exits non-zero if it FAILED.
+    Watch(jobs::WatchArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// A user's key versions, without key material.
+    /// Key status without key material: a user's versions, or the
+    /// hierarchy (master versions, KEKs, the erasure horizon).
     Status(keys::StatusArgs),
+    /// Adds a master key version and re-wraps every KEK under it (a job).
+    RotateMaster(keys::RotateMasterArgs),
+    /// Removes an old master key version from the keyring.
+    RetireMaster(keys::RetireMasterArgs),
+    /// Per shard: a new KEK version, the shard's user keys re-wrapped
+    /// under it, the old versions destroyed (a job).
+    RotateKek(keys::RotateKekArgs),
 }
 
 /// Parses the command line and runs it; the process exit code.
@@ -142,6 +164,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => keys::status(args).await,
         Command::Hold { command } => hold::run(command).await,
         Command::Audit(args) => audit::run(args).await,
+        Command::Keys {
+            command: KeysCommand::RotateMaster(args),
+        } => keys::rotate_master(args).await,
+        Command::Keys {
+            command: KeysCommand::RetireMaster(args),
+        } => keys::retire_master(args).await,
+        Command::Keys {
+            command: KeysCommand::RotateKek(args),
+        } => keys::rotate_kek(args).await,
+        Command::Jobs {
+            command: JobsCommand::List(args),
+        } => jobs::list(args).await,
+        Command::Jobs {
+            command: JobsCommand::Watch(args),
+        } => jobs::watch(args).await,
     }
 }
 

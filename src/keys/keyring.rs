@@ -12,12 +12,24 @@
 //! ```
 //!
 //! The highest master version wraps new KEKs; older versions stay to unwrap
-//! KEKs not yet re-wrapped.
+//! KEKs not yet re-wrapped, until retired.
+//!
+//! Rotation adds a version and retirement removes one
+//! ([`LocalKeyring::add_version`], [`LocalKeyring::retire_version`]), only
+//! when an operator asks. Either rewrites the file whole: under an advisory
+//! lock on `keyring.lock` (so processes sharing the keyring take turns), the
+//! file is read again, the new text written to a temporary file (0600),
+//! fsynced, renamed over the keyring and the directory fsynced. A crash
+//! leaves the old keyring or the new one, never a mix; every entry of the
+//! old one but a retired version is in the new one. A process notices a
+//! keyring changed by another: before wrapping, and when asked for a
+//! version it does not hold.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
@@ -42,6 +54,18 @@ pub enum MasterKeyError {
     /// No such master key version.
     #[error("master key version {0} is not in the keyring")]
     UnknownVersion(u32),
+    /// The newest master version wraps new KEKs: it cannot be retired.
+    #[error("master key version {0} is the newest; it wraps new KEKs")]
+    NewestVersion(u32),
+    /// A version to add is not above the keyring's newest (a retired or
+    /// skipped version is never made again).
+    #[error("master key version {version} is not above the keyring's newest, {newest}")]
+    NotNewer {
+        /// The version asked for.
+        version: u32,
+        /// The keyring's newest.
+        newest: u32,
+    },
     /// Unwrapping failed: wrong key or corrupt wrapped KEK.
     #[error("KEK unwrap failed")]
     UnwrapFailed,
@@ -55,6 +79,14 @@ pub enum MasterKeyError {
 pub trait MasterKeyProvider: Send + Sync + 'static {
     /// The version new KEKs are wrapped under.
     fn current_version(&self) -> u32;
+    /// Every version held, ascending.
+    fn versions(&self) -> Vec<u32>;
+    /// Makes `version` exist (a new key, above every existing version)
+    /// unless it does; from then on it is the current version. Idempotent.
+    async fn add_version(&self, version: u32) -> Result<(), MasterKeyError>;
+    /// Removes `version`, which must not be the newest. The caller checks
+    /// that nothing is wrapped under it.
+    async fn retire_version(&self, version: u32) -> Result<(), MasterKeyError>;
     /// Wraps a KEK under the current master version.
     async fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<(u32, Vec<u8>), MasterKeyError>;
     /// Unwraps a KEK wrapped under `version`.
@@ -66,17 +98,36 @@ pub trait MasterKeyProvider: Send + Sync + 'static {
     ) -> Result<Kek, MasterKeyError>;
 }
 
+/// Master keys by version.
+type Masters = BTreeMap<u32, Arc<MasterKey>>;
+
+/// What was loaded, and from which file state.
+struct Loaded {
+    masters: Masters,
+    /// (inode, modification time in ns, length) of the file read.
+    stamp: (u64, i128, u64),
+}
+
 /// The local keyring file.
 pub struct LocalKeyring {
-    masters: BTreeMap<u32, MasterKey>,
+    path: PathBuf,
+    loaded: RwLock<Loaded>,
 }
 
 impl std::fmt::Debug for LocalKeyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalKeyring")
-            .field("master_versions", &self.masters.keys().collect::<Vec<_>>())
+            .field("master_versions", &self.versions())
             .finish_non_exhaustive()
     }
+}
+
+fn stamp_of(meta: &std::fs::Metadata) -> (u64, i128, u64) {
+    (
+        meta.ino(),
+        i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        meta.len(),
+    )
 }
 
 /// Largest keyring file read; a real one is a few hundred bytes.
@@ -146,7 +197,119 @@ impl LocalKeyring {
             return Err(err("too large to be a keyring".into()));
         }
         let (masters, naming) = parse(&text).map_err(err)?;
-        Ok((Self { masters }, naming))
+        let loaded = Loaded {
+            masters: masters.into_iter().map(|(v, k)| (v, Arc::new(k))).collect(),
+            stamp: stamp_of(&meta),
+        };
+        Ok((
+            Self {
+                path: path.to_owned(),
+                loaded: RwLock::new(loaded),
+            },
+            naming,
+        ))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+        self.loaded.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the file again and takes its master keys.
+    fn reload(&self) -> Result<NamingKey, MasterKeyError> {
+        let (fresh, naming) = Self::load(&self.path)?;
+        let fresh = fresh.loaded.into_inner().unwrap_or_else(|e| e.into_inner());
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(naming)
+    }
+
+    /// Reloads if the file is not the one last read (another process
+    /// rotated or retired a version).
+    fn refresh(&self) -> Result<(), MasterKeyError> {
+        let now = std::fs::symlink_metadata(&self.path).map_err(|e| MasterKeyError::Keyring {
+            path: self.path.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        if stamp_of(&now) != self.read().stamp {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Adds master `version` (a new random key) to the keyring file unless
+    /// it is there; see the module documentation for how the file is
+    /// rewritten.
+    ///
+    /// # Errors
+    /// [`MasterKeyError::NotNewer`] if `version` is missing but not above
+    /// the newest; [`MasterKeyError::Keyring`] if the file cannot be read or
+    /// written.
+    pub fn add_version(&self, version: u32) -> Result<(), MasterKeyError> {
+        self.change(|masters| {
+            if masters.contains_key(&version) {
+                return Ok(false);
+            }
+            let newest = masters.keys().next_back().copied().unwrap_or(0);
+            if version <= newest {
+                return Err(MasterKeyError::NotNewer { version, newest });
+            }
+            masters.insert(version, Arc::new(MasterKey::generate()?));
+            Ok(true)
+        })
+    }
+
+    /// Removes master `version` from the keyring file.
+    ///
+    /// # Errors
+    /// [`MasterKeyError::UnknownVersion`], [`MasterKeyError::NewestVersion`];
+    /// [`MasterKeyError::Keyring`] if the file cannot be read or written.
+    pub fn retire_version(&self, version: u32) -> Result<(), MasterKeyError> {
+        self.change(|masters| {
+            let newest = masters.keys().next_back().copied().unwrap_or(0);
+            if !masters.contains_key(&version) {
+                return Err(MasterKeyError::UnknownVersion(version));
+            }
+            if version == newest {
+                return Err(MasterKeyError::NewestVersion(version));
+            }
+            masters.remove(&version);
+            Ok(true)
+        })
+    }
+
+    /// Under the keyring lock: reads the file, applies `edit` to its master
+    /// keys and, if `edit` changed them, writes the file anew.
+    fn change(
+        &self,
+        edit: impl FnOnce(&mut Masters) -> Result<bool, MasterKeyError>,
+    ) -> Result<(), MasterKeyError> {
+        let err = |message: String| MasterKeyError::Keyring {
+            path: self.path.clone(),
+            message,
+        };
+        let lock_path = {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(".lock");
+            PathBuf::from(name)
+        };
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open {}: {e}", lock_path.display())))?;
+        lock.lock()
+            .map_err(|e| err(format!("cannot lock {}: {e}", lock_path.display())))?;
+        let naming = self.reload()?;
+        let mut masters = self.read().masters.clone();
+        if edit(&mut masters)? {
+            replace(&self.path, &naming, &masters)
+                .map_err(|e| err(format!("cannot rewrite: {e}")))?;
+            self.reload()?;
+        }
+        drop(lock);
+        Ok(())
     }
 
     /// Creates the keyring at `path` with master version 1 and a fresh
@@ -214,13 +377,7 @@ fn effective_uid(path: &Path) -> std::io::Result<u32> {
 fn publish_new(path: &Path) -> std::io::Result<()> {
     let naming = NamingKey::generate().map_err(std::io::Error::other)?;
     let master = MasterKey::generate().map_err(std::io::Error::other)?;
-    let text = Zeroizing::new(format!(
-        "# sealgate local keyring. Secret: back it up, never share it.\n\
-         # Losing it makes every object unreadable.\n\
-         naming {}\nmaster 1 {}\n",
-        hex::encode(naming.expose_for_keyring()),
-        hex::encode(master.expose_for_keyring()),
-    ));
+    let text = keyring_text(&naming, &BTreeMap::from([(1, Arc::new(master))]));
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir)?;
     let tmp = unique_sibling(path, "tmp");
@@ -242,6 +399,46 @@ fn publish_new(path: &Path) -> std::io::Result<()> {
     written?;
     removed?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The keyring text of `naming` and `masters`.
+fn keyring_text(naming: &NamingKey, masters: &Masters) -> Zeroizing<String> {
+    let mut text = Zeroizing::new(format!(
+        "# sealgate local keyring. Secret: back it up, never share it.\n\
+         # Losing it makes every object unreadable.\n\
+         naming {}\n",
+        hex::encode(naming.expose_for_keyring()),
+    ));
+    for (version, key) in masters {
+        text.push_str(&format!(
+            "master {version} {}\n",
+            hex::encode(key.expose_for_keyring())
+        ));
+    }
+    text
+}
+
+/// Replaces the keyring at `path` by one of `naming` and `masters`: a
+/// temporary file (0600) written and fsynced, renamed over `path`, the
+/// directory fsynced.
+fn replace(path: &Path, naming: &NamingKey, masters: &Masters) -> std::io::Result<()> {
+    let text = keyring_text(naming, masters);
+    let tmp = unique_sibling(path, "tmp");
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    std::fs::File::open(parent_dir(path))?.sync_all()
 }
 
 /// Parses the keyring text; every entry may appear once. Public only for
@@ -299,15 +496,39 @@ pub fn parse(text: &str) -> Result<(BTreeMap<u32, MasterKey>, NamingKey), String
 impl MasterKeyProvider for LocalKeyring {
     fn current_version(&self) -> u32 {
         *self
+            .read()
             .masters
             .keys()
             .next_back()
             .expect("keyring has a master key")
     }
 
+    fn versions(&self) -> Vec<u32> {
+        self.read().masters.keys().copied().collect()
+    }
+
+    async fn add_version(&self, version: u32) -> Result<(), MasterKeyError> {
+        LocalKeyring::add_version(self, version)
+    }
+
+    async fn retire_version(&self, version: u32) -> Result<(), MasterKeyError> {
+        LocalKeyring::retire_version(self, version)
+    }
+
     async fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<(u32, Vec<u8>), MasterKeyError> {
-        let version = self.current_version();
-        let wrapped = self.masters[&version].wrap_kek(kek, aad)?;
+        // A KEK must never be wrapped under a version another process has
+        // retired, nor under one older than another process has added.
+        self.refresh()?;
+        let (version, master) = {
+            let loaded = self.read();
+            let (v, k) = loaded
+                .masters
+                .iter()
+                .next_back()
+                .expect("keyring has a master key");
+            (*v, k.clone())
+        };
+        let wrapped = master.wrap_kek(kek, aad)?;
         Ok((version, wrapped.as_bytes().to_vec()))
     }
 
@@ -317,9 +538,15 @@ impl MasterKeyProvider for LocalKeyring {
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<Kek, MasterKeyError> {
+        if !self.read().masters.contains_key(&version) {
+            // Perhaps added by another process since this one loaded it.
+            self.refresh()?;
+        }
         let master = self
+            .read()
             .masters
             .get(&version)
+            .cloned()
             .ok_or(MasterKeyError::UnknownVersion(version))?;
         let wrapped =
             Wrapped::<Kek>::from_bytes(wrapped).map_err(|_| MasterKeyError::UnwrapFailed)?;
@@ -535,5 +762,66 @@ mod tests {
             .nth(1)
             .unwrap();
         assert!(!format!("{naming:?}").contains(naming_hex));
+    }
+
+    #[tokio::test]
+    async fn versions_are_added_and_retired_in_place_keeping_everything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        let (k, naming) = LocalKeyring::create(&path).unwrap();
+        let kek = Kek::generate().unwrap();
+        let (v1, wrapped1) = k.wrap_kek(&kek, b"aad").await.unwrap();
+        assert_eq!(v1, 1);
+
+        k.add_version(2).unwrap();
+        // Idempotent, for any version held.
+        k.add_version(2).unwrap();
+        k.add_version(1).unwrap();
+        assert_eq!(k.versions(), [1, 2]);
+        let (v2, _) = k.wrap_kek(&kek, b"aad").await.unwrap();
+        assert_eq!(v2, 2, "new KEKs go under the new version");
+
+        // Another process's view picks the change up when it needs it.
+        let (other, other_naming) = LocalKeyring::load(&path).unwrap();
+        assert_eq!(other_naming.pseudonym("u"), naming.pseudonym("u"));
+        other.add_version(3).unwrap();
+        let (v3, wrapped3) = k.wrap_kek(&kek, b"aad").await.unwrap();
+        assert_eq!(v3, 3, "a version added elsewhere is seen before wrapping");
+        other.unwrap_kek(3, &wrapped3, b"aad").await.unwrap();
+
+        assert!(matches!(
+            k.retire_version(3),
+            Err(MasterKeyError::NewestVersion(3))
+        ));
+        assert!(matches!(
+            k.retire_version(7),
+            Err(MasterKeyError::UnknownVersion(7))
+        ));
+        k.retire_version(1).unwrap();
+        assert_eq!(k.versions(), [2, 3]);
+        assert!(matches!(
+            k.unwrap_kek(1, &wrapped1, b"aad").await,
+            Err(MasterKeyError::UnknownVersion(1))
+        ));
+        assert!(matches!(
+            k.add_version(1),
+            Err(MasterKeyError::NotNewer {
+                version: 1,
+                newest: 3
+            })
+        ));
+
+        // The file: private, loadable, same naming key, no temporary files.
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (reloaded, naming_again) = LocalKeyring::load(&path).unwrap();
+        assert_eq!(reloaded.versions(), [2, 3]);
+        assert_eq!(naming_again.pseudonym("u"), naming.pseudonym("u"));
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["keyring", "keyring.lock"]);
     }
 }

@@ -21,8 +21,8 @@ use crate::crypto::keys::{kek_aad, user_key_aad};
 use crate::crypto::{CryptoError, Kek, NamingKey, Pseudonym, UserKey, Wrapped};
 use keyring::{MasterKeyError, MasterKeyProvider};
 use store::{
-    AuditEntry, InsertOutcome, KekRecord, KeyStore, StoreError, Tombstone, UserKeyRecord,
-    UserKeyState,
+    AuditEntry, DestroyKeks, InsertOutcome, KekRecord, KekRewrap, KeyStore, StoreError, Tombstone,
+    UserKeyRecord, UserKeyRewrap, UserKeyState,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -166,6 +166,8 @@ pub struct KeyHierarchy {
     /// the value they saw last, so the common check is one atomic load.
     erasure_epoch: AtomicU64,
     erasure_log: Mutex<ErasureLog>,
+    /// The KEK schedule's maximum KEK age, if it runs.
+    kek_max_age: Option<Duration>,
 }
 
 impl KeyHierarchy {
@@ -198,12 +200,87 @@ impl KeyHierarchy {
                 base: 0,
                 entries: VecDeque::new(),
             }),
+            kek_max_age: None,
         }
+    }
+
+    /// Sets the KEK schedule's maximum age (`keys.kek_max_age_days`;
+    /// `None`: no schedule).
+    #[must_use]
+    pub fn with_kek_max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.kek_max_age = max_age;
+        self
+    }
+
+    /// The KEK schedule's maximum age, if a schedule runs.
+    pub fn kek_max_age(&self) -> Option<Duration> {
+        self.kek_max_age
+    }
+
+    /// When a key-store copy taken before `erased_at_ms` stops opening
+    /// anything under the schedule: every KEK and master version alive then
+    /// is destroyed within the maximum age. `None` without a schedule.
+    pub fn backup_horizon_ms(&self, erased_at_ms: i64) -> Option<i64> {
+        let age = i64::try_from(self.kek_max_age?.as_millis()).unwrap_or(i64::MAX);
+        Some(erased_at_ms.saturating_add(age))
+    }
+
+    /// The number of KEK shards.
+    pub fn shards(&self) -> u32 {
+        self.shards
     }
 
     /// The key store (for jobs and audit).
     pub fn store(&self) -> &Arc<dyn KeyStore> {
         &self.store
+    }
+
+    /// The master key provider (for rotation and retirement).
+    pub fn master(&self) -> &Arc<dyn MasterKeyProvider> {
+        &self.master
+    }
+
+    /// Up to `limit` KEK versions wrapped under a master version below
+    /// `target`, each unwrapped and wrapped again under the current master
+    /// version (which must be `target` or newer), for
+    /// [`KeyStore::rewrap_keks`]. Empty when every KEK is under `target` or
+    /// newer.
+    ///
+    /// # Errors
+    /// [`KeyError::Unwrap`] if a KEK does not unwrap (corrupt row, missing
+    /// master version) or the current master version is below `target`;
+    /// store failures.
+    pub async fn rewrap_keks_to_master(
+        &self,
+        target: u32,
+        limit: u32,
+    ) -> Result<Vec<KekRewrap>, KeyError> {
+        let records = self.store.keks_below_master(target, limit).await?;
+        let mut rewraps = Vec::with_capacity(records.len());
+        for r in records {
+            let aad = kek_aad(r.shard, r.version);
+            let kek = self
+                .master
+                .unwrap_kek(r.master_version, &r.wrapped, &aad)
+                .await
+                .map_err(|e| {
+                    KeyError::Unwrap(format!("KEK shard {} version {}: {e}", r.shard, r.version))
+                })?;
+            let (to_master, wrapped) = self.master.wrap_kek(&kek, &aad).await?;
+            if to_master < target {
+                return Err(KeyError::Unwrap(format!(
+                    "the keyring's newest master version is {to_master}, below {target}"
+                )));
+            }
+            rewraps.push(KekRewrap {
+                shard: r.shard,
+                version: r.version,
+                from_master: r.master_version,
+                to_master,
+                wrapped,
+            });
+        }
+        Ok(rewraps)
     }
 
     /// The keyed pseudonym of a user id, after checking the id
@@ -243,6 +320,8 @@ impl KeyHierarchy {
             };
             match self.store.insert_user_key(&record).await? {
                 InsertOutcome::Erased => return Err(KeyError::UserErased),
+                // A KEK rotation began: wrap under the new version.
+                InsertOutcome::StaleKek => {}
                 InsertOutcome::Inserted | InsertOutcome::AlreadyExists => {
                     self.users.invalidate(p).await
                 }
@@ -296,6 +375,19 @@ impl KeyHierarchy {
     /// Loads and unwraps every version of a user's key. Concurrent misses of
     /// the same user are coalesced by the cache into one call of this.
     async fn load_user_keys(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
+        // A KEK rotation may re-wrap a row and destroy its old KEK version
+        // between reading the row and unwrapping it: read again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.load_user_keys_once(p).await {
+                Err(KeyError::Internal(_)) if attempts < 3 => {}
+                other => return other,
+            }
+        }
+    }
+
+    async fn load_user_keys_once(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
         if self.store.tombstone(p).await?.is_some() {
             return Err(KeyError::UserErased);
         }
@@ -322,6 +414,113 @@ impl KeyHierarchy {
             keys.insert(r.version, Arc::new(key));
         }
         Ok(Arc::new(UserKeys { keys, active }))
+    }
+
+    /// Makes KEK version `version` of `shard` (under the current master
+    /// version) unless it exists; `version` must be the newest plus one.
+    /// Returns false if the shard's newest version is past `version`.
+    ///
+    /// # Errors
+    /// Store or master key failures.
+    pub async fn create_kek_version(&self, shard: u32, version: u32) -> Result<bool, KeyError> {
+        let newest = self.store.latest_kek(shard).await?.map_or(0, |r| r.version);
+        if newest >= version {
+            return Ok(newest == version);
+        }
+        if newest + 1 != version {
+            return Err(KeyError::Internal(format!(
+                "KEK shard {shard}: cannot make version {version} after {newest}"
+            )));
+        }
+        let kek = Kek::generate()?;
+        let (master_version, wrapped) =
+            self.master.wrap_kek(&kek, &kek_aad(shard, version)).await?;
+        let record = KekRecord {
+            shard,
+            version,
+            master_version,
+            wrapped,
+            created_at_ms: unix_ms(),
+        };
+        if self.store.insert_kek(&record).await? {
+            self.store
+                .audit(&AuditEntry {
+                    at_ms: record.created_at_ms,
+                    principal: "gateway".into(),
+                    action: "create_kek".into(),
+                    pseudonym: None,
+                    outcome: "ok".into(),
+                    detail: format!("shard {shard} version {version}"),
+                })
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Up to `limit` user-key versions of `shard` under a KEK version below
+    /// `target`, unwrapped and wrapped again under `target`, for
+    /// [`KeyStore::rewrap_user_keys`].
+    ///
+    /// # Errors
+    /// [`KeyError::Unwrap`] for a row that does not unwrap; store failures.
+    pub async fn rewrap_user_keys_to(
+        &self,
+        shard: u32,
+        target: u32,
+        limit: u32,
+    ) -> Result<Vec<UserKeyRewrap>, KeyError> {
+        let records = self.store.user_keys_below_kek(shard, target, limit).await?;
+        let to = self.kek(shard, target).await?;
+        let mut rewraps = Vec::with_capacity(records.len());
+        for r in records {
+            let from = self.kek(shard, r.kek_version).await?;
+            let wrapped = Wrapped::<UserKey>::from_bytes(&r.wrapped)?;
+            let key = from
+                .unwrap_user_key(
+                    &wrapped,
+                    &user_key_aad(&r.pseudonym, r.version, shard, r.kek_version),
+                )
+                .map_err(|_| {
+                    KeyError::Unwrap(format!(
+                        "user key version {} of shard {shard} (KEK version {})",
+                        r.version, r.kek_version
+                    ))
+                })?;
+            let wrapped =
+                to.wrap_user_key(&key, &user_key_aad(&r.pseudonym, r.version, shard, target))?;
+            rewraps.push(UserKeyRewrap {
+                pseudonym: r.pseudonym,
+                version: r.version,
+                shard,
+                from_kek: r.kek_version,
+                to_kek: target,
+                wrapped: wrapped.as_bytes().to_vec(),
+            });
+        }
+        Ok(rewraps)
+    }
+
+    /// Destroys `shard`'s KEK versions below `target` (unless a user key is
+    /// still under one) and drops them from this process's cache.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn destroy_keks_below(
+        &self,
+        shard: u32,
+        target: u32,
+        principal: &str,
+    ) -> Result<DestroyKeks, KeyError> {
+        let outcome = self
+            .store
+            .destroy_keks_below(shard, target, principal)
+            .await?;
+        if let DestroyKeks::Destroyed(versions) = &outcome {
+            for v in versions {
+                self.keks.invalidate(&(shard, *v)).await;
+            }
+        }
+        Ok(outcome)
     }
 
     /// The newest KEK version of a shard, creating version 1 if none exists.
@@ -474,6 +673,15 @@ mod tests {
     impl MasterKeyProvider for Counting {
         fn current_version(&self) -> u32 {
             self.inner.current_version()
+        }
+        fn versions(&self) -> Vec<u32> {
+            self.inner.versions()
+        }
+        async fn add_version(&self, version: u32) -> Result<(), MasterKeyError> {
+            self.inner.add_version(version)
+        }
+        async fn retire_version(&self, version: u32) -> Result<(), MasterKeyError> {
+            self.inner.retire_version(version)
         }
         async fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<(u32, Vec<u8>), MasterKeyError> {
             self.inner.wrap_kek(kek, aad).await

@@ -34,11 +34,13 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::store::{
-    audit_hash, AuditEntry, AuditRecord, HoldRecord, InsertOutcome, JobRecord, JobState, KekRecord,
-    KeyStore, PlaceHold, RequestRecord, StoreError, Tombstone, UserKeyRecord, UserKeyState,
+    audit_hash, AuditEntry, AuditRecord, DestroyKeks, HoldRecord, InsertOutcome, JobCheckpoint,
+    JobRecord, JobState, KekInfo, KekRecord, KekRewrap, KeyStore, LeasedProgress, NewJob,
+    PlaceHold, RequestRecord, StoreError, Tombstone, UserKeyRecord, UserKeyRewrap, UserKeyState,
     JOB_KIND_ERASURE_GC,
 };
 use crate::crypto::Pseudonym;
+use crate::keys::unix_ms;
 
 /// Bytes set aside for erasures on a full disk.
 pub const RESERVE_BYTES: usize = 8 << 20;
@@ -76,7 +78,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     done INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
     created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL
+    updated_at_ms INTEGER NOT NULL,
+    params TEXT NOT NULL DEFAULT '',
+    total INTEGER NOT NULL DEFAULT 0,
+    cursor TEXT NOT NULL DEFAULT '',
+    owner TEXT,
+    lease_until_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (state) WHERE state IN ('pending', 'running');
 CREATE TABLE IF NOT EXISTS requests (
@@ -92,6 +99,7 @@ CREATE TABLE IF NOT EXISTS requests (
     PRIMARY KEY (pseudonym, request)
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at_ms);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at_ms);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -170,6 +178,53 @@ fn pseudonym_of(s: &str) -> Result<Pseudonym, StoreError> {
 
 fn u32_of(v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Backend("integer out of range in key store".into()))
+}
+
+/// The columns of a [`JobRecord`].
+const JOB_SELECT: &str = "SELECT id, kind, pseudonym, params, state, done, total, cursor, \
+     last_error, owner, lease_until_ms, created_at_ms, updated_at_ms FROM jobs";
+
+/// Columns the jobs table gained with leases, resumable cursors and
+/// progress totals; added to a table from before them. Queries name the
+/// columns they read (never `*`), so a statement prepared on either side
+/// of the change reads the same columns.
+const JOB_COLUMNS: &[(&str, &str)] = &[
+    ("params", "TEXT NOT NULL DEFAULT ''"),
+    ("total", "INTEGER NOT NULL DEFAULT 0"),
+    ("cursor", "TEXT NOT NULL DEFAULT ''"),
+    ("owner", "TEXT"),
+    ("lease_until_ms", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+async fn migrate_jobs(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await.map_err(backend)?;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let result = async {
+        let have: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('jobs')")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        for (name, decl) in JOB_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                sqlx::query(&format!("ALTER TABLE jobs ADD COLUMN {name} {decl}"))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)
+    }
+    .await;
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+    result.map(|_| ())
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) on a pooled connection. The
@@ -254,6 +309,7 @@ impl SqliteKeyStore {
             .execute(&pool)
             .await
             .map_err(backend)?;
+        migrate_jobs(&pool).await?;
         let meta = std::fs::metadata(path).map_err(|e| io("cannot stat", e))?;
         let store = Self {
             pool,
@@ -389,9 +445,11 @@ impl SqliteKeyStore {
             None => (1, [0u8; 32]),
             Some(row) => {
                 let id: i64 = row.get("id");
-                let hash: String = row.get("hash");
-                let hash = hex::decode(hash)
-                    .ok()
+                // A row without a hash (written around the chain) is
+                // corruption, reported, never a panic.
+                let hash: Option<String> = row.try_get("hash").map_err(backend)?;
+                let hash = hash
+                    .and_then(|h| hex::decode(h).ok())
                     .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
                     .ok_or_else(|| StoreError::Backend("corrupt audit hash".into()))?;
                 let id = u64::try_from(id)
@@ -668,6 +726,21 @@ impl SqliteKeyStore {
         }))
     }
 
+    fn user_key_row(
+        p: Pseudonym,
+        row: &sqlx::sqlite::SqliteRow,
+    ) -> Result<UserKeyRecord, StoreError> {
+        Ok(UserKeyRecord {
+            pseudonym: p,
+            version: u32_of(row.get("version"))?,
+            shard: u32_of(row.get("shard"))?,
+            kek_version: u32_of(row.get("kek_version"))?,
+            wrapped: row.get("wrapped"),
+            state: UserKeyState::parse(row.get::<&str, _>("state"))?,
+            created_at_ms: row.get("created_at_ms"),
+        })
+    }
+
     fn kek_row(row: &sqlx::sqlite::SqliteRow) -> Result<KekRecord, StoreError> {
         Ok(KekRecord {
             shard: u32_of(row.get("shard"))?,
@@ -705,10 +778,65 @@ impl SqliteKeyStore {
             id: row.get("id"),
             kind: row.get("kind"),
             pseudonym: pseudonym.as_deref().map(pseudonym_of).transpose()?,
+            params: row.get("params"),
             state: JobState::parse(row.get::<&str, _>("state"))?,
             done: u64::try_from(row.get::<i64, _>("done")).unwrap_or(0),
+            total: u64::try_from(row.get::<i64, _>("total")).unwrap_or(0),
+            cursor: row.get("cursor"),
             last_error: row.get("last_error"),
+            owner: row.get("owner"),
+            lease_until_ms: row.get("lease_until_ms"),
+            created_at_ms: row.get("created_at_ms"),
+            updated_at_ms: row.get("updated_at_ms"),
         })
+    }
+
+    async fn job_in(
+        conn: &mut SqliteConnection,
+        id: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query(&format!("{JOB_SELECT} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(Self::job_row).transpose()
+    }
+
+    /// Records a leased job's progress inside `tx` (whose caller checked
+    /// the lease).
+    async fn write_progress(tx: &mut WriteTx, p: &LeasedProgress<'_>) -> Result<(), StoreError> {
+        let c = &p.checkpoint;
+        sqlx::query(
+            "UPDATE jobs SET done = ?, total = ?, cursor = ?, last_error = ?, lease_until_ms = ?,
+                             updated_at_ms = ?
+             WHERE id = ? AND owner = ?",
+        )
+        .bind(i64::try_from(c.done).unwrap_or(i64::MAX))
+        .bind(i64::try_from(c.total).unwrap_or(i64::MAX))
+        .bind(&c.cursor)
+        .bind(&c.last_error)
+        .bind(p.until_ms)
+        .bind(now_ms())
+        .bind(p.id)
+        .bind(p.owner)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Whether `owner` holds the lease of unfinished job `id`, inside `tx`.
+    async fn holds_lease(tx: &mut WriteTx, id: &str, owner: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM jobs WHERE id = ? AND owner = ? AND state IN ('pending', 'running')",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(backend)?
+        .is_some())
     }
 }
 
@@ -813,19 +941,7 @@ impl KeyStore for SqliteKeyStore {
             .fetch_all(self.pool()?)
             .await
             .map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                Ok(UserKeyRecord {
-                    pseudonym: *p,
-                    version: u32_of(row.get("version"))?,
-                    shard: u32_of(row.get("shard"))?,
-                    kek_version: u32_of(row.get("kek_version"))?,
-                    wrapped: row.get("wrapped"),
-                    state: UserKeyState::parse(row.get::<&str, _>("state"))?,
-                    created_at_ms: row.get("created_at_ms"),
-                })
-            })
-            .collect()
+        rows.iter().map(|row| Self::user_key_row(*p, row)).collect()
     }
 
     async fn insert_user_key(&self, r: &UserKeyRecord) -> Result<InsertOutcome, StoreError> {
@@ -841,6 +957,19 @@ impl KeyStore for SqliteKeyStore {
         if erased {
             tx.commit().await?;
             return Ok(InsertOutcome::Erased);
+        }
+        // Under the same lock: a KEK rotation that began after the caller
+        // chose its KEK version would otherwise miss this row and destroy
+        // the only KEK that opens it.
+        let newest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM keks WHERE shard = ?")
+                .bind(i64::from(r.shard))
+                .fetch_one(tx.conn())
+                .await
+                .map_err(backend)?;
+        if newest.is_some_and(|v| v > i64::from(r.kek_version)) {
+            tx.commit().await?;
+            return Ok(InsertOutcome::StaleKek);
         }
         let inserted = sqlx::query(
             "INSERT INTO user_keys (pseudonym, version, shard, kek_version, wrapped, state, created_at_ms)
@@ -913,7 +1042,7 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        let row = sqlx::query(&format!("{JOB_SELECT} WHERE id = ?"))
             .bind(id)
             .fetch_optional(self.pool()?)
             .await
@@ -922,13 +1051,428 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE state IN ('pending', 'running') ORDER BY created_at_ms",
-        )
+        let rows = sqlx::query(&format!(
+            "{JOB_SELECT} WHERE state IN ('pending', 'running') ORDER BY created_at_ms"
+        ))
         .fetch_all(self.pool()?)
         .await
         .map_err(backend)?;
         rows.iter().map(Self::job_row).collect()
+    }
+
+    async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = match state {
+            Some(state) => {
+                sqlx::query(&format!(
+                    "{JOB_SELECT} WHERE state = ? ORDER BY created_at_ms DESC, id LIMIT ?"
+                ))
+                .bind(state.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(self.pool()?)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "{JOB_SELECT} ORDER BY created_at_ms DESC, id LIMIT ?"
+                ))
+                .bind(i64::from(limit))
+                .fetch_all(self.pool()?)
+                .await
+            }
+        }
+        .map_err(backend)?;
+        rows.iter().map(Self::job_row).collect()
+    }
+
+    async fn create_job(&self, job: &NewJob, exclusive: bool) -> Result<JobRecord, StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        if exclusive {
+            let row = sqlx::query(&format!(
+                "{JOB_SELECT} WHERE kind = ? AND state IN ('pending', 'running')
+                 ORDER BY created_at_ms LIMIT 1"
+            ))
+            .bind(&job.kind)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(backend)?;
+            if let Some(row) = row {
+                let existing = Self::job_row(&row)?;
+                tx.commit().await?;
+                return Ok(existing);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, pseudonym, params, state, created_at_ms, updated_at_ms)
+             VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+        )
+        .bind(&job.id)
+        .bind(&job.kind)
+        .bind(job.pseudonym.as_ref().map(Pseudonym::to_string))
+        .bind(&job.params)
+        .bind(now)
+        .bind(now)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        Self::append_audit(
+            tx.conn(),
+            &AuditEntry {
+                at_ms: now,
+                principal: "gateway".into(),
+                action: "job_created".into(),
+                pseudonym: job.pseudonym,
+                outcome: "ok".into(),
+                detail: format!("{} job {} ({})", job.kind, job.id, job.params),
+            },
+        )
+        .await?;
+        let created = Self::job_in(tx.conn(), &job.id)
+            .await?
+            .ok_or_else(|| StoreError::Backend("job vanished in its own transaction".into()))?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn keks_below_master(
+        &self,
+        master_version: u32,
+        limit: u32,
+    ) -> Result<Vec<KekRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM keks WHERE master_version < ? ORDER BY shard, version LIMIT ?",
+        )
+        .bind(i64::from(master_version))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(Self::kek_row).collect()
+    }
+
+    async fn kek_counts_by_master(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT master_version, COUNT(*) AS n FROM keks GROUP BY master_version ORDER BY master_version",
+        )
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    u32_of(r.get("master_version"))?,
+                    u64::try_from(r.get::<i64, _>("n")).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    async fn rewrap_keks(
+        &self,
+        rewraps: &[KekRewrap],
+        progress: &LeasedProgress<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        if !Self::holds_lease(&mut tx, progress.id, progress.owner).await? {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        for r in rewraps {
+            sqlx::query(
+                "UPDATE keks SET master_version = ?, wrapped = ?
+                 WHERE shard = ? AND version = ? AND master_version = ?",
+            )
+            .bind(i64::from(r.to_master))
+            .bind(&r.wrapped)
+            .bind(i64::from(r.shard))
+            .bind(i64::from(r.version))
+            .bind(i64::from(r.from_master))
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        }
+        Self::write_progress(&mut tx, progress).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn kek_infos(&self) -> Result<Vec<KekInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT shard, version, master_version, created_at_ms FROM keks ORDER BY shard, version",
+        )
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(KekInfo {
+                    shard: u32_of(row.get("shard"))?,
+                    version: u32_of(row.get("version"))?,
+                    master_version: u32_of(row.get("master_version"))?,
+                    created_at_ms: row.get("created_at_ms"),
+                })
+            })
+            .collect()
+    }
+
+    async fn user_keys_below_kek(
+        &self,
+        shard: u32,
+        kek_version: u32,
+        limit: u32,
+    ) -> Result<Vec<UserKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM user_keys WHERE shard = ? AND kek_version < ?
+             ORDER BY pseudonym, version LIMIT ?",
+        )
+        .bind(i64::from(shard))
+        .bind(i64::from(kek_version))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| Self::user_key_row(pseudonym_of(row.get("pseudonym"))?, row))
+            .collect()
+    }
+
+    async fn count_user_keys(&self, shards: &[u32]) -> Result<u64, StoreError> {
+        let mut conn = self.pool()?.acquire().await.map_err(backend)?;
+        let mut total = 0u64;
+        for shard in shards {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_keys WHERE shard = ?")
+                .bind(i64::from(*shard))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(backend)?;
+            total += u64::try_from(n).unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    async fn rewrap_user_keys(
+        &self,
+        rewraps: &[UserKeyRewrap],
+        progress: &LeasedProgress<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        if !Self::holds_lease(&mut tx, progress.id, progress.owner).await? {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        for r in rewraps {
+            sqlx::query(
+                "UPDATE user_keys SET kek_version = ?, wrapped = ?
+                 WHERE pseudonym = ? AND version = ? AND shard = ? AND kek_version = ?",
+            )
+            .bind(i64::from(r.to_kek))
+            .bind(&r.wrapped)
+            .bind(r.pseudonym.to_string())
+            .bind(i64::from(r.version))
+            .bind(i64::from(r.shard))
+            .bind(i64::from(r.from_kek))
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        }
+        Self::write_progress(&mut tx, progress).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn destroy_keks_below(
+        &self,
+        shard: u32,
+        kek_version: u32,
+        principal: &str,
+    ) -> Result<DestroyKeks, StoreError> {
+        let mut tx = self.begin().await?;
+        let in_use: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM user_keys WHERE shard = ? AND kek_version < ?",
+        )
+        .bind(i64::from(shard))
+        .bind(i64::from(kek_version))
+        .fetch_one(tx.conn())
+        .await
+        .map_err(backend)?;
+        if in_use > 0 {
+            tx.commit().await?;
+            return Ok(DestroyKeks::StillInUse(u64::try_from(in_use).unwrap_or(0)));
+        }
+        let versions: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM keks WHERE shard = ? AND version < ? RETURNING version",
+        )
+        .bind(i64::from(shard))
+        .bind(i64::from(kek_version))
+        .fetch_all(tx.conn())
+        .await
+        .map_err(backend)?;
+        let mut versions = versions
+            .into_iter()
+            .map(u32_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        versions.sort_unstable();
+        if !versions.is_empty() {
+            Self::append_audit(
+                tx.conn(),
+                &AuditEntry {
+                    at_ms: unix_ms(),
+                    principal: principal.into(),
+                    action: "destroy_kek".into(),
+                    pseudonym: None,
+                    outcome: "ok".into(),
+                    detail: format!("shard {shard} versions {versions:?}"),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if !versions.is_empty() {
+            self.checkpoint().await?;
+        }
+        Ok(DestroyKeks::Destroyed(versions))
+    }
+
+    async fn meta_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(self.pool()?)
+            .await
+            .map_err(backend)
+    }
+
+    async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        let held: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_one(tx.conn())
+            .await
+            .map_err(backend)?;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn claim_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let mut tx = self.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE jobs SET owner = ?, lease_until_ms = ?, state = 'running', updated_at_ms = ?
+             WHERE id = ? AND state IN ('pending', 'running')
+               AND (owner IS NULL OR owner = ? OR lease_until_ms < ?)",
+        )
+        .bind(owner)
+        .bind(until_ms)
+        .bind(now)
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        let job = if claimed {
+            Self::job_in(tx.conn(), id).await?
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn renew_job_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let held = sqlx::query(
+            "UPDATE jobs SET lease_until_ms = ?
+             WHERE id = ? AND owner = ? AND state IN ('pending', 'running')",
+        )
+        .bind(until_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn checkpoint_job(
+        &self,
+        id: &str,
+        owner: &str,
+        c: &JobCheckpoint,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let held = sqlx::query(
+            "UPDATE jobs SET done = ?, total = ?, cursor = ?, last_error = ?, lease_until_ms = ?,
+                             updated_at_ms = ?
+             WHERE id = ? AND owner = ? AND state IN ('pending', 'running')",
+        )
+        .bind(i64::try_from(c.done).unwrap_or(i64::MAX))
+        .bind(i64::try_from(c.total).unwrap_or(i64::MAX))
+        .bind(&c.cursor)
+        .bind(&c.last_error)
+        .bind(until_ms)
+        .bind(now_ms())
+        .bind(id)
+        .bind(owner)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn finish_job(
+        &self,
+        id: &str,
+        owner: &str,
+        state: JobState,
+        last_error: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let held = Self::holds_lease(&mut tx, id, owner).await?;
+        if held {
+            sqlx::query(
+                "UPDATE jobs SET state = ?, last_error = ?, owner = NULL, lease_until_ms = 0,
+                                 updated_at_ms = ?
+                 WHERE id = ?",
+            )
+            .bind(state.as_str())
+            .bind(last_error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await?;
+        Ok(held)
     }
 
     async fn update_job(
@@ -940,7 +1484,9 @@ impl KeyStore for SqliteKeyStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE jobs SET state = ?, done = ?, last_error = ?, updated_at_ms = ? WHERE id = ?",
+            "UPDATE jobs SET state = ?, done = ?, last_error = ?, owner = NULL, lease_until_ms = 0,
+                             updated_at_ms = ?
+             WHERE id = ?",
         )
         .bind(state.as_str())
         .bind(i64::try_from(done).unwrap_or(i64::MAX))
@@ -1208,5 +1754,48 @@ mod tests {
             store.audit_records(0, None, None, 10).await.unwrap(),
             records
         );
+    }
+
+    /// A key store from before job leases: its jobs table gains the new
+    /// columns at open, and its unfinished job can be leased and resumed.
+    #[tokio::test]
+    async fn a_jobs_table_from_before_leases_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        {
+            let options = SqliteConnectOptions::from_str("sqlite://")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE jobs (
+                    id TEXT PRIMARY KEY, kind TEXT NOT NULL, pseudonym TEXT,
+                    state TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT NOT NULL DEFAULT '', created_at_ms INTEGER NOT NULL,
+                    updated_at_ms INTEGER NOT NULL);
+                 INSERT INTO jobs (id, kind, state, done, created_at_ms, updated_at_ms)
+                 VALUES ('old', 'erasure_gc', 'running', 7, 1, 1);",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteKeyStore::open(&path).await.unwrap();
+        let job = store.job("old").await.unwrap().unwrap();
+        assert_eq!((job.state, job.done, job.total), (JobState::Running, 7, 0));
+        assert_eq!((job.owner, job.lease_until_ms), (None, 0));
+        let claimed = store
+            .claim_job("old", "me", 10, 20)
+            .await
+            .unwrap()
+            .expect("claimable");
+        assert_eq!((claimed.done, claimed.owner.as_deref()), (7, Some("me")));
+        assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
+        store.close().await;
+        // Opening again changes nothing more.
+        let store = SqliteKeyStore::open(&path).await.unwrap();
+        assert_eq!(store.job("old").await.unwrap().unwrap().done, 7);
     }
 }

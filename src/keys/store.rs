@@ -225,6 +225,40 @@ impl JobState {
 
 /// Kinds of durable jobs.
 pub const JOB_KIND_ERASURE_GC: &str = "erasure_gc";
+/// Master rotation: every KEK re-wrapped under a new master version.
+pub const JOB_KIND_ROTATE_MASTER: &str = "rotate_master";
+/// Job kind: KEK rotation of some or all shards.
+pub const JOB_KIND_ROTATE_KEK: &str = "rotate_kek";
+
+/// A KEK version re-wrapped under another master version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekRewrap {
+    /// Shard.
+    pub shard: u32,
+    /// KEK version.
+    pub version: u32,
+    /// The master version it was wrapped under (the row is updated only if
+    /// it still is).
+    pub from_master: u32,
+    /// The master version it is wrapped under now.
+    pub to_master: u32,
+    /// The KEK wrapped under `to_master`.
+    pub wrapped: Vec<u8>,
+}
+
+/// A job's lease and the progress to record with a batch of its work, in
+/// the batch's own transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedProgress<'a> {
+    /// The job.
+    pub id: &'a str,
+    /// The lease holder writing.
+    pub owner: &'a str,
+    /// The lease's new expiry.
+    pub until_ms: i64,
+    /// Progress after the batch.
+    pub checkpoint: JobCheckpoint,
+}
 
 /// A durable job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,11 +269,52 @@ pub struct JobRecord {
     pub kind: String,
     /// The user the job is about, if any.
     pub pseudonym: Option<Pseudonym>,
+    /// What the job is to do, in its kind's own words (a shard range, a
+    /// target version); fixed at creation.
+    pub params: String,
     /// State.
     pub state: JobState,
     /// Items processed so far.
     pub done: u64,
+    /// Items to process, when known (0: unknown).
+    pub total: u64,
+    /// Where the job stands, in its kind's own words: it resumes from here.
+    pub cursor: String,
     /// Last error, empty if none.
+    pub last_error: String,
+    /// The process holding the job's lease, if any.
+    pub owner: Option<String>,
+    /// When the lease ends, Unix milliseconds.
+    pub lease_until_ms: i64,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Last change, Unix milliseconds.
+    pub updated_at_ms: i64,
+}
+
+/// A job to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// Job id ([`crate::names::random_id`]).
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// The user the job is about, if any.
+    pub pseudonym: Option<Pseudonym>,
+    /// Parameters (see [`JobRecord::params`]).
+    pub params: String,
+}
+
+/// A leased job's progress, written only while its lease is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCheckpoint {
+    /// Items processed so far.
+    pub done: u64,
+    /// Items to process (0: unknown).
+    pub total: u64,
+    /// Where to resume.
+    pub cursor: String,
+    /// Last (transient) error, empty if none.
     pub last_error: String,
 }
 
@@ -276,6 +351,62 @@ pub enum InsertOutcome {
     AlreadyExists,
     /// The user is erased; nothing was written.
     Erased,
+    /// A newer KEK version of the shard exists (a rotation began); nothing
+    /// was written: wrap the key under the newest version and try again.
+    StaleKek,
+}
+
+/// A user-key version re-wrapped under a newer KEK version of its shard.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserKeyRewrap {
+    /// Whose key.
+    pub pseudonym: Pseudonym,
+    /// User-key version.
+    pub version: u32,
+    /// Shard.
+    pub shard: u32,
+    /// The KEK version it was wrapped under (the row is updated only if it
+    /// still is, so an erased user's row never comes back).
+    pub from_kek: u32,
+    /// The KEK version it is wrapped under now.
+    pub to_kek: u32,
+    /// The user key wrapped under `to_kek`.
+    pub wrapped: Vec<u8>,
+}
+
+impl std::fmt::Debug for UserKeyRewrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserKeyRewrap")
+            .field("pseudonym", &self.pseudonym)
+            .field("version", &self.version)
+            .field("shard", &self.shard)
+            .field("from_kek", &self.from_kek)
+            .field("to_kek", &self.to_kek)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A KEK version without its key material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KekInfo {
+    /// Shard.
+    pub shard: u32,
+    /// Version.
+    pub version: u32,
+    /// The master version it is wrapped under.
+    pub master_version: u32,
+    /// When it was made, Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// What destroying a shard's old KEK versions did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestroyKeks {
+    /// These versions are gone (possibly none).
+    Destroyed(Vec<u32>),
+    /// Nothing was destroyed: this many user keys are still wrapped under
+    /// an old version (written while the rotation ran); re-wrap them first.
+    StillInUse(u64),
 }
 
 /// The key store.
@@ -307,9 +438,56 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<Tombstone, StoreError>;
     /// A job by id.
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
-    /// Jobs that are pending or running.
+    /// Jobs that are pending or running, oldest first.
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
-    /// Records a job's progress.
+    /// The newest `limit` jobs, newest first, optionally of one state only.
+    async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, StoreError>;
+    /// Records a new pending job (with an audit record) and returns it; if
+    /// `exclusive` and an unfinished job of the same kind exists, records
+    /// nothing and returns that one.
+    async fn create_job(&self, job: &NewJob, exclusive: bool) -> Result<JobRecord, StoreError>;
+    /// Takes the lease of an unfinished job for `owner` until `until_ms`, if
+    /// nobody holds it (no owner, or a lease ended before `now_ms`) or
+    /// `owner` holds it already; the job becomes RUNNING. `None` if the job
+    /// is finished, unknown or leased by another process.
+    async fn claim_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    /// Extends `owner`'s lease; false if `owner` no longer holds it.
+    async fn renew_job_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Records progress of a job leased by `owner` and extends the lease;
+    /// false (and nothing written) if `owner` no longer holds it.
+    async fn checkpoint_job(
+        &self,
+        id: &str,
+        owner: &str,
+        checkpoint: &JobCheckpoint,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Ends a job leased by `owner` (DONE or FAILED with `last_error`) and
+    /// releases its lease; false if `owner` no longer holds it.
+    async fn finish_job(
+        &self,
+        id: &str,
+        owner: &str,
+        state: JobState,
+        last_error: &str,
+    ) -> Result<bool, StoreError>;
+    /// Sets a job's state and progress whoever holds it, releasing any
+    /// lease (an operator's reset; tests).
     async fn update_job(
         &self,
         id: &str,
@@ -317,6 +495,59 @@ pub trait KeyStore: Send + Sync + 'static {
         done: u64,
         last_error: &str,
     ) -> Result<(), StoreError>;
+    /// KEK versions wrapped under a master version below `master_version`,
+    /// at most `limit`.
+    async fn keks_below_master(
+        &self,
+        master_version: u32,
+        limit: u32,
+    ) -> Result<Vec<KekRecord>, StoreError>;
+    /// How many KEK versions each master version wraps, ascending.
+    async fn kek_counts_by_master(&self) -> Result<Vec<(u32, u64)>, StoreError>;
+    /// In one transaction, if `progress.owner` holds the job's lease:
+    /// applies each re-wrap whose row is still wrapped under its
+    /// `from_master`, and records the job's progress. False (nothing
+    /// written) if the lease is lost.
+    async fn rewrap_keks(
+        &self,
+        rewraps: &[KekRewrap],
+        progress: &LeasedProgress<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Every KEK version, without key material, by shard then version.
+    async fn kek_infos(&self) -> Result<Vec<KekInfo>, StoreError>;
+    /// Up to `limit` user-key versions of `shard` wrapped under a KEK
+    /// version below `kek_version`.
+    async fn user_keys_below_kek(
+        &self,
+        shard: u32,
+        kek_version: u32,
+        limit: u32,
+    ) -> Result<Vec<UserKeyRecord>, StoreError>;
+    /// How many user-key versions the shards hold.
+    async fn count_user_keys(&self, shards: &[u32]) -> Result<u64, StoreError>;
+    /// In one transaction, if `progress.owner` holds the job's lease:
+    /// applies each re-wrap whose row is still wrapped under its
+    /// `from_kek` (an erased user's row stays gone), and records the job's
+    /// progress. False (nothing written) if the lease is lost.
+    async fn rewrap_user_keys(
+        &self,
+        rewraps: &[UserKeyRewrap],
+        progress: &LeasedProgress<'_>,
+    ) -> Result<bool, StoreError>;
+    /// In one transaction: destroys `shard`'s KEK versions below
+    /// `kek_version`, with an audit record by `principal`, unless a user key
+    /// is still wrapped under one of them. A destruction leaves no readable
+    /// copy in the live store when this returns (as an erasure).
+    async fn destroy_keks_below(
+        &self,
+        shard: u32,
+        kek_version: u32,
+        principal: &str,
+    ) -> Result<DestroyKeks, StoreError>;
+    /// A value of the store's own settings table.
+    async fn meta_value(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a value unless one is set; returns the value that holds.
+    async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String, StoreError>;
     /// Appends a record to the audit trail's hash chain.
     async fn audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError>;
     /// Audit records after `after_id` in order, at most `limit`, of one user

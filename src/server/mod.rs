@@ -31,11 +31,15 @@ use crate::content::{Content, Limits};
 use crate::deployment;
 use crate::erasure::Erasure;
 use crate::holds::LegalHolds;
-use crate::jobs::gc::GcRunner;
+use crate::jobs::gc::ErasureGc;
+use crate::jobs::rotation::{RotateKek, RotateMaster};
+use crate::jobs::{JobRunner, JobSettings};
 use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
 use crate::keys::sqlite::SqliteKeyStore;
-use crate::keys::store::KeyStore;
+use crate::keys::store::{
+    KeyStore, JOB_KIND_ERASURE_GC, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
+};
 use crate::keys::{CachePolicy, KeyHierarchy};
 
 /// HTTP/2 receive window per stream.
@@ -90,6 +94,8 @@ pub struct Gateway {
     pub audit: Arc<AuditTrail>,
     /// The key store, closed on shutdown.
     pub store: Arc<dyn KeyStore>,
+    /// Durable jobs, stopped on shutdown.
+    pub jobs: JobRunner,
 }
 
 impl Gateway {
@@ -132,14 +138,33 @@ impl Gateway {
             kek_ttl: Duration::from_secs(config.cache.kek_ttl_seconds),
             max_users: config.cache.max_entries,
         };
-        let keys = Arc::new(KeyHierarchy::new(
+        let keys = Arc::new(
+            KeyHierarchy::new(
+                store.clone(),
+                master,
+                naming,
+                config.keystore.shards,
+                &policy,
+            )
+            .with_kek_max_age(config.keys.kek_max_age()),
+        );
+        let jobs = JobRunner::builder(
             store.clone(),
-            master,
-            naming,
-            config.keystore.shards,
-            &policy,
-        ));
-        let gc = GcRunner::start(store.clone(), blob.clone(), config.spaces.clone()).await?;
+            JobSettings {
+                lease: Duration::from_secs(config.jobs.lease_seconds),
+                poll: Duration::from_secs(config.jobs.poll_seconds),
+            },
+        )
+        .handler(
+            JOB_KIND_ERASURE_GC,
+            Arc::new(ErasureGc::new(blob.clone(), config.spaces.clone())),
+        )
+        .handler(
+            JOB_KIND_ROTATE_MASTER,
+            Arc::new(RotateMaster::new(keys.clone())),
+        )
+        .handler(JOB_KIND_ROTATE_KEK, Arc::new(RotateKek::new(keys.clone())))
+        .start();
         let content = Arc::new(Content::new(
             keys.clone(),
             blob,
@@ -151,14 +176,44 @@ impl Gateway {
                 max_response_bytes: config.limits.max_response_bytes,
             },
         ));
+        let admin = Arc::new(KeyAdmin::new(keys.clone(), store.clone(), jobs.clone()));
+        if keys.kek_max_age().is_some() {
+            tokio::spawn(run_key_schedule(
+                admin.clone(),
+                jobs.stop_signal(),
+                Duration::from_secs(config.keys.schedule_check_seconds),
+            ));
+        }
         Ok(Self {
             content,
-            erasure: Arc::new(Erasure::new(keys.clone(), store.clone(), gc)),
-            admin: Arc::new(KeyAdmin::new(keys.clone())),
+            erasure: Arc::new(Erasure::new(keys.clone(), store.clone(), jobs.clone())),
+            admin,
             holds: Arc::new(LegalHolds::new(keys.clone(), store.clone())),
             audit: Arc::new(AuditTrail::new(keys, store.clone())),
             store,
+            jobs,
         })
+    }
+}
+
+/// Runs the key schedule ([`KeyAdmin::schedule_pass`]) every `every`
+/// until the jobs stop.
+async fn run_key_schedule(
+    admin: Arc<KeyAdmin>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                if let Err(e) = admin.schedule_pass().await {
+                    tracing::warn!(error = %e, "key schedule pass failed; trying again at the next");
+                }
+            }
+        }
     }
 }
 
@@ -335,6 +390,7 @@ pub async fn serve(
     if let Some(reload) = reload {
         reload.abort();
     }
+    gateway.jobs.shutdown().await;
     gateway.store.close().await;
     tracing::info!("sealgate stopped");
     Ok(())

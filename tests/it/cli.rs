@@ -566,3 +566,134 @@ async fn audit_commands_list_and_verify() {
     let stderr = String::from_utf8_lossy(&broken.stderr);
     assert!(stderr.contains("broken at record 1"), "{stderr}");
 }
+
+/// `sealgate jobs list` and `jobs watch`: the GC job of an erasure is
+/// listed and watched to DONE (exit 0); a job that FAILS makes `watch` exit
+/// non-zero with the job's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_list_and_watch() {
+    use sealgate::keys::store::{KeyStore, NewJob};
+    let gw = TestGateway::start_with(|c| c.jobs.poll_seconds = 1).await;
+    let ep = gw.endpoint();
+    let receipt = crate::gateway::try_erase(&gw, "cli-jobs").await.unwrap();
+    // A job of a kind this build has no handler for fails at once.
+    let failing = sealgate::names::random_id();
+    {
+        let store = sealgate::keys::sqlite::SqliteKeyStore::open(&gw.data_dir.join("keys.db"))
+            .await
+            .unwrap();
+        store
+            .create_job(
+                &NewJob {
+                    id: failing.clone(),
+                    kind: "from_the_future".into(),
+                    pseudonym: None,
+                    params: String::new(),
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let gc = receipt.gc_job_id.clone();
+    let (watched, listed, failed) = tokio::task::spawn_blocking(move || {
+        let watched = ok(&sealgate(&["jobs", "watch", "--endpoint", &ep, &gc]));
+        let failed = sealgate(&["jobs", "watch", "--endpoint", &ep, &failing]);
+        let listed = ok(&sealgate(&["jobs", "list", "--endpoint", &ep]));
+        (watched, listed, (failed, failing))
+    })
+    .await
+    .unwrap();
+    assert_eq!(watched, "", "progress goes to stderr");
+    let gc_line = listed
+        .lines()
+        .find(|l| l.starts_with(&receipt.gc_job_id))
+        .unwrap_or_else(|| panic!("GC job not listed:\n{listed}"));
+    assert_eq!(
+        gc_line,
+        format!("{}\terasure_gc\tDONE\t0/0", receipt.gc_job_id)
+    );
+    let (failed, failing) = failed;
+    assert!(
+        !failed.status.success(),
+        "watch of a FAILED job exits non-zero"
+    );
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "job {failing} (from_the_future) FAILED: no handler"
+        )),
+        "{stderr}"
+    );
+    assert!(listed
+        .lines()
+        .any(|l| l.starts_with(&failing) && l.contains("\tFAILED\t")));
+}
+
+/// `sealgate keys rotate-master --wait` follows the job to DONE and exits
+/// 0; when the job FAILS (a KEK row that does not unwrap) it exits
+/// non-zero with the job's error. `retire-master` refuses a version in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_master_wait_and_retire() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    crate::gateway::put(&mut c, "cli-master", "moments", "a", b"bytes", 5)
+        .await
+        .unwrap();
+    let ep = gw.endpoint();
+    let ep2 = ep.clone();
+    let (rotated, in_use, retired) = tokio::task::spawn_blocking(move || {
+        let ep = ep2.as_str();
+        let rotated = ok(&sealgate(&[
+            "keys",
+            "rotate-master",
+            "--wait",
+            "--endpoint",
+            ep,
+        ]));
+        let in_use = sealgate(&["keys", "retire-master", "--version", "2", "--endpoint", ep]);
+        let retired = ok(&sealgate(&[
+            "keys",
+            "retire-master",
+            "--version",
+            "1",
+            "--endpoint",
+            ep,
+        ]));
+        (rotated, in_use, retired)
+    })
+    .await
+    .unwrap();
+    assert!(rotated.contains("master_version: 2\n"), "{rotated}");
+    assert!(!in_use.status.success());
+    assert!(
+        String::from_utf8_lossy(&in_use.stderr).contains("FailedPrecondition"),
+        "{in_use:?}"
+    );
+    assert_eq!(retired, "master_versions: 2\n");
+
+    // A KEK row that no longer unwraps: the next rotation fails for good.
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        gw.data_dir.join("keys.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE keks SET wrapped = zeroblob(length(wrapped))")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let failed = tokio::task::spawn_blocking(move || {
+        sealgate(&["keys", "rotate-master", "--wait", "--endpoint", &ep])
+    })
+    .await
+    .unwrap();
+    assert!(!failed.status.success(), "--wait exits non-zero on FAILED");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("(rotate_master) FAILED:") && stderr.contains("KEK shard"),
+        "{stderr}"
+    );
+}

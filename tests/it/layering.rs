@@ -56,6 +56,7 @@ const SAME_RANK_ALLOWED: &[(&str, &str)] = &[
     ("holds", "error"),
     ("audit", "error"),
     ("erasure", "jobs"),
+    ("keyadmin", "jobs"),
 ];
 
 fn rank(module: &str) -> Option<u8> {

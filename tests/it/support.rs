@@ -38,7 +38,17 @@ pub fn spawn_serve(
     data_dir: &Path,
     listen: &str,
 ) -> (Child, mpsc::Receiver<Result<SocketAddr, String>>) {
-    let (child, ready, _log) = spawn_serve_logged(data_dir, listen, "info");
+    spawn_serve_env(data_dir, listen, &[])
+}
+
+/// [`spawn_serve`] with configuration overrides in the environment
+/// (`SEALGATE_*`).
+pub fn spawn_serve_env(
+    data_dir: &Path,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<Result<SocketAddr, String>>) {
+    let (child, ready, _log) = spawn_serve_with(data_dir, listen, "info", env);
     (child, ready)
 }
 
@@ -53,7 +63,22 @@ pub fn spawn_serve_logged(
     mpsc::Receiver<Result<SocketAddr, String>>,
     std::sync::Arc<std::sync::Mutex<String>>,
 ) {
+    spawn_serve_with(data_dir, listen, rust_log, &[])
+}
+
+/// [`spawn_serve_logged`] with configuration overrides in the environment.
+pub fn spawn_serve_with(
+    data_dir: &Path,
+    listen: &str,
+    rust_log: &str,
+    env: &[(&str, &str)],
+) -> (
+    Child,
+    mpsc::Receiver<Result<SocketAddr, String>>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .envs(env.iter().copied())
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)

@@ -130,6 +130,7 @@ async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
     let pseudonym = KeyAdminServiceClient::new(channel.clone())
         .key_status(pb::KeyStatusRequest {
             user_id: PHONE.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -48,7 +48,10 @@ mod erasure_holds;
 mod feeds;
 mod finish;
 mod holds;
+mod jobs;
+mod kek_rotation;
 mod key_store_faults;
+mod master_rotation;
 pub mod mtls;
 mod preconditions;
 mod roundtrip;
@@ -230,10 +233,16 @@ impl TestGateway {
 
     /// Stops the server gracefully and starts a new one on the same data
     /// directory and store (a restart).
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like [`Self::restart`], after `tweak`ing the configuration.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
         self.stop().await;
         let mut c = config(&self.data_dir);
         self.backend.configure(&mut c);
+        tweak(&mut c);
         let mut next = Self::start_config(c).await;
         next._tmp = self._tmp.take();
         next
@@ -567,6 +576,7 @@ pub async fn pseudonym(gw: &TestGateway, user: &str) -> String {
         .await
         .key_status(pb::KeyStatusRequest {
             user_id: user.into(),
+            ..Default::default()
         })
         .await
         .expect("KeyStatus")
@@ -867,6 +877,7 @@ pub async fn key_status(gw: &TestGateway, user: &str) -> pb::KeyStatusResponse {
         .await
         .key_status(pb::KeyStatusRequest {
             user_id: user.into(),
+            ..Default::default()
         })
         .await
         .expect("KeyStatus")

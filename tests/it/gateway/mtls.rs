@@ -129,6 +129,7 @@ async fn key_status(
     client
         .key_status(pb::KeyStatusRequest {
             user_id: user.into(),
+            ..Default::default()
         })
         .await
         .map(drop)

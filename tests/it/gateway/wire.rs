@@ -147,6 +147,7 @@ async fn message_size_limit_is_resource_exhausted() {
         admin
             .key_status(pb::KeyStatusRequest {
                 user_id: "u".repeat(MAX_MESSAGE_BYTES),
+                ..Default::default()
             })
             .await,
         Code::ResourceExhausted,

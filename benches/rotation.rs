@@ -1,0 +1,179 @@
+//! Key rotation on the SQLite key store, beside a same-run baseline.
+//!
+//! ```text
+//! cargo bench --bench rotation          # USERS=100000 SHARDS=256 by default
+//! ```
+//!
+//! Builds a key store of USERS users over SHARDS shards (KEKs wrapped by a
+//! local keyring, user keys wrapped by the KEKs, as the gateway writes
+//! them), then times, through the real job machinery (`RotateKek`,
+//! `RotateMaster` on a `JobRunner`): a KEK rotation of every shard, in user
+//! keys re-wrapped per second, and a master rotation. The baseline is raw
+//! AES-256-GCM: one unwrap plus one wrap of a 32-byte user key per user,
+//! the cryptographic floor of a re-wrap. Prints both and their ratio.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealgate::crypto::keys::{kek_aad, user_key_aad};
+use sealgate::crypto::{Kek, NamingKey, UserKey, Wrapped};
+use sealgate::jobs::rotation::{KekShards, RotateKek, RotateMaster};
+use sealgate::jobs::{JobRunner, JobSettings};
+use sealgate::keyadmin::KeyAdmin;
+use sealgate::keys::keyring::{LocalKeyring, MasterKeyProvider};
+use sealgate::keys::sqlite::SqliteKeyStore;
+use sealgate::keys::store::{
+    JobRecord, JobState, KekRecord, KeyStore, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
+};
+use sealgate::keys::{unix_ms, CachePolicy, KeyHierarchy};
+
+fn env_or(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Waits for a job to end (polling the store: a bench, not a test).
+async fn ended(store: &dyn KeyStore, id: &str) -> JobRecord {
+    loop {
+        let job = store.job(id).await.unwrap().unwrap();
+        if matches!(job.state, JobState::Done | JobState::Failed) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let users = env_or("USERS", 100_000);
+    let shards = env_or("SHARDS", 256);
+    let dir = tempfile::tempdir().unwrap();
+    let (master, naming): (LocalKeyring, NamingKey) =
+        LocalKeyring::create(&dir.path().join("keyring")).unwrap();
+    let master: Arc<dyn MasterKeyProvider> = Arc::new(master);
+    let store = Arc::new(
+        SqliteKeyStore::open(&dir.path().join("keys.db"))
+            .await
+            .unwrap(),
+    );
+
+    // The store as the gateway would have written it.
+    let mut keks = Vec::new();
+    for shard in 0..shards {
+        let kek = Kek::generate().unwrap();
+        let (master_version, wrapped) = master.wrap_kek(&kek, &kek_aad(shard, 1)).await.unwrap();
+        store
+            .insert_kek(&KekRecord {
+                shard,
+                version: 1,
+                master_version,
+                wrapped,
+                created_at_ms: unix_ms(),
+            })
+            .await
+            .unwrap();
+        keks.push(kek);
+    }
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("keys.db").display()
+    ))
+    .await
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let mut wrapped_keys = Vec::with_capacity(users as usize);
+    for u in 0..users {
+        let p = naming.pseudonym(&format!("user-{u}"));
+        let shard = p.shard(shards);
+        let key = UserKey::generate().unwrap();
+        let wrapped = keks[shard as usize]
+            .wrap_user_key(&key, &user_key_aad(&p, 1, shard, 1))
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO user_keys (pseudonym, version, shard, kek_version, wrapped, state, created_at_ms)
+             VALUES (?, 1, ?, 1, ?, 'active', ?)",
+        )
+        .bind(p.to_string())
+        .bind(i64::from(shard))
+        .bind(wrapped.as_bytes().to_vec())
+        .bind(unix_ms())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        wrapped_keys.push((p, shard, wrapped.as_bytes().to_vec()));
+    }
+    tx.commit().await.unwrap();
+    pool.close().await;
+
+    // Baseline: one unwrap and one wrap per user, nothing else.
+    let to = Kek::generate().unwrap();
+    let started = Instant::now();
+    for (p, shard, wrapped) in &wrapped_keys {
+        let key = keks[*shard as usize]
+            .unwrap_user_key(
+                &Wrapped::<UserKey>::from_bytes(wrapped).unwrap(),
+                &user_key_aad(p, 1, *shard, 1),
+            )
+            .unwrap();
+        std::hint::black_box(
+            to.wrap_user_key(&key, &user_key_aad(p, 1, *shard, 2))
+                .unwrap(),
+        );
+    }
+    let baseline = f64::from(users) / started.elapsed().as_secs_f64();
+
+    let keys = Arc::new(KeyHierarchy::new(
+        store.clone(),
+        master,
+        naming,
+        shards,
+        &CachePolicy {
+            user_ttl: Duration::from_secs(60),
+            kek_ttl: Duration::from_secs(3600),
+            max_users: 1000,
+        },
+    ));
+    let jobs = JobRunner::builder(
+        store.clone(),
+        JobSettings {
+            lease: Duration::from_secs(30),
+            poll: Duration::from_secs(5),
+        },
+    )
+    .handler(JOB_KIND_ROTATE_KEK, Arc::new(RotateKek::new(keys.clone())))
+    .handler(
+        JOB_KIND_ROTATE_MASTER,
+        Arc::new(RotateMaster::new(keys.clone())),
+    )
+    .start();
+    let admin = KeyAdmin::new(keys.clone(), store.clone(), jobs.clone());
+
+    let started = Instant::now();
+    let job = admin.rotate_kek("bench", KekShards::All).await.unwrap();
+    let job = ended(&*store, &job.id).await;
+    let kek_time = started.elapsed();
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert_eq!(job.done, u64::from(users));
+    let rotation = f64::from(users) / kek_time.as_secs_f64();
+
+    let started = Instant::now();
+    let (job, _) = admin.rotate_master("bench").await.unwrap();
+    let job = ended(&*store, &job.id).await;
+    let master_time = started.elapsed();
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    jobs.shutdown().await;
+
+    println!("users {users}, shards {shards}");
+    println!("baseline: raw AES-256-GCM unwrap+wrap of user keys: {baseline:>10.0} keys/s");
+    println!(
+        "KEK rotation of every shard:                 {rotation:>10.0} users/s ({:.2} s)",
+        kek_time.as_secs_f64()
+    );
+    println!("ratio rotation / baseline: {:.3}", rotation / baseline);
+    println!(
+        "master rotation ({shards} KEKs re-wrapped):        {:.3} s",
+        master_time.as_secs_f64()
+    );
+}

@@ -1,0 +1,287 @@
+//! Key rotation jobs.
+//!
+//! Master rotation ([`RotateMaster`], kind
+//! [`JOB_KIND_ROTATE_MASTER`](crate::keys::store::JOB_KIND_ROTATE_MASTER),
+//! parameters `master_version=N`): makes master version N exist (adding it
+//! to the keyring is idempotent, so a crash between that and the first
+//! batch is harmless), then re-wraps every KEK version under an older
+//! master in batches, each batch committed with the job's progress in one
+//! transaction. O(shards × KEK versions): seconds. Old master versions stay
+//! in the keyring until retired.
+//!
+//! KEK rotation ([`RotateKek`], kind
+//! [`JOB_KIND_ROTATE_KEK`](crate::keys::store::JOB_KIND_ROTATE_KEK),
+//! parameters `shards=all` or `shards=3,17`): shard by shard, makes the
+//! next KEK version, re-wraps the shard's user keys under it in batches
+//! (each committed with the job's progress), then destroys the older
+//! versions. The cursor `I:V` says shard number I of the list is being
+//! moved to KEK version V, so a resumed job neither makes a second new
+//! version nor repeats a finished shard. User keys written under an old
+//! version while the shard rotates are refused by the store
+//! ([`InsertOutcome::StaleKek`](crate::keys::store::InsertOutcome)), and the
+//! destruction itself refuses while any row is still under an old version.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{JobError, JobHandler, LeasedJob};
+use crate::keys::keyring::MasterKeyError;
+use crate::keys::store::DestroyKeks;
+use crate::keys::{KeyError, KeyHierarchy};
+
+/// KEK versions re-wrapped per transaction.
+const KEK_BATCH: u32 = 32;
+/// User keys re-wrapped per transaction.
+const USER_KEY_BATCH: u32 = 1000;
+
+/// Which shards a KEK rotation moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KekShards {
+    /// Every shard of the store.
+    All,
+    /// These shards, in this order.
+    Some(Vec<u32>),
+}
+
+/// The parameters of a KEK rotation.
+pub fn rotate_kek_params(shards: &KekShards) -> String {
+    match shards {
+        KekShards::All => "shards=all".into(),
+        KekShards::Some(list) => format!(
+            "shards={}",
+            list.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}
+
+/// The shards of KEK rotation parameters.
+pub fn parse_rotate_kek_params(params: &str) -> Option<KekShards> {
+    let list = params.strip_prefix("shards=")?;
+    if list == "all" {
+        return Some(KekShards::All);
+    }
+    list.split(',')
+        .map(|s| s.parse().ok())
+        .collect::<Option<Vec<u32>>>()
+        .filter(|l| !l.is_empty())
+        .map(KekShards::Some)
+}
+
+/// The parameters of a master rotation to `version`.
+pub fn rotate_master_params(version: u32) -> String {
+    format!("master_version={version}")
+}
+
+/// The target version in master rotation parameters.
+pub fn parse_rotate_master_params(params: &str) -> Option<u32> {
+    params.strip_prefix("master_version=")?.parse().ok()
+}
+
+/// Whether trying again can help after a key-layer error.
+pub(crate) fn key_error(e: KeyError) -> JobError {
+    match e {
+        KeyError::Unavailable(m) | KeyError::StorageFull(m) | KeyError::StoreLost(m) => {
+            JobError::Transient(m)
+        }
+        KeyError::UserErased
+        | KeyError::LegalHold { .. }
+        | KeyError::MissingUserKeyVersion(_)
+        | KeyError::Unwrap(_)
+        | KeyError::Internal(_) => JobError::Permanent(e.to_string()),
+    }
+}
+
+fn master_error(e: MasterKeyError) -> JobError {
+    match e {
+        // A keyring file that cannot be read or written now (a full or
+        // read-only disk) may be repaired.
+        MasterKeyError::Keyring { .. } => JobError::Transient(e.to_string()),
+        _ => JobError::Permanent(e.to_string()),
+    }
+}
+
+/// Runs master rotations.
+pub struct RotateMaster {
+    keys: Arc<KeyHierarchy>,
+}
+
+impl RotateMaster {
+    /// Rotates the masters of `keys`.
+    pub fn new(keys: Arc<KeyHierarchy>) -> Self {
+        Self { keys }
+    }
+}
+
+#[async_trait]
+impl JobHandler for RotateMaster {
+    async fn run(&self, job: &mut LeasedJob) -> Result<(), JobError> {
+        let target = parse_rotate_master_params(&job.record().params).ok_or_else(|| {
+            JobError::Permanent(format!(
+                "bad master rotation parameters {:?}",
+                job.record().params
+            ))
+        })?;
+        self.keys
+            .master()
+            .add_version(target)
+            .await
+            .map_err(master_error)?;
+        let store = self.keys.store().clone();
+        let remaining: u64 = store
+            .kek_counts_by_master()
+            .await?
+            .iter()
+            .filter(|(m, _)| *m < target)
+            .map(|(_, n)| n)
+            .sum();
+        let mut done = job.record().done;
+        let total = done + remaining;
+        job.checkpoint(done, total, "").await?;
+        loop {
+            let batch = self
+                .keys
+                .rewrap_keks_to_master(target, KEK_BATCH)
+                .await
+                .map_err(key_error)?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let next = done + batch.len() as u64;
+            let held = store
+                .rewrap_keks(&batch, &job.progress(next, total.max(next), ""))
+                .await?;
+            job.note_progress(held, next, total.max(next), "")?;
+            done = next;
+        }
+    }
+}
+
+/// Runs KEK rotations.
+pub struct RotateKek {
+    keys: Arc<KeyHierarchy>,
+}
+
+impl RotateKek {
+    /// Rotates the KEKs of `keys`.
+    pub fn new(keys: Arc<KeyHierarchy>) -> Self {
+        Self { keys }
+    }
+}
+
+fn parse_cursor(cursor: &str) -> Option<(usize, u32)> {
+    let (index, version) = cursor.split_once(':')?;
+    Some((index.parse().ok()?, version.parse().ok()?))
+}
+
+#[async_trait]
+impl JobHandler for RotateKek {
+    async fn run(&self, job: &mut LeasedJob) -> Result<(), JobError> {
+        let bad = || {
+            JobError::Permanent(format!(
+                "bad KEK rotation parameters {:?}",
+                job.record().params
+            ))
+        };
+        let shards = match parse_rotate_kek_params(&job.record().params).ok_or_else(bad)? {
+            KekShards::All => (0..self.keys.shards()).collect(),
+            KekShards::Some(list) => list,
+        };
+        if let Some(s) = shards.iter().find(|s| **s >= self.keys.shards()) {
+            return Err(JobError::Permanent(format!(
+                "shard {s} does not exist (the store has {})",
+                self.keys.shards()
+            )));
+        }
+        let store = self.keys.store().clone();
+        let (mut index, mut target) = match job.record().cursor.as_str() {
+            "" => (0, 0),
+            c => parse_cursor(c)
+                .ok_or_else(|| JobError::Permanent(format!("bad KEK rotation cursor {c:?}")))?,
+        };
+        let mut done = job.record().done;
+        let mut total = job.record().total;
+        if total == 0 {
+            total = store
+                .count_user_keys(&shards[index.min(shards.len())..])
+                .await?;
+            job.checkpoint(done, total, &job.record().cursor.clone())
+                .await?;
+        }
+        while let Some(&shard) = shards.get(index) {
+            if target == 0 {
+                // A new version after the newest: the shard's KEK as of
+                // this job's start (or a later one) is what gets destroyed.
+                let newest = store.latest_kek(shard).await?.map_or(0, |r| r.version);
+                target = newest + 1;
+                self.keys
+                    .create_kek_version(shard, target)
+                    .await
+                    .map_err(key_error)?;
+                job.checkpoint(done, total, &format!("{index}:{target}"))
+                    .await?;
+            }
+            let cursor = format!("{index}:{target}");
+            loop {
+                let batch = self
+                    .keys
+                    .rewrap_user_keys_to(shard, target, USER_KEY_BATCH)
+                    .await
+                    .map_err(key_error)?;
+                if batch.is_empty() {
+                    match self
+                        .keys
+                        .destroy_keks_below(shard, target, "gateway")
+                        .await
+                        .map_err(key_error)?
+                    {
+                        DestroyKeks::Destroyed(versions) => {
+                            if !versions.is_empty() {
+                                tracing::info!(target: "sealgate::audit", shard, ?versions, "old KEK versions destroyed");
+                            }
+                            break;
+                        }
+                        // Written under an old version meanwhile: move them too.
+                        DestroyKeks::StillInUse(_) => continue,
+                    }
+                }
+                let next = done + batch.len() as u64;
+                let held = store
+                    .rewrap_user_keys(&batch, &job.progress(next, total.max(next), &cursor))
+                    .await?;
+                job.note_progress(held, next, total.max(next), &cursor)?;
+                done = next;
+                total = total.max(next);
+            }
+            index += 1;
+            target = 0;
+            job.checkpoint(done, total, &format!("{index}:0")).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kek_params_round_trip() {
+        for shards in [
+            KekShards::All,
+            KekShards::Some(vec![3]),
+            KekShards::Some(vec![0, 17, 255]),
+        ] {
+            assert_eq!(
+                parse_rotate_kek_params(&rotate_kek_params(&shards)),
+                Some(shards)
+            );
+        }
+        for bad in ["", "shards=", "shards=x", "shards=1,,2", "master_version=1"] {
+            assert_eq!(parse_rotate_kek_params(bad), None, "{bad}");
+        }
+    }
+}
