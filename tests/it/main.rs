@@ -2,6 +2,7 @@ mod blob;
 mod cli;
 mod crypto;
 mod damage;
+mod fuzz_seeds;
 mod gateway;
 mod health;
 mod layering;
