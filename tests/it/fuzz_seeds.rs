@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sealgate::blob::s3::overlay_patch;
+use sealgate::blob::MAX_PATCH_END;
 use sealgate::config::Config;
 use sealgate::crypto::chunked::{self, Sealer};
 use sealgate::crypto::{Header, Metadata};
@@ -74,6 +75,28 @@ fn patch_input(at: u32, value: &str) -> Vec<u8> {
     let mut out = at.to_le_bytes().to_vec();
     out.extend_from_slice(value.as_bytes());
     out
+}
+
+/// A binary patch input: the read's offset with the top bit set (u32 le),
+/// the patch's offset (u64 le), then its bytes.
+fn binary_patch_input(at: u32, offset: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut out = (at | 1 << 31).to_le_bytes().to_vec();
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The metadata value the s3_patch target makes of a seed (see
+/// `fuzz/fuzz_targets/s3_patch.rs`), and the read's offset.
+fn patch_value(seed: &[u8]) -> (u64, String) {
+    let word = u32::from_le_bytes(seed[..4].try_into().unwrap());
+    let at = u64::from(word & !(1 << 31));
+    if word & 1 << 31 == 0 {
+        (at, std::str::from_utf8(&seed[4..]).unwrap().to_string())
+    } else {
+        let offset = u64::from_le_bytes(seed[4..12].try_into().unwrap());
+        (at, format!("{offset}:{}", hex::encode(&seed[12..])))
+    }
 }
 
 fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
@@ -187,6 +210,31 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "union-at-100",
             patch_input(100, &format!("0:{}", hex::encode([0x5a; 300]))),
         ),
+        (
+            "s3_patch",
+            "binary-slot",
+            binary_patch_input(0, 8, &[0xab; 64]),
+        ),
+        (
+            "s3_patch",
+            "last-byte",
+            patch_input(4000, &format!("{}:ab", MAX_PATCH_END - 1)),
+        ),
+        // Patches the parser must refuse, at the top of the offset's range
+        // (`offset + len` overflows once a digit or a byte more changes).
+        (
+            "s3_patch",
+            "refused-max-offset",
+            patch_input(0, &format!("{}:", u64::MAX)),
+        ),
+        (
+            "s3_patch",
+            "refused-high-offset",
+            patch_input(
+                0,
+                &format!("{}:{}", u64::MAX - 1000, hex::encode([0xab; 16])),
+            ),
+        ),
         ("keyring", "two-masters", keyring.as_bytes().to_vec()),
         ("config", "full", config.as_bytes().to_vec()),
         ("config", "env", config_env.as_bytes().to_vec()),
@@ -241,7 +289,8 @@ fn committed_seeds_are_the_generated_ones() {
 }
 
 /// The seeds that are not sealed messages are valid inputs of their
-/// parsers (the sealed ones are valid by construction).
+/// parsers (the sealed ones are valid by construction), except the patch
+/// seeds named `refused-*`, which the patch parser must refuse.
 #[test]
 fn seeds_are_valid_inputs() {
     let seeds = seeds();
@@ -269,14 +318,15 @@ fn seeds_are_valid_inputs() {
         Config::from_toml(toml, env).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     for (name, bytes) in of("s3_patch") {
-        let at = u32::from_le_bytes(bytes[..4].try_into().unwrap());
+        let (at, value) = patch_value(bytes);
         let mut read = vec![0u8; 8192];
-        overlay_patch(
-            std::str::from_utf8(&bytes[4..]).unwrap(),
-            at.into(),
-            &mut read,
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(read.iter().any(|b| *b != 0), "{name} patches the read");
+        let applied = overlay_patch(&value, at, &mut read);
+        if name.starts_with("refused-") {
+            assert!(applied.is_err(), "{name} is refused");
+            assert!(read.iter().all(|b| *b == 0), "{name} patches nothing");
+        } else {
+            applied.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(read.iter().any(|b| *b != 0), "{name} patches the read");
+        }
     }
 }
