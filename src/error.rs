@@ -83,6 +83,9 @@ pub enum Reason {
     /// FAILED_PRECONDITION: the user is under legal hold; erasure waits
     /// until every case releases it.
     LegalHold,
+    /// FAILED_PRECONDITION: the service was decommissioned: every key is
+    /// destroyed, nothing can be read or written again.
+    Decommissioned,
     /// UNAUTHENTICATED: a call that needs a role came without a valid
     /// client certificate (none, expired, or from another CA).
     NoClientCertificate,
@@ -128,6 +131,7 @@ impl Reason {
             Self::StorageFull => "STORAGE_FULL",
             Self::StorageLost => "STORAGE_LOST",
             Self::LegalHold => "LEGAL_HOLD",
+            Self::Decommissioned => "DECOMMISSIONED",
             Self::NoClientCertificate => "NO_CLIENT_CERTIFICATE",
             Self::RoleRequired => "ROLE_REQUIRED",
             Self::SpaceNotAllowed => "SPACE_NOT_ALLOWED",
@@ -303,6 +307,10 @@ impl From<KeyError> for Error {
             KeyError::Unavailable(m) => Self::Unavailable(m),
             KeyError::StorageFull(m) => Self::StorageFull(format!("key store: {m}")),
             KeyError::StoreLost(m) => Self::StorageLost(m),
+            KeyError::Decommissioned => Self::FailedPrecondition {
+                reason: Reason::Decommissioned,
+                message: "the service was decommissioned: every key is destroyed".into(),
+            },
             KeyError::LegalHold { cases } => Self::FailedPrecondition {
                 reason: Reason::LegalHold,
                 message: format!(

@@ -264,6 +264,34 @@ impl KeyAdmin {
         Ok(job)
     }
 
+    /// Decommissions the service for `principal` (see
+    /// [`KeyHierarchy::decommission`]) once `confirm_region` repeats the
+    /// configured region `region`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (nothing done) for another region; store
+    /// or keyring failures (repeat the call to finish).
+    pub async fn decommission(
+        &self,
+        principal: &str,
+        region: &str,
+        confirm_region: &str,
+    ) -> Result<crate::keys::Decommissioned, Error> {
+        if confirm_region != region {
+            return Err(Error::invalid(
+                Reason::InvalidRequest,
+                "confirm_region",
+                format!(
+                    "confirm_region {} is not this gateway's region: nothing was destroyed",
+                    crate::error::quote(confirm_region)
+                ),
+            ));
+        }
+        let done = self.keys.decommission(principal).await?;
+        tracing::warn!(target: "sealgate::audit", principal, user_keys = done.user_keys, kek_versions = done.kek_versions, master_versions = ?done.master_versions, "decommissioned: every key destroyed");
+        Ok(done)
+    }
+
     /// The key hierarchy as a whole, without key material.
     ///
     /// # Errors

@@ -14,12 +14,14 @@ use crate::keys::store::{JobState, UserKeyState};
 /// The KeyAdminService implementation.
 pub struct KeyAdminApi {
     admin: Arc<KeyAdmin>,
+    /// The configured region, which Decommission must be told.
+    region: String,
 }
 
 impl KeyAdminApi {
     /// Wraps the key-administration service.
-    pub fn new(admin: Arc<KeyAdmin>) -> Self {
-        Self { admin }
+    pub fn new(admin: Arc<KeyAdmin>, region: String) -> Self {
+        Self { admin, region }
     }
 }
 
@@ -127,6 +129,27 @@ impl pb::key_admin_service_server::KeyAdminService for KeyAdminApi {
         Ok(Response::new(pb::RotateMasterKeyResponse {
             job_id: job.id,
             master_version,
+        }))
+    }
+
+    async fn decommission(
+        &self,
+        request: Request<pb::DecommissionRequest>,
+    ) -> Result<Response<pb::DecommissionReceipt>, Status> {
+        let caller = super::auth::Caller::of(&request)?;
+        let done = self
+            .admin
+            .decommission(
+                caller.name(),
+                &self.region,
+                &request.into_inner().confirm_region,
+            )
+            .await?;
+        Ok(Response::new(pb::DecommissionReceipt {
+            decommissioned_at_unix_ms: done.at_ms,
+            user_keys_destroyed: done.user_keys,
+            kek_versions_destroyed: done.kek_versions,
+            master_versions_destroyed: done.master_versions,
         }))
     }
 

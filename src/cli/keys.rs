@@ -157,3 +157,32 @@ pub(super) async fn retire_master(args: RetireMasterArgs) -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub(super) struct DecommissionArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// The gateway's configured region (`blob.region`), repeated: the
+    /// confirmation that this is the service to end.
+    #[arg(long)]
+    confirm: String,
+}
+
+/// `sealgate keys decommission --confirm REGION`: prints the receipt.
+pub(super) async fn decommission(args: DecommissionArgs) -> anyhow::Result<()> {
+    let mut client = KeyAdminServiceClient::new(connect(&args.endpoint).await?);
+    let r = client
+        .decommission(pb::DecommissionRequest {
+            confirm_region: args.confirm,
+        })
+        .await?
+        .into_inner();
+    println!("decommissioned_at_unix_ms: {}", r.decommissioned_at_unix_ms);
+    println!("user_keys_destroyed: {}", r.user_keys_destroyed);
+    println!("kek_versions_destroyed: {}", r.kek_versions_destroyed);
+    println!(
+        "master_versions_destroyed: {:?}",
+        r.master_versions_destroyed
+    );
+    Ok(())
+}

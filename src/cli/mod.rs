@@ -134,6 +134,9 @@ enum KeysCommand {
     /// Per shard: a new KEK version, the shard's user keys re-wrapped
     /// under it, the old versions destroyed (a job).
     RotateKek(keys::RotateKekArgs),
+    /// The end of the service: destroys every user key, KEK and master
+    /// version and the keyring. Every object becomes unreadable for good.
+    Decommission(keys::DecommissionArgs),
 }
 
 /// Parses the command line and runs it; the process exit code.
@@ -173,6 +176,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::RotateKek(args),
         } => keys::rotate_kek(args).await,
+        Command::Keys {
+            command: KeysCommand::Decommission(args),
+        } => keys::decommission(args).await,
         Command::Jobs {
             command: JobsCommand::List(args),
         } => jobs::list(args).await,

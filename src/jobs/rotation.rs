@@ -88,6 +88,7 @@ pub(crate) fn key_error(e: KeyError) -> JobError {
             JobError::Transient(m)
         }
         KeyError::UserErased
+        | KeyError::Decommissioned
         | KeyError::LegalHold { .. }
         | KeyError::MissingUserKeyVersion(_)
         | KeyError::Unwrap(_)

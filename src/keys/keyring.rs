@@ -87,6 +87,9 @@ pub trait MasterKeyProvider: Send + Sync + 'static {
     /// Removes `version`, which must not be the newest. The caller checks
     /// that nothing is wrapped under it.
     async fn retire_version(&self, version: u32) -> Result<(), MasterKeyError>;
+    /// Destroys every master version (decommission): nothing it wrapped
+    /// can be unwrapped again. Returns the versions destroyed.
+    async fn destroy_all(&self) -> Result<Vec<u32>, MasterKeyError>;
     /// Wraps a KEK under the current master version.
     async fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<(u32, Vec<u8>), MasterKeyError>;
     /// Unwraps a KEK wrapped under `version`.
@@ -274,6 +277,68 @@ impl LocalKeyring {
             masters.remove(&version);
             Ok(true)
         })
+    }
+
+    /// Destroys the keyring: under the keyring lock, the file is
+    /// overwritten in place with zeros and fsynced, then removed (the
+    /// directory fsynced), and the keys held in memory are dropped
+    /// (zeroized). Returns the versions it held.
+    ///
+    /// # Errors
+    /// [`MasterKeyError::Keyring`] if the file cannot be overwritten or
+    /// removed.
+    pub fn destroy_all(&self) -> Result<Vec<u32>, MasterKeyError> {
+        let err = |message: String| MasterKeyError::Keyring {
+            path: self.path.clone(),
+            message,
+        };
+        let lock_path = {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(".lock");
+            PathBuf::from(name)
+        };
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open {}: {e}", lock_path.display())))?;
+        lock.lock()
+            .map_err(|e| err(format!("cannot lock {}: {e}", lock_path.display())))?;
+        let versions = self.versions();
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+        {
+            Ok(mut file) => {
+                let len = file
+                    .metadata()
+                    .map_err(|e| err(format!("cannot read: {e}")))?
+                    .len();
+                let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                file.write_all(&zeros)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| err(format!("cannot overwrite: {e}")))?;
+                std::fs::remove_file(&self.path).map_err(|e| err(format!("cannot remove: {e}")))?;
+                std::fs::File::open(parent_dir(&self.path))
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| err(format!("cannot sync the directory: {e}")))?;
+            }
+            // Destroyed before (a repeated decommission).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(format!("cannot open to overwrite: {e}"))),
+        }
+        self.loaded
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .masters
+            .clear();
+        drop(lock);
+        let _ = std::fs::remove_file(&lock_path);
+        Ok(versions)
     }
 
     /// Under the keyring lock: reads the file, applies `edit` to its master
@@ -495,12 +560,8 @@ pub fn parse(text: &str) -> Result<(BTreeMap<u32, MasterKey>, NamingKey), String
 #[async_trait]
 impl MasterKeyProvider for LocalKeyring {
     fn current_version(&self) -> u32 {
-        *self
-            .read()
-            .masters
-            .keys()
-            .next_back()
-            .expect("keyring has a master key")
+        // 0 only after `destroy_all`.
+        self.read().masters.keys().next_back().copied().unwrap_or(0)
     }
 
     fn versions(&self) -> Vec<u32> {
@@ -515,17 +576,25 @@ impl MasterKeyProvider for LocalKeyring {
         LocalKeyring::retire_version(self, version)
     }
 
+    async fn destroy_all(&self) -> Result<Vec<u32>, MasterKeyError> {
+        LocalKeyring::destroy_all(self)
+    }
+
     async fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<(u32, Vec<u8>), MasterKeyError> {
         // A KEK must never be wrapped under a version another process has
         // retired, nor under one older than another process has added.
         self.refresh()?;
         let (version, master) = {
             let loaded = self.read();
-            let (v, k) = loaded
-                .masters
-                .iter()
-                .next_back()
-                .expect("keyring has a master key");
+            let (v, k) =
+                loaded
+                    .masters
+                    .iter()
+                    .next_back()
+                    .ok_or_else(|| MasterKeyError::Keyring {
+                        path: self.path.clone(),
+                        message: "every master key was destroyed (decommissioned)".into(),
+                    })?;
             (*v, k.clone())
         };
         let wrapped = master.wrap_kek(kek, aad)?;

@@ -58,6 +58,9 @@ pub enum KeyError {
     /// Any other key store or provider failure.
     #[error("{0}")]
     Internal(String),
+    /// The service was decommissioned: every key is destroyed.
+    #[error("decommissioned: every key is destroyed")]
+    Decommissioned,
     /// An erasure refused: the user is under legal hold.
     #[error("the user is under legal hold ({cases} cases)")]
     LegalHold {
@@ -122,6 +125,19 @@ pub struct UserKeyStatus {
     pub master_version: u32,
 }
 
+/// What a decommission destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decommissioned {
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
+    /// User-key versions destroyed.
+    pub user_keys: u64,
+    /// KEK versions destroyed.
+    pub kek_versions: u64,
+    /// Master versions destroyed.
+    pub master_versions: Vec<u32>,
+}
+
 /// Erasures this process committed, newest last: the `i`-th entry has
 /// epoch `base + i + 1`. Bounded; a stream that fell behind it asks the store.
 struct ErasureLog {
@@ -168,6 +184,8 @@ pub struct KeyHierarchy {
     erasure_log: Mutex<ErasureLog>,
     /// The KEK schedule's maximum KEK age, if it runs.
     kek_max_age: Option<Duration>,
+    /// Set once [`Self::decommission`] began: every key access fails.
+    decommissioned: std::sync::atomic::AtomicBool,
 }
 
 impl KeyHierarchy {
@@ -201,6 +219,7 @@ impl KeyHierarchy {
                 entries: VecDeque::new(),
             }),
             kek_max_age: None,
+            decommissioned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -360,6 +379,7 @@ impl KeyHierarchy {
     }
 
     async fn user_keys(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
+        self.ensure_not_decommissioned()?;
         let keys = self
             .users
             .try_get_with(*p, self.load_user_keys(p))
@@ -523,8 +543,55 @@ impl KeyHierarchy {
         Ok(outcome)
     }
 
+    fn ensure_not_decommissioned(&self) -> Result<(), KeyError> {
+        if self.decommissioned.load(Ordering::Acquire) {
+            return Err(KeyError::Decommissioned);
+        }
+        Ok(())
+    }
+
+    /// Decommissions the service, for `principal`: destroys every user key
+    /// and KEK (one key-store transaction, scrubbed as an erasure), then
+    /// every master version (the keyring overwritten and removed), drops
+    /// every cached key and ends every open stream at its next piece.
+    /// From the first step on, every key access fails
+    /// [`KeyError::Decommissioned`].
+    ///
+    /// # Errors
+    /// Store or keyring failures; repeating the call finishes the work.
+    pub async fn decommission(&self, principal: &str) -> Result<Decommissioned, KeyError> {
+        self.decommissioned.store(true, Ordering::Release);
+        // Streams compare epochs: a change sends them to `check_watch`,
+        // which sees the flag.
+        self.erasure_epoch.fetch_add(1, Ordering::AcqRel);
+        let at_ms = unix_ms();
+        let (user_keys, kek_versions) = self.store.decommission(at_ms, principal).await?;
+        self.users.invalidate_all();
+        self.keks.invalidate_all();
+        let masters = self.master.destroy_all().await?;
+        self.store
+            .audit(&AuditEntry {
+                at_ms: unix_ms(),
+                principal: principal.into(),
+                action: "decommission_masters".into(),
+                pseudonym: None,
+                outcome: "ok".into(),
+                detail: format!(
+                    "master key versions {masters:?} destroyed; keyring overwritten and removed"
+                ),
+            })
+            .await?;
+        Ok(Decommissioned {
+            at_ms,
+            user_keys,
+            kek_versions,
+            master_versions: masters,
+        })
+    }
+
     /// The newest KEK version of a shard, creating version 1 if none exists.
     async fn current_kek(&self, shard: u32) -> Result<(u32, Arc<Kek>), KeyError> {
+        self.ensure_not_decommissioned()?;
         if let Some(r) = self.store.latest_kek(shard).await? {
             return Ok((r.version, self.kek(shard, r.version).await?));
         }
@@ -622,6 +689,7 @@ impl KeyHierarchy {
         if now == watch.seen {
             return Ok(());
         }
+        self.ensure_not_decommissioned()?;
         let known = self
             .erasure_log
             .lock()
@@ -671,6 +739,10 @@ mod tests {
 
     #[async_trait]
     impl MasterKeyProvider for Counting {
+        async fn destroy_all(&self) -> Result<Vec<u32>, MasterKeyError> {
+            self.inner.destroy_all()
+        }
+
         fn current_version(&self) -> u32 {
             self.inner.current_version()
         }

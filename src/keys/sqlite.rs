@@ -40,6 +40,7 @@ use super::store::{
     JOB_KIND_ERASURE_GC,
 };
 use crate::crypto::Pseudonym;
+use crate::keys::store::DECOMMISSIONED_META;
 use crate::keys::unix_ms;
 
 /// Bytes set aside for erasures on a full disk.
@@ -1335,6 +1336,41 @@ impl KeyStore for SqliteKeyStore {
             self.checkpoint().await?;
         }
         Ok(DestroyKeks::Destroyed(versions))
+    }
+
+    async fn decommission(&self, at_ms: i64, principal: &str) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.begin().await?;
+        let users = sqlx::query("DELETE FROM user_keys")
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        let keks = sqlx::query("DELETE FROM keks")
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(DECOMMISSIONED_META)
+            .bind(at_ms.to_string())
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        Self::append_audit(
+            tx.conn(),
+            &AuditEntry {
+                at_ms,
+                principal: principal.into(),
+                action: "decommission".into(),
+                pseudonym: None,
+                outcome: "ok".into(),
+                detail: format!("{users} user key versions and {keks} KEK versions destroyed"),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.checkpoint().await?;
+        Ok((users, keks))
     }
 
     async fn meta_value(&self, key: &str) -> Result<Option<String>, StoreError> {

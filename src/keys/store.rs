@@ -227,6 +227,10 @@ impl JobState {
 pub const JOB_KIND_ERASURE_GC: &str = "erasure_gc";
 /// Master rotation: every KEK re-wrapped under a new master version.
 pub const JOB_KIND_ROTATE_MASTER: &str = "rotate_master";
+/// The settings key under which a decommissioned store holds the time it
+/// was decommissioned (Unix milliseconds).
+pub const DECOMMISSIONED_META: &str = "decommissioned_at_ms";
+
 /// Job kind: KEK rotation of some or all shards.
 pub const JOB_KIND_ROTATE_KEK: &str = "rotate_kek";
 
@@ -544,6 +548,11 @@ pub trait KeyStore: Send + Sync + 'static {
         kek_version: u32,
         principal: &str,
     ) -> Result<DestroyKeks, StoreError>;
+    /// In one transaction: deletes every user key and every KEK, marks
+    /// the store decommissioned at `at_ms` (see [`DECOMMISSIONED_META`])
+    /// and records it for `principal`; scrubbed as an erasure. Returns the
+    /// user-key and KEK versions destroyed.
+    async fn decommission(&self, at_ms: i64, principal: &str) -> Result<(u64, u64), StoreError>;
     /// A value of the store's own settings table.
     async fn meta_value(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a value unless one is set; returns the value that holds.

@@ -38,7 +38,7 @@ use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
 use crate::keys::sqlite::SqliteKeyStore;
 use crate::keys::store::{
-    KeyStore, JOB_KIND_ERASURE_GC, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
+    KeyStore, DECOMMISSIONED_META, JOB_KIND_ERASURE_GC, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
 };
 use crate::keys::{CachePolicy, KeyHierarchy};
 
@@ -75,6 +75,17 @@ pub enum ServeError {
     /// The TLS files could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The data dir belongs to a decommissioned service.
+    #[error(
+        "the key store at {} was decommissioned (at Unix ms {at_ms}): every key is destroyed and nothing here can be served again",
+        path.display()
+    )]
+    Decommissioned {
+        /// The key store.
+        path: std::path::PathBuf,
+        /// When.
+        at_ms: i64,
+    },
     /// Reflection could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -114,6 +125,15 @@ impl Gateway {
         let store: Arc<dyn KeyStore> = match config.keystore.backend {
             KeyStoreBackend::Sqlite => Arc::new(SqliteKeyStore::open(&key_store_path).await?),
         };
+        // Before anything else reads the keyring (a decommissioned data dir
+        // has none, and one must never be made there).
+        if let Some(at) = store.meta_value(DECOMMISSIONED_META).await? {
+            store.close().await;
+            return Err(ServeError::Decommissioned {
+                path: key_store_path,
+                at_ms: at.parse().unwrap_or(0),
+            });
+        }
         let (master, naming): (Arc<dyn MasterKeyProvider>, _) = match config.master.provider {
             MasterProvider::Local => {
                 let opened = deployment::open_local(deployment::Parts {
@@ -371,6 +391,7 @@ pub async fn serve(
         .add_service(
             pb::key_admin_service_server::KeyAdminServiceServer::new(KeyAdminApi::new(
                 gateway.admin.clone(),
+                config.blob.region.clone(),
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -43,6 +43,7 @@ pub mod audit;
 mod bad_input;
 mod crash;
 mod declared_size;
+mod decommission;
 mod erasure;
 mod erasure_holds;
 mod feeds;
