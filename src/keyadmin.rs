@@ -264,6 +264,26 @@ impl KeyAdmin {
         Ok(job)
     }
 
+    /// Rotates a user's key (see [`KeyHierarchy::rotate_user_key`]) for
+    /// `principal`; returns the pseudonym and the new active version.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad user id; `USER_ERASED`;
+    /// key-store failures.
+    pub async fn rotate_user(
+        &self,
+        principal: &str,
+        user_id: &str,
+    ) -> Result<(crate::crypto::Pseudonym, u32), Error> {
+        let p = self
+            .keys
+            .pseudonym(user_id)
+            .map_err(|e| Error::invalid_name("user_id", e))?;
+        let version = self.keys.rotate_user_key(&p, principal).await?;
+        tracing::info!(target: "sealgate::audit", principal, pseudonym = %p, version, "user key rotated");
+        Ok((p, version))
+    }
+
     /// Decommissions the service for `principal` (see
     /// [`KeyHierarchy::decommission`]) once `confirm_region` repeats the
     /// configured region `region`.

@@ -132,6 +132,21 @@ impl pb::key_admin_service_server::KeyAdminService for KeyAdminApi {
         }))
     }
 
+    async fn rotate_user_key(
+        &self,
+        request: Request<pb::RotateUserKeyRequest>,
+    ) -> Result<Response<pb::RotateUserKeyResponse>, Status> {
+        let caller = super::auth::Caller::of(&request)?;
+        let (p, active_version) = self
+            .admin
+            .rotate_user(caller.name(), &request.into_inner().user_id)
+            .await?;
+        Ok(Response::new(pb::RotateUserKeyResponse {
+            pseudonym: p.to_string(),
+            active_version,
+        }))
+    }
+
     async fn decommission(
         &self,
         request: Request<pb::DecommissionRequest>,

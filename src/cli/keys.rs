@@ -186,3 +186,24 @@ pub(super) async fn decommission(args: DecommissionArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub(super) struct RotateUserArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    #[arg(long)]
+    user: String,
+}
+
+/// `sealgate keys rotate-user --user U`: prints the pseudonym and the new
+/// active version.
+pub(super) async fn rotate_user(args: RotateUserArgs) -> anyhow::Result<()> {
+    let mut client = KeyAdminServiceClient::new(connect(&args.endpoint).await?);
+    let r = client
+        .rotate_user_key(pb::RotateUserKeyRequest { user_id: args.user })
+        .await?
+        .into_inner();
+    println!("pseudonym: {}", r.pseudonym);
+    println!("active_version: {}", r.active_version);
+    Ok(())
+}

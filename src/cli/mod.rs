@@ -134,6 +134,8 @@ enum KeysCommand {
     /// Per shard: a new KEK version, the shard's user keys re-wrapped
     /// under it, the old versions destroyed (a job).
     RotateKek(keys::RotateKekArgs),
+    /// A new active version of a user's key; older versions decrypt-only.
+    RotateUser(keys::RotateUserArgs),
     /// The end of the service: destroys every user key, KEK and master
     /// version and the keyring. Every object becomes unreadable for good.
     Decommission(keys::DecommissionArgs),
@@ -179,6 +181,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Decommission(args),
         } => keys::decommission(args).await,
+        Command::Keys {
+            command: KeysCommand::RotateUser(args),
+        } => keys::rotate_user(args).await,
         Command::Jobs {
             command: JobsCommand::List(args),
         } => jobs::list(args).await,

@@ -351,6 +351,45 @@ impl KeyHierarchy {
         ))
     }
 
+    /// Rotates a user's key for `principal`: a new version becomes active
+    /// (new objects are sealed under it), every older one decrypt-only
+    /// (objects under them still open). Returns the new version.
+    ///
+    /// # Errors
+    /// [`KeyError::UserErased`]; store or unwrap failures.
+    pub async fn rotate_user_key(&self, p: &Pseudonym, principal: &str) -> Result<u32, KeyError> {
+        self.ensure_not_decommissioned()?;
+        for _ in 0..5 {
+            let existing = self.store.user_keys(p).await?;
+            let version = existing.iter().map(|r| r.version).max().unwrap_or(0) + 1;
+            let shard = p.shard(self.shards);
+            let (kek_version, kek) = self.current_kek(shard).await?;
+            let key = UserKey::generate()?;
+            let wrapped = kek.wrap_user_key(&key, &user_key_aad(p, version, shard, kek_version))?;
+            let record = UserKeyRecord {
+                pseudonym: *p,
+                version,
+                shard,
+                kek_version,
+                wrapped: wrapped.as_bytes().to_vec(),
+                state: UserKeyState::Active,
+                created_at_ms: unix_ms(),
+            };
+            match self.store.rotate_user_key(&record, principal).await? {
+                InsertOutcome::Inserted => {
+                    self.users.invalidate(p).await;
+                    return Ok(version);
+                }
+                InsertOutcome::Erased => return Err(KeyError::UserErased),
+                // A concurrent rotation or a KEK rotation: look again.
+                InsertOutcome::AlreadyExists | InsertOutcome::StaleKek => {}
+            }
+        }
+        Err(KeyError::Internal(
+            "user key rotation did not converge".into(),
+        ))
+    }
+
     /// A specific user-key version, for opening an object.
     ///
     /// # Errors

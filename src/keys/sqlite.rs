@@ -1338,6 +1338,82 @@ impl KeyStore for SqliteKeyStore {
         Ok(DestroyKeks::Destroyed(versions))
     }
 
+    async fn rotate_user_key(
+        &self,
+        r: &UserKeyRecord,
+        principal: &str,
+    ) -> Result<InsertOutcome, StoreError> {
+        let mut tx = self.begin().await?;
+        let p = r.pseudonym.to_string();
+        let erased = sqlx::query("SELECT 1 FROM tombstones WHERE pseudonym = ?")
+            .bind(&p)
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(backend)?
+            .is_some();
+        if erased {
+            tx.commit().await?;
+            return Ok(InsertOutcome::Erased);
+        }
+        let newest_kek: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM keks WHERE shard = ?")
+                .bind(i64::from(r.shard))
+                .fetch_one(tx.conn())
+                .await
+                .map_err(backend)?;
+        if newest_kek.is_some_and(|v| v > i64::from(r.kek_version)) {
+            tx.commit().await?;
+            return Ok(InsertOutcome::StaleKek);
+        }
+        let highest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM user_keys WHERE pseudonym = ?")
+                .bind(&p)
+                .fetch_one(tx.conn())
+                .await
+                .map_err(backend)?;
+        if highest.unwrap_or(0) + 1 != i64::from(r.version) {
+            tx.commit().await?;
+            return Ok(InsertOutcome::AlreadyExists);
+        }
+        sqlx::query("UPDATE user_keys SET state = ? WHERE pseudonym = ?")
+            .bind(UserKeyState::DecryptOnly.as_str())
+            .bind(&p)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO user_keys (pseudonym, version, shard, kek_version, wrapped, state, created_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&p)
+        .bind(i64::from(r.version))
+        .bind(i64::from(r.shard))
+        .bind(i64::from(r.kek_version))
+        .bind(&r.wrapped)
+        .bind(UserKeyState::Active.as_str())
+        .bind(r.created_at_ms)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        Self::append_audit(
+            tx.conn(),
+            &AuditEntry {
+                at_ms: r.created_at_ms,
+                principal: principal.into(),
+                action: "rotate_user_key".into(),
+                pseudonym: Some(r.pseudonym),
+                outcome: "ok".into(),
+                detail: format!(
+                    "version {} active under shard {} KEK version {}; older versions decrypt-only",
+                    r.version, r.shard, r.kek_version
+                ),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(InsertOutcome::Inserted)
+    }
+
     async fn decommission(&self, at_ms: i64, principal: &str) -> Result<(u64, u64), StoreError> {
         let mut tx = self.begin().await?;
         let users = sqlx::query("DELETE FROM user_keys")

@@ -548,6 +548,16 @@ pub trait KeyStore: Send + Sync + 'static {
         kek_version: u32,
         principal: &str,
     ) -> Result<DestroyKeks, StoreError>;
+    /// In one transaction, unless the user is erased (`Erased`), `r` is
+    /// not under its shard's newest KEK version (`StaleKek`) or not the
+    /// user's highest version plus one (`AlreadyExists`): every existing
+    /// version of the user becomes decrypt-only and `r` is inserted as the
+    /// active one, with an audit record by `principal`.
+    async fn rotate_user_key(
+        &self,
+        r: &UserKeyRecord,
+        principal: &str,
+    ) -> Result<InsertOutcome, StoreError>;
     /// In one transaction: deletes every user key and every KEK, marks
     /// the store decommissioned at `at_ms` (see [`DECOMMISSIONED_META`])
     /// and records it for `principal`; scrubbed as an erasure. Returns the

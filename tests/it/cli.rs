@@ -697,3 +697,79 @@ async fn rotate_master_wait_and_retire() {
         "{stderr}"
     );
 }
+
+/// `sealgate keys rotate-kek --all --wait`, `keys status` of the
+/// hierarchy, `keys rotate-user`, and `keys decommission` with the wrong
+/// region (refused, nothing destroyed) then the right one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_lifecycle_commands() {
+    let gw = TestGateway::start_with(|c| c.keystore.shards = 2).await;
+    let mut c = gw.content().await;
+    crate::gateway::put(&mut c, "cli-keys", "moments", "a", b"bytes", 5)
+        .await
+        .unwrap();
+    let ep = gw.endpoint();
+    let (rotated, status, user, wrong, right) = tokio::task::spawn_blocking(move || {
+        let ep = ep.as_str();
+        let rotated = ok(&sealgate(&[
+            "keys",
+            "rotate-kek",
+            "--all",
+            "--wait",
+            "--endpoint",
+            ep,
+        ]));
+        let status = ok(&sealgate(&["keys", "status", "--endpoint", ep]));
+        let user = ok(&sealgate(&[
+            "keys",
+            "rotate-user",
+            "--user",
+            "cli-keys",
+            "--endpoint",
+            ep,
+        ]));
+        let wrong = sealgate(&[
+            "keys",
+            "decommission",
+            "--confirm",
+            "cn-northwest-1",
+            "--endpoint",
+            ep,
+        ]);
+        let right = ok(&sealgate(&[
+            "keys",
+            "decommission",
+            "--confirm",
+            "cn-north-1",
+            "--endpoint",
+            ep,
+        ]));
+        (rotated, status, user, wrong, right)
+    })
+    .await
+    .unwrap();
+    assert!(rotated.starts_with("job_id: "), "{rotated}");
+    assert!(
+        status.contains("master_version: 1 kek_versions=2\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("kek_versions: 2 max_per_shard=1\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("erasure_horizon_seconds: 2592000\n"),
+        "{status}"
+    );
+    assert!(user.ends_with("active_version: 2\n"), "{user}");
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("nothing was destroyed"),
+        "{wrong:?}"
+    );
+    assert!(right.contains("user_keys_destroyed: 2\n"), "{right}");
+    assert!(
+        right.contains("master_versions_destroyed: [1]\n"),
+        "{right}"
+    );
+}

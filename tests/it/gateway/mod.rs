@@ -56,6 +56,7 @@ mod master_rotation;
 pub mod mtls;
 mod preconditions;
 mod roundtrip;
+mod user_key_rotation;
 mod wire;
 
 use std::future::Future;
