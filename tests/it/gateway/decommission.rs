@@ -131,3 +131,56 @@ async fn decommission_destroys_every_key_and_the_data_dir_never_serves_again() {
         "no fresh keyring made over a decommissioned store"
     );
 }
+
+/// A download paused across the decommission ends at its next piece with
+/// `DECOMMISSIONED`: the stream's key is not used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_download_stops_at_decommission() {
+    let gw = TestGateway::start().await;
+    let body = data(8 << 20, 5);
+    put(
+        &mut gw.content().await,
+        "viewer",
+        "channels",
+        "video",
+        &body,
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    let window = 64 * 1024;
+    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
+        .unwrap()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ContentServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut stream = client
+        .get_object(pb::GetObjectRequest {
+            object: Some(obj("viewer", "channels", "video")),
+            range: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = 0;
+    while got < 1 << 20 {
+        match stream.message().await.unwrap().and_then(|m| m.part) {
+            Some(pb::get_object_response::Part::Data(d)) => got += d.len(),
+            Some(pb::get_object_response::Part::Info(_)) => {}
+            None => panic!("stream ended early"),
+        }
+    }
+    decommission(&gw, "cn-north-1").await.expect("Decommission");
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the download completed after the decommission"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
+    assert_eq!(reason(&end).as_deref(), Some("DECOMMISSIONED"));
+}
