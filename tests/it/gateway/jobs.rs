@@ -231,7 +231,7 @@ async fn two_gateways_on_one_key_store_run_each_job_once() {
 /// checkpoint: the count of deleted objects is that of the first process,
 /// which a restart from zero could not know (the objects are gone).
 /// A child process killed when dropped (also when a test fails).
-struct Child(std::process::Child);
+pub(super) struct Child(pub std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {

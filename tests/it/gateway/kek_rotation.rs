@@ -405,3 +405,143 @@ async fn key_status_of_the_hierarchy() {
         "not a pseudonym",
     );
 }
+
+/// A KEK rotation over 40,000 users on one shard, the real binary
+/// SIGKILLed mid-job: the next process takes the job over when the lease
+/// ends and finishes it from its checkpoint; every key is under the new
+/// version, the old version is gone, the objects read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kek_rotation_resumes_after_sigkill() {
+    use sealgate::crypto::keys::{kek_aad, user_key_aad};
+    use sealgate::crypto::UserKey;
+    use sealgate::keys::keyring::MasterKeyProvider;
+
+    use super::jobs::Child;
+
+    const SEEDED: usize = 40_000;
+    const ENV: &[(&str, &str)] = &[
+        ("SEALGATE_JOBS_LEASE_SECONDS", "2"),
+        ("SEALGATE_JOBS_POLL_SECONDS", "1"),
+        ("SEALGATE_KEYSTORE_SHARDS", "1"),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path();
+    let start = || {
+        let (child, ready) = crate::support::spawn_serve_env(data_dir, "127.0.0.1:0", ENV);
+        let addr = match ready.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr,
+            other => panic!("sealgate not listening: {other:?}"),
+        };
+        (Child(child), format!("http://{addr}"))
+    };
+    let (mut first, url) = start();
+    let mut c = ContentServiceClient::connect(url.clone()).await.unwrap();
+    for u in 0..3 {
+        put(
+            &mut c,
+            &format!("user-{u}"),
+            "moments",
+            "pic",
+            &data(3_000, u as u64),
+            1_000,
+        )
+        .await
+        .unwrap();
+    }
+
+    // 40,000 more users, written as the gateway writes them, under KEK
+    // version 1 of the one shard.
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("keys.db").display()))
+            .await
+            .unwrap();
+    let (master_version, wrapped): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT master_version, wrapped FROM keks WHERE shard = 0 AND version = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let (keyring, naming) = LocalKeyring::load(&data_dir.join("keyring")).unwrap();
+    let kek = keyring
+        .unwrap_kek(master_version as u32, &wrapped, &kek_aad(0, 1))
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    for i in 0..SEEDED {
+        let p = naming.pseudonym(&format!("seed-{i}"));
+        let key = UserKey::generate().unwrap();
+        let wrapped = kek.wrap_user_key(&key, &user_key_aad(&p, 1, 0, 1)).unwrap();
+        sqlx::query(
+            "INSERT INTO user_keys (pseudonym, version, shard, kek_version, wrapped, state, created_at_ms)
+             VALUES (?, 1, 0, 1, ?, 'active', 1)",
+        )
+        .bind(p.to_string())
+        .bind(wrapped.as_bytes().to_vec())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    pool.close().await;
+    let total = (SEEDED + 3) as u64;
+
+    let mut admin = KeyAdminServiceClient::connect(url).await.unwrap();
+    let job_id = admin
+        .rotate_kek(pb::RotateKekRequest {
+            shards: vec![],
+            all: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut stream = admin
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let p = stream.message().await.unwrap().expect("job still running");
+        assert_ne!(
+            p.state,
+            pb::JobState::Done as i32,
+            "finished before the kill: {p:?}"
+        );
+        if p.done > 0 {
+            assert!(p.done < total, "{p:?}");
+            break;
+        }
+    }
+    first.0.kill().expect("SIGKILL");
+    assert!(!first.0.wait().unwrap().success());
+
+    let (second, url) = start();
+    let mut admin = KeyAdminServiceClient::connect(url.clone()).await.unwrap();
+    let mut stream = admin
+        .watch_job(pb::WatchJobRequest { job_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(p) = stream.message().await.unwrap() {
+        last = Some(p);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.state, pb::JobState::Done as i32, "{last:?}");
+    assert_eq!(
+        (last.done, last.total),
+        (total, total),
+        "each key once, from the checkpoint"
+    );
+    assert_eq!(kek_versions(data_dir).await, [(0, 2)]);
+    assert_eq!(user_key_keks(data_dir).await, [(2, total as i64)]);
+    let mut c = ContentServiceClient::connect(url).await.unwrap();
+    for u in 0..3 {
+        let (_, got) = get(&mut c, &format!("user-{u}"), "moments", "pic", None)
+            .await
+            .unwrap();
+        assert_eq!(got, data(3_000, u as u64));
+    }
+    drop(second);
+}
