@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "limits",
     "jobs",
     "keys",
+    "log",
     "tls",
 ];
 
@@ -106,6 +107,16 @@ choice!(
 );
 
 choice!(
+    /// `log.format`: how log lines are written on stderr.
+    LogFormat, "log.format" {
+        /// Human-readable lines (colour only on a terminal).
+        Text = "text",
+        /// One JSON object per line, with the current span's fields.
+        Json = "json",
+    }
+);
+
+choice!(
     /// `master.provider`: where master keys live.
     MasterProvider, "master.provider" {
         /// The keyring file `data_dir/keyring`.
@@ -141,6 +152,8 @@ pub struct Config {
     pub jobs: Jobs,
     /// The key schedule.
     pub keys: Keys,
+    /// Logging.
+    pub log: Log,
     /// TLS with client certificates (required for a non-loopback listen
     /// address).
     pub tls: Option<Tls>,
@@ -165,6 +178,7 @@ impl Default for Config {
             limits: Limits::default(),
             jobs: Jobs::default(),
             keys: Keys::default(),
+            log: Log::default(),
             tls: None,
             principals: Vec::new(),
         }
@@ -318,6 +332,22 @@ impl Default for Jobs {
         Self {
             lease_seconds: 30,
             poll_seconds: 5,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
         }
     }
 }

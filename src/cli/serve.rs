@@ -25,8 +25,8 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir,
         listen,
     } = args;
-    crate::telemetry::init();
     let mut config = Config::load(config.as_deref(), std::env::vars())?;
+    crate::telemetry::init(config.log.format);
     if let Some(d) = data_dir {
         config.data_dir = d;
     }

@@ -107,8 +107,10 @@ pub fn spawn_serve_with(
                 all.push('\n');
             }
             if line.contains("sealgate listening") {
+                // `address=Some(..)` in text, `"address":"Some(..)"` in JSON.
                 let addr = line
-                    .split_once("address=Some(")
+                    .split_once("address")
+                    .and_then(|(_, rest)| rest.split_once("Some("))
                     .and_then(|(_, rest)| rest.split_once(')'))
                     .and_then(|(addr, _)| addr.parse().ok());
                 if let (Some(addr), Some(tx)) = (addr, tx.take()) {

@@ -191,3 +191,63 @@ async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
         }
     }
 }
+
+/// `log.format = "json"`: every line the real binary writes is one JSON
+/// object, and an event inside a call carries the call's span (its
+/// method).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_the_method_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, ready, log) = crate::support::spawn_serve_with(
+        dir.path(),
+        "127.0.0.1:0",
+        "info",
+        &[("SEALGATE_LOG_FORMAT", "json")],
+    );
+    let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("ready")
+        .expect("listening");
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ErasureServiceClient::new(channel)
+        .erase_user(pb::EraseUserRequest {
+            user_id: "json-user".into(),
+        })
+        .await
+        .unwrap();
+    let erased = || {
+        log.lock()
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("user erased"))
+    };
+    crate::support::eventually("the erasure is logged", Duration::from_secs(10), || {
+        let done = erased();
+        async move { done }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = log.lock().unwrap().clone();
+    let mut erasure = None;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["fields"]["message"] == "user erased" {
+            erasure = Some(v);
+        }
+    }
+    let erasure = erasure.expect("the erasure's line");
+    assert_eq!(erasure["target"], "sealgate::audit");
+    assert_eq!(erasure["span"]["name"], "grpc");
+    assert_eq!(
+        erasure["span"]["method"],
+        "/sealgate.v1.ErasureService/EraseUser"
+    );
+    assert!(!text.contains("json-user"), "raw user id in the log");
+}
