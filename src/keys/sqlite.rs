@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at_ms);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at_ms);
+CREATE INDEX IF NOT EXISTS user_keys_by_kek ON user_keys (shard, kek_version);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
