@@ -304,6 +304,17 @@ pub struct Limits {
     /// their own (`RESPONSE_BUDGET`). The default is the default gRPC
     /// client's message limit.
     pub max_response_bytes: u64,
+    /// Open connections, in total; a connection past it is closed at once.
+    pub max_connections: usize,
+    /// Open connections from one peer address; past it, closed at once.
+    pub max_connections_per_peer: usize,
+    /// PutObject streams in the process; past it, RESOURCE_EXHAUSTED
+    /// (`TOO_MANY_UPLOADS`).
+    pub max_concurrent_uploads: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_streams_per_connection: u32,
+    /// How long a client has to complete its TLS handshake.
+    pub handshake_timeout_seconds: u64,
 }
 
 impl Default for Limits {
@@ -312,6 +323,13 @@ impl Default for Limits {
             max_object_bytes: 1 << 30,
             max_item_bytes: 64 * 1024,
             max_response_bytes: 4 << 20,
+            // Within a 1,024-descriptor process: connections, the key
+            // store's and object store's own descriptors, and headroom.
+            max_connections: 768,
+            max_connections_per_peer: 256,
+            max_concurrent_uploads: 256,
+            max_streams_per_connection: 128,
+            handshake_timeout_seconds: 10,
         }
     }
 }
@@ -644,6 +662,11 @@ mod tests {
         assert_eq!(c.spaces, ["moments", "channels"]);
         assert_eq!(c.limits.max_object_bytes, 1 << 30);
         assert_eq!(c.blob.backend, BlobBackend::Fs);
+        assert_eq!(
+            (c.limits.max_connections, c.limits.max_connections_per_peer),
+            (768, 256)
+        );
+        assert_eq!(c.limits.max_concurrent_uploads, 256);
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub enum Reason {
     RoleRequired,
     /// PERMISSION_DENIED: a content caller named a space it may not use.
     SpaceNotAllowed,
+    /// RESOURCE_EXHAUSTED: `limits.max_concurrent_uploads` uploads are in
+    /// progress; retry later.
+    TooManyUploads,
     /// INTERNAL: a bug; details only in the server log.
     Internal,
 }
@@ -135,6 +138,7 @@ impl Reason {
             Self::NoClientCertificate => "NO_CLIENT_CERTIFICATE",
             Self::RoleRequired => "ROLE_REQUIRED",
             Self::SpaceNotAllowed => "SPACE_NOT_ALLOWED",
+            Self::TooManyUploads => "TOO_MANY_UPLOADS",
             Self::Internal => "INTERNAL",
         }
     }
@@ -182,7 +186,7 @@ pub enum Error {
     /// A stored object failed its integrity check.
     #[error("stored object failed its integrity check")]
     DataLoss,
-    /// A size limit was exceeded.
+    /// A size or capacity limit was exceeded (RESOURCE_EXHAUSTED).
     #[error("{message}")]
     TooLarge {
         /// Which limit.

@@ -21,12 +21,20 @@ use crate::error::{Error, Reason};
 /// The ContentService implementation.
 pub struct ContentApi {
     content: Arc<Content>,
+    /// One permit per upload in progress (`limits.max_concurrent_uploads`).
+    uploads: Arc<tokio::sync::Semaphore>,
+    max_uploads: usize,
 }
 
 impl ContentApi {
-    /// Wraps the content service.
-    pub fn new(content: Arc<Content>) -> Self {
-        Self { content }
+    /// Wraps the content service; at most `max_uploads` PutObject streams
+    /// at once.
+    pub fn new(content: Arc<Content>, max_uploads: usize) -> Self {
+        Self {
+            content,
+            uploads: Arc::new(tokio::sync::Semaphore::new(max_uploads)),
+            max_uploads,
+        }
     }
 
     /// The validated ref of a request's object, once its caller may use
@@ -158,6 +166,16 @@ impl pb::content_service_server::ContentService for ContentApi {
         request: Request<Streaming<pb::PutObjectRequest>>,
     ) -> Result<Response<pb::PutObjectResponse>, Status> {
         let caller = Caller::of(&request)?;
+        // Held until the upload ends, however it ends.
+        let _upload = self.uploads.clone().try_acquire_owned().map_err(|_| {
+            Error::too_large(
+                Reason::TooManyUploads,
+                format!(
+                    "{} uploads are in progress, the limit (limits.max_concurrent_uploads); retry later",
+                    self.max_uploads
+                ),
+            )
+        })?;
         let mut stream = request.into_inner();
         let first = stream.message().await.map_err(|s| stream_error(&s))?;
         let header = match first {

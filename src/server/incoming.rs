@@ -1,14 +1,19 @@
 //! The accept loop: TCP connections, their TLS handshakes, and the [`Peer`]
 //! each connection carries into its requests.
 //!
-//! Handshakes run in their own tasks with a deadline, so a client that
+//! Connections are counted in total and per peer address
+//! (`limits.max_connections`, `limits.max_connections_per_peer`); one past
+//! a limit is closed as soon as it is accepted. Handshakes run in their own
+//! tasks (one per counted connection) with a deadline, so a client that
 //! connects and says nothing holds up no one. Running out of file
 //! descriptors pauses accepting with a growing backoff and is logged once
 //! per episode, never a busy loop.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,8 +26,64 @@ use tonic::transport::server::Connected;
 use super::tls::ServerTls;
 use crate::api::auth::{Peer, PeerIdentity};
 
-/// How long a client has to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bounds on connections (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Open connections in total.
+    pub total: usize,
+    /// Open connections from one peer address.
+    pub per_peer: usize,
+    /// How long a client has to complete its TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+/// The open connections, counted in total and per peer address.
+#[derive(Debug)]
+struct Counts {
+    limits: ConnLimits,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// Whether the last refusal was logged (one line per episode).
+    refusing: AtomicBool,
+}
+
+/// One counted connection; uncounted when dropped (the connection closed).
+struct Slot {
+    counts: Arc<Counts>,
+    ip: IpAddr,
+}
+
+impl Counts {
+    /// A slot for a connection from `ip`, or why there is none.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.0 >= self.limits.total {
+            return Err("limits.max_connections");
+        }
+        let of_peer = open.1.entry(ip).or_insert(0);
+        if *of_peer >= self.limits.per_peer {
+            return Err("limits.max_connections_per_peer");
+        }
+        *of_peer += 1;
+        open.0 += 1;
+        Ok(Slot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 -= 1;
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
 /// The first and the longest pause after an accept error.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
@@ -30,6 +91,7 @@ const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duratio
 pub struct Conn {
     io: Io,
     peer: Peer,
+    _slot: Slot,
 }
 
 enum Io {
@@ -109,15 +171,22 @@ impl AsyncWrite for Conn {
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    limits: ConnLimits,
 ) -> ReceiverStream<std::io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, tls, tx));
+    let counts = Arc::new(Counts {
+        limits,
+        open: Mutex::new((0, HashMap::new())),
+        refusing: AtomicBool::new(false),
+    });
+    tokio::spawn(accept_loop(listener, tls, counts, tx));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    counts: Arc<Counts>,
     tx: mpsc::Sender<std::io::Result<Conn>>,
 ) {
     let mut backoff: Option<Duration> = None;
@@ -155,6 +224,23 @@ async fn accept_loop(
         if backoff.take().is_some() {
             tracing::info!("accepting connections again");
         }
+        // Past a limit the connection is closed at once: it never holds a
+        // descriptor or a task for longer than this.
+        let slot = match counts.take(addr.ip()) {
+            Ok(slot) => {
+                if counts.refusing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("connections within limits again");
+                }
+                slot
+            }
+            Err(limit) => {
+                if !counts.refusing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(peer = %addr.ip(), limit, "connection refused: limit reached");
+                }
+                drop(tcp);
+                continue;
+            }
+        };
         // Without TCP_NODELAY, small responses wait out Nagle's algorithm
         // against the client's delayed ACKs: tens of milliseconds per call.
         let _ = tcp.set_nodelay(true);
@@ -166,6 +252,7 @@ async fn accept_loop(
                         addr: Some(addr),
                         identity: PeerIdentity::Local,
                     },
+                    _slot: slot,
                 };
                 if tx.send(Ok(conn)).await.is_err() {
                     return;
@@ -173,7 +260,9 @@ async fn accept_loop(
             }
             Some(tls) => {
                 let (tls, tx) = (tls.clone(), tx.clone());
-                tokio::spawn(handshake(tls, tcp, addr, tx));
+                let timeout = counts.limits.handshake_timeout;
+                // Bounded: one task per counted connection.
+                tokio::spawn(handshake(tls, tcp, addr, slot, timeout, tx));
             }
         }
     }
@@ -183,9 +272,11 @@ async fn handshake(
     tls: Arc<ServerTls>,
     tcp: TcpStream,
     addr: SocketAddr,
+    slot: Slot,
+    timeout: Duration,
     tx: mpsc::Sender<std::io::Result<Conn>>,
 ) {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+    match tokio::time::timeout(timeout, tls.accept(tcp)).await {
         Ok(Ok((stream, identity))) => {
             let conn = Conn {
                 io: Io::Tls(Box::new(stream)),
@@ -193,6 +284,7 @@ async fn handshake(
                     addr: Some(addr),
                     identity,
                 },
+                _slot: slot,
             };
             let _ = tx.send(Ok(conn)).await;
         }

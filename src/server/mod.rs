@@ -366,6 +366,7 @@ pub async fn serve(
         // flight towards the gateway.
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(config.limits.max_streams_per_connection)
         // One span per call, named by method only: requests carry user ids,
         // which never reach logs.
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
@@ -379,6 +380,7 @@ pub async fn serve(
         .add_service(
             pb::content_service_server::ContentServiceServer::new(ContentApi::new(
                 gateway.content.clone(),
+                config.limits.max_concurrent_uploads,
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
@@ -405,7 +407,18 @@ pub async fn serve(
             pb::audit_service_server::AuditServiceServer::new(AuditApi::new(gateway.audit.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(incoming::incoming(listener, tls), shutdown)
+        .serve_with_incoming_shutdown(
+            incoming::incoming(
+                listener,
+                tls,
+                incoming::ConnLimits {
+                    total: config.limits.max_connections,
+                    per_peer: config.limits.max_connections_per_peer,
+                    handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_seconds),
+                },
+            ),
+            shutdown,
+        )
         .await?;
     probe.abort();
     if let Some(reload) = reload {

@@ -52,6 +52,7 @@ mod holds;
 mod jobs;
 mod kek_rotation;
 mod key_store_faults;
+mod limits;
 mod master_rotation;
 pub mod mtls;
 mod preconditions;
