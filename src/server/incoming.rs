@@ -3,7 +3,8 @@
 //!
 //! Connections are counted in total and per peer address
 //! (`limits.max_connections`, `limits.max_connections_per_peer`); one past
-//! a limit is closed as soon as it is accepted. Handshakes run in their own
+//! a limit is closed as soon as it is accepted, and refusals are logged at
+//! most once a minute (with a count of the others). Handshakes run in their own
 //! tasks (one per counted connection) with a deadline, so a client that
 //! connects and says nothing holds up no one. Running out of file
 //! descriptors pauses accepting with a growing backoff and is logged once
@@ -12,10 +13,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,8 +42,8 @@ pub struct ConnLimits {
 struct Counts {
     limits: ConnLimits,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-    /// Whether the last refusal was logged (one line per episode).
-    refusing: AtomicBool,
+    /// When a refusal was last logged, and how many went unlogged since.
+    refusals: Mutex<(Option<Instant>, u64)>,
 }
 
 /// One counted connection; uncounted when dropped (the connection closed).
@@ -69,6 +69,31 @@ impl Counts {
             counts: self.clone(),
             ip,
         })
+    }
+}
+
+/// At most one log line per this interval for refused connections.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Counts {
+    /// Logs a refused connection: the first at once, then at most one line
+    /// per [`REFUSAL_LOG_INTERVAL`] counting those not logged, so that a
+    /// flood neither floods the log nor goes unseen.
+    fn refused(&self, ip: IpAddr, limit: &'static str) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match refusals.0 {
+            Some(last) if now.duration_since(last) < REFUSAL_LOG_INTERVAL => refusals.1 += 1,
+            _ => {
+                tracing::warn!(
+                    peer = %ip,
+                    limit,
+                    unlogged = refusals.1,
+                    "connection refused: limit reached (further refusals within a minute are counted, not logged)"
+                );
+                *refusals = (Some(now), 0);
+            }
+        }
     }
 }
 
@@ -177,7 +202,7 @@ pub fn incoming(
     let counts = Arc::new(Counts {
         limits,
         open: Mutex::new((0, HashMap::new())),
-        refusing: AtomicBool::new(false),
+        refusals: Mutex::new((None, 0)),
     });
     tokio::spawn(accept_loop(listener, tls, counts, tx));
     ReceiverStream::new(rx)
@@ -227,16 +252,9 @@ async fn accept_loop(
         // Past a limit the connection is closed at once: it never holds a
         // descriptor or a task for longer than this.
         let slot = match counts.take(addr.ip()) {
-            Ok(slot) => {
-                if counts.refusing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("connections within limits again");
-                }
-                slot
-            }
+            Ok(slot) => slot,
             Err(limit) => {
-                if !counts.refusing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(peer = %addr.ip(), limit, "connection refused: limit reached");
-                }
+                counts.refused(addr.ip(), limit);
                 drop(tcp);
                 continue;
             }

@@ -77,8 +77,25 @@ pub fn spawn_serve_with(
     mpsc::Receiver<Result<SocketAddr, String>>,
     std::sync::Arc<std::sync::Mutex<String>>,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .envs(env.iter().copied())
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+    command.envs(env.iter().copied());
+    spawn_serve_command(data_dir, listen, rust_log, command)
+}
+
+/// Like [`spawn_serve_logged`], with the binary run by `command` (which may
+/// carry environment variables, or be a wrapper such as `prlimit` whose
+/// last argument is the binary).
+pub fn spawn_serve_command(
+    data_dir: &Path,
+    listen: &str,
+    rust_log: &str,
+    mut command: Command,
+) -> (
+    Child,
+    mpsc::Receiver<Result<SocketAddr, String>>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    let mut child = command
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)

@@ -149,3 +149,154 @@ async fn uploads_past_the_limit_are_refused_until_one_ends() {
         "the second upload, cut short",
     );
 }
+
+/// Raw HTTP/2 over a TCP stream, as a client that does not queue its
+/// calls would speak it.
+mod h2raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub const SETTINGS: u8 = 0x4;
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    pub const REFUSED_STREAM: u32 = 0x7;
+
+    pub async fn write_frame(s: &mut TcpStream, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut frame = vec![len[1], len[2], len[3], kind, flags];
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        s.write_all(&frame).await.unwrap();
+    }
+
+    /// The next frame: (type, flags, stream, payload).
+    pub async fn read_frame(s: &mut TcpStream) -> (u8, u8, u32, Vec<u8>) {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.expect("a frame");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.expect("a frame's payload");
+        (head[3], head[4], stream, payload)
+    }
+
+    /// Opens the connection: the preface and our (empty) settings; returns
+    /// the server's settings once acknowledged, so that the server
+    /// enforces them from the next frame on.
+    pub async fn open(s: &mut TcpStream) -> Vec<(u16, u32)> {
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        write_frame(s, SETTINGS, 0, 0, &[]).await;
+        loop {
+            let (kind, flags, _, payload) = read_frame(s).await;
+            if kind == SETTINGS && flags & 1 == 0 {
+                write_frame(s, SETTINGS, 1, 0, &[]).await;
+                return payload
+                    .chunks(6)
+                    .map(|e| {
+                        (
+                            u16::from_be_bytes([e[0], e[1]]),
+                            u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
+                        )
+                    })
+                    .collect();
+            }
+        }
+    }
+
+    /// The HPACK block of a gRPC call to `path` (literal fields, no
+    /// Huffman coding, nothing indexed by the peer).
+    pub fn call_headers(path: &str) -> Vec<u8> {
+        let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+        let mut field = |name: &str, value: &str| {
+            block.push(0x00);
+            block.push(u8::try_from(name.len()).unwrap());
+            block.extend_from_slice(name.as_bytes());
+            block.push(u8::try_from(value.len()).unwrap());
+            block.extend_from_slice(value.as_bytes());
+        };
+        field(":path", path);
+        field(":authority", "localhost");
+        field("content-type", "application/grpc");
+        field("te", "trailers");
+        block
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_per_connection_limit_are_refused() {
+    let gw = TestGateway::start_with(|c| {
+        c.limits.max_streams_per_connection = 2;
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let settings = h2raw::open(&mut s).await;
+    assert!(
+        settings.contains(&(h2raw::SETTINGS_MAX_CONCURRENT_STREAMS, 2)),
+        "the server announces its limit: {settings:?}"
+    );
+    // Three calls whose requests never end: the first two stay open (the
+    // server waits for their messages), the third is one too many. A
+    // well-behaved client (tonic's) queues it instead.
+    let block = h2raw::call_headers("/grpc.health.v1.Health/Check");
+    for stream in [1, 3, 5] {
+        // END_HEADERS, not END_STREAM.
+        h2raw::write_frame(&mut s, h2raw::HEADERS, 0x4, stream, &block).await;
+    }
+    let refused = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (kind, _, stream, payload) = h2raw::read_frame(&mut s).await;
+            if kind == h2raw::RST_STREAM {
+                let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                return (stream, code);
+            }
+        }
+    })
+    .await
+    .expect("a stream reset within 30 s");
+    assert_eq!(refused, (5, h2raw::REFUSED_STREAM), "the third stream");
+    // Other connections are served meanwhile.
+    connection(&gw, "127.0.0.1")
+        .await
+        .expect("another connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_completes_its_handshake_is_dropped_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = super::mtls::TlsGateway::start_with(|c| {
+        c.limits.handshake_timeout_seconds = 1;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    // One says nothing; one sends the start of a TLS record and stops.
+    let mut silent = tokio::net::TcpStream::connect(t.gw.addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(t.gw.addr).await.unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    // A caller with a certificate is served while both are held.
+    let client = t.ca.client_uri(super::mtls::MOMENTS);
+    let mut c = t.content(Some(&client)).await;
+    put(&mut c, "u", "moments", "a", b"served", 6)
+        .await
+        .expect("a good caller is served");
+    for (what, stream) in [("silent", &mut silent), ("partial", &mut partial)] {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open after 30 s"));
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "{what}: the server sent something: {read:?}"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{what}: closed before the deadline ({:?})",
+            started.elapsed()
+        );
+    }
+}

@@ -53,6 +53,7 @@ mod jobs;
 mod kek_rotation;
 mod key_store_faults;
 mod limits;
+mod limits_flood;
 mod master_rotation;
 pub mod mtls;
 mod preconditions;

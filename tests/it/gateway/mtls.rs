@@ -52,6 +52,11 @@ pub struct TlsGateway {
 
 impl TlsGateway {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`Self::start`], after `tweak`ing the configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut sealgate::config::Config)) -> Self {
         let ca = Ca::new("sealgate test CA");
         let dir = tempfile::tempdir().unwrap();
         let tls = write_server_files(dir.path(), &ca.server(), &ca);
@@ -59,6 +64,7 @@ impl TlsGateway {
         let gw = TestGateway::start_with(move |c| {
             c.tls = Some(config_tls);
             c.principals = principals();
+            tweak(c);
         })
         .await;
         Self {
