@@ -315,6 +315,17 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// How long a client has to complete its TLS handshake.
     pub handshake_timeout_seconds: u64,
+    /// A connection on which no byte moves either way for this long is
+    /// closed.
+    pub idle_connection_timeout_seconds: u64,
+    /// A PutObject or GetObject stream must move at least
+    /// `stream_min_bytes` every this many seconds (or end); one that stalls
+    /// or trickles is ended (`STREAM_STALLED`).
+    pub stream_timeout_seconds: u64,
+    /// See `stream_timeout_seconds`.
+    pub stream_min_bytes: u64,
+    /// The longest a unary call may run (`CALL_DEADLINE`).
+    pub unary_timeout_seconds: u64,
 }
 
 impl Default for Limits {
@@ -330,6 +341,10 @@ impl Default for Limits {
             max_concurrent_uploads: 256,
             max_streams_per_connection: 128,
             handshake_timeout_seconds: 10,
+            idle_connection_timeout_seconds: 120,
+            stream_timeout_seconds: 30,
+            stream_min_bytes: 64 * 1024,
+            unary_timeout_seconds: 60,
         }
     }
 }
@@ -510,7 +525,36 @@ impl Config {
             .and_then(|()| self.validate_storage())
             .and_then(|()| self.validate_listen())
             .and_then(|()| self.validate_principals())
+            .and_then(|()| self.validate_limits())
             .map_err(ConfigError::Invalid)
+    }
+
+    fn validate_limits(&self) -> Result<(), String> {
+        let l = &self.limits;
+        for (key, value) in [
+            ("max_connections", l.max_connections as u64),
+            (
+                "max_connections_per_peer",
+                l.max_connections_per_peer as u64,
+            ),
+            ("max_concurrent_uploads", l.max_concurrent_uploads as u64),
+            (
+                "max_streams_per_connection",
+                u64::from(l.max_streams_per_connection),
+            ),
+            ("handshake_timeout_seconds", l.handshake_timeout_seconds),
+            (
+                "idle_connection_timeout_seconds",
+                l.idle_connection_timeout_seconds,
+            ),
+            ("stream_timeout_seconds", l.stream_timeout_seconds),
+            ("unary_timeout_seconds", l.unary_timeout_seconds),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{key}: must be at least 1"));
+            }
+        }
+        Ok(())
     }
 
     fn validate_spaces(&self) -> Result<(), String> {
@@ -667,6 +711,29 @@ mod tests {
             (768, 256)
         );
         assert_eq!(c.limits.max_concurrent_uploads, 256);
+        assert_eq!(
+            (
+                c.limits.idle_connection_timeout_seconds,
+                c.limits.stream_timeout_seconds,
+                c.limits.stream_min_bytes,
+                c.limits.unary_timeout_seconds
+            ),
+            (120, 30, 65536, 60)
+        );
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let err = Config::load(
+            None,
+            env(&[("SEALGATE_LIMITS_STREAM_TIMEOUT_SECONDS", "0")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("limits.stream_timeout_seconds: must be at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub enum Reason {
     /// RESOURCE_EXHAUSTED: `limits.max_concurrent_uploads` uploads are in
     /// progress; retry later.
     TooManyUploads,
+    /// DEADLINE_EXCEEDED: a unary call ran past
+    /// `limits.unary_timeout_seconds`.
+    CallDeadline,
+    /// DEADLINE_EXCEEDED: a stream moved fewer than `limits.stream_min_bytes`
+    /// in `limits.stream_timeout_seconds`.
+    StreamStalled,
     /// INTERNAL: a bug; details only in the server log.
     Internal,
 }
@@ -139,6 +145,8 @@ impl Reason {
             Self::RoleRequired => "ROLE_REQUIRED",
             Self::SpaceNotAllowed => "SPACE_NOT_ALLOWED",
             Self::TooManyUploads => "TOO_MANY_UPLOADS",
+            Self::CallDeadline => "CALL_DEADLINE",
+            Self::StreamStalled => "STREAM_STALLED",
             Self::Internal => "INTERNAL",
         }
     }
@@ -192,6 +200,14 @@ pub enum Error {
         /// Which limit.
         reason: Reason,
         /// What was too large, and the limit.
+        message: String,
+    },
+    /// A time limit of the server ran out (DEADLINE_EXCEEDED).
+    #[error("{message}")]
+    DeadlineExceeded {
+        /// `CALL_DEADLINE` or `STREAM_STALLED`.
+        reason: Reason,
+        /// Which limit, and its value.
         message: String,
     },
     /// A byte range lies outside the object.
@@ -282,6 +298,7 @@ impl Error {
         match self {
             Self::InvalidArgument { reason, .. }
             | Self::TooLarge { reason, .. }
+            | Self::DeadlineExceeded { reason, .. }
             | Self::FailedPrecondition { reason, .. }
             | Self::PermissionDenied { reason, .. } => *reason,
             Self::NotFound => Reason::ObjectNotFound,

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::Caller;
+use super::limits::{PacedStream, Progress, StreamPace};
 use super::pb;
 use crate::content::{
     ByteRange, Content, ErasureGuard, ObjectInfo, ObjectRef, UploadPart, WriteOptions,
@@ -24,16 +25,19 @@ pub struct ContentApi {
     /// One permit per upload in progress (`limits.max_concurrent_uploads`).
     uploads: Arc<tokio::sync::Semaphore>,
     max_uploads: usize,
+    /// The pace uploads and downloads must keep.
+    pace: StreamPace,
 }
 
 impl ContentApi {
     /// Wraps the content service; at most `max_uploads` PutObject streams
-    /// at once.
-    pub fn new(content: Arc<Content>, max_uploads: usize) -> Self {
+    /// at once, each upload and download keeping `pace`.
+    pub fn new(content: Arc<Content>, max_uploads: usize, pace: StreamPace) -> Self {
         Self {
             content,
             uploads: Arc::new(tokio::sync::Semaphore::new(max_uploads)),
             max_uploads,
+            pace,
         }
     }
 
@@ -84,9 +88,21 @@ fn metadata(
     }
 }
 
+/// An upload's messages, which must keep the pace from the call's start.
+type UploadStream =
+    PacedStream<Streaming<pb::PutObjectRequest>, pb::PutObjectRequest, fn(&Status) -> Error>;
+
+/// The plaintext bytes a PutObject message carries.
+fn upload_bytes(m: &pb::PutObjectRequest) -> usize {
+    match &m.part {
+        Some(pb::put_object_request::Part::Data(d)) => d.len(),
+        _ => 0,
+    }
+}
+
 /// The messages after a PutObject header: data, then the finish.
 fn upload_body(
-    stream: Streaming<pb::PutObjectRequest>,
+    stream: UploadStream,
 ) -> impl Stream<Item = Result<UploadPart, Error>> + Unpin + Send {
     stream.map(|m| match m {
         Ok(pb::PutObjectRequest {
@@ -113,7 +129,7 @@ fn upload_body(
             "part",
             "only the first message may be a header",
         )),
-        Err(status) => Err(stream_error(&status)),
+        Err(e) => Err(e),
     })
 }
 
@@ -135,18 +151,94 @@ fn stream_error(status: &Status) -> Error {
 
 type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
 
+type GetMessage = Result<pb::GetObjectResponse, Status>;
+
+/// The messages of a GetObject read ahead of the transport. The reading
+/// task can take the unsent ones back: when the client stops taking them
+/// ([`StreamPace`]), they are dropped at once, not when the connection
+/// goes, and the stream ends with the error left in their place.
+struct Outbox(std::sync::Mutex<OutboxState>);
+
+enum OutboxState {
+    Open(mpsc::Receiver<GetMessage>),
+    Ended(Option<Status>),
+}
+
+impl Outbox {
+    /// Drops the unsent messages; the stream ends with `status`.
+    fn end(&self, status: Status) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = OutboxState::Ended(Some(status));
+    }
+}
+
+/// The receiving end of an [`Outbox`], as the transport takes it.
+struct OutboxStream(Arc<Outbox>);
+
+impl Stream for OutboxStream {
+    type Item = GetMessage;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<GetMessage>> {
+        let mut state = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *state {
+            OutboxState::Open(rx) => rx.poll_recv(cx),
+            OutboxState::Ended(status) => std::task::Poll::Ready(status.take().map(Err)),
+        }
+    }
+}
+
+/// Sends `msg` into the outbox once the transport has room for it, or, if
+/// the client takes too little for too long, ends the outbox. Whether the
+/// reading should go on.
+async fn send_paced(
+    tx: &mpsc::Sender<GetMessage>,
+    outbox: &Outbox,
+    progress: &std::sync::Mutex<Progress>,
+    msg: GetMessage,
+) -> bool {
+    let bytes = match &msg {
+        Ok(pb::GetObjectResponse {
+            part: Some(pb::get_object_response::Part::Data(d)),
+        }) => d.len() as u64,
+        _ => 0,
+    };
+    let deadline = progress
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .deadline();
+    match tokio::time::timeout_at(deadline, tx.send(msg)).await {
+        Ok(Ok(())) => {
+            progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .moved(bytes);
+            true
+        }
+        // The call is gone.
+        Ok(Err(_)) => false,
+        Err(_) => {
+            let pace = progress.lock().unwrap_or_else(|p| p.into_inner()).pace();
+            tracing::info!("GetObject ended: the client took too little (limits.stream_min_bytes)");
+            outbox.end(pace.stalled("download").into());
+            false
+        }
+    }
+}
+
 /// The messages of a GetObject as the transport takes them, each data
 /// message checked against the owner's erasure just before it leaves: a
-/// piece read before an erasure but still waiting in the channel is
-/// dropped, and the stream ends with USER_ERASED. Dropping `rx` then stops
-/// the reading task, which drops the object's key.
+/// piece read before an erasure but still waiting in the outbox is
+/// dropped, and the stream ends with USER_ERASED. Dropping the stream then
+/// stops the reading task, which drops the object's key.
 fn checked_at_send(
-    rx: mpsc::Receiver<Result<pb::GetObjectResponse, Status>>,
+    messages: OutboxStream,
     guard: ErasureGuard,
 ) -> impl Stream<Item = Result<pb::GetObjectResponse, Status>> + Send {
-    futures_util::stream::unfold(Some((rx, guard)), |state| async move {
-        let (mut rx, mut guard) = state?;
-        let msg = rx.recv().await?;
+    futures_util::stream::unfold(Some((messages, guard)), |state| async move {
+        let (mut messages, mut guard) = state?;
+        let msg = messages.next().await?;
         if let Ok(pb::GetObjectResponse {
             part: Some(pb::get_object_response::Part::Data(_)),
         }) = &msg
@@ -155,7 +247,7 @@ fn checked_at_send(
                 return Some((Err(e.into()), None));
             }
         }
-        Some((msg, Some((rx, guard))))
+        Some((msg, Some((messages, guard))))
     })
 }
 
@@ -176,8 +268,15 @@ impl pb::content_service_server::ContentService for ContentApi {
                 ),
             )
         })?;
-        let mut stream = request.into_inner();
-        let first = stream.message().await.map_err(|s| stream_error(&s))?;
+        // A client that stops sending, or trickles, is ended here, its
+        // upload aborted and its permit returned.
+        let mut stream: UploadStream = PacedStream::new(
+            request.into_inner(),
+            self.pace,
+            upload_bytes,
+            stream_error as fn(&Status) -> Error,
+        );
+        let first = stream.next().await.transpose()?;
         let header = match first {
             Some(pb::PutObjectRequest {
                 part: Some(pb::put_object_request::Part::Header(h)),
@@ -229,33 +328,37 @@ impl pb::content_service_server::ContentService for ContentApi {
         });
         let opened = self.content.get(&obj, range).await?;
         let guard = opened.erasure_guard();
-        let (tx, rx) = mpsc::channel::<Result<pb::GetObjectResponse, Status>>(4);
+        let (tx, rx) = mpsc::channel::<GetMessage>(4);
+        let outbox = Arc::new(Outbox(std::sync::Mutex::new(OutboxState::Open(rx))));
+        let messages = OutboxStream(outbox.clone());
         let info = info_pb(opened.info.clone());
+        let progress = Arc::new(std::sync::Mutex::new(Progress::new(self.pace)));
         tokio::spawn(async move {
             let first = pb::GetObjectResponse {
                 part: Some(pb::get_object_response::Part::Info(info)),
             };
-            if tx.send(Ok(first)).await.is_err() {
+            if !send_paced(&tx, &outbox, &progress, Ok(first)).await {
                 return;
             }
-            let sink_tx = tx.clone();
+            let (sink_tx, sink_outbox, sink_progress) =
+                (tx.clone(), outbox.clone(), progress.clone());
             let result = opened
                 .read_into(range, move |data: Bytes| {
-                    let tx = sink_tx.clone();
+                    let (tx, outbox, progress) =
+                        (sink_tx.clone(), sink_outbox.clone(), sink_progress.clone());
                     async move {
-                        tx.send(Ok(pb::GetObjectResponse {
+                        let msg = Ok(pb::GetObjectResponse {
                             part: Some(pb::get_object_response::Part::Data(data)),
-                        }))
-                        .await
-                        .is_ok()
+                        });
+                        send_paced(&tx, &outbox, &progress, msg).await
                     }
                 })
                 .await;
             if let Err(e) = result {
-                let _ = tx.send(Err(e.into())).await;
+                send_paced(&tx, &outbox, &progress, Err(e.into())).await;
             }
         });
-        Ok(Response::new(Box::pin(checked_at_send(rx, guard))))
+        Ok(Response::new(Box::pin(checked_at_send(messages, guard))))
     }
     async fn head_object(
         &self,

@@ -29,6 +29,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition { message, .. } => (Code::FailedPrecondition, message),
             Error::DataLoss => (Code::DataLoss, e.to_string()),
             Error::TooLarge { message, .. } => (Code::ResourceExhausted, message),
+            Error::DeadlineExceeded { message, .. } => (Code::DeadlineExceeded, message),
             Error::OutOfRange(m) => (Code::OutOfRange, m),
             Error::Unavailable(m) => (
                 Code::Unavailable,

@@ -14,6 +14,7 @@ pub mod content;
 pub mod erasure;
 pub mod error;
 pub mod holds;
+pub mod limits;
 
 /// Generated protobuf types and gRPC stubs of `proto/sealgate/v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -11,6 +11,7 @@
 //! per episode, never a busy loop.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ pub struct ConnLimits {
     pub per_peer: usize,
     /// How long a client has to complete its TLS handshake.
     pub handshake_timeout: Duration,
+    /// How long a connection may move no byte either way.
+    pub idle_timeout: Duration,
 }
 
 /// The open connections, counted in total and per peer address.
@@ -116,7 +119,48 @@ const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duratio
 pub struct Conn {
     io: Io,
     peer: Peer,
+    idle: Idle,
     _slot: Slot,
+}
+
+/// The idle timer of a connection: it fires once no byte has moved either
+/// way for `timeout`. The connection's reads always have one pending (the
+/// HTTP/2 server waits for frames), which is where the timer is polled.
+struct Idle {
+    timeout: Duration,
+    last: Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            last: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// Bytes moved: the connection is not idle. (The timer is moved on
+    /// only when it fires, not at every read and write.)
+    fn touch(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Whether the connection has been idle for `timeout`; if not, the
+    /// timer is set for when it would be.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last + self.timeout;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.timer.as_mut().reset(due.into());
+        }
+    }
 }
 
 enum Io {
@@ -138,10 +182,26 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().io {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let read = match &mut me.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        match read {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => me.idle.touch(),
+            Poll::Pending if me.idle.poll_expired(cx) => {
+                tracing::debug!(
+                    "closing a connection idle for limits.idle_connection_timeout_seconds"
+                );
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection idle past limits.idle_connection_timeout_seconds",
+                )));
+            }
+            _ => {}
         }
+        read
     }
 }
 
@@ -151,10 +211,15 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let me = self.get_mut();
+        let written = match &mut me.io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        };
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            me.idle.touch();
         }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -176,10 +241,15 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let me = self.get_mut();
+        let written = match &mut me.io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        };
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            me.idle.touch();
         }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -270,6 +340,7 @@ async fn accept_loop(
                         addr: Some(addr),
                         identity: PeerIdentity::Local,
                     },
+                    idle: Idle::new(counts.limits.idle_timeout),
                     _slot: slot,
                 };
                 if tx.send(Ok(conn)).await.is_err() {
@@ -278,9 +349,8 @@ async fn accept_loop(
             }
             Some(tls) => {
                 let (tls, tx) = (tls.clone(), tx.clone());
-                let timeout = counts.limits.handshake_timeout;
                 // Bounded: one task per counted connection.
-                tokio::spawn(handshake(tls, tcp, addr, slot, timeout, tx));
+                tokio::spawn(handshake(tls, tcp, addr, slot, counts.limits, tx));
             }
         }
     }
@@ -291,10 +361,10 @@ async fn handshake(
     tcp: TcpStream,
     addr: SocketAddr,
     slot: Slot,
-    timeout: Duration,
+    limits: ConnLimits,
     tx: mpsc::Sender<std::io::Result<Conn>>,
 ) {
-    match tokio::time::timeout(timeout, tls.accept(tcp)).await {
+    match tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp)).await {
         Ok(Ok((stream, identity))) => {
             let conn = Conn {
                 io: Io::Tls(Box::new(stream)),
@@ -302,6 +372,7 @@ async fn handshake(
                     addr: Some(addr),
                     identity,
                 },
+                idle: Idle::new(limits.idle_timeout),
                 _slot: slot,
             };
             let _ = tx.send(Ok(conn)).await;

@@ -21,6 +21,7 @@ use crate::api::codec::{TransportErrors, MAX_MESSAGE_BYTES};
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
 use crate::api::holds::LegalHoldApi;
+use crate::api::limits::{StreamPace, UnaryDeadline};
 use crate::api::pb;
 use crate::audit::AuditTrail;
 use crate::blob::fs::FsBlobStore;
@@ -374,6 +375,10 @@ pub async fn serve(
         .layer(TransportErrors)
         // Every call is authorized here (api::auth), before any service.
         .layer(AuthorizeLayer::new(policy, gateway.audit.clone()))
+        // A unary call ends at its deadline; streams keep a pace instead.
+        .layer(UnaryDeadline::new(Duration::from_secs(
+            config.limits.unary_timeout_seconds,
+        )))
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -381,6 +386,10 @@ pub async fn serve(
             pb::content_service_server::ContentServiceServer::new(ContentApi::new(
                 gateway.content.clone(),
                 config.limits.max_concurrent_uploads,
+                StreamPace {
+                    window: Duration::from_secs(config.limits.stream_timeout_seconds),
+                    min_bytes: config.limits.stream_min_bytes,
+                },
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
@@ -415,6 +424,9 @@ pub async fn serve(
                     total: config.limits.max_connections,
                     per_peer: config.limits.max_connections_per_peer,
                     handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_seconds),
+                    idle_timeout: Duration::from_secs(
+                        config.limits.idle_connection_timeout_seconds,
+                    ),
                 },
             ),
             shutdown,

@@ -17,7 +17,7 @@ use super::{eventually, expect_reason, finish_msg, header_msg, put, tmp_files, T
 
 /// A connection from `local` that has answered a health check, or the
 /// error of the check.
-async fn connection(gw: &TestGateway, local: &str) -> Result<Channel, tonic::Status> {
+pub(super) async fn connection(gw: &TestGateway, local: &str) -> Result<Channel, tonic::Status> {
     let local: IpAddr = local.parse().unwrap();
     let channel = Endpoint::from_shared(gw.endpoint())
         .unwrap()
@@ -75,9 +75,9 @@ async fn connections_past_the_total_limit_are_closed() {
 }
 
 /// An upload that has sent its header and waits: its sender ends it.
-struct OpenUpload {
-    tx: mpsc::Sender<pb::PutObjectRequest>,
-    done: tokio::task::JoinHandle<Result<pb::PutObjectResponse, tonic::Status>>,
+pub(super) struct OpenUpload {
+    pub tx: mpsc::Sender<pb::PutObjectRequest>,
+    pub done: tokio::task::JoinHandle<Result<pb::PutObjectResponse, tonic::Status>>,
 }
 
 /// Starts an upload of `id` that sends its header and waits, and returns
@@ -85,7 +85,7 @@ struct OpenUpload {
 /// temporary file after its header, and an upload holds its permit from
 /// before that until it ends. `uploads` is how many such uploads `gw`
 /// holds once this one is held (uploads that only the caller starts).
-async fn open_upload(gw: &TestGateway, id: &str, uploads: usize) -> OpenUpload {
+pub(super) async fn open_upload(gw: &TestGateway, id: &str, uploads: usize) -> OpenUpload {
     let mut client: ContentServiceClient<Channel> = gw.content().await;
     let (tx, rx) = mpsc::channel(4);
     tx.send(header_msg("u", "moments", id)).await.unwrap();
@@ -152,7 +152,7 @@ async fn uploads_past_the_limit_are_refused_until_one_ends() {
 
 /// Raw HTTP/2 over a TCP stream, as a client that does not queue its
 /// calls would speak it.
-mod h2raw {
+pub(super) mod h2raw {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 

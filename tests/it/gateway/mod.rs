@@ -54,6 +54,7 @@ mod kek_rotation;
 mod key_store_faults;
 mod limits;
 mod limits_flood;
+mod limits_timeouts;
 mod master_rotation;
 pub mod mtls;
 mod preconditions;
@@ -622,6 +623,7 @@ pub fn reasons_for(code: Code) -> Vec<&'static str> {
         Code::Unauthenticated => "UNAUTHENTICATED",
         Code::PermissionDenied => "PERMISSION_DENIED",
         Code::Aborted => "ABORTED",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
         _ => return Vec::new(),
     };
     PROTO
