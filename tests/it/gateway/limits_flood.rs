@@ -95,6 +95,27 @@ async fn round_trip(channel: Channel, id: &str) {
     assert_eq!(got, b"served");
 }
 
+/// Starts the real binary limited to `max_fds` descriptors; returns it,
+/// its address and its log.
+async fn serve_limited(
+    dir: &std::path::Path,
+    max_fds: u64,
+) -> (Server, SocketAddr, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={max_fds}:{max_fds}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_sealgate"));
+    let (child, ready, log) = spawn_serve_command(dir, "127.0.0.1:0", "info", command);
+    let server = Server(child);
+    let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("ready")
+        .expect("listening");
+    (server, addr, log)
+}
+
 /// The server process; killed when dropped.
 struct Server(Child);
 
@@ -114,19 +135,8 @@ async fn a_flood_of_idle_connections_leaves_other_callers_served() {
         "this test floods past the default limits"
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new("prlimit");
-    command
-        .arg(format!("--nofile={MAX_FDS}:{MAX_FDS}"))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_sealgate"));
-    let (child, ready, log) = spawn_serve_command(dir.path(), "127.0.0.1:0", "info", command);
-    let server = Server(child);
+    let (server, addr, log) = serve_limited(dir.path(), MAX_FDS).await;
     let pid = server.0.id();
-    let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("ready")
-        .expect("listening");
 
     // A caller connected before the flood, from the flood's address.
     let resident = channel_from("127.0.0.1", addr).await.expect("resident");
@@ -203,6 +213,61 @@ async fn a_flood_of_idle_connections_leaves_other_callers_served() {
                 Err(_) => false,
             }
         },
+    )
+    .await;
+    drop(server);
+}
+
+/// The log line of an accept that failed for want of descriptors.
+const OUT_OF_FDS: &str = "cannot accept connections: out of file descriptors";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
+    // Limits above what 64 descriptors hold: accepting runs out first.
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr, log) = serve_limited(dir.path(), 64).await;
+    let pid = server.0.id();
+    let resident = channel_from("127.0.0.1", addr).await.expect("resident");
+    round_trip(resident.clone(), "before").await;
+
+    // 100 connections: those past the descriptors wait in the listen queue.
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(tcp_from("127.0.0.1".parse().unwrap(), addr).await);
+    }
+    eventually(
+        "the server logs that it is out of descriptors",
+        Duration::from_secs(30),
+        || async { log.lock().unwrap().contains(OUT_OF_FDS) },
+    )
+    .await;
+    // Backing off, not spinning; logged once. The pause measures CPU time;
+    // it synchronises nothing.
+    let ticks = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_ticks(pid) - ticks;
+    assert!(used <= 20, "{used} ticks of CPU in 2 s out of descriptors");
+    assert_eq!(log.lock().unwrap().matches(OUT_OF_FDS).count(), 1);
+    // The resident connection still answers calls that need no
+    // descriptor. (One that opens a file fails meanwhile: this is what the
+    // connection limits keep the process from.)
+    tonic_health::pb::health_client::HealthClient::new(resident.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("a health check on an open connection");
+
+    drop(flood);
+    eventually(
+        "accepting again once descriptors are free",
+        Duration::from_secs(30),
+        || async { log.lock().unwrap().contains("accepting connections again") },
+    )
+    .await;
+    round_trip(
+        channel_from("127.0.0.2", addr).await.expect("connect"),
+        "after",
     )
     .await;
     drop(server);
