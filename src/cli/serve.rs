@@ -26,7 +26,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen,
     } = args;
     let mut config = Config::load(config.as_deref(), std::env::vars())?;
-    crate::telemetry::init(config.log.format);
+    crate::telemetry::init(config.log.format == crate::config::LogFormat::Json);
     if let Some(d) = data_dir {
         config.data_dir = d;
     }
