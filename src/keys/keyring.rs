@@ -279,15 +279,9 @@ impl LocalKeyring {
         })
     }
 
-    /// Destroys the keyring: under the keyring lock, the file is
-    /// overwritten in place with zeros and fsynced, then removed (the
-    /// directory fsynced), and the keys held in memory are dropped
-    /// (zeroized). Returns the versions it held.
-    ///
-    /// # Errors
-    /// [`MasterKeyError::Keyring`] if the file cannot be overwritten or
-    /// removed.
-    pub fn destroy_all(&self) -> Result<Vec<u32>, MasterKeyError> {
+    /// Takes the keyring's lock file (`PATH.lock`), which every change of
+    /// the keyring holds; released when the returned file is dropped.
+    fn lock(&self) -> Result<(std::fs::File, PathBuf), MasterKeyError> {
         let err = |message: String| MasterKeyError::Keyring {
             path: self.path.clone(),
             message,
@@ -307,6 +301,23 @@ impl LocalKeyring {
             .map_err(|e| err(format!("cannot open {}: {e}", lock_path.display())))?;
         lock.lock()
             .map_err(|e| err(format!("cannot lock {}: {e}", lock_path.display())))?;
+        Ok((lock, lock_path))
+    }
+
+    /// Destroys the keyring: under the keyring lock, the file is
+    /// overwritten in place with zeros and fsynced, then removed (the
+    /// directory fsynced), and the keys held in memory are dropped
+    /// (zeroized). Returns the versions it held.
+    ///
+    /// # Errors
+    /// [`MasterKeyError::Keyring`] if the file cannot be overwritten or
+    /// removed.
+    pub fn destroy_all(&self) -> Result<Vec<u32>, MasterKeyError> {
+        let err = |message: String| MasterKeyError::Keyring {
+            path: self.path.clone(),
+            message,
+        };
+        let (lock, lock_path) = self.lock()?;
         let versions = self.versions();
         match std::fs::OpenOptions::new()
             .write(true)
@@ -351,21 +362,7 @@ impl LocalKeyring {
             path: self.path.clone(),
             message,
         };
-        let lock_path = {
-            let mut name = self.path.as_os_str().to_owned();
-            name.push(".lock");
-            PathBuf::from(name)
-        };
-        let lock = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|e| err(format!("cannot open {}: {e}", lock_path.display())))?;
-        lock.lock()
-            .map_err(|e| err(format!("cannot lock {}: {e}", lock_path.display())))?;
+        let (lock, _) = self.lock()?;
         let naming = self.reload()?;
         let mut masters = self.read().masters.clone();
         if edit(&mut masters)? {

@@ -491,6 +491,14 @@ impl KeyHierarchy {
                 "KEK shard {shard}: cannot make version {version} after {newest}"
             )));
         }
+        self.insert_new_kek(shard, version).await?;
+        Ok(true)
+    }
+
+    /// Makes a fresh KEK version under the current master version and
+    /// stores it (with its audit record); `None` if another process stored
+    /// that version first.
+    async fn insert_new_kek(&self, shard: u32, version: u32) -> Result<Option<Kek>, KeyError> {
         let kek = Kek::generate()?;
         let (master_version, wrapped) =
             self.master.wrap_kek(&kek, &kek_aad(shard, version)).await?;
@@ -501,19 +509,20 @@ impl KeyHierarchy {
             wrapped,
             created_at_ms: unix_ms(),
         };
-        if self.store.insert_kek(&record).await? {
-            self.store
-                .audit(&AuditEntry {
-                    at_ms: record.created_at_ms,
-                    principal: "gateway".into(),
-                    action: "create_kek".into(),
-                    pseudonym: None,
-                    outcome: "ok".into(),
-                    detail: format!("shard {shard} version {version}"),
-                })
-                .await?;
+        if !self.store.insert_kek(&record).await? {
+            return Ok(None);
         }
-        Ok(true)
+        self.store
+            .audit(&AuditEntry {
+                at_ms: record.created_at_ms,
+                principal: "gateway".into(),
+                action: "create_kek".into(),
+                pseudonym: None,
+                outcome: "ok".into(),
+                detail: format!("shard {shard} version {version}"),
+            })
+            .await?;
+        Ok(Some(kek))
     }
 
     /// Up to `limit` user-key versions of `shard` under a KEK version below
@@ -634,26 +643,7 @@ impl KeyHierarchy {
         if let Some(r) = self.store.latest_kek(shard).await? {
             return Ok((r.version, self.kek(shard, r.version).await?));
         }
-        let kek = Kek::generate()?;
-        let (master_version, wrapped) = self.master.wrap_kek(&kek, &kek_aad(shard, 1)).await?;
-        let record = KekRecord {
-            shard,
-            version: 1,
-            master_version,
-            wrapped,
-            created_at_ms: unix_ms(),
-        };
-        if self.store.insert_kek(&record).await? {
-            self.store
-                .audit(&AuditEntry {
-                    at_ms: record.created_at_ms,
-                    principal: "gateway".into(),
-                    action: "create_kek".into(),
-                    pseudonym: None,
-                    outcome: "ok".into(),
-                    detail: format!("shard {shard} version 1"),
-                })
-                .await?;
+        if let Some(kek) = self.insert_new_kek(shard, 1).await? {
             let kek = Arc::new(kek);
             self.keks.insert((shard, 1), kek.clone()).await;
             return Ok((1, kek));
