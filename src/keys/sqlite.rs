@@ -728,6 +728,34 @@ impl SqliteKeyStore {
         }))
     }
 
+    /// Why a user-key row may not be written, checked inside the writer's
+    /// transaction (under the write lock): the user is erased, or a KEK
+    /// rotation began after the caller chose its KEK version (which would
+    /// otherwise miss this row and destroy the only KEK that opens it).
+    async fn refuse_user_key(
+        tx: &mut WriteTx,
+        r: &UserKeyRecord,
+    ) -> Result<Option<InsertOutcome>, StoreError> {
+        let erased = sqlx::query("SELECT 1 FROM tombstones WHERE pseudonym = ?")
+            .bind(r.pseudonym.to_string())
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(backend)?
+            .is_some();
+        if erased {
+            return Ok(Some(InsertOutcome::Erased));
+        }
+        let newest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM keks WHERE shard = ?")
+                .bind(i64::from(r.shard))
+                .fetch_one(tx.conn())
+                .await
+                .map_err(backend)?;
+        Ok(newest
+            .is_some_and(|v| v > i64::from(r.kek_version))
+            .then_some(InsertOutcome::StaleKek))
+    }
+
     fn user_key_row(
         p: Pseudonym,
         row: &sqlx::sqlite::SqliteRow,
@@ -950,28 +978,9 @@ impl KeyStore for SqliteKeyStore {
         // The write lock is held from BEGIN IMMEDIATE: the tombstone check
         // and the insert are one atomic step against any erasure.
         let mut tx = self.begin().await?;
-        let erased = sqlx::query("SELECT 1 FROM tombstones WHERE pseudonym = ?")
-            .bind(r.pseudonym.to_string())
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(backend)?
-            .is_some();
-        if erased {
+        if let Some(refused) = Self::refuse_user_key(&mut tx, r).await? {
             tx.commit().await?;
-            return Ok(InsertOutcome::Erased);
-        }
-        // Under the same lock: a KEK rotation that began after the caller
-        // chose its KEK version would otherwise miss this row and destroy
-        // the only KEK that opens it.
-        let newest: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM keks WHERE shard = ?")
-                .bind(i64::from(r.shard))
-                .fetch_one(tx.conn())
-                .await
-                .map_err(backend)?;
-        if newest.is_some_and(|v| v > i64::from(r.kek_version)) {
-            tx.commit().await?;
-            return Ok(InsertOutcome::StaleKek);
+            return Ok(refused);
         }
         let inserted = sqlx::query(
             "INSERT INTO user_keys (pseudonym, version, shard, kek_version, wrapped, state, created_at_ms)
@@ -1346,25 +1355,9 @@ impl KeyStore for SqliteKeyStore {
     ) -> Result<InsertOutcome, StoreError> {
         let mut tx = self.begin().await?;
         let p = r.pseudonym.to_string();
-        let erased = sqlx::query("SELECT 1 FROM tombstones WHERE pseudonym = ?")
-            .bind(&p)
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(backend)?
-            .is_some();
-        if erased {
+        if let Some(refused) = Self::refuse_user_key(&mut tx, r).await? {
             tx.commit().await?;
-            return Ok(InsertOutcome::Erased);
-        }
-        let newest_kek: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM keks WHERE shard = ?")
-                .bind(i64::from(r.shard))
-                .fetch_one(tx.conn())
-                .await
-                .map_err(backend)?;
-        if newest_kek.is_some_and(|v| v > i64::from(r.kek_version)) {
-            tx.commit().await?;
-            return Ok(InsertOutcome::StaleKek);
+            return Ok(refused);
         }
         let highest: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM user_keys WHERE pseudonym = ?")
