@@ -93,6 +93,11 @@ impl S3BlobStore {
 /// small request, and the upload should go within seconds of S3's return.
 const ABORT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Longest one abort attempt may take: an attempt that hangs (a connection
+/// cut without a reset while S3 was away) must not hold the retries back
+/// for the client's general 60 s.
+const ABORT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Aborts at once at most this many multipart uploads (their tasks are
 /// bounded; later ones wait in the queue).
 const ABORTS_IN_FLIGHT: usize = 16;
@@ -165,6 +170,14 @@ async fn abort_upload(
         .bucket(bucket)
         .key(key)
         .upload_id(upload_id)
+        .customize()
+        .config_override(
+            aws_sdk_s3::config::Builder::default().timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(ABORT_ATTEMPT_TIMEOUT)
+                    .build(),
+            ),
+        )
         .send()
         .await
     {
