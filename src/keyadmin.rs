@@ -131,14 +131,40 @@ impl KeyAdmin {
     /// Key-store failures (nothing started).
     pub async fn rotate_master(&self, principal: &str) -> Result<(JobRecord, u32), Error> {
         let target = self.keys.master().versions().last().copied().unwrap_or(0) + 1;
+        let job = self
+            .start_exclusive_job(
+                principal,
+                JOB_KIND_ROTATE_MASTER,
+                rotate_master_params(target),
+                &format!("KEKs to master key version {target}"),
+            )
+            .await?;
+        let target = parse_rotate_master_params(&job.params).ok_or_else(|| {
+            Error::Internal(format!("master rotation job {} has bad parameters", job.id))
+        })?;
+        tracing::info!(target: "sealgate::audit", job = %job.id, master_version = target, "master rotation started");
+        Ok((job, target))
+    }
+
+    /// Records `principal`'s request for a job of `kind` (action `kind`,
+    /// detail `requested: what`) on the audit trail, then creates the job
+    /// unless one of its kind is unfinished (that one is returned) and
+    /// schedules it. Nothing starts if the record cannot be written.
+    async fn start_exclusive_job(
+        &self,
+        principal: &str,
+        kind: &str,
+        params: String,
+        what: &str,
+    ) -> Result<JobRecord, Error> {
         self.store
             .audit(&AuditEntry {
                 at_ms: unix_ms(),
                 principal: principal.into(),
-                action: "rotate_master".into(),
+                action: kind.into(),
                 pseudonym: None,
                 outcome: "ok".into(),
-                detail: format!("requested: KEKs to master key version {target}"),
+                detail: format!("requested: {what}"),
             })
             .await?;
         let job = self
@@ -146,19 +172,15 @@ impl KeyAdmin {
             .create_job(
                 &NewJob {
                     id: crate::names::random_id(),
-                    kind: JOB_KIND_ROTATE_MASTER.into(),
+                    kind: kind.into(),
                     pseudonym: None,
-                    params: rotate_master_params(target),
+                    params,
                 },
                 true,
             )
             .await?;
-        let target = parse_rotate_master_params(&job.params).ok_or_else(|| {
-            Error::Internal(format!("master rotation job {} has bad parameters", job.id))
-        })?;
-        tracing::info!(target: "sealgate::audit", job = %job.id, master_version = target, "master rotation started");
         self.jobs.schedule(&job.id);
-        Ok((job, target))
+        Ok(job)
     }
 
     /// Removes master `version` from the keyring; returns the versions left.
@@ -237,30 +259,10 @@ impl KeyAdmin {
             }
         }
         let params = rotate_kek_params(&shards);
-        self.store
-            .audit(&AuditEntry {
-                at_ms: unix_ms(),
-                principal: principal.into(),
-                action: "rotate_kek".into(),
-                pseudonym: None,
-                outcome: "ok".into(),
-                detail: format!("requested: {params}"),
-            })
-            .await?;
         let job = self
-            .store
-            .create_job(
-                &NewJob {
-                    id: crate::names::random_id(),
-                    kind: JOB_KIND_ROTATE_KEK.into(),
-                    pseudonym: None,
-                    params,
-                },
-                true,
-            )
+            .start_exclusive_job(principal, JOB_KIND_ROTATE_KEK, params.clone(), &params)
             .await?;
         tracing::info!(target: "sealgate::audit", job = %job.id, params = %job.params, "KEK rotation started");
-        self.jobs.schedule(&job.id);
         Ok(job)
     }
 
@@ -372,12 +374,9 @@ impl KeyAdmin {
                 self.rotate_master("schedule").await?;
             }
         }
-        let rotating_master = self
-            .store
-            .unfinished_jobs()
-            .await?
-            .iter()
-            .any(|j| j.kind == JOB_KIND_ROTATE_MASTER);
+        let unfinished = self.store.unfinished_jobs().await?;
+        let running = |kind: &str| unfinished.iter().any(|j| j.kind == kind);
+        let rotating_master = running(JOB_KIND_ROTATE_MASTER);
         if !rotating_master {
             let counts = self.store.kek_counts_by_master().await?;
             let versions = master.versions();
@@ -398,16 +397,8 @@ impl KeyAdmin {
             .filter(|(_, created)| now.saturating_sub(*created) >= due_ms)
             .map(|(shard, _)| shard)
             .collect();
-        if !due.is_empty() {
-            let running = self
-                .store
-                .unfinished_jobs()
-                .await?
-                .iter()
-                .any(|j| j.kind == JOB_KIND_ROTATE_KEK);
-            if !running {
-                self.rotate_kek("schedule", KekShards::Some(due)).await?;
-            }
+        if !due.is_empty() && !running(JOB_KIND_ROTATE_KEK) {
+            self.rotate_kek("schedule", KekShards::Some(due)).await?;
         }
         Ok(())
     }

@@ -444,13 +444,7 @@ fn publish_new(path: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = unique_sibling(path, "tmp");
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
+        write_private(&tmp, &text)?;
         // link(2) fails if `path` exists: a create-only publish.
         match std::fs::hard_link(&tmp, path) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
@@ -461,6 +455,18 @@ fn publish_new(path: &Path) -> std::io::Result<()> {
     written?;
     removed?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `tmp` (mode 0600, never over an existing file), writes `text`
+/// and fsyncs it: the first step of publishing or replacing a keyring.
+fn write_private(tmp: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 /// The keyring text of `naming` and `masters`.
@@ -487,13 +493,7 @@ fn replace(path: &Path, naming: &NamingKey, masters: &Masters) -> std::io::Resul
     let text = keyring_text(naming, masters);
     let tmp = unique_sibling(path, "tmp");
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
+        write_private(&tmp, &text)?;
         std::fs::rename(&tmp, path)
     })();
     if written.is_err() {

@@ -323,20 +323,8 @@ impl KeyHierarchy {
                 return Ok((v, keys.keys[&v].clone()));
             }
             // A new user: create version 1 under the shard's newest KEK.
-            let shard = p.shard(self.shards);
-            let (kek_version, kek) = self.current_kek(shard).await?;
-            let key = UserKey::generate()?;
             let version = keys.keys.keys().next_back().map_or(1, |v| v + 1);
-            let wrapped = kek.wrap_user_key(&key, &user_key_aad(p, version, shard, kek_version))?;
-            let record = UserKeyRecord {
-                pseudonym: *p,
-                version,
-                shard,
-                kek_version,
-                wrapped: wrapped.as_bytes().to_vec(),
-                state: UserKeyState::Active,
-                created_at_ms: unix_ms(),
-            };
+            let record = self.new_user_key(p, version).await?;
             match self.store.insert_user_key(&record).await? {
                 InsertOutcome::Erased => return Err(KeyError::UserErased),
                 // A KEK rotation began: wrap under the new version.
@@ -351,6 +339,24 @@ impl KeyHierarchy {
         ))
     }
 
+    /// A fresh user key as active version `version`, wrapped under the
+    /// newest KEK of the user's shard, for the store to insert.
+    async fn new_user_key(&self, p: &Pseudonym, version: u32) -> Result<UserKeyRecord, KeyError> {
+        let shard = p.shard(self.shards);
+        let (kek_version, kek) = self.current_kek(shard).await?;
+        let key = UserKey::generate()?;
+        let wrapped = kek.wrap_user_key(&key, &user_key_aad(p, version, shard, kek_version))?;
+        Ok(UserKeyRecord {
+            pseudonym: *p,
+            version,
+            shard,
+            kek_version,
+            wrapped: wrapped.as_bytes().to_vec(),
+            state: UserKeyState::Active,
+            created_at_ms: unix_ms(),
+        })
+    }
+
     /// Rotates a user's key for `principal`: a new version becomes active
     /// (new objects are sealed under it), every older one decrypt-only
     /// (objects under them still open). Returns the new version.
@@ -362,19 +368,7 @@ impl KeyHierarchy {
         for _ in 0..5 {
             let existing = self.store.user_keys(p).await?;
             let version = existing.iter().map(|r| r.version).max().unwrap_or(0) + 1;
-            let shard = p.shard(self.shards);
-            let (kek_version, kek) = self.current_kek(shard).await?;
-            let key = UserKey::generate()?;
-            let wrapped = kek.wrap_user_key(&key, &user_key_aad(p, version, shard, kek_version))?;
-            let record = UserKeyRecord {
-                pseudonym: *p,
-                version,
-                shard,
-                kek_version,
-                wrapped: wrapped.as_bytes().to_vec(),
-                state: UserKeyState::Active,
-                created_at_ms: unix_ms(),
-            };
+            let record = self.new_user_key(p, version).await?;
             match self.store.rotate_user_key(&record, principal).await? {
                 InsertOutcome::Inserted => {
                     self.users.invalidate(p).await;
