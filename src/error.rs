@@ -325,6 +325,7 @@ impl From<KeyError> for Error {
             // The object's key version is gone: it can never be opened.
             KeyError::MissingUserKeyVersion(_) => Self::DataLoss,
             KeyError::Unwrap(m) | KeyError::Internal(m) => Self::Internal(m),
+            KeyError::KekMissing { .. } => Self::Internal(e.to_string()),
             KeyError::Unavailable(m) => Self::Unavailable(m),
             KeyError::StorageFull(m) => Self::StorageFull(format!("key store: {m}")),
             KeyError::StoreLost(m) => Self::StorageLost(m),

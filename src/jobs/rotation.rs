@@ -91,6 +91,7 @@ pub(crate) fn key_error(e: KeyError) -> JobError {
         | KeyError::Decommissioned
         | KeyError::LegalHold { .. }
         | KeyError::MissingUserKeyVersion(_)
+        | KeyError::KekMissing { .. }
         | KeyError::Unwrap(_)
         | KeyError::Internal(_) => JobError::Permanent(e.to_string()),
     }

@@ -58,6 +58,15 @@ pub enum KeyError {
     /// Any other key store or provider failure.
     #[error("{0}")]
     Internal(String),
+    /// A KEK version a user-key row names is not in the store (destroyed
+    /// by a KEK rotation after the row was read, or a corrupt store).
+    #[error("KEK shard {shard} version {version} missing")]
+    KekMissing {
+        /// Shard.
+        shard: u32,
+        /// Version.
+        version: u32,
+    },
     /// The service was decommissioned: every key is destroyed.
     #[error("decommissioned: every key is destroyed")]
     Decommissioned,
@@ -434,7 +443,7 @@ impl KeyHierarchy {
         loop {
             attempts += 1;
             match self.load_user_keys_once(p).await {
-                Err(KeyError::Internal(_)) if attempts < 3 => {}
+                Err(KeyError::KekMissing { .. }) if attempts < 3 => {}
                 other => return other,
             }
         }
@@ -649,9 +658,11 @@ impl KeyHierarchy {
     async fn kek(&self, shard: u32, version: u32) -> Result<Arc<Kek>, KeyError> {
         self.keks
             .try_get_with((shard, version), async {
-                let record = self.store.kek(shard, version).await?.ok_or_else(|| {
-                    KeyError::Internal(format!("KEK shard {shard} version {version} missing"))
-                })?;
+                let record = self
+                    .store
+                    .kek(shard, version)
+                    .await?
+                    .ok_or(KeyError::KekMissing { shard, version })?;
                 let kek = self
                     .master
                     .unwrap_kek(
@@ -904,7 +915,7 @@ mod tests {
         let (fresh, _) = hierarchy(dir.path()).await;
         assert!(matches!(
             fresh.user_key(&b, 1).await,
-            Err(KeyError::Unwrap(_) | KeyError::Internal(_))
+            Err(KeyError::Unwrap(_) | KeyError::Internal(_) | KeyError::KekMissing { .. })
         ));
     }
 }
