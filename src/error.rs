@@ -103,6 +103,12 @@ pub enum Reason {
     /// DEADLINE_EXCEEDED: a stream moved fewer than `limits.stream_min_bytes`
     /// in `limits.stream_timeout_seconds`.
     StreamStalled,
+    /// FAILED_PRECONDITION: the user has no key yet (never wrote), so there
+    /// is nothing to rewrap.
+    NoUserKey,
+    /// ABORTED: a write raced a rewrap of the user's key and was removed;
+    /// writing again succeeds.
+    KeyRotated,
     /// INTERNAL: a bug; details only in the server log.
     Internal,
 }
@@ -147,6 +153,8 @@ impl Reason {
             Self::TooManyUploads => "TOO_MANY_UPLOADS",
             Self::CallDeadline => "CALL_DEADLINE",
             Self::StreamStalled => "STREAM_STALLED",
+            Self::KeyRotated => "KEY_ROTATED",
+            Self::NoUserKey => "NO_USER_KEY",
             Self::Internal => "INTERNAL",
         }
     }
@@ -208,6 +216,15 @@ pub enum Error {
         /// `CALL_DEADLINE` or `STREAM_STALLED`.
         reason: Reason,
         /// Which limit, and its value.
+        message: String,
+    },
+    /// A concurrent change undid the call; calling again succeeds
+    /// (ABORTED).
+    #[error("{message}")]
+    Aborted {
+        /// `KEY_ROTATED`.
+        reason: Reason,
+        /// What happened.
         message: String,
     },
     /// A byte range lies outside the object.
@@ -300,6 +317,7 @@ impl Error {
             | Self::TooLarge { reason, .. }
             | Self::DeadlineExceeded { reason, .. }
             | Self::FailedPrecondition { reason, .. }
+            | Self::Aborted { reason, .. }
             | Self::PermissionDenied { reason, .. } => *reason,
             Self::NotFound => Reason::ObjectNotFound,
             Self::ErasureNotFound => Reason::ErasureNotFound,
@@ -326,6 +344,10 @@ impl From<KeyError> for Error {
             KeyError::MissingUserKeyVersion(_) => Self::DataLoss,
             KeyError::Unwrap(m) | KeyError::Internal(m) => Self::Internal(m),
             KeyError::KekMissing { .. } => Self::Internal(e.to_string()),
+            KeyError::KeyRetired(_) => Self::Aborted {
+                reason: Reason::KeyRotated,
+                message: "the user's key was rewrapped while this write ran: nothing was stored; write again".into(),
+            },
             KeyError::Unavailable(m) => Self::Unavailable(m),
             KeyError::StorageFull(m) => Self::StorageFull(format!("key store: {m}")),
             KeyError::StoreLost(m) => Self::StorageLost(m),

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::crypto::Pseudonym;
 use crate::error::{Error, Reason};
 use crate::jobs::rotation::{
-    parse_rotate_master_params, rotate_kek_params, rotate_master_params, KekShards,
+    parse_rewrap_params, parse_rotate_master_params, rewrap_params, rotate_kek_params,
+    rotate_master_params, KekShards,
 };
 use crate::jobs::JobRunner;
 use crate::keys::keyring::MasterKeyError;
 use crate::keys::store::{
-    AuditEntry, JobRecord, JobState, KeyStore, NewJob, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
+    AuditEntry, JobRecord, JobState, KeyStore, NewJob, UserKeyState, JOB_KIND_REWRAP_USER,
+    JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
 };
 use crate::keys::{unix_ms, KeyError, KeyHierarchy, UserKeyStatus};
 
@@ -157,12 +160,29 @@ impl KeyAdmin {
         params: String,
         what: &str,
     ) -> Result<JobRecord, Error> {
+        self.start_job(principal, kind, None, params, what, true)
+            .await
+    }
+
+    /// Records `principal`'s request for a job of `kind` for `pseudonym`
+    /// (if any) on the audit trail, then creates the job (unless
+    /// `exclusive` and one of its kind is unfinished: that one is
+    /// returned) and schedules it.
+    async fn start_job(
+        &self,
+        principal: &str,
+        kind: &str,
+        pseudonym: Option<Pseudonym>,
+        params: String,
+        what: &str,
+        exclusive: bool,
+    ) -> Result<JobRecord, Error> {
         self.store
             .audit(&AuditEntry {
                 at_ms: unix_ms(),
                 principal: principal.into(),
                 action: kind.into(),
-                pseudonym: None,
+                pseudonym,
                 outcome: "ok".into(),
                 detail: format!("requested: {what}"),
             })
@@ -173,10 +193,10 @@ impl KeyAdmin {
                 &NewJob {
                     id: crate::names::random_id(),
                     kind: kind.into(),
-                    pseudonym: None,
+                    pseudonym,
                     params,
                 },
-                true,
+                exclusive,
             )
             .await?;
         self.jobs.schedule(&job.id);
@@ -284,6 +304,65 @@ impl KeyAdmin {
         let version = self.keys.rotate_user_key(&p, principal).await?;
         tracing::info!(target: "sealgate::audit", principal, pseudonym = %p, version, "user key rotated");
         Ok((p, version))
+    }
+
+    /// Starts a rewrap of a user's objects to their active user-key
+    /// version (job kind [`JOB_KIND_REWRAP_USER`], run by
+    /// `content::RewrapUser`), recorded as `principal`'s request; returns
+    /// the job, the pseudonym and the target version. While a rewrap of the
+    /// user is unfinished, returns that one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad user id; `USER_ERASED`;
+    /// `NO_USER_KEY` for a user who never wrote; key-store failures
+    /// (nothing started).
+    pub async fn rewrap_user(
+        &self,
+        principal: &str,
+        user_id: &str,
+    ) -> Result<(JobRecord, Pseudonym, u32), Error> {
+        let p = self
+            .keys
+            .pseudonym(user_id)
+            .map_err(|e| Error::invalid_name("user_id", e))?;
+        let unfinished = self
+            .store
+            .unfinished_jobs()
+            .await?
+            .into_iter()
+            .find(|j| j.kind == JOB_KIND_REWRAP_USER && j.pseudonym == Some(p));
+        let job = match unfinished {
+            Some(job) => job,
+            None => {
+                let status = self.keys.status(&p).await?;
+                if status.tombstone.is_some() {
+                    return Err(Error::UserErased);
+                }
+                let active = status
+                    .versions
+                    .iter()
+                    .find(|v| v.state == UserKeyState::Active);
+                let Some(target) = active.map(|v| v.version) else {
+                    return Err(Error::FailedPrecondition {
+                        reason: Reason::NoUserKey,
+                        message: "the user has no key yet: nothing to rewrap".into(),
+                    });
+                };
+                self.start_job(
+                    principal,
+                    JOB_KIND_REWRAP_USER,
+                    Some(p),
+                    rewrap_params(target),
+                    &format!("key slots to user key version {target}"),
+                    false,
+                )
+                .await?
+            }
+        };
+        let target = parse_rewrap_params(&job.params)
+            .ok_or_else(|| Error::Internal(format!("rewrap job {} has bad parameters", job.id)))?;
+        tracing::info!(target: "sealgate::audit", principal, pseudonym = %p, job = %job.id, version = target, "rewrap started");
+        Ok((job, p, target))
     }
 
     /// Decommissions the service for `principal` (see

@@ -29,6 +29,7 @@ fn key_state(s: UserKeyState) -> pb::UserKeyState {
     match s {
         UserKeyState::Active => pb::UserKeyState::Active,
         UserKeyState::DecryptOnly => pb::UserKeyState::DecryptOnly,
+        UserKeyState::Retiring => pb::UserKeyState::Retiring,
     }
 }
 
@@ -144,6 +145,22 @@ impl pb::key_admin_service_server::KeyAdminService for KeyAdminApi {
         Ok(Response::new(pb::RotateUserKeyResponse {
             pseudonym: p.to_string(),
             active_version,
+        }))
+    }
+
+    async fn rewrap_user(
+        &self,
+        request: Request<pb::RewrapUserRequest>,
+    ) -> Result<Response<pb::RewrapUserResponse>, Status> {
+        let caller = super::auth::Caller::of(&request)?;
+        let (job, p, target_version) = self
+            .admin
+            .rewrap_user(caller.name(), &request.into_inner().user_id)
+            .await?;
+        Ok(Response::new(pb::RewrapUserResponse {
+            job_id: job.id,
+            pseudonym: p.to_string(),
+            target_version,
         }))
     }
 

@@ -27,6 +27,7 @@ impl From<Error> for Status {
             Error::AlreadyExists => (Code::AlreadyExists, e.to_string()),
             Error::UserErased => (Code::FailedPrecondition, e.to_string()),
             Error::FailedPrecondition { message, .. } => (Code::FailedPrecondition, message),
+            Error::Aborted { message, .. } => (Code::Aborted, message),
             Error::DataLoss => (Code::DataLoss, e.to_string()),
             Error::TooLarge { message, .. } => (Code::ResourceExhausted, message),
             Error::DeadlineExceeded { message, .. } => (Code::DeadlineExceeded, message),

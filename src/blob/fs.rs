@@ -22,9 +22,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    check_patch, check_segment, check_store_id, BlobEntry, BlobError, BlobKey, BlobReader,
-    BlobStore, BlobWriter, ByteStream, WriteMode,
+    check_segment, check_slot_fits, check_store_id, BlobEntry, BlobError, BlobKey, BlobReader,
+    BlobStore, BlobWriter, ByteStream, SlotRewrite, WriteMode, KEY_SLOT_RANGE,
 };
+use crate::crypto::envelope::KeySlot;
 
 const TMP_DIR: &str = ".tmp";
 /// The file at the root of the store that records its deployment id. Its
@@ -198,52 +199,71 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    /// Copies the object to a temporary file, patches the copy and renames
-    /// it over the original: atomic, at the cost of a local copy.
-    async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError> {
+    /// Copies the object to a temporary file from the handle the slot was
+    /// checked through, rewrites the slot in the copy and renames it over
+    /// the original if the path still names the file that was checked:
+    /// atomic, at the cost of a local copy. Writers of this process commit
+    /// under the same per-object lock as a rewrap (`content`), so none can
+    /// slip in between the check and the rename.
+    async fn rewrite_key_slot(
+        &self,
+        key: &BlobKey,
+        expected: &[u8; KeySlot::LEN],
+        new: &[u8; KeySlot::LEN],
+    ) -> Result<SlotRewrite, BlobError> {
+        use std::os::unix::fs::MetadataExt;
         let path = self.path(key)?;
-        check_patch(offset, bytes.len())?;
         let tmp = self.root.join(TMP_DIR).join(random_name());
-        let bytes = bytes.to_vec();
+        let new = *new;
+        let expected = *expected;
         let parent = path.parent().map(Path::to_owned);
         let result = tokio::task::spawn_blocking({
             let tmp = tmp.clone();
-            move || -> Result<(), BlobError> {
-                let len = match std::fs::metadata(&path) {
-                    Ok(m) => m.len(),
+            move || -> Result<SlotRewrite, BlobError> {
+                let mut source = match std::fs::File::open(&path) {
+                    Ok(f) => f,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         return Err(BlobError::NotFound)
                     }
                     Err(e) => return Err(e.into()),
                 };
-                if offset + bytes.len() as u64 > len {
-                    return Err(BlobError::Io(std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "patch past the end of the object",
-                    )));
+                let meta = source.metadata()?;
+                check_slot_fits(meta.len())?;
+                let mut slot = [0u8; KeySlot::LEN];
+                source.read_exact_at(&mut slot, KEY_SLOT_RANGE.start)?;
+                if slot != expected {
+                    return Ok(SlotRewrite::Changed);
                 }
-                std::fs::copy(&path, &tmp)?;
-                let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
-                file.write_all_at(&bytes, offset)?;
+                let mut copy = std::fs::File::create_new(&tmp)?;
+                std::io::copy(&mut source, &mut copy)?;
+                copy.write_all_at(&new, KEY_SLOT_RANGE.start)?;
                 // The creation time (the file's mtime) survives the rewrite.
-                if let Ok(created) = std::fs::metadata(&path).and_then(|m| m.modified()) {
-                    file.set_modified(created)?;
+                copy.set_modified(meta.modified()?)?;
+                copy.sync_all()?;
+                match std::fs::metadata(&path) {
+                    Ok(now) if now.ino() == meta.ino() && now.dev() == meta.dev() => {}
+                    Ok(_) => return Ok(SlotRewrite::Changed),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(BlobError::NotFound)
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                file.sync_all()?;
                 std::fs::rename(&tmp, &path)?;
-                Ok(())
+                Ok(SlotRewrite::Rewritten)
             }
         })
         .await
         .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
-        if result.is_err() {
+        if !matches!(result, Ok(SlotRewrite::Rewritten)) {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
-        result?;
+        if result? == SlotRewrite::Changed {
+            return Ok(SlotRewrite::Changed);
+        }
         if let Some(parent) = parent {
             sync_dir(&parent).await?;
         }
-        Ok(())
+        Ok(SlotRewrite::Rewritten)
     }
 
     async fn list(

@@ -17,6 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::crypto::envelope::{Header, KeySlot};
+
 /// A stream of stored bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send>>;
 
@@ -71,9 +73,34 @@ pub enum WriteMode {
     CreateOnly,
 }
 
-/// Largest patch [`BlobStore::patch`] accepts, and the region (from the
-/// start of the object) it may touch.
+/// The largest region (from the start of an object) a stored key-slot
+/// patch may cover (the S3 store's patch metadata, read back from storage,
+/// is held to it).
 pub const MAX_PATCH_END: u64 = 4096;
+
+/// Where a sealed object's key slot lies ([`Header::KEY_SLOT_RANGE`]).
+pub const KEY_SLOT_RANGE: std::ops::Range<u64> =
+    Header::KEY_SLOT_RANGE.start as u64..Header::KEY_SLOT_RANGE.end as u64;
+
+/// What [`BlobStore::rewrite_key_slot`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRewrite {
+    /// Later reads see the new key slot.
+    Rewritten,
+    /// The object no longer held the expected slot: nothing was written.
+    Changed,
+}
+
+/// A key-slot rewrite needs an object long enough to hold one.
+pub(crate) fn check_slot_fits(len: u64) -> Result<(), BlobError> {
+    if len < KEY_SLOT_RANGE.end {
+        return Err(BlobError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a {len}-byte object has no key slot"),
+        )));
+    }
+    Ok(())
+}
 
 /// An object store backend.
 #[async_trait]
@@ -122,11 +149,22 @@ pub trait BlobStore: Send + Sync + 'static {
         Ok(n)
     }
 
-    /// Replaces `bytes.len()` bytes at `offset` (within the first
-    /// [`MAX_PATCH_END`] bytes) so that later reads see them, atomically and
-    /// without sending the rest of the object through the gateway. This is
-    /// how a key slot is rewritten on rotation.
-    async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError>;
+    /// Replaces the key slot of `key` (bytes [`KEY_SLOT_RANGE`] of a
+    /// sealed object) with `new` if it still holds `expected`, atomically
+    /// and without sending the rest of the object through the gateway: how
+    /// a rewrap moves an object to another user-key version. Returns
+    /// [`SlotRewrite::Changed`], writing nothing, if the object was replaced
+    /// or rewritten since `expected` was read.
+    ///
+    /// # Errors
+    /// [`BlobError::NotFound`]; an object too short to hold a key slot;
+    /// storage failures.
+    async fn rewrite_key_slot(
+        &self,
+        key: &BlobKey,
+        expected: &[u8; KeySlot::LEN],
+        new: &[u8; KeySlot::LEN],
+    ) -> Result<SlotRewrite, BlobError>;
 
     /// Lists up to `limit` objects of `space/owner/` with names strictly
     /// after `after`, in ascending name order.
@@ -223,21 +261,6 @@ pub(crate) fn check_store_id(id: &str) -> Result<(), BlobError> {
             format!("invalid store id {id:?}: {e}"),
         ))
     })
-}
-
-/// Patches are small and near the start of an object.
-pub(crate) fn check_patch(offset: u64, len: usize) -> Result<(), BlobError> {
-    // Checked: a patch read back from storage may carry any offset.
-    if offset
-        .checked_add(len as u64)
-        .is_none_or(|end| end > MAX_PATCH_END)
-    {
-        return Err(BlobError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "patch outside the first 4 KiB of the object",
-        )));
-    }
-    Ok(())
 }
 
 /// The error of a [`BlobStore::create_exact`] writer given more (`extra`)

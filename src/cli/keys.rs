@@ -207,3 +207,31 @@ pub(super) async fn rotate_user(args: RotateUserArgs) -> anyhow::Result<()> {
     println!("active_version: {}", r.active_version);
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub(super) struct RewrapArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    #[arg(long)]
+    user: String,
+    /// Follow the job to its end; exit non-zero if it fails.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `sealgate keys rewrap --user U [--wait]`: prints `job_id`, the
+/// pseudonym and the version every key slot moves to.
+pub(super) async fn rewrap(args: RewrapArgs) -> anyhow::Result<()> {
+    let mut client = KeyAdminServiceClient::new(connect(&args.endpoint).await?);
+    let r = client
+        .rewrap_user(pb::RewrapUserRequest { user_id: args.user })
+        .await?
+        .into_inner();
+    println!("job_id: {}", r.job_id);
+    println!("pseudonym: {}", r.pseudonym);
+    println!("target_version: {}", r.target_version);
+    if args.wait {
+        super::jobs::watch_job(&mut client, &r.job_id).await?;
+    }
+    Ok(())
+}

@@ -136,6 +136,9 @@ enum KeysCommand {
     RotateKek(keys::RotateKekArgs),
     /// A new active version of a user's key; older versions decrypt-only.
     RotateUser(keys::RotateUserArgs),
+    /// Moves every key slot of a user's objects to the active version
+    /// (bodies untouched), then destroys the older versions (a job).
+    Rewrap(keys::RewrapArgs),
     /// The end of the service: destroys every user key, KEK and master
     /// version and the keyring. Every object becomes unreadable for good.
     Decommission(keys::DecommissionArgs),
@@ -184,6 +187,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::RotateUser(args),
         } => keys::rotate_user(args).await,
+        Command::Keys {
+            command: KeysCommand::Rewrap(args),
+        } => keys::rewrap(args).await,
         Command::Jobs {
             command: JobsCommand::List(args),
         } => jobs::list(args).await,

@@ -14,6 +14,7 @@ mod items;
 mod list;
 mod put;
 mod read;
+mod rewrap;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -29,6 +30,7 @@ pub use items::{Item, MAX_BATCH};
 pub use list::ListedObject;
 pub use put::{UploadPart, WriteOptions, REQUEST_WINDOW_MS};
 pub use read::{ErasureGuard, OpenedObject, MAX_SEND_PIECE, READ_PIECE, SEND_PIECE};
+pub use rewrap::RewrapUser;
 
 /// What callers learn about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]

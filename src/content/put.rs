@@ -351,8 +351,11 @@ impl Content {
         }
         // The user may have been erased while the upload ran: the key used is
         // destroyed, so the object is unreadable; remove it so that garbage
-        // collection, which may already be done, leaves nothing behind.
-        if let Err(e) = self.keys.ensure_not_erased(&obj.pseudonym).await {
+        // collection, which may already be done, leaves nothing behind. Or a
+        // rewrap may have retired the key version used: its listing may have
+        // missed this object, which would become unreadable when the
+        // version is destroyed; remove it, and the caller writes again.
+        if let Err(e) = self.keys.confirm_sealed_with(&obj.pseudonym, version).await {
             self.blob.delete(&obj.key).await?;
             return Err(e.into());
         }

@@ -12,7 +12,7 @@ use crate::crypto::chunked::{self, RandomAccess, RangePlan};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Header, ObjectLayout, Pseudonym, UnsealedObject};
 use crate::error::{Error, Reason};
-use crate::keys::{ErasureWatch, KeyHierarchy};
+use crate::keys::{ErasureWatch, KeyError, KeyHierarchy};
 
 /// Plaintext bytes per blob read of a ranged GetObject (whole chunks).
 pub const READ_PIECE: usize = 64 * chunked::CHUNK_SIZE;
@@ -101,20 +101,31 @@ impl Content {
     pub async fn open(&self, obj: &ObjectRef, whole: bool) -> Result<OpenedObject, Error> {
         let guard = self.erasure_guard(obj);
         self.keys.ensure_not_erased(&obj.pseudonym).await?;
-        let mut reader = if whole {
-            self.blob.open_whole(&obj.key).await?
-        } else {
-            self.blob.open(&obj.key).await?
+        let mut attempts = 0;
+        let (reader, fixed, layout, head, header, user_key) = loop {
+            attempts += 1;
+            let mut reader = if whole {
+                self.blob.open_whole(&obj.key).await?
+            } else {
+                self.blob.open(&obj.key).await?
+            };
+            let len = reader.len();
+            let fixed = reader.read(0..len.min(FIXED_HEADER_LEN as u64)).await?;
+            let layout = ObjectLayout::new(&fixed, len)?;
+            let head = reader.read(layout.head()).await?;
+            let header = Header::parse(&head)?;
+            match self
+                .keys
+                .user_key(&obj.pseudonym, header.key_slot.user_key_version)
+                .await
+            {
+                Ok(user_key) => break (reader, fixed, layout, head, header, user_key),
+                // A rewrap moved the slot to another version and destroyed
+                // this one after the header was read: read it again.
+                Err(KeyError::MissingUserKeyVersion(_)) if attempts < 3 => {}
+                Err(e) => return Err(e.into()),
+            }
         };
-        let len = reader.len();
-        let fixed = reader.read(0..len.min(FIXED_HEADER_LEN as u64)).await?;
-        let layout = ObjectLayout::new(&fixed, len)?;
-        let head = reader.read(layout.head()).await?;
-        let header = Header::parse(&head)?;
-        let user_key = self
-            .keys
-            .user_key(&obj.pseudonym, header.key_slot.user_key_version)
-            .await?;
         let unsealed = header.unseal(&user_key, &obj.identity)?;
         let body_header = head[layout.header_len() as usize..].to_vec();
         // Check the body's commitment now, so that HeadObject too reports a

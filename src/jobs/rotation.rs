@@ -81,6 +81,16 @@ pub fn parse_rotate_master_params(params: &str) -> Option<u32> {
     params.strip_prefix("master_version=")?.parse().ok()
 }
 
+/// The parameters of a rewrap to user-key `version`.
+pub fn rewrap_params(version: u32) -> String {
+    format!("user_key_version={version}")
+}
+
+/// The target version in rewrap parameters.
+pub fn parse_rewrap_params(params: &str) -> Option<u32> {
+    params.strip_prefix("user_key_version=")?.parse().ok()
+}
+
 /// Whether trying again can help after a key-layer error.
 pub(crate) fn key_error(e: KeyError) -> JobError {
     match e {
@@ -91,6 +101,7 @@ pub(crate) fn key_error(e: KeyError) -> JobError {
         | KeyError::Decommissioned
         | KeyError::LegalHold { .. }
         | KeyError::MissingUserKeyVersion(_)
+        | KeyError::KeyRetired(_)
         | KeyError::KekMissing { .. }
         | KeyError::Unwrap(_)
         | KeyError::Internal(_) => JobError::Permanent(e.to_string()),
@@ -269,6 +280,14 @@ impl JobHandler for RotateKek {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrap_params_round_trip() {
+        assert_eq!(parse_rewrap_params(&rewrap_params(7)), Some(7));
+        for bad in ["", "user_key_version=", "user_key_version=x", "shards=all"] {
+            assert_eq!(parse_rewrap_params(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn kek_params_round_trip() {

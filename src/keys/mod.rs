@@ -67,6 +67,10 @@ pub enum KeyError {
         /// Version.
         version: u32,
     },
+    /// An object was sealed under a user-key version that a rewrap retired
+    /// (or already destroyed) meanwhile: it must be written again.
+    #[error("user key version {0} was retired by a rewrap while the write ran")]
+    KeyRetired(u32),
     /// The service was decommissioned: every key is destroyed.
     #[error("decommissioned: every key is destroyed")]
     Decommissioned,
@@ -418,6 +422,62 @@ impl KeyHierarchy {
     /// As described, or store failures.
     pub async fn ensure_not_erased(&self, p: &Pseudonym) -> Result<(), KeyError> {
         self.user_keys(p).await.map(|_| ())
+    }
+
+    /// After an object sealed under `version` was committed: fails with
+    /// [`KeyError::UserErased`] if the user was erased meanwhile, or
+    /// [`KeyError::KeyRetired`] if a rewrap retired or destroyed `version`
+    /// meanwhile (its listing may have missed the object, so the object
+    /// must go). Reads the key store, not this process's cache: the
+    /// erasure or the rewrap may have run in another process.
+    ///
+    /// # Errors
+    /// As described, or store failures.
+    pub async fn confirm_sealed_with(&self, p: &Pseudonym, version: u32) -> Result<(), KeyError> {
+        self.ensure_not_decommissioned()?;
+        if self.recently_erased.contains_key(p) {
+            return Err(KeyError::UserErased);
+        }
+        let records = self.store.user_keys(p).await?;
+        match records.iter().find(|r| r.version == version) {
+            Some(r) if r.state != UserKeyState::Retiring => Ok(()),
+            Some(_) => Err(KeyError::KeyRetired(version)),
+            None if self.store.tombstone(p).await?.is_some() => Err(KeyError::UserErased),
+            None => Err(KeyError::KeyRetired(version)),
+        }
+    }
+
+    /// Starts a rewrap of the user to `version`: every version below it
+    /// becomes retiring (see [`KeyStore::retire_user_keys_below`]) and this
+    /// process's cached keys of the user are dropped, so that its writes
+    /// see the change. Returns the retiring versions.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn retire_user_keys_below(
+        &self,
+        p: &Pseudonym,
+        version: u32,
+    ) -> Result<Vec<u32>, KeyError> {
+        let versions = self.store.retire_user_keys_below(p, version).await?;
+        self.users.invalidate(p).await;
+        Ok(versions)
+    }
+
+    /// Ends a rewrap: destroys the user's retiring versions (see
+    /// [`KeyStore::destroy_retiring_user_keys`]) and drops them from this
+    /// process's cache. Returns the versions destroyed.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn destroy_retiring_user_keys(
+        &self,
+        p: &Pseudonym,
+        principal: &str,
+    ) -> Result<Vec<u32>, KeyError> {
+        let versions = self.store.destroy_retiring_user_keys(p, principal).await?;
+        self.users.invalidate(p).await;
+        Ok(versions)
     }
 
     async fn user_keys(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {

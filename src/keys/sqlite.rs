@@ -1369,9 +1369,10 @@ impl KeyStore for SqliteKeyStore {
             tx.commit().await?;
             return Ok(InsertOutcome::AlreadyExists);
         }
-        sqlx::query("UPDATE user_keys SET state = ? WHERE pseudonym = ?")
+        sqlx::query("UPDATE user_keys SET state = ? WHERE pseudonym = ? AND state = ?")
             .bind(UserKeyState::DecryptOnly.as_str())
             .bind(&p)
+            .bind(UserKeyState::Active.as_str())
             .execute(tx.conn())
             .await
             .map_err(backend)?;
@@ -1406,6 +1407,75 @@ impl KeyStore for SqliteKeyStore {
         .await?;
         tx.commit().await?;
         Ok(InsertOutcome::Inserted)
+    }
+
+    async fn retire_user_keys_below(
+        &self,
+        p: &Pseudonym,
+        version: u32,
+    ) -> Result<Vec<u32>, StoreError> {
+        let mut tx = self.begin().await?;
+        let p = p.to_string();
+        sqlx::query(
+            "UPDATE user_keys SET state = ? WHERE pseudonym = ? AND version < ? AND state != ?",
+        )
+        .bind(UserKeyState::Retiring.as_str())
+        .bind(&p)
+        .bind(i64::from(version))
+        .bind(UserKeyState::Active.as_str())
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        let retiring: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM user_keys WHERE pseudonym = ? AND state = ? ORDER BY version",
+        )
+        .bind(&p)
+        .bind(UserKeyState::Retiring.as_str())
+        .fetch_all(tx.conn())
+        .await
+        .map_err(backend)?;
+        tx.commit().await?;
+        retiring.into_iter().map(u32_of).collect()
+    }
+
+    async fn destroy_retiring_user_keys(
+        &self,
+        p: &Pseudonym,
+        principal: &str,
+    ) -> Result<Vec<u32>, StoreError> {
+        let mut tx = self.begin().await?;
+        let versions: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM user_keys WHERE pseudonym = ? AND state = ? RETURNING version",
+        )
+        .bind(p.to_string())
+        .bind(UserKeyState::Retiring.as_str())
+        .fetch_all(tx.conn())
+        .await
+        .map_err(backend)?;
+        let mut versions = versions
+            .into_iter()
+            .map(u32_of)
+            .collect::<Result<Vec<u32>, _>>()?;
+        versions.sort_unstable();
+        if !versions.is_empty() {
+            Self::append_audit(
+                tx.conn(),
+                &AuditEntry {
+                    at_ms: crate::keys::unix_ms(),
+                    principal: principal.into(),
+                    action: "destroy_user_key_versions".into(),
+                    pseudonym: Some(*p),
+                    outcome: "ok".into(),
+                    detail: format!("rewrapped; versions {versions:?} destroyed"),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if !versions.is_empty() {
+            self.checkpoint().await?;
+        }
+        Ok(versions)
     }
 
     async fn decommission(&self, at_ms: i64, principal: &str) -> Result<(u64, u64), StoreError> {

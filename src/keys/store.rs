@@ -136,6 +136,9 @@ pub enum UserKeyState {
     Active,
     /// Only opens existing objects.
     DecryptOnly,
+    /// Only opens existing objects, and is destroyed once a rewrap has moved
+    /// every object of the user off it: a write sealed under it fails.
+    Retiring,
 }
 
 impl UserKeyState {
@@ -143,6 +146,7 @@ impl UserKeyState {
         match self {
             Self::Active => "active",
             Self::DecryptOnly => "decrypt_only",
+            Self::Retiring => "retiring",
         }
     }
 
@@ -150,6 +154,7 @@ impl UserKeyState {
         match s {
             "active" => Ok(Self::Active),
             "decrypt_only" => Ok(Self::DecryptOnly),
+            "retiring" => Ok(Self::Retiring),
             other => Err(StoreError::Backend(format!(
                 "unknown user key state {other:?}"
             ))),
@@ -233,6 +238,10 @@ pub const DECOMMISSIONED_META: &str = "decommissioned_at_ms";
 
 /// Job kind: KEK rotation of some or all shards.
 pub const JOB_KIND_ROTATE_KEK: &str = "rotate_kek";
+/// A user's rewrap: every key slot of the user's objects moved to one
+/// user-key version (parameters `user_key_version=N`), then the older
+/// versions destroyed.
+pub const JOB_KIND_REWRAP_USER: &str = "rewrap_user";
 
 /// A KEK version re-wrapped under another master version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -550,14 +559,31 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<DestroyKeks, StoreError>;
     /// In one transaction, unless the user is erased (`Erased`), `r` is
     /// not under its shard's newest KEK version (`StaleKek`) or not the
-    /// user's highest version plus one (`AlreadyExists`): every existing
-    /// version of the user becomes decrypt-only and `r` is inserted as the
-    /// active one, with an audit record by `principal`.
+    /// user's highest version plus one (`AlreadyExists`): the active
+    /// version of the user becomes decrypt-only (retiring ones stay
+    /// retiring) and `r` is inserted as the active one, with an audit record
+    /// by `principal`.
     async fn rotate_user_key(
         &self,
         r: &UserKeyRecord,
         principal: &str,
     ) -> Result<InsertOutcome, StoreError>;
+    /// Marks every version of the user below `version` that is not active
+    /// as retiring (a rewrap to `version` began); returns the versions now
+    /// retiring.
+    async fn retire_user_keys_below(
+        &self,
+        p: &Pseudonym,
+        version: u32,
+    ) -> Result<Vec<u32>, StoreError>;
+    /// In one transaction: deletes the user's retiring versions (a rewrap
+    /// moved every object off them) and records it for `principal`;
+    /// scrubbed as an erasure. Returns the versions destroyed.
+    async fn destroy_retiring_user_keys(
+        &self,
+        p: &Pseudonym,
+        principal: &str,
+    ) -> Result<Vec<u32>, StoreError>;
     /// In one transaction: deletes every user key and every KEK, marks
     /// the store decommissioned at `at_ms` (see [`DECOMMISSIONED_META`])
     /// and records it for `principal`; scrubbed as an erasure. Returns the

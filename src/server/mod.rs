@@ -28,7 +28,7 @@ use crate::blob::fs::FsBlobStore;
 use crate::blob::s3::{S3BlobStore, S3Settings};
 use crate::blob::BlobStore;
 use crate::config::{BlobBackend, Config, KeyStoreBackend, MasterProvider};
-use crate::content::{Content, Limits};
+use crate::content::{Content, Limits, RewrapUser};
 use crate::deployment;
 use crate::erasure::Erasure;
 use crate::holds::LegalHolds;
@@ -39,7 +39,8 @@ use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
 use crate::keys::sqlite::SqliteKeyStore;
 use crate::keys::store::{
-    KeyStore, DECOMMISSIONED_META, JOB_KIND_ERASURE_GC, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
+    KeyStore, DECOMMISSIONED_META, JOB_KIND_ERASURE_GC, JOB_KIND_REWRAP_USER, JOB_KIND_ROTATE_KEK,
+    JOB_KIND_ROTATE_MASTER,
 };
 use crate::keys::{CachePolicy, KeyHierarchy};
 
@@ -169,6 +170,17 @@ impl Gateway {
             )
             .with_kek_max_age(config.keys.kek_max_age()),
         );
+        let content = Arc::new(Content::new(
+            keys.clone(),
+            blob.clone(),
+            config.blob.region.clone(),
+            config.spaces.clone(),
+            Limits {
+                max_object_bytes: config.limits.max_object_bytes,
+                max_item_bytes: config.limits.max_item_bytes,
+                max_response_bytes: config.limits.max_response_bytes,
+            },
+        ));
         let jobs = JobRunner::builder(
             store.clone(),
             JobSettings {
@@ -185,18 +197,11 @@ impl Gateway {
             Arc::new(RotateMaster::new(keys.clone())),
         )
         .handler(JOB_KIND_ROTATE_KEK, Arc::new(RotateKek::new(keys.clone())))
+        .handler(
+            JOB_KIND_REWRAP_USER,
+            Arc::new(RewrapUser::new(content.clone())),
+        )
         .start();
-        let content = Arc::new(Content::new(
-            keys.clone(),
-            blob,
-            config.blob.region.clone(),
-            config.spaces.clone(),
-            Limits {
-                max_object_bytes: config.limits.max_object_bytes,
-                max_item_bytes: config.limits.max_item_bytes,
-                max_response_bytes: config.limits.max_response_bytes,
-            },
-        ));
         let admin = Arc::new(KeyAdmin::new(keys.clone(), store.clone(), jobs.clone()));
         if keys.kek_max_age().is_some() {
             tokio::spawn(run_key_schedule(

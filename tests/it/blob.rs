@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use sealgate::blob::fs::FsBlobStore;
-use sealgate::blob::{BlobError, BlobKey, BlobStore, WriteMode};
+use sealgate::blob::{BlobError, BlobKey, BlobStore, SlotRewrite, WriteMode};
 
 fn key(owner: &str, name: &str) -> BlobKey {
     BlobKey {
@@ -230,7 +230,8 @@ async fn suite(store: Arc<dyn BlobStore>) {
     let mut r = store.open(&key("u1", "once")).await.unwrap();
     assert_eq!(&r.read(0..5).await.unwrap()[..], b"first");
 
-    // Patches: later readers see the new bytes, the rest is unchanged.
+    // Key-slot rewrites: conditional on the slot read; later readers see
+    // the new slot, the rest is unchanged.
     let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     let mut w = store
         .create(&key("u1", "patched"), WriteMode::Replace)
@@ -238,10 +239,22 @@ async fn suite(store: Arc<dyn BlobStore>) {
         .unwrap();
     w.write(&body).await.unwrap();
     w.commit().await.unwrap();
-    store
-        .patch(&key("u1", "patched"), 8, &[0xAB; 64])
-        .await
-        .unwrap();
+    let slot: [u8; 64] = body[8..72].try_into().unwrap();
+    assert_eq!(
+        store
+            .rewrite_key_slot(&key("u1", "patched"), &[0xCD; 64], &[0xAB; 64])
+            .await
+            .unwrap(),
+        SlotRewrite::Changed,
+        "a slot that is not the one expected is left alone"
+    );
+    assert_eq!(
+        store
+            .rewrite_key_slot(&key("u1", "patched"), &slot, &[0xAB; 64])
+            .await
+            .unwrap(),
+        SlotRewrite::Rewritten
+    );
     let mut r = store.open(&key("u1", "patched")).await.unwrap();
     assert_eq!(r.len(), body.len() as u64);
     let all = r.read(0..body.len() as u64).await.unwrap();
@@ -261,16 +274,42 @@ async fn suite(store: Arc<dyn BlobStore>) {
     while let Some(piece) = s.next().await {
         rest.extend_from_slice(&piece.unwrap());
     }
-    assert_eq!(&rest[..], &all[80..], "whole readers see the patch too");
+    assert_eq!(&rest[..], &all[80..], "whole readers see the rewrite too");
+    // A second rewrite expects the first's slot.
+    assert_eq!(
+        store
+            .rewrite_key_slot(&key("u1", "patched"), &slot, &[0x11; 64])
+            .await
+            .unwrap(),
+        SlotRewrite::Changed
+    );
+    assert_eq!(
+        store
+            .rewrite_key_slot(&key("u1", "patched"), &[0xAB; 64], &[0x11; 64])
+            .await
+            .unwrap(),
+        SlotRewrite::Rewritten
+    );
+    let mut r = store.open(&key("u1", "patched")).await.unwrap();
+    assert_eq!(&r.read(0..80).await.unwrap()[8..72], &[0x11; 64][..]);
+    let mut w = store
+        .create(&key("u1", "short"), WriteMode::Replace)
+        .await
+        .unwrap();
+    w.write(&[0; 40]).await.unwrap();
+    w.commit().await.unwrap();
     assert!(
         store
-            .patch(&key("u1", "patched"), 4090, &[0; 64])
+            .rewrite_key_slot(&key("u1", "short"), &[0; 64], &[1; 64])
             .await
             .is_err(),
-        "patches stay near the start"
+        "an object too short for a key slot is refused"
     );
+    assert!(store.delete(&key("u1", "short")).await.unwrap());
     assert!(matches!(
-        store.patch(&key("u1", "nope"), 8, &[0; 4]).await,
+        store
+            .rewrite_key_slot(&key("u1", "nope"), &[0; 64], &[1; 64])
+            .await,
         Err(BlobError::NotFound)
     ));
 

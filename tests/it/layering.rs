@@ -57,6 +57,7 @@ const SAME_RANK_ALLOWED: &[(&str, &str)] = &[
     ("audit", "error"),
     ("erasure", "jobs"),
     ("keyadmin", "jobs"),
+    ("content", "jobs"),
 ];
 
 fn rank(module: &str) -> Option<u8> {

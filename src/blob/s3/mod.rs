@@ -33,8 +33,8 @@
 //! - `reader.rs`: opening objects and reading them (prefix, live response,
 //!   ranged GETs pinned to the opened version).
 //! - `delete.rs`: deletes of every version of an object.
-//! - `patch.rs`: the patch metadata overlay and the CopyObject that writes
-//!   it.
+//! - `patch.rs`: the key-slot patch in object metadata, overlaid on reads,
+//!   and the conditional CopyObject that rewrites it.
 //! - `store_id.rs`: the bucket's deployment id ([`STORE_ID_KEY`]), written
 //!   create-only.
 //! - `error.rs`: the one translation of SDK errors.
@@ -59,7 +59,10 @@ pub use self::store_id::STORE_ID_KEY;
 
 use self::error::translate;
 use self::writer::{abort_retrier, S3Writer};
-use super::{BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter, WriteMode};
+use super::{
+    BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter, SlotRewrite, WriteMode,
+};
+use crate::crypto::envelope::KeySlot;
 
 /// Size of a multipart part, and the threshold above which uploads are
 /// multipart. S3 allows 5 MiB to 5 GiB per part and 10,000 parts, so objects
@@ -277,8 +280,13 @@ impl BlobStore for S3BlobStore {
         }
     }
 
-    async fn patch(&self, key: &BlobKey, offset: u64, bytes: &[u8]) -> Result<(), BlobError> {
-        self.copy_with_patch(key, offset, bytes).await
+    async fn rewrite_key_slot(
+        &self,
+        key: &BlobKey,
+        expected: &[u8; KeySlot::LEN],
+        new: &[u8; KeySlot::LEN],
+    ) -> Result<SlotRewrite, BlobError> {
+        self.copy_with_key_slot(key, expected, new).await
     }
 
     async fn list(

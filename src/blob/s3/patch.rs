@@ -1,5 +1,5 @@
-//! Patches (key-slot rewrites): the [`Patch`] held in object metadata,
-//! overlaid on reads, and the server-side CopyObject that writes it.
+//! Key-slot rewrites: the [`Patch`] held in object metadata, overlaid on
+//! reads, and the server-side CopyObject that writes it.
 
 use std::collections::HashMap;
 
@@ -7,31 +7,30 @@ use aws_sdk_s3::types::MetadataDirective;
 
 use super::error::{translate, S3Failure};
 use super::{object_key, S3BlobStore, CREATED_META, PATCH_META};
-use crate::blob::{BlobError, BlobKey, BlobReader};
+use crate::blob::{
+    check_slot_fits, BlobError, BlobKey, BlobReader, SlotRewrite, KEY_SLOT_RANGE, MAX_PATCH_END,
+};
+use crate::crypto::envelope::KeySlot;
 
 impl S3BlobStore {
-    /// The body of `patch`: rewrites the object's patch metadata with a
-    /// CopyObject onto itself, pinned to the ETag that was read.
-    pub(super) async fn copy_with_patch(
+    /// The body of `rewrite_key_slot`: checks the slot through the current
+    /// patch, then rewrites the object's patch metadata with a CopyObject
+    /// onto itself, pinned to the ETag that was read (CopySourceIfMatch), so
+    /// an object replaced or rewritten since is never clobbered.
+    pub(super) async fn copy_with_key_slot(
         &self,
         key: &BlobKey,
-        offset: u64,
-        bytes: &[u8],
-    ) -> Result<(), BlobError> {
-        crate::blob::check_patch(offset, bytes.len())?;
+        expected: &[u8; KeySlot::LEN],
+        new: &[u8; KeySlot::LEN],
+    ) -> Result<SlotRewrite, BlobError> {
         let object = object_key(key)?;
         let mut reader = self.open_reader(key).await?;
-        if offset + bytes.len() as u64 > reader.len {
-            return Err(BlobError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "patch past the end of the object",
-            )));
-        }
+        check_slot_fits(reader.len)?;
         let old = reader.patch.clone();
         let reader_etag = reader.etag.clone();
         // One patch region per object: the union of the old and the new,
         // read through the old patch and overlaid with the new bytes.
-        let new_end = offset + bytes.len() as u64;
+        let (offset, new_end) = (KEY_SLOT_RANGE.start, KEY_SLOT_RANGE.end);
         let (start, end) = match &old {
             Some(p) => (
                 p.offset.min(offset),
@@ -40,7 +39,11 @@ impl S3BlobStore {
             None => (offset, new_end),
         };
         let mut region = reader.read(start..end).await?.to_vec();
-        region[(offset - start) as usize..(new_end - start) as usize].copy_from_slice(bytes);
+        let slot = (offset - start) as usize..(new_end - start) as usize;
+        if region[slot.clone()] != expected[..] {
+            return Ok(SlotRewrite::Changed);
+        }
+        region[slot].copy_from_slice(new);
         let patch = Patch {
             offset: start,
             bytes: region,
@@ -59,16 +62,13 @@ impl S3BlobStore {
             copy = copy.metadata(CREATED_META, super::created_meta(created));
         }
         if let Some(etag) = reader_etag {
-            // Never clobber an object replaced since it was read.
             copy = copy.copy_source_if_match(etag);
         }
-        copy.send().await.map_err(|e| match translate(e) {
-            S3Failure::PreconditionFailed => {
-                BlobError::Unavailable("object changed while being patched; retry".into())
-            }
-            other => other.into_blob(),
-        })?;
-        Ok(())
+        match copy.send().await.map_err(translate) {
+            Ok(_) => Ok(SlotRewrite::Rewritten),
+            Err(S3Failure::PreconditionFailed) => Ok(SlotRewrite::Changed),
+            Err(other) => Err(other.into_blob()),
+        }
     }
 }
 
@@ -92,7 +92,7 @@ impl Patch {
         };
         // Anyone with write access to the bucket writes this metadata: hold
         // it to the bounds of a patch we write, so `apply` cannot overflow.
-        crate::blob::check_patch(patch.offset, patch.bytes.len()).map_err(|_| bad())?;
+        check_patch(patch.offset, patch.bytes.len()).map_err(|_| bad())?;
         Ok(Some(patch))
     }
 
@@ -110,4 +110,19 @@ impl Patch {
             data[(lo - at) as usize..(hi - at) as usize].copy_from_slice(src);
         }
     }
+}
+
+/// Patches are small and near the start of an object.
+fn check_patch(offset: u64, len: usize) -> Result<(), BlobError> {
+    // Checked: a patch read back from storage may carry any offset.
+    if offset
+        .checked_add(len as u64)
+        .is_none_or(|end| end > MAX_PATCH_END)
+    {
+        return Err(BlobError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "patch outside the first 4 KiB of the object",
+        )));
+    }
+    Ok(())
 }

@@ -58,6 +58,7 @@ mod limits_timeouts;
 mod master_rotation;
 pub mod mtls;
 mod preconditions;
+mod rewrap;
 mod roundtrip;
 mod user_key_rotation;
 mod wire;
