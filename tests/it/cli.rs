@@ -699,7 +699,8 @@ async fn rotate_master_wait_and_retire() {
 }
 
 /// `sealgate keys rotate-kek --all --wait`, `keys status` of the
-/// hierarchy, `keys rotate-user`, and `keys decommission` with the wrong
+/// hierarchy, `keys rotate-user`, `keys rewrap --wait` and `keys status
+/// --user` after it, and `keys decommission` with the wrong
 /// region (refused, nothing destroyed) then the right one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_lifecycle_commands() {
@@ -709,45 +710,63 @@ async fn key_lifecycle_commands() {
         .await
         .unwrap();
     let ep = gw.endpoint();
-    let (rotated, status, user, wrong, right) = tokio::task::spawn_blocking(move || {
-        let ep = ep.as_str();
-        let rotated = ok(&sealgate(&[
-            "keys",
-            "rotate-kek",
-            "--all",
-            "--wait",
-            "--endpoint",
-            ep,
-        ]));
-        let status = ok(&sealgate(&["keys", "status", "--endpoint", ep]));
-        let user = ok(&sealgate(&[
-            "keys",
-            "rotate-user",
-            "--user",
-            "cli-keys",
-            "--endpoint",
-            ep,
-        ]));
-        let wrong = sealgate(&[
-            "keys",
-            "decommission",
-            "--confirm",
-            "cn-northwest-1",
-            "--endpoint",
-            ep,
-        ]);
-        let right = ok(&sealgate(&[
-            "keys",
-            "decommission",
-            "--confirm",
-            "cn-north-1",
-            "--endpoint",
-            ep,
-        ]));
-        (rotated, status, user, wrong, right)
-    })
-    .await
-    .unwrap();
+    let (rotated, status, user, (rewrap, user_status), wrong, right) =
+        tokio::task::spawn_blocking(move || {
+            let ep = ep.as_str();
+            let rotated = ok(&sealgate(&[
+                "keys",
+                "rotate-kek",
+                "--all",
+                "--wait",
+                "--endpoint",
+                ep,
+            ]));
+            let status = ok(&sealgate(&["keys", "status", "--endpoint", ep]));
+            let user = ok(&sealgate(&[
+                "keys",
+                "rotate-user",
+                "--user",
+                "cli-keys",
+                "--endpoint",
+                ep,
+            ]));
+            let rewrap = ok(&sealgate(&[
+                "keys",
+                "rewrap",
+                "--user",
+                "cli-keys",
+                "--wait",
+                "--endpoint",
+                ep,
+            ]));
+            let user_status = ok(&sealgate(&[
+                "keys",
+                "status",
+                "--user",
+                "cli-keys",
+                "--endpoint",
+                ep,
+            ]));
+            let wrong = sealgate(&[
+                "keys",
+                "decommission",
+                "--confirm",
+                "cn-northwest-1",
+                "--endpoint",
+                ep,
+            ]);
+            let right = ok(&sealgate(&[
+                "keys",
+                "decommission",
+                "--confirm",
+                "cn-north-1",
+                "--endpoint",
+                ep,
+            ]));
+            (rotated, status, user, (rewrap, user_status), wrong, right)
+        })
+        .await
+        .unwrap();
     assert!(rotated.starts_with("job_id: "), "{rotated}");
     assert!(
         status.contains("master_version: 1 kek_versions=2\n"),
@@ -762,12 +781,24 @@ async fn key_lifecycle_commands() {
         "{status}"
     );
     assert!(user.ends_with("active_version: 2\n"), "{user}");
+    assert!(
+        rewrap.starts_with("job_id: ") && rewrap.contains("target_version: 2\n"),
+        "{rewrap}"
+    );
+    assert!(
+        user_status.contains("user_key_version: 2 state=USER_KEY_STATE_ACTIVE ")
+            && !user_status.contains("user_key_version: 1 "),
+        "only version 2 is left: {user_status}"
+    );
     assert!(!wrong.status.success());
     assert!(
         String::from_utf8_lossy(&wrong.stderr).contains("nothing was destroyed"),
         "{wrong:?}"
     );
-    assert!(right.contains("user_keys_destroyed: 2\n"), "{right}");
+    assert!(
+        right.contains("user_keys_destroyed: 1\n"),
+        "version 2 alone was left: {right}"
+    );
     assert!(
         right.contains("master_versions_destroyed: [1]\n"),
         "{right}"
