@@ -11,6 +11,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::api::pb;
 
 mod audit;
+mod bench;
 mod erase;
 mod get;
 mod hold;
@@ -107,6 +108,9 @@ enum Command {
         #[command(subcommand)]
         command: hold::HoldCommand,
     },
+    /// Load generator: runs a workload for a while and reports
+    /// operations per second, throughput, latency percentiles and errors.
+    Bench(bench::BenchArgs),
     /// Durable jobs: rotation, rewrap, garbage collection.
     Jobs {
         #[command(subcommand)]
@@ -172,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => keys::status(args).await,
         Command::Hold { command } => hold::run(command).await,
         Command::Audit(args) => audit::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Keys {
             command: KeysCommand::RotateMaster(args),
         } => keys::rotate_master(args).await,

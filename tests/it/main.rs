@@ -1,3 +1,4 @@
+mod bench;
 mod blob;
 mod cli;
 mod crypto;
