@@ -11,12 +11,14 @@
 //!
 //! KEK rotation ([`RotateKek`], kind
 //! [`JOB_KIND_ROTATE_KEK`](crate::keys::store::JOB_KIND_ROTATE_KEK),
-//! parameters `shards=all` or `shards=3,17`): shard by shard, makes the
-//! next KEK version, re-wraps the shard's user keys under it in batches
+//! parameters `shards=all` or `shards=3,17`): in groups of 64 shards,
+//! makes each shard's next KEK version (all in one transaction with the
+//! job's cursor), re-wraps the group's user keys under them in batches
 //! (each committed with the job's progress), then destroys the older
-//! versions. The cursor `I:V` says shard number I of the list is being
-//! moved to KEK version V, so a resumed job neither makes a second new
-//! version nor repeats a finished shard. User keys written under an old
+//! versions (one transaction, one WAL truncation). The cursor `I:new` or
+//! `I:moving` says whether the group starting at index I of the list has
+//! its new versions yet, so a resumed job neither makes a second new
+//! version nor repeats a finished group. User keys written under an old
 //! version while the shard rotates are refused by the store
 //! ([`InsertOutcome::StaleKek`](crate::keys::store::InsertOutcome)), and the
 //! destruction itself refuses while any row is still under an old version.
@@ -33,7 +35,11 @@ use crate::keys::{KeyError, KeyHierarchy};
 /// KEK versions re-wrapped per transaction.
 const KEK_BATCH: u32 = 32;
 /// User keys re-wrapped per transaction.
-const USER_KEY_BATCH: u32 = 1000;
+const USER_KEY_BATCH: u32 = 4096;
+/// Shards rotated together: their new KEK versions made in one
+/// transaction, their user keys re-wrapped in shared batches, their old
+/// versions destroyed in one transaction.
+const SHARD_GROUP: usize = 64;
 
 /// Which shards a KEK rotation moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,9 +191,13 @@ impl RotateKek {
     }
 }
 
-fn parse_cursor(cursor: &str) -> Option<(usize, u32)> {
-    let (index, version) = cursor.split_once(':')?;
-    Some((index.parse().ok()?, version.parse().ok()?))
+/// Where a KEK rotation stands: the group of shards starting at this
+/// index of the list, and whether its new versions exist. Cursors of the
+/// older one-shard form (`I:V`) resume as `I:new`, which at worst makes one
+/// more version that is destroyed with the others.
+fn parse_cursor(cursor: &str) -> Option<(usize, bool)> {
+    let (index, phase) = cursor.split_once(':')?;
+    Some((index.parse().ok()?, phase == "moving"))
 }
 
 #[async_trait]
@@ -199,10 +209,11 @@ impl JobHandler for RotateKek {
                 job.record().params
             ))
         };
-        let shards = match parse_rotate_kek_params(&job.record().params).ok_or_else(bad)? {
-            KekShards::All => (0..self.keys.shards()).collect(),
-            KekShards::Some(list) => list,
-        };
+        let shards: Vec<u32> =
+            match parse_rotate_kek_params(&job.record().params).ok_or_else(bad)? {
+                KekShards::All => (0..self.keys.shards()).collect(),
+                KekShards::Some(list) => list,
+            };
         if let Some(s) = shards.iter().find(|s| **s >= self.keys.shards()) {
             return Err(JobError::Permanent(format!(
                 "shard {s} does not exist (the store has {})",
@@ -210,8 +221,8 @@ impl JobHandler for RotateKek {
             )));
         }
         let store = self.keys.store().clone();
-        let (mut index, mut target) = match job.record().cursor.as_str() {
-            "" => (0, 0),
+        let (mut index, mut moving) = match job.record().cursor.as_str() {
+            "" => (0, false),
             c => parse_cursor(c)
                 .ok_or_else(|| JobError::Permanent(format!("bad KEK rotation cursor {c:?}")))?,
         };
@@ -224,36 +235,38 @@ impl JobHandler for RotateKek {
             job.checkpoint(done, total, &job.record().cursor.clone())
                 .await?;
         }
-        while let Some(&shard) = shards.get(index) {
-            if target == 0 {
-                // A new version after the newest: the shard's KEK as of
-                // this job's start (or a later one) is what gets destroyed.
-                let newest = store.latest_kek(shard).await?.map_or(0, |r| r.version);
-                target = newest + 1;
-                self.keys
-                    .create_kek_version(shard, target)
-                    .await
-                    .map_err(key_error)?;
-                job.checkpoint(done, total, &format!("{index}:{target}"))
+        while index < shards.len() {
+            let group = &shards[index..(index + SHARD_GROUP).min(shards.len())];
+            let cursor = format!("{index}:moving");
+            let targets: Vec<(u32, u32)> = if moving {
+                // Made when the cursor moved here: each shard's newest.
+                self.keys.newest_keks(group).await.map_err(key_error)?
+            } else {
+                // A new version after each shard's newest: the versions as
+                // of now (or later ones) are what gets destroyed.
+                let records = self.keys.new_kek_versions(group).await.map_err(key_error)?;
+                let held = store
+                    .insert_keks(&records, "gateway", &job.progress(done, total, &cursor))
                     .await?;
-            }
-            let cursor = format!("{index}:{target}");
+                job.note_progress(held, done, total, &cursor)?;
+                records.iter().map(|r| (r.shard, r.version)).collect()
+            };
             loop {
                 let batch = self
                     .keys
-                    .rewrap_user_keys_to(shard, target, USER_KEY_BATCH)
+                    .rewrap_user_keys_to(&targets, USER_KEY_BATCH)
                     .await
                     .map_err(key_error)?;
                 if batch.is_empty() {
                     match self
                         .keys
-                        .destroy_keks_below(shard, target, "gateway")
+                        .destroy_keks_below(&targets, "gateway")
                         .await
                         .map_err(key_error)?
                     {
-                        DestroyKeks::Destroyed(versions) => {
-                            if !versions.is_empty() {
-                                tracing::info!(target: "sealgate::audit", shard, ?versions, "old KEK versions destroyed");
+                        DestroyKeks::Destroyed(pairs) => {
+                            if !pairs.is_empty() {
+                                tracing::info!(target: "sealgate::audit", shards = group.len(), versions = pairs.len(), "old KEK versions destroyed");
                             }
                             break;
                         }
@@ -269,9 +282,9 @@ impl JobHandler for RotateKek {
                 done = next;
                 total = total.max(next);
             }
-            index += 1;
-            target = 0;
-            job.checkpoint(done, total, &format!("{index}:0")).await?;
+            index += group.len();
+            moving = false;
+            job.checkpoint(done, total, &format!("{index}:new")).await?;
         }
         Ok(())
     }

@@ -538,24 +538,43 @@ impl KeyHierarchy {
         Ok(Arc::new(UserKeys { keys, active }))
     }
 
-    /// Makes KEK version `version` of `shard` (under the current master
-    /// version) unless it exists; `version` must be the newest plus one.
-    /// Returns false if the shard's newest version is past `version`.
+    /// For a KEK rotation of `shards`: per shard a fresh KEK, as the
+    /// version after the shard's newest, wrapped under the current master
+    /// version; records for [`KeyStore::insert_keks`].
     ///
     /// # Errors
-    /// Store or master key failures.
-    pub async fn create_kek_version(&self, shard: u32, version: u32) -> Result<bool, KeyError> {
-        let newest = self.store.latest_kek(shard).await?.map_or(0, |r| r.version);
-        if newest >= version {
-            return Ok(newest == version);
+    /// Master-key or store failures.
+    pub async fn new_kek_versions(&self, shards: &[u32]) -> Result<Vec<KekRecord>, KeyError> {
+        let newest = self.newest_keks(shards).await?;
+        let mut records = Vec::with_capacity(shards.len());
+        for (shard, version) in newest {
+            let version = version + 1;
+            let kek = Kek::generate()?;
+            let (master_version, wrapped) =
+                self.master.wrap_kek(&kek, &kek_aad(shard, version)).await?;
+            records.push(KekRecord {
+                shard,
+                version,
+                master_version,
+                wrapped,
+                created_at_ms: unix_ms(),
+            });
         }
-        if newest + 1 != version {
-            return Err(KeyError::Internal(format!(
-                "KEK shard {shard}: cannot make version {version} after {newest}"
-            )));
+        Ok(records)
+    }
+
+    /// The newest KEK version of each of `shards` (0 for none), in order.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn newest_keks(&self, shards: &[u32]) -> Result<Vec<(u32, u32)>, KeyError> {
+        let mut newest: BTreeMap<u32, u32> = shards.iter().map(|s| (*s, 0)).collect();
+        for info in self.store.kek_infos().await? {
+            if let Some(v) = newest.get_mut(&info.shard) {
+                *v = (*v).max(info.version);
+            }
         }
-        self.insert_new_kek(shard, version).await?;
-        Ok(true)
+        Ok(shards.iter().map(|s| (*s, newest[s])).collect())
     }
 
     /// Makes a fresh KEK version under the current master version and
@@ -588,22 +607,29 @@ impl KeyHierarchy {
         Ok(Some(kek))
     }
 
-    /// Up to `limit` user-key versions of `shard` under a KEK version below
-    /// `target`, unwrapped and wrapped again under `target`, for
+    /// Up to `limit` user-key versions of the shards of `targets` (`(shard,
+    /// KEK version)` pairs) under a KEK version below their shard's target,
+    /// unwrapped and wrapped again under the target, for
     /// [`KeyStore::rewrap_user_keys`].
     ///
     /// # Errors
     /// [`KeyError::Unwrap`] for a row that does not unwrap; store failures.
     pub async fn rewrap_user_keys_to(
         &self,
-        shard: u32,
-        target: u32,
+        targets: &[(u32, u32)],
         limit: u32,
     ) -> Result<Vec<UserKeyRewrap>, KeyError> {
-        let records = self.store.user_keys_below_kek(shard, target, limit).await?;
-        let to = self.kek(shard, target).await?;
+        let records = self.store.user_keys_below_keks(targets, limit).await?;
+        let target_of: BTreeMap<u32, u32> = targets.iter().copied().collect();
         let mut rewraps = Vec::with_capacity(records.len());
         for r in records {
+            let shard = r.shard;
+            let Some(&target) = target_of.get(&shard) else {
+                return Err(KeyError::Internal(format!(
+                    "user key of shard {shard} outside the rotation"
+                )));
+            };
+            let to = self.kek(shard, target).await?;
             let from = self.kek(shard, r.kek_version).await?;
             let wrapped = Wrapped::<UserKey>::from_bytes(&r.wrapped)?;
             let key = from
@@ -631,24 +657,21 @@ impl KeyHierarchy {
         Ok(rewraps)
     }
 
-    /// Destroys `shard`'s KEK versions below `target` (unless a user key is
-    /// still under one) and drops them from this process's cache.
+    /// Destroys, for each `(shard, version)` of `targets`, the shard's KEK
+    /// versions below it (unless a user key is still under one) and drops
+    /// them from this process's cache.
     ///
     /// # Errors
     /// Store failures.
     pub async fn destroy_keks_below(
         &self,
-        shard: u32,
-        target: u32,
+        targets: &[(u32, u32)],
         principal: &str,
     ) -> Result<DestroyKeks, KeyError> {
-        let outcome = self
-            .store
-            .destroy_keks_below(shard, target, principal)
-            .await?;
-        if let DestroyKeks::Destroyed(versions) = &outcome {
-            for v in versions {
-                self.keks.invalidate(&(shard, *v)).await;
+        let outcome = self.store.destroy_keks_below(targets, principal).await?;
+        if let DestroyKeks::Destroyed(pairs) = &outcome {
+            for pair in pairs {
+                self.keks.invalidate(pair).await;
             }
         }
         Ok(outcome)

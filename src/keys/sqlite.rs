@@ -178,6 +178,10 @@ fn pseudonym_of(s: &str) -> Result<Pseudonym, StoreError> {
     Pseudonym::from_hex(s).map_err(|_| StoreError::Backend("corrupt pseudonym in key store".into()))
 }
 
+/// Rows one statement of [`KeyStore::rewrap_user_keys`] updates (six
+/// parameters each, well under SQLite's limit of 32,766).
+const REWRAP_ROWS_PER_STATEMENT: usize = 512;
+
 fn u32_of(v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Backend("integer out of range in key store".into()))
 }
@@ -1230,22 +1234,78 @@ impl KeyStore for SqliteKeyStore {
             .collect()
     }
 
-    async fn user_keys_below_kek(
+    async fn insert_keks(
         &self,
-        shard: u32,
-        kek_version: u32,
+        records: &[KekRecord],
+        principal: &str,
+        progress: &LeasedProgress<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        if !Self::holds_lease(&mut tx, progress.id, progress.owner).await? {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        for r in records {
+            sqlx::query(
+                "INSERT INTO keks (shard, version, master_version, wrapped, created_at_ms) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(i64::from(r.shard))
+            .bind(i64::from(r.version))
+            .bind(i64::from(r.master_version))
+            .bind(&r.wrapped)
+            .bind(r.created_at_ms)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+        }
+        if !records.is_empty() {
+            let made: Vec<String> = records
+                .iter()
+                .map(|r| format!("{}:{}", r.shard, r.version))
+                .collect();
+            Self::append_audit(
+                tx.conn(),
+                &AuditEntry {
+                    at_ms: unix_ms(),
+                    principal: principal.into(),
+                    action: "create_kek".into(),
+                    pseudonym: None,
+                    outcome: "ok".into(),
+                    detail: format!("shard:version {}", made.join(" ")),
+                },
+            )
+            .await?;
+        }
+        Self::write_progress(&mut tx, progress).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn user_keys_below_keks(
+        &self,
+        targets: &[(u32, u32)],
         limit: u32,
     ) -> Result<Vec<UserKeyRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM user_keys WHERE shard = ? AND kek_version < ?
-             ORDER BY pseudonym, version LIMIT ?",
-        )
-        .bind(i64::from(shard))
-        .bind(i64::from(kek_version))
-        .bind(i64::from(limit))
-        .fetch_all(self.pool()?)
-        .await
-        .map_err(backend)?;
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One probe of the (shard, kek_version) index per shard.
+        let values = vec!["(?, ?)"; targets.len()].join(", ");
+        let sql = format!(
+            "WITH targets(shard, target) AS (VALUES {values})
+             SELECT u.* FROM targets t CROSS JOIN user_keys u
+             WHERE u.shard = t.shard AND u.kek_version < t.target LIMIT ?"
+        );
+        let mut query = sqlx::query(&sql);
+        for (shard, target) in targets {
+            query = query.bind(i64::from(*shard)).bind(i64::from(*target));
+        }
+        let rows = query
+            .bind(i64::from(limit))
+            .fetch_all(self.pool()?)
+            .await
+            .map_err(backend)?;
         rows.iter()
             .map(|row| Self::user_key_row(pseudonym_of(row.get("pseudonym"))?, row))
             .collect()
@@ -1275,20 +1335,27 @@ impl KeyStore for SqliteKeyStore {
             tx.commit().await?;
             return Ok(false);
         }
-        for r in rewraps {
-            sqlx::query(
-                "UPDATE user_keys SET kek_version = ?, wrapped = ?
-                 WHERE pseudonym = ? AND version = ? AND shard = ? AND kek_version = ?",
-            )
-            .bind(i64::from(r.to_kek))
-            .bind(&r.wrapped)
-            .bind(r.pseudonym.to_string())
-            .bind(i64::from(r.version))
-            .bind(i64::from(r.shard))
-            .bind(i64::from(r.from_kek))
-            .execute(tx.conn())
-            .await
-            .map_err(backend)?;
+        // Many rows per statement: a statement's round trip through the
+        // driver costs more than the update of a row.
+        for chunk in rewraps.chunks(REWRAP_ROWS_PER_STATEMENT) {
+            let values = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "WITH r(pseudonym, version, shard, from_kek, to_kek, wrapped) AS (VALUES {values})
+                 UPDATE user_keys SET kek_version = r.to_kek, wrapped = r.wrapped FROM r
+                 WHERE user_keys.pseudonym = r.pseudonym AND user_keys.version = r.version
+                   AND user_keys.shard = r.shard AND user_keys.kek_version = r.from_kek"
+            );
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(r.pseudonym.to_string())
+                    .bind(i64::from(r.version))
+                    .bind(i64::from(r.shard))
+                    .bind(i64::from(r.from_kek))
+                    .bind(i64::from(r.to_kek))
+                    .bind(&r.wrapped);
+            }
+            query.execute(tx.conn()).await.map_err(backend)?;
         }
         Self::write_progress(&mut tx, progress).await?;
         tx.commit().await?;
@@ -1297,37 +1364,42 @@ impl KeyStore for SqliteKeyStore {
 
     async fn destroy_keks_below(
         &self,
-        shard: u32,
-        kek_version: u32,
+        targets: &[(u32, u32)],
         principal: &str,
     ) -> Result<DestroyKeks, StoreError> {
         let mut tx = self.begin().await?;
-        let in_use: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM user_keys WHERE shard = ? AND kek_version < ?",
-        )
-        .bind(i64::from(shard))
-        .bind(i64::from(kek_version))
-        .fetch_one(tx.conn())
-        .await
-        .map_err(backend)?;
+        let mut in_use = 0i64;
+        for (shard, target) in targets {
+            in_use += sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM user_keys WHERE shard = ? AND kek_version < ?",
+            )
+            .bind(i64::from(*shard))
+            .bind(i64::from(*target))
+            .fetch_one(tx.conn())
+            .await
+            .map_err(backend)?;
+        }
         if in_use > 0 {
             tx.commit().await?;
             return Ok(DestroyKeks::StillInUse(u64::try_from(in_use).unwrap_or(0)));
         }
-        let versions: Vec<i64> = sqlx::query_scalar(
-            "DELETE FROM keks WHERE shard = ? AND version < ? RETURNING version",
-        )
-        .bind(i64::from(shard))
-        .bind(i64::from(kek_version))
-        .fetch_all(tx.conn())
-        .await
-        .map_err(backend)?;
-        let mut versions = versions
-            .into_iter()
-            .map(u32_of)
-            .collect::<Result<Vec<_>, _>>()?;
-        versions.sort_unstable();
-        if !versions.is_empty() {
+        let mut destroyed = Vec::new();
+        for (shard, target) in targets {
+            let versions: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM keks WHERE shard = ? AND version < ? RETURNING version",
+            )
+            .bind(i64::from(*shard))
+            .bind(i64::from(*target))
+            .fetch_all(tx.conn())
+            .await
+            .map_err(backend)?;
+            for v in versions {
+                destroyed.push((*shard, u32_of(v)?));
+            }
+        }
+        destroyed.sort_unstable();
+        if !destroyed.is_empty() {
+            let list: Vec<String> = destroyed.iter().map(|(s, v)| format!("{s}:{v}")).collect();
             Self::append_audit(
                 tx.conn(),
                 &AuditEntry {
@@ -1336,16 +1408,16 @@ impl KeyStore for SqliteKeyStore {
                     action: "destroy_kek".into(),
                     pseudonym: None,
                     outcome: "ok".into(),
-                    detail: format!("shard {shard} versions {versions:?}"),
+                    detail: format!("shard:version {}", list.join(" ")),
                 },
             )
             .await?;
         }
         tx.commit().await?;
-        if !versions.is_empty() {
+        if !destroyed.is_empty() {
             self.checkpoint().await?;
         }
-        Ok(DestroyKeks::Destroyed(versions))
+        Ok(DestroyKeks::Destroyed(destroyed))
     }
 
     async fn rotate_user_key(

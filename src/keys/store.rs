@@ -415,8 +415,8 @@ pub struct KekInfo {
 /// What destroying a shard's old KEK versions did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestroyKeks {
-    /// These versions are gone (possibly none).
-    Destroyed(Vec<u32>),
+    /// These `(shard, version)` pairs are gone (possibly none).
+    Destroyed(Vec<(u32, u32)>),
     /// Nothing was destroyed: this many user keys are still wrapped under
     /// an old version (written while the rotation ran); re-wrap them first.
     StillInUse(u64),
@@ -528,12 +528,22 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Every KEK version, without key material, by shard then version.
     async fn kek_infos(&self) -> Result<Vec<KekInfo>, StoreError>;
-    /// Up to `limit` user-key versions of `shard` wrapped under a KEK
-    /// version below `kek_version`.
-    async fn user_keys_below_kek(
+    /// In one transaction, if `progress.owner` holds the job's lease:
+    /// inserts the new KEK versions `records` (one audit record by
+    /// `principal`) and records the job's progress. False (nothing
+    /// written) if the lease is lost.
+    async fn insert_keks(
         &self,
-        shard: u32,
-        kek_version: u32,
+        records: &[KekRecord],
+        principal: &str,
+        progress: &LeasedProgress<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Up to `limit` user-key versions, of the shards of `targets`
+    /// (`(shard, KEK version)` pairs), wrapped under a KEK version below
+    /// their shard's target.
+    async fn user_keys_below_keks(
+        &self,
+        targets: &[(u32, u32)],
         limit: u32,
     ) -> Result<Vec<UserKeyRecord>, StoreError>;
     /// How many user-key versions the shards hold.
@@ -547,14 +557,15 @@ pub trait KeyStore: Send + Sync + 'static {
         rewraps: &[UserKeyRewrap],
         progress: &LeasedProgress<'_>,
     ) -> Result<bool, StoreError>;
-    /// In one transaction: destroys `shard`'s KEK versions below
-    /// `kek_version`, with an audit record by `principal`, unless a user key
-    /// is still wrapped under one of them. A destruction leaves no readable
-    /// copy in the live store when this returns (as an erasure).
+    /// In one transaction: destroys, for each `(shard, KEK version)` of
+    /// `targets`, the shard's KEK versions below it, with an audit record
+    /// by `principal`, unless a user key is still wrapped under one of them
+    /// (then nothing is destroyed). A destruction leaves no readable copy
+    /// in the live store when this returns (as an erasure). Returns the
+    /// `(shard, version)` pairs destroyed.
     async fn destroy_keks_below(
         &self,
-        shard: u32,
-        kek_version: u32,
+        targets: &[(u32, u32)],
         principal: &str,
     ) -> Result<DestroyKeks, StoreError>;
     /// In one transaction, unless the user is erased (`Erased`), `r` is
