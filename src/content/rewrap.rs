@@ -81,7 +81,16 @@ impl Content {
                 .rewrite_key_slot(&obj.key, &slot.encode(), &moved.encode())
                 .await
             {
-                Ok(SlotRewrite::Rewritten) => return Ok(Moved::Rewritten),
+                Ok(SlotRewrite::Rewritten) => {
+                    // An erasure's garbage collection may have deleted the
+                    // object between the check and the rename: the rename
+                    // must not leave it behind.
+                    if let Err(e) = self.keys.ensure_not_erased(&obj.pseudonym).await {
+                        self.blob.delete(&obj.key).await?;
+                        return Err(e.into());
+                    }
+                    return Ok(Moved::Rewritten);
+                }
                 // Replaced or rewritten since it was read: look again.
                 Ok(SlotRewrite::Changed) => {}
                 Err(BlobError::NotFound) => return Ok(Moved::Untouched),

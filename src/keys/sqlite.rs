@@ -1295,7 +1295,8 @@ impl KeyStore for SqliteKeyStore {
         let sql = format!(
             "WITH targets(shard, target) AS (VALUES {values})
              SELECT u.* FROM targets t CROSS JOIN user_keys u
-             WHERE u.shard = t.shard AND u.kek_version < t.target LIMIT ?"
+             WHERE u.shard = t.shard AND u.kek_version < t.target
+             ORDER BY u.pseudonym, u.version LIMIT ?"
         );
         let mut query = sqlx::query(&sql);
         for (shard, target) in targets {

@@ -240,3 +240,36 @@ async fn a_write_sealed_under_a_rewrapped_version_is_removed_and_retried() {
     let (_, got) = get(&mut c, "u", "moments", "first", None).await.unwrap();
     assert_eq!(got, data(1_000, 1));
 }
+
+/// An erasure racing a rewrap leaves the user erased: no key version comes
+/// back, the rewrap ends (it has nothing left to move), and garbage
+/// collection removes every object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_racing_a_rewrap_stays_erased() {
+    const OBJECTS: usize = 120;
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    for i in 0..OBJECTS {
+        put(&mut c, "racer", "moments", &format!("o{i}"), b"bytes", 5)
+            .await
+            .unwrap();
+    }
+    assert_eq!(rotate_user(&gw, "racer").await, 2);
+    let job = rewrap(&gw, "racer").await.expect("RewrapUser").job_id;
+    let receipt = try_erase(&gw, "racer").await.expect("erase");
+    assert_eq!(receipt.destroyed_key_versions, [1, 2]);
+    let end = watch_all(&gw, &job).await.pop().unwrap();
+    assert!(
+        end.state == pb::JobState::Done as i32
+            || (end.state == pb::JobState::Failed as i32 && end.last_error.contains("erased")),
+        "the rewrap ends, done or stopped by the erasure: {end:?}"
+    );
+    let status = key_status(&gw, "racer").await;
+    assert!(
+        status.erased && status.versions.is_empty(),
+        "no key version comes back: {status:?}"
+    );
+    wait_gc_done(&gw, "racer").await;
+    let p = pseudonym(&gw, "racer").await;
+    assert!(gw.user_objects(&p).await.is_empty(), "every object removed");
+}
