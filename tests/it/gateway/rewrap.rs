@@ -9,7 +9,10 @@ use super::jobs::watch_all;
 use super::limits::open_upload;
 use super::*;
 
-backend_tests!(rewrap_moves_every_key_slot_and_destroys_the_old_versions);
+backend_tests!(
+    rewrap_moves_every_key_slot_and_destroys_the_old_versions,
+    a_download_open_across_a_rewrap_reads_every_byte,
+);
 
 const SLOT: std::ops::Range<usize> = sealgate::crypto::envelope::Header::KEY_SLOT_RANGE;
 
@@ -272,4 +275,59 @@ async fn an_erasure_racing_a_rewrap_stays_erased() {
     wait_gc_done(&gw, "racer").await;
     let p = pseudonym(&gw, "racer").await;
     assert!(gw.user_objects(&p).await.is_empty(), "every object removed");
+}
+
+/// A download that began before a rewrap moved its object's slot and
+/// destroyed the version it opened with reads every byte: it holds its DEK,
+/// and storage keeps serving the version it opened (a 30 MiB object, a
+/// multipart upload on S3, whose copy gets another ETag).
+async fn a_download_open_across_a_rewrap_reads_every_byte() {
+    let gw = TestGateway::start().await;
+    let body = data(30 << 20, 5);
+    put(
+        &mut gw.content().await,
+        "viewer",
+        "channels",
+        "video",
+        &body,
+        1 << 20,
+    )
+    .await
+    .expect("put");
+    // Small HTTP/2 windows: most of the object is still to be read.
+    let window = 64 * 1024;
+    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
+        .unwrap()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ContentServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut stream = client
+        .get_object(pb::GetObjectRequest {
+            object: Some(obj("viewer", "channels", "video")),
+            range: None,
+        })
+        .await
+        .expect("GetObject")
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < 1 << 20 {
+        match stream.message().await.expect("read").and_then(|m| m.part) {
+            Some(pb::get_object_response::Part::Data(d)) => got.extend_from_slice(&d),
+            Some(pb::get_object_response::Part::Info(_)) => {}
+            None => panic!("stream ended early"),
+        }
+    }
+    assert_eq!(rotate_user(&gw, "viewer").await, 2);
+    assert_eq!(rewrap_to_end(&gw, "viewer", 2).await, 1);
+    while let Some(m) = stream.message().await.expect("the download goes on") {
+        match m.part {
+            Some(pb::get_object_response::Part::Data(d)) => got.extend_from_slice(&d),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got.len(), body.len());
+    assert!(got == body, "every byte is the object's");
 }
