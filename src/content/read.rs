@@ -10,7 +10,7 @@ use super::{ByteRange, Content, ObjectInfo, ObjectRef};
 use crate::blob::BlobReader;
 use crate::crypto::chunked::{self, RandomAccess, RangePlan};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
-use crate::crypto::{Header, ObjectLayout, Pseudonym, UnsealedObject};
+use crate::crypto::{Header, ObjectLayout, Pseudonym};
 use crate::error::{Error, Reason};
 use crate::keys::{ErasureWatch, KeyError, KeyHierarchy};
 
@@ -52,9 +52,7 @@ pub struct OpenedObject {
     guard: ErasureGuard,
     reader: Box<dyn BlobReader>,
     layout: ObjectLayout,
-    unsealed: UnsealedObject,
     body: RandomAccess,
-    body_header: Vec<u8>,
 }
 
 impl Content {
@@ -127,10 +125,10 @@ impl Content {
             }
         };
         let unsealed = header.unseal(&user_key, &obj.identity)?;
-        let body_header = head[layout.header_len() as usize..].to_vec();
+        let body_header = &head[layout.header_len() as usize..];
         // Check the body's commitment now, so that HeadObject too reports a
         // damaged body header, and a read fails before any byte is sent.
-        let body = unsealed.body_random_access(&body_header)?;
+        let body = unsealed.body_random_access(body_header)?;
         Ok(OpenedObject {
             info: ObjectInfo {
                 space: obj.key.space.clone(),
@@ -143,9 +141,7 @@ impl Content {
             guard,
             reader,
             layout,
-            unsealed,
             body,
-            body_header,
         })
     }
 }
@@ -214,12 +210,16 @@ impl OpenedObject {
         F: FnMut(Bytes) -> Fut + Send,
         Fut: std::future::Future<Output = bool> + Send,
     {
-        let mut opener = self.unsealed.body_opener(&self.body_header)?;
+        // The body's commitment was checked and its key derived by `open`.
+        let mut opener = self.body.into_opener();
         let mut stream = self.reader.stream(self.layout.chunks()).await?;
         // Storage hands out pieces of whatever size it likes (S3: often a few
         // KiB); plaintext goes out in pieces of SEND_PIECE, each made only of
         // authenticated chunks.
-        let capacity = MAX_SEND_PIECE;
+        // An item is far smaller than a message: no 320 KiB buffer for it.
+        let capacity = usize::try_from(self.layout.plaintext_len())
+            .unwrap_or(usize::MAX)
+            .min(MAX_SEND_PIECE);
         let mut plain = Vec::with_capacity(capacity);
         while let Some(piece) = stream.next().await {
             for step in piece?.chunks(OPEN_STEP) {

@@ -427,6 +427,18 @@ impl RandomAccess {
         })
     }
 
+    /// A streaming opener of the same message from its first chunk, without
+    /// checking the header and deriving the key again (the same as
+    /// [`Opener::new`] with this one's arguments).
+    pub fn into_opener(self) -> Opener {
+        Opener {
+            key: self.key,
+            pending: Vec::new(),
+            next_chunk: 0,
+            poisoned: false,
+        }
+    }
+
     /// Authenticates the message length: decrypts the final chunk of a message
     /// of `message_len` bytes, given its ciphertext, and discards the result.
     ///
