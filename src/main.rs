@@ -1,6 +1,28 @@
 //! The `sealgate` binary: see [`sealgate::cli`].
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    sealgate::cli::main().await
+fn main() -> std::process::ExitCode {
+    tune_allocator();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+        .block_on(sealgate::cli::main())
+}
+
+/// Fixes glibc's mmap threshold at its default of 128 KiB. Left to itself
+/// glibc raises the threshold to the size of the largest block freed, so
+/// after the first uploads every 1 MiB request message is carved out of
+/// the heap arenas, which then fragment and never shrink: measured with
+/// `sealgate bench --workload put --size 16777216 --concurrency 256`, peak
+/// RSS 598 MiB and 550 MiB held after the load, against 513 MiB and
+/// 159 MiB with the threshold fixed. Called before any other thread
+/// exists, as `mallopt` requires.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: no other thread runs yet, and the parameter and value are
+    // valid for mallopt(3); a failure leaves glibc's default behaviour.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }

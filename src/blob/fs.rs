@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use futures_util::StreamExt;
 
 use super::{
     check_segment, check_slot_fits, check_store_id, BlobEntry, BlobError, BlobKey, BlobReader,
@@ -34,6 +34,13 @@ pub const STORE_ID_FILE: &str = ".store-id";
 /// Longest store-id file read back.
 const MAX_STORE_ID_BYTES: u64 = 256;
 const READ_BUF: usize = 64 * 1024;
+/// Bytes read with the open of an object for ranged reads: its header
+/// (fixed part, key slot, metadata) in all but rare cases.
+const OPEN_PREFIX: u64 = 16 * 1024;
+/// Bytes read with the open of an object to be read whole: all of an item
+/// (at most `limits.max_item_bytes`, 64 KiB by default, plus its header
+/// and chunk tags), the first pieces of anything larger.
+const WHOLE_PREFIX: u64 = 128 * 1024;
 
 /// The filesystem store.
 #[derive(Debug, Clone)]
@@ -42,6 +49,37 @@ pub struct FsBlobStore {
 }
 
 impl FsBlobStore {
+    /// Opens `key` and reads its first `prefix` bytes in the same blocking
+    /// call: a small object is then read with one trip to a blocking
+    /// thread instead of one per read (GetItems reads thousands a second).
+    async fn open_with_prefix(
+        &self,
+        key: &BlobKey,
+        prefix: u64,
+    ) -> Result<Box<dyn BlobReader>, BlobError> {
+        let path = self.path(key)?;
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let meta = file.metadata()?;
+            let len = meta.len();
+            let mut front = BytesMut::zeroed(len.min(prefix) as usize);
+            file.read_exact_at(&mut front, 0)?;
+            Ok::<_, std::io::Error>((file, len, meta.modified().ok(), front.freeze()))
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
+        match opened {
+            Ok((file, len, created, front)) => Ok(Box::new(FsReader {
+                file: Arc::new(file),
+                len,
+                created,
+                front,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Opens (creating if needed) a store rooted at `root` and removes
     /// temporary files a crash may have left.
     ///
@@ -153,9 +191,12 @@ impl BlobStore for FsBlobStore {
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .await?;
+            .await?
+            .into_std()
+            .await;
         Ok(Box::new(FsWriter {
-            file: Some(tokio::io::BufWriter::with_capacity(256 * 1024, file)),
+            file: Some(Arc::new(file)),
+            buf: Vec::new(),
             tmp,
             target,
             root: self.root.clone(),
@@ -166,23 +207,11 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
-        let path = self.path(key)?;
-        let opened = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&path)?;
-            let meta = file.metadata()?;
-            Ok::<_, std::io::Error>((file, meta.len(), meta.modified().ok()))
-        })
-        .await
-        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
-        match opened {
-            Ok((file, len, created)) => Ok(Box::new(FsReader {
-                file: Arc::new(file),
-                len,
-                created,
-            })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound),
-            Err(e) => Err(e.into()),
-        }
+        self.open_with_prefix(key, OPEN_PREFIX).await
+    }
+
+    async fn open_whole(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
+        self.open_with_prefix(key, WHOLE_PREFIX).await
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError> {
@@ -322,8 +351,14 @@ impl BlobStore for FsBlobStore {
     }
 }
 
+/// Bytes an upload gathers before one write on a blocking thread.
+const WRITE_BUF: usize = 128 * 1024;
+
 struct FsWriter {
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    file: Option<Arc<std::fs::File>>,
+    /// Bytes not written yet, at most [`WRITE_BUF`]; the one buffer of the
+    /// upload, handed to the blocking thread that writes it and back.
+    buf: Vec<u8>,
     tmp: PathBuf,
     target: PathBuf,
     root: PathBuf,
@@ -335,22 +370,27 @@ struct FsWriter {
 
 #[async_trait]
 impl BlobWriter for FsWriter {
-    async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("writer closed"))?;
-        file.write_all(data).await?;
+    async fn write(&mut self, mut data: &[u8]) -> Result<(), BlobError> {
+        while !data.is_empty() {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(WRITE_BUF);
+            }
+            let n = data.len().min(WRITE_BUF - self.buf.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == WRITE_BUF {
+                self.flush().await?;
+            }
+        }
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
-        let mut file = self
+        self.flush().await?;
+        let file = self
             .file
             .take()
             .ok_or_else(|| std::io::Error::other("writer closed"))?;
-        file.flush().await?;
-        let file = file.into_inner().into_std().await;
         let created = self.created;
         let file = tokio::task::spawn_blocking(move || {
             file.set_modified(created)?;
@@ -412,6 +452,30 @@ impl BlobWriter for FsWriter {
     }
 }
 
+impl FsWriter {
+    /// Writes the gathered bytes on a blocking thread; the buffer comes
+    /// back empty for the next ones.
+    async fn flush(&mut self) -> Result<(), BlobError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let file = self
+            .file
+            .clone()
+            .ok_or_else(|| std::io::Error::other("writer closed"))?;
+        let mut buf = std::mem::take(&mut self.buf);
+        let buf = tokio::task::spawn_blocking(move || {
+            std::io::Write::write_all(&mut &*file, &buf)?;
+            buf.clear();
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+        self.buf = buf;
+        Ok(())
+    }
+}
+
 impl Drop for FsWriter {
     fn drop(&mut self) {
         if !self.committed {
@@ -425,6 +489,8 @@ struct FsReader {
     file: Arc<std::fs::File>,
     len: u64,
     created: Option<SystemTime>,
+    /// The object's first bytes, read when it was opened (the same file).
+    front: Bytes,
 }
 
 /// Positional read of `len` bytes at `offset` on a blocking thread; the file
@@ -451,11 +517,19 @@ impl BlobReader for FsReader {
 
     async fn read(&mut self, range: Range<u64>) -> Result<Bytes, BlobError> {
         let len = range_len(&range, self.len)?;
+        if range.end <= self.front.len() as u64 {
+            return Ok(self.front.slice(range.start as usize..range.end as usize));
+        }
         read_at(self.file.clone(), range.start, len).await
     }
 
-    async fn stream(&mut self, range: Range<u64>) -> Result<ByteStream, BlobError> {
+    async fn stream(&mut self, mut range: Range<u64>) -> Result<ByteStream, BlobError> {
         range_len(&range, self.len)?;
+        // What the open read already goes first, the rest from the file.
+        let front_end = range.end.min(self.front.len() as u64);
+        let head = (range.start < front_end)
+            .then(|| Ok(self.front.slice(range.start as usize..front_end as usize)));
+        range.start = range.start.max(front_end);
         let file = self.file.clone();
         let stream = futures_util::stream::unfold(range, move |range| {
             let file = file.clone();
@@ -470,7 +544,7 @@ impl BlobReader for FsReader {
                 }
             }
         });
-        Ok(Box::pin(stream))
+        Ok(Box::pin(futures_util::stream::iter(head).chain(stream)))
     }
 }
 

@@ -45,8 +45,14 @@ pub(super) fn request_hash(request_id: &str) -> Result<[u8; 32], Error> {
     ))
 }
 
-/// Sealed bytes are handed to storage in pieces of about this size.
-const WRITE_PIECE: usize = super::READ_PIECE + super::READ_PIECE / 64;
+/// Plaintext sealed at a time: a message of an upload (the CLI sends 1 MiB,
+/// up to 4 MiB are allowed) is sealed and handed to storage in steps of
+/// this size, so that an upload holds one message plus one step of sealed
+/// bytes (256 uploads of 16 MiB stay within a few hundred MiB).
+const SEAL_STEP: usize = 64 * 1024;
+/// Sealed bytes of one step at most: the step and a chunk left pending
+/// from the step before, with their tags.
+const WRITE_PIECE: usize = SEAL_STEP + 2 * crate::crypto::chunked::CHUNK_SIZE;
 
 /// One message of an upload after its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,10 +301,12 @@ impl Content {
                     ));
                 }
                 digest.update(&piece);
-                sealer.push(&piece, &mut sealed)?;
-                if !sealed.is_empty() {
-                    writer.write(&sealed).await?;
-                    sealed.clear();
+                for step in piece.chunks(SEAL_STEP) {
+                    sealer.push(step, &mut sealed)?;
+                    if !sealed.is_empty() {
+                        writer.write(&sealed).await?;
+                        sealed.clear();
+                    }
                 }
             }
             let Some(expected) = finish else {
