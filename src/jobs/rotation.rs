@@ -11,7 +11,7 @@
 //!
 //! KEK rotation ([`RotateKek`], kind
 //! [`JOB_KIND_ROTATE_KEK`](crate::keys::store::JOB_KIND_ROTATE_KEK),
-//! parameters `shards=all` or `shards=3,17`): in groups of 64 shards,
+//! parameters `shards=all` or `shards=3,17`): in groups of up to 256 shards,
 //! makes each shard's next KEK version (all in one transaction with the
 //! job's cursor), re-wraps the group's user keys under them in batches
 //! (each committed with the job's progress), then destroys the older
@@ -38,8 +38,9 @@ const KEK_BATCH: u32 = 32;
 const USER_KEY_BATCH: u32 = 4096;
 /// Shards rotated together: their new KEK versions made in one
 /// transaction, their user keys re-wrapped in shared batches, their old
-/// versions destroyed in one transaction.
-const SHARD_GROUP: usize = 64;
+/// versions destroyed in one transaction. The default store's 256 shards
+/// are one group.
+const SHARD_GROUP: usize = 256;
 
 /// Which shards a KEK rotation moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,13 +252,39 @@ impl JobHandler for RotateKek {
                 job.note_progress(held, done, total, &cursor)?;
                 records.iter().map(|r| (r.shard, r.version)).collect()
             };
+            // A group of every shard reads the user keys in the table's
+            // own order (no index lookups, and each batch's updates fall on
+            // neighbouring pages); a smaller one through the KEK index.
+            let in_order = group.len() == self.keys.shards() as usize;
+            let mut after = None;
             loop {
-                let batch = self
-                    .keys
-                    .rewrap_user_keys_to(&targets, USER_KEY_BATCH)
-                    .await
-                    .map_err(key_error)?;
-                if batch.is_empty() {
+                let (batch, scan_ended) = if in_order {
+                    let (batch, next) = self
+                        .keys
+                        .rewrap_user_keys_in_order(&targets, after, USER_KEY_BATCH)
+                        .await
+                        .map_err(key_error)?;
+                    after = next;
+                    (batch, after.is_none())
+                } else {
+                    let batch = self
+                        .keys
+                        .rewrap_user_keys_to(&targets, USER_KEY_BATCH)
+                        .await
+                        .map_err(key_error)?;
+                    let ended = batch.is_empty();
+                    (batch, ended)
+                };
+                if !batch.is_empty() {
+                    let next = done + batch.len() as u64;
+                    let held = store
+                        .rewrap_user_keys(&batch, &job.progress(next, total.max(next), &cursor))
+                        .await?;
+                    job.note_progress(held, next, total.max(next), &cursor)?;
+                    done = next;
+                    total = total.max(next);
+                }
+                if scan_ended {
                     match self
                         .keys
                         .destroy_keks_below(&targets, "gateway")
@@ -271,16 +298,9 @@ impl JobHandler for RotateKek {
                             break;
                         }
                         // Written under an old version meanwhile: move them too.
-                        DestroyKeks::StillInUse(_) => continue,
+                        DestroyKeks::StillInUse(_) => after = None,
                     }
                 }
-                let next = done + batch.len() as u64;
-                let held = store
-                    .rewrap_user_keys(&batch, &job.progress(next, total.max(next), &cursor))
-                    .await?;
-                job.note_progress(held, next, total.max(next), &cursor)?;
-                done = next;
-                total = total.max(next);
             }
             index += group.len();
             moving = false;

@@ -620,6 +620,42 @@ impl KeyHierarchy {
         limit: u32,
     ) -> Result<Vec<UserKeyRewrap>, KeyError> {
         let records = self.store.user_keys_below_keks(targets, limit).await?;
+        self.rewrap_records(targets, records).await
+    }
+
+    /// Like [`Self::rewrap_user_keys_to`] for a rotation of every shard:
+    /// the next `limit` user-key versions after `after` in the table's own
+    /// order (no index lookup, no sort), those under a KEK version below
+    /// their shard's target re-wrapped. Returns the re-wraps and where the
+    /// scan stands (`None` at the end of the table).
+    ///
+    /// # Errors
+    /// As [`Self::rewrap_user_keys_to`].
+    pub async fn rewrap_user_keys_in_order(
+        &self,
+        targets: &[(u32, u32)],
+        after: Option<(Pseudonym, u32)>,
+        limit: u32,
+    ) -> Result<(Vec<UserKeyRewrap>, Option<(Pseudonym, u32)>), KeyError> {
+        let records = self.store.user_keys_in_order(after, limit).await?;
+        let next = if records.len() < limit as usize {
+            None
+        } else {
+            records.last().map(|r| (r.pseudonym, r.version))
+        };
+        let target_of: BTreeMap<u32, u32> = targets.iter().copied().collect();
+        let records = records
+            .into_iter()
+            .filter(|r| target_of.get(&r.shard).is_some_and(|t| r.kek_version < *t))
+            .collect();
+        Ok((self.rewrap_records(targets, records).await?, next))
+    }
+
+    async fn rewrap_records(
+        &self,
+        targets: &[(u32, u32)],
+        records: Vec<UserKeyRecord>,
+    ) -> Result<Vec<UserKeyRewrap>, KeyError> {
         let target_of: BTreeMap<u32, u32> = targets.iter().copied().collect();
         let mut rewraps = Vec::with_capacity(records.len());
         for r in records {

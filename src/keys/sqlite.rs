@@ -178,10 +178,6 @@ fn pseudonym_of(s: &str) -> Result<Pseudonym, StoreError> {
     Pseudonym::from_hex(s).map_err(|_| StoreError::Backend("corrupt pseudonym in key store".into()))
 }
 
-/// Rows one statement of [`KeyStore::rewrap_user_keys`] updates (six
-/// parameters each, well under SQLite's limit of 32,766).
-const REWRAP_ROWS_PER_STATEMENT: usize = 512;
-
 fn u32_of(v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Backend("integer out of range in key store".into()))
 }
@@ -1295,8 +1291,7 @@ impl KeyStore for SqliteKeyStore {
         let sql = format!(
             "WITH targets(shard, target) AS (VALUES {values})
              SELECT u.* FROM targets t CROSS JOIN user_keys u
-             WHERE u.shard = t.shard AND u.kek_version < t.target
-             ORDER BY u.pseudonym, u.version LIMIT ?"
+             WHERE u.shard = t.shard AND u.kek_version < t.target LIMIT ?"
         );
         let mut query = sqlx::query(&sql);
         for (shard, target) in targets {
@@ -1307,6 +1302,27 @@ impl KeyStore for SqliteKeyStore {
             .fetch_all(self.pool()?)
             .await
             .map_err(backend)?;
+        rows.iter()
+            .map(|row| Self::user_key_row(pseudonym_of(row.get("pseudonym"))?, row))
+            .collect()
+    }
+
+    async fn user_keys_in_order(
+        &self,
+        after: Option<(Pseudonym, u32)>,
+        limit: u32,
+    ) -> Result<Vec<UserKeyRecord>, StoreError> {
+        let (p, version) = after.map_or((String::new(), 0), |(p, v)| (p.to_string(), v));
+        let rows = sqlx::query(
+            "SELECT * FROM user_keys WHERE (pseudonym, version) > (?, ?)
+             ORDER BY pseudonym, version LIMIT ?",
+        )
+        .bind(p)
+        .bind(i64::from(version))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)?;
         rows.iter()
             .map(|row| Self::user_key_row(pseudonym_of(row.get("pseudonym"))?, row))
             .collect()
@@ -1336,27 +1352,20 @@ impl KeyStore for SqliteKeyStore {
             tx.commit().await?;
             return Ok(false);
         }
-        // Many rows per statement: a statement's round trip through the
-        // driver costs more than the update of a row.
-        for chunk in rewraps.chunks(REWRAP_ROWS_PER_STATEMENT) {
-            let values = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-            let sql = format!(
-                "WITH r(pseudonym, version, shard, from_kek, to_kek, wrapped) AS (VALUES {values})
-                 UPDATE user_keys SET kek_version = r.to_kek, wrapped = r.wrapped FROM r
-                 WHERE user_keys.pseudonym = r.pseudonym AND user_keys.version = r.version
-                   AND user_keys.shard = r.shard AND user_keys.kek_version = r.from_kek"
-            );
-            let mut query = sqlx::query(&sql);
-            for r in chunk {
-                query = query
-                    .bind(r.pseudonym.to_string())
-                    .bind(i64::from(r.version))
-                    .bind(i64::from(r.shard))
-                    .bind(i64::from(r.from_kek))
-                    .bind(i64::from(r.to_kek))
-                    .bind(&r.wrapped);
-            }
-            query.execute(tx.conn()).await.map_err(backend)?;
+        for r in rewraps {
+            sqlx::query(
+                "UPDATE user_keys SET kek_version = ?, wrapped = ?
+                 WHERE pseudonym = ? AND version = ? AND shard = ? AND kek_version = ?",
+            )
+            .bind(i64::from(r.to_kek))
+            .bind(&r.wrapped)
+            .bind(r.pseudonym.to_string())
+            .bind(i64::from(r.version))
+            .bind(i64::from(r.shard))
+            .bind(i64::from(r.from_kek))
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
         }
         Self::write_progress(&mut tx, progress).await?;
         tx.commit().await?;

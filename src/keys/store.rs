@@ -546,6 +546,14 @@ pub trait KeyStore: Send + Sync + 'static {
         targets: &[(u32, u32)],
         limit: u32,
     ) -> Result<Vec<UserKeyRecord>, StoreError>;
+    /// Up to `limit` user-key versions after `after` (pseudonym, version)
+    /// in that order: a scan of the whole table in its own order, for a
+    /// rotation that moves every shard.
+    async fn user_keys_in_order(
+        &self,
+        after: Option<(Pseudonym, u32)>,
+        limit: u32,
+    ) -> Result<Vec<UserKeyRecord>, StoreError>;
     /// How many user-key versions the shards hold.
     async fn count_user_keys(&self, shards: &[u32]) -> Result<u64, StoreError>;
     /// In one transaction, if `progress.owner` holds the job's lease:
