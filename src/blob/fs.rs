@@ -352,7 +352,7 @@ impl BlobStore for FsBlobStore {
 }
 
 /// Bytes an upload gathers before one write on a blocking thread.
-const WRITE_BUF: usize = 128 * 1024;
+const WRITE_BUF: usize = 64 * 1024;
 
 struct FsWriter {
     file: Option<Arc<std::fs::File>>,

@@ -46,8 +46,10 @@ use crate::keys::{CachePolicy, KeyHierarchy};
 
 /// HTTP/2 receive window per stream.
 const STREAM_WINDOW: u32 = 2 << 20;
-/// HTTP/2 receive window per connection.
-const CONNECTION_WINDOW: u32 = 8 << 20;
+/// HTTP/2 receive window per connection: two streams at full speed. What
+/// the windows hold is memory: 16 connections of 256 uploads keep up to
+/// 64 MiB here (`sealgate bench --workload put --concurrency 256`).
+const CONNECTION_WINDOW: u32 = 4 << 20;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
