@@ -856,6 +856,24 @@ impl SqliteKeyStore {
         Ok(())
     }
 
+    /// Inserts a KEK version inside `tx` unless it exists; whether it did
+    /// not.
+    async fn insert_kek_in(tx: &mut WriteTx, r: &KekRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO keks (shard, version, master_version, wrapped, created_at_ms) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(i64::from(r.shard))
+        .bind(i64::from(r.version))
+        .bind(i64::from(r.master_version))
+        .bind(&r.wrapped)
+        .bind(r.created_at_ms)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Whether `owner` holds the lease of unfinished job `id`, inside `tx`.
     async fn holds_lease(tx: &mut WriteTx, id: &str, owner: &str) -> Result<bool, StoreError> {
         Ok(sqlx::query(
@@ -949,20 +967,9 @@ impl KeyStore for SqliteKeyStore {
 
     async fn insert_kek(&self, r: &KekRecord) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "INSERT INTO keks (shard, version, master_version, wrapped, created_at_ms) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(i64::from(r.shard))
-        .bind(i64::from(r.version))
-        .bind(i64::from(r.master_version))
-        .bind(&r.wrapped)
-        .bind(r.created_at_ms)
-        .execute(tx.conn())
-        .await
-        .map_err(backend)?;
+        let inserted = Self::insert_kek_in(&mut tx, r).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(inserted)
     }
 
     async fn user_keys(&self, p: &Pseudonym) -> Result<Vec<UserKeyRecord>, StoreError> {
@@ -1242,18 +1249,7 @@ impl KeyStore for SqliteKeyStore {
             return Ok(false);
         }
         for r in records {
-            sqlx::query(
-                "INSERT INTO keks (shard, version, master_version, wrapped, created_at_ms) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(i64::from(r.shard))
-            .bind(i64::from(r.version))
-            .bind(i64::from(r.master_version))
-            .bind(&r.wrapped)
-            .bind(r.created_at_ms)
-            .execute(tx.conn())
-            .await
-            .map_err(backend)?;
+            Self::insert_kek_in(&mut tx, r).await?;
         }
         if !records.is_empty() {
             let made: Vec<String> = records

@@ -149,30 +149,8 @@ async fn an_open_download_stops_at_decommission() {
     .await
     .unwrap();
     let window = 64 * 1024;
-    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
-        .unwrap()
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window)
-        .connect()
-        .await
-        .unwrap();
-    let mut client = ContentServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    let mut stream = client
-        .get_object(pb::GetObjectRequest {
-            object: Some(obj("viewer", "channels", "video")),
-            range: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = 0;
-    while got < 1 << 20 {
-        match stream.message().await.unwrap().and_then(|m| m.part) {
-            Some(pb::get_object_response::Part::Data(d)) => got += d.len(),
-            Some(pb::get_object_response::Part::Info(_)) => {}
-            None => panic!("stream ended early"),
-        }
-    }
+    let (mut stream, _) =
+        paused_download(&gw, "viewer", "channels", "video", window, 1 << 20).await;
     decommission(&gw, "cn-north-1").await.expect("Decommission");
     let end = loop {
         match stream.message().await {

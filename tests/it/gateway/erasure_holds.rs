@@ -112,30 +112,8 @@ async fn paused_reader_stops_at_erasure() {
     // A client with small, known HTTP/2 windows: what it has not read stays
     // in the server, where the erasure can stop it.
     let window = 64 * 1024;
-    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
-        .unwrap()
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window)
-        .connect()
-        .await
-        .unwrap();
-    let mut client = ContentServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    let mut stream = client
-        .get_object(pb::GetObjectRequest {
-            object: Some(obj(user, "channels", "video")),
-            range: None,
-        })
-        .await
-        .expect("GetObject")
-        .into_inner();
-    let mut got = Vec::new();
-    while got.len() < 1 << 20 {
-        match stream.message().await.expect("read").and_then(|m| m.part) {
-            Some(pb::get_object_response::Part::Data(d)) => got.extend_from_slice(&d),
-            Some(pb::get_object_response::Part::Info(_)) => {}
-            None => panic!("stream ended early"),
-        }
-    }
+    let (mut stream, mut got) =
+        paused_download(&gw, user, "channels", "video", window, 1 << 20).await;
     let before = got.len();
     try_erase(&gw, user).await.expect("EraseUser");
     let end = loop {

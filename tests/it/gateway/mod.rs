@@ -515,6 +515,45 @@ pub async fn get(
     Ok((info, out))
 }
 
+/// A GetObject of a whole object by a client with HTTP/2 windows of
+/// `window` bytes, after it has received at least `first` bytes of data:
+/// what it has not read stays in the server. Returns the stream and the
+/// bytes received.
+pub async fn paused_download(
+    gw: &TestGateway,
+    user: &str,
+    space: &str,
+    id: &str,
+    window: u32,
+    first: usize,
+) -> (tonic::Streaming<pb::GetObjectResponse>, Vec<u8>) {
+    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
+        .unwrap()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ContentServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut stream = client
+        .get_object(pb::GetObjectRequest {
+            object: Some(obj(user, space, id)),
+            range: None,
+        })
+        .await
+        .expect("GetObject")
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < first {
+        match stream.message().await.expect("read").and_then(|m| m.part) {
+            Some(pb::get_object_response::Part::Data(d)) => got.extend_from_slice(&d),
+            Some(pb::get_object_response::Part::Info(_)) => {}
+            None => panic!("stream ended early"),
+        }
+    }
+    (stream, got)
+}
+
 pub fn obj(user: &str, space: &str, id: &str) -> pb::ObjectRef {
     pb::ObjectRef {
         user_id: user.into(),

@@ -295,31 +295,8 @@ async fn a_download_open_across_a_rewrap_reads_every_byte() {
     .await
     .expect("put");
     // Small HTTP/2 windows: most of the object is still to be read.
-    let window = 64 * 1024;
-    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
-        .unwrap()
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window)
-        .connect()
-        .await
-        .unwrap();
-    let mut client = ContentServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    let mut stream = client
-        .get_object(pb::GetObjectRequest {
-            object: Some(obj("viewer", "channels", "video")),
-            range: None,
-        })
-        .await
-        .expect("GetObject")
-        .into_inner();
-    let mut got = Vec::new();
-    while got.len() < 1 << 20 {
-        match stream.message().await.expect("read").and_then(|m| m.part) {
-            Some(pb::get_object_response::Part::Data(d)) => got.extend_from_slice(&d),
-            Some(pb::get_object_response::Part::Info(_)) => {}
-            None => panic!("stream ended early"),
-        }
-    }
+    let (mut stream, mut got) =
+        paused_download(&gw, "viewer", "channels", "video", 64 * 1024, 1 << 20).await;
     assert_eq!(rotate_user(&gw, "viewer").await, 2);
     assert_eq!(rewrap_to_end(&gw, "viewer", 2).await, 1);
     while let Some(m) = stream.message().await.expect("the download goes on") {
