@@ -125,6 +125,8 @@ async fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = sealgate::config::Config::load(None, Vec::<(String, String)>::new()).unwrap();
     config.data_dir = tmp.path().to_path_buf();
+    // Two gateways in this process: no metrics endpoint for either.
+    config.metrics.listen = String::new();
     config.blob.backend = sealgate::config::BlobBackend::S3;
     config.s3.bucket = gw_bucket.clone();
     config.s3.endpoint = Some(endpoint.clone());
@@ -185,6 +187,7 @@ async fn main() {
     let mut fs_config =
         sealgate::config::Config::load(None, Vec::<(String, String)>::new()).unwrap();
     fs_config.data_dir = fs_dir.path().to_path_buf();
+    fs_config.metrics.listen = String::new();
     let fs_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fs_addr = fs_listener.local_addr().unwrap();
     let (fs_stop, fs_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -25,6 +25,8 @@ const SECTIONS: &[&str] = &[
     "keys",
     "log",
     "tls",
+    "server",
+    "metrics",
 ];
 
 /// Errors loading or validating the configuration.
@@ -154,6 +156,10 @@ pub struct Config {
     pub keys: Keys,
     /// Logging.
     pub log: Log,
+    /// Shutdown and health probes.
+    pub server: Server,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
     /// TLS with client certificates (required for a non-loopback listen
     /// address).
     pub tls: Option<Tls>,
@@ -179,6 +185,8 @@ impl Default for Config {
             jobs: Jobs::default(),
             keys: Keys::default(),
             log: Log::default(),
+            server: Server::default(),
+            metrics: MetricsConfig::default(),
             tls: None,
             principals: Vec::new(),
         }
@@ -385,6 +393,61 @@ impl Default for Log {
     }
 }
 
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// On SIGTERM or SIGINT, how long the calls in flight get to finish
+    /// before they are ended (uploads aborted).
+    pub shutdown_grace_seconds: u64,
+    /// How often health probes the key store and the object store.
+    pub health_probe_seconds: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_seconds: 30,
+            health_probe_seconds: 1,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint (`/metrics`, plain HTTP); empty
+    /// turns it off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The endpoint's address, `None` when it is off.
+    ///
+    /// # Errors
+    /// A message naming the key if the address does not parse.
+    pub fn address(&self) -> Result<Option<SocketAddr>, String> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            format!(
+                "metrics.listen: {} is not an address (such as 127.0.0.1:9464), nor empty",
+                crate::error::quote(&self.listen)
+            )
+        })
+    }
+}
+
 /// `[keys]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -526,6 +589,14 @@ impl Config {
             .and_then(|()| self.validate_listen())
             .and_then(|()| self.validate_principals())
             .and_then(|()| self.validate_limits())
+            .and_then(|()| self.metrics.address().map(|_| ()))
+            .and_then(|()| {
+                if self.server.health_probe_seconds == 0 {
+                    Err("server.health_probe_seconds: must be at least 1".to_string())
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(ConfigError::Invalid)
     }
 

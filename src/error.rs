@@ -109,6 +109,9 @@ pub enum Reason {
     /// ABORTED: a write raced a rewrap of the user's key and was removed;
     /// writing again succeeds.
     KeyRotated,
+    /// UNAVAILABLE: the server is shutting down and ended the call at the
+    /// end of `server.shutdown_grace_seconds`; retry (on another replica).
+    ShuttingDown,
     /// INTERNAL: a bug; details only in the server log.
     Internal,
 }
@@ -155,6 +158,7 @@ impl Reason {
             Self::StreamStalled => "STREAM_STALLED",
             Self::KeyRotated => "KEY_ROTATED",
             Self::NoUserKey => "NO_USER_KEY",
+            Self::ShuttingDown => "SHUTTING_DOWN",
             Self::Internal => "INTERNAL",
         }
     }
@@ -233,6 +237,10 @@ pub enum Error {
     /// A backend is down; retryable.
     #[error("backend unavailable, retry later: {0}")]
     Unavailable(String),
+    /// The server is shutting down: the call ran past the shutdown's grace
+    /// period and was ended; retryable against another replica.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// A store's disk is full; retryable once space is freed.
     #[error("storage full: {0}")]
     StorageFull(String),
@@ -328,6 +336,7 @@ impl Error {
             Self::DataLoss => Reason::IntegrityFailure,
             Self::OutOfRange(_) => Reason::InvalidRange,
             Self::Unavailable(_) => Reason::BackendUnavailable,
+            Self::ShuttingDown => Reason::ShuttingDown,
             Self::StorageFull(_) => Reason::StorageFull,
             Self::StorageLost(_) => Reason::StorageLost,
             Self::Unauthenticated(_) => Reason::NoClientCertificate,

@@ -27,5 +27,6 @@ pub mod blob;
 pub mod keys;
 
 pub mod crypto;
+pub mod metrics;
 pub mod names;
 pub mod residency;

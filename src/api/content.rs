@@ -107,7 +107,10 @@ fn upload_body(
     stream.map(|m| match m {
         Ok(pb::PutObjectRequest {
             part: Some(pb::put_object_request::Part::Data(d)),
-        }) => Ok(UploadPart::Data(d)),
+        }) => {
+            crate::metrics::get().bytes_in(d.len() as u64);
+            Ok(UploadPart::Data(d))
+        }
         Ok(pb::PutObjectRequest {
             part: Some(pb::put_object_request::Part::Finish(f)),
         }) => {
@@ -240,12 +243,13 @@ fn checked_at_send(
         let (mut messages, mut guard) = state?;
         let msg = messages.next().await?;
         if let Ok(pb::GetObjectResponse {
-            part: Some(pb::get_object_response::Part::Data(_)),
+            part: Some(pb::get_object_response::Part::Data(data)),
         }) = &msg
         {
             if let Err(e) = guard.check().await {
                 return Some((Err(e.into()), None));
             }
+            crate::metrics::get().bytes_out(data.len() as u64);
         }
         Some((msg, Some((messages, guard))))
     })
@@ -429,6 +433,7 @@ impl pb::content_service_server::ContentService for ContentApi {
             .content
             .write_ref(&req.user_id, &req.space, &req.item_id, &options)?;
         let meta = metadata(req.content_type, req.attributes);
+        crate::metrics::get().bytes_in(req.content.len() as u64);
         let info = self.content.put_item(&write, &meta, req.content).await?;
         Ok(Response::new(pb::PutItemResponse {
             info: Some(info_pb(info)),
@@ -518,6 +523,9 @@ impl ContentApi {
                     used += out.encoded_len() + 11;
                 } else {
                     used += len;
+                    if let Some(pb::item_result::Result::Item(item)) = &out.result {
+                        crate::metrics::get().bytes_out(item.content.len() as u64);
+                    }
                 }
                 out
             })

@@ -36,6 +36,10 @@ impl From<Error> for Status {
                 Code::Unavailable,
                 format!("backend unavailable, retry later: {m}"),
             ),
+            Error::ShuttingDown => (
+                Code::Unavailable,
+                "the server is shutting down; retry".to_string(),
+            ),
             Error::StorageFull(m) => (Code::ResourceExhausted, format!("storage full: {m}")),
             Error::StorageLost(m) => {
                 tracing::error!(error = %m, "storage lost");

@@ -7,6 +7,7 @@
 //! before commit leaves nothing behind.
 
 pub mod fs;
+pub mod metered;
 pub mod s3;
 
 use std::ops::Range;

@@ -125,6 +125,7 @@ impl Content {
             }
         };
         let unsealed = header.unseal(&user_key, &obj.identity)?;
+        crate::metrics::get().unwrapped(crate::metrics::UnwrapLevel::User);
         let body_header = &head[layout.header_len() as usize..];
         // Check the body's commitment now, so that HeadObject too reports a
         // damaged body header, and a read fails before any byte is sent.

@@ -76,6 +76,7 @@ impl Content {
             let moved = slot
                 .rewrap(&old, new, target, &obj.identity)
                 .map_err(|_: CryptoError| Error::DataLoss)?;
+            crate::metrics::get().unwrapped(crate::metrics::UnwrapLevel::User);
             match self
                 .blob
                 .rewrite_key_slot(&obj.key, &slot.encode(), &moved.encode())

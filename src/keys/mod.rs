@@ -298,6 +298,7 @@ impl KeyHierarchy {
                 .map_err(|e| {
                     KeyError::Unwrap(format!("KEK shard {} version {}: {e}", r.shard, r.version))
                 })?;
+            crate::metrics::get().unwrapped(crate::metrics::UnwrapLevel::Master);
             let (to_master, wrapped) = self.master.wrap_kek(&kek, &aad).await?;
             if to_master < target {
                 return Err(KeyError::Unwrap(format!(
@@ -482,11 +483,17 @@ impl KeyHierarchy {
 
     async fn user_keys(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
         self.ensure_not_decommissioned()?;
+        let mut miss = false;
         let keys = self
             .users
-            .try_get_with(*p, self.load_user_keys(p))
+            .try_get_with(*p, async {
+                miss = true;
+                self.load_user_keys(p).await
+            })
             .await
-            .map_err(|e: Arc<KeyError>| (*e).clone())?;
+            .map_err(|e: Arc<KeyError>| (*e).clone());
+        crate::metrics::get().key_cache(crate::metrics::CacheLevel::User, !miss);
+        let keys = keys?;
         if self.recently_erased.contains_key(p) {
             self.users.invalidate(p).await;
             return Err(KeyError::UserErased);
@@ -530,6 +537,7 @@ impl KeyHierarchy {
                         r.version, r.shard
                     ))
                 })?;
+            crate::metrics::get().unwrapped(crate::metrics::UnwrapLevel::Kek);
             if r.state == UserKeyState::Active {
                 active = Some(r.version);
             }
@@ -679,6 +687,7 @@ impl KeyHierarchy {
                         r.version, r.kek_version
                     ))
                 })?;
+            crate::metrics::get().unwrapped(crate::metrics::UnwrapLevel::Kek);
             let wrapped =
                 to.wrap_user_key(&key, &user_key_aad(&r.pseudonym, r.version, shard, target))?;
             rewraps.push(UserKeyRewrap {
@@ -775,8 +784,11 @@ impl KeyHierarchy {
     }
 
     async fn kek(&self, shard: u32, version: u32) -> Result<Arc<Kek>, KeyError> {
-        self.keks
+        let mut miss = false;
+        let kek = self
+            .keks
             .try_get_with((shard, version), async {
+                miss = true;
                 let record = self
                     .store
                     .kek(shard, version)
@@ -790,10 +802,13 @@ impl KeyHierarchy {
                         &kek_aad(shard, version),
                     )
                     .await?;
+                crate::metrics::get().unwrapped(crate::metrics::UnwrapLevel::Master);
                 Ok(Arc::new(kek))
             })
             .await
-            .map_err(|e: Arc<KeyError>| (*e).clone())
+            .map_err(|e: Arc<KeyError>| (*e).clone());
+        crate::metrics::get().key_cache(crate::metrics::CacheLevel::Kek, !miss);
+        kek
     }
 
     /// Crypto-shreds a user: destroys every user-key version and writes the

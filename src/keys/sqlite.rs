@@ -1106,6 +1106,22 @@ impl KeyStore for SqliteKeyStore {
         rows.iter().map(Self::job_row).collect()
     }
 
+    async fn job_counts(&self) -> Result<Vec<(String, JobState, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state")
+            .fetch_all(self.pool()?)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get("kind"),
+                    JobState::parse(r.get::<&str, _>("state"))?,
+                    u64::try_from(r.get::<i64, _>("n")).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     async fn create_job(&self, job: &NewJob, exclusive: bool) -> Result<JobRecord, StoreError> {
         let now = now_ms();
         let mut tx = self.begin().await?;

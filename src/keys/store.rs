@@ -208,7 +208,11 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// Every state.
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Running, Self::Done, Self::Failed];
+
+    /// The state as stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Running => "running",
@@ -459,6 +463,9 @@ pub trait KeyStore: Send + Sync + 'static {
         state: Option<JobState>,
         limit: u32,
     ) -> Result<Vec<JobRecord>, StoreError>;
+    /// How many jobs there are of each kind in each state (kinds and
+    /// states without a job left out).
+    async fn job_counts(&self) -> Result<Vec<(String, JobState, u64)>, StoreError>;
     /// Records a new pending job (with an audit record) and returns it; if
     /// `exclusive` and an unfinished job of the same kind exists, records
     /// nothing and returns that one.

@@ -6,6 +6,7 @@
 //! TLS handshakes), `tls` loads and reloads the certificates.
 
 mod incoming;
+mod observe;
 pub mod tls;
 
 use std::future::Future;
@@ -25,9 +26,10 @@ use crate::api::limits::{StreamPace, UnaryDeadline};
 use crate::api::pb;
 use crate::audit::AuditTrail;
 use crate::blob::fs::FsBlobStore;
+use crate::blob::metered::MeteredBlobStore;
 use crate::blob::s3::{S3BlobStore, S3Settings};
 use crate::blob::BlobStore;
-use crate::config::{BlobBackend, Config, KeyStoreBackend, MasterProvider};
+use crate::config::{BlobBackend, Config, ConfigError, KeyStoreBackend, MasterProvider};
 use crate::content::{Content, Limits, RewrapUser};
 use crate::deployment;
 use crate::erasure::Erasure;
@@ -89,6 +91,14 @@ pub enum ServeError {
         path: std::path::PathBuf,
         /// When.
         at_ms: i64,
+    },
+    /// The metrics endpoint could not listen.
+    #[error("cannot listen on {address} (metrics.listen): {source}")]
+    Metrics {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
     },
     /// Reflection could not be built.
     #[error("reflection: {0}")]
@@ -267,59 +277,118 @@ pub async fn open_blob(config: &Config) -> Result<Arc<dyn BlobStore>, ServeError
     })
 }
 
-/// How often health probes the key store.
-const HEALTH_PROBE: Duration = Duration::from_secs(1);
+/// The longest one probe of a store may take before health counts it as
+/// unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sets health (the whole server and each service) SERVING while the key
-/// store can take writes, NOT_SERVING while it cannot (its file deleted or
-/// replaced, its disk unreachable). Returns the status set.
+/// What health probes: the key store (can it take writes) and the object
+/// store (a read of its store id: a file read, or one S3 GET), which must
+/// still hold the store id it had (an emptied or replaced data directory
+/// or bucket is not the store this gateway's keys belong to).
+struct Probes {
+    store: Arc<dyn KeyStore>,
+    blob: Arc<dyn BlobStore>,
+    /// The object store's id, as first read.
+    blob_id: std::sync::Mutex<Option<String>>,
+}
+
+impl Probes {
+    /// Why the gateway cannot serve, if it cannot.
+    async fn check(&self) -> Result<(), String> {
+        match tokio::time::timeout(PROBE_TIMEOUT, self.store.check_health()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("key store: {e}")),
+            Err(_) => return Err(format!("key store: no answer in {PROBE_TIMEOUT:?}")),
+        }
+        let id = match tokio::time::timeout(PROBE_TIMEOUT, self.blob.store_id()).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => return Err(format!("object store: {e}")),
+            Err(_) => return Err(format!("object store: no answer in {PROBE_TIMEOUT:?}")),
+        };
+        let mut known = self.blob_id.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*known, id) {
+            (None, id) => {
+                *known = id;
+                Ok(())
+            }
+            (Some(k), Some(id)) if *k == id => Ok(()),
+            (Some(k), Some(id)) => Err(format!(
+                "object store: its store id is now {id}, not {k}: another store is mounted"
+            )),
+            (Some(_), None) => Err(format!(
+                "object store: its store id is gone from {}",
+                self.blob.location()
+            )),
+        }
+    }
+}
+
+/// Sets health (the whole server and each service) to `status`.
+async fn set_health(
+    reporter: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    use tonic::server::NamedService;
+    for service in [
+        "",
+        pb::content_service_server::ContentServiceServer::<ContentApi>::NAME,
+        pb::erasure_service_server::ErasureServiceServer::<ErasureApi>::NAME,
+        pb::key_admin_service_server::KeyAdminServiceServer::<KeyAdminApi>::NAME,
+        pb::legal_hold_service_server::LegalHoldServiceServer::<LegalHoldApi>::NAME,
+        pb::audit_service_server::AuditServiceServer::<AuditApi>::NAME,
+    ] {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+/// Sets health SERVING while the key store can take writes and the object
+/// store answers, NOT_SERVING while either cannot (a key store file
+/// deleted or replaced, its disk unreachable; S3 down). Returns the status
+/// set.
 async fn report_health(
     reporter: &tonic_health::server::HealthReporter,
-    store: &dyn KeyStore,
+    probes: &Probes,
     last: Option<tonic_health::ServingStatus>,
 ) -> tonic_health::ServingStatus {
-    use tonic::server::NamedService;
     use tonic_health::ServingStatus;
-    let status = match store.check_health().await {
+    let status = match probes.check().await {
         Ok(()) => ServingStatus::Serving,
         Err(e) => {
             if last != Some(ServingStatus::NotServing) {
-                tracing::error!(error = %e, "key store unhealthy: NOT_SERVING");
+                tracing::error!(error = %e, "store unhealthy: NOT_SERVING");
             }
             ServingStatus::NotServing
         }
     };
     if last != Some(status) {
         if last.is_some() && status == ServingStatus::Serving {
-            tracing::info!("key store healthy again: SERVING");
+            tracing::info!("stores healthy again: SERVING");
         }
-        for service in [
-            "",
-            pb::content_service_server::ContentServiceServer::<ContentApi>::NAME,
-            pb::erasure_service_server::ErasureServiceServer::<ErasureApi>::NAME,
-            pb::key_admin_service_server::KeyAdminServiceServer::<KeyAdminApi>::NAME,
-            pb::legal_hold_service_server::LegalHoldServiceServer::<LegalHoldApi>::NAME,
-            pb::audit_service_server::AuditServiceServer::<AuditApi>::NAME,
-        ] {
-            reporter.set_service_status(service, status).await;
-        }
+        set_health(reporter, status).await;
     }
     status
 }
 
-/// Probes the key store every [`HEALTH_PROBE`] and keeps health in step.
+/// Probes the stores every `every` and keeps health in step.
 async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
-    store: Arc<dyn KeyStore>,
+    probes: Probes,
     mut last: tonic_health::ServingStatus,
+    every: Duration,
 ) {
-    let mut tick = tokio::time::interval(HEALTH_PROBE);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        last = report_health(&reporter, &*store, Some(last)).await;
+        last = report_health(&reporter, &probes, Some(last)).await;
     }
 }
+
+/// After the grace period has ended the calls in flight, how long the
+/// transport gets to close their connections before the server stops
+/// anyway.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// Serves the gateway on `listener` until `shutdown` completes.
 ///
@@ -336,8 +405,15 @@ pub async fn run(
 
 /// Serves the gateway over an already opened blob store.
 ///
+/// When `shutdown` completes, health turns NOT_SERVING, the listener stops
+/// accepting, and the calls in flight get `server.shutdown_grace_seconds`
+/// to finish; any still running then is ended (an upload aborted, nothing
+/// partial stored). The jobs hand their leases back, the key store is
+/// closed, and this returns.
+///
 /// # Errors
-/// [`ServeError`] if a key store cannot be opened or the transport fails.
+/// [`ServeError`] if a key store cannot be opened, the metrics address
+/// cannot be bound or the transport fails.
 pub async fn serve(
     config: Config,
     blob: Arc<dyn BlobStore>,
@@ -346,11 +422,44 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let tls = config.tls.as_ref().map(tls::ServerTls::load).transpose()?;
     let policy = Arc::new(Policy::new(config.principals()));
+    // Health probes the store itself; the gateway's operations are counted.
+    let probed_blob = blob.clone();
+    let blob: Arc<dyn BlobStore> = Arc::new(MeteredBlobStore::new(blob));
     let gateway = Gateway::open(&config, blob).await?;
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    if let Some(address) = config.metrics.address().map_err(ConfigError::Invalid)? {
+        let metrics_listener = match TcpListener::bind(address).await {
+            Ok(l) => l,
+            Err(source) => {
+                gateway.jobs.shutdown().await;
+                gateway.store.close().await;
+                return Err(ServeError::Metrics { address, source });
+            }
+        };
+        tracing::info!(
+            address = %metrics_listener.local_addr().unwrap_or(address),
+            "metrics endpoint listening on /metrics"
+        );
+        tokio::spawn(observe::serve_metrics(
+            metrics_listener,
+            gateway.store.clone(),
+            metrics_stopped,
+        ));
+    }
     let reload = tls.clone().map(|t| tokio::spawn(t.watch()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    let status = report_health(&health_reporter, &*gateway.store, None).await;
-    let probe = tokio::spawn(watch_health(health_reporter, gateway.store.clone(), status));
+    let probes = Probes {
+        store: gateway.store.clone(),
+        blob: probed_blob,
+        blob_id: std::sync::Mutex::new(None),
+    };
+    let status = report_health(&health_reporter, &probes, None).await;
+    let probe = tokio::spawn(watch_health(
+        health_reporter.clone(),
+        probes,
+        status,
+        Duration::from_secs(config.server.health_probe_seconds),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -362,13 +471,15 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let local = listener.local_addr().ok();
+    let calls = observe::Shutdown::default();
+    let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(
         address = ?local,
         tls = tls.is_some(),
         data_dir = %config.data_dir.display(),
         "sealgate listening"
     );
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         // HTTP/2's default 64 KiB windows throttle large uploads on fast
         // links; these bound what one stream or connection may have in
         // flight towards the gateway.
@@ -378,6 +489,9 @@ pub async fn serve(
         // One span per call, named by method only: requests carry user ids,
         // which never reach logs.
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        // Every call counted, with the status it ends with; ended at the
+        // end of a shutdown's grace period.
+        .layer(calls.layer())
         // An oversize request message is RESOURCE_EXHAUSTED, as documented.
         .layer(TransportErrors)
         // Every call is authorized here (api::auth), before any service.
@@ -436,15 +550,46 @@ pub async fn serve(
                     ),
                 },
             ),
-            shutdown,
-        )
-        .await?;
+            async {
+                let _ = accepting_stopped.await;
+            },
+        );
+    let mut server = std::pin::pin!(server);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = &mut shutdown => {
+            // Balancers see NOT_SERVING before the listener goes; the probe
+            // must not turn it back.
+            probe.abort();
+            set_health(&health_reporter, tonic_health::ServingStatus::NotServing).await;
+            let _ = stop_accepting.send(());
+            let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: waiting for the calls in flight");
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::warn!("calls still in flight at the end of server.shutdown_grace_seconds: ending them");
+                    calls.cancel();
+                    match tokio::time::timeout(CANCEL_WAIT, &mut server).await {
+                        Ok(served) => served,
+                        Err(_) => {
+                            tracing::warn!("connections still open after the calls ended; stopping anyway");
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        }
+    };
     probe.abort();
+    let _ = stop_metrics.send(true);
     if let Some(reload) = reload {
         reload.abort();
     }
     gateway.jobs.shutdown().await;
     gateway.store.close().await;
+    served?;
     tracing::info!("sealgate stopped");
     Ok(())
 }

@@ -283,6 +283,7 @@ async fn logs_to_a_file_carry_no_colour_codes() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
+        .env("SEALGATE_METRICS_LISTEN", "127.0.0.1:0")
         .env_remove("RUST_LOG")
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

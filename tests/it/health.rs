@@ -92,3 +92,138 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
         }
     }
 }
+
+/// Readiness follows the object store: NOT_SERVING while S3 does not
+/// answer, SERVING again when it is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_s3_away_and_back() {
+    use crate::s3env::{self, FaultProxy};
+    use std::time::Duration;
+
+    let moto = s3env::shared();
+    let bucket = s3env::bucket_name();
+    s3env::create_bucket(&moto.endpoint(), &bucket, s3env::REGION, false).await;
+    let proxy = FaultProxy::start(moto.addr).await;
+    // The gateway reaches S3 only through the proxy.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = crate::gateway::config(tmp.path());
+    config.blob.backend = sealgate::config::BlobBackend::S3;
+    config.s3.bucket = bucket.clone();
+    config.s3.endpoint = Some(proxy.endpoint());
+    config.s3.force_path_style = true;
+    config.server.health_probe_seconds = 1;
+    let store =
+        sealgate::blob::s3::S3BlobStore::connect(&s3env::settings(&proxy.endpoint(), &bucket))
+            .await
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sealgate::server::serve(
+        config,
+        std::sync::Arc::new(store),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel);
+    let status = |service: &'static str| {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+        }
+    };
+    assert_eq!(status("").await, ServingStatus::Serving as i32);
+
+    proxy.set_up(false);
+    eventually("health turns NOT_SERVING with S3 away", || async {
+        status("").await == ServingStatus::NotServing as i32
+            && status("sealgate.v1.ContentService").await == ServingStatus::NotServing as i32
+    })
+    .await;
+
+    proxy.set_up(true);
+    eventually("health turns SERVING with S3 back", || async {
+        status("").await == ServingStatus::Serving as i32
+            && status("sealgate.v1.ContentService").await == ServingStatus::Serving as i32
+    })
+    .await;
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    async fn eventually<F, Fut>(what: &str, cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        crate::support::eventually(what, Duration::from_secs(60), cond).await;
+    }
+}
+
+/// Readiness follows the filesystem store too: its directory gone (an
+/// unmounted volume), NOT_SERVING; back, SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_object_directory_away_and_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = crate::gateway::config(&tmp.path().join("data"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sealgate::server::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel);
+    let serving = || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(HealthCheckRequest {
+                    service: "sealgate.v1.ContentService".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                == ServingStatus::Serving as i32
+        }
+    };
+    assert!(serving().await);
+    let objects = tmp.path().join("data").join("objects");
+    let away = tmp.path().join("objects-away");
+    std::fs::rename(&objects, &away).unwrap();
+    crate::support::eventually(
+        "health turns NOT_SERVING without the object directory",
+        std::time::Duration::from_secs(30),
+        || async { !serving().await },
+    )
+    .await;
+    std::fs::rename(&away, &objects).unwrap();
+    crate::support::eventually(
+        "health turns SERVING with the object directory back",
+        std::time::Duration::from_secs(30),
+        || async { serving().await },
+    )
+    .await;
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

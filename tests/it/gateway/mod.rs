@@ -175,6 +175,9 @@ pub fn config(data_dir: &Path) -> Config {
     let mut c = Config::load(None, Vec::<(String, String)>::new()).expect("default config");
     c.data_dir = data_dir.to_path_buf();
     c.listen = "127.0.0.1:0".parse().unwrap();
+    // In-process gateways share the process's metrics; the metrics tests
+    // scrape the real binary.
+    c.metrics.listen = String::new();
     c
 }
 

@@ -1,0 +1,377 @@
+//! The Prometheus endpoint of the real binary: after a known sequence of
+//! calls, a scrape over a real socket shows the exact counts, and no label
+//! holds a user id, a pseudonym or an object id.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sealgate::api::pb;
+use sealgate::api::pb::content_service_client::ContentServiceClient;
+use sealgate::api::pb::erasure_service_client::ErasureServiceClient;
+use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
+use tonic::transport::Channel;
+
+use crate::support::{eventually, sample, scrape};
+
+const READY: Duration = Duration::from_secs(60);
+
+/// The real binary, serving: killed when dropped unless it exited.
+pub struct Served {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// `sealgate serve` on `data_dir` with `env`, once it listens.
+    pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let (child, ready, log) =
+            crate::support::spawn_serve_with(data_dir, "127.0.0.1:0", "info", env);
+        let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(READY))
+            .await
+            .unwrap()
+            .expect("sealgate listening in time")
+            .unwrap_or_else(|log| panic!("sealgate did not start:\n{log}"));
+        // The endpoint's line comes before the listening line.
+        let metrics = crate::support::metrics_address(&log.lock().unwrap())
+            .expect("the log names the metrics address");
+        Self {
+            child,
+            addr,
+            metrics,
+            log,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn content(&self) -> ContentServiceClient<Channel> {
+        ContentServiceClient::new(self.channel().await)
+    }
+
+    /// The metrics text.
+    pub async fn scrape(&self) -> String {
+        let (head, body) = scrape(self.metrics).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/openmetrics-text"),
+            "{head}"
+        );
+        body
+    }
+
+    /// Waits (up to a minute) for the process to exit; its exit status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let status = Arc::new(Mutex::new(None));
+        eventually("the server exits", Duration::from_secs(60), || {
+            let got = self.child.try_wait().expect("try_wait");
+            if got.is_some() {
+                *status.lock().unwrap() = got;
+            }
+            async move { got.is_some() }
+        })
+        .await;
+        let status = status.lock().unwrap().take().unwrap();
+        status
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CONTENT: &str = "sealgate.v1.ContentService";
+
+fn requests(text: &str, method: &str, code: &str) -> f64 {
+    sample(
+        text,
+        "sealgate_requests_total",
+        &[("method", &format!("{CONTENT}/{method}")), ("code", code)],
+    )
+}
+
+fn cache(text: &str, level: &str, result: &str) -> f64 {
+    sample(
+        text,
+        "sealgate_key_cache_requests_total",
+        &[("level", level), ("result", result)],
+    )
+}
+
+fn unwraps(text: &str, level: &str) -> f64 {
+    sample(text, "sealgate_key_unwraps_total", &[("level", level)])
+}
+
+fn storage(text: &str, op: &str, outcome: &str) -> f64 {
+    sample(
+        text,
+        "sealgate_storage_requests_total",
+        &[("op", op), ("outcome", outcome)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_shows_the_exact_counts_of_known_calls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Served::start(&tmp.path().join("data"), &[]).await;
+    let mut client = server.content().await;
+    // Users, object ids and items no label may show.
+    let (user, gone) = ("metrics-user-5c1d", "metrics-gone-user-77ab");
+    let body = crate::gateway::data(300_000, 9);
+
+    // Before any call: nothing counted, no stream in flight.
+    let text = server.scrape().await;
+    assert_eq!(requests(&text, "PutObject", "OK"), 0.0, "{text}");
+    assert_eq!(sample(&text, "sealgate_inflight_streams", &[]), 0.0);
+
+    // 1. An object up (3 messages of 100,000 bytes) and down.
+    crate::gateway::put(
+        &mut client,
+        user,
+        "moments",
+        "metrics-object-a",
+        &body,
+        100_000,
+    )
+    .await
+    .unwrap();
+    let (_, back) = crate::gateway::get(&mut client, user, "moments", "metrics-object-a", None)
+        .await
+        .unwrap();
+    assert_eq!(back, body);
+    // 2. HeadObject of an object that does not exist.
+    let missing = client
+        .head_object(pb::HeadObjectRequest {
+            object: Some(crate::gateway::obj(user, "moments", "metrics-missing")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    // 3. An item of 1,000 bytes, read back with one that does not exist.
+    crate::gateway::put_item(
+        &mut client,
+        user,
+        "channels",
+        "metrics-item-b",
+        &[7u8; 1000],
+    )
+    .await
+    .unwrap();
+    let items = crate::gateway::get_items(
+        &mut client,
+        user,
+        "channels",
+        &["metrics-item-b", "metrics-item-none"],
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        items[0].result,
+        Some(pb::item_result::Result::Item(_))
+    ));
+    // 4. Another user with one item, erased: one GC job, run to its end.
+    crate::gateway::put_item(&mut client, gone, "channels", "metrics-item-c", b"bye")
+        .await
+        .unwrap();
+    ErasureServiceClient::new(server.channel().await)
+        .erase_user(pb::EraseUserRequest {
+            user_id: gone.into(),
+        })
+        .await
+        .unwrap();
+    let last = std::cell::RefCell::new(String::new());
+    eventually(
+        "the scrape shows the GC job done",
+        Duration::from_secs(30),
+        || async {
+            let text = server.scrape().await;
+            let done = sample(
+                &text,
+                "sealgate_jobs",
+                &[("kind", "erasure_gc"), ("state", "done")],
+            ) == 1.0;
+            *last.borrow_mut() = text;
+            done
+        },
+    )
+    .await;
+    let text = last.into_inner();
+    assert_eq!(
+        sample(
+            &text,
+            "sealgate_jobs",
+            &[("kind", "erasure_gc"), ("state", "pending")]
+        ),
+        0.0,
+        "{text}"
+    );
+
+    // Calls, by method and code.
+    assert_eq!(requests(&text, "PutObject", "OK"), 1.0, "{text}");
+    assert_eq!(requests(&text, "GetObject", "OK"), 1.0, "{text}");
+    assert_eq!(requests(&text, "HeadObject", "NOT_FOUND"), 1.0, "{text}");
+    assert_eq!(requests(&text, "HeadObject", "OK"), 0.0, "{text}");
+    assert_eq!(requests(&text, "PutItem", "OK"), 2.0, "{text}");
+    assert_eq!(requests(&text, "GetItems", "OK"), 1.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "sealgate_requests_total",
+            &[
+                ("method", "sealgate.v1.ErasureService/EraseUser"),
+                ("code", "OK")
+            ]
+        ),
+        1.0,
+        "{text}"
+    );
+    // One duration observed per call.
+    for method in ["PutObject", "GetObject", "HeadObject", "GetItems"] {
+        assert_eq!(
+            sample(
+                &text,
+                "sealgate_request_duration_seconds_count",
+                &[("method", &format!("{CONTENT}/{method}"))]
+            ),
+            1.0,
+            "{method}\n{text}"
+        );
+    }
+    // Plaintext bytes: the object both ways, the items in (1,000 + 3) and
+    // the one found out (1,000).
+    assert_eq!(
+        sample(&text, "sealgate_bytes_total", &[("direction", "in")]),
+        301_003.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "sealgate_bytes_total", &[("direction", "out")]),
+        301_000.0,
+        "{text}"
+    );
+    // Key caches. A user's first write misses twice: no key yet (one is
+    // made, under the shard's KEK, made and cached as it is), then the new
+    // key is loaded: a KEK cache hit and one user key unwrapped under it.
+    // Every later lookup of the user's keys hits: GetObject's check and
+    // key (2), HeadObject's check (1), PutItem's key (1), GetItems' check
+    // (1), the item found (check and key: 2) and the one not (check: 1).
+    // (A write's check after its commit reads the key store, not the
+    // cache.)
+    assert_eq!(cache(&text, "user", "miss"), 4.0, "{text}");
+    assert_eq!(cache(&text, "user", "hit"), 8.0, "{text}");
+    assert_eq!(cache(&text, "kek", "miss"), 0.0, "{text}");
+    // No KEK is ever unwrapped in this process (each was made here); one
+    // user key per user is.
+    assert_eq!(unwraps(&text, "master"), 0.0, "{text}");
+    assert_eq!(unwraps(&text, "kek"), 2.0, "{text}");
+    // A data key per object opened: GetObject, and the item found.
+    assert_eq!(unwraps(&text, "user"), 2.0, "{text}");
+    // Object store operations: three objects written; two opened (three
+    // reads each: the fixed header, the header, the body), two not found;
+    // the GC lists both spaces, deletes the erased user's item and lists
+    // its space again.
+    assert_eq!(storage(&text, "create", "ok"), 3.0, "{text}");
+    assert_eq!(storage(&text, "commit", "ok"), 3.0, "{text}");
+    assert_eq!(storage(&text, "abort", "ok"), 0.0, "{text}");
+    assert_eq!(storage(&text, "open", "ok"), 2.0, "{text}");
+    assert_eq!(storage(&text, "open", "not_found"), 2.0, "{text}");
+    assert_eq!(storage(&text, "read", "ok"), 6.0, "{text}");
+    assert_eq!(storage(&text, "list", "ok"), 3.0, "{text}");
+    assert_eq!(storage(&text, "delete", "ok"), 1.0, "{text}");
+    // Every series is labelled with fixed words only.
+    for needle in [
+        user,
+        gone,
+        "metrics-object-a",
+        "metrics-missing",
+        "metrics-item",
+    ] {
+        assert!(!text.contains(needle), "{needle} in the scrape:\n{text}");
+    }
+    // No label value looks like a pseudonym or a generated id (a long hex
+    // run).
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((_, labels)) = line.split_once('{') else {
+            continue;
+        };
+        let labels = labels.split_once('}').expect("closed labels").0;
+        for value in labels.split(',').filter_map(|l| l.split_once('=')) {
+            let hex_run = value
+                .1
+                .split(|c: char| !c.is_ascii_hexdigit())
+                .map(str::len)
+                .max()
+                .unwrap_or(0);
+            assert!(hex_run < 16, "an id-like label value: {line}");
+        }
+    }
+    assert_eq!(sample(&text, "sealgate_inflight_streams", &[]), 0.0);
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+
+    // The second user's first write found its KEK cached when both users
+    // fall in one shard (the KEK made by the first): one hit more.
+    let hierarchy = KeyAdminServiceClient::new(server.channel().await)
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .hierarchy
+        .expect("the hierarchy's status");
+    let kek_hits = match hierarchy.shards_with_kek {
+        2 => 2.0,
+        1 => 3.0,
+        n => panic!("{n} shards with a KEK"),
+    };
+    assert_eq!(cache(&text, "kek", "hit"), kek_hits, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_serves_only_metrics_and_an_empty_address_turns_it_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Served::start(&tmp.path().join("data"), &[]).await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(server.metrics)
+            .await
+            .unwrap();
+        tcp.write_all(b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    }
+    drop(server);
+
+    let (mut child, ready, log) = crate::support::spawn_serve_with(
+        &tmp.path().join("off"),
+        "127.0.0.1:0",
+        "info",
+        &[("SEALGATE_METRICS_LISTEN", "")],
+    );
+    let started = tokio::task::spawn_blocking(move || ready.recv_timeout(READY))
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    started.unwrap().unwrap();
+    assert!(
+        crate::support::metrics_address(&log.lock().unwrap()).is_none(),
+        "{}",
+        log.lock().unwrap()
+    );
+}
