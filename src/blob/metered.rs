@@ -115,6 +115,10 @@ impl BlobStore for MeteredBlobStore {
         self.0.location()
     }
 
+    async fn settle(&self) {
+        self.0.settle().await;
+    }
+
     async fn store_id(&self) -> Result<Option<String>, BlobError> {
         count("store_id", self.0.store_id().await)
     }

@@ -177,6 +177,11 @@ pub trait BlobStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<BlobEntry>, BlobError>;
 
+    /// Completes once the work this store left to the background is done:
+    /// for S3, the aborts of multipart uploads whose writers were dropped
+    /// (retried while S3 is unavailable: bound the wait). At shutdown.
+    async fn settle(&self) {}
+
     /// Where the store is, for messages: its directory, or `s3://bucket`.
     fn location(&self) -> String {
         "the object store".into()

@@ -390,6 +390,10 @@ async fn watch_health(
 /// anyway.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
+/// At shutdown, how long the object store gets to finish what it left to
+/// the background (S3: the aborts of uploads the shutdown ended).
+const SETTLE_WAIT: Duration = Duration::from_secs(15);
+
 /// Serves the gateway on `listener` until `shutdown` completes.
 ///
 /// # Errors
@@ -424,6 +428,7 @@ pub async fn serve(
     let policy = Arc::new(Policy::new(config.principals()));
     // Health probes the store itself; the gateway's operations are counted.
     let probed_blob = blob.clone();
+    let blob_settle = blob.clone();
     let blob: Arc<dyn BlobStore> = Arc::new(MeteredBlobStore::new(blob));
     let gateway = Gateway::open(&config, blob).await?;
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
@@ -583,6 +588,16 @@ pub async fn serve(
         }
     };
     probe.abort();
+    // Uploads ended by the shutdown left their multipart aborts to the
+    // background: they are done before the process goes.
+    if tokio::time::timeout(SETTLE_WAIT, blob_settle.settle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "multipart uploads not aborted yet at shutdown (S3 unreachable?): the bucket's lifecycle rule for incomplete uploads removes them"
+        );
+    }
     let _ = stop_metrics.send(true);
     if let Some(reload) = reload {
         reload.abort();

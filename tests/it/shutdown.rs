@@ -181,3 +181,65 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
 }
+
+/// On S3, an upload ended by the shutdown has a multipart upload under
+/// way: it is aborted before the process exits, so nothing of it is left
+/// in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_an_ended_upload_is_aborted_before_the_process_exits() {
+    use crate::s3env;
+    use sealgate::blob::s3::PART_SIZE;
+
+    let moto = s3env::shared();
+    let bucket = s3env::bucket_name();
+    let endpoint = moto.endpoint();
+    s3env::create_bucket(&endpoint, &bucket, s3env::REGION, false).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Served::start(
+        &tmp.path().join("data"),
+        &[
+            ("SEALGATE_SERVER_SHUTDOWN_GRACE_SECONDS", "1"),
+            ("SEALGATE_BLOB_BACKEND", "s3"),
+            ("SEALGATE_S3_BUCKET", &bucket),
+            ("SEALGATE_S3_ENDPOINT", &endpoint),
+            ("SEALGATE_S3_FORCE_PATH_STYLE", "true"),
+            ("AWS_ACCESS_KEY_ID", s3env::ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", s3env::SECRET_KEY),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    )
+    .await;
+    let upload = start_upload(&server, "big", &crate::gateway::data(1 << 20, 1)).await;
+    // Messages of 1 MiB: one part and a bit, so a multipart upload exists.
+    for i in 0..PART_SIZE >> 20 {
+        upload
+            .tx
+            .send(data_msg(crate::gateway::data(1 << 20, 2 + i as u64)))
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the upload's first part reaches S3",
+        Duration::from_secs(60),
+        || async { s3env::incomplete_uploads(&endpoint, &bucket).await == 1 },
+    )
+    .await;
+
+    signal(&server, libc::SIGTERM);
+    let ended = upload.call.await.unwrap().unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert_eq!(
+        crate::gateway::check_details(&ended, "the ended upload"),
+        "SHUTTING_DOWN"
+    );
+    drop(upload.tx);
+    let status = server.exited().await;
+    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+    // Already aborted when the process is gone: no waiting here.
+    assert_eq!(s3env::incomplete_uploads(&endpoint, &bucket).await, 0);
+    let keys = s3env::all_keys(&endpoint, &bucket).await;
+    assert!(
+        keys.iter().all(|k| !k.contains("big")),
+        "the ended upload is stored: {keys:?}"
+    );
+}

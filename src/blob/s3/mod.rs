@@ -52,13 +52,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use tokio::sync::mpsc;
 
 pub use self::residency::S3StartError;
 pub use self::store_id::STORE_ID_KEY;
 
 use self::error::translate;
-use self::writer::{abort_retrier, S3Writer};
+use self::writer::{AbortQueue, S3Writer};
 use super::{
     BlobEntry, BlobError, BlobKey, BlobReader, BlobStore, BlobWriter, SlotRewrite, WriteMode,
 };
@@ -156,7 +155,7 @@ struct Inner {
     /// Whether the bucket has (or had) versioning on, so that deletes must
     /// remove every version; probed once at startup.
     versioned: bool,
-    aborts: mpsc::UnboundedSender<(String, String)>,
+    aborts: AbortQueue,
 }
 
 impl std::fmt::Debug for S3BlobStore {
@@ -202,8 +201,7 @@ impl S3BlobStore {
         residency::check_bucket_region(&client, settings).await?;
         let versioned = delete::probe_versioning(&client, &settings.bucket).await?;
         let bucket = settings.bucket.clone();
-        let (aborts, rx) = mpsc::unbounded_channel();
-        tokio::spawn(abort_retrier(client.clone(), bucket.clone(), rx));
+        let aborts = AbortQueue::start(client.clone(), bucket.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -340,6 +338,10 @@ impl BlobStore for S3BlobStore {
 
     fn location(&self) -> String {
         format!("s3://{}", self.inner.bucket)
+    }
+
+    async fn settle(&self) {
+        self.inner.aborts.settled().await;
     }
 
     async fn store_id(&self) -> Result<Option<String>, BlobError> {

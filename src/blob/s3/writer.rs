@@ -112,21 +112,55 @@ pub(super) enum AbortOutcome {
     GaveUp,
 }
 
+/// The multipart uploads handed to the background retrier, and how many
+/// of them it has not finished with (aborted or given up).
+#[derive(Clone)]
+pub(super) struct AbortQueue {
+    tx: mpsc::UnboundedSender<(String, String)>,
+    pending: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl AbortQueue {
+    /// A queue and the retrier that empties it.
+    pub(super) fn start(client: Client, bucket: String) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(tokio::sync::watch::Sender::new(0));
+        tokio::spawn(abort_retrier(client, bucket, rx, pending.clone()));
+        Self { tx, pending }
+    }
+
+    /// Hands `upload_id` of `key` to the retrier.
+    pub(super) fn send(&self, key: String, upload_id: String) {
+        self.pending.send_modify(|n| *n += 1);
+        if self.tx.send((key, upload_id)).is_err() {
+            self.pending.send_modify(|n| *n -= 1);
+        }
+    }
+
+    /// Completes once every upload handed over is aborted or given up.
+    pub(super) async fn settled(&self) {
+        let mut pending = self.pending.subscribe();
+        let _ = pending.wait_for(|n| *n == 0).await;
+    }
+}
+
 /// Aborts multipart uploads handed to it, at most [`ABORTS_IN_FLIGHT`] at
 /// once, each retried with capped backoff while S3 is unavailable.
-pub(super) async fn abort_retrier(
+async fn abort_retrier(
     client: Client,
     bucket: String,
     mut rx: mpsc::UnboundedReceiver<(String, String)>,
+    pending: Arc<tokio::sync::watch::Sender<usize>>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(ABORTS_IN_FLIGHT));
     while let Some((key, upload_id)) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (client, bucket) = (client.clone(), bucket.clone());
+        let (client, bucket, pending) = (client.clone(), bucket.clone(), pending.clone());
         tokio::spawn(async move {
             abort_with_retries(&client, &bucket, &key, &upload_id).await;
+            pending.send_modify(|n| *n = n.saturating_sub(1));
             drop(slot);
         });
     }
@@ -223,7 +257,7 @@ impl Upload {
 struct PendingCreate {
     task: Option<tokio::task::JoinHandle<Result<String, BlobError>>>,
     key: String,
-    aborts: mpsc::UnboundedSender<(String, String)>,
+    aborts: AbortQueue,
 }
 
 impl Drop for PendingCreate {
@@ -232,7 +266,7 @@ impl Drop for PendingCreate {
             let (key, aborts) = (self.key.clone(), self.aborts.clone());
             tokio::spawn(async move {
                 if let Ok(Ok(id)) = task.await {
-                    let _ = aborts.send((key, id));
+                    aborts.send(key, id);
                 }
             });
         }
@@ -391,7 +425,7 @@ impl S3Writer {
             .is_ok();
         self.upload = None;
         if !aborted {
-            let _ = self.inner.aborts.send((self.key.clone(), id));
+            self.inner.aborts.send(self.key.clone(), id);
         }
     }
 }
@@ -435,7 +469,7 @@ impl Drop for S3Writer {
         // must not linger. The retrier aborts it in the background.
         if let Some(mut upload) = self.upload.take() {
             upload.cancel_in_flight();
-            let _ = self.inner.aborts.send((self.key.clone(), upload.id));
+            self.inner.aborts.send(self.key.clone(), upload.id);
         }
     }
 }
