@@ -170,6 +170,9 @@ fn backend(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// SQLite's message for SQLITE_BUSY.
+const SQLITE_BUSY_MESSAGE: &str = "database is locked";
+
 fn now_ms() -> i64 {
     crate::keys::unix_ms()
 }
@@ -281,6 +284,25 @@ impl SqliteKeyStore {
     /// # Errors
     /// [`StoreError`] if the database cannot be opened or migrated.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        // Processes starting together on a new data dir race to create the
+        // file, turn on WAL and apply the schema. SQLite reports some of
+        // those races as SQLITE_BUSY at once, without waiting out the busy
+        // timeout (a journal-mode change, the WAL index being built): every
+        // step of opening is idempotent, so open again.
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match Self::open_once(path).await {
+                Err(StoreError::Unavailable(m)) if m == SQLITE_BUSY_MESSAGE && attempts < 40 => {
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempts.min(10)) * 25))
+                        .await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(path: &Path) -> Result<Self, StoreError> {
         let io = |what: &str, e: std::io::Error| {
             StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
         };
