@@ -151,18 +151,10 @@ async fn bench_mixed_runs_without_errors() {
 /// client-certificate flags are those of the other client commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_prints_text_and_speaks_mtls() {
-    use crate::gateway::mtls::{TlsGateway, MOMENTS};
+    use crate::gateway::mtls::{ClientFiles, TlsGateway, MOMENTS};
     let t = TlsGateway::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    };
-    let client = t.ca.client_uri(MOMENTS);
-    let ca = write("ca.pem", &t.ca.pem);
-    let cert = write("client.pem", &client.cert);
-    let key = write("client.key", &client.key);
+    let ClientFiles { ca, cert, key } = t.client_files(dir.path(), MOMENTS);
     let ep = format!("https://{}", t.gw.addr);
     let out = tokio::task::spawn_blocking(move || {
         bench(&[

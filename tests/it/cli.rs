@@ -376,19 +376,13 @@ async fn progress_shows_on_a_terminal_for_large_transfers_only() {
 /// or `SEALGATE_CA`, `SEALGATE_CERT`, `SEALGATE_KEY`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_commands_speak_mtls() {
-    use crate::gateway::mtls::{TlsGateway, MOMENTS};
+    use crate::gateway::mtls::{ClientFiles, TlsGateway, MOMENTS};
     let t = TlsGateway::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    };
-    let client = t.ca.client_uri(MOMENTS);
-    let ca = write("ca.pem", &t.ca.pem);
-    let cert = write("client.pem", &client.cert);
-    let key = write("client.key", &client.key);
-    let file = write("in.txt", "over tls");
+    let ClientFiles { ca, cert, key } = t.client_files(dir.path(), MOMENTS);
+    let file = dir.path().join("in.txt");
+    std::fs::write(&file, "over tls").unwrap();
+    let file = file.to_str().unwrap().to_string();
     let ep = format!("https://{}", t.gw.addr);
     tokio::task::spawn_blocking(move || {
         let put = Command::new(env!("CARGO_BIN_EXE_sealgate"))

@@ -50,7 +50,30 @@ pub struct TlsGateway {
     _dir: tempfile::TempDir,
 }
 
+/// PEM files in `dir` for the CLI's `--ca`, `--cert` and `--key`.
+pub struct ClientFiles {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
 impl TlsGateway {
+    /// Writes the CA certificate and a fresh client certificate and key
+    /// for `principal` (a URI) into `dir`.
+    pub fn client_files(&self, dir: &std::path::Path, principal: &str) -> ClientFiles {
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let client = self.ca.client_uri(principal);
+        ClientFiles {
+            ca: write("ca.pem", &self.ca.pem),
+            cert: write("client.pem", &client.cert),
+            key: write("client.key", &client.key),
+        }
+    }
+
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
