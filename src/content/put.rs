@@ -9,6 +9,7 @@ use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Metadata, ObjectSealer};
 use crate::error::{Error, Reason};
 use crate::keys::store::RequestRecord;
+use crate::keys::KeyError;
 
 /// How long a request id is remembered: a retry within this window returns
 /// the first call's result.
@@ -362,10 +363,24 @@ impl Content {
         // collection, which may already be done, leaves nothing behind. Or a
         // rewrap may have retired the key version used: its listing may have
         // missed this object, which would become unreadable when the
-        // version is destroyed; remove it, and the caller writes again.
-        if let Err(e) = self.keys.confirm_sealed_with(&obj.pseudonym, version).await {
-            self.blob.delete(&obj.key).await?;
-            return Err(e.into());
+        // version is destroyed; remove it, and the caller writes again. Only
+        // this write's object goes: a later write of the same id (under the
+        // commit lock, so none lands between the check and the delete)
+        // stays.
+        match self.keys.confirm_sealed_with(&obj.pseudonym, version).await {
+            Ok(()) => {}
+            Err(e @ KeyError::KeyRetired(_)) => {
+                let _commit = self.commit_lock(&obj.key).lock().await;
+                let current = self.read_fixed(&obj.key).await?;
+                if current.is_some_and(|(fixed, _)| etag_of(&fixed) == etag) {
+                    self.blob.delete(&obj.key).await?;
+                }
+                return Err(e.into());
+            }
+            Err(e) => {
+                self.blob.delete(&obj.key).await?;
+                return Err(e.into());
+            }
         }
         let info = ObjectInfo {
             space: obj.key.space.clone(),
