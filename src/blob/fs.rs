@@ -285,9 +285,7 @@ impl BlobStore for FsBlobStore {
         .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
         if !matches!(result, Ok(SlotRewrite::Rewritten)) {
             let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        if result? == SlotRewrite::Changed {
-            return Ok(SlotRewrite::Changed);
+            return result;
         }
         if let Some(parent) = parent {
             sync_dir(&parent).await?;

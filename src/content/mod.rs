@@ -175,13 +175,17 @@ impl Content {
         &self.commit_locks[(hash % COMMIT_STRIPES as u64) as usize]
     }
 
+    /// The etag of the object stored at `key` now, if there is one.
+    async fn current_etag(&self, key: &BlobKey) -> Result<Option<String>, Error> {
+        Ok(self
+            .read_fixed(key)
+            .await?
+            .map(|(fixed, _)| etag_of(&fixed)))
+    }
+
     /// Fails `ETAG_MISMATCH` unless the object exists with etag `want`.
     async fn check_etag(&self, obj: &ObjectRef, want: &str) -> Result<(), Error> {
-        let current = self
-            .read_fixed(&obj.key)
-            .await?
-            .map(|(fixed, _)| etag_of(&fixed));
-        match current {
+        match self.current_etag(&obj.key).await? {
             Some(etag) if etag == want => Ok(()),
             Some(_) => Err(Error::FailedPrecondition {
                 reason: Reason::EtagMismatch,

@@ -371,8 +371,7 @@ impl Content {
             Ok(()) => {}
             Err(e @ KeyError::KeyRetired(_)) => {
                 let _commit = self.commit_lock(&obj.key).lock().await;
-                let current = self.read_fixed(&obj.key).await?;
-                if current.is_some_and(|(fixed, _)| etag_of(&fixed) == etag) {
+                if self.current_etag(&obj.key).await?.as_ref() == Some(&etag) {
                     self.blob.delete(&obj.key).await?;
                 }
                 return Err(e.into());

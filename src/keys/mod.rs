@@ -556,19 +556,25 @@ impl KeyHierarchy {
         let newest = self.newest_keks(shards).await?;
         let mut records = Vec::with_capacity(shards.len());
         for (shard, version) in newest {
-            let version = version + 1;
-            let kek = Kek::generate()?;
-            let (master_version, wrapped) =
-                self.master.wrap_kek(&kek, &kek_aad(shard, version)).await?;
-            records.push(KekRecord {
-                shard,
-                version,
-                master_version,
-                wrapped,
-                created_at_ms: unix_ms(),
-            });
+            records.push(self.new_kek(shard, version + 1).await?.1);
         }
         Ok(records)
+    }
+
+    /// A fresh KEK as `version` of `shard`, and its record: wrapped under
+    /// the current master version.
+    async fn new_kek(&self, shard: u32, version: u32) -> Result<(Kek, KekRecord), KeyError> {
+        let kek = Kek::generate()?;
+        let (master_version, wrapped) =
+            self.master.wrap_kek(&kek, &kek_aad(shard, version)).await?;
+        let record = KekRecord {
+            shard,
+            version,
+            master_version,
+            wrapped,
+            created_at_ms: unix_ms(),
+        };
+        Ok((kek, record))
     }
 
     /// The newest KEK version of each of `shards` (0 for none), in order.
@@ -589,16 +595,7 @@ impl KeyHierarchy {
     /// stores it (with its audit record); `None` if another process stored
     /// that version first.
     async fn insert_new_kek(&self, shard: u32, version: u32) -> Result<Option<Kek>, KeyError> {
-        let kek = Kek::generate()?;
-        let (master_version, wrapped) =
-            self.master.wrap_kek(&kek, &kek_aad(shard, version)).await?;
-        let record = KekRecord {
-            shard,
-            version,
-            master_version,
-            wrapped,
-            created_at_ms: unix_ms(),
-        };
+        let (kek, record) = self.new_kek(shard, version).await?;
         if !self.store.insert_kek(&record).await? {
             return Ok(None);
         }
