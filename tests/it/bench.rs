@@ -2,29 +2,24 @@
 //! gateway on a loopback socket: each workload for two seconds, with no
 //! error, a report with every field, and nothing left stored afterwards.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 use crate::gateway::TestGateway;
 
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .arg("bench")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run sealgate bench")
+/// The report of a successful run, which is UTF-8 text.
+fn ok(out: &Output) -> String {
+    let text = crate::support::ok(out);
+    assert!(std::str::from_utf8(&out.stdout).is_ok(), "UTF-8 report");
+    text
 }
 
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}, stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).expect("UTF-8 report")
+fn bench(args: &[&str]) -> Output {
+    let args: Vec<&str> = std::iter::once("bench")
+        .chain(args.iter().copied())
+        .collect();
+    crate::support::sealgate(&args)
 }
 
 /// The figures of one operation (or of the whole run) are all there and

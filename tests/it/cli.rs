@@ -4,25 +4,7 @@ use std::process::{Command, Output};
 
 use crate::gateway::TestGateway;
 
-fn sealgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run sealgate")
-}
-
-/// Asserts success and returns stdout as text (lossy: binary output is
-/// compared through `Output::stdout` instead).
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}, stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::{ok, sealgate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_commands_round_trip() {

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -12,6 +12,28 @@ use std::time::Duration;
 /// `timeout`. For conditions that only an outside process or a background
 /// task can make true (S3 aborting an upload, a job finishing): every use
 /// names what it waits for.
+/// Runs the real binary with `args` to its end (without the caller's
+/// `RUST_LOG`).
+pub fn sealgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run sealgate")
+}
+
+/// Asserts success and returns stdout as text (lossy: binary output is
+/// compared through `Output::stdout` instead).
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
 where
     F: FnMut() -> Fut,
