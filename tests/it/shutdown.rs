@@ -50,6 +50,20 @@ async fn start_upload(server: &Served, id: &str, first: &[u8]) -> Upload {
 
 /// Watches health on a connection of its own; returns the stream after
 /// its first answer, SERVING.
+/// Asserts that `upload` was ended `UNAVAILABLE` / `SHUTTING_DOWN` and the
+/// server then exited 0.
+async fn ended_by_shutdown(server: &mut Served, upload: Upload) {
+    let ended = upload.call.await.unwrap().unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert_eq!(
+        crate::gateway::check_details(&ended, "the ended upload"),
+        "SHUTTING_DOWN"
+    );
+    drop(upload.tx);
+    let status = server.exited().await;
+    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+}
+
 async fn watch_health(server: &Served) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
     let mut watch = HealthClient::new(server.channel().await)
         .watch(HealthCheckRequest {
@@ -149,15 +163,7 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
 
     // SIGINT (Ctrl-C) does what SIGTERM does. The client sends nothing more.
     signal(&server, libc::SIGINT);
-    let ended = upload.call.await.unwrap().unwrap_err();
-    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
-    assert_eq!(
-        crate::gateway::check_details(&ended, "the ended upload"),
-        "SHUTTING_DOWN"
-    );
-    drop(upload.tx);
-    let status = server.exited().await;
-    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+    ended_by_shutdown(&mut server, upload).await;
     assert!(
         server.log.lock().unwrap().contains("sealgate stopped"),
         "{}",
@@ -226,15 +232,7 @@ async fn on_s3_an_ended_upload_is_aborted_before_the_process_exits() {
     .await;
 
     signal(&server, libc::SIGTERM);
-    let ended = upload.call.await.unwrap().unwrap_err();
-    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
-    assert_eq!(
-        crate::gateway::check_details(&ended, "the ended upload"),
-        "SHUTTING_DOWN"
-    );
-    drop(upload.tx);
-    let status = server.exited().await;
-    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+    ended_by_shutdown(&mut server, upload).await;
     // Already aborted when the process is gone: no waiting here.
     assert_eq!(s3env::incomplete_uploads(&endpoint, &bucket).await, 0);
     let keys = s3env::all_keys(&endpoint, &bucket).await;

@@ -34,6 +34,15 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The address a spawned server reports once it listens (30 s at most).
+pub async fn listening(ready: mpsc::Receiver<Result<SocketAddr, String>>) -> SocketAddr {
+    tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("ready")
+        .expect("listening")
+}
+
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
 where
     F: FnMut() -> Fut,

@@ -87,11 +87,7 @@ async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, ready, log) =
         crate::support::spawn_serve_logged(dir.path(), "127.0.0.1:0", "trace");
-    let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("ready")
-        .expect("listening");
+    let addr = crate::support::listening(ready).await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -204,11 +200,7 @@ async fn json_logs_are_one_object_per_line_with_the_method_span() {
         "info",
         &[("SEALGATE_LOG_FORMAT", "json")],
     );
-    let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("ready")
-        .expect("listening");
+    let addr = crate::support::listening(ready).await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

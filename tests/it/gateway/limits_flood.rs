@@ -108,11 +108,7 @@ async fn serve_limited(
         .arg(env!("CARGO_BIN_EXE_sealgate"));
     let (child, ready, log) = spawn_serve_command(dir, "127.0.0.1:0", "info", command);
     let server = Server(child);
-    let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("ready")
-        .expect("listening");
+    let addr = crate::support::listening(ready).await;
     (server, addr, log)
 }
 
