@@ -36,6 +36,23 @@ pub enum StoreError {
     },
 }
 
+/// A committed change that every process sharing the key store must apply
+/// to its caches of unwrapped keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The user's key versions changed: erased, rotated, rewrapped, retired.
+    User(Pseudonym),
+    /// A KEK version of this shard was destroyed (a KEK rotation ended).
+    Shard(u32),
+    /// Anything may have changed, or notifications may have been lost (the
+    /// listener reconnected): drop every cached key.
+    All,
+}
+
+/// A feed of [`Invalidation`]s, in commit order; it ends when the store
+/// closes.
+pub type Invalidations = tokio::sync::mpsc::Receiver<Invalidation>;
+
 /// What an audit record says: who did what to whom, and how it ended.
 /// Never key material or a raw user id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -681,4 +698,11 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn check_health(&self) -> Result<(), StoreError>;
     /// Closes connections and flushes, on shutdown.
     async fn close(&self) {}
+    /// Subscribes to the invalidations that any process sharing this store
+    /// commits from now on (its own included). `None` when the backend
+    /// cannot tell other processes (SQLite serves one host): caches then
+    /// rely on their time to live alone.
+    async fn invalidations(&self) -> Result<Option<Invalidations>, StoreError> {
+        Ok(None)
+    }
 }
