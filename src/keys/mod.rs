@@ -21,8 +21,8 @@ use crate::crypto::keys::{kek_aad, user_key_aad};
 use crate::crypto::{CryptoError, Kek, NamingKey, Pseudonym, UserKey, Wrapped};
 use keyring::{MasterKeyError, MasterKeyProvider};
 use store::{
-    AuditEntry, DestroyKeks, InsertOutcome, KekRecord, KekRewrap, KeyStore, StoreError, Tombstone,
-    UserKeyRecord, UserKeyRewrap, UserKeyState,
+    AuditEntry, DestroyKeks, InsertOutcome, Invalidation, Invalidations, KekRecord, KekRewrap,
+    KeyStore, StoreError, Tombstone, UserKeyRecord, UserKeyRewrap, UserKeyState,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -151,22 +151,43 @@ pub struct Decommissioned {
     pub master_versions: Vec<u32>,
 }
 
-/// Erasures this process committed, newest last: the `i`-th entry has
-/// epoch `base + i + 1`. Bounded; a stream that fell behind it asks the store.
+/// Erasures this process learnt of, newest last: the `i`-th entry has
+/// epoch `base + i + 1`. An entry is a user known to be erased, or `None`
+/// when anyone may have been (another process reported a change this one
+/// could not resolve). Bounded; a stream that fell behind it asks the store.
 struct ErasureLog {
     base: u64,
-    entries: VecDeque<Pseudonym>,
+    entries: VecDeque<Option<Pseudonym>>,
 }
 
 /// Entries kept in the erasure log.
 const ERASURE_LOG_LEN: usize = 4096;
 
 impl ErasureLog {
-    /// Whether `p` was erased after epoch `seen`; `None` if the log no longer
-    /// reaches back that far.
+    /// Whether `p` was erased after epoch `seen`; `None` if the log cannot
+    /// tell: it no longer reaches back that far, or it holds an unresolved
+    /// change since.
     fn erased_since(&self, p: &Pseudonym, seen: u64) -> Option<bool> {
         let skip = usize::try_from(seen.checked_sub(self.base)?).ok()?;
-        Some(self.entries.iter().skip(skip).any(|e| e == p))
+        let mut unresolved = false;
+        for entry in self.entries.iter().skip(skip) {
+            match entry {
+                Some(e) if e == p => return Some(true),
+                Some(_) => {}
+                None => unresolved = true,
+            }
+        }
+        (!unresolved).then_some(false)
+    }
+
+    /// Appends an entry and returns the new epoch.
+    fn push(&mut self, entry: Option<Pseudonym>) -> u64 {
+        self.entries.push_back(entry);
+        if self.entries.len() > ERASURE_LOG_LEN {
+            self.entries.pop_front();
+            self.base += 1;
+        }
+        self.base + self.entries.len() as u64
     }
 }
 
@@ -818,19 +839,72 @@ impl KeyHierarchy {
             .store
             .erase_user(p, unix_ms(), &crate::names::random_id(), principal)
             .await?;
-        self.recently_erased.insert(*p, ()).await;
-        self.users.invalidate(p).await;
-        {
-            let mut log = self.erasure_log.lock().unwrap_or_else(|e| e.into_inner());
-            log.entries.push_back(*p);
-            if log.entries.len() > ERASURE_LOG_LEN {
-                log.entries.pop_front();
-                log.base += 1;
-            }
-            let epoch = log.base + log.entries.len() as u64;
-            self.erasure_epoch.store(epoch, Ordering::Release);
-        }
+        self.note_erased(Some(*p)).await;
         Ok(tombstone)
+    }
+
+    /// Records an erasure this process learnt of (`None`: anyone's may have
+    /// happened) so that no cached key of the user is served again and
+    /// every open stream re-checks its user at its next piece.
+    async fn note_erased(&self, p: Option<Pseudonym>) {
+        match &p {
+            Some(p) => {
+                self.recently_erased.insert(*p, ()).await;
+                self.users.invalidate(p).await;
+            }
+            None => self.users.invalidate_all(),
+        }
+        let mut log = self.erasure_log.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = log.push(p);
+        self.erasure_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Applies a change another process committed to the shared key store
+    /// (see [`KeyStore::invalidations`]). A user whose keys changed is
+    /// dropped from the cache and, if the store shows a tombstone, treated
+    /// exactly as an erasure by this process; if the store cannot be asked,
+    /// every open stream re-checks its user.
+    pub async fn apply(&self, change: Invalidation) {
+        match change {
+            Invalidation::User(p) => match self.store.tombstone(&p).await {
+                Ok(Some(_)) => self.note_erased(Some(p)).await,
+                Ok(None) => self.users.invalidate(&p).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "key store unreachable while applying an invalidation");
+                    self.users.invalidate(&p).await;
+                    self.note_erased(None).await;
+                }
+            },
+            Invalidation::Shard(shard) => {
+                // Keyed by (shard, version): drop every version of the shard.
+                let stale: Vec<_> = self
+                    .keks
+                    .iter()
+                    .filter(|(k, _)| k.0 == shard)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in stale {
+                    self.keks.invalidate(&key).await;
+                }
+            }
+            Invalidation::All => {
+                self.keks.invalidate_all();
+                self.note_erased(None).await;
+            }
+        }
+    }
+
+    /// Applies every change of `feed` (the store's
+    /// [`KeyStore::invalidations`]) until it ends or the hierarchy is
+    /// dropped.
+    pub fn follow(self: &Arc<Self>, mut feed: Invalidations) -> tokio::task::JoinHandle<()> {
+        let keys = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(change) = feed.recv().await {
+                let Some(keys) = keys.upgrade() else { break };
+                keys.apply(change).await;
+            }
+        })
     }
 
     /// Starts watching a user for erasure. Take the watch before getting
@@ -1029,6 +1103,70 @@ mod tests {
             fresh.active_user_key(&p).await,
             Err(KeyError::UserErased)
         ));
+    }
+
+    /// Two processes on one key store: what another process changed
+    /// reaches this one's cache only through [`KeyHierarchy::apply`] (or
+    /// the cache lifetime).
+    #[tokio::test]
+    async fn changes_from_another_process_apply_to_caches_and_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, master_a) = hierarchy(dir.path()).await;
+        let (b, _) = hierarchy(dir.path()).await;
+        let bob = a.pseudonym("bob").unwrap();
+        let carol = a.pseudonym("carol").unwrap();
+        a.active_user_key(&bob).await.unwrap();
+        a.active_user_key(&carol).await.unwrap();
+        let mut bob_stream = a.watch(&bob);
+        let mut carol_stream = a.watch(&carol);
+
+        b.erase(&bob, "test").await.unwrap();
+        assert_eq!(b.rotate_user_key(&carol, "test").await.unwrap(), 2);
+        // Without a notice, A still serves what it cached.
+        a.user_key(&bob, 1).await.unwrap();
+        assert_eq!(a.active_user_key(&carol).await.unwrap().0, 1);
+        a.check_watch(&mut bob_stream).await.unwrap();
+
+        a.apply(Invalidation::User(bob)).await;
+        a.apply(Invalidation::User(carol)).await;
+        assert!(matches!(
+            a.user_key(&bob, 1).await,
+            Err(KeyError::UserErased)
+        ));
+        assert!(matches!(
+            a.check_watch(&mut bob_stream).await,
+            Err(KeyError::UserErased)
+        ));
+        // A rotation is not an erasure: carol's stream goes on, and new
+        // writes use her new version.
+        a.check_watch(&mut carol_stream).await.unwrap();
+        assert_eq!(a.active_user_key(&carol).await.unwrap().0, 2);
+
+        // A notice that anything may have changed: streams ask the store.
+        let dave = a.pseudonym("dave").unwrap();
+        a.active_user_key(&dave).await.unwrap();
+        let mut dave_stream = a.watch(&dave);
+        let mut carol_stream = a.watch(&carol);
+        b.erase(&dave, "test").await.unwrap();
+        a.apply(Invalidation::All).await;
+        assert!(matches!(
+            a.check_watch(&mut dave_stream).await,
+            Err(KeyError::UserErased)
+        ));
+        a.check_watch(&mut carol_stream).await.unwrap();
+        assert!(matches!(
+            a.user_key(&dave, 1).await,
+            Err(KeyError::UserErased)
+        ));
+
+        // A shard's notice drops its cached KEKs: the next cold user of the
+        // shard unwraps the KEK again; other shards stay cached.
+        let unwraps = master_a.unwraps.load(Ordering::SeqCst);
+        let shard = carol.shard(16);
+        a.apply(Invalidation::Shard(shard)).await;
+        a.users.invalidate_all();
+        a.user_key(&carol, 2).await.unwrap();
+        assert_eq!(master_a.unwraps.load(Ordering::SeqCst), unwraps + 1);
     }
 
     #[tokio::test]

@@ -182,6 +182,18 @@ impl Gateway {
             )
             .with_kek_max_age(config.keys.kek_max_age()),
         );
+        // Replicas sharing the key store tell each other which cached keys
+        // to drop; without a feed (SQLite) the cache lifetimes bound it.
+        match store.invalidations().await {
+            Ok(Some(feed)) => {
+                keys.follow(feed);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                store.close().await;
+                return Err(e.into());
+            }
+        }
         let content = Arc::new(Content::new(
             keys.clone(),
             blob.clone(),
