@@ -40,7 +40,7 @@ const MAX_CONNECTIONS: usize = 16;
 const PREPARE_CONCURRENCY: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 enum Workload {
     /// PutObject of `--size` bytes.
     Put,
@@ -50,6 +50,9 @@ enum Workload {
     Items,
     /// 40% GetObject, 30% GetItems, 20% HeadObject, 10% PutObject.
     Mixed,
+    /// PutObject of `--size` bytes, then GetObject of it over the next
+    /// connection (with `--replica`, through another gateway).
+    PutGet,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +62,10 @@ pub(super) struct BenchArgs {
     /// What to run.
     #[arg(long, value_enum)]
     workload: Workload,
+    /// Another gateway of the same deployment (repeatable): connections
+    /// are spread over `--endpoint` and these, in turn.
+    #[arg(long = "replica", value_name = "URL")]
+    replicas: Vec<String>,
     /// Bytes of each object or item.
     #[arg(long, default_value_t = 1024)]
     size: u64,
@@ -99,6 +106,7 @@ impl Workload {
             Workload::Get => "get",
             Workload::Items => "items",
             Workload::Mixed => "mixed",
+            Workload::PutGet => "put-get",
         }
     }
 }
@@ -269,10 +277,19 @@ impl Figures {
 }
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let connections = (args.concurrency as usize).min(MAX_CONNECTIONS);
+    let gateways: Vec<Endpoint> = std::iter::once(args.endpoint.clone())
+        .chain(args.replicas.iter().map(|url| Endpoint {
+            endpoint: url.clone(),
+            ..args.endpoint.clone()
+        }))
+        .collect();
+    // At least one connection per gateway, so that every one serves.
+    let connections = (args.concurrency as usize)
+        .min(MAX_CONNECTIONS)
+        .max(gateways.len());
     let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        clients.push(client(connect(&args.endpoint).await?));
+    for i in 0..connections {
+        clients.push(client(connect(&gateways[i % gateways.len()]).await?));
     }
     let plan = Arc::new(prepare(&args, &clients[0]).await?);
     let progress = !args.json;
@@ -289,10 +306,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut callers = Vec::with_capacity(args.concurrency as usize);
     for n in 0..args.concurrency as usize {
         let client = clients[n % connections].clone();
+        let reader = clients[(n + 1) % connections].clone();
         let plan = plan.clone();
         let workload = args.workload;
         callers.push(tokio::spawn(async move {
-            caller(n, workload, client, &plan, deadline).await
+            caller(n, workload, client, reader, &plan, deadline).await
         }));
     }
     let mut tally = Tally::new();
@@ -307,7 +325,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_text(&report);
     }
     let writers = match args.workload {
-        Workload::Put | Workload::Mixed => args.concurrency as usize,
+        Workload::Put | Workload::Mixed | Workload::PutGet => args.concurrency as usize,
         Workload::Get | Workload::Items => 0,
     };
     cleanup(&clients[0], &plan, writers)
@@ -422,11 +440,13 @@ enum Prep {
     Item(usize, String),
 }
 
-/// One caller: operations back to back until the deadline.
+/// One caller: operations back to back until the deadline. `put-get`
+/// reads back through `reader`, the next connection.
 async fn caller(
     n: usize,
     workload: Workload,
     mut client: ContentServiceClient<Channel>,
+    mut reader: ContentServiceClient<Channel>,
     plan: &Plan,
     deadline: Instant,
 ) -> Tally {
@@ -440,6 +460,18 @@ async fn caller(
             Workload::Put => Op::Put,
             Workload::Get => Op::Get,
             Workload::Items => Op::Items,
+            Workload::PutGet => {
+                let start = Instant::now();
+                let put = put_object(&mut client, plan, own_user, &own_object).await;
+                let stored = put.is_ok();
+                tally.record(Op::Put, start.elapsed(), put_outcome(plan, put));
+                if stored {
+                    let start = Instant::now();
+                    let got = get_object(&mut reader, plan, own_user, &own_object).await;
+                    tally.record(Op::Get, start.elapsed(), got);
+                }
+                continue;
+            }
             Workload::Mixed => match rng.next() % 10 {
                 0..=3 => Op::Get,
                 4..=6 => Op::Items,
@@ -449,14 +481,10 @@ async fn caller(
         };
         let start = Instant::now();
         let outcome = match op {
-            Op::Put => match put_object(&mut client, plan, own_user, &own_object).await {
-                Ok(()) => Outcome {
-                    objects: 1,
-                    bytes: plan.size,
-                    errors: Vec::new(),
-                },
-                Err(s) => Outcome::failed(s.code()),
-            },
+            Op::Put => put_outcome(
+                plan,
+                put_object(&mut client, plan, own_user, &own_object).await,
+            ),
             Op::Get => {
                 let (u, id) = &plan.objects[next % plan.objects.len()];
                 get_object(&mut client, plan, *u, id).await
@@ -482,6 +510,17 @@ async fn caller(
         next = next.wrapping_add(1);
     }
     tally
+}
+
+fn put_outcome(plan: &Plan, put: Result<(), tonic::Status>) -> Outcome {
+    match put {
+        Ok(()) => Outcome {
+            objects: 1,
+            bytes: plan.size,
+            errors: Vec::new(),
+        },
+        Err(s) => Outcome::failed(s.code()),
+    }
 }
 
 fn object_ref(plan: &Plan, user: usize, id: &str) -> pb::ObjectRef {

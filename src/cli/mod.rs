@@ -34,7 +34,7 @@ pub struct Cli {
 /// Where the gateway is and how to prove who we are: an `https://`
 /// endpoint is spoken to over TLS, with `--ca` to verify the server and
 /// `--cert`/`--key` as the client certificate that names our identity.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct Endpoint {
     /// Gateway address (`http://` on loopback, `https://` for TLS).
     #[arg(long, default_value = "http://127.0.0.1:50051", global = true)]

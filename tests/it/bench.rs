@@ -189,3 +189,58 @@ async fn bench_prints_text_and_speaks_mtls() {
     t.gw.assert_nothing_stored("the bench deletes what it stored")
         .await;
 }
+
+/// Runs `put-get` for two seconds over `endpoint` and `replica` with
+/// `--json`; returns the report.
+async fn put_get_over(endpoint: String, replica: String) -> Value {
+    let out = tokio::task::spawn_blocking(move || {
+        bench(&[
+            "--endpoint",
+            &endpoint,
+            "--replica",
+            &replica,
+            "--workload",
+            "put-get",
+            "--size",
+            "300000",
+            "--concurrency",
+            "4",
+            "--duration",
+            "2",
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    serde_json::from_str(&ok(&out)).expect("the report is JSON")
+}
+
+/// `put-get` with `--replica` reads each upload back through the other
+/// gateway: over two gateways of one store nothing fails; over two
+/// gateways of different stores every read misses, which shows the reads
+/// really went to the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_put_get_reads_back_through_the_replica() {
+    let a = TestGateway::start().await;
+    let mut same_store = TestGateway::start_config(crate::gateway::config(&a.data_dir)).await;
+    let r = put_get_over(a.endpoint(), same_store.endpoint()).await;
+    assert_eq!(r["workload"], "put-get", "{r}");
+    assert_eq!(r["errors"], serde_json::json!({}), "no errors: {r}");
+    let ops = &r["operations"];
+    check_figures(&ops["PutObject"], "PutObject");
+    check_figures(&ops["GetObject"], "GetObject");
+    assert_eq!(
+        ops["PutObject"]["ops"], ops["GetObject"]["ops"],
+        "each upload is read back once: {r}"
+    );
+    same_store.stop().await;
+    a.assert_nothing_stored("the bench deletes what it stored")
+        .await;
+
+    let other_store = TestGateway::start().await;
+    let r = put_get_over(a.endpoint(), other_store.endpoint()).await;
+    assert!(
+        r["errors"]["NotFound"].as_u64().unwrap_or(0) > 0,
+        "reads through a gateway of another store miss: {r}"
+    );
+}
