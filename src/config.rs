@@ -123,6 +123,8 @@ choice!(
     MasterProvider, "master.provider" {
         /// The keyring file `data_dir/keyring`.
         Local = "local",
+        /// AWS KMS in the China partition (`master.kms_key_arn`).
+        AwsKms = "aws-kms",
     }
 );
 
@@ -262,9 +264,11 @@ impl Default for KeyStoreConfig {
 pub struct Master {
     /// The master key provider.
     pub provider: MasterProvider,
-    /// KMS key ARN for `aws-kms`.
+    /// For `aws-kms`: the ARN of the KMS key new master versions use
+    /// (`arn:aws-cn:kms:REGION:ACCOUNT:key/ID`, in an allowed region).
     pub kms_key_arn: Option<String>,
-    /// KMS endpoint override.
+    /// For `aws-kms`: an endpoint override (KMS-compatible servers), under
+    /// the same residency rules as `s3.endpoint`.
     pub kms_endpoint: Option<String>,
 }
 
@@ -674,7 +678,47 @@ impl Config {
         if self.blob.backend == BlobBackend::Fs {
             crate::residency::check_local(&self.blob.region, &self.residency.allowed_regions)?;
         }
-        Ok(())
+        self.validate_master()
+    }
+
+    /// The KMS key's ARN and endpoint, checked before any network call.
+    fn validate_master(&self) -> Result<(), String> {
+        match self.master.provider {
+            MasterProvider::Local => {
+                for (key, value) in [
+                    ("kms_key_arn", &self.master.kms_key_arn),
+                    ("kms_endpoint", &self.master.kms_endpoint),
+                ] {
+                    if value.is_some() {
+                        return Err(format!(
+                            "master.{key}: set, but master.provider is \"local\"; set master.provider = \"aws-kms\" to use KMS"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            MasterProvider::AwsKms => {
+                let arn = self
+                    .master
+                    .kms_key_arn
+                    .as_deref()
+                    .ok_or("master.kms_key_arn: required when master.provider = \"aws-kms\"")?;
+                crate::residency::check_kms(
+                    arn,
+                    self.master.kms_endpoint.as_deref(),
+                    &self.residency.allowed_regions,
+                )
+                .map(drop)
+            }
+        }
+    }
+
+    /// The region of the configured KMS key (`None` for the local keyring).
+    pub fn kms_region(&self) -> Option<String> {
+        let arn = self.master.kms_key_arn.as_deref()?;
+        (self.master.provider == MasterProvider::AwsKms)
+            .then(|| crate::residency::KmsArn::parse(arn).ok().map(|a| a.region))
+            .flatten()
     }
 
     fn validate_listen(&self) -> Result<(), String> {
@@ -898,14 +942,67 @@ mod tests {
         );
         let err = Config::load(None, env(&[("SEALGATE_BLOB_BACKEND", "gcs")])).unwrap_err();
         assert!(err.to_string().contains("which has: fs, s3"), "{err}");
-        let err = Config::load(None, env(&[("SEALGATE_MASTER_PROVIDER", "aws-kms")])).unwrap_err();
-        assert!(err.to_string().contains("which has: local"), "{err}");
+        let err = Config::load(None, env(&[("SEALGATE_MASTER_PROVIDER", "hsm")])).unwrap_err();
+        assert!(
+            err.to_string().contains("which has: local, aws-kms"),
+            "{err}"
+        );
         let c = Config::load(
             None,
             env(&[("SEALGATE_BLOB_BACKEND", "s3"), ("SEALGATE_S3_BUCKET", "b")]),
         )
         .unwrap();
         assert_eq!(c.blob.backend, BlobBackend::S3);
+    }
+
+    #[test]
+    fn aws_kms_needs_a_china_arn_in_an_allowed_region() {
+        const ARN: &str =
+            "arn:aws-cn:kms:cn-north-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let kms = |extra: &[(&str, &str)]| {
+            let mut e = vec![("SEALGATE_MASTER_PROVIDER", "aws-kms")];
+            e.extend_from_slice(extra);
+            Config::load(None, env(&e))
+        };
+        let err = kms(&[]).unwrap_err();
+        assert!(
+            err.to_string().contains("master.kms_key_arn: required"),
+            "{err}"
+        );
+        let c = kms(&[
+            ("SEALGATE_MASTER_KMS_KEY_ARN", ARN),
+            (
+                "SEALGATE_MASTER_KMS_ENDPOINT",
+                "https://kms.cn-north-1.amazonaws.com.cn",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.master.provider, MasterProvider::AwsKms);
+        assert_eq!(c.kms_region().as_deref(), Some("cn-north-1"));
+        let err = kms(&[(
+            "SEALGATE_MASTER_KMS_KEY_ARN",
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        )])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("partition aws, region us-east-1"),
+            "{err}"
+        );
+        let err = kms(&[
+            ("SEALGATE_MASTER_KMS_KEY_ARN", ARN),
+            ("SEALGATE_RESIDENCY_ALLOWED_REGIONS", "[\"cn-northwest-1\"]"),
+            ("SEALGATE_BLOB_REGION", "cn-northwest-1"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("not in residency.allowed_regions"),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("SEALGATE_MASTER_KMS_KEY_ARN", ARN)])).unwrap_err();
+        assert!(
+            err.to_string().contains("master.provider is \"local\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::path::Path;
 use crate::blob::{BlobError, BlobStore};
 use crate::crypto::NamingKey;
 use crate::keys::keyring::{LocalKeyring, MasterKeyError};
+use crate::keys::kms::{KmsClient, KmsMasterKeys};
 use crate::keys::store::{KeyStore, StoreError};
 
 /// Why the gateway does not start.
@@ -118,22 +119,21 @@ pub async fn check_key_store_present(
     Ok(())
 }
 
-/// With the key store open: checks that the parts belong together, then
-/// loads (or, on a new deployment, creates) the local keyring and records
-/// the deployment id where it is missing. Returns the keyring, its naming
-/// key and the deployment id.
-///
-/// # Errors
-/// [`StartupError::Refused`] as the module describes; the other variants if
-/// a store cannot be read or written.
-pub async fn open_local(
-    parts: Parts<'_>,
-) -> Result<(LocalKeyring, NamingKey, String), StartupError> {
+/// The deployment ids both stores hold, checked to belong together.
+struct Ids {
+    store_id: Option<String>,
+    blob_id: Option<String>,
+    holds_keys: bool,
+}
+
+/// Refuses a key store and an object store of different deployments, or
+/// an object store with an id next to a key store without one.
+async fn check_ids(parts: Parts<'_>) -> Result<Ids, StartupError> {
     let Parts {
         key_store,
         key_store_path,
-        keyring_path,
         blob,
+        ..
     } = parts;
     let ks_err = store_error(key_store_path);
     // The object store's id first: it is recorded after the key store's, so
@@ -165,14 +165,73 @@ pub async fn open_local(
         }
         _ => {}
     }
+    Ok(Ids {
+        store_id,
+        blob_id,
+        holds_keys,
+    })
+}
 
+/// Records the deployment id where it is missing (the key store first);
+/// returns it.
+async fn record_ids(parts: Parts<'_>, ids: Ids) -> Result<String, StartupError> {
+    let Parts {
+        key_store,
+        key_store_path,
+        blob,
+        ..
+    } = parts;
+    let ks_err = store_error(key_store_path);
+    let id = match ids.store_id {
+        Some(id) => id,
+        None => {
+            let id = key_store
+                .init_store_id(&crate::names::random_id())
+                .await
+                .map_err(&ks_err)?;
+            if ids.holds_keys {
+                tracing::info!(store_id = %id, "key store from before store ids: recorded an id");
+            }
+            id
+        }
+    };
+    if ids.blob_id.as_deref() != Some(id.as_str()) {
+        let recorded = blob.init_store_id(&id).await.map_err(blob_error(blob))?;
+        if recorded != id {
+            return Err(StartupError::Refused(format!(
+                "key store {} belongs to deployment {id} but the object store {} \
+                 was just claimed by deployment {recorded}; configure the data directory and \
+                 object store of one deployment",
+                key_store_path.display(),
+                blob.location()
+            )));
+        }
+    }
+    tracing::info!(deployment = %id, "key store, master keys and object store belong together");
+    Ok(id)
+}
+
+/// With the key store open: checks that the parts belong together, then
+/// loads (or, on a new deployment, creates) the local keyring and records
+/// the deployment id where it is missing. Returns the keyring, its naming
+/// key and the deployment id.
+///
+/// # Errors
+/// [`StartupError::Refused`] as the module describes; the other variants if
+/// a store cannot be read or written.
+pub async fn open_local(
+    parts: Parts<'_>,
+) -> Result<(LocalKeyring, NamingKey, String), StartupError> {
+    let ids = check_ids(parts).await?;
+    let keyring_path = parts.keyring_path;
     let (keyring, naming) = match LocalKeyring::load(keyring_path) {
         Ok(loaded) => loaded,
-        Err(MasterKeyError::Missing(_)) if holds_keys => {
+        Err(MasterKeyError::Missing(_)) if ids.holds_keys => {
             return Err(StartupError::Refused(format!(
-                "keyring {} is missing but the key store {ks} holds keys; restore the \
+                "keyring {} is missing but the key store {} holds keys; restore the \
                  keyring from the backup taken with keys.db",
-                keyring_path.display()
+                keyring_path.display(),
+                parts.key_store_path.display()
             )))
         }
         Err(MasterKeyError::Missing(_)) => {
@@ -180,32 +239,37 @@ pub async fn open_local(
         }
         Err(e) => return Err(StartupError::Refused(e.to_string())),
     };
-
-    let id = match store_id {
-        Some(id) => id,
-        None => {
-            let id = key_store
-                .init_store_id(&crate::names::random_id())
-                .await
-                .map_err(&ks_err)?;
-            if holds_keys {
-                tracing::info!(store_id = %id, "key store from before store ids: recorded an id");
-            }
-            id
-        }
-    };
-    if blob_id.as_deref() != Some(id.as_str()) {
-        let recorded = blob.init_store_id(&id).await.map_err(blob_error(blob))?;
-        if recorded != id {
-            return Err(StartupError::Refused(format!(
-                "key store {ks} belongs to deployment {id} but the object store {objects} \
-                 was just claimed by deployment {recorded}; configure the data directory and \
-                 object store of one deployment"
-            )));
-        }
-    }
-    tracing::info!(deployment = %id, "key store, keyring and object store belong together");
+    let id = record_ids(parts, ids).await?;
     Ok((keyring, naming, id))
+}
+
+/// As [`open_local`] with master keys in AWS KMS: the master versions
+/// recorded in `key_store` (the same store as `parts.key_store`), created
+/// under `kms_key_arn` on a new deployment ([`KmsMasterKeys::open`]); the
+/// keyring path is not read. A key store that holds keys but no KMS
+/// version (one made with the local keyring) is refused.
+///
+/// # Errors
+/// As [`open_local`]; [`StartupError::Refused`] naming what KMS answered if
+/// the naming key cannot be unwrapped.
+pub async fn open_kms(
+    parts: Parts<'_>,
+    key_store: std::sync::Arc<dyn KeyStore>,
+    kms: KmsClient,
+    kms_key_arn: &str,
+) -> Result<(KmsMasterKeys, NamingKey, String), StartupError> {
+    let ids = check_ids(parts).await?;
+    let (master, naming) = KmsMasterKeys::open(key_store, kms, kms_key_arn)
+        .await
+        .map_err(|e| match e {
+            MasterKeyError::Store(error) => StartupError::KeyStore {
+                path: parts.key_store_path.display().to_string(),
+                error,
+            },
+            e => StartupError::Refused(format!("master keys in KMS: {e}")),
+        })?;
+    let id = record_ids(parts, ids).await?;
+    Ok((master, naming, id))
 }
 
 #[cfg(test)]

@@ -83,6 +83,10 @@ pub enum Reason {
     /// FAILED_PRECONDITION: the user is under legal hold; erasure waits
     /// until every case releases it.
     LegalHold,
+    /// FAILED_PRECONDITION: KMS refused to use the master key a KEK is
+    /// wrapped under (disabled, pending deletion, deleted, no permission);
+    /// retrying cannot help until an operator fixes the key.
+    MasterKeyUnusable,
     /// FAILED_PRECONDITION: the service was decommissioned: every key is
     /// destroyed, nothing can be read or written again.
     Decommissioned,
@@ -125,6 +129,7 @@ impl Reason {
             Self::JobNotFound => "JOB_NOT_FOUND",
             Self::MasterVersionNotFound => "MASTER_VERSION_NOT_FOUND",
             Self::MasterInUse => "MASTER_IN_USE",
+            Self::MasterKeyUnusable => "MASTER_KEY_UNUSABLE",
             Self::UserErased => "USER_ERASED",
             Self::IntegrityFailure => "INTEGRITY_FAILURE",
             Self::InvalidObjectId => "INVALID_OBJECT_ID",
@@ -360,6 +365,10 @@ impl From<KeyError> for Error {
             KeyError::Unavailable(m) => Self::Unavailable(m),
             KeyError::StorageFull(m) => Self::StorageFull(format!("key store: {m}")),
             KeyError::StoreLost(m) => Self::StorageLost(m),
+            KeyError::MasterKeyUnusable(m) => Self::FailedPrecondition {
+                reason: Reason::MasterKeyUnusable,
+                message: format!("the master key cannot be used: {m}; an operator must fix the KMS key"),
+            },
             KeyError::Decommissioned => Self::FailedPrecondition {
                 reason: Reason::Decommissioned,
                 message: "the service was decommissioned: every key is destroyed".into(),

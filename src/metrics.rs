@@ -101,6 +101,7 @@ pub struct Metrics {
     /// `sealgate_key_unwraps_total`: master, kek, user.
     unwraps: [Counter; 3],
     storage: Family<StorageLabels, Counter>,
+    kms: Family<StorageLabels, Counter>,
     jobs: Family<JobLabels, Gauge>,
     inflight_streams: Gauge,
 }
@@ -165,6 +166,12 @@ impl Metrics {
             "Object store operations, by operation and outcome",
             storage.clone(),
         );
+        let kms = Family::<StorageLabels, Counter>::default();
+        registry.register(
+            "sealgate_kms_requests",
+            "Requests sent to the KMS (each attempt, retries included), by operation and outcome",
+            kms.clone(),
+        );
         let jobs = Family::<JobLabels, Gauge>::default();
         registry.register(
             "sealgate_jobs",
@@ -185,6 +192,7 @@ impl Metrics {
             key_cache,
             unwraps,
             storage,
+            kms,
             jobs,
             inflight_streams,
         }
@@ -235,6 +243,12 @@ impl Metrics {
         self.storage
             .get_or_create(&StorageLabels { op, outcome })
             .inc();
+    }
+
+    /// A request of operation `op` (`encrypt`, `decrypt`) was sent to the
+    /// KMS and ended with `outcome` (`ok`, `unavailable`, `refused`).
+    pub fn kms(&self, op: &'static str, outcome: &'static str) {
+        self.kms.get_or_create(&StorageLabels { op, outcome }).inc();
     }
 
     /// Sets the number of jobs of `kind` in `state`.

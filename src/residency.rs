@@ -130,17 +130,33 @@ impl Provider {
     }
 }
 
+/// The configuration keys a check names in its messages.
+#[derive(Clone, Copy)]
+struct Keys {
+    /// The endpoint's key, such as `s3.endpoint`.
+    endpoint: &'static str,
+    /// What names the region, such as `blob.region`.
+    region: &'static str,
+}
+
+/// The object store's keys.
+const S3_KEYS: Keys = Keys {
+    endpoint: "s3.endpoint",
+    region: "blob.region",
+};
+
 /// The provider of an endpoint host.
 ///
 /// # Errors
 /// AWS outside the China partition.
-fn provider_of(host: &str) -> Result<Provider, String> {
+fn provider_of(keys: Keys, host: &str) -> Result<Provider, String> {
     let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
     Ok(if under("amazonaws.com.cn") {
         Provider::AwsChina
     } else if under("amazonaws.com") {
         return Err(format!(
-            "residency: s3.endpoint host {host} is AWS outside the China partition; China endpoints end in amazonaws.com.cn"
+            "residency: {} host {host} is AWS outside the China partition; China endpoints end in amazonaws.com.cn",
+            keys.endpoint
         ));
     } else if under("aliyuncs.com") {
         Provider::AlibabaOss
@@ -154,12 +170,15 @@ fn provider_of(host: &str) -> Result<Provider, String> {
 }
 
 /// The host of an endpoint URL, lower-cased.
-fn host_of(endpoint: &str) -> Result<String, String> {
+fn host_of(keys: Keys, endpoint: &str) -> Result<String, String> {
     let rest = endpoint
         .strip_prefix("https://")
         .or_else(|| endpoint.strip_prefix("http://"))
         .ok_or_else(|| {
-            format!("residency: s3.endpoint {endpoint:?} must start with https:// or http://")
+            format!(
+                "residency: {} {endpoint:?} must start with https:// or http://",
+                keys.endpoint
+            )
         })?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority
@@ -171,7 +190,10 @@ fn host_of(endpoint: &str) -> Result<String, String> {
         .trim_end_matches('.')
         .to_ascii_lowercase();
     if host.is_empty() {
-        return Err(format!("residency: s3.endpoint {endpoint:?} has no host"));
+        return Err(format!(
+            "residency: {} {endpoint:?} has no host",
+            keys.endpoint
+        ));
     }
     Ok(host)
 }
@@ -189,6 +211,16 @@ pub fn normalize(region: &str) -> &str {
 /// # Errors
 /// One line naming the endpoint, the region and what is expected.
 pub fn check(endpoint: Option<&str>, region: &str, allowed: &[String]) -> Result<Provider, String> {
+    check_with(S3_KEYS, endpoint, region, allowed)
+}
+
+/// [`check`], naming `keys` in its messages.
+fn check_with(
+    keys: Keys,
+    endpoint: Option<&str>,
+    region: &str,
+    allowed: &[String],
+) -> Result<Provider, String> {
     let catalogue = Provider::SelfHosted.mainland_regions();
     if let Some(foreign) = allowed.iter().find(|a| !catalogue.contains(&normalize(a))) {
         return Err(format!(
@@ -198,8 +230,8 @@ pub fn check(endpoint: Option<&str>, region: &str, allowed: &[String]) -> Result
     }
     let (provider, host) = match endpoint {
         Some(e) => {
-            let host = host_of(e)?;
-            (provider_of(&host)?, Some(host))
+            let host = host_of(keys, e)?;
+            (provider_of(keys, &host)?, Some(host))
         }
         None => (Provider::AwsChina, None),
     };
@@ -209,27 +241,33 @@ pub fn check(endpoint: Option<&str>, region: &str, allowed: &[String]) -> Result
         if let Some(named) = provider.named_region(host) {
             if !mainland.contains(&named.as_str()) {
                 return Err(format!(
-                    "residency: s3.endpoint host {host} is {provider} region {named}, which is not in mainland China (allowed: {})",
+                    "residency: {} host {host} is {provider} region {named}, which is not in mainland China (allowed: {})",
+                    keys.endpoint,
                     mainland.join(", ")
                 ));
             }
             if named != region {
                 return Err(format!(
-                    "residency: s3.endpoint host {host} is {provider} region {named}, but blob.region is {region}"
+                    "residency: {} host {host} is {provider} region {named}, but {} is {region}",
+                    keys.endpoint, keys.region
                 ));
             }
         }
     }
     if !mainland.contains(&region) {
-        let at = host.as_deref().unwrap_or("AWS China (no s3.endpoint)");
+        let at = host
+            .clone()
+            .unwrap_or_else(|| format!("AWS China (no {})", keys.endpoint));
         return Err(format!(
-            "residency: blob.region {region:?} is not a mainland China region of {provider} (endpoint {at}); allowed: {}",
+            "residency: {} {region:?} is not a mainland China region of {provider} (endpoint {at}); allowed: {}",
+            keys.region,
             mainland.join(", ")
         ));
     }
     if !allowed.is_empty() && !allowed.iter().any(|a| normalize(a) == region) {
         return Err(format!(
-            "residency: blob.region {region:?} is not in residency.allowed_regions {allowed:?}"
+            "residency: {} {region:?} is not in residency.allowed_regions {allowed:?}",
+            keys.region
         ));
     }
     Ok(provider)
@@ -250,6 +288,98 @@ pub fn check_local(region: &str, allowed: &[String]) -> Result<(), String> {
     }
     // The same rules for the list as with an endpoint.
     check(Some("http://local"), region, allowed).map(drop)
+}
+
+/// A KMS key ARN, parsed: `arn:PARTITION:kms:REGION:ACCOUNT:key/ID` (or
+/// `alias/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsArn {
+    /// The partition: `aws-cn` is the only one accepted.
+    pub partition: String,
+    /// The region the key lives in.
+    pub region: String,
+}
+
+impl KmsArn {
+    /// Parses a KMS key (or alias) ARN.
+    ///
+    /// # Errors
+    /// One line naming the ARN and the expected form.
+    pub fn parse(arn: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "master.kms_key_arn {arn:?} is not a KMS key ARN (arn:aws-cn:kms:REGION:ACCOUNT:key/KEY-ID)"
+            )
+        };
+        let fields: Vec<&str> = arn.splitn(6, ':').collect();
+        let [prefix, partition, service, region, account, resource] = fields[..] else {
+            return Err(bad());
+        };
+        let resource_ok = ["key/", "alias/"].iter().any(|t| {
+            resource.strip_prefix(t).is_some_and(|id| {
+                !id.is_empty()
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_/".contains(&b))
+            })
+        });
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if prefix != "arn"
+            || service != "kms"
+            || !label(partition)
+            || !label(region)
+            || account.len() != 12
+            || !account.bytes().all(|b| b.is_ascii_digit())
+            || !resource_ok
+        {
+            return Err(bad());
+        }
+        Ok(Self {
+            partition: partition.into(),
+            region: region.into(),
+        })
+    }
+}
+
+/// Checks a KMS key ARN and optional KMS endpoint before any network
+/// call: the ARN in the `aws-cn` partition and an AWS China region that
+/// `allowed` (narrowing the catalogue) lets through; an endpoint under the
+/// same rules as an object store's (an AWS host in the China partition
+/// naming the ARN's region; a self-hosted KMS-compatible host, such as a
+/// test server on loopback, any host).
+///
+/// # Errors
+/// One line naming the ARN's partition and region, or the endpoint.
+pub fn check_kms(arn: &str, endpoint: Option<&str>, allowed: &[String]) -> Result<KmsArn, String> {
+    let parsed = KmsArn::parse(arn).map_err(|e| format!("residency: {e}"))?;
+    let KmsArn { partition, region } = &parsed;
+    if partition != "aws-cn" {
+        return Err(format!(
+            "residency: master.kms_key_arn is in partition {partition}, region {region}; KMS keys must be in the aws-cn partition (arn:aws-cn:kms:...) in an AWS China region ({})",
+            AWS_CHINA.join(", ")
+        ));
+    }
+    if !AWS_CHINA.contains(&region.as_str()) {
+        return Err(format!(
+            "residency: master.kms_key_arn is in partition aws-cn, region {region}, which is not an AWS China region ({})",
+            AWS_CHINA.join(", ")
+        ));
+    }
+    if !allowed.is_empty() && !allowed.iter().any(|a| normalize(a) == region) {
+        return Err(format!(
+            "residency: master.kms_key_arn is in partition aws-cn, region {region}, which is not in residency.allowed_regions {allowed:?}"
+        ));
+    }
+    let keys = Keys {
+        endpoint: "master.kms_endpoint",
+        region: "the region of master.kms_key_arn",
+    };
+    check_with(keys, endpoint, region, allowed)?;
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -377,5 +507,92 @@ mod tests {
         let e = refused(None, "cn-northwest-1", &["cn-north-1"]);
         assert!(e.contains("not in residency.allowed_regions"), "{e}");
         assert!(check(None, "cn-north-1", &["cn-north-1".into()]).is_ok());
+    }
+
+    fn kms_refused(arn: &str, endpoint: Option<&str>, allowed: &[&str]) -> String {
+        let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+        let err = check_kms(arn, endpoint, &allowed).expect_err("refused");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    }
+
+    const CN_ARN: &str =
+        "arn:aws-cn:kms:cn-north-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    #[test]
+    fn kms_arns_in_the_china_partition_and_an_allowed_region_pass() {
+        let arn = check_kms(CN_ARN, None, &[]).unwrap();
+        assert_eq!(
+            (arn.partition.as_str(), arn.region.as_str()),
+            ("aws-cn", "cn-north-1")
+        );
+        check_kms(
+            "arn:aws-cn:kms:cn-northwest-1:123456789012:alias/sealgate",
+            Some("https://kms.cn-northwest-1.amazonaws.com.cn"),
+            &["cn-northwest-1".into()],
+        )
+        .unwrap();
+        // A self-hosted KMS-compatible endpoint (a test server).
+        check_kms(CN_ARN, Some("http://127.0.0.1:4566"), &[]).unwrap();
+    }
+
+    #[test]
+    fn kms_arns_elsewhere_are_refused_naming_partition_and_region() {
+        let e = kms_refused(
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            None,
+            &[],
+        );
+        assert!(
+            e.contains("partition aws,") && e.contains("us-east-1") && e.contains("aws-cn"),
+            "{e}"
+        );
+        let e = kms_refused(
+            "arn:aws-cn:kms:cn-northwest-1:123456789012:key/k",
+            None,
+            &["cn-north-1"],
+        );
+        assert!(
+            e.contains("aws-cn") && e.contains("cn-northwest-1") && e.contains("allowed_regions"),
+            "{e}"
+        );
+        let e = kms_refused("arn:aws-cn:kms:cn-beijing:123456789012:key/k", None, &[]);
+        assert!(
+            e.contains("cn-beijing") && e.contains("not an AWS China region"),
+            "{e}"
+        );
+        for bad in [
+            "",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws-cn:s3:cn-north-1:123456789012:key/k",
+            "arn:aws-cn:kms:cn-north-1:1234:key/k",
+            "arn:aws-cn:kms:cn-north-1:123456789012:key/",
+            "arn:aws-cn:kms:cn-north-1:123456789012:grant/k",
+        ] {
+            let e = kms_refused(bad, None, &[]);
+            assert!(e.contains("is not a KMS key ARN"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn kms_endpoints_follow_the_object_store_rules() {
+        let e = kms_refused(CN_ARN, Some("https://kms.us-east-1.amazonaws.com"), &[]);
+        assert!(
+            e.contains("master.kms_endpoint") && e.contains("outside the China partition"),
+            "{e}"
+        );
+        let e = kms_refused(
+            CN_ARN,
+            Some("https://kms.cn-northwest-1.amazonaws.com.cn"),
+            &[],
+        );
+        assert!(
+            e.contains("cn-northwest-1")
+                && e.contains("cn-north-1")
+                && e.contains("master.kms_key_arn"),
+            "{e}"
+        );
+        let e = kms_refused(CN_ARN, Some("kms.cn-north-1.amazonaws.com.cn"), &[]);
+        assert!(e.contains("master.kms_endpoint"), "{e}");
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! Every secret lives in a heap box that is zeroized on drop, has no `Clone`
 //! unless rotation needs it, and prints as `Type(..)` in `Debug`. A [`Dek`],
-//! [`Kek`] or [`UserKey`] can only be generated or unwrapped: there is no
-//! constructor from bytes, so a key cannot be forged out of a buffer by
-//! accident. Master and naming keys are loaded from a keyring and therefore
+//! [`Kek`] or [`UserKey`] can only be generated or unwrapped (a KEK also by
+//! a KMS: [`Kek::unwrapped_by_kms`]): there is no other constructor from
+//! bytes, so a key cannot be forged out of a buffer by accident. Master and naming keys are loaded from a keyring and therefore
 //! do have one.
 
 use std::fmt;
@@ -203,6 +203,22 @@ impl Kek {
     /// [`CryptoError::Rng`] if the system RNG fails.
     pub fn generate() -> Result<Self, CryptoError> {
         Secret::generate().map(Self)
+    }
+
+    /// The raw key, to hand to a KMS that wraps it (KMS Encrypt): the only
+    /// way a KEK leaves the process's memory, and only over TLS to the KMS.
+    pub fn expose_for_kms(&self) -> &[u8; KEY_LEN] {
+        &self.0 .0
+    }
+
+    /// A KEK a KMS unwrapped (KMS Decrypt's plaintext): the KMS did the
+    /// authenticated decryption, so this is an unwrap, not a constructor
+    /// from arbitrary bytes. The caller zeroizes `plaintext` afterwards.
+    ///
+    /// # Errors
+    /// [`CryptoError::InvalidKeySize`] unless `plaintext` is 32 bytes.
+    pub fn unwrapped_by_kms(plaintext: &[u8]) -> Result<Self, CryptoError> {
+        Secret::from_slice(plaintext).map(Self)
     }
 
     /// Wraps a user key; `aad` binds it to its pseudonym and version.

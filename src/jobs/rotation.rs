@@ -110,6 +110,7 @@ pub(crate) fn key_error(e: KeyError) -> JobError {
         | KeyError::MissingUserKeyVersion(_)
         | KeyError::KeyRetired(_)
         | KeyError::KekMissing { .. }
+        | KeyError::MasterKeyUnusable(_)
         | KeyError::Unwrap(_)
         | KeyError::Internal(_) => JobError::Permanent(e.to_string()),
     }
@@ -120,6 +121,9 @@ fn master_error(e: MasterKeyError) -> JobError {
         // A keyring file that cannot be read or written now (a full or
         // read-only disk) may be repaired.
         MasterKeyError::Keyring { .. } => JobError::Transient(e.to_string()),
+        // KMS or the key store holding its version records away for now.
+        MasterKeyError::KmsUnavailable(_) => JobError::Transient(e.to_string()),
+        MasterKeyError::Store(e) => e.into(),
         _ => JobError::Permanent(e.to_string()),
     }
 }

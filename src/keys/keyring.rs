@@ -72,6 +72,30 @@ pub enum MasterKeyError {
     /// Cryptographic failure while wrapping.
     #[error("KEK wrap failed: {0}")]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// KMS could not be reached or could not answer now (timeouts,
+    /// throttling, its internal errors): retryable.
+    #[error("KMS unavailable: {0}")]
+    KmsUnavailable(String),
+    /// KMS refused a request retrying cannot fix: a disabled, deleted or
+    /// foreign key, no permission, a ciphertext it does not accept.
+    #[error("KMS refused {op} with key {arn}: {code}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    KmsRefused {
+        /// The operation (`Encrypt`, `Decrypt`).
+        op: &'static str,
+        /// The KMS key's ARN.
+        arn: String,
+        /// KMS's error code, such as `DisabledException`.
+        code: String,
+        /// KMS's message.
+        message: String,
+    },
+    /// The KMS master version records in the key store are missing or
+    /// malformed.
+    #[error("KMS master versions: {0}")]
+    KmsRecords(String),
+    /// The key store, where KMS master versions are recorded, failed.
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
 }
 
 /// Where master keys live: a local keyring or a KMS.

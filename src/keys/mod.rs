@@ -7,6 +7,7 @@
 //! a key of that user again, cached or not.
 
 pub mod keyring;
+pub mod kms;
 pub mod sqlite;
 pub mod store;
 
@@ -71,6 +72,11 @@ pub enum KeyError {
     /// (or already destroyed) meanwhile: it must be written again.
     #[error("user key version {0} was retired by a rewrap while the write ran")]
     KeyRetired(u32),
+    /// The master key provider (KMS) refused to use a master key: retrying
+    /// cannot help until an operator fixes the key (enables it, restores
+    /// the permission).
+    #[error("{0}")]
+    MasterKeyUnusable(String),
     /// The service was decommissioned: every key is destroyed.
     #[error("decommissioned: every key is destroyed")]
     Decommissioned,
@@ -96,7 +102,12 @@ impl From<StoreError> for KeyError {
 
 impl From<MasterKeyError> for KeyError {
     fn from(e: MasterKeyError) -> Self {
-        Self::Unwrap(e.to_string())
+        match e {
+            MasterKeyError::KmsUnavailable(_) => Self::Unavailable(e.to_string()),
+            MasterKeyError::KmsRefused { .. } => Self::MasterKeyUnusable(e.to_string()),
+            MasterKeyError::Store(e) => e.into(),
+            e => Self::Unwrap(e.to_string()),
+        }
     }
 }
 
@@ -749,7 +760,8 @@ impl KeyHierarchy {
 
     /// Decommissions the service, for `principal`: destroys every user key
     /// and KEK (one key-store transaction, scrubbed as an erasure), then
-    /// every master version (the keyring overwritten and removed), drops
+    /// every master version (the keyring overwritten and removed, or the
+    /// KMS version records deleted), drops
     /// every cached key and ends every open stream at its next piece.
     /// From the first step on, every key access fails
     /// [`KeyError::Decommissioned`].
@@ -774,7 +786,7 @@ impl KeyHierarchy {
                 pseudonym: None,
                 outcome: "ok".into(),
                 detail: format!(
-                    "master key versions {masters:?} destroyed; keyring overwritten and removed"
+                    "master key versions {masters:?} destroyed (local keyring overwritten and removed; KMS version records deleted)"
                 ),
             })
             .await?;

@@ -1654,6 +1654,32 @@ impl KeyStore for SqliteKeyStore {
         Ok(held)
     }
 
+    async fn meta_values(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        // substr rather than LIKE: a prefix may hold `_` or `%`.
+        sqlx::query_as(
+            "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+        )
+        .bind(prefix)
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(backend)
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query("DELETE FROM meta WHERE key = ?")
+            .bind(key)
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await?;
+        if deleted > 0 {
+            self.checkpoint().await?;
+        }
+        Ok(deleted > 0)
+    }
+
     async fn claim_job(
         &self,
         id: &str,
@@ -2089,5 +2115,46 @@ mod tests {
         // Opening again changes nothing more.
         let store = SqliteKeyStore::open(&path).await.unwrap();
         assert_eq!(store.job("old").await.unwrap().unwrap().done, 7);
+    }
+
+    #[tokio::test]
+    async fn meta_values_by_prefix_and_deleted_without_a_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let store = SqliteKeyStore::open(&path).await.unwrap();
+        for (k, v) in [
+            ("kms_master:0000000002", "b wrapped-two"),
+            ("kms_master:0000000001", "a wrapped-one"),
+            ("kms_masterx", "not under the prefix"),
+            ("master_seen:1", "1"),
+        ] {
+            store.set_meta_if_absent(k, v).await.unwrap();
+        }
+        let found = store.meta_values("kms_master:").await.unwrap();
+        assert_eq!(
+            found,
+            [
+                (
+                    "kms_master:0000000001".to_string(),
+                    "a wrapped-one".to_string()
+                ),
+                (
+                    "kms_master:0000000002".to_string(),
+                    "b wrapped-two".to_string()
+                ),
+            ]
+        );
+        // `_` and `%` in a prefix are plain characters.
+        assert!(store.meta_values("kms_master_").await.unwrap().is_empty());
+        assert!(store.meta_values("kms%").await.unwrap().is_empty());
+        assert!(store.delete_meta("kms_master:0000000001").await.unwrap());
+        assert!(!store.delete_meta("kms_master:0000000001").await.unwrap());
+        assert_eq!(store.meta_values("kms_master:").await.unwrap().len(), 1);
+        store.close().await;
+        // No copy of the deleted value in the database or its WAL.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(13).any(|w| w == b"a wrapped-one"));
+        }
     }
 }

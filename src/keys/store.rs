@@ -636,6 +636,12 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn meta_value(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a value unless one is set; returns the value that holds.
     async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String, StoreError>;
+    /// Every value of the settings table whose key starts with `prefix`,
+    /// by key.
+    async fn meta_values(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Deletes a value of the settings table (scrubbed as an erasure: the
+    /// value may be a wrapped key); false if there was none.
+    async fn delete_meta(&self, key: &str) -> Result<bool, StoreError>;
     /// Appends a record to the audit trail's hash chain.
     async fn audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError>;
     /// Audit records after `after_id` in order, at most `limit`, of one user

@@ -39,6 +39,7 @@ use crate::jobs::rotation::{RotateKek, RotateMaster};
 use crate::jobs::{JobRunner, JobSettings};
 use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
+use crate::keys::kms::{KmsClient, KmsSettings};
 use crate::keys::sqlite::SqliteKeyStore;
 use crate::keys::store::{
     KeyStore, DECOMMISSIONED_META, JOB_KIND_ERASURE_GC, JOB_KIND_REWRAP_USER, JOB_KIND_ROTATE_KEK,
@@ -130,6 +131,20 @@ impl Gateway {
     /// # Errors
     /// [`ServeError`] naming what could not be opened.
     pub async fn open(config: &Config, blob: Arc<dyn BlobStore>) -> Result<Self, ServeError> {
+        Self::open_with(config, blob, None).await
+    }
+
+    /// As [`Self::open`], with master keys in KMS reached through `kms`
+    /// (for `master.provider = "aws-kms"`; `None`: a client with the
+    /// standard AWS credential chain).
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub async fn open_with(
+        config: &Config,
+        blob: Arc<dyn BlobStore>,
+        kms: Option<KmsClient>,
+    ) -> Result<Self, ServeError> {
         config.validate()?;
         // The startup guards (`deployment`): nothing is created before a
         // missing key store next to a used object store is refused.
@@ -165,6 +180,40 @@ impl Gateway {
                     }
                 };
                 (Arc::new(keyring), naming)
+            }
+            MasterProvider::AwsKms => {
+                let arn = config.master.kms_key_arn.clone().unwrap_or_default();
+                let kms = match kms {
+                    Some(kms) => kms,
+                    None => {
+                        KmsClient::connect(&KmsSettings {
+                            region: config.kms_region().unwrap_or_default(),
+                            endpoint: config.master.kms_endpoint.clone(),
+                            credentials: None,
+                        })
+                        .await
+                    }
+                };
+                let opened = deployment::open_kms(
+                    deployment::Parts {
+                        key_store: &*store,
+                        key_store_path: &key_store_path,
+                        keyring_path: &config.data_dir.join("keyring"),
+                        blob: &*blob,
+                    },
+                    store.clone(),
+                    kms,
+                    &arn,
+                )
+                .await;
+                let (master, naming, _id) = match opened {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        store.close().await;
+                        return Err(e.into());
+                    }
+                };
+                (Arc::new(master), naming)
             }
         };
         let policy = CachePolicy {
@@ -436,13 +485,28 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with(config, blob, None, listener, shutdown).await
+}
+
+/// As [`serve`], with master keys in KMS reached through `kms` (see
+/// [`Gateway::open_with`]).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    config: Config,
+    blob: Arc<dyn BlobStore>,
+    kms: Option<KmsClient>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let tls = config.tls.as_ref().map(tls::ServerTls::load).transpose()?;
     let policy = Arc::new(Policy::new(config.principals()));
     // Health probes the store itself; the gateway's operations are counted.
     let probed_blob = blob.clone();
     let blob_settle = blob.clone();
     let blob: Arc<dyn BlobStore> = Arc::new(MeteredBlobStore::new(blob));
-    let gateway = Gateway::open(&config, blob).await?;
+    let gateway = Gateway::open_with(&config, blob, kms).await?;
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = config.metrics.address().map_err(ConfigError::Invalid)? {
         let metrics_listener = match TcpListener::bind(address).await {

@@ -6,6 +6,7 @@ mod damage;
 mod fuzz_seeds;
 mod gateway;
 mod health;
+mod kms_env;
 mod layering;
 mod metrics;
 mod parser_regressions;

@@ -151,3 +151,56 @@ async fn objects_are_refused_by_a_gateway_of_another_region() {
     .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
 }
+
+/// `master.provider = "aws-kms"` with a KMS key outside the China partition,
+/// in a region `residency.allowed_regions` leaves out, or behind an AWS
+/// endpoint abroad: refused at startup in one line naming the ARN's
+/// partition and region (or the endpoint), before any network call: the
+/// KMS endpoint configured, a listener of the test's, is never connected.
+#[test]
+fn startup_refuses_kms_keys_outside_china_before_any_network_call() {
+    let kms = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    kms.set_nonblocking(true).unwrap();
+    let endpoint = format!("http://{}", kms.local_addr().unwrap());
+    const KEY: &str = "key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let abroad = format!("arn:aws:kms:us-east-1:123456789012:{KEY}");
+    let ningxia = format!("arn:aws-cn:kms:cn-northwest-1:123456789012:{KEY}");
+    let beijing = format!("arn:aws-cn:kms:cn-north-1:123456789012:{KEY}");
+    for (arn, endpoint, allowed, says) in [
+        (
+            &abroad,
+            endpoint.as_str(),
+            None,
+            "master.kms_key_arn is in partition aws, region us-east-1; KMS keys must be in the aws-cn partition",
+        ),
+        (
+            &ningxia,
+            endpoint.as_str(),
+            Some("[\"cn-north-1\"]"),
+            "master.kms_key_arn is in partition aws-cn, region cn-northwest-1, which is not in residency.allowed_regions",
+        ),
+        (
+            &beijing,
+            "https://kms.us-east-1.amazonaws.com",
+            None,
+            "master.kms_endpoint host kms.us-east-1.amazonaws.com is AWS outside the China partition",
+        ),
+    ] {
+        let mut env = vec![
+            ("SEALGATE_MASTER_PROVIDER", "aws-kms"),
+            ("SEALGATE_MASTER_KMS_KEY_ARN", arn.as_str()),
+            ("SEALGATE_MASTER_KMS_ENDPOINT", endpoint),
+        ];
+        if let Some(allowed) = allowed {
+            env.push(("SEALGATE_RESIDENCY_ALLOWED_REGIONS", allowed));
+        }
+        let (ok, err) = serve_with_env(&env);
+        assert!(!ok, "{arn}: {err}");
+        assert!(err.contains(says), "{arn}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    assert!(
+        matches!(kms.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "no connection reached the KMS endpoint"
+    );
+}

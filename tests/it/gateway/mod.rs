@@ -52,6 +52,7 @@ mod holds;
 mod jobs;
 mod kek_rotation;
 mod key_store_faults;
+mod kms;
 mod limits;
 mod limits_flood;
 mod limits_timeouts;
@@ -73,7 +74,8 @@ use sealgate::api::pb::content_service_client::ContentServiceClient;
 use sealgate::api::pb::erasure_service_client::ErasureServiceClient;
 use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
 use sealgate::blob::s3::S3BlobStore;
-use sealgate::config::Config;
+use sealgate::config::{Config, MasterProvider};
+use sealgate::keys::kms::KmsClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -165,6 +167,9 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub backend: Backend,
+    /// The KMS client of a gateway with `master.provider = "aws-kms"` (its
+    /// request counts).
+    pub kms: Option<KmsClient>,
     _tmp: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -200,8 +205,9 @@ impl TestGateway {
     }
 
     /// Starts a gateway with exactly this configuration. The filesystem
-    /// store is opened as `sealgate serve` opens it; an S3 store with the
-    /// test credentials (the server would use the AWS provider chain).
+    /// store is opened as `sealgate serve` opens it; an S3 store and a KMS
+    /// client with the test credentials (the server would use the AWS
+    /// provider chain).
     pub async fn start_config(config: Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -213,9 +219,17 @@ impl TestGateway {
         let shutdown = async {
             let _ = rx.await;
         };
+        let kms = match config.master.provider {
+            MasterProvider::AwsKms => Some(crate::kms_env::client_for(&config).await),
+            MasterProvider::Local => None,
+        };
+        let server_kms = kms.clone();
         let handle = match &backend {
             Backend::Fs => tokio::spawn(async move {
-                sealgate::server::run(config, listener, shutdown)
+                let blob = sealgate::server::open_blob(&config)
+                    .await
+                    .expect("open the object store");
+                sealgate::server::serve_with(config, blob, server_kms, listener, shutdown)
                     .await
                     .expect("server run");
             }),
@@ -224,9 +238,15 @@ impl TestGateway {
                     .await
                     .expect("connect to S3");
                 tokio::spawn(async move {
-                    sealgate::server::serve(config, Arc::new(store), listener, shutdown)
-                        .await
-                        .expect("server run");
+                    sealgate::server::serve_with(
+                        config,
+                        Arc::new(store),
+                        server_kms,
+                        listener,
+                        shutdown,
+                    )
+                    .await
+                    .expect("server run");
                 })
             }
         };
@@ -234,6 +254,7 @@ impl TestGateway {
             addr,
             data_dir,
             backend,
+            kms,
             _tmp: None,
             shutdown: Some(tx),
             handle: Some(handle),

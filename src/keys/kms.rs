@@ -1,0 +1,746 @@
+//! Master keys in AWS KMS (`master.provider = "aws-kms"`): KEKs are wrapped
+//! by KMS Encrypt and unwrapped by KMS Decrypt under a KMS key in the China
+//! partition. No master key material ever enters the process.
+//!
+//! **What a master version is.** A record in the key store's settings table,
+//! `kms_master:{version}` (zero-padded), holding the ARN of the KMS key the
+//! version uses and the deployment's naming key as that KMS key wrapped it.
+//! A KEK row names its master version, so a KEK is unwrapped with KMS
+//! Decrypt under exactly the key its version names (KeyId passed: a
+//! ciphertext of any other key is refused by KMS). Rotation
+//! ([`MasterKeyProvider::add_version`]) adds version N+1 under the ARN
+//! configured now (`master.kms_key_arn`): an operator moves to a new KMS key
+//! by changing the ARN and rotating; the rotation job then re-wraps every
+//! KEK through KMS. Retirement removes a version's record once no KEK is
+//! wrapped under it, after which the old KMS key wraps nothing of this
+//! deployment. A rotation under the same ARN is legitimate too (the key
+//! schedule does it): versions then only count re-wraps.
+//!
+//! **Binding.** Every Encrypt and Decrypt carries an encryption context:
+//! `sealgate` = `kek` and `aad` = the hex of the AAD the hierarchy gives
+//! (shard and KEK version), or `sealgate` = `naming-key` and the master
+//! version. KMS authenticates it, so a wrapped KEK moved to another shard,
+//! version or row does not unwrap.
+//!
+//! **Replicas.** The provider keeps nothing but a cache of the version
+//! records: every replica sharing the key store sees the same versions. A
+//! replica reads the records again before every wrap (so a new KEK never
+//! goes under a version another replica retired, nor under an older one
+//! than another added) and when asked for a version it does not know.
+//!
+//! **The naming key** (pseudonyms) is generated on the deployment's first
+//! start, wrapped by KMS into master version 1's record, and re-wrapped
+//! into each new version's record, so that it stays readable after an old
+//! KMS key is retired and disabled. Startup unwraps it once (one Decrypt).
+//!
+//! **Decommission** ([`MasterKeyProvider::destroy_all`]) deletes every
+//! version record (and with them every wrapped copy of the naming key),
+//! after the key store deleted every KEK: nothing this deployment wrapped
+//! under KMS is left to decrypt. The KMS key itself is left alone: it is
+//! the customer's and may protect other data; README says what the
+//! operator does in KMS (disable it, or schedule its deletion).
+//!
+//! **Errors.** A KMS that cannot be reached, throttles or fails inside is
+//! [`MasterKeyError::KmsUnavailable`] (retryable); a refusal retrying
+//! cannot fix (a disabled, deleted or foreign key, no permission, a
+//! ciphertext KMS does not accept) is [`MasterKeyError::KmsRefused`],
+//! naming the operation, the key's ARN and KMS's error code.
+//!
+//! Every request that leaves the process is counted per attempt (SDK
+//! retries included) in `sealgate_kms_requests_total{op,outcome}` and in
+//! the client's own counters ([`KmsClient::sent`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_kms::config::interceptors::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::keyring::{MasterKeyError, MasterKeyProvider};
+use super::store::KeyStore;
+use crate::crypto::{Kek, NamingKey};
+
+/// Prefix of the version records in the key store's settings table.
+const RECORD_PREFIX: &str = "kms_master:";
+
+/// The settings key of master `version`'s record (zero-padded so that the
+/// records list in version order).
+fn record_key(version: u32) -> String {
+    format!("{RECORD_PREFIX}{version:010}")
+}
+
+/// A KMS operation sealgate sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsOp {
+    /// KMS Encrypt: a KEK or the naming key wrapped.
+    Encrypt,
+    /// KMS Decrypt: a KEK or the naming key unwrapped.
+    Decrypt,
+}
+
+impl KmsOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Encrypt => "encrypt",
+            Self::Decrypt => "decrypt",
+        }
+    }
+}
+
+/// How to reach KMS.
+#[derive(Debug, Clone)]
+pub struct KmsSettings {
+    /// The region of the configured key (from its ARN).
+    pub region: String,
+    /// Endpoint override (KMS-compatible servers, tests).
+    pub endpoint: Option<String>,
+    /// Static credentials; `None` uses the standard AWS provider chain.
+    pub credentials: Option<(String, String)>,
+}
+
+/// A KMS client and the count of the requests it sent. Holds no key and
+/// no state: what versions exist is in the key store.
+#[derive(Clone)]
+pub struct KmsClient {
+    client: aws_sdk_kms::Client,
+    sent: Arc<[AtomicU64; 2]>,
+}
+
+impl std::fmt::Debug for KmsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsClient").finish_non_exhaustive()
+    }
+}
+
+impl KmsClient {
+    /// A client for `settings` (no request is sent).
+    pub async fn connect(settings: &KmsSettings) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(settings.region.clone()))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+        if let Some((id, secret)) = &settings.credentials {
+            loader = loader.credentials_provider(aws_sdk_kms::config::Credentials::new(
+                id.clone(),
+                secret.clone(),
+                None,
+                None,
+                "sealgate-static",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_kms::config::Builder::from(&shared);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Self {
+            client: aws_sdk_kms::Client::from_conf(builder.build()),
+            sent: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
+        }
+    }
+
+    /// How many requests of `op` this client has sent (every attempt).
+    pub fn sent(&self, op: KmsOp) -> u64 {
+        self.sent[op as usize].load(Ordering::Relaxed)
+    }
+
+    fn counter(&self, op: KmsOp) -> AttemptCounter {
+        AttemptCounter {
+            op,
+            sent: self.sent.clone(),
+            transmitting: AtomicBool::new(false),
+        }
+    }
+
+    /// KMS Encrypt of `plaintext` under `arn` with `context`; the
+    /// ciphertext blob.
+    async fn encrypt(
+        &self,
+        arn: &str,
+        plaintext: &[u8],
+        context: &[(&str, String)],
+    ) -> Result<Vec<u8>, MasterKeyError> {
+        let mut request = self
+            .client
+            .encrypt()
+            .key_id(arn)
+            .plaintext(Blob::new(plaintext.to_vec()));
+        for (k, v) in context {
+            request = request.encryption_context(*k, v);
+        }
+        let out = request
+            .customize()
+            .interceptor(self.counter(KmsOp::Encrypt))
+            .send()
+            .await
+            .map_err(|e| classify(KmsOp::Encrypt, arn, e))?;
+        out.ciphertext_blob
+            .map(Blob::into_inner)
+            .ok_or_else(|| MasterKeyError::KmsRefused {
+                op: "Encrypt",
+                arn: arn.into(),
+                code: "NoCiphertext".into(),
+                message: "KMS answered without a ciphertext".into(),
+            })
+    }
+
+    /// KMS Decrypt of `ciphertext`, which must be `arn`'s, with `context`;
+    /// the plaintext, zeroized on drop.
+    async fn decrypt(
+        &self,
+        arn: &str,
+        ciphertext: &[u8],
+        context: &[(&str, String)],
+    ) -> Result<Zeroizing<Vec<u8>>, MasterKeyError> {
+        let mut request = self
+            .client
+            .decrypt()
+            .key_id(arn)
+            .ciphertext_blob(Blob::new(ciphertext.to_vec()));
+        for (k, v) in context {
+            request = request.encryption_context(*k, v);
+        }
+        let mut out = request
+            .customize()
+            .interceptor(self.counter(KmsOp::Decrypt))
+            .send()
+            .await
+            .map_err(|e| classify(KmsOp::Decrypt, arn, e))?;
+        // The SDK's buffer of the plaintext, taken over and zeroized when
+        // dropped. (The HTTP response it was decoded from is the SDK's; it
+        // is freed, not scrubbed.)
+        let plaintext =
+            Zeroizing::new(out.plaintext.take().map(Blob::into_inner).ok_or_else(|| {
+                MasterKeyError::KmsRefused {
+                    op: "Decrypt",
+                    arn: arn.into(),
+                    code: "NoPlaintext".into(),
+                    message: "KMS answered without a plaintext".into(),
+                }
+            })?);
+        Ok(plaintext)
+    }
+}
+
+/// Counts each attempt of one request that is transmitted, in the
+/// client's counters and the process's metrics (with its outcome: `ok`, an
+/// HTTP `error`, or `no_response`).
+#[derive(Debug)]
+struct AttemptCounter {
+    op: KmsOp,
+    sent: Arc<[AtomicU64; 2]>,
+    transmitting: AtomicBool,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Intercept for AttemptCounter {
+    fn name(&self) -> &'static str {
+        "sealgate::AttemptCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.transmitting.store(true, Ordering::Relaxed);
+        self.sent[self.op as usize].fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.transmitting.swap(false, Ordering::Relaxed) {
+            let outcome = match context.response() {
+                Some(r) if r.status().is_success() => "ok",
+                Some(_) => "error",
+                None => "no_response",
+            };
+            crate::metrics::get().kms(self.op.as_str(), outcome);
+        }
+        Ok(())
+    }
+}
+
+/// KMS error codes that mean the KMS could not answer now: retryable.
+const TRANSIENT_CODES: &[&str] = &[
+    "DependencyTimeoutException",
+    "KMSInternalException",
+    "KeyUnavailableException",
+    "ThrottlingException",
+    "LimitExceededException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalFailure",
+];
+
+/// The one translation of KMS SDK errors.
+fn classify<E, R>(op: KmsOp, arn: &str, e: SdkError<E, R>) -> MasterKeyError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let op = match op {
+        KmsOp::Encrypt => "Encrypt",
+        KmsOp::Decrypt => "Decrypt",
+    };
+    match &e {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            let code = err.code().unwrap_or("Unknown").to_string();
+            let message = err.message().unwrap_or("").to_string();
+            if TRANSIENT_CODES.contains(&code.as_str()) {
+                MasterKeyError::KmsUnavailable(format!("KMS {op} of {arn}: {code} {message}"))
+            } else {
+                MasterKeyError::KmsRefused {
+                    op,
+                    arn: arn.into(),
+                    code,
+                    message,
+                }
+            }
+        }
+        // The request could not be made (no credentials, a bad endpoint):
+        // retrying cannot help.
+        SdkError::ConstructionFailure(_) => MasterKeyError::KmsRefused {
+            op,
+            arn: arn.into(),
+            code: "RequestNotMade".into(),
+            message: source_chain(&e),
+        },
+        // Timeouts, connection failures, unparseable answers.
+        _ => MasterKeyError::KmsUnavailable(format!("KMS {op} of {arn}: {}", source_chain(&e))),
+    }
+}
+
+/// An error and its sources, one line.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// One master version's record: the KMS key it uses and the naming key
+/// wrapped by that key.
+#[derive(Debug, Clone)]
+struct VersionRecord {
+    arn: String,
+    naming: Vec<u8>,
+}
+
+impl VersionRecord {
+    fn encode(&self) -> String {
+        format!("{} {}", self.arn, hex::encode(&self.naming))
+    }
+
+    fn decode(key: &str, value: &str) -> Result<(u32, Self), MasterKeyError> {
+        let bad =
+            || MasterKeyError::KmsRecords(format!("master version record {key} is malformed"));
+        let version: u32 = key
+            .strip_prefix(RECORD_PREFIX)
+            .and_then(|v| v.parse().ok())
+            .filter(|v| *v > 0)
+            .ok_or_else(bad)?;
+        let (arn, naming) = value.split_once(' ').ok_or_else(bad)?;
+        let naming = hex::decode(naming).map_err(|_| bad())?;
+        if arn.is_empty() || naming.is_empty() {
+            return Err(bad());
+        }
+        Ok((
+            version,
+            Self {
+                arn: arn.into(),
+                naming,
+            },
+        ))
+    }
+}
+
+/// The encryption context of a KEK: its AAD (shard and version).
+fn kek_context(aad: &[u8]) -> [(&'static str, String); 2] {
+    [("sealgate", "kek".into()), ("aad", hex::encode(aad))]
+}
+
+/// The encryption context of the naming key in master `version`'s record.
+fn naming_context(version: u32) -> [(&'static str, String); 2] {
+    [
+        ("sealgate", "naming-key".into()),
+        ("master_version", version.to_string()),
+    ]
+}
+
+/// Master keys in AWS KMS; see the module documentation.
+pub struct KmsMasterKeys {
+    kms: KmsClient,
+    store: Arc<dyn KeyStore>,
+    /// `master.kms_key_arn`: the key new versions use.
+    configured_arn: String,
+    /// The version records as last read: version to KMS key ARN.
+    versions: RwLock<BTreeMap<u32, String>>,
+}
+
+impl std::fmt::Debug for KmsMasterKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsMasterKeys")
+            .field("configured_arn", &self.configured_arn)
+            .field("master_versions", &self.versions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KmsMasterKeys {
+    /// Opens the master versions recorded in `store`, or on a new
+    /// deployment (no record, and `store` holds no key) creates master
+    /// version 1 under `configured_arn` with a new naming key; returns the
+    /// provider and the naming key (one KMS Decrypt, or an Encrypt and a
+    /// Decrypt on a new deployment). Replicas starting together on a new
+    /// store end with one version 1 and one naming key.
+    ///
+    /// # Errors
+    /// [`MasterKeyError::KmsRecords`] if `store` holds keys but no version
+    /// record, or a malformed one; KMS and key-store failures.
+    pub async fn open(
+        store: Arc<dyn KeyStore>,
+        kms: KmsClient,
+        configured_arn: &str,
+    ) -> Result<(Self, NamingKey), MasterKeyError> {
+        let keys = Self {
+            kms,
+            store,
+            configured_arn: configured_arn.into(),
+            versions: RwLock::new(BTreeMap::new()),
+        };
+        let mut records = keys.reload().await?;
+        if records.is_empty() {
+            if keys.store.holds_keys().await? {
+                return Err(MasterKeyError::KmsRecords(
+                    "the key store holds keys but no KMS master version record: it was made \
+                     with another master provider (master.provider = \"local\"?) or its records \
+                     were removed"
+                        .into(),
+                ));
+            }
+            let naming = NamingKey::generate()?;
+            let wrapped = keys
+                .kms
+                .encrypt(
+                    configured_arn,
+                    naming.expose_for_keyring(),
+                    &naming_context(1),
+                )
+                .await?;
+            let record = VersionRecord {
+                arn: configured_arn.into(),
+                naming: wrapped,
+            };
+            // Another replica may have made version 1 first: theirs holds.
+            keys.store
+                .set_meta_if_absent(&record_key(1), &record.encode())
+                .await?;
+            records = keys.reload().await?;
+        }
+        let (&newest, record) = records
+            .iter()
+            .next_back()
+            .ok_or_else(|| MasterKeyError::KmsRecords("no master version record".into()))?;
+        if record.arn != configured_arn {
+            tracing::warn!(
+                master_version = newest,
+                key = %record.arn,
+                configured = %configured_arn,
+                "master.kms_key_arn is not the key of the newest master version; new KEKs are wrapped under the newest version's key until a master rotation (rotate-master) adds a version under the configured one"
+            );
+        }
+        let naming = keys.naming_key(newest, record).await?;
+        Ok((keys, naming))
+    }
+
+    /// Unwraps the naming key of `version`'s record.
+    async fn naming_key(
+        &self,
+        version: u32,
+        record: &VersionRecord,
+    ) -> Result<NamingKey, MasterKeyError> {
+        let mut plaintext = self
+            .kms
+            .decrypt(&record.arn, &record.naming, &naming_context(version))
+            .await?;
+        let naming = NamingKey::from_bytes(&plaintext).map_err(|_| MasterKeyError::KmsRefused {
+            op: "Decrypt",
+            arn: record.arn.clone(),
+            code: "WrongLength".into(),
+            message: "the naming key is not 32 bytes".into(),
+        });
+        plaintext.zeroize();
+        naming
+    }
+
+    /// Reads every version record again, caches their ARNs and returns
+    /// them.
+    async fn reload(&self) -> Result<BTreeMap<u32, VersionRecord>, MasterKeyError> {
+        let mut records = BTreeMap::new();
+        for (key, value) in self.store.meta_values(RECORD_PREFIX).await? {
+            let (version, record) = VersionRecord::decode(&key, &value)?;
+            records.insert(version, record);
+        }
+        *self.versions.write().unwrap_or_else(|e| e.into_inner()) =
+            records.iter().map(|(v, r)| (*v, r.arn.clone())).collect();
+        Ok(records)
+    }
+
+    /// The KMS client (its request counts).
+    pub fn client(&self) -> &KmsClient {
+        &self.kms
+    }
+
+    fn arn_of(&self, version: u32) -> Option<String> {
+        self.versions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&version)
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl MasterKeyProvider for KmsMasterKeys {
+    fn current_version(&self) -> u32 {
+        // 0 only after `destroy_all`.
+        self.versions().last().copied().unwrap_or(0)
+    }
+
+    fn versions(&self) -> Vec<u32> {
+        self.versions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    async fn add_version(&self, version: u32) -> Result<(), MasterKeyError> {
+        let records = self.reload().await?;
+        if records.contains_key(&version) {
+            return Ok(());
+        }
+        let Some((&newest, record)) = records.iter().next_back() else {
+            return Err(MasterKeyError::KmsRecords(
+                "every master version was destroyed (decommissioned)".into(),
+            ));
+        };
+        if version <= newest {
+            return Err(MasterKeyError::NotNewer { version, newest });
+        }
+        // The naming key moves into the new version's record, under the
+        // configured key, so that it outlives the old key's retirement.
+        let naming = self.naming_key(newest, record).await?;
+        let wrapped = self
+            .kms
+            .encrypt(
+                &self.configured_arn,
+                naming.expose_for_keyring(),
+                &naming_context(version),
+            )
+            .await?;
+        drop(naming);
+        let record = VersionRecord {
+            arn: self.configured_arn.clone(),
+            naming: wrapped,
+        };
+        self.store
+            .set_meta_if_absent(&record_key(version), &record.encode())
+            .await?;
+        self.reload().await?;
+        Ok(())
+    }
+
+    async fn retire_version(&self, version: u32) -> Result<(), MasterKeyError> {
+        let records = self.reload().await?;
+        if !records.contains_key(&version) {
+            return Err(MasterKeyError::UnknownVersion(version));
+        }
+        if records.keys().next_back() == Some(&version) {
+            return Err(MasterKeyError::NewestVersion(version));
+        }
+        self.store.delete_meta(&record_key(version)).await?;
+        self.reload().await?;
+        Ok(())
+    }
+
+    async fn destroy_all(&self) -> Result<Vec<u32>, MasterKeyError> {
+        let records = self.reload().await?;
+        for version in records.keys() {
+            self.store.delete_meta(&record_key(*version)).await?;
+        }
+        self.reload().await?;
+        Ok(records.into_keys().collect())
+    }
+
+    async fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<(u32, Vec<u8>), MasterKeyError> {
+        // Never under a version another replica retired, nor under one
+        // older than another added.
+        let records = self.reload().await?;
+        let (&version, record) = records.iter().next_back().ok_or_else(|| {
+            MasterKeyError::KmsRecords("every master version was destroyed (decommissioned)".into())
+        })?;
+        let wrapped = self
+            .kms
+            .encrypt(&record.arn, kek.expose_for_kms(), &kek_context(aad))
+            .await?;
+        Ok((version, wrapped))
+    }
+
+    async fn unwrap_kek(
+        &self,
+        version: u32,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<Kek, MasterKeyError> {
+        let arn = match self.arn_of(version) {
+            Some(arn) => arn,
+            // Perhaps added by another replica since this one read them.
+            None => {
+                self.reload().await?;
+                self.arn_of(version)
+                    .ok_or(MasterKeyError::UnknownVersion(version))?
+            }
+        };
+        let mut plaintext = self.kms.decrypt(&arn, wrapped, &kek_context(aad)).await?;
+        let kek = Kek::unwrapped_by_kms(&plaintext).map_err(|_| MasterKeyError::KmsRefused {
+            op: "Decrypt",
+            arn: arn.clone(),
+            code: "WrongLength".into(),
+            message: "the KEK is not 32 bytes".into(),
+        });
+        plaintext.zeroize();
+        kek
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_kms::error::ErrorMetadata;
+    use aws_sdk_kms::operation::decrypt::DecryptError;
+
+    use super::*;
+    use crate::keys::KeyError;
+
+    const ARN: &str = "arn:aws-cn:kms:cn-north-1:123456789012:key/k";
+
+    fn service(code: &str) -> SdkError<DecryptError, ()> {
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message("KMS says no")
+            .build();
+        SdkError::service_error(DecryptError::generic(meta), ())
+    }
+
+    /// What KMS answers for keys that cannot be used (moto does not
+    /// enforce a key's state, so the gateway tests cannot provoke these):
+    /// refusals, which the hierarchy reports as an unusable master key,
+    /// never as "retry later"; throttling and KMS's own failures are
+    /// retryable.
+    #[test]
+    fn kms_errors_are_refusals_or_retryable() {
+        for code in [
+            "DisabledException",
+            "KMSInvalidStateException",
+            "NotFoundException",
+            "AccessDeniedException",
+            "InvalidCiphertextException",
+            "IncorrectKeyException",
+        ] {
+            let e = classify(KmsOp::Decrypt, ARN, service(code));
+            let text = e.to_string();
+            assert!(
+                matches!(&e, MasterKeyError::KmsRefused { code: c, .. } if c == code),
+                "{code}: {e:?}"
+            );
+            assert!(
+                text.contains(code) && text.contains(ARN) && text.contains("Decrypt"),
+                "{text}"
+            );
+            assert!(
+                matches!(KeyError::from(e), KeyError::MasterKeyUnusable(m) if m.contains(code)),
+                "{code}"
+            );
+        }
+        for code in [
+            "ThrottlingException",
+            "KMSInternalException",
+            "DependencyTimeoutException",
+            "KeyUnavailableException",
+        ] {
+            let e = classify(KmsOp::Decrypt, ARN, service(code));
+            assert!(
+                matches!(e, MasterKeyError::KmsUnavailable(_)),
+                "{code}: {e:?}"
+            );
+            assert!(
+                matches!(KeyError::from(e), KeyError::Unavailable(_)),
+                "{code}"
+            );
+        }
+        let timeout = SdkError::<DecryptError, ()>::timeout_error("no answer in 10 s");
+        assert!(matches!(
+            classify(KmsOp::Decrypt, ARN, timeout),
+            MasterKeyError::KmsUnavailable(_)
+        ));
+        let unmade = SdkError::<DecryptError, ()>::construction_failure("no credentials");
+        assert!(matches!(
+            classify(KmsOp::Encrypt, ARN, unmade),
+            MasterKeyError::KmsRefused { op: "Encrypt", .. }
+        ));
+    }
+
+    #[test]
+    fn records_round_trip_and_malformed_ones_are_refused() {
+        let record = VersionRecord {
+            arn: "arn:aws-cn:kms:cn-north-1:123456789012:key/k".into(),
+            naming: vec![1, 2, 3],
+        };
+        let (v, back) = VersionRecord::decode(&record_key(7), &record.encode()).unwrap();
+        assert_eq!(v, 7);
+        assert_eq!((back.arn, back.naming), (record.arn, record.naming));
+        assert_eq!(record_key(7), "kms_master:0000000007");
+        for (key, value) in [
+            ("kms_master:x", "arn 01"),
+            ("kms_master:0000000000", "arn 01"),
+            ("kms_master:0000000001", "arn"),
+            ("kms_master:0000000001", "arn zz"),
+            ("kms_master:0000000001", " 01"),
+        ] {
+            assert!(
+                matches!(
+                    VersionRecord::decode(key, value),
+                    Err(MasterKeyError::KmsRecords(_))
+                ),
+                "{key} {value}"
+            );
+        }
+    }
+}
