@@ -503,3 +503,59 @@ async fn decommission_deletes_every_kms_record_and_leaves_the_kms_key_alone() {
         .expect("DescribeKey");
     assert!(key.key_metadata().unwrap().enabled());
 }
+
+/// KMS away: KEKs already cached keep serving (a user of a warm shard not
+/// read before still opens: their user key unwraps under the cached KEK);
+/// a cold shard fails `UNAVAILABLE` (retryable) and opens once KMS is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_outage_spares_cached_keks_and_fails_cold_shards_retryably() {
+    let arn = kms_env::create_key().await;
+    let gw = start_kms(&arn, |c| c.keystore.shards = 4).await;
+    let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for i in 0..64 {
+        let user = format!("outage-{i}");
+        by_shard
+            .entry(key_status(&gw, &user).await.shard)
+            .or_default()
+            .push(user);
+    }
+    let mut shards = by_shard.into_values().filter(|u| u.len() >= 2);
+    let warm = shards.next().expect("a shard with two users");
+    let cold = shards.next().expect("another shard");
+    let (warm, cold) = (warm[..2].to_vec(), cold[..1].to_vec());
+    put_users(&gw, &warm).await;
+    put_users(&gw, &cold).await;
+
+    let proxy = s3env::FaultProxy::start(s3env::shared().addr).await;
+    let endpoint = proxy.endpoint();
+    let gw = gw
+        .restart_with(|c| {
+            kms_env::configure(c, &arn);
+            c.master.kms_endpoint = Some(endpoint);
+        })
+        .await;
+    let mut c = gw.content().await;
+    let (_, got) = get(&mut c, &warm[0], "moments", "pic", None)
+        .await
+        .expect("read with KMS up");
+    assert_eq!(got, data(3_000, 0));
+
+    proxy.set_up(false);
+    let (_, got) = get(&mut c, &warm[1], "moments", "pic", None)
+        .await
+        .expect("a warm shard's KEK serves without KMS");
+    assert_eq!(got, data(3_000, 1));
+    let s = expect_reason(
+        get(&mut c, &cold[0], "moments", "pic", None).await,
+        Code::Unavailable,
+        "BACKEND_UNAVAILABLE",
+        "a cold shard without KMS",
+    );
+    assert!(s.message().contains("KMS"), "{s:?}");
+
+    proxy.set_up(true);
+    let (_, got) = get(&mut c, &cold[0], "moments", "pic", None)
+        .await
+        .expect("the cold shard once KMS is back");
+    assert_eq!(got, data(3_000, 0));
+}
