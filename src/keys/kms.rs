@@ -344,6 +344,24 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Deletes every KMS master version record of `store` (decommission; also
+/// at startup on a decommissioned store, should a crash have come between
+/// the key store's decommission and this). Sends nothing to KMS. Returns
+/// the versions deleted.
+///
+/// # Errors
+/// Key-store failures.
+pub async fn delete_records(store: &dyn KeyStore) -> Result<Vec<u32>, MasterKeyError> {
+    let mut deleted = Vec::new();
+    for (key, _) in store.meta_values(RECORD_PREFIX).await? {
+        store.delete_meta(&key).await?;
+        if let Some(v) = key.strip_prefix(RECORD_PREFIX).and_then(|v| v.parse().ok()) {
+            deleted.push(v);
+        }
+    }
+    Ok(deleted)
+}
+
 /// One master version's record: the KMS key it uses and the naming key
 /// wrapped by that key.
 #[derive(Debug, Clone)]
@@ -592,12 +610,9 @@ impl MasterKeyProvider for KmsMasterKeys {
     }
 
     async fn destroy_all(&self) -> Result<Vec<u32>, MasterKeyError> {
-        let records = self.reload().await?;
-        for version in records.keys() {
-            self.store.delete_meta(&record_key(*version)).await?;
-        }
+        let destroyed = delete_records(&*self.store).await?;
         self.reload().await?;
-        Ok(records.into_keys().collect())
+        Ok(destroyed)
     }
 
     async fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<(u32, Vec<u8>), MasterKeyError> {

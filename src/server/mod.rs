@@ -157,6 +157,20 @@ impl Gateway {
         // Before anything else reads the keyring (a decommissioned data dir
         // has none, and one must never be made there).
         if let Some(at) = store.meta_value(DECOMMISSIONED_META).await? {
+            // A decommission that died between the key store and the KMS
+            // version records: finish it (no KMS call).
+            if config.master.provider == MasterProvider::AwsKms {
+                match crate::keys::kms::delete_records(&*store).await {
+                    Ok(left) if !left.is_empty() => tracing::warn!(
+                        master_versions = ?left,
+                        "decommissioned key store still held KMS master version records: deleted"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot delete the KMS master version records left in a decommissioned key store")
+                    }
+                }
+            }
             store.close().await;
             return Err(ServeError::Decommissioned {
                 path: key_store_path,

@@ -375,3 +375,89 @@ async fn the_endpoint_serves_only_metrics_and_an_empty_address_turns_it_off() {
         log.lock().unwrap()
     );
 }
+
+/// The real binary with master keys in KMS (moto's): the scrape counts
+/// the KMS requests that left the process. A new deployment wraps its
+/// naming key (Encrypt) and reads it back (Decrypt); the first KEK is one
+/// Encrypt; after a restart, sixteen concurrent cold reads of the one
+/// shard's users cost one Decrypt beside the naming key's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_requests_are_counted_as_they_leave_the_process() {
+    const USERS: usize = 16;
+    let arn = crate::kms_env::create_key().await;
+    let endpoint = crate::s3env::shared().endpoint();
+    let env = [
+        ("SEALGATE_MASTER_PROVIDER", "aws-kms"),
+        ("SEALGATE_MASTER_KMS_KEY_ARN", arn.as_str()),
+        ("SEALGATE_MASTER_KMS_ENDPOINT", endpoint.as_str()),
+        ("SEALGATE_KEYSTORE_SHARDS", "1"),
+        ("AWS_ACCESS_KEY_ID", crate::s3env::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", crate::s3env::SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let kms = |text: &str, op: &str| {
+        sample(
+            text,
+            "sealgate_kms_requests_total",
+            &[("op", op), ("outcome", "ok")],
+        )
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let server = Served::start(&data_dir, &env).await;
+    let text = server.scrape().await;
+    assert_eq!(
+        (kms(&text, "encrypt"), kms(&text, "decrypt")),
+        (1.0, 1.0),
+        "{text}"
+    );
+    let mut client = server.content().await;
+    for u in 0..USERS {
+        let body = crate::gateway::data(1_000, u as u64);
+        crate::gateway::put(
+            &mut client,
+            &format!("kms-{u}"),
+            "moments",
+            "pic",
+            &body,
+            1_000,
+        )
+        .await
+        .expect("put");
+    }
+    let text = server.scrape().await;
+    assert_eq!(
+        (kms(&text, "encrypt"), kms(&text, "decrypt")),
+        (2.0, 1.0),
+        "{text}"
+    );
+    drop(client);
+    drop(server);
+
+    let server = Served::start(&data_dir, &env).await;
+    let client = server.content().await;
+    let reads = (0..USERS).map(|u| {
+        let mut c = client.clone();
+        async move {
+            let (_, got) = crate::gateway::get(&mut c, &format!("kms-{u}"), "moments", "pic", None)
+                .await
+                .expect("get");
+            assert_eq!(got, crate::gateway::data(1_000, u as u64));
+        }
+    });
+    futures_util::future::join_all(reads).await;
+    let text = server.scrape().await;
+    assert_eq!(
+        (kms(&text, "encrypt"), kms(&text, "decrypt")),
+        (0.0, 2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "sealgate_kms_requests_total",
+            &[("op", "decrypt"), ("outcome", "error")]
+        ),
+        0.0
+    );
+}

@@ -343,9 +343,10 @@ async fn master_rotation_to_another_kms_key_then_retirement() {
         .all(|(_, _, m, _)| *m == 3));
 }
 
-/// Two gateways on one key store: a master rotation run by one is followed
-/// by the other, which meets a version it has not read and reads the
-/// records again.
+/// Two gateways on one key store, started together on a new one: one
+/// master version 1 and one naming key (what one writes the other reads);
+/// a master rotation run by one is followed by the other, which meets a
+/// version it has not read and reads the records again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_each_others_master_versions() {
     let arn = kms_env::create_key().await;
@@ -356,6 +357,8 @@ async fn replicas_follow_each_others_master_versions() {
     let b = TestGateway::start_config(config_b).await;
     let users = users("rep", USERS);
     put_users(&a, &users).await;
+    read_users(&b, &users[..1]).await;
+    assert_eq!(version_records(&a.data_dir).await, [(1, arn.clone())]);
 
     let (target, updates) = rotate(&a).await;
     assert_eq!(target, 2);
@@ -469,12 +472,12 @@ async fn decommission_deletes_every_kms_record_and_leaves_the_kms_key_alone() {
     assert_eq!(receipt.master_versions_destroyed, [1]);
     assert!(kek_rows(&gw.data_dir).await.is_empty());
     assert!(version_records(&gw.data_dir).await.is_empty());
-    let pool = pool(&gw.data_dir).await;
+    let db = pool(&gw.data_dir).await;
     let left: Vec<String> = sqlx::query_scalar("SELECT key FROM meta WHERE key LIKE 'kms%'")
-        .fetch_all(&pool)
+        .fetch_all(&db)
         .await
         .unwrap();
-    pool.close().await;
+    db.close().await;
     assert!(left.is_empty(), "{left:?}");
     let mut c = gw.content().await;
     expect_reason(
@@ -494,6 +497,31 @@ async fn decommission_deletes_every_kms_record_and_leaves_the_kms_key_alone() {
         .map(|(name, _)| name)
         .collect();
     assert!(left.is_empty(), "wrapped keys left in {left:?}");
+    // As if a crash had come between the key store's decommission and the
+    // records' deletion: a start finishes it, and refuses to serve.
+    let db = pool(&gw.data_dir).await;
+    sqlx::query("INSERT INTO meta (key, value) VALUES ('kms_master:0000000001', ?)")
+        .bind(format!("{arn} {}", hex::encode(b"left over")))
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let mut config = config(&gw.data_dir);
+    kms_env::configure(&mut config, &arn);
+    let blob = sealgate::server::open_blob(&config).await.unwrap();
+    let refused = sealgate::server::Gateway::open_with(
+        &config,
+        blob,
+        Some(kms_env::client_for(&config).await),
+    )
+    .await
+    .err()
+    .expect("a decommissioned store is refused");
+    assert!(
+        refused.to_string().contains("was decommissioned"),
+        "{refused}"
+    );
+    assert!(version_records(&gw.data_dir).await.is_empty());
     // The customer's KMS key is untouched: the operator decides its fate.
     let key = kms_env::sdk()
         .describe_key()
