@@ -399,14 +399,17 @@ impl KeyAdmin {
     /// Key-store failures.
     pub async fn hierarchy_status(&self) -> Result<HierarchyStatus, Error> {
         let counts = self.store.kek_counts_by_master().await?;
-        let masters = self
-            .keys
-            .master()
+        let master = self.keys.master();
+        let masters = master
             .versions()
             .into_iter()
-            .map(|v| {
-                let n = counts.iter().find(|(m, _)| *m == v).map_or(0, |(_, n)| *n);
-                (v, n)
+            .map(|version| MasterVersionStatus {
+                version,
+                kek_versions: counts
+                    .iter()
+                    .find(|(m, _)| *m == version)
+                    .map_or(0, |(_, n)| *n),
+                kms_key_arn: master.version_key(version),
             })
             .collect();
         let infos = self.store.kek_infos().await?;
@@ -483,11 +486,22 @@ impl KeyAdmin {
     }
 }
 
+/// One master version, as KeyStatus reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterVersionStatus {
+    /// The version.
+    pub version: u32,
+    /// KEK versions wrapped under it.
+    pub kek_versions: u64,
+    /// With `aws-kms`: the KMS key the version uses.
+    pub kms_key_arn: Option<String>,
+}
+
 /// What KeyStatus reports about the hierarchy as a whole.
 #[derive(Debug, Clone)]
 pub struct HierarchyStatus {
-    /// Master versions in the keyring with the KEK versions under each.
-    pub masters: Vec<(u32, u64)>,
+    /// Master versions, oldest first.
+    pub masters: Vec<MasterVersionStatus>,
     /// Configured shards.
     pub shards: u32,
     /// Shards that have a KEK.

@@ -58,14 +58,15 @@ impl pb::key_admin_service_server::KeyAdminService for KeyAdminApi {
             (true, true) => {
                 let h = self.admin.hierarchy_status().await?;
                 return Ok(Response::new(pb::KeyStatusResponse {
-                    master_key_version: h.masters.last().map_or(0, |(v, _)| *v),
+                    master_key_version: h.masters.last().map_or(0, |m| m.version),
                     hierarchy: Some(pb::HierarchyStatus {
                         masters: h
                             .masters
                             .iter()
-                            .map(|(version, kek_versions)| pb::MasterVersionStatus {
-                                version: *version,
-                                kek_versions: *kek_versions,
+                            .map(|m| pb::MasterVersionStatus {
+                                version: m.version,
+                                kek_versions: m.kek_versions,
+                                kms_key_arn: m.kms_key_arn.clone().unwrap_or_default(),
                             })
                             .collect(),
                         shards_with_kek: h.shards_with_kek,

@@ -36,10 +36,17 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .into_inner();
     if let Some(h) = r.hierarchy {
         for m in &h.masters {
-            println!(
-                "master_version: {} kek_versions={}",
-                m.version, m.kek_versions
-            );
+            if m.kms_key_arn.is_empty() {
+                println!(
+                    "master_version: {} kek_versions={}",
+                    m.version, m.kek_versions
+                );
+            } else {
+                println!(
+                    "master_version: {} kek_versions={} kms_key={}",
+                    m.version, m.kek_versions, m.kms_key_arn
+                );
+            }
         }
         println!("shards: {} with_kek={}", h.shards, h.shards_with_kek);
         println!(

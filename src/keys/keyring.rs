@@ -105,6 +105,11 @@ pub trait MasterKeyProvider: Send + Sync + 'static {
     fn current_version(&self) -> u32;
     /// Every version held, ascending.
     fn versions(&self) -> Vec<u32>;
+    /// Where `version`'s key lives when it has a name outside the process
+    /// (the ARN of a KMS key); `None` for a key held in the keyring.
+    fn version_key(&self, _version: u32) -> Option<String> {
+        None
+    }
     /// Makes `version` exist (a new key, above every existing version)
     /// unless it does; from then on it is the current version. Idempotent.
     async fn add_version(&self, version: u32) -> Result<(), MasterKeyError>;

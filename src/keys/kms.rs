@@ -560,6 +560,10 @@ impl MasterKeyProvider for KmsMasterKeys {
             .collect()
     }
 
+    fn version_key(&self, version: u32) -> Option<String> {
+        self.arn_of(version)
+    }
+
     async fn add_version(&self, version: u32) -> Result<(), MasterKeyError> {
         let records = self.reload().await?;
         if records.contains_key(&version) {

@@ -132,6 +132,17 @@ async fn add_version(data_dir: &Path, arn: &str, version: u32) {
     store.close().await;
 }
 
+async fn hierarchy(gw: &TestGateway) -> pb::HierarchyStatus {
+    gw.admin()
+        .await
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .expect("KeyStatus")
+        .into_inner()
+        .hierarchy
+        .expect("the hierarchy")
+}
+
 async fn retire(gw: &TestGateway, version: u32) -> Result<Vec<u32>, Status> {
     gw.admin()
         .await
@@ -279,6 +290,17 @@ async fn master_rotation_to_another_kms_key_then_retirement() {
     let gw = restart_kms(gw, &new_arn).await;
     read_users(&gw, &users).await;
     assert_eq!(key_status(&gw, "rot-0").await.master_key_version, 2);
+    let masters: Vec<(u32, u64, String)> = hierarchy(&gw)
+        .await
+        .masters
+        .into_iter()
+        .map(|m| (m.version, m.kek_versions, m.kms_key_arn))
+        .collect();
+    assert_eq!(
+        masters,
+        [(1, keks as u64, old_arn.clone()), (2, 0, new_arn.clone())],
+        "KeyStatus names each version's KMS key"
+    );
 
     expect_reason(
         retire(&gw, 1).await,
