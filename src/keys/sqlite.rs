@@ -43,6 +43,10 @@ use crate::crypto::Pseudonym;
 use crate::keys::store::DECOMMISSIONED_META;
 use crate::keys::unix_ms;
 
+/// User keys re-wrapped by one UPDATE (six parameters each, well below
+/// SQLite's 32,766).
+const REWRAP_CHUNK: usize = 1024;
+
 /// Bytes set aside for erasures on a full disk.
 pub const RESERVE_BYTES: usize = 8 << 20;
 
@@ -1386,20 +1390,28 @@ impl KeyStore for SqliteKeyStore {
             tx.commit().await?;
             return Ok(false);
         }
-        for r in rewraps {
-            sqlx::query(
-                "UPDATE user_keys SET kek_version = ?, wrapped = ?
-                 WHERE pseudonym = ? AND version = ? AND shard = ? AND kek_version = ?",
-            )
-            .bind(i64::from(r.to_kek))
-            .bind(&r.wrapped)
-            .bind(r.pseudonym.to_string())
-            .bind(i64::from(r.version))
-            .bind(i64::from(r.shard))
-            .bind(i64::from(r.from_kek))
-            .execute(tx.conn())
-            .await
-            .map_err(backend)?;
+        // One statement per chunk: the row updates cost SQLite about the
+        // same either way, and each statement is a trip to the connection's
+        // thread.
+        for chunk in rewraps.chunks(REWRAP_CHUNK) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "UPDATE user_keys SET kek_version = v.column5, wrapped = v.column6
+                 FROM (VALUES {rows}) AS v
+                 WHERE user_keys.pseudonym = v.column1 AND user_keys.version = v.column2
+                   AND user_keys.shard = v.column3 AND user_keys.kek_version = v.column4"
+            );
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(r.pseudonym.to_string())
+                    .bind(i64::from(r.version))
+                    .bind(i64::from(r.shard))
+                    .bind(i64::from(r.from_kek))
+                    .bind(i64::from(r.to_kek))
+                    .bind(&r.wrapped);
+            }
+            query.execute(tx.conn()).await.map_err(backend)?;
         }
         Self::write_progress(&mut tx, progress).await?;
         tx.commit().await?;
