@@ -8,6 +8,7 @@
 
 pub mod keyring;
 pub mod kms;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 

@@ -50,81 +50,16 @@ const REWRAP_CHUNK: usize = 1024;
 /// Bytes set aside for erasures on a full disk.
 pub const RESERVE_BYTES: usize = 8 << 20;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS keks (
-    shard INTEGER NOT NULL,
-    version INTEGER NOT NULL,
-    master_version INTEGER NOT NULL,
-    wrapped BLOB NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (shard, version)
-);
-CREATE TABLE IF NOT EXISTS user_keys (
-    pseudonym TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    shard INTEGER NOT NULL,
-    kek_version INTEGER NOT NULL,
-    wrapped BLOB NOT NULL,
-    state TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (pseudonym, version)
-);
-CREATE TABLE IF NOT EXISTS tombstones (
-    pseudonym TEXT PRIMARY KEY,
-    erased_at_ms INTEGER NOT NULL,
-    destroyed_versions TEXT NOT NULL,
-    gc_job_id TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    pseudonym TEXT,
-    state TEXT NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT NOT NULL DEFAULT '',
-    created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL,
-    params TEXT NOT NULL DEFAULT '',
-    total INTEGER NOT NULL DEFAULT 0,
-    cursor TEXT NOT NULL DEFAULT '',
-    owner TEXT,
-    lease_until_ms INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (state) WHERE state IN ('pending', 'running');
-CREATE TABLE IF NOT EXISTS requests (
-    pseudonym TEXT NOT NULL,
-    request BLOB NOT NULL,
-    space TEXT NOT NULL,
-    requested_id TEXT NOT NULL,
-    object_id TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    etag TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL,
-    PRIMARY KEY (pseudonym, request)
-);
-CREATE INDEX IF NOT EXISTS requests_at ON requests (at_ms);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at_ms);
-CREATE INDEX IF NOT EXISTS user_keys_by_kek ON user_keys (shard, kek_version);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS legal_holds (
-    pseudonym TEXT NOT NULL,
-    case_ref TEXT NOT NULL,
-    placed_at_ms INTEGER NOT NULL,
-    placed_by TEXT NOT NULL,
-    PRIMARY KEY (pseudonym, case_ref)
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_ms INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    pseudonym TEXT,
-    detail TEXT NOT NULL
-);
-"#;
+/// The schema as it was before schema migrations: migration 1, and what a
+/// test writes to make a store of that time.
+#[cfg(test)]
+const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_initial.sql");
+
+/// The schema migrations of this build. Migration 1 is the schema of the
+/// stores made before migrations (every statement `IF NOT EXISTS`), so such
+/// a store is adopted unchanged; the columns added to its tables since are
+/// added by [`migrate_jobs`] and `chain_audit`, as before.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Every column of an audit record, named (the table gained columns after
 /// it was first made).
@@ -236,6 +171,64 @@ async fn migrate_jobs(pool: &SqlitePool) -> Result<(), StoreError> {
     result.map(|_| ())
 }
 
+/// Applies this build's schema migrations; refuses a store migrated by a
+/// newer build. Processes opening a new store together race to apply
+/// migration 1 (SQLite has no lock for sqlx's migrator): the loser's
+/// transaction fails, busy or on the migrations table's key, and it looks
+/// again.
+async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    use sqlx::migrate::MigrateError;
+    let place = path.display();
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let raced = match &error {
+            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => {
+                e.as_database_error()
+                    .is_some_and(|db| db.is_unique_violation())
+                    || matches!(backend_ref(e), Some(StoreError::Unavailable(_)))
+            }
+            _ => false,
+        };
+        if raced && attempts < 40 {
+            tokio::time::sleep(Duration::from_millis(u64::from(attempts.min(10)) * 25)).await;
+            continue;
+        }
+        return Err(match error {
+            MigrateError::VersionMissing(v) => StoreError::Backend(format!(
+                "the key store {place} has schema migration {v}, which this build does not \
+                 know (it knows up to {latest}): it was migrated by a newer sealgate; run that \
+                 version or a newer one"
+            )),
+            MigrateError::VersionMismatch(v) => StoreError::Backend(format!(
+                "the key store {place} has a schema migration {v} that differs from this \
+                 build's: restore keys.db from this deployment's backup"
+            )),
+            MigrateError::Dirty(v) => StoreError::Backend(format!(
+                "the key store {place} has schema migration {v} partly applied; restore \
+                 keys.db from this deployment's backup"
+            )),
+            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => backend(e),
+            other => StoreError::Backend(format!("cannot migrate the key store {place}: {other}")),
+        });
+    }
+}
+
+/// How [`backend`] would classify `e`, for database errors.
+fn backend_ref(e: &sqlx::Error) -> Option<StoreError> {
+    let db = e.as_database_error()?;
+    let code = db
+        .code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .map_or(0, |c| c & 0xff);
+    matches!(code, 5 | 6).then(|| StoreError::Unavailable(db.message().to_string()))
+}
+
 /// A write transaction (`BEGIN IMMEDIATE`) on a pooled connection. The
 /// connection goes back to the pool only after a successful COMMIT: dropped
 /// any other way (an error returned early, a failed COMMIT, a cancelled
@@ -333,10 +326,7 @@ impl SqliteKeyStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
-            .await
-            .map_err(backend)?;
+        migrate(&pool, path).await?;
         migrate_jobs(&pool).await?;
         let meta = std::fs::metadata(path).map_err(|e| io("cannot stat", e))?;
         let store = Self {
