@@ -105,6 +105,8 @@ choice!(
     KeyStoreBackend, "keystore.backend" {
         /// SQLite at `data_dir/keys.db`.
         Sqlite = "sqlite",
+        /// PostgreSQL at `keystore.url`, shared by every replica.
+        Postgres = "postgres",
     }
 );
 
@@ -237,15 +239,33 @@ pub struct S3 {
 }
 
 /// `[keystore]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeyStoreConfig {
     /// The key store backend.
     pub backend: KeyStoreBackend,
-    /// Connection URL for a networked key store.
+    /// Connection URL of a PostgreSQL key store (may hold its password:
+    /// never shown unredacted).
     pub url: Option<String>,
+    /// Connections of a PostgreSQL key store's pool (one more for the
+    /// invalidation listener).
+    pub max_connections: u32,
     /// Number of KEK shards. Fixed once keys exist.
     pub shards: u32,
+}
+
+impl std::fmt::Debug for KeyStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStoreConfig")
+            .field("backend", &self.backend)
+            .field(
+                "url",
+                &self.url.as_deref().map(crate::keys::postgres::redact_url),
+            )
+            .field("max_connections", &self.max_connections)
+            .field("shards", &self.shards)
+            .finish()
+    }
 }
 
 impl Default for KeyStoreConfig {
@@ -253,6 +273,7 @@ impl Default for KeyStoreConfig {
         Self {
             backend: KeyStoreBackend::Sqlite,
             url: None,
+            max_connections: 16,
             shards: 256,
         }
     }
@@ -661,6 +682,36 @@ impl Config {
         if self.keystore.shards == 0 {
             return Err("keystore.shards must be at least 1".into());
         }
+        match (self.keystore.backend, self.keystore.url.as_deref()) {
+            (KeyStoreBackend::Postgres, None | Some("")) => {
+                return Err(
+                    "keystore.url: required when keystore.backend = \"postgres\" \
+                     (postgres://user:password@host:5432/database, or SEALGATE_KEYSTORE_URL)"
+                        .into(),
+                );
+            }
+            (KeyStoreBackend::Postgres, Some(url))
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) =>
+            {
+                return Err(format!(
+                    "keystore.url: {} is not a PostgreSQL URL (postgres://...)",
+                    crate::keys::postgres::redact_url(url)
+                ));
+            }
+            (KeyStoreBackend::Sqlite, Some(_)) => {
+                return Err(
+                    "keystore.url: only used with keystore.backend = \"postgres\" \
+                     (SQLite keeps its keys in data_dir/keys.db)"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if self.keystore.backend == KeyStoreBackend::Postgres
+            && !(2..=1000).contains(&self.keystore.max_connections)
+        {
+            return Err("keystore.max_connections must be between 2 and 1000".into());
+        }
         if !self.keys.kek_max_age_days.is_finite()
             || !(0.0..=36_500.0).contains(&self.keys.kek_max_age_days)
         {
@@ -931,12 +982,55 @@ mod tests {
     }
 
     #[test]
-    fn backends_this_build_lacks_are_refused_with_the_list() {
+    fn a_postgres_key_store_needs_its_url_and_never_shows_the_password() {
         let err =
             Config::load(None, env(&[("SEALGATE_KEYSTORE_BACKEND", "postgres")])).unwrap_err();
         assert!(
+            err.to_string()
+                .contains("keystore.url: required when keystore.backend = \"postgres\""),
+            "{err}"
+        );
+        let err = Config::load(
+            None,
+            env(&[
+                ("SEALGATE_KEYSTORE_BACKEND", "postgres"),
+                ("SEALGATE_KEYSTORE_URL", "mysql://sg:hunter2@db/keys"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a PostgreSQL URL"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("SEALGATE_KEYSTORE_URL", "postgres://sg:hunter2@db/keys")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("only used with"), "{err}");
+        let ok = Config::load(
+            None,
+            env(&[
+                ("SEALGATE_KEYSTORE_BACKEND", "postgres"),
+                (
+                    "SEALGATE_KEYSTORE_URL",
+                    "postgres://sg:hunter2@db:5432/keys",
+                ),
+                ("SEALGATE_KEYSTORE_MAX_CONNECTIONS", "8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.keystore.backend, KeyStoreBackend::Postgres);
+        assert_eq!(ok.keystore.max_connections, 8);
+        let shown = format!("{ok:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sg:***@db:5432/keys"), "{shown}");
+    }
+
+    #[test]
+    fn backends_this_build_lacks_are_refused_with_the_list() {
+        let err = Config::load(None, env(&[("SEALGATE_KEYSTORE_BACKEND", "mysql")])).unwrap_err();
+        assert!(
             err.to_string().contains(
-                "keystore.backend: \"postgres\" is not available in this build, which has: sqlite"
+                "keystore.backend: \"mysql\" is not available in this build, which has: sqlite, postgres"
             ),
             "{err}"
         );

@@ -1656,6 +1656,28 @@ impl KeyStore for PostgresKeyStore {
         Ok(held)
     }
 
+    async fn meta_values(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        // left() rather than LIKE: a prefix may hold `_` or `%`; byte order
+        // whatever the database's collation.
+        sqlx::query_as(
+            "SELECT key, value FROM meta WHERE left(key, length($1)) = $1 ORDER BY key COLLATE \"C\"",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("DELETE FROM meta WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected()
+            > 0)
+    }
+
     async fn audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
         let mut tx = self.begin().await?;
         let record = Self::append_audit(&mut tx, entry).await?;

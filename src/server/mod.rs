@@ -10,6 +10,7 @@ mod observe;
 pub mod tls;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ use crate::jobs::{JobRunner, JobSettings};
 use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
 use crate::keys::kms::{KmsClient, KmsSettings};
+use crate::keys::postgres::{redact_url, PgSettings, PostgresKeyStore};
 use crate::keys::sqlite::SqliteKeyStore;
 use crate::keys::store::{
     KeyStore, DECOMMISSIONED_META, JOB_KIND_ERASURE_GC, JOB_KIND_REWRAP_USER, JOB_KIND_ROTATE_KEK,
@@ -148,11 +150,26 @@ impl Gateway {
         config.validate()?;
         // The startup guards (`deployment`): nothing is created before a
         // missing key store next to a used object store is refused.
-        let key_store_path = config.data_dir.join("keys.db");
-        deployment::check_key_store_present(&key_store_path, &*blob).await?;
-        std::fs::create_dir_all(&config.data_dir).map_err(crate::blob::BlobError::Io)?;
-        let store: Arc<dyn KeyStore> = match config.keystore.backend {
-            KeyStoreBackend::Sqlite => Arc::new(SqliteKeyStore::open(&key_store_path).await?),
+        let (store, key_store_path): (Arc<dyn KeyStore>, PathBuf) = match config.keystore.backend {
+            KeyStoreBackend::Sqlite => {
+                let path = config.data_dir.join("keys.db");
+                deployment::check_key_store_present(&path, &*blob).await?;
+                std::fs::create_dir_all(&config.data_dir).map_err(crate::blob::BlobError::Io)?;
+                (Arc::new(SqliteKeyStore::open(&path).await?), path)
+            }
+            KeyStoreBackend::Postgres => {
+                // validate() made sure there is a URL. The keyring is still
+                // a file of the data directory.
+                let url = config.keystore.url.clone().unwrap_or_default();
+                std::fs::create_dir_all(&config.data_dir).map_err(crate::blob::BlobError::Io)?;
+                let settings = PgSettings {
+                    max_connections: config.keystore.max_connections,
+                    url,
+                };
+                let store = PostgresKeyStore::open(&settings).await?;
+                // Named in messages: the URL without its password.
+                (Arc::new(store), PathBuf::from(redact_url(&settings.url)))
+            }
         };
         // Before anything else reads the keyring (a decommissioned data dir
         // has none, and one must never be made there).

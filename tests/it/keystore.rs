@@ -801,6 +801,25 @@ async fn meta_and_store_id_hold_the_first_value(f: Fixture) {
     assert_eq!(a.set_meta_if_absent("k", "v1").await.unwrap(), "v1");
     assert_eq!(b.set_meta_if_absent("k", "v2").await.unwrap(), "v1");
     assert_eq!(b.meta_value("k").await.unwrap().as_deref(), Some("v1"));
+    for (k, v) in [
+        ("kms_master:0000000002", "two"),
+        ("kms_master:0000000001", "one"),
+        ("kms_masterx", "not under the prefix"),
+    ] {
+        a.set_meta_if_absent(k, v).await.unwrap();
+    }
+    assert_eq!(
+        b.meta_values("kms_master:").await.unwrap(),
+        [
+            ("kms_master:0000000001".to_string(), "one".to_string()),
+            ("kms_master:0000000002".to_string(), "two".to_string()),
+        ]
+    );
+    assert!(b.meta_values("kms_master_").await.unwrap().is_empty());
+    assert!(b.meta_values("kms%").await.unwrap().is_empty());
+    assert!(b.delete_meta("kms_master:0000000001").await.unwrap());
+    assert!(!a.delete_meta("kms_master:0000000001").await.unwrap());
+    assert_eq!(a.meta_values("kms_master:").await.unwrap().len(), 1);
     a.check_health().await.unwrap();
     a.close().await;
     b.close().await;

@@ -3,8 +3,7 @@
 //! and all of it survives restarts, including an unfinished GC job.
 
 use sealgate::api::pb;
-use sealgate::keys::sqlite::SqliteKeyStore;
-use sealgate::keys::store::{JobState, KeyStore};
+use sealgate::keys::store::JobState;
 use tonic::Code;
 
 use super::*;
@@ -12,6 +11,11 @@ use super::*;
 backend_tests!(
     erase_user_end_to_end,
     get_erasure_of_a_user_never_erased_is_not_found,
+    erasing_a_user_without_data_is_recorded,
+    unfinished_gc_job_resumes_after_restart,
+);
+pg_tests!(
+    erase_user_end_to_end,
     erasing_a_user_without_data_is_recorded,
     unfinished_gc_job_resumes_after_restart,
 );
@@ -276,9 +280,7 @@ async fn unfinished_gc_job_resumes_after_restart() {
     // it had not deleted yet are back.
     gw.stop().await;
     {
-        let store = SqliteKeyStore::open(&gw.data_dir.join("keys.db"))
-            .await
-            .expect("open key store");
+        let store = open_key_store(&gw.data_dir).await;
         store
             .update_job(&receipt.gc_job_id, JobState::Pending, 0, "")
             .await

@@ -13,6 +13,7 @@ use super::*;
 use crate::support::eventually;
 
 backend_tests!(gc_job_is_listed_and_watched_to_its_end);
+pg_tests!(gc_job_is_listed_and_watched_to_its_end);
 
 /// Short leases and polls, so takeovers happen within a test.
 fn short_leases(c: &mut Config) {

@@ -17,6 +17,7 @@ use super::jobs::watch_all;
 use super::*;
 
 backend_tests!(kek_rotation_of_every_shard_keeps_objects_readable);
+pg_tests!(kek_rotation_of_every_shard_keeps_objects_readable);
 
 const SHARDS: u32 = 4;
 
@@ -26,32 +27,30 @@ fn few_shards(c: &mut Config) {
 
 /// `(shard, version)` of every stored KEK.
 async fn kek_versions(data_dir: &Path) -> Vec<(i64, i64)> {
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("keys.db").display()))
-            .await
-            .unwrap();
-    let rows = sqlx::query_as("SELECT shard, version FROM keks ORDER BY shard, version")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows
+    let store = open_key_store(data_dir).await;
+    let infos = store.kek_infos().await.unwrap();
+    store.close().await;
+    infos
+        .iter()
+        .map(|k| (i64::from(k.shard), i64::from(k.version)))
+        .collect()
 }
 
 /// KEK versions the stored user keys are wrapped under, with counts.
 async fn user_key_keks(data_dir: &Path) -> Vec<(i64, i64)> {
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("keys.db").display()))
-            .await
-            .unwrap();
-    let rows = sqlx::query_as(
-        "SELECT kek_version, COUNT(*) FROM user_keys GROUP BY kek_version ORDER BY kek_version",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    rows
+    let store = open_key_store(data_dir).await;
+    let mut counts = std::collections::BTreeMap::<i64, i64>::new();
+    let mut after = None;
+    loop {
+        let page = store.user_keys_in_order(after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.pseudonym, last.version));
+        for k in &page {
+            *counts.entry(i64::from(k.kek_version)).or_default() += 1;
+        }
+    }
+    store.close().await;
+    counts.into_iter().collect()
 }
 
 async fn rotate(gw: &TestGateway, shards: Vec<u32>, all: bool) -> Result<String, Status> {

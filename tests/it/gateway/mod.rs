@@ -38,6 +38,23 @@ macro_rules! backend_tests {
     };
 }
 
+/// Generates, for each named test `async fn name()` of the calling module,
+/// the test `pg::name`: gateways it starts on a new data directory keep
+/// their keys in a fresh PostgreSQL database (objects on the filesystem).
+macro_rules! pg_tests {
+    ($($name:ident),+ $(,)?) => {
+        /// The tests with a PostgreSQL key store.
+        mod pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::gateway::with_pg_key_store(super::$name()).await;
+                }
+            )+
+        }
+    };
+}
+
 mod at_rest;
 pub mod audit;
 mod bad_input;
@@ -76,6 +93,9 @@ use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
 use sealgate::blob::s3::S3BlobStore;
 use sealgate::config::{Config, MasterProvider};
 use sealgate::keys::kms::KmsClient;
+use sealgate::keys::postgres::{PgSettings, PostgresKeyStore};
+use sealgate::keys::sqlite::SqliteKeyStore;
+use sealgate::keys::store::KeyStore;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -95,6 +115,25 @@ pub enum BackendKind {
 
 tokio::task_local! {
     static BACKEND: BackendKind;
+    static PG_KEY_STORE: ();
+}
+
+/// Runs `test` so that the gateways it starts on new data directories keep
+/// their keys in PostgreSQL (a fresh database each).
+pub async fn with_pg_key_store<F: Future>(test: F) -> F::Output {
+    PG_KEY_STORE.scope((), test).await
+}
+
+/// The PostgreSQL key store of each data directory that has one.
+fn pg_urls() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, String>> {
+    static URLS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, String>>> =
+        std::sync::OnceLock::new();
+    URLS.get_or_init(Default::default)
+}
+
+/// The PostgreSQL key store's URL of `data_dir`, if it has one.
+pub fn pg_url(data_dir: &Path) -> Option<String> {
+    pg_urls().lock().unwrap().get(data_dir).cloned()
 }
 
 /// Runs `test` so that the gateways it starts use `kind`.
@@ -183,7 +222,32 @@ pub fn config(data_dir: &Path) -> Config {
     // In-process gateways share the process's metrics; the metrics tests
     // scrape the real binary.
     c.metrics.listen = String::new();
+    if let Some(url) = pg_url(data_dir) {
+        c.keystore.backend = sealgate::config::KeyStoreBackend::Postgres;
+        c.keystore.url = Some(url);
+        c.keystore.max_connections = 4;
+    }
     c
+}
+
+/// A new handle on the key store of the gateway on `data_dir` (SQLite's
+/// `keys.db`, or its PostgreSQL database).
+pub async fn open_key_store(data_dir: &Path) -> Arc<dyn KeyStore> {
+    match pg_url(data_dir) {
+        Some(url) => Arc::new(
+            PostgresKeyStore::open(&PgSettings {
+                url,
+                max_connections: 2,
+            })
+            .await
+            .expect("open the PostgreSQL key store"),
+        ),
+        None => Arc::new(
+            SqliteKeyStore::open(&data_dir.join("keys.db"))
+                .await
+                .expect("open keys.db"),
+        ),
+    }
 }
 
 impl TestGateway {
@@ -196,6 +260,13 @@ impl TestGateway {
     /// Like [`Self::start`], after `tweak`ing the configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
+        if PG_KEY_STORE.try_with(|_| ()).is_ok() {
+            let url = crate::pgenv::fresh_database().await;
+            pg_urls()
+                .lock()
+                .unwrap()
+                .insert(tmp.path().to_path_buf(), url);
+        }
         let mut c = config(tmp.path());
         Backend::create(backend_kind()).await.configure(&mut c);
         tweak(&mut c);

@@ -22,6 +22,11 @@ backend_tests!(
     items_put_and_batch_get,
     generated_ids,
 );
+pg_tests!(
+    sizes_round_trip_with_info_and_head,
+    delete_object,
+    items_put_and_batch_get,
+);
 
 const SPACE: &str = "moments";
 const CHUNK: u64 = 16 * 1024;
