@@ -1,8 +1,14 @@
-//! Key rotation on the SQLite key store, beside a same-run baseline.
+//! Key rotation on the SQLite and on the PostgreSQL key store, beside a
+//! same-run baseline.
 //!
 //! ```text
 //! cargo bench --bench rotation          # USERS=100000 SHARDS=256 by default
+//! BACKENDS=postgres cargo bench --bench rotation   # one backend (sqlite, postgres)
 //! ```
+//!
+//! PostgreSQL is a cluster of Debian's server binaries started for the run
+//! on loopback (the tests' launcher, `tests/it/pgenv.rs`; `fsync=off`, so
+//! the figure leaves out the disk's flush time).
 //!
 //! Builds a key store of USERS users over SHARDS shards (KEKs wrapped by a
 //! local keyring, user keys wrapped by the KEKs, as the gateway writes
@@ -21,6 +27,7 @@ use sealgate::jobs::rotation::{KekShards, RotateKek, RotateMaster};
 use sealgate::jobs::{JobRunner, JobSettings};
 use sealgate::keyadmin::KeyAdmin;
 use sealgate::keys::keyring::{LocalKeyring, MasterKeyProvider};
+use sealgate::keys::postgres::{PgSettings, PostgresKeyStore};
 use sealgate::keys::sqlite::SqliteKeyStore;
 use sealgate::keys::store::{
     JobRecord, JobState, KekRecord, KeyStore, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
@@ -45,19 +52,49 @@ async fn ended(store: &dyn KeyStore, id: &str) -> JobRecord {
     }
 }
 
+#[path = "../tests/it/pgenv.rs"]
+#[allow(dead_code)]
+mod pgenv;
+
+/// Where the bench's user keys go.
+enum Backend {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
 #[tokio::main]
 async fn main() {
+    let backends = std::env::var("BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    for backend in backends.split(',') {
+        let dir = tempfile::tempdir().unwrap();
+        match backend.trim() {
+            "sqlite" => run(Backend::Sqlite(dir.path().join("keys.db")), dir.path()).await,
+            "postgres" => {
+                let url = pgenv::fresh_database().await;
+                run(Backend::Postgres(url), dir.path()).await;
+            }
+            other => panic!("BACKENDS: unknown backend {other:?} (sqlite, postgres)"),
+        }
+    }
+}
+
+async fn run(backend: Backend, dir: &std::path::Path) {
     let users = env_or("USERS", 100_000);
     let shards = env_or("SHARDS", 256);
-    let dir = tempfile::tempdir().unwrap();
     let (master, naming): (LocalKeyring, NamingKey) =
-        LocalKeyring::create(&dir.path().join("keyring")).unwrap();
+        LocalKeyring::create(&dir.join("keyring")).unwrap();
     let master: Arc<dyn MasterKeyProvider> = Arc::new(master);
-    let store = Arc::new(
-        SqliteKeyStore::open(&dir.path().join("keys.db"))
+    let store: Arc<dyn KeyStore> = match &backend {
+        Backend::Sqlite(path) => Arc::new(SqliteKeyStore::open(path).await.unwrap()),
+        Backend::Postgres(url) => Arc::new(
+            PostgresKeyStore::open(&PgSettings {
+                url: url.clone(),
+                max_connections: 8,
+            })
             .await
             .unwrap(),
-    );
+        ),
+    };
 
     // The store as the gateway would have written it.
     let mut keks = Vec::new();
@@ -76,13 +113,6 @@ async fn main() {
             .unwrap();
         keks.push(kek);
     }
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("keys.db").display()
-    ))
-    .await
-    .unwrap();
-    let mut tx = pool.begin().await.unwrap();
     let mut wrapped_keys = Vec::with_capacity(users as usize);
     for u in 0..users {
         let p = naming.pseudonym(&format!("user-{u}"));
@@ -91,21 +121,9 @@ async fn main() {
         let wrapped = keks[shard as usize]
             .wrap_user_key(&key, &user_key_aad(&p, 1, shard, 1))
             .unwrap();
-        sqlx::query(
-            "INSERT INTO user_keys (pseudonym, version, shard, kek_version, wrapped, state, created_at_ms)
-             VALUES (?, 1, ?, 1, ?, 'active', ?)",
-        )
-        .bind(p.to_string())
-        .bind(i64::from(shard))
-        .bind(wrapped.as_bytes().to_vec())
-        .bind(unix_ms())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
         wrapped_keys.push((p, shard, wrapped.as_bytes().to_vec()));
     }
-    tx.commit().await.unwrap();
-    pool.close().await;
+    insert_user_keys(&backend, &wrapped_keys).await;
 
     // Baseline: one unwrap and one wrap per user, nothing else.
     let to = Kek::generate().unwrap();
@@ -165,7 +183,12 @@ async fn main() {
     assert_eq!(job.state, JobState::Done, "{job:?}");
     jobs.shutdown().await;
 
-    println!("users {users}, shards {shards}");
+    let name = match backend {
+        Backend::Sqlite(_) => "SQLite",
+        Backend::Postgres(_) => "PostgreSQL",
+    };
+    store.close().await;
+    println!("{name} key store: users {users}, shards {shards}");
     println!("baseline: raw AES-256-GCM unwrap+wrap of user keys: {baseline:>10.0} keys/s");
     println!(
         "KEK rotation of every shard:                 {rotation:>10.0} users/s ({:.2} s)",
@@ -176,4 +199,56 @@ async fn main() {
         "master rotation ({shards} KEKs re-wrapped):        {:.3} s",
         master_time.as_secs_f64()
     );
+}
+
+/// Writes the user keys straight into the store's table, in one
+/// transaction (setting up, not measured).
+async fn insert_user_keys(backend: &Backend, keys: &[(sealgate::crypto::Pseudonym, u32, Vec<u8>)]) {
+    match backend {
+        Backend::Sqlite(path) => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            for (p, shard, wrapped) in keys {
+                sqlx::query(
+                    "INSERT INTO user_keys (pseudonym, version, shard, kek_version, wrapped, state, created_at_ms)
+                     VALUES (?, 1, ?, 1, ?, 'active', ?)",
+                )
+                .bind(p.to_string())
+                .bind(i64::from(*shard))
+                .bind(wrapped)
+                .bind(unix_ms())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            }
+            tx.commit().await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            for chunk in keys.chunks(10_000) {
+                let pseudonyms: Vec<String> = chunk.iter().map(|(p, _, _)| p.to_string()).collect();
+                let shards: Vec<i64> = chunk.iter().map(|(_, s, _)| i64::from(*s)).collect();
+                let wrapped: Vec<&[u8]> = chunk.iter().map(|(_, _, w)| w.as_slice()).collect();
+                sqlx::query(
+                    "INSERT INTO user_keys (pseudonym, version, shard, kek_version, wrapped, state, created_at_ms)
+                     SELECT p, 1, s, 1, w, 'active', $4 FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS t(p, s, w)",
+                )
+                .bind(pseudonyms)
+                .bind(shards)
+                .bind(wrapped)
+                .bind(unix_ms())
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            sqlx::query("VACUUM ANALYZE user_keys")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
 }

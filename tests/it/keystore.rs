@@ -910,6 +910,40 @@ async fn invalidations_follow_commits(f: Fixture) {
     assert_eq!(next(&mut rx).await, Invalidation::Shard(4));
     writer.decommission(5, "local").await.unwrap();
     assert_eq!(next(&mut rx).await, Invalidation::All);
+    // The listener's connection dies: notices may have been lost meanwhile,
+    // so the feed says All; it listens again on a new connection.
+    let Kind::Postgres(url) = &f.kind else {
+        unreachable!()
+    };
+    let admin = sqlx::PgPool::connect(url).await.unwrap();
+    let listeners = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap()
+    };
+    let old = listeners().await;
+    assert_eq!(old.len(), 1, "one listener");
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(old[0])
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(killed);
+    assert_eq!(next(&mut rx).await, Invalidation::All);
+    crate::support::eventually(
+        "the listener listens again on a new connection",
+        std::time::Duration::from_secs(10),
+        || async { matches!(listeners().await.as_slice(), [pid] if *pid != old[0]) },
+    )
+    .await;
+    admin.close().await;
+    let later = pseudonym(22);
+    writer.erase_user(&later, 1, "gc-l", "local").await.unwrap();
+    assert_eq!(next(&mut rx).await, Invalidation::User(later));
     writer.close().await;
     reader.close().await;
 }
