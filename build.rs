@@ -20,5 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.rpc", "::tonic_types::pb")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
+    // The schema migrations embedded by sqlx::migrate! (keys::sqlite,
+    // keys::postgres): a changed migration rebuilds the crate.
+    println!("cargo:rerun-if-changed=migrations");
     Ok(())
 }

@@ -1,6 +1,8 @@
 -- The PostgreSQL key store's schema (src/keys/postgres.rs): the same tables
 -- and columns as SQLite's, every integer a BIGINT, key material BYTEA;
--- pseudonyms (lowercase hex) in byte order.
+-- the text columns that order pages (pseudonyms, case references, job ids,
+-- settings keys) compare bytes, as SQLite does, whatever the database's
+-- collation.
 CREATE TABLE keks (
     shard BIGINT NOT NULL,
     version BIGINT NOT NULL,
@@ -27,7 +29,7 @@ CREATE TABLE tombstones (
     gc_job_id TEXT NOT NULL
 );
 CREATE TABLE jobs (
-    id TEXT PRIMARY KEY,
+    id TEXT COLLATE "C" PRIMARY KEY,
     kind TEXT NOT NULL,
     pseudonym TEXT,
     state TEXT NOT NULL,
@@ -57,12 +59,12 @@ CREATE TABLE requests (
 );
 CREATE INDEX requests_at ON requests (at_ms);
 CREATE TABLE meta (
-    key TEXT PRIMARY KEY,
+    key TEXT COLLATE "C" PRIMARY KEY,
     value TEXT NOT NULL
 );
 CREATE TABLE legal_holds (
-    pseudonym TEXT NOT NULL,
-    case_ref TEXT NOT NULL,
+    pseudonym TEXT COLLATE "C" NOT NULL,
+    case_ref TEXT COLLATE "C" NOT NULL,
     placed_at_ms BIGINT NOT NULL,
     placed_by TEXT NOT NULL,
     PRIMARY KEY (pseudonym, case_ref)

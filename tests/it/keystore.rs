@@ -331,6 +331,28 @@ async fn legal_holds_block_erasure(f: Fixture) {
             .unwrap(),
         vec![]
     );
+    // Pages in byte order, as SQLite orders them, whatever the database's
+    // collation.
+    let q = pseudonym(4);
+    for case_ref in ["alpha", "Zeta", "_x"] {
+        let h = HoldRecord {
+            pseudonym: q,
+            case_ref: case_ref.into(),
+            placed_at_ms: 6,
+            placed_by: "legal".into(),
+        };
+        assert_eq!(store.place_hold(&h).await.unwrap(), PlaceHold::Placed);
+    }
+    let cases: Vec<String> = store
+        .holds(Some(&q), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.case_ref)
+        .collect();
+    assert_eq!(cases, ["Zeta", "_x", "alpha"]);
+    let after_zeta = store.holds(Some(&q), Some((&q, "Zeta")), 1).await.unwrap();
+    assert_eq!(after_zeta[0].case_ref, "_x");
     assert!(store.release_hold(&p, "case-1", "legal").await.unwrap());
     assert!(!store.release_hold(&p, "case-1", "legal").await.unwrap());
     store.erase_user(&p, 9, "gc", "local").await.unwrap();
