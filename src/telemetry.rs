@@ -5,22 +5,36 @@
 /// (default `info`): human-readable lines, in colour only when stderr is a
 /// terminal (a log file gets no escape codes), or one JSON object per line
 /// with the fields of the current span (`json`: `log.format = "json"`).
+///
+/// The AWS SDK's trace-level dumps of requests, responses and outputs
+/// (target `aws_smithy_runtime`) are never logged, whatever `RUST_LOG`
+/// says: they hold KMS ciphertexts of keys and, with the SDK's
+/// `LOG_SENSITIVE_BODIES=true`, the keys KMS unwrapped.
 pub fn init(json: bool) {
     use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let no_sdk_dumps = tracing_subscriber::filter::filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("aws_smithy_runtime"))
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
+        registry
+            .with(
+                fmt.json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_filter(no_sdk_dumps),
+            )
             .try_init()
     } else {
-        builder
-            .with_ansi(std::io::stderr().is_terminal())
+        registry
+            .with(
+                fmt.with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(no_sdk_dumps),
+            )
             .try_init()
     };
 }

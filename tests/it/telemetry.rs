@@ -243,3 +243,114 @@ async fn json_logs_are_one_object_per_line_with_the_method_span() {
     );
     assert!(!text.contains("json-user"), "raw user id in the log");
 }
+
+/// With master keys in KMS (moto's), at `RUST_LOG=trace` (the AWS SDK's
+/// own tracing included, and its `LOG_SENSITIVE_BODIES` on): neither the
+/// KEKs and naming key KMS unwrapped nor their ciphertexts appear in the
+/// log of a start that makes them or of one that unwraps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_unwrapped_keys_never_reach_the_log() {
+    use aws_sdk_kms::primitives::Blob;
+    let arn = crate::kms_env::create_key().await;
+    let endpoint = crate::s3env::shared().endpoint();
+    let env = [
+        ("SEALGATE_MASTER_PROVIDER", "aws-kms"),
+        ("SEALGATE_MASTER_KMS_KEY_ARN", arn.as_str()),
+        ("SEALGATE_MASTER_KMS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", crate::s3env::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", crate::s3env::SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        // The SDK's switch to log what it marks sensitive (KMS Decrypt's
+        // answer): the gateway's logging never shows it either.
+        ("LOG_SENSITIVE_BODIES", "true"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let body = crate::gateway::data(20_000, 3);
+    let mut text = String::new();
+    for round in 0..2 {
+        let (mut child, ready, log) =
+            crate::support::spawn_serve_with(dir.path(), "127.0.0.1:0", "trace", &env);
+        let addr = crate::support::listening(ready).await;
+        let mut content = ContentServiceClient::new(
+            Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+        if round == 0 {
+            put(&mut content, PHONE, "moments", "pic", &body, 8_192)
+                .await
+                .unwrap();
+        }
+        let (_, got) = get(&mut content, PHONE, "moments", "pic", None)
+            .await
+            .unwrap();
+        assert_eq!(got, body);
+        drop(content);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        crate::support::eventually(
+            "the log reader has read everything",
+            Duration::from_secs(10),
+            || {
+                let log = log.clone();
+                async move { std::sync::Arc::strong_count(&log) == 2 }
+            },
+        )
+        .await;
+        text.push_str(&log.lock().unwrap());
+    }
+    assert!(text.contains("KMS.Decrypt"), "the SDK's tracing was on");
+
+    // The keys as KMS unwraps them, and their ciphertexts.
+    let url = format!("sqlite://{}?mode=ro", dir.path().join("keys.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let keks: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as("SELECT shard, version, wrapped FROM keks")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let record: String =
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'kms_master:0000000001'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    let kms = crate::kms_env::sdk();
+    let mut secrets = Vec::new();
+    for (shard, version, wrapped) in keks {
+        let aad = sealgate::crypto::keys::kek_aad(shard as u32, version as u32);
+        let plain = kms
+            .decrypt()
+            .key_id(&arn)
+            .ciphertext_blob(Blob::new(wrapped.clone()))
+            .encryption_context("sealgate", "kek")
+            .encryption_context("aad", hex::encode(aad))
+            .send()
+            .await
+            .unwrap();
+        secrets.push(plain.plaintext().unwrap().as_ref().to_vec());
+        secrets.push(wrapped);
+    }
+    let naming = hex::decode(record.split(' ').nth(1).unwrap()).unwrap();
+    let plain = kms
+        .decrypt()
+        .key_id(&arn)
+        .ciphertext_blob(Blob::new(naming.clone()))
+        .encryption_context("sealgate", "naming-key")
+        .encryption_context("master_version", "1")
+        .send()
+        .await
+        .unwrap();
+    secrets.push(plain.plaintext().unwrap().as_ref().to_vec());
+    secrets.push(naming);
+    assert!(secrets.len() >= 4 && secrets.iter().all(|s| s.len() >= 32));
+    for (n, line) in text.lines().enumerate() {
+        assert!(!line.contains(PHONE), "line {n} holds the user id: {line}");
+        for secret in &secrets {
+            for r in renderings(secret) {
+                assert!(!line.contains(&r), "line {n} holds key bytes {r}: {line}");
+            }
+        }
+    }
+}
