@@ -13,6 +13,7 @@ mod metrics;
 mod parser_regressions;
 mod pgenv;
 mod pki;
+mod replicas;
 mod residency;
 mod s3_faults;
 mod s3env;

@@ -66,7 +66,7 @@ mod erasure_holds;
 mod feeds;
 mod finish;
 mod holds;
-mod jobs;
+pub mod jobs;
 mod kek_rotation;
 mod key_store_faults;
 mod kms;

@@ -1,0 +1,376 @@
+//! Two gateway replicas in one test, as a scaled-out deployment runs them:
+//! each with its own data directory (holding only the keyring, copied), one
+//! PostgreSQL key store and one S3 bucket (moto) shared. Replica A reaches
+//! PostgreSQL through a proxy that can silently drop the notifications it
+//! listens for.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealgate::api::pb;
+use sealgate::config::KeyStoreBackend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::Code;
+
+use crate::gateway::{
+    config, data, data_msg, get, get_items, header_msg, paused_download, pseudonym, put, put_item,
+    reason, try_erase, Backend, BackendKind, TestGateway,
+};
+use crate::pgenv;
+
+/// A TCP proxy in front of PostgreSQL that can go deaf on the connection
+/// that listens for notifications: from `mute()` on, whatever the server
+/// sends on a connection that sent `LISTEN` is swallowed, and the
+/// connection stays open, so the listener neither hears nor notices
+/// anything (a middlebox dropping one flow). Queries on other connections
+/// pass untouched.
+pub struct DeafListener {
+    pub addr: SocketAddr,
+    muted: Arc<AtomicBool>,
+    swallowed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DeafListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DeafListener {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let muted = Arc::new(AtomicBool::new(false));
+        let swallowed = Arc::new(AtomicU64::new(0));
+        let (m, sw) = (muted.clone(), swallowed.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (m, sw) = (m.clone(), sw.clone());
+                tokio::spawn(relay(client, server, m, sw));
+            }
+        });
+        Self {
+            addr,
+            muted,
+            swallowed,
+            task,
+        }
+    }
+
+    /// From now on, the listening connections hear nothing.
+    pub fn mute(&self) {
+        self.muted.store(true, Ordering::SeqCst);
+    }
+
+    /// Bytes the server sent to a muted listener and the proxy dropped.
+    pub fn swallowed(&self) -> u64 {
+        self.swallowed.load(Ordering::SeqCst)
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    muted: Arc<AtomicBool>,
+    swallowed: Arc<AtomicU64>,
+) {
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let listens = Arc::new(AtomicBool::new(false));
+    let l = listens.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            let n = match client_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if buf[..n].windows(6).any(|w| w == b"LISTEN") {
+                l.store(true, Ordering::SeqCst);
+            }
+            if server_tx.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            let n = match server_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if listens.load(Ordering::SeqCst) && muted.load(Ordering::SeqCst) {
+                swallowed.fetch_add(n as u64, Ordering::SeqCst);
+                continue;
+            }
+            if client_tx.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::join!(up, down);
+}
+
+/// Two replicas over one fresh PostgreSQL database and one fresh bucket,
+/// with user keys cached for `ttl` seconds. Their data directories are
+/// held by the returned guards.
+struct Replicas {
+    a: TestGateway,
+    b: TestGateway,
+    /// Between replica A and PostgreSQL.
+    proxy: DeafListener,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Replicas {
+    async fn start(ttl: u64) -> Self {
+        let backend = Backend::create(BackendKind::S3).await;
+        let url = pgenv::fresh_database().await;
+        let (head, rest) = url.split_once('@').expect("user@host in the URL");
+        let (server, db) = rest.split_once('/').expect("/database in the URL");
+        let proxy = DeafListener::start(server.parse().expect("host:port")).await;
+        let replica = |dir: &std::path::Path, url: String| {
+            let mut c = config(dir);
+            backend.configure(&mut c);
+            c.keystore.backend = KeyStoreBackend::Postgres;
+            c.keystore.url = Some(url);
+            c.cache.ttl_seconds = ttl;
+            c
+        };
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a =
+            TestGateway::start_config(replica(dir_a.path(), format!("{head}@{}/{db}", proxy.addr)))
+                .await;
+        // A replica's data directory holds the deployment's keyring, the
+        // same in every replica (with KMS, nothing).
+        crate::support::eventually(
+            "replica A made the keyring",
+            Duration::from_secs(10),
+            || async { dir_a.path().join("keyring").exists() },
+        )
+        .await;
+        std::fs::copy(dir_a.path().join("keyring"), dir_b.path().join("keyring")).unwrap();
+        let b = TestGateway::start_config(replica(dir_b.path(), url.clone())).await;
+        Self {
+            a,
+            b,
+            proxy,
+            _dirs: (dir_a, dir_b),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_replica_reads_through_the_other() {
+    let r = Replicas::start(60).await;
+    let body = data(3 << 20, 7);
+    put(
+        &mut r.a.content().await,
+        "ann",
+        "moments",
+        "photo",
+        &body,
+        1 << 20,
+    )
+    .await
+    .expect("put through A");
+    let (_, got) = get(&mut r.b.content().await, "ann", "moments", "photo", None)
+        .await
+        .expect("get through B");
+    assert!(got == body, "B reads what A wrote");
+    put_item(&mut r.b.content().await, "ann", "moments", "c1", b"nice")
+        .await
+        .expect("item through B");
+    let items = get_items(&mut r.a.content().await, "ann", "moments", &["c1"])
+        .await
+        .expect("items through A");
+    match &items[0].result {
+        Some(pb::item_result::Result::Item(i)) => assert_eq!(&i.content[..], b"nice"),
+        other => panic!("the item through A: {other:?}"),
+    }
+}
+
+/// Reads `user`'s photo through `gw` until it is refused as erased; panics
+/// if that takes longer than `within`. Returns how long it took.
+async fn refused_within(gw: &TestGateway, user: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    let mut c = gw.content().await;
+    loop {
+        let got = get(&mut c, user, "moments", "photo", None).await;
+        if let Err(s) = &got {
+            if s.code() == Code::FailedPrecondition && reason(s).as_deref() == Some("USER_ERASED") {
+                return started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < within,
+            "{user} still not refused as erased after {within:?}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_through_one_replica_is_refused_by_the_other_within_a_second() {
+    let r = Replicas::start(60).await;
+    let mut a = r.a.content().await;
+    put(&mut a, "bob", "moments", "photo", &data(100_000, 1), 50_000)
+        .await
+        .expect("put");
+    let video = data(30 << 20, 2);
+    put(&mut a, "bob", "channels", "video", &video, 1 << 20)
+        .await
+        .expect("put");
+    // A has bob's key cached, and a download open that it holds back.
+    get(&mut a, "bob", "moments", "photo", None)
+        .await
+        .expect("get through A");
+    let (mut stream, got) =
+        paused_download(&r.a, "bob", "channels", "video", 64 * 1024, 1 << 20).await;
+    assert_eq!(&got[..], &video[..got.len()]);
+
+    try_erase(&r.b, "bob").await.expect("EraseUser through B");
+    let took = refused_within(&r.a, "bob", Duration::from_secs(1)).await;
+    eprintln!("replica A refused the erased user after {took:?}");
+    // The open download ends as erased too, before its end.
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the download on A completed after the erasure on B"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(reason(&end).as_deref(), Some("USER_ERASED"), "{end:?}");
+}
+
+/// The notifications are lost (A's listening connection hears nothing and
+/// notices nothing): A still refuses the erased user once its cached key
+/// expires, within `cache.ttl_seconds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_notifications_lost_an_erasure_is_refused_within_the_cache_lifetime() {
+    const TTL: u64 = 2;
+    let r = Replicas::start(TTL).await;
+    let mut a = r.a.content().await;
+    put(&mut a, "cid", "moments", "photo", &data(10_000, 3), 5_000)
+        .await
+        .expect("put");
+    get(&mut a, "cid", "moments", "photo", None)
+        .await
+        .expect("get");
+    r.proxy.mute();
+    let erased = Instant::now();
+    try_erase(&r.b, "cid").await.expect("EraseUser through B");
+    refused_within(
+        &r.a,
+        "cid",
+        Duration::from_secs(TTL) + Duration::from_millis(900),
+    )
+    .await;
+    assert!(
+        erased.elapsed() <= Duration::from_secs(TTL + 1),
+        "refused within the cache lifetime"
+    );
+    assert!(
+        r.proxy.swallowed() > 0,
+        "the erasure's notification was sent, and lost on the way to A"
+    );
+}
+
+/// A write that commits on one replica after the user was erased through
+/// the other is undone, even when the writer's replica heard nothing: the
+/// check after the commit asks the key store, not the replica's cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_committing_after_an_erasure_elsewhere_is_undone() {
+    let r = Replicas::start(60).await;
+    let mut a = r.a.content().await;
+    put(&mut a, "dee", "moments", "photo", b"first", 5)
+        .await
+        .expect("put");
+    r.proxy.mute();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let call = tokio::spawn(async move {
+        a.put_object(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let body = data(1 << 20, 4);
+    tx.send(header_msg("dee", "channels", "late"))
+        .await
+        .unwrap();
+    tx.send(data_msg(body.clone())).await.unwrap();
+    try_erase(&r.b, "dee").await.expect("EraseUser through B");
+    tx.send(crate::gateway::finish_msg(Some(&body)))
+        .await
+        .unwrap();
+    drop(tx);
+    let status = call.await.unwrap().expect_err("the late write is refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(reason(&status).as_deref(), Some("USER_ERASED"));
+    let p = pseudonym(&r.b, "dee").await;
+    crate::gateway::wait_gc_done(&r.b, "dee").await;
+    assert!(
+        r.b.user_objects(&p).await.is_empty(),
+        "nothing of the erased user is stored"
+    );
+}
+
+/// A KEK rotation started through A runs once, seen the same from B, and
+/// both replicas read every object afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_runs_once_for_both_replicas() {
+    let r = Replicas::start(60).await;
+    let mut a = r.a.content().await;
+    for u in 0..20 {
+        put(
+            &mut a,
+            &format!("u{u}"),
+            "moments",
+            "pic",
+            &data(2_000, u),
+            1_000,
+        )
+        .await
+        .expect("put");
+    }
+    let id =
+        r.a.admin()
+            .await
+            .rotate_kek(pb::RotateKekRequest {
+                shards: vec![],
+                all: true,
+            })
+            .await
+            .expect("RotateKek")
+            .into_inner()
+            .job_id;
+    let updates = crate::gateway::jobs::watch_all(&r.b, &id).await;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
+    assert_eq!((last.done, last.total), (20, 20), "{updates:?}");
+    for gw in [&r.a, &r.b] {
+        let jobs = gw
+            .admin()
+            .await
+            .list_jobs(pb::ListJobsRequest::default())
+            .await
+            .expect("ListJobs")
+            .into_inner()
+            .jobs;
+        let rotations: Vec<_> = jobs.iter().filter(|j| j.kind == "rotate_kek").collect();
+        assert_eq!(rotations.len(), 1, "{jobs:?}");
+        let mut c = gw.content().await;
+        for u in 0..20 {
+            let (_, got) = get(&mut c, &format!("u{u}"), "moments", "pic", None)
+                .await
+                .expect("readable after the rotation");
+            assert_eq!(got, data(2_000, u));
+        }
+    }
+}
