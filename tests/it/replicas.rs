@@ -199,20 +199,23 @@ async fn a_write_through_one_replica_reads_through_the_other() {
 }
 
 /// Reads `user`'s photo through `gw` until it is refused as erased; panics
-/// if that takes longer than `within`. Returns how long it took.
+/// if a read asked `within` or later after the start is not. (The time a
+/// read is asked is what counts: one that is slow to answer under load was
+/// asked earlier.) Returns when the refused read was asked.
 async fn refused_within(gw: &TestGateway, user: &str, within: Duration) -> Duration {
     let started = Instant::now();
     let mut c = gw.content().await;
     loop {
+        let asked = started.elapsed();
         let got = get(&mut c, user, "moments", "photo", None).await;
         if let Err(s) = &got {
             if s.code() == Code::FailedPrecondition && reason(s).as_deref() == Some("USER_ERASED") {
-                return started.elapsed();
+                return asked;
             }
         }
         assert!(
-            started.elapsed() < within,
-            "{user} still not refused as erased after {within:?}: {got:?}"
+            asked < within,
+            "{user} not refused as erased by a read asked {asked:?} after the erasure: {got:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -266,7 +269,6 @@ async fn with_notifications_lost_an_erasure_is_refused_within_the_cache_lifetime
         .await
         .expect("get");
     r.proxy.mute();
-    let erased = Instant::now();
     try_erase(&r.b, "cid").await.expect("EraseUser through B");
     refused_within(
         &r.a,
@@ -274,10 +276,6 @@ async fn with_notifications_lost_an_erasure_is_refused_within_the_cache_lifetime
         Duration::from_secs(TTL) + Duration::from_millis(900),
     )
     .await;
-    assert!(
-        erased.elapsed() <= Duration::from_secs(TTL + 1),
-        "refused within the cache lifetime"
-    );
     assert!(
         r.proxy.swallowed() > 0,
         "the erasure's notification was sent, and lost on the way to A"
