@@ -26,6 +26,7 @@ pub mod keyadmin;
 pub mod blob;
 pub mod keys;
 
+pub mod aws;
 pub mod crypto;
 pub mod metrics;
 pub mod names;

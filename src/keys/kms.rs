@@ -123,25 +123,12 @@ impl std::fmt::Debug for KmsClient {
 impl KmsClient {
     /// A client for `settings` (no request is sent).
     pub async fn connect(settings: &KmsSettings) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(settings.region.clone()))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(10))
-                    .build(),
-            )
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
-        if let Some((id, secret)) = &settings.credentials {
-            loader = loader.credentials_provider(aws_sdk_kms::config::Credentials::new(
-                id.clone(),
-                secret.clone(),
-                None,
-                None,
-                "sealgate-static",
-            ));
-        }
-        let shared = loader.load().await;
+        let shared = crate::aws::sdk_config(
+            &settings.region,
+            settings.credentials.as_ref(),
+            Duration::from_secs(10),
+        )
+        .await;
         let mut builder = aws_sdk_kms::config::Builder::from(&shared);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.endpoint_url(endpoint);

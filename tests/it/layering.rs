@@ -35,6 +35,7 @@ const RANKS: &[(&str, u8)] = &[
     ("jobs", 3),
     ("keys", 2),
     ("blob", 2),
+    ("aws", 1),
     ("crypto", 1),
     ("names", 1),
     ("metrics", 1),

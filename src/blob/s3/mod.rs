@@ -173,25 +173,12 @@ impl S3BlobStore {
     /// # Errors
     /// [`S3StartError`] if the bucket is elsewhere or cannot be inspected.
     pub async fn connect(settings: &S3Settings) -> Result<Self, S3StartError> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(settings.region.clone()))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            )
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
-        if let Some((id, secret)) = &settings.credentials {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                id.clone(),
-                secret.clone(),
-                None,
-                None,
-                "sealgate-static",
-            ));
-        }
-        let shared = loader.load().await;
+        let shared = crate::aws::sdk_config(
+            &settings.region,
+            settings.credentials.as_ref(),
+            Duration::from_secs(60),
+        )
+        .await;
         let mut builder =
             aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.force_path_style);
         if let Some(endpoint) = &settings.endpoint {
