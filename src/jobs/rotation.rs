@@ -28,13 +28,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{JobError, JobHandler, LeasedJob};
+use crate::crypto::Pseudonym;
 use crate::keys::keyring::MasterKeyError;
-use crate::keys::store::DestroyKeks;
+use crate::keys::store::{DestroyKeks, UserKeyRewrap};
 use crate::keys::{KeyError, KeyHierarchy};
 
 /// KEK versions re-wrapped per transaction.
 const KEK_BATCH: u32 = 32;
-/// User keys re-wrapped per transaction.
+/// User keys re-wrapped per transaction, unless [`RotateKek::with_batch`]
+/// says otherwise.
 const USER_KEY_BATCH: u32 = 4096;
 /// Shards rotated together: their new KEK versions made in one
 /// transaction, their user keys re-wrapped in shared batches, their old
@@ -187,12 +189,24 @@ impl JobHandler for RotateMaster {
 /// Runs KEK rotations.
 pub struct RotateKek {
     keys: Arc<KeyHierarchy>,
+    batch_size: u32,
 }
 
 impl RotateKek {
     /// Rotates the KEKs of `keys`.
     pub fn new(keys: Arc<KeyHierarchy>) -> Self {
-        Self { keys }
+        Self {
+            keys,
+            batch_size: USER_KEY_BATCH,
+        }
+    }
+
+    /// Re-wraps `user_keys` user keys per transaction instead of 4,096
+    /// (at least one).
+    #[must_use]
+    pub fn with_batch(mut self, user_keys: u32) -> Self {
+        self.batch_size = user_keys.max(1);
+        self
     }
 }
 
@@ -203,6 +217,52 @@ impl RotateKek {
 fn parse_cursor(cursor: &str) -> Option<(usize, bool)> {
     let (index, phase) = cursor.split_once(':')?;
     Some((index.parse().ok()?, phase == "moving"))
+}
+
+/// One batch of a KEK rotation's user keys, re-wrapped.
+struct Batch {
+    rewraps: Vec<UserKeyRewrap>,
+    /// Where an in-order scan goes on from.
+    next: Option<(Pseudonym, u32)>,
+    /// Whether the scan has ended: no user key of the group was left
+    /// under an old version when it was read.
+    ended: bool,
+}
+
+impl RotateKek {
+    /// The next batch of user keys under an old version of their
+    /// shard's KEK, re-wrapped under `targets`: in table order after
+    /// `after`, or (not `in_order`) through the KEK index.
+    async fn next_batch(
+        &self,
+        targets: &[(u32, u32)],
+        in_order: bool,
+        after: Option<(Pseudonym, u32)>,
+    ) -> Result<Batch, JobError> {
+        if in_order {
+            let (rewraps, next) = self
+                .keys
+                .rewrap_user_keys_in_order(targets, after, self.batch_size)
+                .await
+                .map_err(key_error)?;
+            Ok(Batch {
+                rewraps,
+                ended: next.is_none(),
+                next,
+            })
+        } else {
+            let rewraps = self
+                .keys
+                .rewrap_user_keys_to(targets, self.batch_size)
+                .await
+                .map_err(key_error)?;
+            Ok(Batch {
+                ended: rewraps.is_empty(),
+                rewraps,
+                next: None,
+            })
+        }
+    }
 }
 
 #[async_trait]
@@ -260,49 +320,64 @@ impl JobHandler for RotateKek {
             // own order (no index lookups, and each batch's updates fall on
             // neighbouring pages); a smaller one through the KEK index.
             let in_order = group.len() == self.keys.shards() as usize;
-            let mut after = None;
+            let mut read = self.next_batch(&targets, in_order, None).await?;
             loop {
-                let (batch, scan_ended) = if in_order {
-                    let (batch, next) = self
-                        .keys
-                        .rewrap_user_keys_in_order(&targets, after, USER_KEY_BATCH)
-                        .await
-                        .map_err(key_error)?;
-                    after = next;
-                    (batch, after.is_none())
-                } else {
-                    let batch = self
-                        .keys
-                        .rewrap_user_keys_to(&targets, USER_KEY_BATCH)
-                        .await
-                        .map_err(key_error)?;
-                    let ended = batch.is_empty();
-                    (batch, ended)
+                let Batch {
+                    rewraps,
+                    next,
+                    ended,
+                } = read;
+                let written = done + rewraps.len() as u64;
+                let write = async {
+                    if rewraps.is_empty() {
+                        return Ok(None);
+                    }
+                    let progress = job.progress(written, total.max(written), &cursor);
+                    let held = store.rewrap_user_keys(&rewraps, &progress).await?;
+                    Ok::<_, JobError>(Some(held))
                 };
-                if !batch.is_empty() {
-                    let next = done + batch.len() as u64;
-                    let held = store
-                        .rewrap_user_keys(&batch, &job.progress(next, total.max(next), &cursor))
-                        .await?;
-                    job.note_progress(held, next, total.max(next), &cursor)?;
-                    done = next;
-                    total = total.max(next);
-                }
-                if scan_ended {
-                    match self
-                        .keys
-                        .destroy_keks_below(&targets, "gateway")
-                        .await
-                        .map_err(key_error)?
-                    {
-                        DestroyKeks::Destroyed(pairs) => {
-                            if !pairs.is_empty() {
-                                tracing::info!(target: "sealgate::audit", shards = group.len(), versions = pairs.len(), "old KEK versions destroyed");
-                            }
-                            break;
+                // In table order the next batch starts after this one and
+                // shares no row with it: read and re-wrap it while this
+                // one is written. Through the index, the next batch is
+                // whatever is still under an old version once this one
+                // has committed.
+                let ahead = async {
+                    match next {
+                        Some(after) if in_order => {
+                            Some(self.next_batch(&targets, true, Some(after)).await)
                         }
-                        // Written under an old version meanwhile: move them too.
-                        DestroyKeks::StillInUse(_) => after = None,
+                        _ => None,
+                    }
+                };
+                let (held, ahead) = tokio::join!(write, ahead);
+                if let Some(held) = held? {
+                    job.note_progress(held, written, total.max(written), &cursor)?;
+                    done = written;
+                    total = total.max(written);
+                }
+                if let Some(ahead) = ahead {
+                    read = ahead?;
+                    continue;
+                }
+                if !ended {
+                    read = self.next_batch(&targets, in_order, None).await?;
+                    continue;
+                }
+                match self
+                    .keys
+                    .destroy_keks_below(&targets, "gateway")
+                    .await
+                    .map_err(key_error)?
+                {
+                    DestroyKeks::Destroyed(pairs) => {
+                        if !pairs.is_empty() {
+                            tracing::info!(target: "sealgate::audit", shards = group.len(), versions = pairs.len(), "old KEK versions destroyed");
+                        }
+                        break;
+                    }
+                    // Written under an old version meanwhile: move them too.
+                    DestroyKeks::StillInUse(_) => {
+                        read = self.next_batch(&targets, in_order, None).await?;
                     }
                 }
             }

@@ -1368,14 +1368,20 @@ impl KeyStore for PostgresKeyStore {
         let from: Vec<i64> = rewraps.iter().map(|r| i64::from(r.from_kek)).collect();
         let to: Vec<i64> = rewraps.iter().map(|r| i64::from(r.to_kek)).collect();
         let wrapped: Vec<&[u8]> = rewraps.iter().map(|r| r.wrapped.as_slice()).collect();
+        let first = pseudonyms.iter().min().cloned().unwrap_or_default();
+        let last = pseudonyms.iter().max().cloned().unwrap_or_default();
         // One statement for the batch; each row only if still under its
-        // old KEK version (an erased user's row stays gone).
+        // old KEK version (an erased user's row stays gone). The bounds on
+        // the pseudonym keep the planner from hashing the whole table to
+        // join a batch: it reads the batch's range of the primary key, the
+        // neighbouring rows a rotation's in-order batch is made of.
         sqlx::query(
             "UPDATE user_keys u SET kek_version = r.to_kek, wrapped = r.wrapped
              FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[])
                   AS r(pseudonym, version, shard, from_kek, to_kek, wrapped)
              WHERE u.pseudonym = r.pseudonym AND u.version = r.version AND u.shard = r.shard
-               AND u.kek_version = r.from_kek",
+               AND u.kek_version = r.from_kek
+               AND u.pseudonym BETWEEN $7 AND $8",
         )
         .bind(pseudonyms)
         .bind(versions)
@@ -1383,6 +1389,8 @@ impl KeyStore for PostgresKeyStore {
         .bind(from)
         .bind(to)
         .bind(wrapped)
+        .bind(first)
+        .bind(last)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;

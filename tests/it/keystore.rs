@@ -17,7 +17,8 @@ use sealgate::keys::store::{
 
 use crate::pgenv;
 
-/// Runs each named test on both backends.
+/// Runs each named test, an `async fn(Fixture)` in scope with
+/// [`Fixture`], on both backends.
 macro_rules! keystore_tests {
     ($($name:ident),+ $(,)?) => {
         /// The suite on SQLite.
@@ -40,6 +41,8 @@ macro_rules! keystore_tests {
         }
     };
 }
+
+pub(crate) use keystore_tests;
 
 keystore_tests!(
     user_keys_are_inserted_once_and_refused_under_a_stale_kek,

@@ -6,6 +6,7 @@ mod damage;
 mod fuzz_seeds;
 mod gateway;
 mod health;
+mod kek_batches;
 mod keystore;
 mod kms_env;
 mod layering;
