@@ -14,7 +14,9 @@
 //! parameters `shards=all` or `shards=3,17`): in groups of up to 256 shards,
 //! makes each shard's next KEK version (all in one transaction with the
 //! job's cursor), re-wraps the group's user keys under them in batches
-//! (each committed with the job's progress), then destroys the older
+//! (each committed with the job's progress; a group of every shard reads
+//! its keys in table order, each batch read while the one before it is
+//! written), then destroys the older
 //! versions (one transaction, one WAL truncation). The cursor `I:new` or
 //! `I:moving` says whether the group starting at index I of the list has
 //! its new versions yet, so a resumed job neither makes a second new
