@@ -586,7 +586,8 @@ impl Config {
                 Some(s) => (Some(*s), rest[s.len() + 1..].to_string()),
                 None => (None, rest),
             };
-            let value = parse_env_value(&value);
+            let list = LIST_KEYS.contains(&(section, key.as_str()));
+            let value = parse_env_value(&value, list);
             let target = match section {
                 Some(s) => table
                     .entry(s)
@@ -835,16 +836,24 @@ impl Config {
     }
 }
 
+/// The keys holding lists of strings that an environment variable can set
+/// (section, key): a bare value is a comma-separated list, one item or
+/// more.
+const LIST_KEYS: &[(Option<&str>, &str)] =
+    &[(None, "spaces"), (Some("residency"), "allowed_regions")];
+
 /// An override's value: TOML syntax when it parses (`true`, `42`,
-/// `["a", "b"]`), a comma-separated list for list keys given bare, else a
-/// string.
-fn parse_env_value(raw: &str) -> toml::Value {
+/// `["a", "b"]`); for a `list` key given bare (`a,b` or `a`), the
+/// comma-separated items; else a string.
+fn parse_env_value(raw: &str, list: bool) -> toml::Value {
     if let Ok(table) = format!("v = {raw}").parse::<toml::Table>() {
         if let Some(v) = table.get("v") {
-            return v.clone();
+            if !list || v.is_array() {
+                return v.clone();
+            }
         }
     }
-    if raw.contains(',') {
+    if list {
         return toml::Value::Array(
             raw.split(',')
                 .map(|s| toml::Value::String(s.trim().to_string()))
@@ -900,6 +909,35 @@ mod tests {
                 .contains("limits.stream_timeout_seconds: must be at least 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_list_key_takes_one_bare_item_or_a_comma_list() {
+        let one = Config::load(
+            None,
+            env(&[
+                ("SEALGATE_RESIDENCY_ALLOWED_REGIONS", "cn-north-1"),
+                ("SEALGATE_SPACES", "moments"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(one.residency.allowed_regions, ["cn-north-1"]);
+        assert_eq!(one.spaces, ["moments"]);
+        let two = Config::load(
+            None,
+            env(&[(
+                "SEALGATE_RESIDENCY_ALLOWED_REGIONS",
+                "cn-north-1, cn-northwest-1",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            two.residency.allowed_regions,
+            ["cn-north-1", "cn-northwest-1"]
+        );
+        // Elsewhere a comma is part of a string.
+        let c = Config::load(None, env(&[("SEALGATE_S3_BUCKET", "a,b")])).unwrap();
+        assert_eq!(c.s3.bucket, "a,b");
     }
 
     #[test]

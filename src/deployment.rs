@@ -61,12 +61,48 @@ pub enum StartupError {
 pub struct Parts<'a> {
     /// The key store.
     pub key_store: &'a dyn KeyStore,
-    /// Its file (named in messages).
+    /// Its file, or its database's URL without the password (named in
+    /// messages).
     pub key_store_path: &'a Path,
     /// The local keyring file.
     pub keyring_path: &'a Path,
     /// The object store.
     pub blob: &'a dyn BlobStore,
+    /// What to restore from a backup, as refusals name it.
+    pub backup: Backup,
+}
+
+/// What a deployment's backup holds that a refusal asks to restore: the
+/// key store (`keys.db` or a PostgreSQL database) and, with master keys in
+/// the local keyring, the keyring (with AWS KMS the master versions are
+/// records of the key store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backup {
+    /// The key store is a PostgreSQL database, not `keys.db`.
+    pub database: bool,
+    /// The master keys are in the local keyring file.
+    pub keyring: bool,
+}
+
+impl Backup {
+    /// The key store as a backup names it.
+    fn key_store(self) -> &'static str {
+        if self.database {
+            "the key store database"
+        } else {
+            "keys.db"
+        }
+    }
+}
+
+impl std::fmt::Display for Backup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.key_store())?;
+        if self.keyring {
+            f.write_str(" and the keyring")?;
+        }
+        Ok(())
+    }
 }
 
 fn blob_error(blob: &dyn BlobStore) -> impl Fn(BlobError) -> StartupError + '_ {
@@ -93,6 +129,7 @@ fn store_error(path: &Path) -> impl Fn(StoreError) -> StartupError + '_ {
 pub async fn check_key_store_present(
     key_store_path: &Path,
     blob: &dyn BlobStore,
+    backup: Backup,
 ) -> Result<(), StartupError> {
     let exists = std::fs::symlink_metadata(key_store_path).map(|_| true);
     let exists = match exists {
@@ -111,7 +148,7 @@ pub async fn check_key_store_present(
     if let Some(id) = blob.store_id().await.map_err(blob_error(blob))? {
         return Err(StartupError::Refused(format!(
             "key store {} is missing but the object store {} holds the objects of \
-             deployment {id}; restore keys.db and the keyring from this deployment's backup",
+             deployment {id}; restore {backup} from this deployment's backup",
             key_store_path.display(),
             blob.location()
         )));
@@ -159,8 +196,8 @@ async fn check_ids(parts: Parts<'_>) -> Result<Ids, StartupError> {
             };
             return Err(StartupError::Refused(format!(
                 "key store {ks} {what} but the object store {objects} holds the objects of \
-                 deployment {theirs}; restore keys.db and the keyring from this deployment's \
-                 backup"
+                 deployment {theirs}; restore {} from this deployment's backup",
+                parts.backup
             )));
         }
         _ => {}
@@ -229,9 +266,10 @@ pub async fn open_local(
         Err(MasterKeyError::Missing(_)) if ids.holds_keys => {
             return Err(StartupError::Refused(format!(
                 "keyring {} is missing but the key store {} holds keys; restore the \
-                 keyring from the backup taken with keys.db",
+                 keyring from the backup taken with {}",
                 keyring_path.display(),
-                parts.key_store_path.display()
+                parts.key_store_path.display(),
+                parts.backup.key_store()
             )))
         }
         Err(MasterKeyError::Missing(_)) => {
@@ -281,6 +319,11 @@ mod tests {
     use crate::keys::sqlite::SqliteKeyStore;
     use crate::keys::store::KekRecord;
 
+    const SQLITE_LOCAL: Backup = Backup {
+        database: false,
+        keyring: true,
+    };
+
     struct Fixture {
         dir: tempfile::TempDir,
         store: Arc<SqliteKeyStore>,
@@ -307,6 +350,7 @@ mod tests {
                 key_store_path: &key_store_path,
                 keyring_path: &keyring_path,
                 blob: &self.blob,
+                backup: SQLITE_LOCAL,
             })
             .await
         }
@@ -358,6 +402,7 @@ mod tests {
             key_store_path: &key_store_path,
             keyring_path: &keyring_path,
             blob: &fresh,
+            backup: SQLITE_LOCAL,
         })
         .await
         .unwrap();

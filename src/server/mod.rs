@@ -150,10 +150,14 @@ impl Gateway {
         config.validate()?;
         // The startup guards (`deployment`): nothing is created before a
         // missing key store next to a used object store is refused.
+        let backup = deployment::Backup {
+            database: config.keystore.backend == KeyStoreBackend::Postgres,
+            keyring: config.master.provider == MasterProvider::Local,
+        };
         let (store, key_store_path): (Arc<dyn KeyStore>, PathBuf) = match config.keystore.backend {
             KeyStoreBackend::Sqlite => {
                 let path = config.data_dir.join("keys.db");
-                deployment::check_key_store_present(&path, &*blob).await?;
+                deployment::check_key_store_present(&path, &*blob, backup).await?;
                 std::fs::create_dir_all(&config.data_dir).map_err(crate::blob::BlobError::Io)?;
                 (Arc::new(SqliteKeyStore::open(&path).await?), path)
             }
@@ -201,6 +205,7 @@ impl Gateway {
                     key_store_path: &key_store_path,
                     keyring_path: &config.data_dir.join("keyring"),
                     blob: &*blob,
+                    backup,
                 })
                 .await;
                 let (keyring, naming, _id) = match opened {
@@ -231,6 +236,7 @@ impl Gateway {
                         key_store_path: &key_store_path,
                         keyring_path: &config.data_dir.join("keyring"),
                         blob: &*blob,
+                        backup,
                     },
                     store.clone(),
                     kms,

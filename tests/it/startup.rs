@@ -38,9 +38,14 @@ async fn populated(tmp: &Path) -> PathBuf {
 
 /// Opens a gateway on `data_dir` over `objects`; the refusal's message.
 async fn refusal(data_dir: &Path, objects: &Path) -> String {
+    refusal_of(&config(data_dir), objects).await
+}
+
+/// Opens a gateway of `config` over `objects`; the refusal's message.
+async fn refusal_of(config: &sealgate::config::Config, objects: &Path) -> String {
     let blob: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(objects).await.unwrap());
-    match Gateway::open(&config(data_dir), blob).await {
-        Ok(_) => panic!("the gateway started on {}", data_dir.display()),
+    match Gateway::open(config, blob).await {
+        Ok(_) => panic!("the gateway started on {}", config.data_dir.display()),
         Err(e) => {
             let message = e.to_string();
             assert!(!message.contains('\n'), "one line: {message}");
@@ -104,6 +109,54 @@ async fn serve_names_the_missing_keyring_in_one_line() {
             && line.contains(&keyring.display().to_string())
             && line.contains("restore the keyring from the backup taken with keys.db"),
         "{line}"
+    );
+    assert!(!keyring.exists(), "no new keyring was created");
+}
+
+/// With the key store in PostgreSQL, refusals ask for the database from
+/// the backup, not for a keys.db the deployment never had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_postgres_key_store_refusals_name_the_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let on = |url: &str| {
+        let mut c = config(&data_dir);
+        c.keystore.backend = sealgate::config::KeyStoreBackend::Postgres;
+        c.keystore.url = Some(url.to_string());
+        c.keystore.max_connections = 4;
+        c
+    };
+    let deployments = crate::pgenv::fresh_database().await;
+    let mut gw = TestGateway::start_config(on(&deployments)).await;
+    put(&mut gw.content().await, USER, SPACE, "photo", b"bytes", 5)
+        .await
+        .expect("put");
+    gw.stop().await;
+    let objects = data_dir.join("objects");
+
+    // A new database in place of the deployment's.
+    let other = crate::pgenv::fresh_database().await;
+    let message = refusal_of(&on(&other), &objects).await;
+    assert!(message.contains("is new or empty"), "{message}");
+    assert!(
+        message.contains(
+            "restore the key store database and the keyring from this deployment's backup"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("keys.db"), "{message}");
+
+    // The deployment's database without its keyring.
+    let keyring = data_dir.join("keyring");
+    std::fs::remove_file(&keyring).unwrap();
+    let message = refusal_of(&on(&deployments), &objects).await;
+    assert!(
+        message.contains(&format!("keyring {} is missing", keyring.display())),
+        "{message}"
+    );
+    assert!(
+        message.contains("restore the keyring from the backup taken with the key store database"),
+        "{message}"
     );
     assert!(!keyring.exists(), "no new keyring was created");
 }
