@@ -372,3 +372,43 @@ async fn a_rotation_runs_once_for_both_replicas() {
         }
     }
 }
+
+/// An erasure's garbage collection is one job that one replica leases and
+/// runs: its count is the user's objects, and the bucket holds none of
+/// them afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasures_gc_runs_once_for_both_replicas() {
+    let r = Replicas::start(60).await;
+    let mut b = r.b.content().await;
+    for i in 0..8 {
+        put(
+            &mut b,
+            "gone",
+            "moments",
+            &format!("o{i}"),
+            &data(1_000, i),
+            500,
+        )
+        .await
+        .expect("put");
+    }
+    assert_eq!(r.a.stored_keys().await.len(), 8);
+    let receipt = try_erase(&r.b, "gone").await.expect("EraseUser");
+    let updates = crate::gateway::jobs::watch_all(&r.a, &receipt.gc_job_id).await;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
+    assert_eq!((last.done, last.total), (8, 8), "{updates:?}");
+    for gw in [&r.a, &r.b] {
+        let jobs = gw
+            .admin()
+            .await
+            .list_jobs(pb::ListJobsRequest::default())
+            .await
+            .expect("ListJobs")
+            .into_inner()
+            .jobs;
+        let gcs: Vec<_> = jobs.iter().filter(|j| j.kind == "erasure_gc").collect();
+        assert_eq!(gcs.len(), 1, "{jobs:?}");
+    }
+    assert_eq!(r.b.stored_keys().await, Vec::<String>::new());
+}
