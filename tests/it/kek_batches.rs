@@ -64,6 +64,35 @@ fn admin(store: &Arc<dyn KeyStore>, keys: &Arc<KeyHierarchy>, batch: u32) -> Key
     KeyAdmin::new(keys.clone(), store.clone(), jobs)
 }
 
+/// A store with a new keyring and `n` users.
+struct Rig {
+    /// Holds the SQLite store's directory.
+    _fixture: Fixture,
+    _dir: tempfile::TempDir,
+    keyring: std::path::PathBuf,
+    store: Arc<dyn KeyStore>,
+    keys: Arc<KeyHierarchy>,
+    users: Vec<(Pseudonym, WrappedDek)>,
+}
+
+impl Rig {
+    async fn new(f: Fixture, n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = dir.path().join("keyring");
+        let store = f.open().await;
+        let keys = hierarchy(&store, &keyring, true);
+        let users = users(&keys, n).await;
+        Self {
+            _fixture: f,
+            _dir: dir,
+            keyring,
+            store,
+            keys,
+            users,
+        }
+    }
+}
+
 /// Users `0..n`, each with a user key and a DEK wrapped under it.
 async fn users(keys: &KeyHierarchy, n: usize) -> Vec<(Pseudonym, WrappedDek)> {
     let mut out = Vec::new();
@@ -108,11 +137,14 @@ async fn open_all(store: &Arc<dyn KeyStore>, keyring: &Path, users: &[(Pseudonym
 }
 
 async fn a_rotation_of_every_shard_in_many_batches_moves_every_key_once(f: Fixture) {
-    let dir = tempfile::tempdir().unwrap();
-    let keyring = dir.path().join("keyring");
-    let store = f.open().await;
-    let keys = hierarchy(&store, &keyring, true);
-    let users = users(&keys, 50).await;
+    let Rig {
+        _fixture,
+        _dir,
+        keyring,
+        store,
+        keys,
+        users,
+    } = Rig::new(f, 50).await;
     let admin = admin(&store, &keys, 7);
     let job = admin.rotate_kek("test", KekShards::All).await.unwrap();
     let job = ended(&admin, &job.id).await;
@@ -130,11 +162,14 @@ async fn a_rotation_of_every_shard_in_many_batches_moves_every_key_once(f: Fixtu
 }
 
 async fn a_rotation_of_some_shards_in_many_batches_moves_only_theirs(f: Fixture) {
-    let dir = tempfile::tempdir().unwrap();
-    let keyring = dir.path().join("keyring");
-    let store = f.open().await;
-    let keys = hierarchy(&store, &keyring, true);
-    let users = users(&keys, 50).await;
+    let Rig {
+        _fixture,
+        _dir,
+        keyring,
+        store,
+        keys,
+        users,
+    } = Rig::new(f, 50).await;
     let moving = |shard: u32| shard == 1 || shard == 2;
     let expected = kek_versions(&*store)
         .await
@@ -164,11 +199,14 @@ async fn a_rotation_of_some_shards_in_many_batches_moves_only_theirs(f: Fixture)
 }
 
 async fn erasures_racing_a_rotation_in_many_batches_stay_erased(f: Fixture) {
-    let dir = tempfile::tempdir().unwrap();
-    let keyring = dir.path().join("keyring");
-    let store = f.open().await;
-    let keys = hierarchy(&store, &keyring, true);
-    let users = users(&keys, 60).await;
+    let Rig {
+        _fixture,
+        _dir,
+        keyring,
+        store,
+        keys,
+        users,
+    } = Rig::new(f, 60).await;
     let admin = admin(&store, &keys, 5);
     let job = admin.rotate_kek("test", KekShards::All).await.unwrap();
     let erased: Vec<Pseudonym> = users.iter().step_by(3).map(|(p, _)| *p).collect();

@@ -321,6 +321,20 @@ async fn a_write_committing_after_an_erasure_elsewhere_is_undone() {
 
 /// A KEK rotation started through A runs once, seen the same from B, and
 /// both replicas read every object afterwards.
+/// How many jobs of `kind` a replica lists.
+async fn jobs_of_kind(gw: &TestGateway, kind: &str) -> usize {
+    gw.admin()
+        .await
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect("ListJobs")
+        .into_inner()
+        .jobs
+        .iter()
+        .filter(|j| j.kind == kind)
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_runs_once_for_both_replicas() {
     let r = Replicas::start(60).await;
@@ -353,16 +367,7 @@ async fn a_rotation_runs_once_for_both_replicas() {
     assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
     assert_eq!((last.done, last.total), (20, 20), "{updates:?}");
     for gw in [&r.a, &r.b] {
-        let jobs = gw
-            .admin()
-            .await
-            .list_jobs(pb::ListJobsRequest::default())
-            .await
-            .expect("ListJobs")
-            .into_inner()
-            .jobs;
-        let rotations: Vec<_> = jobs.iter().filter(|j| j.kind == "rotate_kek").collect();
-        assert_eq!(rotations.len(), 1, "{jobs:?}");
+        assert_eq!(jobs_of_kind(gw, "rotate_kek").await, 1);
         let mut c = gw.content().await;
         for u in 0..20 {
             let (_, got) = get(&mut c, &format!("u{u}"), "moments", "pic", None)
@@ -399,16 +404,7 @@ async fn an_erasures_gc_runs_once_for_both_replicas() {
     assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
     assert_eq!((last.done, last.total), (8, 8), "{updates:?}");
     for gw in [&r.a, &r.b] {
-        let jobs = gw
-            .admin()
-            .await
-            .list_jobs(pb::ListJobsRequest::default())
-            .await
-            .expect("ListJobs")
-            .into_inner()
-            .jobs;
-        let gcs: Vec<_> = jobs.iter().filter(|j| j.kind == "erasure_gc").collect();
-        assert_eq!(gcs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs_of_kind(gw, "erasure_gc").await, 1);
     }
     assert_eq!(r.b.stored_keys().await, Vec::<String>::new());
 }
