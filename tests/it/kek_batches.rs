@@ -137,41 +137,27 @@ async fn open_all(store: &Arc<dyn KeyStore>, keyring: &Path, users: &[(Pseudonym
 }
 
 async fn a_rotation_of_every_shard_in_many_batches_moves_every_key_once(f: Fixture) {
-    let Rig {
-        _fixture,
-        _dir,
-        keyring,
-        store,
-        keys,
-        users,
-    } = Rig::new(f, 50).await;
-    let admin = admin(&store, &keys, 7);
+    let r = Rig::new(f, 50).await;
+    let admin = admin(&r.store, &r.keys, 7);
     let job = admin.rotate_kek("test", KekShards::All).await.unwrap();
     let job = ended(&admin, &job.id).await;
     assert_eq!(job.state, JobState::Done, "{job:?}");
     // Eight batches; each key re-wrapped once (a batch read twice would
     // count twice).
     assert_eq!((job.done, job.total), (50, 50));
-    let rows = kek_versions(&*store).await;
+    let rows = kek_versions(&*r.store).await;
     assert_eq!(rows.len(), 50);
     assert!(rows.iter().all(|(_, _, v)| *v == 2), "{rows:?}");
-    let keks = store.kek_infos().await.unwrap();
+    let keks = r.store.kek_infos().await.unwrap();
     assert_eq!(keks.len(), SHARDS as usize);
     assert!(keks.iter().all(|k| k.version == 2), "{keks:?}");
-    open_all(&store, &keyring, &users).await;
+    open_all(&r.store, &r.keyring, &r.users).await;
 }
 
 async fn a_rotation_of_some_shards_in_many_batches_moves_only_theirs(f: Fixture) {
-    let Rig {
-        _fixture,
-        _dir,
-        keyring,
-        store,
-        keys,
-        users,
-    } = Rig::new(f, 50).await;
+    let r = Rig::new(f, 50).await;
     let moving = |shard: u32| shard == 1 || shard == 2;
-    let expected = kek_versions(&*store)
+    let expected = kek_versions(&*r.store)
         .await
         .iter()
         .filter(|(_, s, _)| moving(*s))
@@ -180,7 +166,7 @@ async fn a_rotation_of_some_shards_in_many_batches_moves_only_theirs(f: Fixture)
         expected > 6,
         "too few users in shards 1 and 2 for three batches"
     );
-    let admin = admin(&store, &keys, 3);
+    let admin = admin(&r.store, &r.keys, 3);
     let job = admin
         .rotate_kek("test", KekShards::Some(vec![1, 2]))
         .await
@@ -188,43 +174,37 @@ async fn a_rotation_of_some_shards_in_many_batches_moves_only_theirs(f: Fixture)
     let job = ended(&admin, &job.id).await;
     assert_eq!(job.state, JobState::Done, "{job:?}");
     assert_eq!((job.done, job.total), (expected, expected));
-    for (p, shard, version) in kek_versions(&*store).await {
+    for (p, shard, version) in kek_versions(&*r.store).await {
         assert_eq!(
             version,
             if moving(shard) { 2 } else { 1 },
             "{p} of shard {shard}"
         );
     }
-    open_all(&store, &keyring, &users).await;
+    open_all(&r.store, &r.keyring, &r.users).await;
 }
 
 async fn erasures_racing_a_rotation_in_many_batches_stay_erased(f: Fixture) {
-    let Rig {
-        _fixture,
-        _dir,
-        keyring,
-        store,
-        keys,
-        users,
-    } = Rig::new(f, 60).await;
-    let admin = admin(&store, &keys, 5);
+    let r = Rig::new(f, 60).await;
+    let admin = admin(&r.store, &r.keys, 5);
     let job = admin.rotate_kek("test", KekShards::All).await.unwrap();
-    let erased: Vec<Pseudonym> = users.iter().step_by(3).map(|(p, _)| *p).collect();
+    let erased: Vec<Pseudonym> = r.users.iter().step_by(3).map(|(p, _)| *p).collect();
     for p in &erased {
-        keys.erase(p, "test").await.unwrap();
+        r.keys.erase(p, "test").await.unwrap();
     }
     let job = ended(&admin, &job.id).await;
     assert_eq!(job.state, JobState::Done, "{job:?}");
-    let rows = kek_versions(&*store).await;
+    let rows = kek_versions(&*r.store).await;
     assert_eq!(rows.len(), 40);
     assert!(rows.iter().all(|(_, _, v)| *v == 2), "{rows:?}");
     for p in &erased {
-        assert!(store.user_keys(p).await.unwrap().is_empty(), "{p}");
-        assert!(store.tombstone(p).await.unwrap().is_some(), "{p}");
+        assert!(r.store.user_keys(p).await.unwrap().is_empty(), "{p}");
+        assert!(r.store.tombstone(p).await.unwrap().is_some(), "{p}");
     }
-    let live: Vec<_> = users
+    let live: Vec<_> = r
+        .users
         .into_iter()
         .filter(|(p, _)| !erased.contains(p))
         .collect();
-    open_all(&store, &keyring, &live).await;
+    open_all(&r.store, &r.keyring, &live).await;
 }
