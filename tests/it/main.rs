@@ -12,6 +12,8 @@ mod kms_env;
 mod layering;
 mod metrics;
 mod parser_regressions;
+mod pg_outage;
+mod pg_proxy;
 mod pgenv;
 mod pki;
 mod replicas;

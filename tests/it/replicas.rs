@@ -4,120 +4,18 @@
 //! PostgreSQL through a proxy that can silently drop the notifications it
 //! listens for.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealgate::api::pb;
 use sealgate::config::KeyStoreBackend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tonic::Code;
 
 use crate::gateway::{
     config, data, data_msg, get, get_items, header_msg, paused_download, pseudonym, put, put_item,
     reason, try_erase, Backend, BackendKind, TestGateway,
 };
+use crate::pg_proxy::PgProxy;
 use crate::pgenv;
-
-/// A TCP proxy in front of PostgreSQL that can go deaf on the connection
-/// that listens for notifications: from `mute()` on, whatever the server
-/// sends on a connection that sent `LISTEN` is swallowed, and the
-/// connection stays open, so the listener neither hears nor notices
-/// anything (a middlebox dropping one flow). Queries on other connections
-/// pass untouched.
-pub struct DeafListener {
-    pub addr: SocketAddr,
-    muted: Arc<AtomicBool>,
-    swallowed: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DeafListener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl DeafListener {
-    pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let muted = Arc::new(AtomicBool::new(false));
-        let swallowed = Arc::new(AtomicU64::new(0));
-        let (m, sw) = (muted.clone(), swallowed.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(target).await else {
-                    continue;
-                };
-                let (m, sw) = (m.clone(), sw.clone());
-                tokio::spawn(relay(client, server, m, sw));
-            }
-        });
-        Self {
-            addr,
-            muted,
-            swallowed,
-            task,
-        }
-    }
-
-    /// From now on, the listening connections hear nothing.
-    pub fn mute(&self) {
-        self.muted.store(true, Ordering::SeqCst);
-    }
-
-    /// Bytes the server sent to a muted listener and the proxy dropped.
-    pub fn swallowed(&self) -> u64 {
-        self.swallowed.load(Ordering::SeqCst)
-    }
-}
-
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    muted: Arc<AtomicBool>,
-    swallowed: Arc<AtomicU64>,
-) {
-    let (mut client_rx, mut client_tx) = client.into_split();
-    let (mut server_rx, mut server_tx) = server.into_split();
-    let listens = Arc::new(AtomicBool::new(false));
-    let l = listens.clone();
-    let up = async move {
-        let mut buf = vec![0u8; 16 << 10];
-        loop {
-            let n = match client_rx.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if buf[..n].windows(6).any(|w| w == b"LISTEN") {
-                l.store(true, Ordering::SeqCst);
-            }
-            if server_tx.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    let down = async move {
-        let mut buf = vec![0u8; 16 << 10];
-        loop {
-            let n = match server_rx.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if listens.load(Ordering::SeqCst) && muted.load(Ordering::SeqCst) {
-                swallowed.fetch_add(n as u64, Ordering::SeqCst);
-                continue;
-            }
-            if client_tx.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::join!(up, down);
-}
 
 /// Two replicas over one fresh PostgreSQL database and one fresh bucket,
 /// with user keys cached for `ttl` seconds. Their data directories are
@@ -126,7 +24,7 @@ struct Replicas {
     a: TestGateway,
     b: TestGateway,
     /// Between replica A and PostgreSQL.
-    proxy: DeafListener,
+    proxy: PgProxy,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
@@ -136,7 +34,7 @@ impl Replicas {
         let url = pgenv::fresh_database().await;
         let (head, rest) = url.split_once('@').expect("user@host in the URL");
         let (server, db) = rest.split_once('/').expect("/database in the URL");
-        let proxy = DeafListener::start(server.parse().expect("host:port")).await;
+        let proxy = PgProxy::start(server.parse().expect("host:port")).await;
         let replica = |dir: &std::path::Path, url: String| {
             let mut c = config(dir);
             backend.configure(&mut c);

@@ -18,8 +18,6 @@ use sealgate::api::pb;
 use sealgate::keys::sqlite::RESERVE_BYTES;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use super::*;
 
@@ -190,22 +188,6 @@ async fn start_on(data_dir: &Path) -> TestGateway {
 }
 
 /// The health of the whole server (service "").
-async fn health(gw: &TestGateway) -> i32 {
-    let channel = tonic::transport::Channel::from_shared(gw.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect");
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("health Check")
-        .into_inner()
-        .status
-}
-
 /// Asserts that `result` failed with one of `codes`; returns the status.
 #[track_caller]
 fn expect_code_in<T: std::fmt::Debug>(

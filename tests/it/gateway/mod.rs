@@ -704,6 +704,23 @@ pub fn read_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     );
 }
 
+/// The gateway's overall health status (`ServingStatus` as i32).
+pub async fn health(gw: &TestGateway) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(gw.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health Check")
+        .into_inner()
+        .status
+}
+
 /// The `ErrorInfo.reason` of a status, if any.
 pub fn reason(status: &Status) -> Option<String> {
     use tonic_types::StatusExt;
