@@ -161,11 +161,21 @@ fn backend(e: sqlx::Error) -> StoreError {
                 _ => StoreError::Backend(message),
             }
         }
+        // A certificate the configured roots do not accept, a name that
+        // does not match: sqlx reports rustls' refusal as an I/O error, but
+        // only the configuration (or the server's certificate) can mend it.
+        sqlx::Error::Io(io) if tls_refusal(io) => StoreError::Backend(e.to_string()),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(e.to_string())
         }
         _ => StoreError::Backend(e.to_string()),
     }
+}
+
+/// Whether an I/O error is rustls refusing the TLS session.
+fn tls_refusal(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<tokio_rustls::rustls::Error>())
 }
 
 fn pseudonym_of(s: &str) -> Result<Pseudonym, StoreError> {

@@ -14,6 +14,7 @@ mod metrics;
 mod parser_regressions;
 mod pg_outage;
 mod pg_proxy;
+mod pg_tls;
 mod pgenv;
 mod pki;
 mod replicas;

@@ -72,6 +72,39 @@ fn free_port() -> u16 {
 impl Postgres {
     /// Initialises and starts a new cluster on a free loopback port.
     pub fn start() -> Self {
+        Self::start_configured(|_| String::new())
+    }
+
+    /// A cluster that takes connections over TLS only: `cert` and `key`
+    /// (PEM) are its certificate and key, and a connection without TLS is
+    /// rejected (`pg_hba.conf`: `hostssl` trust, `hostnossl` reject).
+    pub fn start_tls(cert: &str, key: &str) -> Self {
+        Self::start_configured(|dir| {
+            std::fs::write(dir.join("server.crt"), cert).expect("write server.crt");
+            let key_path = dir.join("server.key");
+            std::fs::write(&key_path, key).expect("write server.key");
+            // The server refuses a key others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod server.key");
+            std::fs::write(
+                dir.join("data").join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 trust\n\
+                 hostnossl all all 0.0.0.0/0 reject\n",
+            )
+            .expect("write pg_hba.conf");
+            format!(
+                "-c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.display()
+            )
+        })
+    }
+
+    /// Initialises a new cluster, lets `configure` write into its
+    /// directory (the data directory is `data` inside it) and return more
+    /// server options, and starts it on a free loopback port.
+    fn start_configured(configure: impl FnOnce(&Path) -> String) -> Self {
         let bin = bin_dir();
         // Kept past this function: the wrapper shell removes it.
         let dir = tempfile::Builder::new()
@@ -107,18 +140,28 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let options = configure(&dir);
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown of {} failed", dir.display());
+        }
         let port = free_port();
         let mut child = command(Path::new("/bin/sh"))
             .arg("-c")
             .arg(
                 r#""$0" -D "$1/data" -k "$1" -h 127.0.0.1 -p "$2" -c fsync=off \
                    -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
-                   -c shared_buffers=64MB >"$1/log" 2>&1 &
+                   -c shared_buffers=64MB $3 >"$1/log" 2>&1 &
                    pid=$!; read _; kill -INT $pid; wait $pid; rm -rf "$1""#,
             )
             .arg(bin.join("postgres"))
             .arg(&dir)
             .arg(port.to_string())
+            .arg(options)
             .stdin(Stdio::piped())
             .spawn()
             .expect("spawn postgres");
