@@ -165,6 +165,12 @@ fn backend(e: sqlx::Error) -> StoreError {
         // does not match: sqlx reports rustls' refusal as an I/O error, but
         // only the configuration (or the server's certificate) can mend it.
         sqlx::Error::Io(io) if tls_refusal(io) => StoreError::Backend(e.to_string()),
+        // The connection closed before the server answered the TLS request
+        // (sqlx reads the missing answer as byte 0): a server or proxy going
+        // away, not one that speaks another protocol.
+        sqlx::Error::Protocol(m) if m.contains("SSLRequest: 0x00 ") => {
+            StoreError::Unavailable(e.to_string())
+        }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(e.to_string())
         }
@@ -1946,6 +1952,20 @@ mod tests {
             max_connections: 4,
         };
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_connection_closed_during_tls_negotiation_is_unavailable() {
+        // As sqlx 0.8 words it, with where it was raised.
+        let closed = sqlx::Error::Protocol(
+            "unexpected response from SSLRequest: 0x00 (sqlx_postgres::connection::tls:95)".into(),
+        );
+        assert!(matches!(backend(closed), StoreError::Unavailable(_)));
+        // Something else at the address (an HTTP server answers 'H').
+        let other = sqlx::Error::Protocol(
+            "unexpected response from SSLRequest: 0x48 (sqlx_postgres::connection::tls:95)".into(),
+        );
+        assert!(matches!(backend(other), StoreError::Backend(_)));
     }
 
     #[test]

@@ -122,3 +122,97 @@ async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_ackn
         .expect("read back");
     assert_eq!(got, data(3_000, 3));
 }
+
+/// Sets the gateway's database read-only or writable for new sessions and
+/// ends its sessions, so every connection the gateway makes from now on
+/// has the new setting (a failover to a standby, or an operator's switch).
+async fn set_read_only(db: &str, read_only: bool) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&pgenv::shared().url("postgres"))
+        .await
+        .expect("connect as admin");
+    let setting = if read_only { "on" } else { "off" };
+    sqlx::query(&format!(
+        "ALTER DATABASE {db} SET default_transaction_read_only = {setting}"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("ALTER DATABASE");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(db)
+        .execute(&mut admin)
+        .await
+        .expect("end the gateway's sessions");
+    admin.close().await.ok();
+}
+
+/// The database turned read-only under the gateway: writes and erasures
+/// are refused `UNAVAILABLE` (retryable) and store nothing, reads go on,
+/// and once it is writable again everything works without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_read_only_writes_are_refused_retryably_and_reads_go_on() {
+    let url = pgenv::fresh_database().await;
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(tmp.path());
+    c.keystore.backend = KeyStoreBackend::Postgres;
+    c.keystore.url = Some(url);
+    c.keystore.max_connections = 4;
+    let gw = TestGateway::start_config(c).await;
+    let mut content = gw.content().await;
+    put(
+        &mut content,
+        "kept",
+        "moments",
+        "pic",
+        &data(3_000, 1),
+        1_000,
+    )
+    .await
+    .expect("put");
+
+    set_read_only(&db, true).await;
+    let stored = gw.stored_keys().await;
+    let err = put(
+        &mut content,
+        "newcomer",
+        "moments",
+        "pic",
+        &data(3_000, 3),
+        1_000,
+    )
+    .await
+    .expect_err("a new user's write on a read-only key store");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("read-only"), "{err:?}");
+    assert_eq!(
+        gw.stored_keys().await,
+        stored,
+        "the refused write stored nothing"
+    );
+    let err = try_erase(&gw, "kept")
+        .await
+        .expect_err("an erasure on a read-only key store");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let (_, got) = get(&mut content, "kept", "moments", "pic", None)
+        .await
+        .expect("reads go on");
+    assert_eq!(got, data(3_000, 1));
+
+    set_read_only(&db, false).await;
+    put(
+        &mut content,
+        "newcomer",
+        "moments",
+        "pic",
+        &data(3_000, 3),
+        1_000,
+    )
+    .await
+    .expect("a write once the key store is writable");
+    try_erase(&gw, "kept").await.expect("EraseUser");
+    let err = get(&mut content, "kept", "moments", "pic", None)
+        .await
+        .expect_err("erased");
+    assert_eq!(reason(&err).as_deref(), Some("USER_ERASED"), "{err:?}");
+}
