@@ -468,19 +468,20 @@ impl KeyAdmin {
                 }
             }
         }
-        // KEKs: each shard whose oldest live version is due.
-        let mut oldest = std::collections::BTreeMap::<u32, i64>::new();
-        for i in self.store.kek_infos().await? {
-            let e = oldest.entry(i.shard).or_insert(i.created_at_ms);
-            *e = (*e).min(i.created_at_ms);
-        }
-        let due: Vec<u32> = oldest
-            .into_iter()
-            .filter(|(_, created)| now.saturating_sub(*created) >= due_ms)
-            .map(|(shard, _)| shard)
-            .collect();
-        if !due.is_empty() && !running(JOB_KIND_ROTATE_KEK) {
-            self.rotate_kek("schedule", KekShards::Some(due)).await?;
+        // KEKs: every shard, once any shard's oldest live version is due.
+        // Shards get their first version when their first user does, so
+        // their ages differ; rotating them together aligns them, and a
+        // rotation of every shard reads the key table once in its own
+        // order, where one of a few shards walks each shard's index from
+        // its start for every batch.
+        let due = self
+            .store
+            .kek_infos()
+            .await?
+            .iter()
+            .any(|i| now.saturating_sub(i.created_at_ms) >= due_ms);
+        if due && !running(JOB_KIND_ROTATE_KEK) {
+            self.rotate_kek("schedule", KekShards::All).await?;
         }
         Ok(())
     }

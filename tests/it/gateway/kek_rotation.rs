@@ -544,3 +544,42 @@ async fn kek_rotation_resumes_after_sigkill() {
     }
     drop(second);
 }
+
+/// Shards whose KEKs were made at different times rotate together: once
+/// one shard's KEK is due, the schedule rotates every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_rotates_every_shard_once_one_is_due() {
+    let gw = TestGateway::start_with(|c| {
+        few_shards(c);
+        c.keys.kek_max_age_days = 1.0;
+        c.keys.schedule_check_seconds = 1;
+    })
+    .await;
+    put_users(&gw, 20).await;
+    let before = kek_versions(&gw.data_dir).await;
+    assert!(before.len() >= 2, "users in one shard only: {before:?}");
+    assert!(before.iter().all(|(_, v)| *v == 1), "{before:?}");
+    // The first shard's KEK made a day ago: due (at half the maximum age),
+    // the others not for hours.
+    let oldest = before[0].0;
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        gw.data_dir.join("keys.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE keks SET created_at_ms = created_at_ms - 86400000 WHERE shard = ?")
+        .bind(oldest)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let after: Vec<(i64, i64)> = before.iter().map(|(s, _)| (*s, 2)).collect();
+    crate::support::eventually(
+        "the schedule rotated every shard",
+        Duration::from_secs(30),
+        || async { kek_versions(&gw.data_dir).await == after },
+    )
+    .await;
+    read_users(&gw, 0..20).await;
+}
