@@ -13,8 +13,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::gateway::{config, data, get, health, put, reason, try_erase, TestGateway};
-use crate::pg_proxy::PgProxy;
 use crate::pgenv;
+use crate::proxy::FaultProxy;
 use crate::support::eventually;
 
 /// How long health may take to follow the database (probes every second,
@@ -26,7 +26,7 @@ async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_ackn
     let url = pgenv::fresh_database().await;
     let (head, rest) = url.split_once('@').expect("user@host in the URL");
     let (server, db) = rest.split_once('/').expect("/database in the URL");
-    let proxy = PgProxy::start(server.parse().expect("host:port")).await;
+    let proxy = FaultProxy::start(server.parse().expect("host:port")).await;
     let tmp = tempfile::tempdir().unwrap();
     let mut c = config(tmp.path());
     c.keystore.backend = KeyStoreBackend::Postgres;
@@ -56,7 +56,7 @@ async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_ackn
     .expect("put");
     try_erase(&gw, "erased").await.expect("EraseUser");
 
-    proxy.cut();
+    proxy.set_up(false);
     eventually("health turns NOT_SERVING", HEALTH_FOLLOWS, || async {
         health(&gw).await == ServingStatus::NotServing as i32
     })
@@ -94,7 +94,7 @@ async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_ackn
         "{err:?}"
     );
 
-    proxy.restore();
+    proxy.set_up(true);
     eventually("health turns SERVING again", HEALTH_FOLLOWS, || async {
         health(&gw).await == ServingStatus::Serving as i32
     })

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::s3env::{self, FaultProxy};
+use crate::proxy::FaultProxy;
+use crate::s3env;
 
 async fn wait_for<F, Fut>(what: &str, cond: F)
 where

@@ -11,8 +11,6 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sealgate::blob::s3::{S3BlobStore, S3Settings};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// moto version the tests run against.
 const MOTO: &str = "moto[server]==5.2.5";
@@ -248,58 +246,4 @@ pub async fn incomplete_uploads(endpoint: &str, bucket: &str) -> usize {
         .unwrap()
         .uploads()
         .len()
-}
-
-/// A loopback TCP proxy that can go down (dropping every connection and
-/// refusing new ones) and come back, while the server behind it keeps its
-/// state.
-pub struct FaultProxy {
-    pub addr: SocketAddr,
-    up: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl FaultProxy {
-    pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (up, rx) = watch::channel(true);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                if !*rx.borrow() {
-                    drop(client); // down: refuse
-                    continue;
-                }
-                let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let mut client = client;
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = rx.wait_for(|up| !*up) => {} // down: cut the connection
-                    }
-                });
-            }
-        });
-        Self { addr, up, task }
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn set_up(&self, up: bool) {
-        self.up.send_replace(up);
-    }
 }

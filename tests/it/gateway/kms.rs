@@ -576,7 +576,7 @@ async fn a_kms_outage_spares_cached_keks_and_fails_cold_shards_retryably() {
     put_users(&gw, &warm).await;
     put_users(&gw, &cold).await;
 
-    let proxy = s3env::FaultProxy::start(s3env::shared().addr).await;
+    let proxy = crate::proxy::FaultProxy::start(s3env::shared().addr).await;
     let endpoint = proxy.endpoint();
     let gw = gw
         .restart_with(|c| {

@@ -1,7 +1,7 @@
-//! A TCP proxy in front of PostgreSQL for the tests of what a replica
-//! does when its database goes away: deaf to notifications on one
-//! connection ([`PgProxy::mute`]), or unreachable altogether
-//! ([`PgProxy::cut`] until [`PgProxy::restore`]).
+//! Loopback TCP proxies between the gateway and a server, for the tests
+//! of what it does when the server goes away: [`FaultProxy`] goes down
+//! altogether and comes back (S3, PostgreSQL, KMS); [`PgProxy`] goes deaf
+//! on PostgreSQL's notification connection alone.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,6 +10,60 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// A loopback TCP proxy that can go down (dropping every connection and
+/// refusing new ones) and come back, while the server behind it keeps its
+/// state.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    up: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, rx) = watch::channel(true);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*rx.borrow() {
+                    drop(client); // down: refuse
+                    continue;
+                }
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let mut client = client;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = rx.wait_for(|up| !*up) => {} // down: cut the connection
+                    }
+                });
+            }
+        });
+        Self { addr, up, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
 
 /// A TCP proxy in front of PostgreSQL that can go deaf on the connection
 /// that listens for notifications: from `mute()` on, whatever the server
@@ -21,8 +75,6 @@ pub struct PgProxy {
     pub addr: SocketAddr,
     muted: Arc<AtomicBool>,
     swallowed: Arc<AtomicU64>,
-    /// True while the database is unreachable.
-    down: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -38,45 +90,22 @@ impl PgProxy {
         let addr = listener.local_addr().unwrap();
         let muted = Arc::new(AtomicBool::new(false));
         let swallowed = Arc::new(AtomicU64::new(0));
-        let (down, _) = watch::channel(false);
-        let (m, sw, d) = (muted.clone(), swallowed.clone(), down.clone());
+        let (m, sw) = (muted.clone(), swallowed.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                // Cut: the connection closes before a byte is exchanged.
-                if *d.borrow() {
-                    continue;
-                }
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
                 let (m, sw) = (m.clone(), sw.clone());
-                let mut down = d.subscribe();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        () = relay(client, server, m, sw) => {}
-                        _ = down.wait_for(|down| *down) => {}
-                    }
-                });
+                tokio::spawn(relay(client, server, m, sw));
             }
         });
         Self {
             addr,
             muted,
             swallowed,
-            down,
             task,
         }
-    }
-
-    /// The database becomes unreachable: every connection through the
-    /// proxy closes, and new ones close as soon as they are accepted.
-    pub fn cut(&self) {
-        self.down.send_replace(true);
-    }
-
-    /// The database is reachable again (for new connections).
-    pub fn restore(&self) {
-        self.down.send_replace(false);
     }
 
     /// From now on, the listening connections hear nothing.
