@@ -108,31 +108,14 @@ async fn health_follows_s3_away_and_back() {
     // The gateway reaches S3 only through the proxy.
     let tmp = tempfile::tempdir().unwrap();
     let mut config = crate::gateway::config(tmp.path());
-    config.blob.backend = sealgate::config::BlobBackend::S3;
-    config.s3.bucket = bucket.clone();
-    config.s3.endpoint = Some(proxy.endpoint());
-    config.s3.force_path_style = true;
+    crate::gateway::Backend::S3 {
+        endpoint: proxy.endpoint(),
+        bucket,
+    }
+    .configure(&mut config);
     config.server.health_probe_seconds = 1;
-    let store =
-        sealgate::blob::s3::S3BlobStore::connect(&s3env::settings(&proxy.endpoint(), &bucket))
-            .await
-            .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sealgate::server::serve(
-        config,
-        std::sync::Arc::new(store),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let mut gw = crate::gateway::TestGateway::start_config(config).await;
+    let channel = gw.channel().await;
     let health = HealthClient::new(channel);
     let status = |service: &'static str| {
         let mut health = health.clone();
@@ -163,8 +146,7 @@ async fn health_follows_s3_away_and_back() {
     })
     .await;
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    gw.stop().await;
 
     async fn eventually<F, Fut>(what: &str, cond: F)
     where

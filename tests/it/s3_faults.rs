@@ -2,13 +2,11 @@
 //! uploads are aborted (none is left once S3 is back), and the gateway
 //! recovers without a restart.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sealgate::api::pb;
-use sealgate::api::pb::content_service_client::ContentServiceClient;
-use sealgate::blob::s3::{S3BlobStore, PART_SIZE};
-use tokio::sync::{mpsc, oneshot};
+use sealgate::blob::s3::PART_SIZE;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
@@ -53,30 +51,13 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
     // The gateway reaches S3 only through the proxy.
     let tmp = tempfile::tempdir().unwrap();
     let mut config = crate::gateway::config(tmp.path());
-    config.blob.backend = sealgate::config::BlobBackend::S3;
-    config.s3.bucket = bucket.clone();
-    config.s3.endpoint = Some(proxy.endpoint());
-    config.s3.force_path_style = true;
-    let store = S3BlobStore::connect(&s3env::settings(&proxy.endpoint(), &bucket))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(sealgate::server::serve(
-        config,
-        Arc::new(store),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = ContentServiceClient::new(channel);
+    crate::gateway::Backend::S3 {
+        endpoint: proxy.endpoint(),
+        bucket: bucket.clone(),
+    }
+    .configure(&mut config);
+    let mut gw = crate::gateway::TestGateway::start_config(config).await;
+    let mut client = gw.content().await;
 
     let small = crate::gateway::data(50_000, 3);
     crate::gateway::put(
@@ -159,6 +140,5 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
         "the interrupted upload left no object"
     );
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    gw.stop().await;
 }
