@@ -12,7 +12,10 @@ use sealgate::config::KeyStoreBackend;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::gateway::{config, data, get, health, put, reason, try_erase, TestGateway};
+use sealgate::api::pb::content_service_client::ContentServiceClient;
+use tonic::transport::Channel;
+
+use crate::gateway::{data, get, health, put, reason, try_erase, TestGateway};
 use crate::pgenv;
 use crate::proxy::FaultProxy;
 use crate::support::eventually;
@@ -21,39 +24,91 @@ use crate::support::eventually;
 /// each given 5 s).
 const HEALTH_FOLLOWS: Duration = Duration::from_secs(30);
 
+/// A gateway whose key store is the PostgreSQL database at `url`, with an
+/// object `pic` stored for each `(user, content seed)` of `users`.
+async fn gateway_with(url: String, users: &[(&str, u64)]) -> TestGateway {
+    let gw = TestGateway::start_with(|c| {
+        c.keystore.backend = KeyStoreBackend::Postgres;
+        c.keystore.url = Some(url);
+        c.keystore.max_connections = 4;
+    })
+    .await;
+    let mut content = gw.content().await;
+    for (user, seed) in users {
+        store(&mut content, user, *seed).await.expect("put");
+    }
+    gw
+}
+
+/// Stores `user`'s object `pic` with content `seed`.
+async fn store(
+    content: &mut ContentServiceClient<Channel>,
+    user: &str,
+    seed: u64,
+) -> Result<(), tonic::Status> {
+    put(content, user, "moments", "pic", &data(3_000, seed), 1_000)
+        .await
+        .map(|_| ())
+}
+
+/// `user`'s object reads back as stored with `seed`.
+async fn reads_back(gw: &TestGateway, user: &str, seed: u64) {
+    let (_, got) = get(&mut gw.content().await, user, "moments", "pic", None)
+        .await
+        .unwrap_or_else(|e| panic!("{user}'s object: {e:?}"));
+    assert_eq!(got, data(3_000, seed), "{user}");
+}
+
+/// `user` is refused as erased.
+async fn refused_as_erased(gw: &TestGateway, user: &str) {
+    let err = get(&mut gw.content().await, user, "moments", "pic", None)
+        .await
+        .expect_err("an erased user's read");
+    assert_eq!(reason(&err).as_deref(), Some("USER_ERASED"), "{err:?}");
+}
+
+/// With the key store unable to take writes: a new user's first write
+/// (which needs the key store for its key) and an erasure of `user` are
+/// refused `UNAVAILABLE` saying `why`, and the refused write stored
+/// nothing.
+async fn writes_refused(gw: &TestGateway, user: &str, why: &str) {
+    let stored = gw.stored_keys().await;
+    let err = store(&mut gw.content().await, "newcomer", 3)
+        .await
+        .expect_err("a new user's write");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(why), "{err:?}");
+    assert_eq!(
+        gw.stored_keys().await,
+        stored,
+        "the refused write stored nothing"
+    );
+    let err = try_erase(gw, user).await.expect_err("an erasure");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
+
+/// Once the key store takes writes again, without a restart: a new user's
+/// write goes through and `user` can be erased.
+async fn writes_work_again(gw: &TestGateway, user: &str) {
+    store(&mut gw.content().await, "newcomer", 3)
+        .await
+        .expect("a new user's write");
+    reads_back(gw, "newcomer", 3).await;
+    try_erase(gw, user).await.expect("EraseUser");
+    refused_as_erased(gw, user).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_acknowledged_is_lost() {
     let url = pgenv::fresh_database().await;
     let (head, rest) = url.split_once('@').expect("user@host in the URL");
     let (server, db) = rest.split_once('/').expect("/database in the URL");
     let proxy = FaultProxy::start(server.parse().expect("host:port")).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let mut c = config(tmp.path());
-    c.keystore.backend = KeyStoreBackend::Postgres;
-    c.keystore.url = Some(format!("{head}@{}/{db}", proxy.addr));
-    c.keystore.max_connections = 4;
-    let gw = TestGateway::start_config(c).await;
-    let mut content = gw.content().await;
-    put(
-        &mut content,
-        "kept",
-        "moments",
-        "pic",
-        &data(3_000, 1),
-        1_000,
+    let gw = gateway_with(
+        format!("{head}@{}/{db}", proxy.addr),
+        &[("kept", 1), ("erased", 2)],
     )
-    .await
-    .expect("put");
-    put(
-        &mut content,
-        "erased",
-        "moments",
-        "pic",
-        &data(3_000, 2),
-        1_000,
-    )
-    .await
-    .expect("put");
+    .await;
     try_erase(&gw, "erased").await.expect("EraseUser");
 
     proxy.set_up(false);
@@ -61,32 +116,9 @@ async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_ackn
         health(&gw).await == ServingStatus::NotServing as i32
     })
     .await;
-    let stored = gw.stored_keys().await;
-    // A new user's first write needs the key store for its key.
-    let err = put(
-        &mut content,
-        "newcomer",
-        "moments",
-        "pic",
-        &data(3_000, 3),
-        1_000,
-    )
-    .await
-    .expect_err("a write with the key store unreachable");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("retry"), "{err:?}");
-    assert_eq!(
-        gw.stored_keys().await,
-        stored,
-        "the refused write stored nothing"
-    );
-    // An erasure is not acknowledged while it cannot be recorded.
-    let err = try_erase(&gw, "kept")
-        .await
-        .expect_err("an erasure with the key store unreachable");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    writes_refused(&gw, "kept", "retry later").await;
     // The erased user stays refused, whatever this process can reach.
-    let err = get(&mut content, "erased", "moments", "pic", None)
+    let err = get(&mut gw.content().await, "erased", "moments", "pic", None)
         .await
         .expect_err("an erased user's read");
     assert!(
@@ -99,28 +131,9 @@ async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_ackn
         health(&gw).await == ServingStatus::Serving as i32
     })
     .await;
-    let (_, got) = get(&mut content, "kept", "moments", "pic", None)
-        .await
-        .expect("an acknowledged write reads back");
-    assert_eq!(got, data(3_000, 1));
-    let err = get(&mut content, "erased", "moments", "pic", None)
-        .await
-        .expect_err("an acknowledged erasure holds");
-    assert_eq!(reason(&err).as_deref(), Some("USER_ERASED"), "{err:?}");
-    put(
-        &mut content,
-        "newcomer",
-        "moments",
-        "pic",
-        &data(3_000, 3),
-        1_000,
-    )
-    .await
-    .expect("a write once the database is back");
-    let (_, got) = get(&mut content, "newcomer", "moments", "pic", None)
-        .await
-        .expect("read back");
-    assert_eq!(got, data(3_000, 3));
+    reads_back(&gw, "kept", 1).await;
+    refused_as_erased(&gw, "erased").await;
+    writes_work_again(&gw, "kept").await;
 }
 
 /// Sets the gateway's database read-only or writable for new sessions and
@@ -153,66 +166,12 @@ async fn set_read_only(db: &str, read_only: bool) {
 async fn with_postgres_read_only_writes_are_refused_retryably_and_reads_go_on() {
     let url = pgenv::fresh_database().await;
     let db = url.rsplit('/').next().unwrap().to_string();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut c = config(tmp.path());
-    c.keystore.backend = KeyStoreBackend::Postgres;
-    c.keystore.url = Some(url);
-    c.keystore.max_connections = 4;
-    let gw = TestGateway::start_config(c).await;
-    let mut content = gw.content().await;
-    put(
-        &mut content,
-        "kept",
-        "moments",
-        "pic",
-        &data(3_000, 1),
-        1_000,
-    )
-    .await
-    .expect("put");
+    let gw = gateway_with(url, &[("kept", 1)]).await;
 
     set_read_only(&db, true).await;
-    let stored = gw.stored_keys().await;
-    let err = put(
-        &mut content,
-        "newcomer",
-        "moments",
-        "pic",
-        &data(3_000, 3),
-        1_000,
-    )
-    .await
-    .expect_err("a new user's write on a read-only key store");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("read-only"), "{err:?}");
-    assert_eq!(
-        gw.stored_keys().await,
-        stored,
-        "the refused write stored nothing"
-    );
-    let err = try_erase(&gw, "kept")
-        .await
-        .expect_err("an erasure on a read-only key store");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    let (_, got) = get(&mut content, "kept", "moments", "pic", None)
-        .await
-        .expect("reads go on");
-    assert_eq!(got, data(3_000, 1));
+    writes_refused(&gw, "kept", "read-only").await;
+    reads_back(&gw, "kept", 1).await;
 
     set_read_only(&db, false).await;
-    put(
-        &mut content,
-        "newcomer",
-        "moments",
-        "pic",
-        &data(3_000, 3),
-        1_000,
-    )
-    .await
-    .expect("a write once the key store is writable");
-    try_erase(&gw, "kept").await.expect("EraseUser");
-    let err = get(&mut content, "kept", "moments", "pic", None)
-        .await
-        .expect_err("erased");
-    assert_eq!(reason(&err).as_deref(), Some("USER_ERASED"), "{err:?}");
+    writes_work_again(&gw, "kept").await;
 }

@@ -61,6 +61,19 @@ fn command(program: &Path) -> Command {
     }
 }
 
+/// As root, makes `dir` and everything in it the `postgres` user's (the
+/// server refuses to run as root and to read files it does not own).
+fn give_to_postgres(dir: &Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown of {} failed", dir.display());
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -112,14 +125,7 @@ impl Postgres {
             .tempdir()
             .expect("temp dir")
             .keep();
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            assert!(status.success(), "chown of {} failed", dir.display());
-        }
+        give_to_postgres(&dir);
         let data = dir.join("data");
         let out = command(&bin.join("initdb"))
             .arg("-D")
@@ -141,14 +147,7 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let options = configure(&dir);
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            assert!(status.success(), "chown of {} failed", dir.display());
-        }
+        give_to_postgres(&dir);
         let port = free_port();
         let mut child = command(Path::new("/bin/sh"))
             .arg("-c")
