@@ -234,7 +234,7 @@ struct Batch {
 impl RotateKek {
     /// The next batch of user keys under an old version of their
     /// shard's KEK, re-wrapped under `targets`: in table order after
-    /// `after`, or (not `in_order`) through the KEK index.
+    /// `after`, or (not `in_order`) through the shard index.
     async fn next_batch(
         &self,
         targets: &[(u32, u32)],
@@ -320,7 +320,7 @@ impl JobHandler for RotateKek {
             };
             // A group of every shard reads the user keys in the table's
             // own order (no index lookups, and each batch's updates fall on
-            // neighbouring pages); a smaller one through the KEK index.
+            // neighbouring pages); a smaller one through the shard index.
             let in_order = group.len() == self.keys.shards() as usize;
             let mut read = self.next_batch(&targets, in_order, None).await?;
             loop {

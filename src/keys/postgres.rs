@@ -1322,7 +1322,9 @@ impl KeyStore for PostgresKeyStore {
         }
         let shards: Vec<i64> = targets.iter().map(|(s, _)| i64::from(*s)).collect();
         let versions: Vec<i64> = targets.iter().map(|(_, v)| i64::from(*v)).collect();
-        // One probe of the (shard, kek_version) index per shard.
+        // Through the shard index, each shard's rows filtered by KEK version
+        // (rows already moved are read again by every batch: fine for a few
+        // shards; a rotation of every shard reads in table order instead).
         let rows = sqlx::query(
             "SELECT u.* FROM unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
              CROSS JOIN LATERAL (

@@ -1314,7 +1314,9 @@ impl KeyStore for SqliteKeyStore {
         if targets.is_empty() {
             return Ok(Vec::new());
         }
-        // One probe of the (shard, kek_version) index per shard.
+        // Through the shard index, each shard's rows filtered by KEK version
+        // (rows already moved are read again by every batch: fine for a few
+        // shards; a rotation of every shard reads in table order instead).
         let values = vec!["(?, ?)"; targets.len()].join(", ");
         let sql = format!(
             "WITH targets(shard, target) AS (VALUES {values})
