@@ -11,6 +11,7 @@ mod keystore;
 mod kms_env;
 mod layering;
 mod metrics;
+mod mounts;
 mod parser_regressions;
 mod pg_outage;
 mod pg_tls;

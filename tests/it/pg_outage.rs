@@ -1,11 +1,11 @@
-//! A gateway whose PostgreSQL key store becomes unreachable while it
-//! serves (the database's host gone: every connection closes, new ones
-//! are refused): health turns NOT_SERVING; calls that need the store are
-//! refused `UNAVAILABLE`, retryable, and store nothing; an erasure
-//! acknowledged before stays in force; and once the database is back,
-//! without a restart, health is SERVING and everything acknowledged is
-//! there.
+//! Faults of a gateway's PostgreSQL key store while it serves: the
+//! database unreachable (its host gone: every connection closes, new ones
+//! are refused), turned read-only (a failover), or out of disk. Calls that
+//! cannot be recorded are refused, retryably, and store nothing; whatever
+//! was acknowledged holds; and once the fault is repaired everything works
+//! without a restart.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use sealgate::config::KeyStoreBackend;
@@ -16,6 +16,7 @@ use sealgate::api::pb::content_service_client::ContentServiceClient;
 use tonic::transport::Channel;
 
 use crate::gateway::{data, get, health, put, reason, try_erase, TestGateway};
+use crate::mounts::{fill_disk, root_or_skip, Mount};
 use crate::pgenv;
 use crate::proxy::FaultProxy;
 use crate::support::eventually;
@@ -174,4 +175,98 @@ async fn with_postgres_read_only_writes_are_refused_retryably_and_reads_go_on() 
 
     set_read_only(&db, false).await;
     writes_work_again(&gw, "kept").await;
+}
+
+/// The gateway's database in a tablespace on a small tmpfs, then that disk
+/// filled. WAL stays on the cluster's own disk, so the server keeps
+/// running and a table that must grow fails `53100` (disk full). Every
+/// call either succeeds, and what it did holds, or is refused
+/// `RESOURCE_EXHAUSTED` / `STORAGE_FULL` and leaves nothing; with space
+/// freed, writes work again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_disk_full_each_call_holds_or_is_refused_storage_full() {
+    use sqlx::Connection;
+    if !root_or_skip("with_postgres_disk_full_each_call_holds_or_is_refused_storage_full") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // The server runs as postgres: it must reach the mount point.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let disk = tmp.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let _mount = Mount::tmpfs(&disk, "32m");
+    let space = disk.join("tablespace");
+    std::fs::create_dir(&space).unwrap();
+    pgenv::give_to_postgres(&space);
+    let pg = pgenv::shared();
+    let name = format!("full_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .expect("connect as admin");
+    for sql in [
+        format!("CREATE TABLESPACE {name} LOCATION '{}'", space.display()),
+        format!("CREATE DATABASE {name} TABLESPACE {name}"),
+    ] {
+        sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
+    }
+    let mut gw = gateway_with(pg.url(&name), &[("kept", 1), ("doomed", 2), ("gone", 3)]).await;
+    // An erasure before: the tables an erasure writes have a page each.
+    try_erase(&gw, "gone").await.expect("EraseUser");
+
+    let filler = disk.join("filler");
+    fill_disk(&filler);
+    // New users until the key store cannot grow.
+    let mut content = gw.content().await;
+    let mut stored = Vec::new();
+    let refused = loop {
+        let n = stored.len() as u64;
+        assert!(n < 2_000, "the key store never ran out of room");
+        match store(&mut content, &format!("crowd-{n}"), 100 + n).await {
+            Ok(()) => stored.push(n),
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert_eq!(reason(&e).as_deref(), Some("STORAGE_FULL"), "{e:?}");
+                break n;
+            }
+        }
+    };
+    // An erasure on the full disk: done for good, or refused as full.
+    let erased = match try_erase(&gw, "doomed").await {
+        Ok(_) => true,
+        Err(e) => {
+            assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+            false
+        }
+    };
+
+    std::fs::remove_file(&filler).unwrap();
+    reads_back(&gw, "kept", 1).await;
+    for n in &stored {
+        reads_back(&gw, &format!("crowd-{n}"), 100 + n).await;
+    }
+    let err = get(
+        &mut content,
+        &format!("crowd-{refused}"),
+        "moments",
+        "pic",
+        None,
+    )
+    .await
+    .expect_err("the refused write left no object");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    if erased {
+        refused_as_erased(&gw, "doomed").await;
+    } else {
+        reads_back(&gw, "doomed", 2).await;
+    }
+    refused_as_erased(&gw, "gone").await;
+    writes_work_again(&gw, "kept").await;
+
+    gw.stop().await;
+    for sql in [
+        format!("DROP DATABASE {name} WITH (FORCE)"),
+        format!("DROP TABLESPACE {name}"),
+    ] {
+        sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
+    }
 }

@@ -63,7 +63,7 @@ fn command(program: &Path) -> Command {
 
 /// As root, makes `dir` and everything in it the `postgres` user's (the
 /// server refuses to run as root and to read files it does not own).
-fn give_to_postgres(dir: &Path) {
+pub fn give_to_postgres(dir: &Path) {
     if is_root() {
         let status = Command::new("chown")
             .args(["-R", "postgres:postgres"])
