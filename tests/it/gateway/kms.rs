@@ -15,6 +15,7 @@ use sealgate::keys::sqlite::SqliteKeyStore;
 use tonic::Code;
 
 use super::jobs::watch_all;
+use super::master_rotation::{retire, retire_refusals};
 use super::*;
 use crate::kms_env;
 
@@ -141,14 +142,6 @@ async fn hierarchy(gw: &TestGateway) -> pb::HierarchyStatus {
         .into_inner()
         .hierarchy
         .expect("the hierarchy")
-}
-
-async fn retire(gw: &TestGateway, version: u32) -> Result<Vec<u32>, Status> {
-    gw.admin()
-        .await
-        .retire_master_key(pb::RetireMasterKeyRequest { version })
-        .await
-        .map(|r| r.into_inner().remaining_versions)
 }
 
 async fn rotate(gw: &TestGateway) -> (u32, Vec<pb::JobProgress>) {
@@ -302,24 +295,7 @@ async fn master_rotation_to_another_kms_key_then_retirement() {
         "KeyStatus names each version's KMS key"
     );
 
-    expect_reason(
-        retire(&gw, 1).await,
-        Code::FailedPrecondition,
-        "MASTER_IN_USE",
-        "KEKs under 1",
-    );
-    expect_reason(
-        retire(&gw, 2).await,
-        Code::FailedPrecondition,
-        "MASTER_IN_USE",
-        "the newest",
-    );
-    expect_reason(
-        retire(&gw, 9).await,
-        Code::NotFound,
-        "MASTER_VERSION_NOT_FOUND",
-        "no version 9",
-    );
+    retire_refusals(&gw).await;
     assert_eq!(version_records(&gw.data_dir).await.len(), 2);
 
     let (target, updates) = rotate(&gw).await;

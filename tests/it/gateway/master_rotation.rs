@@ -15,12 +15,35 @@ backend_tests!(master_rotation_then_retirement);
 
 const USERS: usize = 12;
 
-async fn retire(gw: &TestGateway, version: u32) -> Result<Vec<u32>, Status> {
+pub(super) async fn retire(gw: &TestGateway, version: u32) -> Result<Vec<u32>, Status> {
     gw.admin()
         .await
         .retire_master_key(pb::RetireMasterKeyRequest { version })
         .await
         .map(|r| r.into_inner().remaining_versions)
+}
+
+/// With KEKs under version 1 and version 2 the newest: retiring 1 or 2 is
+/// refused as in use, retiring 9 as no such version.
+pub(super) async fn retire_refusals(gw: &TestGateway) {
+    expect_reason(
+        retire(gw, 1).await,
+        Code::FailedPrecondition,
+        "MASTER_IN_USE",
+        "KEKs under 1",
+    );
+    expect_reason(
+        retire(gw, 2).await,
+        Code::FailedPrecondition,
+        "MASTER_IN_USE",
+        "the newest",
+    );
+    expect_reason(
+        retire(gw, 9).await,
+        Code::NotFound,
+        "MASTER_VERSION_NOT_FOUND",
+        "no version 9",
+    );
 }
 
 /// The master versions the keyring file holds.
@@ -89,24 +112,7 @@ async fn master_rotation_then_retirement() {
     read_all(&gw).await;
     assert_eq!(key_status(&gw, "user-0").await.master_key_version, 2);
 
-    expect_reason(
-        retire(&gw, 1).await,
-        Code::FailedPrecondition,
-        "MASTER_IN_USE",
-        "KEKs under 1",
-    );
-    expect_reason(
-        retire(&gw, 2).await,
-        Code::FailedPrecondition,
-        "MASTER_IN_USE",
-        "the newest",
-    );
-    expect_reason(
-        retire(&gw, 9).await,
-        Code::NotFound,
-        "MASTER_VERSION_NOT_FOUND",
-        "no version 9",
-    );
+    retire_refusals(&gw).await;
     assert_eq!(
         keyring_versions(&gw.data_dir),
         [1, 2],
