@@ -16,6 +16,11 @@
 //!   taken by one conditional `UPDATE ... RETURNING`: of two processes
 //!   racing for a job, one gets it.
 //!
+//! An erasure reserve ([`RESERVE_BYTES`] of filler in the table
+//! `erasure_reserve`) is dropped when an erasure finds the disk full, and
+//! the erasure tried again: uploads cannot use up the room an erasure
+//! needs. It is made again once there is room.
+//!
 //! Every transaction that destroys or changes a user's key versions, or
 //! destroys KEK versions, sends a notification on [`CHANNEL`] inside the
 //! transaction, so that it is delivered only if it commits;
@@ -40,7 +45,7 @@ use super::store::{
     audit_hash, AuditEntry, AuditRecord, DestroyKeks, HoldRecord, InsertOutcome, Invalidation,
     Invalidations, JobCheckpoint, JobRecord, JobState, KekInfo, KekRecord, KekRewrap, KeyStore,
     LeasedProgress, NewJob, PlaceHold, RequestRecord, StoreError, Tombstone, UserKeyRecord,
-    UserKeyRewrap, UserKeyState, DECOMMISSIONED_META, JOB_KIND_ERASURE_GC,
+    UserKeyRewrap, UserKeyState, DECOMMISSIONED_META, JOB_KIND_ERASURE_GC, RESERVE_BYTES,
 };
 use crate::crypto::Pseudonym;
 use crate::keys::unix_ms;
@@ -57,6 +62,10 @@ const LOCK_SHARD: i32 = 0x5347_0002;
 const LOCK_AUDIT: i32 = 0x5347_0003;
 const LOCK_JOB_KIND: i32 = 0x5347_0004;
 const LOCK_OPEN: i32 = 0x5347_0005;
+const LOCK_RESERVE: i32 = 0x5347_0006;
+/// Bytes of one row of the erasure reserve: two rows fill a page, none is
+/// compressed or moved out of line (`STORAGE PLAIN`).
+const RESERVE_ROW: usize = 4000;
 
 /// The tables of this store's schema.
 const TABLES: &[&str] = &[
@@ -68,6 +77,7 @@ const TABLES: &[&str] = &[
     "meta",
     "legal_holds",
     "audit",
+    "erasure_reserve",
 ];
 
 /// The columns of a [`JobRecord`].
@@ -258,7 +268,114 @@ impl PostgresKeyStore {
             })?;
         let store = Self { pool, place };
         store.migrate().await?;
+        store.ensure_reserve().await;
         Ok(store)
+    }
+
+    /// Fills the erasure reserve up to [`RESERVE_BYTES`] if it is short
+    /// (new, or given up by an erasure). On failure (a full disk) the next
+    /// erasure on a full disk has no reserve to give up: logged, not fatal.
+    async fn ensure_reserve(&self) {
+        let result: Result<(), StoreError> = async {
+            let size: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(pg_relation_size(to_regclass('erasure_reserve')), 0)",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+            if usize::try_from(size).unwrap_or(0) >= RESERVE_BYTES {
+                return Ok(());
+            }
+            let mut tx = self.begin().await?;
+            // One replica fills it; the others find it full.
+            sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+                .bind(LOCK_RESERVE)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            // Given up by an erasure: made again.
+            for sql in [
+                "CREATE TABLE IF NOT EXISTS erasure_reserve (filler BYTEA NOT NULL)",
+                "ALTER TABLE erasure_reserve ALTER COLUMN filler SET STORAGE PLAIN",
+            ] {
+                sqlx::query(sql).execute(&mut *tx).await.map_err(backend)?;
+            }
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM erasure_reserve")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let want = RESERVE_BYTES.div_ceil(RESERVE_ROW);
+            let missing = want.saturating_sub(usize::try_from(rows).unwrap_or(0));
+            if missing > 0 {
+                // Random, so that nothing along the way compresses it.
+                let mut filler = vec![0u8; missing * RESERVE_ROW];
+                aws_lc_rs::rand::fill(&mut filler)
+                    .map_err(|_| StoreError::Backend("no random bytes for the reserve".into()))?;
+                let chunks: Vec<&[u8]> = filler.chunks(RESERVE_ROW).collect();
+                sqlx::query(
+                    "INSERT INTO erasure_reserve (filler) SELECT * FROM unnest($1::bytea[])",
+                )
+                .bind(chunks)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+            Self::commit(tx).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, key_store = %self.place, "cannot fill the erasure reserve");
+        }
+    }
+
+    /// Gives up the erasure reserve: the table is dropped, and its file's
+    /// space goes back to the file system when that commits. A DROP only
+    /// deletes catalog rows, which needs no new space; a TRUNCATE would
+    /// write a new catalog row, which on a full disk can fail. Whether
+    /// there was a reserve to give up.
+    async fn release_reserve(&self) -> bool {
+        let size: i64 = match sqlx::query_scalar(
+            "SELECT COALESCE(pg_relation_size(to_regclass('erasure_reserve')), 0)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        {
+            Ok(size) => size,
+            Err(_) => return false,
+        };
+        if size == 0 {
+            return false;
+        }
+        match sqlx::query("DROP TABLE IF EXISTS erasure_reserve")
+            .execute(&self.pool)
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(key_store = %self.place, "key store disk full: erasure reserve released");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %backend(e), key_store = %self.place, "cannot release the erasure reserve");
+                false
+            }
+        }
+    }
+
+    /// One erasure transaction; a repeated erasure returns the tombstone
+    /// already there.
+    async fn erase_once(
+        &self,
+        p: &Pseudonym,
+        now: i64,
+        gc_job_id: &str,
+        principal: &str,
+    ) -> Result<Tombstone, StoreError> {
+        let mut tx = self.begin().await?;
+        let erased = Self::erase_in(&mut tx, p, now, gc_job_id, principal).await?;
+        Self::commit(tx).await?;
+        Ok(match erased {
+            Ok(t) | Err(t) => t,
+        })
     }
 
     /// Applies the migrations under a lock of their own, after checking
@@ -957,12 +1074,18 @@ impl KeyStore for PostgresKeyStore {
         gc_job_id: &str,
         principal: &str,
     ) -> Result<Tombstone, StoreError> {
-        let mut tx = self.begin().await?;
-        let erased = Self::erase_in(&mut tx, p, now, gc_job_id, principal).await?;
-        Self::commit(tx).await?;
-        Ok(match erased {
-            Ok(t) | Err(t) => t,
-        })
+        let tombstone = match self.erase_once(p, now, gc_job_id, principal).await {
+            // Uploads may have filled the disk: erasure must still work.
+            Err(StoreError::Full(m)) => {
+                if !self.release_reserve().await {
+                    return Err(StoreError::Full(m));
+                }
+                self.erase_once(p, now, gc_job_id, principal).await?
+            }
+            other => other?,
+        };
+        self.ensure_reserve().await;
+        Ok(tombstone)
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {

@@ -47,8 +47,7 @@ use crate::keys::unix_ms;
 /// SQLite's 32,766).
 const REWRAP_CHUNK: usize = 1024;
 
-/// Bytes set aside for erasures on a full disk.
-pub const RESERVE_BYTES: usize = 8 << 20;
+pub use super::store::RESERVE_BYTES;
 
 /// The schema as it was before schema migrations: migration 1, and what a
 /// test writes to make a store of that time.

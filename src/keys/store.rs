@@ -10,6 +10,11 @@ use async_trait::async_trait;
 
 use crate::crypto::Pseudonym;
 
+/// Bytes each key store sets aside for erasures on a full disk (SQLite: a
+/// file beside `keys.db`; PostgreSQL: a table of filler), given up when an
+/// erasure finds the disk full.
+pub const RESERVE_BYTES: usize = 8 << 20;
+
 /// Errors of a key store backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use sealgate::config::KeyStoreBackend;
+use sealgate::keys::sqlite::RESERVE_BYTES;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -177,16 +178,31 @@ async fn with_postgres_read_only_writes_are_refused_retryably_and_reads_go_on() 
     writes_work_again(&gw, "kept").await;
 }
 
+/// The size of database `db`'s erasure reserve.
+async fn reserve_bytes(db: &str) -> i64 {
+    use sqlx::Connection;
+    let url = pgenv::shared().url(db);
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let size: i64 =
+        sqlx::query_scalar("SELECT COALESCE(pg_relation_size(to_regclass('erasure_reserve')), 0)")
+            .fetch_one(&mut conn)
+            .await
+            .expect("reserve size");
+    conn.close().await.ok();
+    size
+}
+
 /// The gateway's database in a tablespace on a small tmpfs, then that disk
 /// filled. WAL stays on the cluster's own disk, so the server keeps
-/// running and a table that must grow fails `53100` (disk full). Every
-/// call either succeeds, and what it did holds, or is refused
-/// `RESOURCE_EXHAUSTED` / `STORAGE_FULL` and leaves nothing; with space
-/// freed, writes work again without a restart.
+/// running and a table that must grow fails `53100` (disk full). A new
+/// user's write is stored for good or refused `RESOURCE_EXHAUSTED` /
+/// `STORAGE_FULL`, leaving nothing; an erasure goes through on the key
+/// store's reserve; with space freed, writes work again without a restart
+/// and the reserve is made again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_postgres_disk_full_each_call_holds_or_is_refused_storage_full() {
+async fn with_postgres_disk_full_writes_are_refused_and_erasure_uses_the_reserve() {
     use sqlx::Connection;
-    if !root_or_skip("with_postgres_disk_full_each_call_holds_or_is_refused_storage_full") {
+    if !root_or_skip("with_postgres_disk_full_writes_are_refused_and_erasure_uses_the_reserve") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -230,14 +246,13 @@ async fn with_postgres_disk_full_each_call_holds_or_is_refused_storage_full() {
             }
         }
     };
-    // An erasure on the full disk: done for good, or refused as full.
-    let erased = match try_erase(&gw, "doomed").await {
-        Ok(_) => true,
-        Err(e) => {
-            assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-            false
-        }
-    };
+    // An erasure on the full disk goes through, on the reserve the key
+    // store gives up for it.
+    assert!(reserve_bytes(&name).await >= RESERVE_BYTES as i64);
+    try_erase(&gw, "doomed")
+        .await
+        .expect("an erasure on a full disk");
+    assert_eq!(reserve_bytes(&name).await, 0, "reserve given up");
 
     std::fs::remove_file(&filler).unwrap();
     reads_back(&gw, "kept", 1).await;
@@ -254,13 +269,11 @@ async fn with_postgres_disk_full_each_call_holds_or_is_refused_storage_full() {
     .await
     .expect_err("the refused write left no object");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    if erased {
-        refused_as_erased(&gw, "doomed").await;
-    } else {
-        reads_back(&gw, "doomed", 2).await;
-    }
+    refused_as_erased(&gw, "doomed").await;
     refused_as_erased(&gw, "gone").await;
     writes_work_again(&gw, "kept").await;
+    // The erasure there made the reserve again, now that there is room.
+    assert!(reserve_bytes(&name).await >= RESERVE_BYTES as i64);
 
     gw.stop().await;
     for sql in [
