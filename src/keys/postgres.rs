@@ -277,13 +277,7 @@ impl PostgresKeyStore {
     /// erasure on a full disk has no reserve to give up: logged, not fatal.
     async fn ensure_reserve(&self) {
         let result: Result<(), StoreError> = async {
-            let size: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(pg_relation_size(to_regclass('erasure_reserve')), 0)",
-            )
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-            if usize::try_from(size).unwrap_or(0) >= RESERVE_BYTES {
+            if usize::try_from(self.reserve_size().await?).unwrap_or(0) >= RESERVE_BYTES {
                 return Ok(());
             }
             let mut tx = self.begin().await?;
@@ -328,22 +322,21 @@ impl PostgresKeyStore {
         }
     }
 
+    /// The erasure reserve's bytes (0 while it is given up).
+    async fn reserve_size(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COALESCE(pg_relation_size(to_regclass('erasure_reserve')), 0)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
     /// Gives up the erasure reserve: the table is dropped, and its file's
     /// space goes back to the file system when that commits. A DROP only
     /// deletes catalog rows, which needs no new space; a TRUNCATE would
     /// write a new catalog row, which on a full disk can fail. Whether
     /// there was a reserve to give up.
     async fn release_reserve(&self) -> bool {
-        let size: i64 = match sqlx::query_scalar(
-            "SELECT COALESCE(pg_relation_size(to_regclass('erasure_reserve')), 0)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        {
-            Ok(size) => size,
-            Err(_) => return false,
-        };
-        if size == 0 {
+        if !matches!(self.reserve_size().await, Ok(size) if size > 0) {
             return false;
         }
         match sqlx::query("DROP TABLE IF EXISTS erasure_reserve")
