@@ -282,11 +282,7 @@ impl PostgresKeyStore {
             }
             let mut tx = self.begin().await?;
             // One replica fills it; the others find it full.
-            sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
-                .bind(LOCK_RESERVE)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+            Self::lock(&mut tx, LOCK_RESERVE, 0).await?;
             // Given up by an erasure: made again.
             for sql in [
                 "CREATE TABLE IF NOT EXISTS erasure_reserve (filler BYTEA NOT NULL)",
@@ -456,9 +452,28 @@ impl PostgresKeyStore {
 
     /// Takes the user's lock until the end of the transaction.
     async fn lock_user(conn: &mut PgConnection, p: &Pseudonym) -> Result<(), StoreError> {
+        Self::lock_named(conn, LOCK_USER, &p.to_string()).await
+    }
+
+    /// Takes the lock of kind `kind` named `name` (exclusive; names are
+    /// hashed, so two names may share a lock) until the end of the
+    /// transaction.
+    async fn lock_named(conn: &mut PgConnection, kind: i32, name: &str) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(LOCK_USER)
-            .bind(p.to_string())
+            .bind(kind)
+            .bind(name)
+            .execute(conn)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Takes lock `key` of kind `kind` (exclusive) until the end of the
+    /// transaction.
+    async fn lock(conn: &mut PgConnection, kind: i32, key: i32) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(kind)
+            .bind(key)
             .execute(conn)
             .await
             .map_err(backend)?;
@@ -472,12 +487,7 @@ impl PostgresKeyStore {
         shards.sort_unstable();
         shards.dedup();
         for shard in shards {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-                .bind(LOCK_SHARD)
-                .bind(shard)
-                .execute(&mut *conn)
-                .await
-                .map_err(backend)?;
+            Self::lock(conn, LOCK_SHARD, shard).await?;
         }
         Ok(())
     }
@@ -531,11 +541,7 @@ impl PostgresKeyStore {
         conn: &mut PgConnection,
         entry: &AuditEntry,
     ) -> Result<AuditRecord, StoreError> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
-            .bind(LOCK_AUDIT)
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
+        Self::lock(conn, LOCK_AUDIT, 0).await?;
         let last = sqlx::query("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await
@@ -1133,12 +1139,7 @@ impl KeyStore for PostgresKeyStore {
         let now = unix_ms();
         let mut tx = self.begin().await?;
         if exclusive {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                .bind(LOCK_JOB_KIND)
-                .bind(&job.kind)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+            Self::lock_named(&mut tx, LOCK_JOB_KIND, &job.kind).await?;
             let row = sqlx::query(&format!(
                 "{JOB_SELECT} WHERE kind = $1 AND state IN ('pending', 'running')
                  ORDER BY created_at_ms LIMIT 1"
