@@ -65,6 +65,20 @@ pub fn configure(config: &mut Config, arn: &str) {
     config.master.kms_endpoint = Some(s3env::shared().endpoint());
 }
 
+/// The environment that points the real binary at KMS key `arn` on the
+/// shared moto server (`endpoint`), with the test credentials: as
+/// [`configure`] does for a configuration.
+pub fn serve_env<'a>(arn: &'a str, endpoint: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("SEALGATE_MASTER_PROVIDER", "aws-kms"),
+        ("SEALGATE_MASTER_KMS_KEY_ARN", arn),
+        ("SEALGATE_MASTER_KMS_ENDPOINT", endpoint),
+        ("AWS_ACCESS_KEY_ID", s3env::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", s3env::SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
 /// The gateway's KMS client for `config`, with the test credentials.
 pub async fn client_for(config: &Config) -> KmsClient {
     KmsClient::connect(&KmsSettings {

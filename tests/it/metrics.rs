@@ -386,15 +386,8 @@ async fn kms_requests_are_counted_as_they_leave_the_process() {
     const USERS: usize = 16;
     let arn = crate::kms_env::create_key().await;
     let endpoint = crate::s3env::shared().endpoint();
-    let env = [
-        ("SEALGATE_MASTER_PROVIDER", "aws-kms"),
-        ("SEALGATE_MASTER_KMS_KEY_ARN", arn.as_str()),
-        ("SEALGATE_MASTER_KMS_ENDPOINT", endpoint.as_str()),
-        ("SEALGATE_KEYSTORE_SHARDS", "1"),
-        ("AWS_ACCESS_KEY_ID", crate::s3env::ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", crate::s3env::SECRET_KEY),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
+    let mut env = crate::kms_env::serve_env(&arn, &endpoint);
+    env.push(("SEALGATE_KEYSTORE_SHARDS", "1"));
     let kms = |text: &str, op: &str| {
         sample(
             text,

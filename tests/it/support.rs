@@ -34,6 +34,27 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Kills a server spawned with its log collected and returns the whole
+/// log, once the thread reading it has read everything.
+pub async fn stop_and_read_log(
+    child: &mut Child,
+    log: &std::sync::Arc<std::sync::Mutex<String>>,
+) -> String {
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eventually(
+        "the log reader has read everything",
+        Duration::from_secs(10),
+        || {
+            let log = log.clone();
+            async move { std::sync::Arc::strong_count(&log) == 2 }
+        },
+    )
+    .await;
+    let text = log.lock().unwrap().clone();
+    text
+}
+
 /// The address a spawned server reports once it listens (30 s at most).
 pub async fn listening(ready: mpsc::Receiver<Result<SocketAddr, String>>) -> SocketAddr {
     tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(30)))

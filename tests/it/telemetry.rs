@@ -159,18 +159,7 @@ async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
         .is_err());
     drop((content, erasure, holds, channel));
 
-    child.kill().unwrap();
-    child.wait().unwrap();
-    crate::support::eventually(
-        "the log reader has read everything",
-        Duration::from_secs(10),
-        || {
-            let log = log.clone();
-            async move { std::sync::Arc::strong_count(&log) == 2 }
-        },
-    )
-    .await;
-    let text = log.lock().unwrap().clone();
+    let text = crate::support::stop_and_read_log(&mut child, &log).await;
     assert!(
         text.lines().count() > 100,
         "trace logging was on: {} lines",
@@ -253,17 +242,10 @@ async fn kms_unwrapped_keys_never_reach_the_log() {
     use aws_sdk_kms::primitives::Blob;
     let arn = crate::kms_env::create_key().await;
     let endpoint = crate::s3env::shared().endpoint();
-    let env = [
-        ("SEALGATE_MASTER_PROVIDER", "aws-kms"),
-        ("SEALGATE_MASTER_KMS_KEY_ARN", arn.as_str()),
-        ("SEALGATE_MASTER_KMS_ENDPOINT", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", crate::s3env::ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", crate::s3env::SECRET_KEY),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        // The SDK's switch to log what it marks sensitive (KMS Decrypt's
-        // answer): the gateway's logging never shows it either.
-        ("LOG_SENSITIVE_BODIES", "true"),
-    ];
+    let mut env = crate::kms_env::serve_env(&arn, &endpoint);
+    // The SDK's switch to log what it marks sensitive (KMS Decrypt's
+    // answer): the gateway's logging never shows it either.
+    env.push(("LOG_SENSITIVE_BODIES", "true"));
     let dir = tempfile::tempdir().unwrap();
     let body = crate::gateway::data(20_000, 3);
     let mut text = String::new();
@@ -288,18 +270,7 @@ async fn kms_unwrapped_keys_never_reach_the_log() {
             .unwrap();
         assert_eq!(got, body);
         drop(content);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        crate::support::eventually(
-            "the log reader has read everything",
-            Duration::from_secs(10),
-            || {
-                let log = log.clone();
-                async move { std::sync::Arc::strong_count(&log) == 2 }
-            },
-        )
-        .await;
-        text.push_str(&log.lock().unwrap());
+        text.push_str(&crate::support::stop_and_read_log(&mut child, &log).await);
     }
     assert!(text.contains("KMS.Decrypt"), "the SDK's tracing was on");
 
