@@ -317,7 +317,7 @@ mod tests {
     use super::*;
     use crate::blob::fs::FsBlobStore;
     use crate::keys::sqlite::SqliteKeyStore;
-    use crate::keys::store::KekRecord;
+    use crate::keys::store::{KekRecord, KeyRecords, Settings};
 
     const SQLITE_LOCAL: Backup = Backup {
         database: false,

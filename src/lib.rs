@@ -27,6 +27,7 @@ pub mod blob;
 pub mod keys;
 
 pub mod aws;
+pub mod clock;
 pub mod crypto;
 pub mod metrics;
 pub mod names;

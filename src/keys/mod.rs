@@ -8,9 +8,9 @@
 
 pub mod keyring;
 pub mod kms;
-pub mod postgres;
-pub mod sqlite;
 pub mod store;
+
+pub use store::{postgres, sqlite};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,13 +27,7 @@ use store::{
     KeyStore, StoreError, Tombstone, UserKeyRecord, UserKeyRewrap, UserKeyState,
 };
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_ms;
 
 /// Errors of the key layer.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -549,7 +549,8 @@ async fn audit_commands_list_and_verify() {
 /// non-zero with the job's error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_list_and_watch() {
-    use sealgate::keys::store::{KeyStore, NewJob};
+    use sealgate::keys::store::roles::*;
+    use sealgate::keys::store::NewJob;
     let gw = TestGateway::start_with(|c| c.jobs.poll_seconds = 1).await;
     let ep = gw.endpoint();
     let receipt = crate::gateway::try_erase(&gw, "cli-jobs").await.unwrap();

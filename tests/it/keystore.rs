@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sealgate::crypto::Pseudonym;
 use sealgate::keys::postgres::{PgSettings, PostgresKeyStore};
 use sealgate::keys::sqlite::SqliteKeyStore;
+use sealgate::keys::store::roles::*;
 use sealgate::keys::store::{
     audit_hash, AuditEntry, DestroyKeks, HoldRecord, InsertOutcome, Invalidation, JobCheckpoint,
     JobState, KekRecord, KeyStore, LeasedProgress, NewJob, PlaceHold, RequestRecord, StoreError,

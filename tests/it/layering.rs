@@ -36,6 +36,7 @@ const RANKS: &[(&str, u8)] = &[
     ("keys", 2),
     ("blob", 2),
     ("aws", 1),
+    ("clock", 1),
     ("crypto", 1),
     ("names", 1),
     ("metrics", 1),

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use sealgate::keys::postgres::{PgSettings, PostgresKeyStore};
-use sealgate::keys::store::{KeyStore, StoreError};
+use sealgate::keys::store::roles::*;
+use sealgate::keys::store::StoreError;
 
 use crate::pgenv::{self, Postgres};
 use crate::pki::Ca;

@@ -5,7 +5,7 @@
 use sealgate::api::pb;
 use sealgate::crypto::Pseudonym;
 use sealgate::keys::sqlite::SqliteKeyStore;
-use sealgate::keys::store::KeyStore;
+use sealgate::keys::store::roles::*;
 use tonic::Code;
 
 use super::*;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sealgate::keys::sqlite::SqliteKeyStore;
-use sealgate::keys::store::KeyStore;
+use sealgate::keys::store::roles::*;
 use tonic::Code;
 
 use super::*;

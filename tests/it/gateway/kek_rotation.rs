@@ -200,7 +200,8 @@ async fn erasures_racing_a_kek_rotation_stay_erased() {
 #[tokio::test]
 async fn a_user_key_under_a_superseded_kek_is_refused() {
     use sealgate::crypto::Pseudonym;
-    use sealgate::keys::store::{InsertOutcome, KekRecord, KeyStore, UserKeyRecord, UserKeyState};
+    use sealgate::keys::store::roles::*;
+    use sealgate::keys::store::{InsertOutcome, KekRecord, UserKeyRecord, UserKeyState};
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteKeyStore::open(&dir.path().join("keys.db"))
         .await
@@ -299,7 +300,7 @@ async fn a_backup_from_before_an_erasure_opens_nothing_after_the_horizon() {
     // The backup's user-key row against the live store's KEKs: the KEK
     // version it needs is gone.
     let user_row = SqliteKeyStore::open(&backup).await.unwrap();
-    let rows = sealgate::keys::store::KeyStore::user_keys(&user_row, &p)
+    let rows = sealgate::keys::store::KeyRecords::user_keys(&user_row, &p)
         .await
         .unwrap();
     sealgate::keys::store::KeyStore::close(&user_row).await;

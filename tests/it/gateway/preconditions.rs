@@ -4,7 +4,8 @@
 use sealgate::api::pb;
 use sealgate::crypto::Pseudonym;
 use sealgate::keys::sqlite::SqliteKeyStore;
-use sealgate::keys::store::{KeyStore, RequestRecord};
+use sealgate::keys::store::roles::*;
+use sealgate::keys::store::RequestRecord;
 use tonic::Code;
 
 use super::*;

@@ -1,0 +1,532 @@
+//! PostgreSQL, the engine of the key store that several gateway processes
+//! share, through sqlx. The store's rules are [`SqlStore`]'s; this file says
+//! how PostgreSQL keeps them:
+//!
+//! - the store's locks are transaction-scoped advisory locks (a user's, a
+//!   shard's shared or exclusive, the audit chain's, a job kind's), and
+//!   lease checks lock the job's row (`FOR UPDATE`);
+//! - a commit tells the other replicas by `pg_notify` on [`CHANNEL`], sent
+//!   inside the transaction so that it is delivered only if it commits;
+//!   [`Engine::invalidations`] listens on it;
+//! - an erasure reserve ([`RESERVE_BYTES`] of filler in the table
+//!   `erasure_reserve`) is dropped when an erasure finds the disk full, and
+//!   made again once there is room;
+//! - bulk statements bind arrays (`unnest`).
+//!
+//! A destroyed key's row leaves the table at commit, but its bytes stay in
+//! dead tuples until vacuumed, in WAL segments until recycled, and in any
+//! backup or WAL archive: the horizon is bounded by the KEK schedule (a
+//! wrapped user key is useless once its KEK version is destroyed). See
+//! docs/erasure-and-keys.md, "Erasure".
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgRow, Postgres};
+use sqlx::{Row, Transaction};
+
+mod open;
+
+pub use open::{redact_url, PgSettings};
+
+use super::engine::{bind, Engine, Param};
+use super::{
+    Invalidation, Invalidations, KekRecord, KekRewrap, SqlStore, StoreError, UserKeyRewrap,
+};
+use crate::crypto::Pseudonym;
+
+/// The PostgreSQL key store.
+pub type PostgresKeyStore = SqlStore<PgEngine>;
+
+/// The notification channel of invalidations.
+pub const CHANNEL: &str = "sealgate_invalidate";
+
+/// Advisory lock namespaces (the first key of the two-key form).
+pub(super) const LOCK_USER: i32 = 0x5347_0001;
+const LOCK_SHARD: i32 = 0x5347_0002;
+const LOCK_AUDIT: i32 = 0x5347_0003;
+const LOCK_JOB_KIND: i32 = 0x5347_0004;
+/// The PostgreSQL engine: a pool over one database.
+#[derive(Debug, Clone)]
+pub struct PgEngine {
+    pool: PgPool,
+    /// Where, for messages (password redacted).
+    place: String,
+}
+
+/// Classifies a PostgreSQL failure by its SQLSTATE: what may clear
+/// (connection failures, timeouts, a read-only standby, lock conflicts,
+/// serialisation failures) is `Unavailable`, a full disk `Full`, the rest
+/// `Backend` (never retried as if it could succeed).
+fn backend(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let message = format!("{} (SQLSTATE {code})", db.message());
+            match code.as_str() {
+                // disk_full
+                "53100" => StoreError::Full(message),
+                // read_only_sql_transaction (a standby, or a primary set
+                // read-only), out_of_memory, too_many_connections,
+                // lock_not_available, query_canceled (a statement timeout),
+                // admin/crash shutdown, cannot_connect_now,
+                // serialization_failure, deadlock_detected
+                "25006" | "53200" | "53300" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
+                | "40001" | "40P01" => StoreError::Unavailable(message),
+                // connection_exception and its subclasses
+                c if c.starts_with("08") => StoreError::Unavailable(message),
+                _ => StoreError::Backend(message),
+            }
+        }
+        // A certificate the configured roots do not accept, a name that
+        // does not match: sqlx reports rustls' refusal as an I/O error, but
+        // only the configuration (or the server's certificate) can mend it.
+        sqlx::Error::Io(io) if tls_refusal(io) => StoreError::Backend(e.to_string()),
+        // The connection closed before the server answered the TLS request
+        // (sqlx reads the missing answer as byte 0): a server or proxy going
+        // away, not one that speaks another protocol.
+        sqlx::Error::Protocol(m) if m.contains("SSLRequest: 0x00 ") => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// Whether an I/O error is rustls refusing the TLS session.
+fn tls_refusal(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<tokio_rustls::rustls::Error>())
+}
+
+/// The notification payload of an invalidation.
+fn payload(i: Invalidation) -> String {
+    match i {
+        Invalidation::User(p) => format!("user:{p}"),
+        Invalidation::Shard(s) => format!("shard:{s}"),
+        Invalidation::All => "all".into(),
+    }
+}
+
+/// An invalidation from a payload; anything unknown (a newer build's
+/// notice) drops everything.
+fn parse_payload(s: &str) -> Invalidation {
+    if let Some(p) = s.strip_prefix("user:") {
+        if let Ok(p) = Pseudonym::from_hex(p) {
+            return Invalidation::User(p);
+        }
+    }
+    if let Some(shard) = s.strip_prefix("shard:") {
+        if let Ok(shard) = shard.parse() {
+            return Invalidation::Shard(shard);
+        }
+    }
+    Invalidation::All
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+/// Takes lock `key` of kind `kind` (exclusive) until the end of the
+/// transaction.
+async fn lock(conn: &mut PgConnection, kind: i32, key: i32) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(kind)
+        .bind(key)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Takes the lock of kind `kind` named `name` (exclusive; names are
+/// hashed, so two names may share a lock) until the end of the
+/// transaction.
+async fn lock_named(conn: &mut PgConnection, kind: i32, name: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(kind)
+        .bind(name)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// The columns of arrays that bulk statements bind, one array a column.
+fn column<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(f).collect()
+}
+
+#[async_trait]
+impl Engine for PgEngine {
+    type Tx = Tx;
+    type Row = PgRow;
+
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        self.pool.begin().await.map_err(backend)
+    }
+
+    async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn execute(&self, tx: &mut Tx, sql: &str, params: Vec<Param>) -> Result<u64, StoreError> {
+        let done = bind(sqlx::query(sql), params)
+            .execute(&mut **tx)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn fetch(
+        &self,
+        tx: &mut Tx,
+        sql: &str,
+        params: Vec<Param>,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        bind(sqlx::query(sql), params)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(backend)
+    }
+
+    async fn read(&self, sql: &str, params: Vec<Param>) -> Result<Vec<PgRow>, StoreError> {
+        bind(sqlx::query(sql), params)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    // One statement is a transaction of its own (autocommit): one round
+    // trip.
+    async fn write(&self, sql: &str, params: Vec<Param>) -> Result<u64, StoreError> {
+        let done = bind(sqlx::query(sql), params)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn write_rows(&self, sql: &str, params: Vec<Param>) -> Result<Vec<PgRow>, StoreError> {
+        self.read(sql, params).await
+    }
+
+    async fn lock_user(&self, tx: &mut Tx, p: &Pseudonym) -> Result<(), StoreError> {
+        lock_named(tx, LOCK_USER, &p.to_string()).await
+    }
+
+    /// In ascending order, so that two writers never wait on each other.
+    async fn lock_shards(
+        &self,
+        tx: &mut Tx,
+        shards: &[u32],
+        exclusive: bool,
+    ) -> Result<(), StoreError> {
+        let mut shards: Vec<i32> = shards.iter().map(|s| *s as i32).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for shard in shards {
+            if exclusive {
+                lock(tx, LOCK_SHARD, shard).await?;
+            } else {
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+                    .bind(LOCK_SHARD)
+                    .bind(shard)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn lock_audit(&self, tx: &mut Tx) -> Result<(), StoreError> {
+        lock(tx, LOCK_AUDIT, 0).await
+    }
+
+    async fn lock_job_kind(&self, tx: &mut Tx, kind: &str) -> Result<(), StoreError> {
+        lock_named(tx, LOCK_JOB_KIND, kind).await
+    }
+
+    async fn notify(&self, tx: &mut Tx, changes: &[Invalidation]) -> Result<(), StoreError> {
+        let payloads: Vec<String> = changes.iter().map(|i| payload(*i)).collect();
+        sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+            .bind(CHANNEL)
+            .bind(payloads)
+            .execute(&mut **tx)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    // Nothing PostgreSQL lets a client overwrite: see the module docs.
+    async fn scrub(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn release_reserve(&self) -> bool {
+        self.drop_reserve().await
+    }
+
+    async fn ensure_reserve(&self) {
+        self.fill_reserve().await;
+    }
+
+    /// One statement; the caller holds the shards' locks.
+    async fn insert_keks(&self, tx: &mut Tx, records: &[KekRecord]) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "INSERT INTO keks (shard, version, master_version, wrapped, created_at_ms)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bigint[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(column(records, |r| i64::from(r.shard)))
+        .bind(column(records, |r| i64::from(r.version)))
+        .bind(column(records, |r| i64::from(r.master_version)))
+        .bind(column(records, |r| r.wrapped.as_slice()))
+        .bind(column(records, |r| r.created_at_ms))
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?
+        .rows_affected())
+    }
+
+    async fn rewrap_keks(&self, tx: &mut Tx, rewraps: &[KekRewrap]) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE keks k SET master_version = r.to_master, wrapped = r.wrapped
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bytea[])
+                  AS r(shard, version, from_master, to_master, wrapped)
+             WHERE k.shard = r.shard AND k.version = r.version AND k.master_version = r.from_master",
+        )
+        .bind(column(rewraps, |r| i64::from(r.shard)))
+        .bind(column(rewraps, |r| i64::from(r.version)))
+        .bind(column(rewraps, |r| i64::from(r.from_master)))
+        .bind(column(rewraps, |r| i64::from(r.to_master)))
+        .bind(column(rewraps, |r| r.wrapped.as_slice()))
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn rewrap_user_keys(
+        &self,
+        tx: &mut Tx,
+        rewraps: &[UserKeyRewrap],
+    ) -> Result<(), StoreError> {
+        let pseudonyms = column(rewraps, |r| r.pseudonym.to_string());
+        let first = pseudonyms.iter().min().cloned().unwrap_or_default();
+        let last = pseudonyms.iter().max().cloned().unwrap_or_default();
+        // One statement for the batch. The bounds on the pseudonym keep the
+        // planner from hashing the whole table to join a batch: it reads
+        // the batch's range of the primary key, the neighbouring rows a
+        // rotation's in-order batch is made of.
+        sqlx::query(
+            "UPDATE user_keys u SET kek_version = r.to_kek, wrapped = r.wrapped
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[])
+                  AS r(pseudonym, version, shard, from_kek, to_kek, wrapped)
+             WHERE u.pseudonym = r.pseudonym AND u.version = r.version AND u.shard = r.shard
+               AND u.kek_version = r.from_kek
+               AND u.pseudonym BETWEEN $7 AND $8",
+        )
+        .bind(pseudonyms)
+        .bind(column(rewraps, |r| i64::from(r.version)))
+        .bind(column(rewraps, |r| i64::from(r.shard)))
+        .bind(column(rewraps, |r| i64::from(r.from_kek)))
+        .bind(column(rewraps, |r| i64::from(r.to_kek)))
+        .bind(column(rewraps, |r| r.wrapped.as_slice()))
+        .bind(first)
+        .bind(last)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn user_keys_below_keks(
+        &self,
+        targets: &[(u32, u32)],
+        limit: u32,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        // Through the shard index, each shard's rows filtered by KEK version
+        // (rows already moved are read again by every batch: fine for a few
+        // shards; a rotation of every shard reads in table order instead).
+        sqlx::query(
+            "SELECT u.* FROM unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM user_keys u WHERE u.shard = t.shard AND u.kek_version < t.target
+             ) u
+             LIMIT $3",
+        )
+        .bind(column(targets, |(s, _)| i64::from(*s)))
+        .bind(column(targets, |(_, v)| i64::from(*v)))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn count_user_keys(&self, shards: &[u32]) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_keys WHERE shard = ANY($1)")
+            .bind(column(shards, |s| i64::from(*s)))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn count_user_keys_below(
+        &self,
+        tx: &mut Tx,
+        targets: &[(u32, u32)],
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
+             JOIN user_keys u ON u.shard = t.shard AND u.kek_version < t.target",
+        )
+        .bind(column(targets, |(s, _)| i64::from(*s)))
+        .bind(column(targets, |(_, v)| i64::from(*v)))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn delete_keks_below(
+        &self,
+        tx: &mut Tx,
+        targets: &[(u32, u32)],
+    ) -> Result<Vec<(u32, u32)>, StoreError> {
+        let rows = sqlx::query(
+            "DELETE FROM keks k USING unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
+             WHERE k.shard = t.shard AND k.version < t.target
+             RETURNING k.shard, k.version",
+        )
+        .bind(column(targets, |(s, _)| i64::from(*s)))
+        .bind(column(targets, |(_, v)| i64::from(*v)))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(backend)?;
+        let version = |row: &PgRow, i: usize| {
+            u32::try_from(row.get::<i64, _>(i))
+                .map_err(|_| StoreError::Backend("corrupt KEK version in key store".into()))
+        };
+        rows.iter()
+            .map(|row| Ok((version(row, 0)?, version(row, 1)?)))
+            .collect()
+    }
+
+    async fn check_health(&self) -> Result<(), StoreError> {
+        let read_only: bool = sqlx::query_scalar(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        if read_only {
+            return Err(StoreError::Unavailable(format!(
+                "the key store at {} is read-only (a standby, or set read-only)",
+                self.place
+            )));
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn invalidations(&self) -> Result<Option<Invalidations>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(backend)?;
+        listener.listen(CHANNEL).await.map_err(backend)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let next = tokio::select! {
+                    next = listener.try_recv() => next,
+                    () = tx.closed() => return,
+                };
+                let invalidation = match next {
+                    Ok(Some(n)) => {
+                        failures = 0;
+                        parse_payload(n.payload())
+                    }
+                    // The connection was lost (and is re-established by
+                    // the next call): notices may have been missed.
+                    Ok(None) => Invalidation::All,
+                    Err(sqlx::Error::PoolClosed) => return,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %e, "key store invalidation listener failed; reconnecting");
+                        // Backoff before reconnecting, capped at 5 s.
+                        let wait = Duration::from_millis(100 * u64::from(failures.min(50)));
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = tx.closed() => return,
+                        }
+                        Invalidation::All
+                    }
+                };
+                if tx.send(invalidation).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://sg:s3cr%40t@db.internal:5432/keys?sslmode=require"),
+            "postgres://sg:***@db.internal:5432/keys?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://db/keys?user=sg&password=hunter2"),
+            "postgres://db/keys?user=sg&password=***"
+        );
+        assert_eq!(redact_url("postgres://sg@db/keys"), "postgres://sg@db/keys");
+        let s = PgSettings {
+            url: "postgres://sg:hunter2@db/keys".into(),
+            max_connections: 4,
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_connection_closed_during_tls_negotiation_is_unavailable() {
+        // As sqlx 0.8 words it, with where it was raised.
+        let closed = sqlx::Error::Protocol(
+            "unexpected response from SSLRequest: 0x00 (sqlx_postgres::connection::tls:95)".into(),
+        );
+        assert!(matches!(backend(closed), StoreError::Unavailable(_)));
+        // Something else at the address (an HTTP server answers 'H').
+        let other = sqlx::Error::Protocol(
+            "unexpected response from SSLRequest: 0x48 (sqlx_postgres::connection::tls:95)".into(),
+        );
+        assert!(matches!(backend(other), StoreError::Backend(_)));
+    }
+
+    #[test]
+    fn payloads_round_trip() {
+        let p = Pseudonym::from_hex(&"ab".repeat(32)).unwrap();
+        for i in [
+            Invalidation::User(p),
+            Invalidation::Shard(17),
+            Invalidation::All,
+        ] {
+            assert_eq!(parse_payload(&payload(i)), i);
+        }
+        assert_eq!(parse_payload("from a newer build"), Invalidation::All);
+    }
+}
