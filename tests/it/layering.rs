@@ -11,8 +11,14 @@
 //!                                    the process's metrics
 //! ```
 //!
-//! Every `crate::<module>` path in a file counts, in code and in doc links
-//! alike, including `use crate::{a, b}` groups.
+//! Every path in a file counts, in code and in doc links alike: `crate::`
+//! paths (with `use crate::{a, b::{c, d}}` groups) and `super::` paths,
+//! resolved from the file's module (and the inline modules around them) to
+//! the module they name. The rank table is ARCHITECTURE.md's: a test checks
+//! that the two agree.
+//!
+//! Within `keys`, the store (`keys::store`) is below the hierarchy: nothing
+//! under `src/keys/store/` names another part of `keys`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -79,49 +85,156 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file belongs to (`src/content/put.rs` -> `content`);
-/// `None` for the crate root and the binary.
-fn module_of(src: &Path, file: &Path) -> Option<String> {
+/// The module path of a file (`src/keys/store/sql/mod.rs` ->
+/// `keys::store::sql`); empty for the crate root and the binary.
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next()?.as_os_str().to_str()?;
-    let name = first.strip_suffix(".rs").unwrap_or(first);
-    (!matches!(name, "lib" | "main")).then(|| name.to_string())
+    let mut path: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_str().unwrap().to_string())
+        .collect();
+    let last = path.pop().unwrap();
+    let stem = last.strip_suffix(".rs").unwrap_or(&last).to_string();
+    if !(matches!(stem.as_str(), "mod")
+        || (path.is_empty() && matches!(stem.as_str(), "lib" | "main")))
+    {
+        path.push(stem);
+    }
+    path
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
 }
 
 fn ident_at(s: &str) -> &str {
-    let end = s
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !is_ident_char(c)).unwrap_or(s.len());
     &s[..end]
 }
 
-/// Every top-level module named by a `crate::` path in `text`.
-pub fn crate_imports(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("crate::") {
-        // `$crate::` in macros is not this crate's path.
-        let preceded_by_ident = rest[..at]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-        rest = &rest[at + "crate::".len()..];
-        if preceded_by_ident {
-            continue;
-        }
-        if let Some(group) = rest.strip_prefix('{') {
-            // `crate::{a, b::c, d}`: the first segment of each item.
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                let name = ident_at(item.trim());
-                if !name.is_empty() {
-                    out.insert(name.to_string());
+/// The paths of a use tree at the start of `s` (after `crate::` or a
+/// resolved `super::`): `a::b::{c, d::{e}}` -> `a::b::c`, `a::b::d::e`.
+fn use_tree(s: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    parse_tree(s, Vec::new(), &mut out);
+    out
+}
+
+/// Parses one use tree at the start of `s` below `path` into `out`; the
+/// bytes it read.
+fn parse_tree(s: &str, mut path: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let mut i = 0;
+    loop {
+        if s[i..].starts_with('{') {
+            i += 1;
+            loop {
+                i += s[i..].len() - s[i..].trim_start().len();
+                match s[i..].chars().next() {
+                    None => return i,
+                    Some('}') => return i + 1,
+                    Some(c) => match parse_tree(&s[i..], path.clone(), out) {
+                        0 => i += c.len_utf8(),
+                        used => i += used,
+                    },
                 }
             }
+        }
+        let name = ident_at(&s[i..]);
+        if name.is_empty() {
+            if !path.is_empty() {
+                out.push(path);
+            }
+            return i;
+        }
+        path.push(name.to_string());
+        i += name.len();
+        if s[i..].starts_with("::") {
+            i += 2;
         } else {
-            let name = ident_at(rest);
-            if !name.is_empty() {
-                out.insert(name.to_string());
+            out.push(path);
+            return i;
+        }
+    }
+}
+
+/// The inline modules of `text` (`mod tests { .. }`): their byte ranges
+/// and names, so that `super::` inside them resolves from them.
+fn inline_modules(text: &str) -> Vec<(std::ops::Range<usize>, String)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("mod ") {
+        let start = from + at;
+        from = start + 4;
+        if text[..start].chars().next_back().is_some_and(is_ident_char) {
+            continue;
+        }
+        let name = ident_at(&text[from..]);
+        let after = text[from + name.len()..].trim_start();
+        if name.is_empty() || !after.starts_with('{') {
+            continue;
+        }
+        let open = text.len() - after.len();
+        let mut depth = 0usize;
+        for (i, c) in text[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        out.push((open..open + i, name.to_string()));
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Every module path named in `text` of the file whose module is `module`:
+/// `crate::` paths as written, `super::` paths resolved.
+pub fn imports(module: &[String], text: &str) -> Vec<Vec<String>> {
+    let inline = inline_modules(text);
+    let mut out = Vec::new();
+    for prefix in ["crate::", "super::"] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(prefix) {
+            let start = from + at;
+            from = start + prefix.len();
+            // `$crate::` in macros, `a::super::` and `self.super` are no
+            // path from here.
+            let before = text[..start].chars().next_back();
+            if before.is_some_and(|c| is_ident_char(c) || c == '$' || c == ':') {
+                continue;
+            }
+            if prefix == "crate::" {
+                out.extend(use_tree(&text[from..]));
+                continue;
+            }
+            // The module the text is in: the file's, then inline modules.
+            let mut base = module.to_vec();
+            for (range, name) in &inline {
+                if range.contains(&start) {
+                    base.push(name.clone());
+                }
+            }
+            let mut rest = &text[from..];
+            base.pop();
+            while let Some(more) = rest.strip_prefix("super::") {
+                base.pop();
+                rest = more;
+            }
+            from = text.len() - rest.len();
+            let tails = use_tree(rest);
+            if tails.is_empty() {
+                // `super::*`: the module itself.
+                out.push(base.clone());
+            }
+            for tail in tails {
+                let mut path = base.clone();
+                path.extend(tail);
+                out.push(path);
             }
         }
     }
@@ -133,30 +246,94 @@ pub fn violations(src: &Path) -> Vec<String> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
     files.sort();
-    let mut found = Vec::new();
+    let mut found = BTreeSet::new();
     for file in files {
-        let Some(from) = module_of(src, &file) else {
+        let module = module_path(src, &file);
+        let Some(from) = module.first().cloned() else {
             continue;
         };
         let from_rank =
             rank(&from).unwrap_or_else(|| panic!("module `{from}` has no rank in RANKS"));
         let text = std::fs::read_to_string(&file).unwrap();
-        for to in crate_imports(&text) {
-            if to == from {
+        let in_store = module.len() >= 2 && module[..2] == ["keys", "store"];
+        for path in imports(&module, &text) {
+            let Some(to) = path.first() else { continue };
+            if in_store && to == "keys" && path.get(1).is_some_and(|m| m != "store") {
+                found.insert(format!(
+                    "{}: keys::store -> keys::{} (the store never names the hierarchy)",
+                    file.display(),
+                    path[1]
+                ));
+            }
+            if *to == from {
                 continue;
             }
-            let Some(to_rank) = rank(&to) else {
-                found.push(format!("{}: {from} -> {to} (not a module)", file.display()));
+            let Some(to_rank) = rank(to) else {
+                found.insert(format!("{}: {from} -> {to} (not a module)", file.display()));
                 continue;
             };
             let allowed =
                 to_rank < from_rank || SAME_RANK_ALLOWED.contains(&(from.as_str(), to.as_str()));
             if !allowed {
-                found.push(format!("{}: {from} -> {to}", file.display()));
+                found.insert(format!("{}: {from} -> {to}", file.display()));
             }
         }
     }
-    found
+    found.into_iter().collect()
+}
+
+/// The ranks ARCHITECTURE.md's bird's-eye view draws: the first text block
+/// after the heading, a rank's number at the start of its first line, its
+/// modules in the first column (`a, b` or `a | b`), continued on indented
+/// lines.
+fn architecture_ranks(text: &str) -> Vec<(String, u8)> {
+    let view = &text[text.find("## Bird's-eye view").expect("a bird's-eye view")..];
+    let block = view
+        .split("```")
+        .nth(1)
+        .expect("a text block in the bird's-eye view");
+    let mut out = Vec::new();
+    let mut rank = None;
+    for line in block.lines().skip(1) {
+        let trimmed = line.trim_start();
+        let digits: String = trimmed.chars().take_while(char::is_ascii_digit).collect();
+        let indent = line.len() - trimmed.len();
+        let column = if digits.is_empty() {
+            // A continuation of the modules, or of the description alone.
+            if indent > 4 {
+                continue;
+            }
+            trimmed
+        } else {
+            rank = Some(digits.parse::<u8>().unwrap());
+            &trimmed[digits.len()..]
+        };
+        let Some(rank) = rank else { continue };
+        let names = column.trim_start().split("  ").next().unwrap_or("");
+        for name in names.split([',', '|']) {
+            let name = name.trim();
+            if !name.is_empty() {
+                out.push((name.to_string(), rank));
+            }
+        }
+    }
+    out
+}
+
+/// ARCHITECTURE.md draws the ranks this test enforces, module for module.
+#[test]
+fn the_architecture_document_draws_these_ranks() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md"))
+            .unwrap();
+    let mut drawn = architecture_ranks(&text);
+    drawn.sort();
+    let mut ranks: Vec<(String, u8)> = RANKS.iter().map(|(m, r)| (m.to_string(), *r)).collect();
+    ranks.sort();
+    assert_eq!(
+        drawn, ranks,
+        "ARCHITECTURE.md's bird's-eye view and RANKS differ"
+    );
 }
 
 #[test]
@@ -194,15 +371,30 @@ fn the_checker_catches_forbidden_imports() {
         "server.rs",
         "use crate::api::pb;\nuse crate::config::Config;\n",
     );
-    write("names.rs", "macro_rules! m { () => { $crate::x } }\n");
+    write(
+        "names.rs",
+        "macro_rules! m { () => { $crate::x } }\nmod tests {\n    use super::*;\n}\n",
+    );
+    write("content/put.rs", "use super::super::api::pb;\n");
+    write(
+        "keys/store/sqlite/mod.rs",
+        "use crate::keys::{store::StoreError, KeyHierarchy};\n",
+    );
+    write(
+        "keys/store/sql/keys.rs",
+        "use super::super::super::cache::Cache;\n",
+    );
     let found = violations(src);
     let expected = [
         "blob/fs.rs: blob -> keys",
         "blob/s3/mod.rs: blob -> content",
         "content/mod.rs: content -> api",
+        "content/put.rs: content -> api",
         "crypto/envelope.rs: crypto -> names",
         "jobs/gc.rs: jobs -> api",
         "keys/mod.rs: keys -> blob",
+        "keys/store/sql/keys.rs: keys::store -> keys::cache (the store never names the hierarchy)",
+        "keys/store/sqlite/mod.rs: keys::store -> keys::KeyHierarchy (the store never names the hierarchy)",
     ];
     let found: Vec<String> = found
         .iter()

@@ -1,0 +1,188 @@
+//! EraseUser latency through the real binary, for users holding 10 and
+//! 1,000 objects, on the SQLite and on the PostgreSQL key store, beside a
+//! same-run baseline.
+//!
+//! ```text
+//! cargo bench --bench erasure                  # OBJECTS=10,1000 ROUNDS=20
+//! BACKENDS=sqlite cargo bench --bench erasure  # one backend (sqlite, postgres)
+//! ```
+//!
+//! Starts `sealgate serve` (this build's binary, filesystem object store)
+//! on loopback; PostgreSQL is a cluster of Debian's server binaries started
+//! for the run (`tests/it/pgenv.rs`, `fsync=off`). For each object count,
+//! ROUNDS users are given that many 1 KiB items (untimed), then each is
+//! erased by one EraseUser call, timed at the client. The baseline is
+//! KeyStatus of a user who is not erased (one call that reads the user's
+//! key versions from the key store), timed on the same server between the
+//! erasures.
+//! Prints the median and 90th percentile of each and the ratio of medians.
+//! An erasure's object count matters only to the garbage collection that
+//! follows it, which runs after the call returns.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sealgate::api::pb;
+use tonic::transport::Channel;
+
+#[path = "../tests/it/pgenv.rs"]
+#[allow(dead_code)]
+mod pgenv;
+
+const SEALGATE: &str = env!("CARGO_BIN_EXE_sealgate");
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `sealgate serve` process, stopped on drop.
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(data_dir: &Path, key_store_url: Option<&str>) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(SEALGATE);
+        cmd.arg("serve")
+            .env("SEALGATE_DATA_DIR", data_dir)
+            .env("SEALGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SEALGATE_METRICS_LISTEN", "")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(url) = key_store_url {
+            cmd.env("SEALGATE_KEYSTORE_BACKEND", "postgres")
+                .env("SEALGATE_KEYSTORE_URL", url);
+        }
+        let child = cmd.spawn().expect("start sealgate serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sealgate serve did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// Median and 90th percentile, in milliseconds.
+fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() - 1) as f64 * q).round() as usize;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    (at(0.5), at(0.9))
+}
+
+/// Gives `user` `objects` items of 1 KiB, 32 calls in flight.
+async fn fill(channel: &Channel, user: &str, objects: usize) {
+    let mut pending = tokio::task::JoinSet::new();
+    for i in 0..objects {
+        if pending.len() >= 32 {
+            pending.join_next().await.unwrap().unwrap();
+        }
+        let mut client = pb::content_service_client::ContentServiceClient::new(channel.clone());
+        let (user, id) = (user.to_string(), format!("item-{i}"));
+        pending.spawn(async move {
+            client
+                .put_item(pb::PutItemRequest {
+                    user_id: user,
+                    space: "channels".into(),
+                    item_id: id,
+                    content: vec![7u8; 1024].into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("put item");
+        });
+    }
+    while let Some(done) = pending.join_next().await {
+        done.unwrap();
+    }
+}
+
+async fn run(backend: &str, key_store_url: Option<&str>, counts: &[usize], rounds: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), key_store_url);
+    let channel = Channel::from_shared(server.endpoint.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut erasure = pb::erasure_service_client::ErasureServiceClient::new(channel.clone());
+    let mut admin = pb::key_admin_service_client::KeyAdminServiceClient::new(channel.clone());
+    fill(&channel, "baseline-user", 1).await;
+    for &objects in counts {
+        let (mut erase, mut baseline) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let user = format!("user-{objects}-{round}");
+            fill(&channel, &user, objects).await;
+            let started = Instant::now();
+            admin
+                .key_status(pb::KeyStatusRequest {
+                    user_id: "baseline-user".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("key status");
+            baseline.push(started.elapsed());
+            let started = Instant::now();
+            erasure
+                .erase_user(pb::EraseUserRequest {
+                    user_id: user.clone(),
+                })
+                .await
+                .expect("erase user");
+            erase.push(started.elapsed());
+        }
+        let (erase_p50, erase_p90) = summary(erase);
+        let (base_p50, base_p90) = summary(baseline);
+        println!(
+            "{backend:8} {objects:5} objects: EraseUser p50 {erase_p50:7.2} ms p90 {erase_p90:7.2} ms | \
+             baseline KeyStatus p50 {base_p50:6.2} ms p90 {base_p90:6.2} ms | ratio {:.2}",
+            erase_p50 / base_p50
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let counts: Vec<usize> = env_or("OBJECTS", "10,1000")
+        .split(',')
+        .map(|n| n.trim().parse().expect("OBJECTS: numbers"))
+        .collect();
+    let rounds: usize = env_or("ROUNDS", "20").parse().expect("ROUNDS: a number");
+    println!("EraseUser latency, {rounds} users per object count");
+    for backend in env_or("BACKENDS", "sqlite,postgres").split(',') {
+        match backend.trim() {
+            "sqlite" => run("sqlite", None, &counts, rounds).await,
+            "postgres" => {
+                let url = pgenv::fresh_database().await;
+                run("postgres", Some(&url), &counts, rounds).await;
+            }
+            other => panic!("BACKENDS: unknown backend {other:?} (sqlite, postgres)"),
+        }
+    }
+}
