@@ -6,11 +6,18 @@
 //! enforces erasure: once [`KeyHierarchy::erase`] returns, no call hands out
 //! a key of that user again, cached or not.
 
-pub mod keyring;
-pub mod kms;
+pub mod master;
 pub mod store;
 
+pub use master::kms;
 pub use store::{postgres, sqlite};
+
+/// The local keyring at its path from before the providers moved to
+/// [`master`], with the provider trait and error that lived beside it.
+pub mod keyring {
+    pub use super::master::keyring::{parse, LocalKeyring};
+    pub use super::master::{MasterKeyError, MasterKeyProvider};
+}
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +28,7 @@ use moka::future::Cache;
 
 use crate::crypto::keys::{kek_aad, user_key_aad};
 use crate::crypto::{CryptoError, Kek, NamingKey, Pseudonym, UserKey, Wrapped};
-use keyring::{MasterKeyError, MasterKeyProvider};
+use master::{MasterKeyError, MasterKeyProvider};
 use store::{
     AuditEntry, DestroyKeks, InsertOutcome, Invalidation, Invalidations, KekRecord, KekRewrap,
     KeyStore, StoreError, Tombstone, UserKeyRecord, UserKeyRewrap, UserKeyState,
