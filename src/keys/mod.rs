@@ -17,6 +17,8 @@
 //!   ever holds wrapped keys and pseudonyms; it imports neither the
 //!   hierarchy nor the providers nor [`KeyError`].
 //!
+//! `rooms.rs` checks those arrows by reading the sources.
+//!
 //! [`KeyError`] is the layer's error, what the hierarchy returns to the
 //! layers above; [`store::StoreError`] and [`master::MasterKeyError`]
 //! convert into it.
@@ -28,6 +30,8 @@
 mod error;
 pub mod hierarchy;
 pub mod master;
+#[cfg(test)]
+mod rooms;
 pub mod store;
 
 pub use crate::clock::unix_ms;
