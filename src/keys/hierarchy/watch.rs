@@ -1,0 +1,182 @@
+//! How erasures, and what other processes changed, reach what this process
+//! holds: the caches of unwrapped keys and the open streams.
+//!
+//! An erasure this process commits, or learns of from another process
+//! through the key store's invalidation feed ([`KeyHierarchy::apply`],
+//! [`KeyHierarchy::follow`]), drops the user's cached keys, is remembered
+//! as erased for longer than a cache entry lives, and is appended to a
+//! bounded log of erasures with a new epoch. A stream's [`ErasureWatch`]
+//! compares epochs (one atomic load) and, when they differ, looks in the
+//! log, or in the store when the log cannot tell. The feed's other changes
+//! (a user's versions rotated or rewrapped, a shard's KEK versions
+//! destroyed) drop the cache entries they made stale.
+//!
+//! Nothing here erases a key or writes to the key store: it only reads
+//! tombstones. A change it cannot resolve is treated as "anyone may have
+//! been erased", never as "no one was".
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::KeyHierarchy;
+use crate::crypto::Pseudonym;
+use crate::keys::store::{Invalidation, Invalidations};
+use crate::keys::KeyError;
+
+// Named by the documentation of the invalidation feed.
+#[cfg(doc)]
+use crate::keys::store::KeyStore;
+
+/// Erasures this process learnt of, newest last: the `i`-th entry has
+/// epoch `base + i + 1`. An entry is a user known to be erased, or `None`
+/// when anyone may have been (another process reported a change this one
+/// could not resolve). Bounded; a stream that fell behind it asks the store.
+pub(super) struct ErasureLog {
+    pub(super) base: u64,
+    pub(super) entries: VecDeque<Option<Pseudonym>>,
+}
+
+/// Entries kept in the erasure log.
+const ERASURE_LOG_LEN: usize = 4096;
+
+impl ErasureLog {
+    /// Whether `p` was erased after epoch `seen`; `None` if the log cannot
+    /// tell: it no longer reaches back that far, or it holds an unresolved
+    /// change since.
+    fn erased_since(&self, p: &Pseudonym, seen: u64) -> Option<bool> {
+        let skip = usize::try_from(seen.checked_sub(self.base)?).ok()?;
+        let mut unresolved = false;
+        for entry in self.entries.iter().skip(skip) {
+            match entry {
+                Some(e) if e == p => return Some(true),
+                Some(_) => {}
+                None => unresolved = true,
+            }
+        }
+        (!unresolved).then_some(false)
+    }
+
+    /// Appends an entry and returns the new epoch.
+    fn push(&mut self, entry: Option<Pseudonym>) -> u64 {
+        self.entries.push_back(entry);
+        if self.entries.len() > ERASURE_LOG_LEN {
+            self.entries.pop_front();
+            self.base += 1;
+        }
+        self.base + self.entries.len() as u64
+    }
+}
+
+/// A stream's watch on one user's erasure, taken before the stream gets
+/// the user's key: [`KeyHierarchy::check_watch`] then fails once the user is
+/// erased, whenever that happened after the watch began.
+#[derive(Debug, Clone)]
+pub struct ErasureWatch {
+    pseudonym: Pseudonym,
+    seen: u64,
+}
+
+impl KeyHierarchy {
+    /// Records an erasure this process learnt of (`None`: anyone's may have
+    /// happened) so that no cached key of the user is served again and
+    /// every open stream re-checks its user at its next piece.
+    pub(super) async fn note_erased(&self, p: Option<Pseudonym>) {
+        match &p {
+            Some(p) => {
+                self.recently_erased.insert(*p, ()).await;
+                self.users.invalidate(p).await;
+            }
+            None => self.users.invalidate_all(),
+        }
+        let mut log = self.erasure_log.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = log.push(p);
+        self.erasure_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Applies a change another process committed to the shared key store
+    /// (see [`KeyStore::invalidations`]). A user whose keys changed is
+    /// dropped from the cache and, if the store shows a tombstone, treated
+    /// exactly as an erasure by this process; if the store cannot be asked,
+    /// every open stream re-checks its user.
+    pub async fn apply(&self, change: Invalidation) {
+        match change {
+            Invalidation::User(p) => match self.store.tombstone(&p).await {
+                Ok(Some(_)) => self.note_erased(Some(p)).await,
+                Ok(None) => self.users.invalidate(&p).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "key store unreachable while applying an invalidation");
+                    self.users.invalidate(&p).await;
+                    self.note_erased(None).await;
+                }
+            },
+            Invalidation::Shard(shard) => {
+                // Keyed by (shard, version): drop every version of the shard.
+                let stale: Vec<_> = self
+                    .keks
+                    .iter()
+                    .filter(|(k, _)| k.0 == shard)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in stale {
+                    self.keks.invalidate(&key).await;
+                }
+            }
+            Invalidation::All => {
+                self.keks.invalidate_all();
+                self.note_erased(None).await;
+            }
+        }
+    }
+
+    /// Applies every change of `feed` (the store's
+    /// [`KeyStore::invalidations`]) until it ends or the hierarchy is
+    /// dropped.
+    pub fn follow(self: &Arc<Self>, mut feed: Invalidations) -> tokio::task::JoinHandle<()> {
+        let keys = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(change) = feed.recv().await {
+                let Some(keys) = keys.upgrade() else { break };
+                keys.apply(change).await;
+            }
+        })
+    }
+
+    /// Starts watching a user for erasure. Take the watch before getting
+    /// the user's key, so an erasure between the two is seen.
+    pub fn watch(&self, p: &Pseudonym) -> ErasureWatch {
+        ErasureWatch {
+            pseudonym: *p,
+            seen: self.erasure_epoch.load(Ordering::Acquire),
+        }
+    }
+
+    /// Fails with [`KeyError::UserErased`] if the watched user was erased
+    /// since the watch began. One atomic load unless this process erased
+    /// someone since the last check; a watch older than the in-memory log
+    /// asks the key store.
+    ///
+    /// # Errors
+    /// As described, or store failures.
+    pub async fn check_watch(&self, watch: &mut ErasureWatch) -> Result<(), KeyError> {
+        let now = self.erasure_epoch.load(Ordering::Acquire);
+        if now == watch.seen {
+            return Ok(());
+        }
+        self.ensure_not_decommissioned()?;
+        let known = self
+            .erasure_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .erased_since(&watch.pseudonym, watch.seen);
+        let erased = match known {
+            Some(erased) => erased,
+            None => self.store.tombstone(&watch.pseudonym).await?.is_some(),
+        };
+        if erased {
+            return Err(KeyError::UserErased);
+        }
+        watch.seen = now;
+        Ok(())
+    }
+}
