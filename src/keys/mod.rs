@@ -17,7 +17,7 @@
 //!   ever holds wrapped keys and pseudonyms; it imports neither the
 //!   hierarchy nor the providers nor [`KeyError`].
 //!
-//! `rooms.rs` checks those arrows by reading the sources.
+//! `tests/it/layering.rs` checks those arrows by reading the sources.
 //!
 //! [`KeyError`] is the layer's error, what the hierarchy returns to the
 //! layers above; [`store::StoreError`] and [`master::MasterKeyError`]
@@ -30,8 +30,6 @@
 mod error;
 pub mod hierarchy;
 pub mod master;
-#[cfg(test)]
-mod rooms;
 pub mod store;
 
 pub use crate::clock::unix_ms;

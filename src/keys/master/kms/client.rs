@@ -282,7 +282,7 @@ mod tests {
     use aws_sdk_kms::operation::decrypt::DecryptError;
 
     use super::*;
-    use crate::keys::KeyError;
+    use crate::keys::error::KeyError;
 
     const ARN: &str = "arn:aws-cn:kms:cn-north-1:123456789012:key/k";
 
