@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::crypto::Pseudonym;
 use crate::error::{Error, Reason};
-use crate::keys::store::{audit_hash, AuditEntry, AuditRecord, KeyStore};
+use crate::keys::store::{audit_hash, AuditEntry, AuditLog, AuditRecord};
 use crate::keys::KeyHierarchy;
 
 /// Longest page of a listing, and the default.
@@ -36,12 +36,12 @@ pub struct Verdict {
 /// The audit trail.
 pub struct AuditTrail {
     keys: Arc<KeyHierarchy>,
-    store: Arc<dyn KeyStore>,
+    store: Arc<dyn AuditLog>,
 }
 
 impl AuditTrail {
     /// Builds the service.
-    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>) -> Self {
+    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn AuditLog>) -> Self {
         Self { keys, store }
     }
 

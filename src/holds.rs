@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::crypto::Pseudonym;
 use crate::error::{Error, Reason};
-use crate::keys::store::{HoldRecord, KeyStore, PlaceHold};
+use crate::keys::store::{HoldRecord, HoldStore, PlaceHold};
 use crate::keys::KeyHierarchy;
 
 /// Longest page of a hold listing, and the default.
@@ -20,12 +20,12 @@ pub const MAX_PAGE: u32 = 1000;
 /// The legal-hold service.
 pub struct LegalHolds {
     keys: Arc<KeyHierarchy>,
-    store: Arc<dyn KeyStore>,
+    store: Arc<dyn HoldStore>,
 }
 
 impl LegalHolds {
     /// Builds the service.
-    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>) -> Self {
+    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn HoldStore>) -> Self {
         Self { keys, store }
     }
 
