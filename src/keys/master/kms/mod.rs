@@ -37,8 +37,9 @@
 //! version record (and with them every wrapped copy of the naming key),
 //! after the key store deleted every KEK: nothing this deployment wrapped
 //! under KMS is left to decrypt. The KMS key itself is left alone: it is
-//! the customer's and may protect other data; README says what the
-//! operator does in KMS (disable it, or schedule its deletion).
+//! the customer's and may protect other data; docs/configuration.md ("AWS
+//! KMS") says what the operator does in KMS (disable it, or schedule its
+//! deletion).
 //!
 //! **Errors.** A KMS that cannot be reached, throttles or fails inside is
 //! [`MasterKeyError::KmsUnavailable`] (retryable); a refusal retrying
