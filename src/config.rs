@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::auth::{Principal, Role};
+use crate::identity::{Principal, Role};
 
 /// Sections of the file; an environment variable `SEALGATE_<SECTION>_<KEY>`
 /// names a key inside one of these, anything else is a top-level key.
