@@ -29,6 +29,7 @@ pub mod keys;
 pub mod aws;
 pub mod clock;
 pub mod crypto;
+pub mod identity;
 pub mod metrics;
 pub mod names;
 pub mod residency;

@@ -26,7 +26,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use futures_util::future::Either;
-use serde::Deserialize;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::Status;
@@ -34,37 +33,9 @@ use tonic::Status;
 use crate::audit::AuditTrail;
 use crate::error::{Error, Reason};
 
-/// A role a principal may hold (`[[principals]].roles`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// ContentService, in the principal's spaces.
-    Content,
-    /// ErasureService.
-    Erasure,
-    /// LegalHoldService.
-    Legal,
-    /// KeyAdminService and AuditService.
-    Ops,
-}
-
-impl Role {
-    /// The role as written in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Content => "content",
-            Self::Erasure => "erasure",
-            Self::Legal => "legal",
-            Self::Ops => "ops",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+// Roles and principals are domain types (`crate::identity`); they are
+// named here too, where authorization has always found them.
+pub use crate::identity::{Principal, Role};
 
 /// What a method needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,17 +88,6 @@ pub enum PeerIdentity {
     Certified(Arc<str>),
     /// A TLS connection without a valid client certificate: why.
     Anonymous(Arc<str>),
-}
-
-/// A configured principal: an identity and what it may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The certificate identity (`spiffe://app/moments-backend`, a DNS name).
-    pub id: String,
-    /// Its roles.
-    pub roles: Vec<Role>,
-    /// The spaces its `content` role covers.
-    pub spaces: Vec<String>,
 }
 
 /// The principals by identity.

@@ -1,0 +1,123 @@
+//! The configuration's choices: a backend or a format named by a string in
+//! the file and held as an enum in the code (`choice!`), so that a value
+//! this build lacks is refused when the file is parsed, with the list of
+//! the values it has. This file only names the choices: it must never
+//! decide what a choice opens or starts.
+
+use serde::Deserialize;
+
+/// Declares a configuration choice: a string in the file, an enum in the
+/// code. A value this build lacks is refused when the configuration is
+/// parsed, with the list of the values the build has.
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident, $key:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value this build has.
+            pub const ALL: &'static [&'static str] = &[$($text),+];
+
+            /// The value as written in the configuration.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let value = String::deserialize(d)?;
+                match value.as_str() {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(serde::de::Error::custom(format!(
+                        "{}: {other:?} is not available in this build, which has: {}",
+                        $key,
+                        Self::ALL.join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+choice!(
+    /// `blob.backend`: where objects are stored.
+    BlobBackend, "blob.backend" {
+        /// Files under `data_dir/objects`.
+        Fs = "fs",
+        /// An S3-compatible bucket (`[s3]`).
+        S3 = "s3",
+    }
+);
+
+choice!(
+    /// `keystore.backend`: where wrapped keys, tombstones and jobs live.
+    KeyStoreBackend, "keystore.backend" {
+        /// SQLite at `data_dir/keys.db`.
+        Sqlite = "sqlite",
+        /// PostgreSQL at `keystore.url`, shared by every replica.
+        Postgres = "postgres",
+    }
+);
+
+choice!(
+    /// `log.format`: how log lines are written on stderr.
+    LogFormat, "log.format" {
+        /// Human-readable lines (colour only on a terminal).
+        Text = "text",
+        /// One JSON object per line, with the current span's fields.
+        Json = "json",
+    }
+);
+
+choice!(
+    /// `master.provider`: where master keys live.
+    MasterProvider, "master.provider" {
+        /// The keyring file `data_dir/keyring`.
+        Local = "local",
+        /// AWS KMS in the China partition (`master.kms_key_arn`).
+        AwsKms = "aws-kms",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::env;
+    use crate::config::Config;
+
+    #[test]
+    fn backends_this_build_lacks_are_refused_with_the_list() {
+        let err = Config::load(None, env(&[("SEALGATE_KEYSTORE_BACKEND", "mysql")])).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "keystore.backend: \"mysql\" is not available in this build, which has: sqlite, postgres"
+            ),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("SEALGATE_BLOB_BACKEND", "gcs")])).unwrap_err();
+        assert!(err.to_string().contains("which has: fs, s3"), "{err}");
+        let err = Config::load(None, env(&[("SEALGATE_MASTER_PROVIDER", "hsm")])).unwrap_err();
+        assert!(
+            err.to_string().contains("which has: local, aws-kms"),
+            "{err}"
+        );
+        let c = Config::load(
+            None,
+            env(&[("SEALGATE_BLOB_BACKEND", "s3"), ("SEALGATE_S3_BUCKET", "b")]),
+        )
+        .unwrap();
+        assert_eq!(c.blob.backend, BlobBackend::S3);
+    }
+}

@@ -1,0 +1,214 @@
+//! The sections of how the running process behaves: `[cache]`,
+//! `[limits]`, `[jobs]`, `[log]`, `[server]` (shutdown and health probes),
+//! `[metrics]` and `[keys]` (the key schedule), with their defaults and the
+//! durations and addresses they mean. Plain settings: this file must never
+//! start a timer, a task or a listener.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::choice::LogFormat;
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// Lifetime of unwrapped user keys.
+    pub ttl_seconds: u64,
+    /// Lifetime of unwrapped KEKs.
+    pub kek_ttl_seconds: u64,
+    /// Bound on cached users.
+    pub max_entries: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 60,
+            kek_ttl_seconds: 4 * 3600,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest object PutObject accepts.
+    pub max_object_bytes: u64,
+    /// Largest item PutItem accepts.
+    pub max_item_bytes: u64,
+    /// Largest GetItems / BatchGetItems response; items past it fail on
+    /// their own (`RESPONSE_BUDGET`). The default is the default gRPC
+    /// client's message limit.
+    pub max_response_bytes: u64,
+    /// Open connections, in total; a connection past it is closed at once.
+    pub max_connections: usize,
+    /// Open connections from one peer address; past it, closed at once.
+    pub max_connections_per_peer: usize,
+    /// PutObject streams in the process; past it, RESOURCE_EXHAUSTED
+    /// (`TOO_MANY_UPLOADS`).
+    pub max_concurrent_uploads: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_streams_per_connection: u32,
+    /// How long a client has to complete its TLS handshake.
+    pub handshake_timeout_seconds: u64,
+    /// A connection on which no byte moves either way for this long is
+    /// closed.
+    pub idle_connection_timeout_seconds: u64,
+    /// A PutObject or GetObject stream must move at least
+    /// `stream_min_bytes` every this many seconds (or end); one that stalls
+    /// or trickles is ended (`STREAM_STALLED`).
+    pub stream_timeout_seconds: u64,
+    /// See `stream_timeout_seconds`.
+    pub stream_min_bytes: u64,
+    /// The longest a unary call may run (`CALL_DEADLINE`).
+    pub unary_timeout_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_object_bytes: 1 << 30,
+            max_item_bytes: 64 * 1024,
+            max_response_bytes: 4 << 20,
+            // Within a 1,024-descriptor process: connections, the key
+            // store's and object store's own descriptors, and headroom.
+            max_connections: 768,
+            max_connections_per_peer: 256,
+            max_concurrent_uploads: 256,
+            max_streams_per_connection: 128,
+            handshake_timeout_seconds: 10,
+            idle_connection_timeout_seconds: 120,
+            stream_timeout_seconds: 30,
+            stream_min_bytes: 64 * 1024,
+            unary_timeout_seconds: 60,
+        }
+    }
+}
+
+/// `[jobs]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    /// How long a job's lease lasts unrenewed: how soon another process
+    /// takes over the job of one that died.
+    pub lease_seconds: u64,
+    /// How often the key store is scanned for jobs nobody runs.
+    pub poll_seconds: u64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self {
+            lease_seconds: 30,
+            poll_seconds: 5,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// On SIGTERM or SIGINT, how long the calls in flight get to finish
+    /// before they are ended (uploads aborted).
+    pub shutdown_grace_seconds: u64,
+    /// How often health probes the key store and the object store.
+    pub health_probe_seconds: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_seconds: 30,
+            health_probe_seconds: 1,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint (`/metrics`, plain HTTP); empty
+    /// turns it off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The endpoint's address, `None` when it is off.
+    ///
+    /// # Errors
+    /// A message naming the key if the address does not parse.
+    pub fn address(&self) -> Result<Option<SocketAddr>, String> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            format!(
+                "metrics.listen: {} is not an address (such as 127.0.0.1:9464), nor empty",
+                crate::error::quote(&self.listen)
+            )
+        })
+    }
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keys {
+    /// No KEK version and no master key version outlives this many days
+    /// (fractions allowed): the background schedule rotates each shard's
+    /// KEK and the master key at half this age and destroys the old
+    /// versions. It bounds the erasure horizon: how long a copy of the key
+    /// store taken before an erasure can still open the user's keys. 0
+    /// turns the schedule off.
+    pub kek_max_age_days: f64,
+    /// How often the schedule looks for keys due for rotation.
+    pub schedule_check_seconds: u64,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            kek_max_age_days: 30.0,
+            schedule_check_seconds: 600,
+        }
+    }
+}
+
+impl Keys {
+    /// The maximum KEK age, `None` when the schedule is off.
+    pub fn kek_max_age(&self) -> Option<Duration> {
+        (self.kek_max_age_days > 0.0)
+            .then(|| Duration::from_secs_f64(self.kek_max_age_days * 86_400.0))
+    }
+}

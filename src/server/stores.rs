@@ -1,0 +1,90 @@
+//! Opening the stores: the object store `[blob]` (and `[s3]`) names, and
+//! the key store `[keystore]` names, the latter only after the startup
+//! guard that refuses a missing key store next to a used object store.
+//! This file opens and nothing more: it must never read or create keys,
+//! nor decide whether the stores belong together (`crate::deployment`
+//! does, in the next step).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::ServeError;
+use crate::blob::fs::FsBlobStore;
+use crate::blob::s3::{S3BlobStore, S3Settings};
+use crate::blob::BlobStore;
+use crate::config::{self, BlobBackend, Config, KeyStoreBackend, KeyStoreConfig};
+use crate::deployment;
+use crate::keys::postgres::{redact_url, PgSettings, PostgresKeyStore};
+use crate::keys::sqlite::SqliteKeyStore;
+use crate::keys::store::KeyStore;
+
+/// Opens the configured blob store; for S3 this checks the bucket's region
+/// (residency) and uses the standard AWS credential provider chain.
+///
+/// # Errors
+/// [`ServeError`] if the store cannot be opened or fails a residency check.
+pub async fn open_blob(config: &Config) -> Result<Arc<dyn BlobStore>, ServeError> {
+    config.validate()?;
+    open_blob_store(&config.blob, &config.s3, &config.data_dir).await
+}
+
+/// The object store of `blob.backend`: the bucket of `[s3]`, or files
+/// under `data_dir/objects`.
+async fn open_blob_store(
+    blob: &config::Blob,
+    s3: &config::S3,
+    data_dir: &Path,
+) -> Result<Arc<dyn BlobStore>, ServeError> {
+    Ok(match blob.backend {
+        BlobBackend::S3 => Arc::new(
+            S3BlobStore::connect(&S3Settings {
+                bucket: s3.bucket.clone(),
+                region: blob.region.clone(),
+                endpoint: s3.endpoint.clone(),
+                force_path_style: s3.force_path_style,
+                credentials: None,
+            })
+            .await?,
+        ),
+        BlobBackend::Fs => Arc::new(FsBlobStore::open(data_dir.join("objects")).await?),
+    })
+}
+
+/// Opens the key store of `[keystore]` (SQLite under `data_dir`, or
+/// PostgreSQL) and returns it with the path or URL that names it in
+/// messages (a URL without its password). The data directory is created
+/// here: the keyring is one of its files whatever the key store.
+///
+/// # Errors
+/// [`ServeError::Startup`] if an SQLite key store is missing next to an
+/// object store in use; [`ServeError::KeyStore`] or [`ServeError::Blob`]
+/// if the store or the directory cannot be opened.
+pub(super) async fn open_key_store(
+    keystore: &KeyStoreConfig,
+    data_dir: &Path,
+    blob: &dyn BlobStore,
+    backup: deployment::Backup,
+) -> Result<(Arc<dyn KeyStore>, PathBuf), ServeError> {
+    let opened: (Arc<dyn KeyStore>, PathBuf) = match keystore.backend {
+        KeyStoreBackend::Sqlite => {
+            let path = data_dir.join("keys.db");
+            deployment::check_key_store_present(&path, blob, backup).await?;
+            std::fs::create_dir_all(data_dir).map_err(crate::blob::BlobError::Io)?;
+            (Arc::new(SqliteKeyStore::open(&path).await?), path)
+        }
+        KeyStoreBackend::Postgres => {
+            // validate() made sure there is a URL. The keyring is still
+            // a file of the data directory.
+            let url = keystore.url.clone().unwrap_or_default();
+            std::fs::create_dir_all(data_dir).map_err(crate::blob::BlobError::Io)?;
+            let settings = PgSettings {
+                max_connections: keystore.max_connections,
+                url,
+            };
+            let store = PostgresKeyStore::open(&settings).await?;
+            // Named in messages: the URL without its password.
+            (Arc::new(store), PathBuf::from(redact_url(&settings.url)))
+        }
+    };
+    Ok(opened)
+}
