@@ -23,6 +23,7 @@ use crate::blob::{BlobError, BlobKey, BlobStore, WriteMode};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Metadata, ObjectIdentity, Pseudonym};
 use crate::error::{Error, Reason};
+use crate::keys::store::RequestLog;
 use crate::keys::KeyHierarchy;
 use crate::names;
 
@@ -139,6 +140,9 @@ const COMMIT_STRIPES: usize = 64;
 /// The content service.
 pub struct Content {
     keys: Arc<KeyHierarchy>,
+    /// Writes remembered by request id: the one part of the key store that
+    /// content uses beside the hierarchy.
+    requests: Arc<dyn RequestLog>,
     blob: Arc<dyn BlobStore>,
     region: String,
     spaces: Vec<String>,
@@ -151,6 +155,7 @@ impl Content {
     /// bound to `region`, and callers may use `spaces`.
     pub fn new(
         keys: Arc<KeyHierarchy>,
+        requests: Arc<dyn RequestLog>,
         blob: Arc<dyn BlobStore>,
         region: String,
         spaces: Vec<String>,
@@ -158,6 +163,7 @@ impl Content {
     ) -> Self {
         Self {
             keys,
+            requests,
             blob,
             region,
             spaces,

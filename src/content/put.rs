@@ -138,8 +138,7 @@ impl Content {
         };
         let since = crate::keys::unix_ms() - REQUEST_WINDOW_MS;
         let Some(record) = self
-            .keys
-            .store()
+            .requests
             .request(&w.obj.pseudonym, request, since)
             .await?
         else {
@@ -202,7 +201,7 @@ impl Content {
             at_ms: crate::keys::unix_ms(),
         };
         let since = record.at_ms - REQUEST_WINDOW_MS;
-        let held = self.keys.store().remember_request(&record, since).await;
+        let held = self.requests.remember_request(&record, since).await;
         let generated = w.requested_id.is_empty();
         match held {
             Ok(held) if held == record => Ok(info),

@@ -82,6 +82,7 @@ impl ServiceSettings<'_> {
         }
         let content = Arc::new(Content::new(
             keys.clone(),
+            store.clone(),
             blob.clone(),
             self.region.to_string(),
             self.spaces.to_vec(),
