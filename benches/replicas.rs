@@ -14,15 +14,18 @@
 //! their ratio. On one machine both replicas share its cores, so the ratio
 //! shows what a second replica costs or gains here, not on separate hosts.
 
-#[path = "../tests/it/s3env.rs"]
+/// The tests' launchers of moto and PostgreSQL (`tests/it/support/`).
+#[path = "../tests/it/support"]
 #[allow(dead_code)]
-mod s3env;
+mod support {
+    pub mod host;
+    pub mod launch;
+    pub mod pgenv;
+    pub mod s3env;
+}
+use support::host::free_port;
+use support::{pgenv, s3env};
 
-#[path = "../tests/it/pgenv.rs"]
-#[allow(dead_code)]
-mod pgenv;
-
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,14 +37,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `sealgate serve` process, stopped on drop.

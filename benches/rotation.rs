@@ -7,8 +7,8 @@
 //! ```
 //!
 //! PostgreSQL is a cluster of Debian's server binaries started for the run
-//! on loopback (the tests' launcher, `tests/it/pgenv.rs`; `fsync=off`, so
-//! the figure leaves out the disk's flush time).
+//! on loopback (the tests' launcher, `tests/it/support/pgenv.rs`;
+//! `fsync=off`, so the figure leaves out the disk's flush time).
 //!
 //! Builds a key store of USERS users over SHARDS shards (KEKs wrapped by a
 //! local keyring, user keys wrapped by the KEKs, as the gateway writes
@@ -52,9 +52,15 @@ async fn ended(store: &dyn KeyStore, id: &str) -> JobRecord {
     }
 }
 
-#[path = "../tests/it/pgenv.rs"]
+/// The tests' PostgreSQL launcher (`tests/it/support/`).
+#[path = "../tests/it/support"]
 #[allow(dead_code)]
-mod pgenv;
+mod support {
+    pub mod host;
+    pub mod launch;
+    pub mod pgenv;
+}
+use support::pgenv;
 
 /// Where the bench's user keys go.
 enum Backend {

@@ -12,9 +12,15 @@
 //! 1,000-entry ListObjects page (env LIST) against a ListObjectsV2 of the
 //! same prefix, and the ratios gateway / direct.
 
-#[path = "../tests/it/s3env.rs"]
+/// The tests' moto launcher and S3 clients (`tests/it/support/`).
+#[path = "../tests/it/support"]
 #[allow(dead_code)]
-mod s3env;
+mod support {
+    pub mod host;
+    pub mod launch;
+    pub mod s3env;
+}
+use support::s3env;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -97,8 +97,8 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
 /// answer, SERVING again when it is back, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_s3_away_and_back() {
-    use crate::proxy::FaultProxy;
-    use crate::s3env;
+    use crate::support::proxy::FaultProxy;
+    use crate::support::s3env;
     use std::time::Duration;
 
     let moto = s3env::shared();

@@ -384,9 +384,9 @@ async fn the_endpoint_serves_only_metrics_and_an_empty_address_turns_it_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_requests_are_counted_as_they_leave_the_process() {
     const USERS: usize = 16;
-    let arn = crate::kms_env::create_key().await;
-    let endpoint = crate::s3env::shared().endpoint();
-    let mut env = crate::kms_env::serve_env(&arn, &endpoint);
+    let arn = crate::support::kms_env::create_key().await;
+    let endpoint = crate::support::s3env::shared().endpoint();
+    let mut env = crate::support::kms_env::serve_env(&arn, &endpoint);
     env.push(("SEALGATE_KEYSTORE_SHARDS", "1"));
     let kms = |text: &str, op: &str| {
         sample(

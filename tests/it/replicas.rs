@@ -14,8 +14,8 @@ use crate::gateway::{
     config, data, data_msg, get, get_items, header_msg, paused_download, pseudonym, put, put_item,
     reason, try_erase, Backend, BackendKind, TestGateway,
 };
-use crate::pgenv;
-use crate::proxy::PgProxy;
+use crate::support::pgenv;
+use crate::support::proxy::PgProxy;
 
 /// Two replicas over one fresh PostgreSQL database and one fresh bucket,
 /// with user keys cached for `ttl` seconds. Their data directories are

@@ -6,7 +6,7 @@ use sealgate::blob::s3::{S3BlobStore, S3StartError};
 use tonic::Code;
 
 use crate::gateway::TestGateway;
-use crate::s3env;
+use crate::support::s3env;
 
 /// Runs `sealgate serve` with `env` and returns (success, stderr).
 fn serve_with_env(env: &[(&str, &str)]) -> (bool, String) {

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::proxy::FaultProxy;
-use crate::s3env;
+use crate::support::proxy::FaultProxy;
+use crate::support::s3env;
 
 async fn wait_for<F, Fut>(what: &str, cond: F)
 where

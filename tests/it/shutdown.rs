@@ -193,7 +193,7 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
 /// in the bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_s3_an_ended_upload_is_aborted_before_the_process_exits() {
-    use crate::s3env;
+    use crate::support::s3env;
     use sealgate::blob::s3::PART_SIZE;
 
     let moto = s3env::shared();

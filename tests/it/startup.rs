@@ -16,7 +16,7 @@ use sealgate::blob::BlobStore;
 use sealgate::server::Gateway;
 
 use crate::gateway::{config, get, put, TestGateway};
-use crate::s3env;
+use crate::support::s3env;
 
 const SPACE: &str = "moments";
 const USER: &str = "startup-user";
@@ -126,7 +126,7 @@ async fn with_a_postgres_key_store_refusals_name_the_database() {
         c.keystore.max_connections = 4;
         c
     };
-    let deployments = crate::pgenv::fresh_database().await;
+    let deployments = crate::support::pgenv::fresh_database().await;
     let mut gw = TestGateway::start_config(on(&deployments)).await;
     put(&mut gw.content().await, USER, SPACE, "photo", b"bytes", 5)
         .await
@@ -135,7 +135,7 @@ async fn with_a_postgres_key_store_refusals_name_the_database() {
     let objects = data_dir.join("objects");
 
     // A new database in place of the deployment's.
-    let other = crate::pgenv::fresh_database().await;
+    let other = crate::support::pgenv::fresh_database().await;
     let message = refusal_of(&on(&other), &objects).await;
     assert!(message.contains("is new or empty"), "{message}");
     assert!(

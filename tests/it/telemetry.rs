@@ -240,9 +240,9 @@ async fn json_logs_are_one_object_per_line_with_the_method_span() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_unwrapped_keys_never_reach_the_log() {
     use aws_sdk_kms::primitives::Blob;
-    let arn = crate::kms_env::create_key().await;
-    let endpoint = crate::s3env::shared().endpoint();
-    let mut env = crate::kms_env::serve_env(&arn, &endpoint);
+    let arn = crate::support::kms_env::create_key().await;
+    let endpoint = crate::support::s3env::shared().endpoint();
+    let mut env = crate::support::kms_env::serve_env(&arn, &endpoint);
     // The SDK's switch to log what it marks sensitive (KMS Decrypt's
     // answer): the gateway's logging never shows it either.
     env.push(("LOG_SENSITIVE_BODIES", "true"));
@@ -287,7 +287,7 @@ async fn kms_unwrapped_keys_never_reach_the_log() {
             .await
             .unwrap();
     pool.close().await;
-    let kms = crate::kms_env::sdk();
+    let kms = crate::support::kms_env::sdk();
     let mut secrets = Vec::new();
     for (shard, version, wrapped) in keks {
         let aad = sealgate::crypto::keys::kek_aad(shard as u32, version as u32);

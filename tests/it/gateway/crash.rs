@@ -40,11 +40,7 @@ impl ServerProcess {
 
     /// One attempt; the child's log if it exits before listening.
     async fn try_start(data_dir: &Path) -> Result<Self, String> {
-        // A free port: bind port 0 and release it for the child.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], crate::support::host::free_port()));
         let (child, ready_rx) = crate::support::spawn_serve(data_dir, &addr.to_string());
         let ready = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(READY_DEADLINE))
             .await

@@ -18,7 +18,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::*;
-use crate::mounts::{fill_disk, fsck_ext4, make_ext4, root_or_skip, Mount};
+use crate::support::mounts::{fill_disk, fsck_ext4, make_ext4, root_or_skip, Mount};
 
 const SPACE: &str = "moments";
 /// The items every user stores: id and content seed.

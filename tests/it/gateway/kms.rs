@@ -17,7 +17,7 @@ use tonic::Code;
 use super::jobs::watch_all;
 use super::master_rotation::{retire, retire_refusals};
 use super::*;
-use crate::kms_env;
+use crate::support::kms_env;
 
 const USERS: usize = 12;
 
@@ -552,7 +552,7 @@ async fn a_kms_outage_spares_cached_keks_and_fails_cold_shards_retryably() {
     put_users(&gw, &warm).await;
     put_users(&gw, &cold).await;
 
-    let proxy = crate::proxy::FaultProxy::start(s3env::shared().addr).await;
+    let proxy = crate::support::proxy::FaultProxy::start(s3env::shared().addr).await;
     let endpoint = proxy.endpoint();
     let gw = gw
         .restart_with(|c| {

@@ -100,7 +100,7 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::s3env;
+use crate::support::s3env;
 
 /// Which blob store the gateways of a test use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +168,7 @@ impl Backend {
                 Self::S3 { endpoint, bucket }
             }
             BackendKind::S3s => {
-                let endpoint = crate::s3s_env::start().await;
+                let endpoint = crate::support::s3s_env::start().await;
                 let bucket = s3env::bucket_name();
                 s3env::create_bucket(&endpoint, &bucket, s3env::REGION, false).await;
                 Self::S3 { endpoint, bucket }
@@ -261,7 +261,7 @@ impl TestGateway {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         if PG_KEY_STORE.try_with(|_| ()).is_ok() {
-            let url = crate::pgenv::fresh_database().await;
+            let url = crate::support::pgenv::fresh_database().await;
             pg_urls()
                 .lock()
                 .unwrap()
@@ -291,7 +291,7 @@ impl TestGateway {
             let _ = rx.await;
         };
         let kms = match config.master.provider {
-            MasterProvider::AwsKms => Some(crate::kms_env::client_for(&config).await),
+            MasterProvider::AwsKms => Some(crate::support::kms_env::client_for(&config).await),
             MasterProvider::Local => None,
         };
         let server_kms = kms.clone();
@@ -500,7 +500,7 @@ impl TestGateway {
         match &self.backend {
             Backend::Fs => tmp_files(&self.data_dir).len(),
             Backend::S3 { endpoint, bucket } => {
-                match crate::s3s_env::incomplete_uploads(endpoint) {
+                match crate::support::s3s_env::incomplete_uploads(endpoint) {
                     Some(n) => n,
                     None => s3env::incomplete_uploads(endpoint, bucket).await,
                 }

@@ -17,7 +17,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::{eventually, expect_reason, get, obj, put, TestGateway};
-use crate::pki::{replace_file, write_server_files, Ca, Leaf};
+use crate::support::pki::{replace_file, write_server_files, Ca, Leaf};
 
 pub const MOMENTS: &str = "spiffe://app/moments-backend";
 pub const DELETION: &str = "spiffe://app/deletion-service";

@@ -8,13 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Whether this process runs as root (mounts need it).
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+use super::host::is_root;
 
 /// False (after saying so) when not root: the caller returns early.
 pub fn root_or_skip(test: &str) -> bool {
