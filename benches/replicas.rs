@@ -20,14 +20,17 @@
 mod support {
     pub mod host;
     pub mod launch;
+    pub mod metrics;
     pub mod pgenv;
     pub mod s3env;
+    pub mod serve;
+    pub mod wait;
 }
-use support::host::free_port;
+use support::serve::{Serve, ServeProcess};
 use support::{pgenv, s3env};
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SEALGATE: &str = env!("CARGO_BIN_EXE_sealgate");
@@ -39,26 +42,16 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A `sealgate serve` process, stopped on drop.
+/// A `sealgate serve` process (killed when dropped) and its endpoint.
 struct Replica {
-    child: Child,
+    _process: ServeProcess,
     endpoint: String,
 }
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Replica {
-    fn start(data_dir: &Path, s3: &str, bucket: &str, key_store: &str) -> Self {
-        let port = free_port();
-        let child = Command::new(SEALGATE)
-            .arg("serve")
-            .env("SEALGATE_DATA_DIR", data_dir)
-            .env("SEALGATE_LISTEN", format!("127.0.0.1:{port}"))
+    async fn start(data_dir: &Path, s3: &str, bucket: &str, key_store: &str) -> Self {
+        let mut process = Serve::new(data_dir)
+            .rust_log("warn")
             .env("SEALGATE_METRICS_LISTEN", "")
             .env("SEALGATE_BLOB_BACKEND", "s3")
             .env("SEALGATE_S3_BUCKET", bucket)
@@ -68,19 +61,14 @@ impl Replica {
             .env("SEALGATE_KEYSTORE_URL", key_store)
             .env("AWS_ACCESS_KEY_ID", s3env::ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", s3env::SECRET_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sealgate serve");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "replica did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .spawn();
+        let addr = process
+            .ready_within(Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|log| panic!("replica did not listen:\n{log}"));
         Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            _process: process,
+            endpoint: format!("http://{addr}"),
         }
     }
 }
@@ -118,7 +106,7 @@ fn main() {
     let url = rt.block_on(pg.fresh_database());
 
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Replica::start(dir_a.path(), &s3, &bucket, &url);
+    let a = rt.block_on(Replica::start(dir_a.path(), &s3, &bucket, &url));
     let keyring = dir_a.path().join("keyring");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !keyring.exists() {
@@ -127,7 +115,7 @@ fn main() {
     }
     // The replicas share the deployment's keyring (made by the first).
     std::fs::copy(dir_a.path().join("keyring"), dir_b.path().join("keyring")).unwrap();
-    let b = Replica::start(dir_b.path(), &s3, &bucket, &url);
+    let b = rt.block_on(Replica::start(dir_b.path(), &s3, &bucket, &url));
 
     println!("put+get of 4 MiB objects, {concurrency} callers, {seconds} s per run");
     let (mut one, mut two) = (Vec::new(), Vec::new());

@@ -10,7 +10,7 @@ use crate::gateway::TestGateway;
 
 /// The report of a successful run, which is UTF-8 text.
 fn ok(out: &Output) -> String {
-    let text = crate::support::ok(out);
+    let text = crate::support::serve::ok(out);
     assert!(std::str::from_utf8(&out.stdout).is_ok(), "UTF-8 report");
     text
 }
@@ -19,7 +19,7 @@ fn bench(args: &[&str]) -> Output {
     let args: Vec<&str> = std::iter::once("bench")
         .chain(args.iter().copied())
         .collect();
-    crate::support::sealgate(&args)
+    crate::support::serve::sealgate(&args)
 }
 
 /// The figures of one operation (or of the whole run) are all there and

@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use crate::gateway::TestGateway;
 
-use crate::support::{ok, sealgate};
+use crate::support::serve::{ok, sealgate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_commands_round_trip() {

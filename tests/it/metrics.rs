@@ -2,97 +2,15 @@
 //! calls, a scrape over a real socket shows the exact counts, and no label
 //! holds a user id, a pseudonym or an object id.
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Child;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sealgate::api::pb;
-use sealgate::api::pb::content_service_client::ContentServiceClient;
 use sealgate::api::pb::erasure_service_client::ErasureServiceClient;
 use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
-use tonic::transport::Channel;
 
-use crate::support::{eventually, sample, scrape};
-
-const READY: Duration = Duration::from_secs(60);
-
-/// The real binary, serving: killed when dropped unless it exited.
-pub struct Served {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub metrics: SocketAddr,
-    pub log: Arc<Mutex<String>>,
-}
-
-impl Served {
-    /// `sealgate serve` on `data_dir` with `env`, once it listens.
-    pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let (child, ready, log) =
-            crate::support::spawn_serve_with(data_dir, "127.0.0.1:0", "info", env);
-        let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(READY))
-            .await
-            .unwrap()
-            .expect("sealgate listening in time")
-            .unwrap_or_else(|log| panic!("sealgate did not start:\n{log}"));
-        // The endpoint's line comes before the listening line.
-        let metrics = crate::support::metrics_address(&log.lock().unwrap())
-            .expect("the log names the metrics address");
-        Self {
-            child,
-            addr,
-            metrics,
-            log,
-        }
-    }
-
-    pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect")
-    }
-
-    pub async fn content(&self) -> ContentServiceClient<Channel> {
-        ContentServiceClient::new(self.channel().await)
-    }
-
-    /// The metrics text.
-    pub async fn scrape(&self) -> String {
-        let (head, body) = scrape(self.metrics).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: application/openmetrics-text"),
-            "{head}"
-        );
-        body
-    }
-
-    /// Waits (up to a minute) for the process to exit; its exit status.
-    pub async fn exited(&mut self) -> std::process::ExitStatus {
-        let status = Arc::new(Mutex::new(None));
-        eventually("the server exits", Duration::from_secs(60), || {
-            let got = self.child.try_wait().expect("try_wait");
-            if got.is_some() {
-                *status.lock().unwrap() = got;
-            }
-            async move { got.is_some() }
-        })
-        .await;
-        let status = status.lock().unwrap().take().unwrap();
-        status
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::eventually;
+use crate::support::metrics::{metrics_address, sample};
+use crate::support::serve::{Serve, Served};
 
 const CONTENT: &str = "sealgate.v1.ContentService";
 
@@ -357,23 +275,14 @@ async fn the_endpoint_serves_only_metrics_and_an_empty_address_turns_it_off() {
     }
     drop(server);
 
-    let (mut child, ready, log) = crate::support::spawn_serve_with(
-        &tmp.path().join("off"),
-        "127.0.0.1:0",
-        "info",
-        &[("SEALGATE_METRICS_LISTEN", "")],
-    );
-    let started = tokio::task::spawn_blocking(move || ready.recv_timeout(READY))
+    let mut off = Serve::new(&tmp.path().join("off"))
+        .env("SEALGATE_METRICS_LISTEN", "")
+        .spawn();
+    off.ready_within(Duration::from_secs(60))
         .await
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    started.unwrap().unwrap();
-    assert!(
-        crate::support::metrics_address(&log.lock().unwrap()).is_none(),
-        "{}",
-        log.lock().unwrap()
-    );
+        .unwrap_or_else(|log| panic!("sealgate did not start:\n{log}"));
+    let log = off.stop_and_read_log().await;
+    assert!(metrics_address(&log).is_none(), "{log}");
 }
 
 /// The real binary with master keys in KMS (moto's): the scrape counts

@@ -13,14 +13,15 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::gateway::{data_msg, finish_msg, header_msg, tmp_files};
-use crate::metrics::Served;
-use crate::support::{eventually, sample};
+use crate::support::eventually;
+use crate::support::metrics::sample;
+use crate::support::serve::Served;
 
 const USER: &str = "shutdown-user";
 
 /// Sends `signal` to the server process.
 fn signal(server: &Served, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(server.child.id()).unwrap();
+    let pid = libc::pid_t::try_from(server.process.child.id()).unwrap();
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     let rc = unsafe { libc::kill(pid, signal) };
     assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
@@ -61,7 +62,7 @@ async fn ended_by_shutdown(server: &mut Served, upload: Upload) {
     );
     drop(upload.tx);
     let status = server.exited().await;
-    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+    assert_eq!(status.code(), Some(0), "{}", server.process.log());
 }
 
 async fn watch_health(server: &Served) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
@@ -105,7 +106,7 @@ async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     )
     .await;
     assert!(
-        server.child.try_wait().unwrap().is_none(),
+        server.process.child.try_wait().unwrap().is_none(),
         "exited with an upload in flight"
     );
 
@@ -126,11 +127,11 @@ async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     assert_eq!(info.into_inner().info.unwrap().size, body.len() as u64);
 
     let status = server.exited().await;
-    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+    assert_eq!(status.code(), Some(0), "{}", server.process.log());
     assert!(
-        server.log.lock().unwrap().contains("sealgate stopped"),
+        server.process.log().contains("sealgate stopped"),
         "{}",
-        server.log.lock().unwrap()
+        server.process.log()
     );
     drop(server);
 
@@ -165,9 +166,9 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
     signal(&server, libc::SIGINT);
     ended_by_shutdown(&mut server, upload).await;
     assert!(
-        server.log.lock().unwrap().contains("sealgate stopped"),
+        server.process.log().contains("sealgate stopped"),
         "{}",
-        server.log.lock().unwrap()
+        server.process.log()
     );
     drop(server);
 

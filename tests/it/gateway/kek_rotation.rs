@@ -416,7 +416,7 @@ async fn kek_rotation_resumes_after_sigkill() {
     use sealgate::crypto::UserKey;
     use sealgate::keys::keyring::MasterKeyProvider;
 
-    use super::jobs::Child;
+    use crate::support::serve::Serve;
 
     const SEEDED: usize = 40_000;
     const ENV: &[(&str, &str)] = &[
@@ -426,15 +426,15 @@ async fn kek_rotation_resumes_after_sigkill() {
     ];
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path();
-    let start = || {
-        let (child, ready) = crate::support::spawn_serve_env(data_dir, "127.0.0.1:0", ENV);
-        let addr = match ready.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addr)) => addr,
-            other => panic!("sealgate not listening: {other:?}"),
-        };
-        (Child(child), format!("http://{addr}"))
+    let start = move || async move {
+        let mut process = Serve::new(data_dir).envs(ENV).spawn();
+        let addr = process
+            .ready_within(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|log| panic!("sealgate not listening:\n{log}"));
+        (process, format!("http://{addr}"))
     };
-    let (mut first, url) = start();
+    let (mut first, url) = start().await;
     let mut c = ContentServiceClient::connect(url.clone()).await.unwrap();
     for u in 0..3 {
         put(
@@ -513,10 +513,10 @@ async fn kek_rotation_resumes_after_sigkill() {
             break;
         }
     }
-    first.0.kill().expect("SIGKILL");
-    assert!(!first.0.wait().unwrap().success());
+    first.child.kill().expect("SIGKILL");
+    assert!(!first.child.wait().unwrap().success());
 
-    let (second, url) = start();
+    let (second, url) = start().await;
     let mut admin = KeyAdminServiceClient::connect(url.clone()).await.unwrap();
     let mut stream = admin
         .watch_job(pb::WatchJobRequest { job_id })
