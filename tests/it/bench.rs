@@ -6,7 +6,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::gateway::TestGateway;
+use crate::support::gateway::TestGateway;
 
 /// The report of a successful run, which is UTF-8 text.
 fn ok(out: &Output) -> String {
@@ -146,7 +146,7 @@ async fn bench_mixed_runs_without_errors() {
 /// client-certificate flags are those of the other client commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_prints_text_and_speaks_mtls() {
-    use crate::gateway::mtls::{ClientFiles, TlsGateway, MOMENTS};
+    use crate::support::gateway::tls::{ClientFiles, TlsGateway, MOMENTS};
     let t = TlsGateway::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ClientFiles { ca, cert, key } = t.client_files(dir.path(), MOMENTS);
@@ -222,7 +222,8 @@ async fn put_get_over(endpoint: String, replica: String) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_put_get_reads_back_through_the_replica() {
     let a = TestGateway::start().await;
-    let mut same_store = TestGateway::start_config(crate::gateway::config(&a.data_dir)).await;
+    let mut same_store =
+        TestGateway::start_config(crate::support::gateway::config(&a.data_dir)).await;
     let r = put_get_over(a.endpoint(), same_store.endpoint()).await;
     assert_eq!(r["workload"], "put-get", "{r}");
     assert_eq!(r["errors"], serde_json::json!({}), "no errors: {r}");

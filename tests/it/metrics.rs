@@ -49,7 +49,7 @@ async fn a_scrape_shows_the_exact_counts_of_known_calls() {
     let mut client = server.content().await;
     // Users, object ids and items no label may show.
     let (user, gone) = ("metrics-user-5c1d", "metrics-gone-user-77ab");
-    let body = crate::gateway::data(300_000, 9);
+    let body = crate::support::gateway::data(300_000, 9);
 
     // Before any call: nothing counted, no stream in flight.
     let text = server.scrape().await;
@@ -57,7 +57,7 @@ async fn a_scrape_shows_the_exact_counts_of_known_calls() {
     assert_eq!(sample(&text, "sealgate_inflight_streams", &[]), 0.0);
 
     // 1. An object up (3 messages of 100,000 bytes) and down.
-    crate::gateway::put(
+    crate::support::gateway::put(
         &mut client,
         user,
         "moments",
@@ -67,20 +67,25 @@ async fn a_scrape_shows_the_exact_counts_of_known_calls() {
     )
     .await
     .unwrap();
-    let (_, back) = crate::gateway::get(&mut client, user, "moments", "metrics-object-a", None)
-        .await
-        .unwrap();
+    let (_, back) =
+        crate::support::gateway::get(&mut client, user, "moments", "metrics-object-a", None)
+            .await
+            .unwrap();
     assert_eq!(back, body);
     // 2. HeadObject of an object that does not exist.
     let missing = client
         .head_object(pb::HeadObjectRequest {
-            object: Some(crate::gateway::obj(user, "moments", "metrics-missing")),
+            object: Some(crate::support::gateway::obj(
+                user,
+                "moments",
+                "metrics-missing",
+            )),
         })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
     // 3. An item of 1,000 bytes, read back with one that does not exist.
-    crate::gateway::put_item(
+    crate::support::gateway::put_item(
         &mut client,
         user,
         "channels",
@@ -89,7 +94,7 @@ async fn a_scrape_shows_the_exact_counts_of_known_calls() {
     )
     .await
     .unwrap();
-    let items = crate::gateway::get_items(
+    let items = crate::support::gateway::get_items(
         &mut client,
         user,
         "channels",
@@ -102,7 +107,7 @@ async fn a_scrape_shows_the_exact_counts_of_known_calls() {
         Some(pb::item_result::Result::Item(_))
     ));
     // 4. Another user with one item, erased: one GC job, run to its end.
-    crate::gateway::put_item(&mut client, gone, "channels", "metrics-item-c", b"bye")
+    crate::support::gateway::put_item(&mut client, gone, "channels", "metrics-item-c", b"bye")
         .await
         .unwrap();
     ErasureServiceClient::new(server.channel().await)
@@ -315,8 +320,8 @@ async fn kms_requests_are_counted_as_they_leave_the_process() {
     );
     let mut client = server.content().await;
     for u in 0..USERS {
-        let body = crate::gateway::data(1_000, u as u64);
-        crate::gateway::put(
+        let body = crate::support::gateway::data(1_000, u as u64);
+        crate::support::gateway::put(
             &mut client,
             &format!("kms-{u}"),
             "moments",
@@ -341,10 +346,11 @@ async fn kms_requests_are_counted_as_they_leave_the_process() {
     let reads = (0..USERS).map(|u| {
         let mut c = client.clone();
         async move {
-            let (_, got) = crate::gateway::get(&mut c, &format!("kms-{u}"), "moments", "pic", None)
-                .await
-                .expect("get");
-            assert_eq!(got, crate::gateway::data(1_000, u as u64));
+            let (_, got) =
+                crate::support::gateway::get(&mut c, &format!("kms-{u}"), "moments", "pic", None)
+                    .await
+                    .expect("get");
+            assert_eq!(got, crate::support::gateway::data(1_000, u as u64));
         }
     });
     futures_util::future::join_all(reads).await;

@@ -16,8 +16,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use sealgate::api::pb::content_service_client::ContentServiceClient;
 use tonic::transport::Channel;
 
-use crate::gateway::{data, get, health, put, reason, try_erase, TestGateway};
 use crate::support::eventually;
+use crate::support::gateway::{data, get, health, put, reason, try_erase, TestGateway};
 use crate::support::mounts::{fill_disk, root_or_skip, Mount};
 use crate::support::pgenv;
 use crate::support::proxy::FaultProxy;

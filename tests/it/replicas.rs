@@ -10,7 +10,7 @@ use sealgate::api::pb;
 use sealgate::config::KeyStoreBackend;
 use tonic::Code;
 
-use crate::gateway::{
+use crate::support::gateway::{
     config, data, data_msg, get, get_items, header_msg, paused_download, pseudonym, put, put_item,
     reason, try_erase, Backend, BackendKind, TestGateway,
 };
@@ -202,7 +202,7 @@ async fn a_write_committing_after_an_erasure_elsewhere_is_undone() {
         .unwrap();
     tx.send(data_msg(body.clone())).await.unwrap();
     try_erase(&r.b, "dee").await.expect("EraseUser through B");
-    tx.send(crate::gateway::finish_msg(Some(&body)))
+    tx.send(crate::support::gateway::finish_msg(Some(&body)))
         .await
         .unwrap();
     drop(tx);
@@ -210,7 +210,7 @@ async fn a_write_committing_after_an_erasure_elsewhere_is_undone() {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(reason(&status).as_deref(), Some("USER_ERASED"));
     let p = pseudonym(&r.b, "dee").await;
-    crate::gateway::wait_gc_done(&r.b, "dee").await;
+    crate::support::gateway::wait_gc_done(&r.b, "dee").await;
     assert!(
         r.b.user_objects(&p).await.is_empty(),
         "nothing of the erased user is stored"
@@ -260,7 +260,7 @@ async fn a_rotation_runs_once_for_both_replicas() {
             .expect("RotateKek")
             .into_inner()
             .job_id;
-    let updates = crate::gateway::jobs::watch_all(&r.b, &id).await;
+    let updates = crate::support::gateway::watch_all(&r.b, &id).await;
     let last = updates.last().unwrap();
     assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
     assert_eq!((last.done, last.total), (20, 20), "{updates:?}");
@@ -297,7 +297,7 @@ async fn an_erasures_gc_runs_once_for_both_replicas() {
     }
     assert_eq!(r.a.stored_keys().await.len(), 8);
     let receipt = try_erase(&r.b, "gone").await.expect("EraseUser");
-    let updates = crate::gateway::jobs::watch_all(&r.a, &receipt.gc_job_id).await;
+    let updates = crate::support::gateway::watch_all(&r.a, &receipt.gc_job_id).await;
     let last = updates.last().unwrap();
     assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
     assert_eq!((last.done, last.total), (8, 8), "{updates:?}");

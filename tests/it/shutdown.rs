@@ -12,8 +12,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::gateway::{data_msg, finish_msg, header_msg, tmp_files};
 use crate::support::eventually;
+use crate::support::gateway::{data_msg, finish_msg, header_msg, tmp_files};
 use crate::support::metrics::sample;
 use crate::support::serve::Served;
 
@@ -57,7 +57,7 @@ async fn ended_by_shutdown(server: &mut Served, upload: Upload) {
     let ended = upload.call.await.unwrap().unwrap_err();
     assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
     assert_eq!(
-        crate::gateway::check_details(&ended, "the ended upload"),
+        crate::support::gateway::check_details(&ended, "the ended upload"),
         "SHUTTING_DOWN"
     );
     drop(upload.tx);
@@ -87,7 +87,7 @@ async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
         &[("SEALGATE_SERVER_SHUTDOWN_GRACE_SECONDS", "30")],
     )
     .await;
-    let body = crate::gateway::data(3 << 20, 21);
+    let body = crate::support::gateway::data(3 << 20, 21);
     let upload = start_upload(&server, "slow", &body[..1 << 20]).await;
     let mut health = watch_health(&server).await;
 
@@ -138,7 +138,7 @@ async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     // The object reads back from a new process.
     let server = Served::start(&data_dir, &[]).await;
     let mut client = server.content().await;
-    let (_, back) = crate::gateway::get(&mut client, USER, "moments", "slow", None)
+    let (_, back) = crate::support::gateway::get(&mut client, USER, "moments", "slow", None)
         .await
         .unwrap();
     assert!(back == body, "the object read back differs");
@@ -153,7 +153,12 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
         &[("SEALGATE_SERVER_SHUTDOWN_GRACE_SECONDS", "1")],
     )
     .await;
-    let upload = start_upload(&server, "stalled", &crate::gateway::data(1 << 20, 5)).await;
+    let upload = start_upload(
+        &server,
+        "stalled",
+        &crate::support::gateway::data(1 << 20, 5),
+    )
+    .await;
     // Its bytes are on disk, in a temporary file.
     eventually(
         "the upload's temporary file exists",
@@ -182,7 +187,7 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
     let mut client = server.content().await;
     let missing = client
         .head_object(pb::HeadObjectRequest {
-            object: Some(crate::gateway::obj(USER, "moments", "stalled")),
+            object: Some(crate::support::gateway::obj(USER, "moments", "stalled")),
         })
         .await
         .unwrap_err();
@@ -216,12 +221,15 @@ async fn on_s3_an_ended_upload_is_aborted_before_the_process_exits() {
         ],
     )
     .await;
-    let upload = start_upload(&server, "big", &crate::gateway::data(1 << 20, 1)).await;
+    let upload = start_upload(&server, "big", &crate::support::gateway::data(1 << 20, 1)).await;
     // Messages of 1 MiB: one part and a bit, so a multipart upload exists.
     for i in 0..PART_SIZE >> 20 {
         upload
             .tx
-            .send(data_msg(crate::gateway::data(1 << 20, 2 + i as u64)))
+            .send(data_msg(crate::support::gateway::data(
+                1 << 20,
+                2 + i as u64,
+            )))
             .await
             .unwrap();
     }

@@ -15,7 +15,7 @@ use sealgate::blob::s3::{S3BlobStore, STORE_ID_KEY};
 use sealgate::blob::BlobStore;
 use sealgate::server::Gateway;
 
-use crate::gateway::{config, get, put, TestGateway};
+use crate::support::gateway::{config, get, put, TestGateway};
 use crate::support::s3env;
 use crate::support::serve::{Serve, ServeProcess};
 

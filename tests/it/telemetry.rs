@@ -12,7 +12,7 @@ use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
 use sealgate::api::pb::legal_hold_service_client::LegalHoldServiceClient;
 use tonic::transport::Channel;
 
-use crate::gateway::{get, put, put_item};
+use crate::support::gateway::{get, put, put_item};
 use crate::support::serve::Serve;
 
 const PHONE: &str = "13800138000";
@@ -94,7 +94,7 @@ async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
         .await
         .unwrap();
     let mut content = ContentServiceClient::new(channel.clone());
-    let body = crate::gateway::data(300_000, 9);
+    let body = crate::support::gateway::data(300_000, 9);
     put(&mut content, PHONE, "moments", "pic", &body, 65_536)
         .await
         .unwrap();
@@ -237,7 +237,7 @@ async fn kms_unwrapped_keys_never_reach_the_log() {
     // answer): the gateway's logging never shows it either.
     env.push(("LOG_SENSITIVE_BODIES", "true"));
     let dir = tempfile::tempdir().unwrap();
-    let body = crate::gateway::data(20_000, 3);
+    let body = crate::support::gateway::data(20_000, 3);
     let mut text = String::new();
     for round in 0..2 {
         let mut server = Serve::new(dir.path()).rust_log("trace").envs(&env).spawn();

@@ -22,36 +22,6 @@ fn short_leases(c: &mut Config) {
     c.jobs.poll_seconds = 1;
 }
 
-/// Every progress message of a job until its stream ends.
-pub async fn watch_all(gw: &TestGateway, id: &str) -> Vec<pb::JobProgress> {
-    let mut stream = gw
-        .admin()
-        .await
-        .watch_job(pb::WatchJobRequest { job_id: id.into() })
-        .await
-        .expect("WatchJob")
-        .into_inner();
-    let mut seen = Vec::new();
-    while let Some(p) = stream.message().await.expect("WatchJob stream") {
-        seen.push(p);
-    }
-    seen
-}
-
-/// ListJobs.
-pub async fn list_jobs(gw: &TestGateway, state: pb::JobState, limit: u32) -> Vec<pb::JobProgress> {
-    gw.admin()
-        .await
-        .list_jobs(pb::ListJobsRequest {
-            limit,
-            state: state as i32,
-        })
-        .await
-        .expect("ListJobs")
-        .into_inner()
-        .jobs
-}
-
 async fn put_objects(gw: &TestGateway, user: &str, n: usize) {
     let mut c = gw.content().await;
     for i in 0..n {

@@ -13,7 +13,6 @@ use sealgate::keys::sqlite::SqliteKeyStore;
 use sealgate::keys::{CachePolicy, KeyHierarchy};
 use tonic::Code;
 
-use super::jobs::watch_all;
 use super::*;
 
 backend_tests!(kek_rotation_of_every_shard_keeps_objects_readable);

@@ -14,7 +14,6 @@ use sealgate::keys::kms::{KmsMasterKeys, KmsOp};
 use sealgate::keys::sqlite::SqliteKeyStore;
 use tonic::Code;
 
-use super::jobs::watch_all;
 use super::master_rotation::{retire, retire_refusals};
 use super::*;
 use crate::support::kms_env;

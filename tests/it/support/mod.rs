@@ -9,12 +9,15 @@
 //! - [`serve`]: the real binary (run to its end, or serving: one builder);
 //!   [`metrics`]: its Prometheus endpoint.
 //! - [`wait`]: [`eventually`], the one polling helper.
+//! - [`gateway`]: the harness of gateways in this process (backends,
+//!   storage accessors, calls, status checks, mTLS).
 //! - [`kms_env`]: moto's KMS; [`pki`]: certificates; [`mounts`]: full and
 //!   failing disks (root only).
 //!
 //! Modules that the benches include as well (`benches/*.rs`, by
 //! `#[path]`) name their siblings `super::…`, never `crate::…`.
 
+pub mod gateway;
 pub mod host;
 pub mod kms_env;
 pub mod launch;
