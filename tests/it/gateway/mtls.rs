@@ -190,6 +190,17 @@ async fn a_role_calling_another_roles_method_is_denied() {
     let ops = t.ca.client_dns(OPS);
     let legal = t.ca.client_uri(LEGAL);
     let stranger = t.ca.client_uri(STRANGER);
+    // u1 has an object, so that an erasure would show.
+    put(
+        &mut t.content(Some(&moments)).await,
+        "u1",
+        "moments",
+        "x",
+        b"kept",
+        4,
+    )
+    .await
+    .expect("put u1's object");
     for (what, leaf) in [
         ("content erasing", &moments),
         ("ops erasing", &ops),
@@ -250,9 +261,30 @@ async fn a_role_calling_another_roles_method_is_denied() {
             "{principal} {detail} not in {denied:?}"
         );
     }
-    // Nothing was erased by the refused calls.
-    let status = key_status(&mut t.admin(Some(&ops)).await, "u1").await;
-    assert!(status.is_ok(), "{status:?}");
+    // Nothing was erased by the refused calls: KeyStatus (which answers
+    // for erased users too) says u1 is not erased, and u1's object reads
+    // back.
+    let status = t
+        .admin(Some(&ops))
+        .await
+        .key_status(pb::KeyStatusRequest {
+            user_id: "u1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("KeyStatus")
+        .into_inner();
+    assert!(!status.erased, "u1 erased by a refused call: {status:?}");
+    let (_, kept) = get(
+        &mut t.content(Some(&moments)).await,
+        "u1",
+        "moments",
+        "x",
+        None,
+    )
+    .await
+    .expect("u1's object reads back");
+    assert_eq!(kept, b"kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
