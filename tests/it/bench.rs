@@ -240,8 +240,17 @@ async fn bench_put_get_reads_back_through_the_replica() {
 
     let other_store = TestGateway::start().await;
     let r = put_get_over(a.endpoint(), other_store.endpoint()).await;
-    assert!(
-        r["errors"]["NotFound"].as_u64().unwrap_or(0) > 0,
-        "reads through a gateway of another store miss: {r}"
+    let ops = &r["operations"];
+    let reads = ops["GetObject"]["ops"].as_u64().expect("GetObject ops");
+    assert!(reads >= 1, "some uploads were read back: {r}");
+    assert_eq!(
+        ops["PutObject"]["ops"].as_u64(),
+        Some(reads),
+        "each upload is read back once: {r}"
+    );
+    assert_eq!(
+        r["errors"],
+        serde_json::json!({ "NotFound": reads }),
+        "every read through a gateway of another store misses, and nothing else fails: {r}"
     );
 }
