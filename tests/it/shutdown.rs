@@ -14,7 +14,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 use crate::support::eventually;
 use crate::support::gateway::{data_msg, finish_msg, header_msg, tmp_files};
-use crate::support::metrics::sample;
+use crate::support::metrics::value;
 use crate::support::serve::Served;
 
 const USER: &str = "shutdown-user";
@@ -43,7 +43,7 @@ async fn start_upload(server: &Served, id: &str, first: &[u8]) -> Upload {
     eventually(
         "the server counts the upload in flight",
         Duration::from_secs(30),
-        || async { sample(&server.scrape().await, "sealgate_inflight_streams", &[]) == 1.0 },
+        || async { value(&server.scrape().await, "sealgate_inflight_streams", &[]) == 1.0 },
     )
     .await;
     Upload { tx, call }

@@ -1,6 +1,7 @@
 //! The Prometheus endpoint of a real server: where it listens, a scrape
 //! over a socket, the samples of a scrape.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// The address of the metrics endpoint, from the line of a server's log
@@ -33,31 +34,77 @@ pub async fn scrape(address: SocketAddr) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
-/// The value of the sample `name` whose labels are exactly `labels` in a
-/// scrape's text; 0 when there is none (a counter never incremented).
-pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    want.sort();
+/// The labels of a series, by name.
+pub type Labels = BTreeMap<String, String>;
+
+/// Every series named `name` in a scrape's text, with its labels and
+/// value, in the order of the text; none when the scrape has none (the
+/// encoder leaves out a family without series, so an empty family and a
+/// misspelled name look alike here: [`value`] tells them apart).
+pub fn series(text: &str, name: &str) -> Vec<(Labels, f64)> {
+    let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let (series_name, got) = match series.split_once('{') {
+        let (series_name, labels) = match series.split_once('{') {
             Some((n, rest)) => (n, rest.trim_end_matches('}')),
             None => (series, ""),
         };
         if series_name != name {
             continue;
         }
-        let mut got: Vec<String> = if got.is_empty() {
-            Vec::new()
-        } else {
-            got.split(',').map(str::to_string).collect()
-        };
-        got.sort();
-        if got == want {
-            return value.parse().expect("a sample value");
-        }
+        let labels = labels
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once('=').expect("label=\"value\"");
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        out.push((labels, value.parse().expect("a sample value")));
     }
-    0.0
+    out
+}
+
+/// The value of the series `name{labels}` (exactly those labels), or
+/// `None` when the scrape has no such series: a labelled counter that was
+/// never incremented has none.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: Labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    series(text, name)
+        .into_iter()
+        .find(|(got, _)| *got == want)
+        .map(|(_, v)| v)
+}
+
+/// The value of the series `name{labels}`, which must be in the scrape.
+///
+/// # Panics
+/// When it is not, naming it and listing the series of `name` there are
+/// (a misspelled label shows beside the right one), or if there are none,
+/// the metric families the scrape declares (a misspelled name shows
+/// beside the right one).
+#[track_caller]
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(text, name, labels).unwrap_or_else(|| {
+        let there: Vec<String> = series(text, name)
+            .into_iter()
+            .map(|(labels, v)| format!("{labels:?} {v}"))
+            .collect();
+        if there.is_empty() {
+            let families: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .collect();
+            panic!("no series {name} in the scrape; its metric families: {families:?}");
+        }
+        panic!(
+            "no series {name}{labels:?} in the scrape; the series of {name}:\n{}",
+            there.join("\n")
+        )
+    })
 }
