@@ -13,6 +13,10 @@
 //! through the other replica), alternating, and prints MB/s of both and
 //! their ratio. On one machine both replicas share its cores, so the ratio
 //! shows what a second replica costs or gains here, not on separate hosts.
+//!
+//! Under `cargo test --benches` (no `--bench` argument) it is a smoke run:
+//! one second per run, two callers, one round (unless the environment
+//! says otherwise).
 
 /// The tests' launchers of moto and PostgreSQL (`tests/it/support/`).
 #[path = "../tests/it/support"]
@@ -35,6 +39,13 @@ use std::time::{Duration, Instant};
 
 const SEALGATE: &str = env!("CARGO_BIN_EXE_sealgate");
 
+/// Whether this is a smoke run: `cargo bench` passes `--bench`, `cargo
+/// test --benches` (CI, in the dev profile) does not, and then the bench
+/// runs once on small inputs, so that a broken bench fails CI.
+fn smoke() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -50,8 +61,10 @@ struct Replica {
 
 impl Replica {
     async fn start(data_dir: &Path, s3: &str, bucket: &str, key_store: &str) -> Self {
+        // Warnings only, but for the server's lifecycle lines: the
+        // readiness line the builder waits for is one.
         let mut process = Serve::new(data_dir)
-            .rust_log("warn")
+            .rust_log("warn,sealgate::server=info")
             .env("SEALGATE_METRICS_LISTEN", "")
             .env("SEALGATE_BLOB_BACKEND", "s3")
             .env("SEALGATE_S3_BUCKET", bucket)
@@ -95,8 +108,10 @@ fn put_get(endpoint: &str, replica: Option<&str>, seconds: u64, concurrency: u64
 }
 
 fn main() {
-    let seconds = env_or("SECONDS", 20);
-    let concurrency = env_or("CONCURRENCY", 8);
+    let smoke = smoke();
+    let seconds = env_or("SECONDS", if smoke { 1 } else { 20 });
+    let concurrency = env_or("CONCURRENCY", if smoke { 2 } else { 8 });
+    let rounds = if smoke { 1 } else { 2 };
     let moto = s3env::Moto::start();
     let s3 = moto.endpoint();
     let bucket = s3env::bucket_name();
@@ -119,7 +134,7 @@ fn main() {
 
     println!("put+get of 4 MiB objects, {concurrency} callers, {seconds} s per run");
     let (mut one, mut two) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
+    for _ in 0..rounds {
         one.push(put_get(&a.endpoint, None, seconds, concurrency));
         two.push(put_get(
             &a.endpoint,
