@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench crypto -- --quick
+//! cargo test --bench crypto        # smoke run: each benchmark and timing loop once
 //! ```
 //!
 //! After the criterion groups, a short interleaved timing loop prints the
@@ -157,10 +158,38 @@ fn gib_per_s(bytes: usize, t: Duration) -> f64 {
     bytes as f64 / t.as_secs_f64() / f64::from(1u32 << 30)
 }
 
+/// How long the timing loops after the criterion groups run: in a smoke
+/// run (`cargo test --benches`) once each, to check they still work.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// Rounds of ours/raw alternation.
+    interleave: usize,
+    /// Rounds of [`best_time`] per measurement.
+    rounds: usize,
+    /// Time per round.
+    budget: Duration,
+}
+
+const FULL: Timing = Timing {
+    interleave: 5,
+    rounds: 3,
+    budget: Duration::from_millis(40),
+};
+
+const SMOKE: Timing = Timing {
+    interleave: 1,
+    rounds: 1,
+    budget: Duration::ZERO,
+};
+
 /// Interleaved ours/raw timings; prints throughput ratios ours/raw.
-fn print_ratios(inputs: &[Inputs]) {
+fn print_ratios(inputs: &[Inputs], timing: Timing) {
     let key = raw_key();
-    let budget = Duration::from_millis(40);
+    let Timing {
+        interleave,
+        rounds,
+        budget,
+    } = timing;
     println!();
     println!("throughput ratios, ours / raw AES-256-GCM (best of interleaved rounds):");
     for input in inputs {
@@ -168,17 +197,17 @@ fn print_ratios(inputs: &[Inputs]) {
         let mut out = Vec::with_capacity(input.message.len());
         let (mut ours, mut raw) = ([Duration::MAX; 2], [Duration::MAX; 2]);
         // Alternate so that frequency changes hit both sides alike.
-        for _ in 0..5 {
-            ours[0] = ours[0].min(best_time(3, budget, || {
+        for _ in 0..interleave {
+            ours[0] = ours[0].min(best_time(rounds, budget, || {
                 ours_seal(black_box(&input.plaintext), &mut out)
             }));
-            raw[0] = raw[0].min(best_time(3, budget, || {
+            raw[0] = raw[0].min(best_time(rounds, budget, || {
                 raw_seal(&key, black_box(&input.plaintext), &mut out)
             }));
-            ours[1] = ours[1].min(best_time(3, budget, || {
+            ours[1] = ours[1].min(best_time(rounds, budget, || {
                 ours_open(black_box(&input.message), &mut out)
             }));
-            raw[1] = raw[1].min(best_time(3, budget, || {
+            raw[1] = raw[1].min(best_time(rounds, budget, || {
                 raw_open(&key, black_box(&input.raw_sealed), &mut out)
             }));
         }
@@ -197,7 +226,7 @@ fn print_ratios(inputs: &[Inputs]) {
 /// The fixed cost of one message, whatever its size: salt, the specified
 /// HKDF-SHA-512 derivation and commitment, AES-GCM key setup, and the empty
 /// final chunk. Printed beside the cost of HKDF-Expand alone.
-fn print_fixed_costs() {
+fn print_fixed_costs(timing: Timing) {
     use aws_lc_rs::hkdf::{KeyType, Prk, HKDF_SHA512};
     struct Len;
     impl KeyType for Len {
@@ -205,9 +234,9 @@ fn print_fixed_costs() {
             76
         }
     }
-    let budget = Duration::from_millis(40);
+    let (rounds, budget) = (timing.rounds + 2, timing.budget);
     let mut out = Vec::with_capacity(128);
-    let empty = best_time(5, budget, || ours_seal(black_box(&[]), &mut out));
+    let empty = best_time(rounds, budget, || ours_seal(black_box(&[]), &mut out));
     let mut okm = [0u8; 76];
     let info: [&[u8]; 5] = [
         b"c2sp.org/chunked-encryption@v1+",
@@ -216,14 +245,14 @@ fn print_fixed_costs() {
         &[1; 24],
         CONTEXT,
     ];
-    let hkdf = best_time(5, budget, || {
+    let hkdf = best_time(rounds, budget, || {
         Prk::new_less_safe(HKDF_SHA512, black_box(&KEY))
             .expand(&info, Len)
             .unwrap()
             .fill(&mut okm)
             .unwrap()
     });
-    let raw_key_setup = best_time(5, budget, || {
+    let raw_key_setup = best_time(rounds, budget, || {
         black_box(raw_key());
     });
     println!(
@@ -239,10 +268,14 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     criterion_groups(&mut c, &inputs);
     c.final_summary();
-    // `cargo bench` passes --bench; `cargo test --benches` does not, and then
-    // criterion only runs each benchmark once as a smoke test.
-    if std::env::args().any(|a| a == "--bench") {
-        print_ratios(&inputs);
-        print_fixed_costs();
-    }
+    // `cargo bench` passes --bench; `cargo test --benches` (CI, in the dev
+    // profile) does not, and then criterion runs each benchmark once and
+    // the timing loops run once each: a smoke test that they still work.
+    let timing = if std::env::args().any(|a| a == "--bench") {
+        FULL
+    } else {
+        SMOKE
+    };
+    print_ratios(&inputs, timing);
+    print_fixed_costs(timing);
 }

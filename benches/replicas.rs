@@ -13,21 +13,38 @@
 //! through the other replica), alternating, and prints MB/s of both and
 //! their ratio. On one machine both replicas share its cores, so the ratio
 //! shows what a second replica costs or gains here, not on separate hosts.
+//!
+//! Under `cargo test --benches` (no `--bench` argument) it is a smoke run:
+//! one second per run, two callers, one round (unless the environment
+//! says otherwise).
 
-#[path = "../tests/it/s3env.rs"]
+/// The tests' launchers of moto and PostgreSQL (`tests/it/support/`).
+#[path = "../tests/it/support"]
 #[allow(dead_code)]
-mod s3env;
+mod support {
+    pub mod host;
+    pub mod launch;
+    pub mod metrics;
+    pub mod pgenv;
+    pub mod s3env;
+    pub mod serve;
+    pub mod wait;
+}
+use support::serve::{Serve, ServeProcess};
+use support::{pgenv, s3env};
 
-#[path = "../tests/it/pgenv.rs"]
-#[allow(dead_code)]
-mod pgenv;
-
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SEALGATE: &str = env!("CARGO_BIN_EXE_sealgate");
+
+/// Whether this is a smoke run: `cargo bench` passes `--bench`, `cargo
+/// test --benches` (CI, in the dev profile) does not, and then the bench
+/// runs once on small inputs, so that a broken bench fails CI.
+fn smoke() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -36,34 +53,18 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `sealgate serve` process, stopped on drop.
+/// A `sealgate serve` process (killed when dropped) and its endpoint.
 struct Replica {
-    child: Child,
+    _process: ServeProcess,
     endpoint: String,
 }
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Replica {
-    fn start(data_dir: &Path, s3: &str, bucket: &str, key_store: &str) -> Self {
-        let port = free_port();
-        let child = Command::new(SEALGATE)
-            .arg("serve")
-            .env("SEALGATE_DATA_DIR", data_dir)
-            .env("SEALGATE_LISTEN", format!("127.0.0.1:{port}"))
+    async fn start(data_dir: &Path, s3: &str, bucket: &str, key_store: &str) -> Self {
+        // Warnings only, but for the server's lifecycle lines: the
+        // readiness line the builder waits for is one.
+        let mut process = Serve::new(data_dir)
+            .rust_log("warn,sealgate::server=info")
             .env("SEALGATE_METRICS_LISTEN", "")
             .env("SEALGATE_BLOB_BACKEND", "s3")
             .env("SEALGATE_S3_BUCKET", bucket)
@@ -73,19 +74,14 @@ impl Replica {
             .env("SEALGATE_KEYSTORE_URL", key_store)
             .env("AWS_ACCESS_KEY_ID", s3env::ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", s3env::SECRET_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sealgate serve");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "replica did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .spawn();
+        let addr = process
+            .ready_within(Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|log| panic!("replica did not listen:\n{log}"));
         Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            _process: process,
+            endpoint: format!("http://{addr}"),
         }
     }
 }
@@ -112,8 +108,10 @@ fn put_get(endpoint: &str, replica: Option<&str>, seconds: u64, concurrency: u64
 }
 
 fn main() {
-    let seconds = env_or("SECONDS", 20);
-    let concurrency = env_or("CONCURRENCY", 8);
+    let smoke = smoke();
+    let seconds = env_or("SECONDS", if smoke { 1 } else { 20 });
+    let concurrency = env_or("CONCURRENCY", if smoke { 2 } else { 8 });
+    let rounds = if smoke { 1 } else { 2 };
     let moto = s3env::Moto::start();
     let s3 = moto.endpoint();
     let bucket = s3env::bucket_name();
@@ -123,7 +121,7 @@ fn main() {
     let url = rt.block_on(pg.fresh_database());
 
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Replica::start(dir_a.path(), &s3, &bucket, &url);
+    let a = rt.block_on(Replica::start(dir_a.path(), &s3, &bucket, &url));
     let keyring = dir_a.path().join("keyring");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !keyring.exists() {
@@ -132,11 +130,11 @@ fn main() {
     }
     // The replicas share the deployment's keyring (made by the first).
     std::fs::copy(dir_a.path().join("keyring"), dir_b.path().join("keyring")).unwrap();
-    let b = Replica::start(dir_b.path(), &s3, &bucket, &url);
+    let b = rt.block_on(Replica::start(dir_b.path(), &s3, &bucket, &url));
 
     println!("put+get of 4 MiB objects, {concurrency} callers, {seconds} s per run");
     let (mut one, mut two) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
+    for _ in 0..rounds {
         one.push(put_get(&a.endpoint, None, seconds, concurrency));
         two.push(put_get(
             &a.endpoint,

@@ -11,10 +11,20 @@
 //! 4 MiB objects, ops/s for put+get of 1 KiB items, the latency of a
 //! 1,000-entry ListObjects page (env LIST) against a ListObjectsV2 of the
 //! same prefix, and the ratios gateway / direct.
+//!
+//! Under `cargo test --benches` (no `--bench` argument) it is a smoke run:
+//! one round, 50 items, a page of 20 (unless the environment says
+//! otherwise).
 
-#[path = "../tests/it/s3env.rs"]
+/// The tests' moto launcher and S3 clients (`tests/it/support/`).
+#[path = "../tests/it/support"]
 #[allow(dead_code)]
-mod s3env;
+mod support {
+    pub mod host;
+    pub mod launch;
+    pub mod s3env;
+}
+use support::s3env;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +37,13 @@ use tonic::transport::Channel;
 
 const OBJECT: usize = 4 << 20;
 const ITEM: usize = 1024;
+
+/// Whether this is a smoke run: `cargo bench` passes `--bench`, `cargo
+/// test --benches` (CI, in the dev profile) does not, and then the bench
+/// runs once on small inputs, so that a broken bench fails CI.
+fn smoke() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -112,9 +129,11 @@ fn per_sec(count: f64, d: Duration) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // criterion-style flags (`--bench`) are accepted and ignored.
-    let rounds = env_or("ROUNDS", 8);
-    let items = env_or("ITEMS", 300);
+    // criterion-style flags (`--bench`) are accepted; without `--bench`,
+    // a smoke run.
+    let smoke = smoke();
+    let rounds = env_or("ROUNDS", if smoke { 1 } else { 8 });
+    let items = env_or("ITEMS", if smoke { 50 } else { 300 });
 
     let moto = s3env::Moto::start();
     let endpoint = moto.endpoint();
@@ -256,7 +275,7 @@ async fn main() {
 
     // Listings: one ListObjects page of LIST entries through the gateway
     // against one ListObjectsV2 of the same prefix of the same bucket.
-    let listed = env_or("LIST", 1000);
+    let listed = env_or("LIST", if smoke { 20 } else { 1000 });
     {
         use futures_util::StreamExt;
         let puts = futures_util::stream::iter(0..listed).map(|i| {

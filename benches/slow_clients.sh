@@ -47,3 +47,5 @@ while kill -0 "$client" 2>/dev/null; do
   sleep 5
 done
 cat "$work/client.log"
+# The clients' own exit status: a broken client fails the run.
+wait "$client"

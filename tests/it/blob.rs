@@ -364,18 +364,18 @@ async fn fs_store_removes_crash_leftovers_on_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_passes_the_suite() {
-    let (store, bucket) = crate::s3env::fresh_store(false).await;
+    let (store, bucket) = crate::support::s3env::fresh_store(false).await;
     suite(Arc::new(store)).await;
-    let endpoint = crate::s3env::shared().endpoint();
+    let endpoint = crate::support::s3env::shared().endpoint();
     assert_eq!(
-        crate::s3env::incomplete_uploads(&endpoint, &bucket).await,
+        crate::support::s3env::incomplete_uploads(&endpoint, &bucket).await,
         0
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_versioned_store_passes_the_suite_and_deletes_every_version() {
-    let (store, bucket) = crate::s3env::fresh_store(true).await;
+    let (store, bucket) = crate::support::s3env::fresh_store(true).await;
     let store: Arc<dyn BlobStore> = Arc::new(store);
     suite(store.clone()).await;
     for body in [&b"v1"[..], b"v2", b"v3"] {
@@ -386,8 +386,8 @@ async fn s3_versioned_store_passes_the_suite_and_deletes_every_version() {
         w.write(body).await.unwrap();
         w.commit().await.unwrap();
     }
-    let endpoint = crate::s3env::shared().endpoint();
-    let c = crate::s3env::client(&endpoint, crate::s3env::REGION);
+    let endpoint = crate::support::s3env::shared().endpoint();
+    let c = crate::support::s3env::client(&endpoint, crate::support::s3env::REGION);
     let versions = |c: aws_sdk_s3::Client, bucket: String| async move {
         c.list_object_versions()
             .bucket(bucket)
@@ -406,8 +406,8 @@ async fn s3_versioned_store_passes_the_suite_and_deletes_every_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_multipart_uploads_complete_or_leave_nothing() {
     use sealgate::blob::s3::PART_SIZE;
-    let (store, bucket) = crate::s3env::fresh_store(false).await;
-    let endpoint = crate::s3env::shared().endpoint();
+    let (store, bucket) = crate::support::s3env::fresh_store(false).await;
+    let endpoint = crate::support::s3env::shared().endpoint();
     let big: Vec<u8> = (0..(2 * PART_SIZE + 12345))
         .map(|i| (i % 253) as u8)
         .collect();
@@ -437,7 +437,7 @@ async fn s3_multipart_uploads_complete_or_leave_nothing() {
     w.write(&big).await.unwrap();
     assert!(matches!(w.commit().await, Err(BlobError::AlreadyExists)));
     assert_eq!(
-        crate::s3env::incomplete_uploads(&endpoint, &bucket).await,
+        crate::support::s3env::incomplete_uploads(&endpoint, &bucket).await,
         0
     );
 
@@ -448,12 +448,12 @@ async fn s3_multipart_uploads_complete_or_leave_nothing() {
         .unwrap();
     w.write(&big[..PART_SIZE + 1]).await.unwrap();
     assert_eq!(
-        crate::s3env::incomplete_uploads(&endpoint, &bucket).await,
+        crate::support::s3env::incomplete_uploads(&endpoint, &bucket).await,
         1
     );
     w.abort().await.unwrap();
     assert_eq!(
-        crate::s3env::incomplete_uploads(&endpoint, &bucket).await,
+        crate::support::s3env::incomplete_uploads(&endpoint, &bucket).await,
         0
     );
     let mut w = store
@@ -465,7 +465,7 @@ async fn s3_multipart_uploads_complete_or_leave_nothing() {
     crate::support::eventually(
         "the dropped upload is aborted",
         std::time::Duration::from_secs(30),
-        || async { crate::s3env::incomplete_uploads(&endpoint, &bucket).await == 0 },
+        || async { crate::support::s3env::incomplete_uploads(&endpoint, &bucket).await == 0 },
     )
     .await;
     assert!(matches!(
@@ -482,11 +482,12 @@ async fn s3_multipart_uploads_complete_or_leave_nothing() {
 /// API: the store probes that at startup and deletes plainly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3s_fs_store_passes_the_suite() {
-    let endpoint = crate::s3s_env::start().await;
-    let bucket = crate::s3env::bucket_name();
-    crate::s3env::create_bucket(&endpoint, &bucket, crate::s3env::REGION, false).await;
+    let endpoint = crate::support::s3s_env::start().await;
+    let bucket = crate::support::s3env::bucket_name();
+    crate::support::s3env::create_bucket(&endpoint, &bucket, crate::support::s3env::REGION, false)
+        .await;
     // The store answers 501 to the operation version-aware deletes need.
-    let c = crate::s3env::client(&endpoint, crate::s3env::REGION);
+    let c = crate::support::s3env::client(&endpoint, crate::support::s3env::REGION);
     let err = c
         .list_object_versions()
         .bucket(&bucket)
@@ -494,10 +495,14 @@ async fn s3s_fs_store_passes_the_suite() {
         .await
         .expect_err("s3s-fs has no ListObjectVersions");
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(501));
-    let store =
-        sealgate::blob::s3::S3BlobStore::connect(&crate::s3env::settings(&endpoint, &bucket))
-            .await
-            .expect("connect to s3s-fs");
+    let store = sealgate::blob::s3::S3BlobStore::connect(&crate::support::s3env::settings(
+        &endpoint, &bucket,
+    ))
+    .await
+    .expect("connect to s3s-fs");
     suite(Arc::new(store)).await;
-    assert_eq!(crate::s3s_env::incomplete_uploads(&endpoint), Some(0));
+    assert_eq!(
+        crate::support::s3s_env::incomplete_uploads(&endpoint),
+        Some(0)
+    );
 }

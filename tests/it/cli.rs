@@ -2,9 +2,9 @@
 
 use std::process::{Command, Output};
 
-use crate::gateway::TestGateway;
+use crate::support::gateway::TestGateway;
 
-use crate::support::{ok, sealgate};
+use crate::support::serve::{ok, sealgate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_commands_round_trip() {
@@ -12,7 +12,7 @@ async fn client_commands_round_trip() {
     let ep = gw.endpoint();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("in.bin");
-    let body = crate::gateway::data(40_000, 7);
+    let body = crate::support::gateway::data(40_000, 7);
     std::fs::write(&file, &body).unwrap();
     let file = file.to_str().unwrap().to_string();
 
@@ -195,7 +195,7 @@ async fn get_to_file(endpoint: String, id: &'static str, path: std::path::PathBu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_to_a_file_leaves_nothing_when_the_object_is_damaged() {
-    use crate::gateway::{data, pseudonym, put, TestGateway};
+    use crate::support::gateway::{data, pseudonym, put, TestGateway};
     let gw = TestGateway::start().await;
     let body = data(2 << 20, 9);
     put(
@@ -312,8 +312,8 @@ async fn progress_shows_on_a_terminal_for_large_transfers_only() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.bin");
     let small = dir.path().join("small.bin");
-    std::fs::write(&big, crate::gateway::data((16 << 20) + 1, 1)).unwrap();
-    std::fs::write(&small, crate::gateway::data(1 << 20, 2)).unwrap();
+    std::fs::write(&big, crate::support::gateway::data((16 << 20) + 1, 1)).unwrap();
+    std::fs::write(&small, crate::support::gateway::data(1 << 20, 2)).unwrap();
     let out_file = dir.path().join("out.bin");
     let (big, small, out_file) = (
         big.to_str().unwrap().to_string(),
@@ -358,7 +358,7 @@ async fn progress_shows_on_a_terminal_for_large_transfers_only() {
 /// or `SEALGATE_CA`, `SEALGATE_CERT`, `SEALGATE_KEY`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_commands_speak_mtls() {
-    use crate::gateway::mtls::{ClientFiles, TlsGateway, MOMENTS};
+    use crate::support::gateway::tls::{ClientFiles, TlsGateway, MOMENTS};
     let t = TlsGateway::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ClientFiles { ca, cert, key } = t.client_files(dir.path(), MOMENTS);
@@ -440,7 +440,7 @@ async fn client_commands_speak_mtls() {
 async fn hold_commands_block_erase_until_released() {
     let gw = TestGateway::start().await;
     let ep = gw.endpoint();
-    let pseudonym = crate::gateway::pseudonym(&gw, "u1").await;
+    let pseudonym = crate::support::gateway::pseudonym(&gw, "u1").await;
     tokio::task::spawn_blocking(move || {
         let ep = ep.as_str();
         let placed = ok(&sealgate(&[
@@ -497,10 +497,10 @@ async fn audit_commands_list_and_verify() {
     let gw = TestGateway::start().await;
     let ep = gw.endpoint();
     let mut content = gw.content().await;
-    crate::gateway::put(&mut content, "u1", "moments", "a", b"x", 1)
+    crate::support::gateway::put(&mut content, "u1", "moments", "a", b"x", 1)
         .await
         .unwrap();
-    let pseudonym = crate::gateway::pseudonym(&gw, "u1").await;
+    let pseudonym = crate::support::gateway::pseudonym(&gw, "u1").await;
     let ep2 = ep.clone();
     let listed = tokio::task::spawn_blocking(move || {
         let ep = ep2.as_str();
@@ -553,7 +553,9 @@ async fn jobs_list_and_watch() {
     use sealgate::keys::store::NewJob;
     let gw = TestGateway::start_with(|c| c.jobs.poll_seconds = 1).await;
     let ep = gw.endpoint();
-    let receipt = crate::gateway::try_erase(&gw, "cli-jobs").await.unwrap();
+    let receipt = crate::support::gateway::try_erase(&gw, "cli-jobs")
+        .await
+        .unwrap();
     // A job of a kind this build has no handler for fails at once.
     let failing = sealgate::names::random_id();
     {
@@ -616,7 +618,7 @@ async fn jobs_list_and_watch() {
 async fn rotate_master_wait_and_retire() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
-    crate::gateway::put(&mut c, "cli-master", "moments", "a", b"bytes", 5)
+    crate::support::gateway::put(&mut c, "cli-master", "moments", "a", b"bytes", 5)
         .await
         .unwrap();
     let ep = gw.endpoint();
@@ -684,7 +686,7 @@ async fn rotate_master_wait_and_retire() {
 async fn key_lifecycle_commands() {
     let gw = TestGateway::start_with(|c| c.keystore.shards = 2).await;
     let mut c = gw.content().await;
-    crate::gateway::put(&mut c, "cli-keys", "moments", "a", b"bytes", 5)
+    crate::support::gateway::put(&mut c, "cli-keys", "moments", "a", b"bytes", 5)
         .await
         .unwrap();
     let ep = gw.endpoint();

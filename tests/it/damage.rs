@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use sealgate::api::pb;
 use tonic::Code;
 
-use crate::gateway::TestGateway;
+use crate::support::gateway::TestGateway;
 
 /// The file of `id` in the `moments` space (the only user's directory).
 fn stored_file(gw: &TestGateway, id: &str) -> PathBuf {
@@ -30,12 +30,12 @@ async fn one_damaged_object_is_listed_as_damaged_not_fatal() {
     let gw = TestGateway::start().await;
     let mut client = gw.content().await;
     for id in ["a", "b", "c"] {
-        crate::gateway::put(
+        crate::support::gateway::put(
             &mut client,
             "lister",
             "moments",
             id,
-            &crate::gateway::data(1000, 1),
+            &crate::support::gateway::data(1000, 1),
             1000,
         )
         .await
@@ -62,7 +62,7 @@ async fn one_damaged_object_is_listed_as_damaged_not_fatal() {
         listed,
         [("a", 1000, false), ("b", 0, true), ("c", 1000, false)]
     );
-    let err = crate::gateway::get(&mut client, "lister", "moments", "b", None)
+    let err = crate::support::gateway::get(&mut client, "lister", "moments", "b", None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss);
@@ -72,12 +72,12 @@ async fn one_damaged_object_is_listed_as_damaged_not_fatal() {
 async fn head_object_checks_the_body_commitment() {
     let gw = TestGateway::start().await;
     let mut client = gw.content().await;
-    crate::gateway::put(
+    crate::support::gateway::put(
         &mut client,
         "header",
         "moments",
         "p",
-        &crate::gateway::data(40_000, 2),
+        &crate::support::gateway::data(40_000, 2),
         4096,
     )
     .await
@@ -90,7 +90,7 @@ async fn head_object_checks_the_body_commitment() {
     flip(&path, body_header + 30); // inside the body's commitment
     let head = client
         .head_object(pb::HeadObjectRequest {
-            object: Some(crate::gateway::obj("header", "moments", "p")),
+            object: Some(crate::support::gateway::obj("header", "moments", "p")),
         })
         .await
         .unwrap_err();
@@ -117,5 +117,8 @@ async fn an_empty_batch_for_an_erased_user_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(crate::gateway::reason(&err).as_deref(), Some("USER_ERASED"));
+    assert_eq!(
+        crate::support::gateway::reason(&err).as_deref(),
+        Some("USER_ERASED")
+    );
 }

@@ -4,7 +4,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::gateway::TestGateway;
+use crate::support::gateway::TestGateway;
 
 #[tokio::test]
 async fn health_reports_every_service_serving() {
@@ -97,8 +97,8 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
 /// answer, SERVING again when it is back, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_s3_away_and_back() {
-    use crate::proxy::FaultProxy;
-    use crate::s3env;
+    use crate::support::proxy::FaultProxy;
+    use crate::support::s3env;
     use std::time::Duration;
 
     let moto = s3env::shared();
@@ -107,14 +107,14 @@ async fn health_follows_s3_away_and_back() {
     let proxy = FaultProxy::start(moto.addr).await;
     // The gateway reaches S3 only through the proxy.
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = crate::gateway::config(tmp.path());
-    crate::gateway::Backend::S3 {
+    let mut config = crate::support::gateway::config(tmp.path());
+    crate::support::gateway::Backend::S3 {
         endpoint: proxy.endpoint(),
         bucket,
     }
     .configure(&mut config);
     config.server.health_probe_seconds = 1;
-    let mut gw = crate::gateway::TestGateway::start_config(config).await;
+    let mut gw = crate::support::gateway::TestGateway::start_config(config).await;
     let channel = gw.channel().await;
     let health = HealthClient::new(channel);
     let status = |service: &'static str| {
@@ -162,7 +162,7 @@ async fn health_follows_s3_away_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_object_directory_away_and_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = crate::gateway::config(&tmp.path().join("data"));
+    let config = crate::support::gateway::config(&tmp.path().join("data"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

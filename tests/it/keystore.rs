@@ -16,7 +16,7 @@ use sealgate::keys::store::{
     JOB_KIND_ROTATE_KEK,
 };
 
-use crate::pgenv;
+use crate::support::pgenv;
 
 /// Runs each named test, an `async fn(Fixture)` in scope with
 /// [`Fixture`], on both backends.
@@ -1074,10 +1074,7 @@ async fn postgres_foreign_tables_are_refused() {
 /// is retryable.
 #[tokio::test]
 async fn postgres_errors_never_show_the_password() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = crate::support::host::free_port();
     let err = PostgresKeyStore::open(&PgSettings {
         url: format!("postgres://sg:hunter2@127.0.0.1:{port}/keys"),
         max_connections: 2,

@@ -1,3 +1,9 @@
+//! The integration tests: one binary. `support/` holds the helpers (the
+//! servers the tests start, the real binary, the gateway harness); every
+//! other module is a subject's tests.
+
+mod support;
+
 mod bench;
 mod blob;
 mod cli;
@@ -8,22 +14,14 @@ mod gateway;
 mod health;
 mod kek_batches;
 mod keystore;
-mod kms_env;
 mod layering;
 mod metrics;
-mod mounts;
 mod parser_regressions;
 mod pg_outage;
 mod pg_tls;
-mod pgenv;
-mod pki;
-mod proxy;
 mod replicas;
 mod residency;
 mod s3_faults;
-mod s3env;
-mod s3s_env;
 mod shutdown;
 mod startup;
-mod support;
 mod telemetry;

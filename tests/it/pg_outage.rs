@@ -16,11 +16,11 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use sealgate::api::pb::content_service_client::ContentServiceClient;
 use tonic::transport::Channel;
 
-use crate::gateway::{data, get, health, put, reason, try_erase, TestGateway};
-use crate::mounts::{fill_disk, root_or_skip, Mount};
-use crate::pgenv;
-use crate::proxy::FaultProxy;
 use crate::support::eventually;
+use crate::support::gateway::{data, get, health, put, reason, try_erase, TestGateway};
+use crate::support::mounts::{fill_disk, root_or_skip, Mount};
+use crate::support::pgenv;
+use crate::support::proxy::FaultProxy;
 
 /// How long health may take to follow the database (probes every second,
 /// each given 5 s).

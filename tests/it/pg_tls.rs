@@ -11,8 +11,8 @@ use sealgate::keys::postgres::{PgSettings, PostgresKeyStore};
 use sealgate::keys::store::roles::*;
 use sealgate::keys::store::StoreError;
 
-use crate::pgenv::{self, Postgres};
-use crate::pki::Ca;
+use crate::support::pgenv::{self, Postgres};
+use crate::support::pki::Ca;
 
 /// A cluster taking TLS connections only, and its CA.
 fn tls_cluster() -> &'static (Postgres, Ca) {

@@ -5,8 +5,8 @@ use std::process::Command;
 use sealgate::blob::s3::{S3BlobStore, S3StartError};
 use tonic::Code;
 
-use crate::gateway::TestGateway;
-use crate::s3env;
+use crate::support::gateway::TestGateway;
+use crate::support::s3env;
 
 /// Runs `sealgate serve` with `env` and returns (success, stderr).
 fn serve_with_env(env: &[(&str, &str)]) -> (bool, String) {
@@ -124,23 +124,23 @@ async fn startup_refuses_a_bucket_in_another_region() {
 async fn objects_are_refused_by_a_gateway_of_another_region() {
     let mut gw = TestGateway::start().await;
     let mut client = gw.content().await;
-    let body = crate::gateway::data(20_000, 5);
-    crate::gateway::put(&mut client, "u-region", "moments", "photo", &body, 4096)
+    let body = crate::support::gateway::data(20_000, 5);
+    crate::support::gateway::put(&mut client, "u-region", "moments", "photo", &body, 4096)
         .await
         .unwrap();
     gw.stop().await;
 
     // Same storage and keys, but the gateway now says the data lives in
     // cn-northwest-1: the object's bound identity no longer matches.
-    let mut config = crate::gateway::config(&gw.data_dir);
+    let mut config = crate::support::gateway::config(&gw.data_dir);
     config.blob.region = "cn-northwest-1".into();
     let other = TestGateway::start_config(config).await;
     let mut client = other.content().await;
-    let err = crate::gateway::get(&mut client, "u-region", "moments", "photo", None)
+    let err = crate::support::gateway::get(&mut client, "u-region", "moments", "photo", None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
-    let err = crate::gateway::get(
+    let err = crate::support::gateway::get(
         &mut client,
         "u-region",
         "moments",

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::proxy::FaultProxy;
-use crate::s3env;
+use crate::support::proxy::FaultProxy;
+use crate::support::s3env;
 
 async fn wait_for<F, Fut>(what: &str, cond: F)
 where
@@ -50,17 +50,17 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
 
     // The gateway reaches S3 only through the proxy.
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = crate::gateway::config(tmp.path());
-    crate::gateway::Backend::S3 {
+    let mut config = crate::support::gateway::config(tmp.path());
+    crate::support::gateway::Backend::S3 {
         endpoint: proxy.endpoint(),
         bucket: bucket.clone(),
     }
     .configure(&mut config);
-    let mut gw = crate::gateway::TestGateway::start_config(config).await;
+    let mut gw = crate::support::gateway::TestGateway::start_config(config).await;
     let mut client = gw.content().await;
 
-    let small = crate::gateway::data(50_000, 3);
-    crate::gateway::put(
+    let small = crate::support::gateway::data(50_000, 3);
+    crate::support::gateway::put(
         &mut client,
         "fault-user",
         "channels",
@@ -79,7 +79,7 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
         tokio::spawn(async move { upload_client.put_object(ReceiverStream::new(rx)).await });
     // Messages of 1 MiB (the gRPC message limit is 4 MiB): one part and a bit.
     for i in 0..(PART_SIZE >> 20) + 1 {
-        tx.send(data(crate::gateway::data(1 << 20, i as u64)))
+        tx.send(data(crate::support::gateway::data(1 << 20, i as u64)))
             .await
             .unwrap();
     }
@@ -94,7 +94,7 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
     proxy.set_up(false);
     for i in 0..(PART_SIZE >> 20) {
         if tx
-            .send(data(crate::gateway::data(1 << 20, 100 + i as u64)))
+            .send(data(crate::support::gateway::data(1 << 20, 100 + i as u64)))
             .await
             .is_err()
         {
@@ -102,19 +102,19 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
         }
     }
     // A well-behaved client finishes; the upload still cannot commit.
-    let _ = tx.send(crate::gateway::finish_msg(None)).await;
+    let _ = tx.send(crate::support::gateway::finish_msg(None)).await;
     drop(tx);
     let status = upload.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("retry"), "{}", status.message());
 
     // New calls fail UNAVAILABLE with a retryable message too.
-    let get = crate::gateway::get(&mut client, "fault-user", "channels", "small", None)
+    let get = crate::support::gateway::get(&mut client, "fault-user", "channels", "small", None)
         .await
         .unwrap_err();
     assert_eq!(get.code(), Code::Unavailable, "{get:?}");
     assert!(get.message().contains("retry later"), "{}", get.message());
-    let put = crate::gateway::put(&mut client, "fault-user", "channels", "other", b"x", 1)
+    let put = crate::support::gateway::put(&mut client, "fault-user", "channels", "other", b"x", 1)
         .await
         .unwrap_err();
     assert_eq!(put.code(), Code::Unavailable, "{put:?}");
@@ -127,11 +127,12 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
         s3env::incomplete_uploads(&direct, &bucket).await == 0
     })
     .await;
-    let (_, back) = crate::gateway::get(&mut client, "fault-user", "channels", "small", None)
-        .await
-        .unwrap();
+    let (_, back) =
+        crate::support::gateway::get(&mut client, "fault-user", "channels", "small", None)
+            .await
+            .unwrap();
     assert_eq!(back, small);
-    let missing = crate::gateway::get(&mut client, "fault-user", "channels", "big", None)
+    let missing = crate::support::gateway::get(&mut client, "fault-user", "channels", "big", None)
         .await
         .unwrap_err();
     assert_eq!(

@@ -12,15 +12,16 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::gateway::{data_msg, finish_msg, header_msg, tmp_files};
-use crate::metrics::Served;
-use crate::support::{eventually, sample};
+use crate::support::eventually;
+use crate::support::gateway::{data_msg, finish_msg, header_msg, tmp_files};
+use crate::support::metrics::value;
+use crate::support::serve::Served;
 
 const USER: &str = "shutdown-user";
 
 /// Sends `signal` to the server process.
 fn signal(server: &Served, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(server.child.id()).unwrap();
+    let pid = libc::pid_t::try_from(server.process.child.id()).unwrap();
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     let rc = unsafe { libc::kill(pid, signal) };
     assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
@@ -42,7 +43,7 @@ async fn start_upload(server: &Served, id: &str, first: &[u8]) -> Upload {
     eventually(
         "the server counts the upload in flight",
         Duration::from_secs(30),
-        || async { sample(&server.scrape().await, "sealgate_inflight_streams", &[]) == 1.0 },
+        || async { value(&server.scrape().await, "sealgate_inflight_streams", &[]) == 1.0 },
     )
     .await;
     Upload { tx, call }
@@ -56,12 +57,12 @@ async fn ended_by_shutdown(server: &mut Served, upload: Upload) {
     let ended = upload.call.await.unwrap().unwrap_err();
     assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
     assert_eq!(
-        crate::gateway::check_details(&ended, "the ended upload"),
+        crate::support::gateway::check_details(&ended, "the ended upload"),
         "SHUTTING_DOWN"
     );
     drop(upload.tx);
     let status = server.exited().await;
-    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+    assert_eq!(status.code(), Some(0), "{}", server.process.log());
 }
 
 async fn watch_health(server: &Served) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
@@ -86,7 +87,7 @@ async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
         &[("SEALGATE_SERVER_SHUTDOWN_GRACE_SECONDS", "30")],
     )
     .await;
-    let body = crate::gateway::data(3 << 20, 21);
+    let body = crate::support::gateway::data(3 << 20, 21);
     let upload = start_upload(&server, "slow", &body[..1 << 20]).await;
     let mut health = watch_health(&server).await;
 
@@ -105,7 +106,7 @@ async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     )
     .await;
     assert!(
-        server.child.try_wait().unwrap().is_none(),
+        server.process.child.try_wait().unwrap().is_none(),
         "exited with an upload in flight"
     );
 
@@ -126,18 +127,18 @@ async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     assert_eq!(info.into_inner().info.unwrap().size, body.len() as u64);
 
     let status = server.exited().await;
-    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+    assert_eq!(status.code(), Some(0), "{}", server.process.log());
     assert!(
-        server.log.lock().unwrap().contains("sealgate stopped"),
+        server.process.log().contains("sealgate stopped"),
         "{}",
-        server.log.lock().unwrap()
+        server.process.log()
     );
     drop(server);
 
     // The object reads back from a new process.
     let server = Served::start(&data_dir, &[]).await;
     let mut client = server.content().await;
-    let (_, back) = crate::gateway::get(&mut client, USER, "moments", "slow", None)
+    let (_, back) = crate::support::gateway::get(&mut client, USER, "moments", "slow", None)
         .await
         .unwrap();
     assert!(back == body, "the object read back differs");
@@ -152,7 +153,12 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
         &[("SEALGATE_SERVER_SHUTDOWN_GRACE_SECONDS", "1")],
     )
     .await;
-    let upload = start_upload(&server, "stalled", &crate::gateway::data(1 << 20, 5)).await;
+    let upload = start_upload(
+        &server,
+        "stalled",
+        &crate::support::gateway::data(1 << 20, 5),
+    )
+    .await;
     // Its bytes are on disk, in a temporary file.
     eventually(
         "the upload's temporary file exists",
@@ -165,9 +171,9 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
     signal(&server, libc::SIGINT);
     ended_by_shutdown(&mut server, upload).await;
     assert!(
-        server.log.lock().unwrap().contains("sealgate stopped"),
+        server.process.log().contains("sealgate stopped"),
         "{}",
-        server.log.lock().unwrap()
+        server.process.log()
     );
     drop(server);
 
@@ -181,7 +187,7 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
     let mut client = server.content().await;
     let missing = client
         .head_object(pb::HeadObjectRequest {
-            object: Some(crate::gateway::obj(USER, "moments", "stalled")),
+            object: Some(crate::support::gateway::obj(USER, "moments", "stalled")),
         })
         .await
         .unwrap_err();
@@ -193,7 +199,7 @@ async fn a_stalled_upload_is_ended_after_the_grace_and_nothing_is_stored() {
 /// in the bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_s3_an_ended_upload_is_aborted_before_the_process_exits() {
-    use crate::s3env;
+    use crate::support::s3env;
     use sealgate::blob::s3::PART_SIZE;
 
     let moto = s3env::shared();
@@ -215,12 +221,15 @@ async fn on_s3_an_ended_upload_is_aborted_before_the_process_exits() {
         ],
     )
     .await;
-    let upload = start_upload(&server, "big", &crate::gateway::data(1 << 20, 1)).await;
+    let upload = start_upload(&server, "big", &crate::support::gateway::data(1 << 20, 1)).await;
     // Messages of 1 MiB: one part and a bit, so a multipart upload exists.
     for i in 0..PART_SIZE >> 20 {
         upload
             .tx
-            .send(data_msg(crate::gateway::data(1 << 20, 2 + i as u64)))
+            .send(data_msg(crate::support::gateway::data(
+                1 << 20,
+                2 + i as u64,
+            )))
             .await
             .unwrap();
     }

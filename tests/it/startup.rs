@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +15,9 @@ use sealgate::blob::s3::{S3BlobStore, STORE_ID_KEY};
 use sealgate::blob::BlobStore;
 use sealgate::server::Gateway;
 
-use crate::gateway::{config, get, put, TestGateway};
-use crate::s3env;
+use crate::support::gateway::{config, get, put, TestGateway};
+use crate::support::s3env;
+use crate::support::serve::{Serve, ServeProcess};
 
 const SPACE: &str = "moments";
 const USER: &str = "startup-user";
@@ -126,7 +127,7 @@ async fn with_a_postgres_key_store_refusals_name_the_database() {
         c.keystore.max_connections = 4;
         c
     };
-    let deployments = crate::pgenv::fresh_database().await;
+    let deployments = crate::support::pgenv::fresh_database().await;
     let mut gw = TestGateway::start_config(on(&deployments)).await;
     put(&mut gw.content().await, USER, SPACE, "photo", b"bytes", 5)
         .await
@@ -135,7 +136,7 @@ async fn with_a_postgres_key_store_refusals_name_the_database() {
     let objects = data_dir.join("objects");
 
     // A new database in place of the deployment's.
-    let other = crate::pgenv::fresh_database().await;
+    let other = crate::support::pgenv::fresh_database().await;
     let message = refusal_of(&on(&other), &objects).await;
     assert!(message.contains("is new or empty"), "{message}");
     assert!(
@@ -285,35 +286,6 @@ async fn s3_store_id_is_create_only_and_guards_the_bucket() {
     );
 }
 
-/// `sealgate serve` as a child process; killed when dropped.
-struct Server {
-    child: Child,
-    ready: std::sync::mpsc::Receiver<Result<SocketAddr, String>>,
-}
-
-impl Server {
-    fn spawn(data_dir: &Path) -> Self {
-        let (child, ready) = crate::support::spawn_serve(data_dir, "127.0.0.1:0");
-        Self { child, ready }
-    }
-
-    /// Waits until the server listens; its address.
-    fn listening(&self) -> SocketAddr {
-        match self.ready.recv_timeout(READY_DEADLINE) {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(log)) => panic!("sealgate exited before listening:\n{log}"),
-            Err(e) => panic!("sealgate not listening after {READY_DEADLINE:?}: {e}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn content(
     addr: SocketAddr,
 ) -> sealgate::api::pb::content_service_client::ContentServiceClient<tonic::transport::Channel> {
@@ -331,13 +303,17 @@ async fn processes_racing_on_an_empty_data_dir_share_one_keyring() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     // Every process is started before any is waited for.
-    let servers: Vec<Server> = (0..PROCESSES).map(|_| Server::spawn(&data_dir)).collect();
-    let (servers, addrs) = tokio::task::spawn_blocking(move || {
-        let addrs: Vec<SocketAddr> = servers.iter().map(Server::listening).collect();
-        (servers, addrs)
-    })
-    .await
-    .unwrap();
+    let mut servers: Vec<ServeProcess> = (0..PROCESSES)
+        .map(|_| Serve::new(&data_dir).spawn())
+        .collect();
+    let mut addrs = Vec::new();
+    for server in &mut servers {
+        let addr = server
+            .ready_within(READY_DEADLINE)
+            .await
+            .unwrap_or_else(|log| panic!("sealgate exited before listening:\n{log}"));
+        addrs.push(addr);
+    }
 
     // Each process reads what every process wrote: they hold the same
     // naming key (same pseudonyms, so the same object paths) and the same

@@ -12,7 +12,8 @@ use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
 use sealgate::api::pb::legal_hold_service_client::LegalHoldServiceClient;
 use tonic::transport::Channel;
 
-use crate::gateway::{get, put, put_item};
+use crate::support::gateway::{get, put, put_item};
+use crate::support::serve::Serve;
 
 const PHONE: &str = "13800138000";
 
@@ -85,16 +86,15 @@ async fn secrets(data_dir: &std::path::Path) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, ready, log) =
-        crate::support::spawn_serve_logged(dir.path(), "127.0.0.1:0", "trace");
-    let addr = crate::support::listening(ready).await;
+    let mut server = Serve::new(dir.path()).rust_log("trace").spawn();
+    let addr = server.listening().await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     let mut content = ContentServiceClient::new(channel.clone());
-    let body = crate::gateway::data(300_000, 9);
+    let body = crate::support::gateway::data(300_000, 9);
     put(&mut content, PHONE, "moments", "pic", &body, 65_536)
         .await
         .unwrap();
@@ -159,7 +159,7 @@ async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
         .is_err());
     drop((content, erasure, holds, channel));
 
-    let text = crate::support::stop_and_read_log(&mut child, &log).await;
+    let text = server.stop_and_read_log().await;
     assert!(
         text.lines().count() > 100,
         "trace logging was on: {} lines",
@@ -183,13 +183,10 @@ async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_the_method_span() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, ready, log) = crate::support::spawn_serve_with(
-        dir.path(),
-        "127.0.0.1:0",
-        "info",
-        &[("SEALGATE_LOG_FORMAT", "json")],
-    );
-    let addr = crate::support::listening(ready).await;
+    let mut server = Serve::new(dir.path())
+        .env("SEALGATE_LOG_FORMAT", "json")
+        .spawn();
+    let addr = server.listening().await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -201,20 +198,13 @@ async fn json_logs_are_one_object_per_line_with_the_method_span() {
         })
         .await
         .unwrap();
-    let erased = || {
-        log.lock()
-            .unwrap()
-            .lines()
-            .any(|l| l.contains("user erased"))
-    };
+    let erased = || server.log().lines().any(|l| l.contains("user erased"));
     crate::support::eventually("the erasure is logged", Duration::from_secs(10), || {
         let done = erased();
         async move { done }
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = log.lock().unwrap().clone();
+    let text = server.stop_and_read_log().await;
     let mut erasure = None;
     for line in text.lines() {
         let v: serde_json::Value =
@@ -240,19 +230,18 @@ async fn json_logs_are_one_object_per_line_with_the_method_span() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_unwrapped_keys_never_reach_the_log() {
     use aws_sdk_kms::primitives::Blob;
-    let arn = crate::kms_env::create_key().await;
-    let endpoint = crate::s3env::shared().endpoint();
-    let mut env = crate::kms_env::serve_env(&arn, &endpoint);
+    let arn = crate::support::kms_env::create_key().await;
+    let endpoint = crate::support::s3env::shared().endpoint();
+    let mut env = crate::support::kms_env::serve_env(&arn, &endpoint);
     // The SDK's switch to log what it marks sensitive (KMS Decrypt's
     // answer): the gateway's logging never shows it either.
     env.push(("LOG_SENSITIVE_BODIES", "true"));
     let dir = tempfile::tempdir().unwrap();
-    let body = crate::gateway::data(20_000, 3);
+    let body = crate::support::gateway::data(20_000, 3);
     let mut text = String::new();
     for round in 0..2 {
-        let (mut child, ready, log) =
-            crate::support::spawn_serve_with(dir.path(), "127.0.0.1:0", "trace", &env);
-        let addr = crate::support::listening(ready).await;
+        let mut server = Serve::new(dir.path()).rust_log("trace").envs(&env).spawn();
+        let addr = server.listening().await;
         let mut content = ContentServiceClient::new(
             Channel::from_shared(format!("http://{addr}"))
                 .unwrap()
@@ -270,7 +259,7 @@ async fn kms_unwrapped_keys_never_reach_the_log() {
             .unwrap();
         assert_eq!(got, body);
         drop(content);
-        text.push_str(&crate::support::stop_and_read_log(&mut child, &log).await);
+        text.push_str(&server.stop_and_read_log().await);
     }
     assert!(text.contains("KMS.Decrypt"), "the SDK's tracing was on");
 
@@ -287,7 +276,7 @@ async fn kms_unwrapped_keys_never_reach_the_log() {
             .await
             .unwrap();
     pool.close().await;
-    let kms = crate::kms_env::sdk();
+    let kms = crate::support::kms_env::sdk();
     let mut secrets = Vec::new();
     for (shard, version, wrapped) in keks {
         let aad = sealgate::crypto::keys::kek_aad(shard as u32, version as u32);

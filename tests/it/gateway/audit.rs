@@ -5,33 +5,7 @@ use sealgate::api::pb;
 use sealgate::api::pb::audit_service_client::AuditServiceClient;
 use tonic::transport::Channel;
 
-use super::{pseudonym, put, try_erase, TestGateway};
-
-pub async fn list_all(
-    c: &mut AuditServiceClient<Channel>,
-    user: &str,
-    since: Option<i64>,
-) -> Vec<pb::AuditRecord> {
-    let mut out = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = c
-            .list_audit(pb::ListAuditRequest {
-                user_id: user.into(),
-                since_unix_ms: since,
-                page_size: 2,
-                page_token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.records);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        page_token = page.next_page_token;
-    }
-}
+use super::{audit_records, pseudonym, put, try_erase, TestGateway};
 
 async fn verify(c: &mut AuditServiceClient<Channel>) -> pb::VerifyAuditResponse {
     c.verify_audit(pb::VerifyAuditRequest {})
@@ -81,7 +55,7 @@ async fn key_events_holds_and_erasures_are_recorded_in_a_verifiable_chain() {
     super::wait_gc_done(&gw, "alice").await;
 
     let mut audit = AuditServiceClient::new(gw.channel().await);
-    let all = list_all(&mut audit, "", None).await;
+    let all = audit_records(&mut audit, "", None).await;
     let ids: Vec<u64> = all.iter().map(|r| r.id).collect();
     assert_eq!(
         ids,
@@ -95,7 +69,7 @@ async fn key_events_holds_and_erasures_are_recorded_in_a_verifiable_chain() {
         );
     }
     let alice = pseudonym(&gw, "alice").await;
-    let of_alice = list_all(&mut audit, "alice", None).await;
+    let of_alice = audit_records(&mut audit, "alice", None).await;
     let summary: Vec<(&str, &str, &str)> = of_alice
         .iter()
         .map(|r| (r.action.as_str(), r.principal.as_str(), r.outcome.as_str()))
@@ -123,7 +97,7 @@ async fn key_events_holds_and_erasures_are_recorded_in_a_verifiable_chain() {
         );
     }
     let since = of_alice[3].at_unix_ms;
-    let recent = list_all(&mut audit, "alice", Some(since)).await;
+    let recent = audit_records(&mut audit, "alice", Some(since)).await;
     assert!(recent.iter().all(|r| r.at_unix_ms >= since));
     assert!(recent.iter().any(|r| r.action == "release_hold"));
     assert!(!recent.iter().any(|r| r.action == "place_hold"));
@@ -167,7 +141,7 @@ async fn removing_the_newest_records_is_seen() {
             .unwrap();
     }
     let mut audit = AuditServiceClient::new(gw.channel().await);
-    let all = list_all(&mut audit, "", None).await;
+    let all = audit_records(&mut audit, "", None).await;
     let last = all.last().unwrap().id;
     tamper(&gw, &format!("DELETE FROM audit WHERE id >= {}", last - 1)).await;
     let v = verify(&mut audit).await;

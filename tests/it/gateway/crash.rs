@@ -4,7 +4,6 @@
 //! the real binary, which would reach S3 through the AWS credential chain.
 
 use std::net::SocketAddr;
-use std::process::Child;
 use std::time::Duration;
 
 use sealgate::api::pb;
@@ -12,6 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use super::*;
+use crate::support::host::free_port;
+use crate::support::serve::{Serve, ServeProcess};
 
 const SPACE: &str = "moments";
 const USER: &str = "crash-user";
@@ -19,7 +20,7 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The server binary running as a child process; killed when dropped.
 struct ServerProcess {
-    child: Child,
+    process: ServeProcess,
     addr: SocketAddr,
 }
 
@@ -40,23 +41,14 @@ impl ServerProcess {
 
     /// One attempt; the child's log if it exits before listening.
     async fn try_start(data_dir: &Path) -> Result<Self, String> {
-        // A free port: bind port 0 and release it for the child.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let (child, ready_rx) = crate::support::spawn_serve(data_dir, &addr.to_string());
-        let ready = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(READY_DEADLINE))
-            .await
-            .unwrap();
-        let mut server = Self { child, addr };
-        match ready {
-            Ok(Ok(_)) => Ok(server),
-            Ok(Err(log)) => {
-                let status = server.child.wait();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut process = Serve::new(data_dir).listen(addr).spawn();
+        match process.ready_within(READY_DEADLINE).await {
+            Ok(_) => Ok(Self { process, addr }),
+            Err(log) => {
+                let status = process.child.wait();
                 Err(format!("exit status {status:?}\n{log}"))
             }
-            Err(e) => panic!("sealgate not listening after {READY_DEADLINE:?}: {e}"),
         }
     }
 
@@ -73,16 +65,9 @@ impl ServerProcess {
 
     /// SIGKILL, and reap the process.
     fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        let status = self.child.wait().expect("wait");
+        self.process.child.kill().expect("SIGKILL");
+        let status = self.process.child.wait().expect("wait");
         assert!(!status.success(), "killed server exited with {status:?}");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -118,12 +118,9 @@ async fn decommission_destroys_every_key_and_the_data_dir_never_serves_again() {
     let left = files_holding(&gw.data_dir, &secrets);
     assert!(left.is_empty(), "key bytes left in {left:?}");
 
-    let (mut child, ready) = crate::support::spawn_serve(&gw.data_dir, "127.0.0.1:0");
-    let outcome = ready
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve ends");
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut serve = crate::support::serve::Serve::new(&gw.data_dir).spawn();
+    let outcome = serve.ready_within(Duration::from_secs(60)).await;
+    drop(serve);
     let log = outcome.expect_err("serve refuses a decommissioned data dir");
     assert!(log.contains("was decommissioned"), "{log}");
     assert!(

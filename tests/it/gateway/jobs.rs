@@ -11,6 +11,7 @@ use tonic::Code;
 
 use super::*;
 use crate::support::eventually;
+use crate::support::serve::Serve;
 
 backend_tests!(gc_job_is_listed_and_watched_to_its_end);
 pg_tests!(gc_job_is_listed_and_watched_to_its_end);
@@ -19,36 +20,6 @@ pg_tests!(gc_job_is_listed_and_watched_to_its_end);
 fn short_leases(c: &mut Config) {
     c.jobs.lease_seconds = 2;
     c.jobs.poll_seconds = 1;
-}
-
-/// Every progress message of a job until its stream ends.
-pub async fn watch_all(gw: &TestGateway, id: &str) -> Vec<pb::JobProgress> {
-    let mut stream = gw
-        .admin()
-        .await
-        .watch_job(pb::WatchJobRequest { job_id: id.into() })
-        .await
-        .expect("WatchJob")
-        .into_inner();
-    let mut seen = Vec::new();
-    while let Some(p) = stream.message().await.expect("WatchJob stream") {
-        seen.push(p);
-    }
-    seen
-}
-
-/// ListJobs.
-pub async fn list_jobs(gw: &TestGateway, state: pb::JobState, limit: u32) -> Vec<pb::JobProgress> {
-    gw.admin()
-        .await
-        .list_jobs(pb::ListJobsRequest {
-            limit,
-            state: state as i32,
-        })
-        .await
-        .expect("ListJobs")
-        .into_inner()
-        .jobs
 }
 
 async fn put_objects(gw: &TestGateway, user: &str, n: usize) {
@@ -231,16 +202,6 @@ async fn two_gateways_on_one_key_store_run_each_job_once() {
 /// over when the dead one's lease ends and finishes it from the
 /// checkpoint: the count of deleted objects is that of the first process,
 /// which a restart from zero could not know (the objects are gone).
-/// A child process killed when dropped (also when a test fails).
-pub(super) struct Child(pub std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_resumes_from_its_checkpoint_after_sigkill() {
     const OBJECTS: usize = 5;
@@ -251,13 +212,13 @@ async fn a_job_resumes_from_its_checkpoint_after_sigkill() {
     ];
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path();
-    let start = || {
-        let (child, ready) = crate::support::spawn_serve_env(data_dir, "127.0.0.1:0", ENV);
-        let addr = match ready.recv_timeout(READY) {
-            Ok(Ok(addr)) => addr,
-            other => panic!("sealgate not listening: {other:?}"),
-        };
-        (Child(child), addr)
+    let start = move || async move {
+        let mut process = Serve::new(data_dir).envs(ENV).spawn();
+        let addr = process
+            .ready_within(READY)
+            .await
+            .unwrap_or_else(|log| panic!("sealgate not listening:\n{log}"));
+        (process, addr)
     };
     let channel = |addr: std::net::SocketAddr| async move {
         Channel::from_shared(format!("http://{addr}"))
@@ -267,7 +228,7 @@ async fn a_job_resumes_from_its_checkpoint_after_sigkill() {
             .expect("connect")
     };
 
-    let (mut first, addr) = start();
+    let (mut first, addr) = start().await;
     let mut c = ContentServiceClient::new(channel(addr).await);
     for i in 0..OBJECTS {
         put(&mut c, "killed", "moments", &format!("o{i}"), b"bytes", 5)
@@ -313,12 +274,12 @@ async fn a_job_resumes_from_its_checkpoint_after_sigkill() {
             break;
         }
     }
-    first.0.kill().expect("SIGKILL");
-    let status = first.0.wait().unwrap();
+    first.child.kill().expect("SIGKILL");
+    let status = first.child.wait().unwrap();
     assert!(!status.success(), "killed: {status:?}");
 
     std::fs::remove_file(&blocker).unwrap();
-    let (second, addr) = start();
+    let (second, addr) = start().await;
     let mut admin = KeyAdminServiceClient::new(channel(addr).await);
     let mut stream = admin
         .watch_job(pb::WatchJobRequest { job_id })

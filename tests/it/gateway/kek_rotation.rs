@@ -13,7 +13,6 @@ use sealgate::keys::sqlite::SqliteKeyStore;
 use sealgate::keys::{CachePolicy, KeyHierarchy};
 use tonic::Code;
 
-use super::jobs::watch_all;
 use super::*;
 
 backend_tests!(kek_rotation_of_every_shard_keeps_objects_readable);
@@ -244,14 +243,16 @@ async fn a_user_key_under_a_superseded_kek_is_refused() {
 /// the old master version; after that, neither the copy with the live
 /// keyring nor the copy's rows with the live store's KEKs open it. The
 /// receipt names when that will be at the latest.
+///
+/// The events are ordered, not timed: until the backup has been checked
+/// the gateway runs a schedule under which nothing can be due (a maximum
+/// age of a day); only then does it restart with one that makes every key
+/// due at two seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_from_before_an_erasure_opens_nothing_after_the_horizon() {
-    // A schedule fast enough for a test: every key is due at two seconds.
-    let max_age_days = 4.0 / 86_400.0;
     let gw = TestGateway::start_with(|c| {
         few_shards(c);
-        c.keys.kek_max_age_days = max_age_days;
-        c.keys.schedule_check_seconds = 1;
+        c.keys.kek_max_age_days = 1.0;
     })
     .await;
     put_users(&gw, 1).await;
@@ -272,7 +273,7 @@ async fn a_backup_from_before_an_erasure_opens_nothing_after_the_horizon() {
     let receipt = try_erase(&gw, "user-0").await.expect("erase");
     assert_eq!(
         receipt.backup_horizon_unix_ms,
-        receipt.erased_at_unix_ms + 4_000,
+        receipt.erased_at_unix_ms + 86_400_000,
         "erased at + keys.kek_max_age_days"
     );
 
@@ -282,6 +283,15 @@ async fn a_backup_from_before_an_erasure_opens_nothing_after_the_horizon() {
         open_from(&backup, &keyring).await.is_ok(),
         "before the horizon"
     );
+
+    // A schedule fast enough for a test: every key is due at two seconds.
+    let gw = gw
+        .restart_with(|c| {
+            few_shards(c);
+            c.keys.kek_max_age_days = 4.0 / 86_400.0;
+            c.keys.schedule_check_seconds = 1;
+        })
+        .await;
 
     // The schedule rotates the KEK and the master and retires master 1.
     eventually(
@@ -416,7 +426,7 @@ async fn kek_rotation_resumes_after_sigkill() {
     use sealgate::crypto::UserKey;
     use sealgate::keys::keyring::MasterKeyProvider;
 
-    use super::jobs::Child;
+    use crate::support::serve::Serve;
 
     const SEEDED: usize = 40_000;
     const ENV: &[(&str, &str)] = &[
@@ -426,15 +436,15 @@ async fn kek_rotation_resumes_after_sigkill() {
     ];
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path();
-    let start = || {
-        let (child, ready) = crate::support::spawn_serve_env(data_dir, "127.0.0.1:0", ENV);
-        let addr = match ready.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addr)) => addr,
-            other => panic!("sealgate not listening: {other:?}"),
-        };
-        (Child(child), format!("http://{addr}"))
+    let start = move || async move {
+        let mut process = Serve::new(data_dir).envs(ENV).spawn();
+        let addr = process
+            .ready_within(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|log| panic!("sealgate not listening:\n{log}"));
+        (process, format!("http://{addr}"))
     };
-    let (mut first, url) = start();
+    let (mut first, url) = start().await;
     let mut c = ContentServiceClient::connect(url.clone()).await.unwrap();
     for u in 0..3 {
         put(
@@ -513,10 +523,10 @@ async fn kek_rotation_resumes_after_sigkill() {
             break;
         }
     }
-    first.0.kill().expect("SIGKILL");
-    assert!(!first.0.wait().unwrap().success());
+    first.child.kill().expect("SIGKILL");
+    assert!(!first.child.wait().unwrap().success());
 
-    let (second, url) = start();
+    let (second, url) = start().await;
     let mut admin = KeyAdminServiceClient::connect(url.clone()).await.unwrap();
     let mut stream = admin
         .watch_job(pb::WatchJobRequest { job_id })

@@ -6,9 +6,9 @@
 //! refused as storage lost).
 //!
 //! The full-disk and read-only tests mount a tmpfs or an ext4 image on a
-//! loop device, which needs root: without it they say so and return (CI
-//! runs them as root). Every mount is undone by a guard, also when a test
-//! fails.
+//! loop device, which needs root: without it they report a visible
+//! `SKIPPED` line and return, or fail under CI (`root_or_skip`). Every
+//! mount is undone by a guard, also when a test fails.
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::*;
-use crate::mounts::{fill_disk, fsck_ext4, make_ext4, root_or_skip, Mount};
+use crate::support::mounts::{fill_disk, fsck_ext4, make_ext4, root_or_skip, Mount};
 
 const SPACE: &str = "moments";
 /// The items every user stores: id and content seed.

@@ -266,7 +266,7 @@ async fn streams_past_the_per_connection_limit_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_completes_its_handshake_is_dropped_at_the_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let t = super::mtls::TlsGateway::start_with(|c| {
+    let t = crate::support::gateway::tls::TlsGateway::start_with(|c| {
         c.limits.handshake_timeout_seconds = 1;
     })
     .await;
@@ -279,7 +279,7 @@ async fn a_client_that_never_completes_its_handshake_is_dropped_at_the_deadline(
         .await
         .unwrap();
     // A caller with a certificate is served while both are held.
-    let client = t.ca.client_uri(super::mtls::MOMENTS);
+    let client = t.ca.client_uri(crate::support::gateway::tls::MOMENTS);
     let mut c = t.content(Some(&client)).await;
     put(&mut c, "u", "moments", "a", b"served", 6)
         .await

@@ -7,7 +7,6 @@
 //! served meanwhile.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use sealgate::api::pb::content_service_client::ContentServiceClient;
@@ -16,7 +15,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tonic::transport::{Channel, Endpoint};
 
 use super::{get, put};
-use crate::support::{eventually, spawn_serve_command};
+use crate::support::eventually;
+use crate::support::serve::{Serve, ServeProcess};
 
 /// The descriptor limit of the server process.
 const MAX_FDS: u64 = 1024;
@@ -95,31 +95,14 @@ async fn round_trip(channel: Channel, id: &str) {
     assert_eq!(got, b"served");
 }
 
-/// Starts the real binary limited to `max_fds` descriptors; returns it,
-/// its address and its log.
-async fn serve_limited(
-    dir: &std::path::Path,
-    max_fds: u64,
-) -> (Server, SocketAddr, std::sync::Arc<std::sync::Mutex<String>>) {
-    let mut command = Command::new("prlimit");
-    command
-        .arg(format!("--nofile={max_fds}:{max_fds}"))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_sealgate"));
-    let (child, ready, log) = spawn_serve_command(dir, "127.0.0.1:0", "info", command);
-    let server = Server(child);
-    let addr = crate::support::listening(ready).await;
-    (server, addr, log)
-}
-
-/// The server process; killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts the real binary limited to `max_fds` descriptors; returns it
+/// (killed when dropped) and its address.
+async fn serve_limited(dir: &std::path::Path, max_fds: u64) -> (ServeProcess, SocketAddr) {
+    let mut server = Serve::new(dir)
+        .wrapped_in("prlimit", &[&format!("--nofile={max_fds}:{max_fds}"), "--"])
+        .spawn();
+    let addr = server.listening().await;
+    (server, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,8 +114,8 @@ async fn a_flood_of_idle_connections_leaves_other_callers_served() {
         "this test floods past the default limits"
     );
     let dir = tempfile::tempdir().unwrap();
-    let (server, addr, log) = serve_limited(dir.path(), MAX_FDS).await;
-    let pid = server.0.id();
+    let (server, addr) = serve_limited(dir.path(), MAX_FDS).await;
+    let pid = server.child.id();
 
     // A caller connected before the flood, from the flood's address.
     let resident = channel_from("127.0.0.1", addr).await.expect("resident");
@@ -189,8 +172,8 @@ async fn a_flood_of_idle_connections_leaves_other_callers_served() {
     assert!(used <= 20, "{used} ticks of CPU in 2 s with the flood held");
 
     // One warning for the whole flood.
-    let warnings = log.lock().unwrap().matches(REFUSED).count();
-    assert_eq!(warnings, 1, "{}", log.lock().unwrap());
+    let warnings = server.log().matches(REFUSED).count();
+    assert_eq!(warnings, 1, "{}", server.log());
 
     // The flood ends: its slots are freed.
     drop(one_peer);
@@ -221,8 +204,8 @@ const OUT_OF_FDS: &str = "cannot accept connections: out of file descriptors";
 async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
     // Limits above what 64 descriptors hold: accepting runs out first.
     let dir = tempfile::tempdir().unwrap();
-    let (server, addr, log) = serve_limited(dir.path(), 64).await;
-    let pid = server.0.id();
+    let (server, addr) = serve_limited(dir.path(), 64).await;
+    let pid = server.child.id();
     let resident = channel_from("127.0.0.1", addr).await.expect("resident");
     round_trip(resident.clone(), "before").await;
 
@@ -234,7 +217,7 @@ async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
     eventually(
         "the server logs that it is out of descriptors",
         Duration::from_secs(30),
-        || async { log.lock().unwrap().contains(OUT_OF_FDS) },
+        || async { server.log().contains(OUT_OF_FDS) },
     )
     .await;
     // Backing off, not spinning; logged once. The pause measures CPU time;
@@ -243,7 +226,7 @@ async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let used = cpu_ticks(pid) - ticks;
     assert!(used <= 20, "{used} ticks of CPU in 2 s out of descriptors");
-    assert_eq!(log.lock().unwrap().matches(OUT_OF_FDS).count(), 1);
+    assert_eq!(server.log().matches(OUT_OF_FDS).count(), 1);
     // The resident connection still answers calls that need no
     // descriptor. (One that opens a file fails meanwhile: this is what the
     // connection limits keep the process from.)
@@ -258,7 +241,7 @@ async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
     eventually(
         "accepting again once descriptors are free",
         Duration::from_secs(30),
-        || async { log.lock().unwrap().contains("accepting connections again") },
+        || async { server.log().contains("accepting connections again") },
     )
     .await;
     round_trip(

@@ -8,7 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use sealgate::keys::keyring::LocalKeyring;
 use tonic::Code;
 
-use super::jobs::watch_all;
 use super::*;
 
 backend_tests!(master_rotation_then_retirement);

@@ -4,140 +4,20 @@
 
 use std::time::Duration;
 
-use sealgate::api::auth::Role;
 use sealgate::api::pb;
 use sealgate::api::pb::content_service_client::ContentServiceClient;
 use sealgate::api::pb::erasure_service_client::ErasureServiceClient;
 use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
 use sealgate::api::pb::legal_hold_service_client::LegalHoldServiceClient;
-use sealgate::config::{PrincipalConfig, Tls};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 use tonic::Code;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use super::{eventually, expect_reason, get, obj, put, TestGateway};
-use crate::pki::{replace_file, write_server_files, Ca, Leaf};
-
-pub const MOMENTS: &str = "spiffe://app/moments-backend";
-pub const DELETION: &str = "spiffe://app/deletion-service";
-pub const LEGAL: &str = "spiffe://app/legal-console";
-pub const OPS: &str = "ops.internal";
-/// A valid certificate identity that no principal names.
-pub const STRANGER: &str = "spiffe://app/stranger";
-
-/// The principals of these tests: a content backend limited to `moments`,
-/// a deletion service, a legal console and an ops tool named by a DNS SAN.
-pub fn principals() -> Vec<PrincipalConfig> {
-    let p = |id: &str, roles: &[Role], spaces: &[&str]| PrincipalConfig {
-        id: id.into(),
-        roles: roles.to_vec(),
-        spaces: spaces.iter().map(|s| s.to_string()).collect(),
-    };
-    vec![
-        p(MOMENTS, &[Role::Content], &["moments"]),
-        p(DELETION, &[Role::Erasure], &[]),
-        p(LEGAL, &[Role::Legal], &[]),
-        p(OPS, &[Role::Ops], &[]),
-    ]
-}
-
-/// A gateway serving TLS with client certificates from `ca`.
-pub struct TlsGateway {
-    pub gw: TestGateway,
-    pub ca: Ca,
-    pub tls: Tls,
-    _dir: tempfile::TempDir,
-}
-
-/// PEM files in `dir` for the CLI's `--ca`, `--cert` and `--key`.
-pub struct ClientFiles {
-    pub ca: String,
-    pub cert: String,
-    pub key: String,
-}
-
-impl TlsGateway {
-    /// Writes the CA certificate and a fresh client certificate and key
-    /// for `principal` (a URI) into `dir`.
-    pub fn client_files(&self, dir: &std::path::Path, principal: &str) -> ClientFiles {
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).unwrap();
-            path.to_str().unwrap().to_string()
-        };
-        let client = self.ca.client_uri(principal);
-        ClientFiles {
-            ca: write("ca.pem", &self.ca.pem),
-            cert: write("client.pem", &client.cert),
-            key: write("client.key", &client.key),
-        }
-    }
-
-    pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    /// Like [`Self::start`], after `tweak`ing the configuration.
-    pub async fn start_with(tweak: impl FnOnce(&mut sealgate::config::Config)) -> Self {
-        let ca = Ca::new("sealgate test CA");
-        let dir = tempfile::tempdir().unwrap();
-        let tls = write_server_files(dir.path(), &ca.server(), &ca);
-        let config_tls = tls.clone();
-        let gw = TestGateway::start_with(move |c| {
-            c.tls = Some(config_tls);
-            c.principals = principals();
-            tweak(c);
-        })
-        .await;
-        Self {
-            gw,
-            ca,
-            tls,
-            _dir: dir,
-        }
-    }
-
-    /// A channel trusting `server_ca`, presenting `client` if given.
-    pub async fn channel_with(
-        &self,
-        server_ca: &Ca,
-        client: Option<&Leaf>,
-    ) -> Result<Channel, tonic::transport::Error> {
-        let mut config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&server_ca.pem))
-            .domain_name("localhost");
-        if let Some(c) = client {
-            config = config.identity(Identity::from_pem(&c.cert, &c.key));
-        }
-        Channel::from_shared(format!("https://{}", self.gw.addr))
-            .unwrap()
-            .tls_config(config)?
-            .connect()
-            .await
-    }
-
-    /// A channel presenting `client` (or none) to this gateway.
-    pub async fn channel(&self, client: Option<&Leaf>) -> Channel {
-        self.channel_with(&self.ca, client).await.expect("connect")
-    }
-
-    pub async fn content(&self, client: Option<&Leaf>) -> ContentServiceClient<Channel> {
-        ContentServiceClient::new(self.channel(client).await)
-    }
-
-    pub async fn erasure(&self, client: Option<&Leaf>) -> ErasureServiceClient<Channel> {
-        ErasureServiceClient::new(self.channel(client).await)
-    }
-
-    pub async fn admin(&self, client: Option<&Leaf>) -> KeyAdminServiceClient<Channel> {
-        KeyAdminServiceClient::new(self.channel(client).await)
-    }
-
-    pub async fn holds(&self, client: Option<&Leaf>) -> LegalHoldServiceClient<Channel> {
-        LegalHoldServiceClient::new(self.channel(client).await)
-    }
-}
+use super::{audit_records, expect_reason, get, obj, put};
+use crate::support::eventually;
+use crate::support::gateway::tls::*;
+use crate::support::pki::{replace_file, Ca, Leaf};
 
 async fn erase(
     client: &mut ErasureServiceClient<Channel>,
@@ -170,7 +50,7 @@ async fn denials(t: &TlsGateway) -> Vec<(String, String)> {
     let mut audit = sealgate::api::pb::audit_service_client::AuditServiceClient::new(
         t.channel(Some(&ops)).await,
     );
-    super::audit::list_all(&mut audit, "", None)
+    audit_records(&mut audit, "", None)
         .await
         .into_iter()
         .filter(|r| r.action == "denied")
@@ -310,6 +190,17 @@ async fn a_role_calling_another_roles_method_is_denied() {
     let ops = t.ca.client_dns(OPS);
     let legal = t.ca.client_uri(LEGAL);
     let stranger = t.ca.client_uri(STRANGER);
+    // u1 has an object, so that an erasure would show.
+    put(
+        &mut t.content(Some(&moments)).await,
+        "u1",
+        "moments",
+        "x",
+        b"kept",
+        4,
+    )
+    .await
+    .expect("put u1's object");
     for (what, leaf) in [
         ("content erasing", &moments),
         ("ops erasing", &ops),
@@ -370,9 +261,30 @@ async fn a_role_calling_another_roles_method_is_denied() {
             "{principal} {detail} not in {denied:?}"
         );
     }
-    // Nothing was erased by the refused calls.
-    let status = key_status(&mut t.admin(Some(&ops)).await, "u1").await;
-    assert!(status.is_ok(), "{status:?}");
+    // Nothing was erased by the refused calls: KeyStatus (which answers
+    // for erased users too) says u1 is not erased, and u1's object reads
+    // back.
+    let status = t
+        .admin(Some(&ops))
+        .await
+        .key_status(pb::KeyStatusRequest {
+            user_id: "u1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("KeyStatus")
+        .into_inner();
+    assert!(!status.erased, "u1 erased by a refused call: {status:?}");
+    let (_, kept) = get(
+        &mut t.content(Some(&moments)).await,
+        "u1",
+        "moments",
+        "x",
+        None,
+    )
+    .await
+    .expect("u1's object reads back");
+    assert_eq!(kept, b"kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

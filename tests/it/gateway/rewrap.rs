@@ -5,7 +5,6 @@
 
 use tonic::Code;
 
-use super::jobs::watch_all;
 use super::limits::open_upload;
 use super::*;
 

@@ -4,23 +4,23 @@
 //! a free loopback port, with `fsync=off`. As root the cluster runs as the
 //! `postgres` user (the server refuses root). Each test gets a database of
 //! its own ([`fresh_database`]). The server stops, and its directory is
-//! removed, when the test process exits: a wrapper shell holds a pipe from
-//! this process and stops the server when the pipe closes (however this
-//! process ends).
+//! removed, when the test process exits (the launcher's guard shell,
+//! [`super::launch`]).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use super::host::{free_port, is_root};
+use super::launch::{ChildServer, Launch};
 
 /// A running PostgreSQL cluster.
 pub struct Postgres {
     pub port: u16,
-    // Held open: when the test process exits the pipe closes and the wrapper
-    // shell stops the server and removes its directory.
-    _stdin: Mutex<ChildStdin>,
-    _child: Mutex<Child>,
+    // Stops the server and removes its directory when the test process
+    // exits.
+    _server: ChildServer,
 }
 
 /// The directory of the newest installed server's binaries.
@@ -43,11 +43,6 @@ fn bin_dir() -> PathBuf {
         "PostgreSQL server binaries not found under /usr/lib/postgresql/<version>/bin: \
          apt-get install postgresql (the key-store tests need them; .ci/run installs them)",
     )
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// `program args...`, as the `postgres` user when running as root.
@@ -74,18 +69,10 @@ pub fn give_to_postgres(dir: &Path) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Postgres {
     /// Initialises and starts a new cluster on a free loopback port.
     pub fn start() -> Self {
-        Self::start_configured(|_| String::new())
+        Self::start_configured(|_| Vec::new())
     }
 
     /// A cluster that takes connections over TLS only: `cert` and `key`
@@ -107,17 +94,21 @@ impl Postgres {
                  hostnossl all all 0.0.0.0/0 reject\n",
             )
             .expect("write pg_hba.conf");
-            format!(
-                "-c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
-                dir.display()
-            )
+            [
+                "ssl=on".to_string(),
+                format!("ssl_cert_file={}/server.crt", dir.display()),
+                format!("ssl_key_file={}/server.key", dir.display()),
+            ]
+            .into_iter()
+            .flat_map(|setting| ["-c".to_string(), setting])
+            .collect()
         })
     }
 
     /// Initialises a new cluster, lets `configure` write into its
     /// directory (the data directory is `data` inside it) and return more
     /// server options, and starts it on a free loopback port.
-    fn start_configured(configure: impl FnOnce(&Path) -> String) -> Self {
+    fn start_configured(configure: impl FnOnce(&Path) -> Vec<String>) -> Self {
         let bin = bin_dir();
         // Kept past this function: the wrapper shell removes it.
         let dir = tempfile::Builder::new()
@@ -149,35 +140,35 @@ impl Postgres {
         let options = configure(&dir);
         give_to_postgres(&dir);
         let port = free_port();
-        let mut child = command(Path::new("/bin/sh"))
-            .arg("-c")
-            .arg(
-                r#""$0" -D "$1/data" -k "$1" -h 127.0.0.1 -p "$2" -c fsync=off \
-                   -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
-                   -c shared_buffers=64MB $3 >"$1/log" 2>&1 &
-                   pid=$!; read _; kill -INT $pid; wait $pid; rm -rf "$1""#,
-            )
-            .arg(bin.join("postgres"))
+        let mut launch = Launch::new("postgres", bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-k")
             .arg(&dir)
-            .arg(port.to_string())
-            .arg(options)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("spawn postgres");
-        let stdin = child.stdin.take().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-                let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-                panic!("postgres did not start listening on {addr}: {log}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=400",
+                "-c",
+                "shared_buffers=64MB",
+            ])
+            .args(options)
+            .stop_signal("INT")
+            .log_to(dir.join("log"))
+            .remove_on_stop(&dir);
+        if is_root() {
+            launch = launch.run_as("postgres");
         }
+        let server = launch.start(format!("127.0.0.1:{port}").parse().unwrap());
         Self {
             port,
-            _stdin: Mutex::new(stdin),
-            _child: Mutex::new(child),
+            _server: server,
         }
     }
 

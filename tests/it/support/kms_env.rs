@@ -12,7 +12,7 @@
 use sealgate::config::Config;
 use sealgate::keys::kms::{KmsClient, KmsSettings};
 
-use crate::s3env;
+use super::s3env;
 
 /// The region of every test key.
 pub const REGION: &str = "cn-north-1";

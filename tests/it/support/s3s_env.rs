@@ -17,7 +17,8 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::dto;
 use s3s::{S3Request, S3Response, S3Result, S3};
 
-use crate::s3env::{ACCESS_KEY, REGION, SECRET_KEY};
+use super::launch::LoopbackServer;
+use super::s3env::{ACCESS_KEY, REGION, SECRET_KEY};
 
 /// s3s-fs, with the bucket location answered.
 struct Located(s3s_fs::FileSystem);
@@ -77,19 +78,12 @@ fn roots() -> &'static Mutex<HashMap<String, PathBuf>> {
 /// its endpoint.
 pub async fn start() -> String {
     let dir = tempfile::tempdir().expect("s3s-fs directory");
-    let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
+    let root = dir.path().to_path_buf();
+    let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs");
     let mut builder = s3s::service::S3ServiceBuilder::new(Located(fs));
     builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind s3s-fs");
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    roots()
-        .lock()
-        .unwrap()
-        .insert(endpoint.clone(), dir.path().to_path_buf());
-    tokio::spawn(async move {
+    let server = LoopbackServer::start(|listener| async move {
         let _dir = dir;
         let http = ConnBuilder::new(TokioExecutor::new());
         while let Ok((socket, _)) = listener.accept().await {
@@ -100,7 +94,10 @@ pub async fn start() -> String {
                 let _ = conn.await;
             });
         }
-    });
+    })
+    .await;
+    let endpoint = format!("http://{}", server.detach());
+    roots().lock().unwrap().insert(endpoint.clone(), root);
     endpoint
 }
 

@@ -1,16 +1,19 @@
 //! A real S3-protocol server on loopback for the tests: moto's standalone
 //! server (from PyPI), installed on first use into a virtualenv under
-//! cargo's target directory and started once per test binary. A loopback
-//! TCP proxy in front of it simulates S3 going away and coming back.
+//! cargo's target directory and started once per test binary (the
+//! launcher's guard shell, [`super::launch`], stops it when the test
+//! process exits). A loopback TCP proxy in front of it
+//! ([`super::proxy::FaultProxy`]) simulates S3 going away and coming back.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::OnceLock;
 
 use sealgate::blob::s3::{S3BlobStore, S3Settings};
+
+use super::host::free_port;
+use super::launch::{ChildServer, Launch};
 
 /// moto version the tests run against.
 const MOTO: &str = "moto[server]==5.2.5";
@@ -22,10 +25,7 @@ pub const SECRET_KEY: &str = "sealgate-test-secret";
 /// A running moto server.
 pub struct Moto {
     pub addr: SocketAddr,
-    // Held open: when the test process exits the pipe closes and the wrapper
-    // shell stops moto, so no server outlives the tests.
-    _stdin: Mutex<ChildStdin>,
-    _child: Mutex<Child>,
+    server: ChildServer,
 }
 
 fn moto_bin() -> PathBuf {
@@ -55,46 +55,16 @@ fn moto_bin() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts connections on `addr`.
-fn wait_listening(addr: SocketAddr, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start listening on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 impl Moto {
     /// Starts a new moto server on a free loopback port.
     pub fn start() -> Self {
-        let bin = moto_bin();
         let port = free_port();
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & pid=$!; read _; kill $pid"#)
-            .arg(&bin)
-            .arg(port.to_string())
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("spawn moto_server");
-        let stdin = child.stdin.take().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_listening(addr, "moto_server");
+        let server = Launch::new("moto_server", moto_bin())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .start(format!("127.0.0.1:{port}").parse().unwrap());
         Self {
-            addr,
-            _stdin: Mutex::new(stdin),
-            _child: Mutex::new(child),
+            addr: server.addr,
+            server,
         }
     }
 
@@ -102,13 +72,10 @@ impl Moto {
         format!("http://{}", self.addr)
     }
 
-    /// Stops the server (the wrapper shell kills it when its stdin closes).
+    /// Stops the server now (it stops anyway when the process exits).
     #[allow(dead_code)] // used by benches/s3.rs, which includes this file
     pub fn stop(self) {
-        let mut stdin = self._stdin.into_inner().unwrap();
-        let _ = stdin.write_all(b"\n");
-        drop(stdin);
-        let _ = self._child.into_inner().unwrap().wait();
+        self.server.stop();
     }
 }
 

@@ -1,28 +1,43 @@
 //! Mounts for the tests of full and failing disks: a tmpfs of a given
 //! size or an ext4 image on a loop device, undone by a guard also when a
 //! test fails, and a filler that writes until the disk refuses. Mounting
-//! needs root: without it the tests say so and return (CI runs them as
-//! root).
+//! needs root: without it a test is skipped with a `SKIPPED` line that
+//! `cargo test` shows, and fails under CI (`CI` set), which must run it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Whether this process runs as root (mounts need it).
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+use super::host::is_root;
+
+/// True when this process runs as root, so `test` can mount. Otherwise,
+/// under CI (the `CI` environment variable set, as `.ci/run` sets it) the
+/// test fails: CI must run it. Elsewhere it is skipped: a `SKIPPED` line
+/// goes straight to the process's stderr, which `cargo test` shows (its
+/// capture would hide `println!` or `eprintln!` of a test that passes),
+/// and the caller returns.
+///
+/// # Panics
+/// When not root under CI.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        !under_ci(),
+        "{test} needs root for its mounts and CI is set: run the suite as root"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root for mounts (not running as root; CI, which runs it, is not set)"
+    );
+    false
 }
 
-/// False (after saying so) when not root: the caller returns early.
-pub fn root_or_skip(test: &str) -> bool {
-    let root = is_root();
-    if !root {
-        println!("{test}: needs root for mounts; skipped (not running as root)");
-    }
-    root
+/// Whether the `CI` environment variable says this is a CI run (set, and
+/// neither empty, `0` nor `false`).
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
 }
 
 /// Runs a command, failing the test with its output if it fails.

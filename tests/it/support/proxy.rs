@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+use super::launch::LoopbackServer;
 
 /// A loopback TCP proxy that can go down (dropping every connection and
 /// refusing new ones) and come back, while the server behind it keeps its
@@ -17,21 +19,13 @@ use tokio::sync::watch;
 pub struct FaultProxy {
     pub addr: SocketAddr,
     up: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: LoopbackServer,
 }
 
 impl FaultProxy {
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (up, rx) = watch::channel(true);
-        let task = tokio::spawn(async move {
+        let server = LoopbackServer::start(|listener| async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
@@ -52,8 +46,13 @@ impl FaultProxy {
                     }
                 });
             }
-        });
-        Self { addr, up, task }
+        })
+        .await;
+        Self {
+            addr: server.addr,
+            up,
+            _server: server,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -75,23 +74,15 @@ pub struct PgProxy {
     pub addr: SocketAddr,
     muted: Arc<AtomicBool>,
     swallowed: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for PgProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: LoopbackServer,
 }
 
 impl PgProxy {
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let muted = Arc::new(AtomicBool::new(false));
         let swallowed = Arc::new(AtomicU64::new(0));
         let (m, sw) = (muted.clone(), swallowed.clone());
-        let task = tokio::spawn(async move {
+        let server = LoopbackServer::start(|listener| async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
@@ -99,12 +90,13 @@ impl PgProxy {
                 let (m, sw) = (m.clone(), sw.clone());
                 tokio::spawn(relay(client, server, m, sw));
             }
-        });
+        })
+        .await;
         Self {
-            addr,
+            addr: server.addr,
             muted,
             swallowed,
-            task,
+            _server: server,
         }
     }
 
