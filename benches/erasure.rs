@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench erasure                  # OBJECTS=10,1000 ROUNDS=20
 //! BACKENDS=sqlite cargo bench --bench erasure  # one backend (sqlite, postgres)
+//! cargo test --bench erasure                   # smoke run: OBJECTS=10,50 ROUNDS=2
 //! ```
 //!
 //! Starts `sealgate serve` (this build's binary, filesystem object store)
@@ -19,69 +20,57 @@
 //! An erasure's object count matters only to the garbage collection that
 //! follows it, which runs after the call returns.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sealgate::api::pb;
 use tonic::transport::Channel;
 
-#[path = "../tests/it/pgenv.rs"]
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_or, smoke};
+
+/// The tests' launchers of PostgreSQL and of the real binary
+/// (`tests/it/support/`).
+#[path = "../tests/it/support"]
 #[allow(dead_code)]
-mod pgenv;
-
-const SEALGATE: &str = env!("CARGO_BIN_EXE_sealgate");
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
+mod support {
+    pub mod host;
+    pub mod launch;
+    pub mod metrics;
+    pub mod pgenv;
+    pub mod serve;
+    pub mod wait;
 }
+use support::pgenv;
+use support::serve::{Serve, ServeProcess};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `sealgate serve` process, stopped on drop.
+/// A `sealgate serve` process (killed when dropped) and its endpoint.
 struct Server {
-    child: Child,
+    _process: ServeProcess,
     endpoint: String,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
-    fn start(data_dir: &Path, key_store_url: Option<&str>) -> Self {
-        let port = free_port();
-        let mut cmd = Command::new(SEALGATE);
-        cmd.arg("serve")
-            .env("SEALGATE_DATA_DIR", data_dir)
-            .env("SEALGATE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SEALGATE_METRICS_LISTEN", "")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+    async fn start(data_dir: &Path, key_store_url: Option<&str>) -> Self {
+        // Warnings only, but for the server's lifecycle lines: the
+        // readiness line the builder waits for is one.
+        let mut serve = Serve::new(data_dir)
+            .rust_log("warn,sealgate::server=info")
+            .env("SEALGATE_METRICS_LISTEN", "");
         if let Some(url) = key_store_url {
-            cmd.env("SEALGATE_KEYSTORE_BACKEND", "postgres")
+            serve = serve
+                .env("SEALGATE_KEYSTORE_BACKEND", "postgres")
                 .env("SEALGATE_KEYSTORE_URL", url);
         }
-        let child = cmd.spawn().expect("start sealgate serve");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sealgate serve did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut process = serve.spawn();
+        let addr = process
+            .ready_within(Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|log| panic!("sealgate serve did not listen:\n{log}"));
         Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            _process: process,
+            endpoint: format!("http://{addr}"),
         }
     }
 }
@@ -125,7 +114,7 @@ async fn fill(channel: &Channel, user: &str, objects: usize) {
 
 async fn run(backend: &str, key_store_url: Option<&str>, counts: &[usize], rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), key_store_url);
+    let server = Server::start(dir.path(), key_store_url).await;
     let channel = Channel::from_shared(server.endpoint.clone())
         .unwrap()
         .connect()
@@ -169,13 +158,17 @@ async fn run(backend: &str, key_store_url: Option<&str>, counts: &[usize], round
 
 #[tokio::main]
 async fn main() {
-    let counts: Vec<usize> = env_or("OBJECTS", "10,1000")
-        .split(',')
-        .map(|n| n.trim().parse().expect("OBJECTS: numbers"))
-        .collect();
-    let rounds: usize = env_or("ROUNDS", "20").parse().expect("ROUNDS: a number");
+    let smoke = smoke();
+    let counts: Vec<usize> = env_or(
+        "OBJECTS",
+        String::from(if smoke { "10,50" } else { "10,1000" }),
+    )
+    .split(',')
+    .map(|n| n.trim().parse().expect("OBJECTS: numbers"))
+    .collect();
+    let rounds: usize = env_or("ROUNDS", if smoke { 2 } else { 20 });
     println!("EraseUser latency, {rounds} users per object count");
-    for backend in env_or("BACKENDS", "sqlite,postgres").split(',') {
+    for backend in env_or("BACKENDS", String::from("sqlite,postgres")).split(',') {
         match backend.trim() {
             "sqlite" => run("sqlite", None, &counts, rounds).await,
             "postgres" => {

@@ -18,6 +18,10 @@
 //! one second per run, two callers, one round (unless the environment
 //! says otherwise).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_or, smoke};
+
 /// The tests' launchers of moto and PostgreSQL (`tests/it/support/`).
 #[path = "../tests/it/support"]
 #[allow(dead_code)]
@@ -38,20 +42,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SEALGATE: &str = env!("CARGO_BIN_EXE_sealgate");
-
-/// Whether this is a smoke run: `cargo bench` passes `--bench`, `cargo
-/// test --benches` (CI, in the dev profile) does not, and then the bench
-/// runs once on small inputs, so that a broken bench fails CI.
-fn smoke() -> bool {
-    !std::env::args().any(|a| a == "--bench")
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A `sealgate serve` process (killed when dropped) and its endpoint.
 struct Replica {

@@ -28,6 +28,10 @@
 //!
 //! Prints the rotation's rate beside both and the ratios.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_or, smoke};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,20 +49,6 @@ use sealgate::keys::store::{
     JobRecord, JobState, KekRecord, KeyStore, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
 };
 use sealgate::keys::{unix_ms, CachePolicy, KeyHierarchy};
-
-/// Whether this is a smoke run: `cargo bench` passes `--bench`, `cargo
-/// test --benches` (CI, in the dev profile) does not, and then the bench
-/// runs once on small inputs, so that a broken bench fails CI.
-fn smoke() -> bool {
-    !std::env::args().any(|a| a == "--bench")
-}
-
-fn env_or(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A job handler that reports each run of the handler it wraps as it
 /// returns (the job's id and whether the run succeeded), so that the bench
@@ -138,8 +128,8 @@ async fn main() {
 
 async fn run(backend: Backend, dir: &std::path::Path) {
     let smoke = smoke();
-    let users = env_or("USERS", if smoke { 300 } else { 100_000 });
-    let shards = env_or("SHARDS", if smoke { 4 } else { 256 });
+    let users: u32 = env_or("USERS", if smoke { 300 } else { 100_000 });
+    let shards: u32 = env_or("SHARDS", if smoke { 4 } else { 256 });
     let (master, naming): (LocalKeyring, NamingKey) =
         LocalKeyring::create(&dir.join("keyring")).unwrap();
     let master: Arc<dyn MasterKeyProvider> = Arc::new(master);

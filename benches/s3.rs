@@ -16,6 +16,10 @@
 //! one round, 50 items, a page of 20 (unless the environment says
 //! otherwise).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_or, smoke};
+
 /// The tests' moto launcher and S3 clients (`tests/it/support/`).
 #[path = "../tests/it/support"]
 #[allow(dead_code)]
@@ -37,20 +41,6 @@ use tonic::transport::Channel;
 
 const OBJECT: usize = 4 << 20;
 const ITEM: usize = 1024;
-
-/// Whether this is a smoke run: `cargo bench` passes `--bench`, `cargo
-/// test --benches` (CI, in the dev profile) does not, and then the bench
-/// runs once on small inputs, so that a broken bench fails CI.
-fn smoke() -> bool {
-    !std::env::args().any(|a| a == "--bench")
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
