@@ -22,6 +22,9 @@
 //! object store without one (a new bucket for an existing deployment) gets
 //! the key store's id; a key store holding keys but no id (from before ids)
 //! adopts a new one.
+//!
+//! [`open_local`] (the keyring beside the data) and [`open_kms`] (master
+//! versions recorded in the key store) share the id checks.
 
 use std::path::Path;
 

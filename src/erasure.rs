@@ -5,6 +5,11 @@
 //! tombstone in one key-store transaction ([`KeyHierarchy::erase`]); from
 //! then on nothing of the user's is readable. The garbage-collection job that
 //! deletes their ciphertext runs afterwards ([`crate::jobs::gc`]).
+//!
+//! The tombstone, its audit record and the job's row are written in that
+//! one transaction, which a legal hold refuses (`LEGAL_HOLD`; the refusal
+//! is audited too). Erasing again is idempotent: it returns the first
+//! receipt and schedules the job again.
 
 use std::sync::Arc;
 

@@ -1,9 +1,13 @@
-//! The error of the domain services (`content`, `erasure`, `keyadmin`).
+//! The error of the domain services (`content`, `erasure`, `keyadmin`,
+//! `holds`, `audit`), with its stable machine-readable [`Reason`] (the
+//! proto's header comment lists each with its code).
 //!
 //! Transport-free: `api` maps it to `tonic::Status` in one exhaustive match,
 //! and background jobs use it without knowing gRPC exists. The conversions
 //! from the lower layers' errors live here, so each lower error has exactly
-//! one meaning to callers.
+//! one meaning to callers: a key store's full disk is `StorageFull`, a lost
+//! one `StorageLost`, an unreachable or read-only one `Unavailable`, an
+//! integrity failure `DataLoss`.
 
 use crate::blob::BlobError;
 use crate::crypto::CryptoError;

@@ -1,5 +1,24 @@
 //! Key administration: what ops may learn and do about keys and the durable
 //! jobs that rotate them, never key material.
+//!
+//! - Status: a user's key versions (by user id or pseudonym) and the
+//!   hierarchy's (master versions, shards, KEK ages, the erasure horizon).
+//! - Jobs: listed, and watched until they change.
+//! - A user's key rotated (a new active version, the old one decrypt-only,
+//!   in one transaction) and a user's rewrap started (one unfinished per
+//!   user; `NO_USER_KEY` for a user who never wrote).
+//! - Master and KEK rotation started (one unfinished of each kind at a
+//!   time; the request is on the audit trail before anything starts), and
+//!   master retirement (refused for the newest version and while a KEK is
+//!   wrapped under it).
+//! - [`KeyAdmin::schedule_pass`], the key schedule (`keys.kek_max_age_days`),
+//!   which the server runs every `keys.schedule_check_seconds`: at half the
+//!   maximum age the master is rotated, and every shard's KEK once any
+//!   shard's is due (all together, aligning their ages); master versions
+//!   without KEKs are retired.
+//! - Decommission: once the caller repeats the configured region, the
+//!   hierarchy's decommission (every key access fails from then on, user
+//!   keys and KEKs deleted in one transaction, then the master keys).
 
 use std::sync::Arc;
 use std::time::Duration;

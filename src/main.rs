@@ -1,4 +1,9 @@
 //! The `sealgate` binary: see [`sealgate::cli`].
+//!
+//! Before the runtime starts it fixes glibc's mmap threshold, so freed
+//! request buffers go back to the system instead of fragmenting the heap.
+//! That call is the package's only `unsafe`, outside the library's
+//! `forbid(unsafe_code)`.
 
 fn main() -> std::process::ExitCode {
     tune_allocator();

@@ -2,6 +2,11 @@
 //! every layer through [`get`], exposed by the server on `metrics.listen`
 //! (`/metrics`, the OpenMetrics text format).
 //!
+//! Counted: calls by method and code and their durations, plaintext bytes
+//! in and out, key-cache lookups and key unwraps by level, object-store
+//! operations and KMS requests by operation and outcome, jobs by kind and
+//! state, streams in flight.
+//!
 //! No label ever holds a user id, a pseudonym or an object id: methods are
 //! the gRPC method names of the proto, codes the gRPC code names, and every
 //! other label takes one of a fixed handful of values.

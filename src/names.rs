@@ -7,6 +7,11 @@
 //! lower-case hex form (the `Display` of the crypto `Pseudonym`), which these
 //! rules accept.
 //!
+//! The rules: a name is `[A-Za-z0-9._-]`, 1 to 128 bytes, no leading dot
+//! ([`check_name`]); a user id is any string of 1 to 256 bytes
+//! ([`check_user_id`]); [`random_id`] is 128 random bits in hex (generated
+//! object ids, job ids, temporary file names).
+//!
 //! This module imports nothing of the crate and does no I/O.
 
 /// Longest object id, space name or stored path segment, in bytes.

@@ -8,6 +8,13 @@
 //! region. Hong Kong, Macau and everything abroad are outside the catalogue,
 //! and `residency.allowed_regions` can only narrow it. Everything here runs
 //! before any network call.
+//!
+//! Master keys in AWS KMS obey the same catalogue ([`check_kms`]): the key
+//! ARN ([`KmsArn`]) must be in the `aws-cn` partition and an allowed AWS
+//! China region, and a KMS endpoint follows an object store's endpoint
+//! rules. The configuration's validation runs these checks; the S3 store
+//! checks the bucket's own location when it connects. This module imports
+//! nothing else of the crate.
 
 use std::fmt;
 

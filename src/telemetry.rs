@@ -1,5 +1,9 @@
 //! Logging and tracing setup. Log fields carry pseudonyms, never raw user
 //! ids, keys or content; audit events use the target `sealgate::audit`.
+//!
+//! Lines are text, or JSON per `log.format`. The AWS SDK's trace-level
+//! dumps of requests and responses are always filtered out: they would
+//! carry KMS ciphertexts of keys, or the keys KMS unwrapped.
 
 /// Installs the global subscriber on stderr, filtered by `RUST_LOG`
 /// (default `info`): human-readable lines, in colour only when stderr is a

@@ -4,6 +4,8 @@
 //! over the decoding limit (OUT_OF_RANGE) into RESOURCE_EXHAUSTED.
 //!
 //! Both carry the same details as every other error ([`crate::api::error`]).
+//! A request message may be 4 MiB + 1 KiB ([`MAX_MESSAGE_BYTES`]), so that
+//! a 4 MiB data piece fits with its envelope.
 
 use std::marker::PhantomData;
 use std::task::{Context, Poll};

@@ -1,5 +1,14 @@
 //! ContentService: the gRPC face of [`Content`]. Converts proto messages to
 //! domain calls and back; every rule lives in [`crate::content`].
+//!
+//! What is left here are the transport's own bounds: a PutObject holds one
+//! of `limits.max_concurrent_uploads` permits for its whole stream
+//! (RESOURCE_EXHAUSTED `TOO_MANY_UPLOADS` without one); a GetObject reads
+//! ahead at most four messages into an outbox the reading task can take
+//! back, and checks the owner's erasure once more as the transport takes
+//! each; batch reads keep their encoded response within
+//! `limits.max_response_bytes`, failing the items past it on their own
+//! (`RESPONSE_BUDGET`).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;

@@ -1,4 +1,11 @@
-//! The one mapping from the domain error to `tonic::Status`.
+//! The one mapping from the domain error to `tonic::Status`: an exhaustive
+//! match, no catch-all arm. Every status carries a `google.rpc.ErrorInfo`
+//! (the [`Reason`](crate::error::Reason)), INVALID_ARGUMENT also a
+//! `google.rpc.BadRequest` naming the field. Storage faults keep their
+//! meaning: a full disk is RESOURCE_EXHAUSTED, an unreachable or read-only
+//! store UNAVAILABLE ("retry later"), a lost key store UNAVAILABLE
+//! ("storage lost"). Internal errors are logged with their detail and
+//! reach the caller as "internal error".
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};

@@ -10,6 +10,13 @@
 //! The deployment id is the file [`STORE_ID_FILE`] at the root, published
 //! create-only (a temporary file in the root, fsynced, hard-linked into
 //! place, the root fsynced).
+//!
+//! Opening an object reads its first 16 KiB (128 KiB when it is to be read
+//! whole, all of an item) in the same trip to a blocking thread, so a small
+//! object costs one trip; a writer gathers 64 KiB per blocking write. A
+//! key-slot rewrite copies the file it checked, through the open handle,
+//! with the new slot, and renames the copy over the path only if the path
+//! still names that file.
 
 use std::ops::Range;
 use std::os::unix::fs::FileExt;

@@ -5,6 +5,20 @@
 //! ciphertext. Every backend guarantees that an object becomes visible only
 //! whole (after [`BlobWriter::commit`]) and that a writer dropped or aborted
 //! before commit leaves nothing behind.
+//!
+//! Of the rest of the crate it uses only the naming rules (every key
+//! segment is checked again here), where the format puts the key slot
+//! ([`KEY_SLOT_RANGE`], for [`BlobStore::rewrite_key_slot`]), and, in its
+//! backends, the metrics (`metered`) and the shared AWS SDK settings (`s3`).
+//!
+//! - [`BlobStore`]: create (replace or create-only), `create_exact` for a
+//!   declared length, open, `open_whole` for a front-to-end read, delete,
+//!   delete many, `rewrite_key_slot` (conditional on the slot read), list,
+//!   the deployment's store id, and `settle` (background work done);
+//!   [`BlobWriter`] (write, commit, abort) and [`BlobReader`] (length, a
+//!   range read or stream).
+//! - `fs`: [`fs::FsBlobStore`], one file per object; `s3`:
+//!   [`s3::S3BlobStore`]; `metered`: any store with its operations counted.
 
 pub mod fs;
 pub mod metered;

@@ -1,4 +1,7 @@
 //! `sealgate get`: fetches an object, or a byte range of it, to stdout or a file.
+//!
+//! With `-o`, the bytes go to a temporary file beside the target, renamed
+//! over it only once the whole object arrived.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,10 @@
 //! The `sealgate` command line: `serve` runs the gateway; the other commands
 //! are a gRPC client for it. Scripts and runbooks rely on these names.
+//!
+//! One file per command; they share one connection helper (plaintext, or
+//! TLS with `--ca` and optionally a client certificate for `https://`).
+//! `progress` draws the progress line of `put` and `get`; `bench` is the
+//! load generator.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,4 +1,7 @@
-//! GetItems: a batch of small objects of one user, with per-item results.
+//! GetItems: a batch of small objects of one user, with per-item results,
+//! and BatchGetItems: a feed of items across users and spaces, where an
+//! erased user's item fails on its own. At most 100 per call, 16 read at
+//! once.
 
 use futures_util::StreamExt;
 

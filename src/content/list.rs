@@ -1,5 +1,10 @@
 //! Listings: a page of a user's objects in a space, with plaintext sizes,
 //! etags and creation times read from each object's fixed header.
+//!
+//! Headers are read 32 at a time; an object whose fixed header is malformed
+//! is listed as damaged, never hiding the others. Page tokens are opaque: a
+//! 12-byte tag binding the user, the space and the last id, then that id,
+//! in hex.
 
 use futures_util::{StreamExt, TryStreamExt};
 

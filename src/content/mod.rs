@@ -9,6 +9,15 @@
 //! the blob writer, so memory stays bounded by one request message whatever
 //! the object size ([`put`]). Reading decrypts chunk by chunk; a range read
 //! fetches only the chunks that cover it ([`read`]).
+//!
+//! This file holds what the operations share: validated [`ObjectRef`]s and
+//! [`Write`]s (a generated id is written create-only, as `if_absent` is;
+//! `if_match` names the etag to replace), [`etag_of`] (a hash of the fixed
+//! header, which changes with every write and rewrap), head, delete, and
+//! the commit lock: writes and deletes of one object in this process take
+//! the same stripe around their `if_match` check and their commit, so the
+//! check still holds when the commit lands. Beside it: [`put`], [`read`],
+//! [`list`], [`items`] and [`rewrap`] (the rewrap job).
 
 mod items;
 mod list;

@@ -1,5 +1,20 @@
 //! Writes: PutObject (streamed) and PutItem (one message), their
 //! preconditions (`if_absent`, `if_match`) and safe retries (`request_id`).
+//!
+//! Plaintext is sealed as it arrives, in steps of 64 KiB, and each sealed
+//! piece goes to the blob writer: an upload holds one message and one step.
+//! Nothing is committed before the finish message arrives and the size
+//! (declared, if any) and the finish's SHA-256 (if any) match. An erasure
+//! during the upload ends it at the next piece. After the commit the write
+//! checks its key version against the key store
+//! (`KeyHierarchy::confirm_sealed_with`): if the user was erased meanwhile,
+//! or a rewrap retired that version, the object is removed again (ABORTED
+//! `KEY_ROTATED` for the latter).
+//!
+//! With a `request_id`, a write first recalls the result remembered under
+//! it (24 hours, in the key store) and returns it without reading the body;
+//! if a concurrent write with the same id was remembered first, that result
+//! wins and the loser's generated-id object is deleted.
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};

@@ -1,5 +1,12 @@
 //! Reads: opening an object (header, key slot, metadata, body commitment),
 //! then streaming its plaintext whole or by range.
+//!
+//! A range is checked for sense before any I/O. Opening checks erasure
+//! first, and reads the header again if a rewrap destroyed its key version
+//! after it was read. [`OpenedObject`] has two paths: a whole read is one
+//! storage stream through one opener, sent in messages of 256 to 320 KiB;
+//! a range read fetches only the covering chunks. Every piece is checked
+//! against the owner's erasure ([`ErasureGuard`]) before it leaves.
 
 use std::sync::Arc;
 

@@ -12,7 +12,11 @@
 //!   truncation and trailing data fail in [`Opener::finish`] or earlier.
 //! - [`RandomAccess`]: decrypts only the chunks that cover a plaintext range,
 //!   and authenticates the message length by decrypting the final chunk
-//!   whenever the range is bounded by the end of the message.
+//!   whenever the range is bounded by the end of the message. A
+//!   [`RangePlan`] says which stored bytes a plaintext range needs.
+//!
+//! An [`Opener`] that returned an error is poisoned: every later call fails
+//! too, so no plaintext follows a failed check.
 //!
 //! The layer works on byte slices only; adapters to async streams live at the
 //! edge of the crate.

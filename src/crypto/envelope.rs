@@ -12,6 +12,16 @@
 //! 76  M  sealed metadata: C2SP message, input key DEK, context identity || lp("metadata")
 //! 76+M   body: C2SP message, input key DEK, context identity
 //! ```
+//!
+//! The pieces: [`ObjectIdentity`] (region, space, pseudonym, object id) and
+//! its canonical encoding, the C2SP context and the key slot's AAD;
+//! [`KeySlot`] (fixed length at a fixed offset, so [`KeySlot::rewrap`]
+//! moves an object to another user-key version without touching its body);
+//! [`Metadata`] (content type and attributes, sealed); [`Header`] (parsed
+//! without a key, unsealed with one into an [`UnsealedObject`]);
+//! [`ObjectLayout`] (every offset and length of a stored object from its
+//! first bytes and its stored length); and [`ObjectSealer`] (which also
+//! tells the stored length of an object to come).
 
 use std::collections::BTreeMap;
 

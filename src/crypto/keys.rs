@@ -7,6 +7,10 @@
 //! a KMS: [`Kek::unwrapped_by_kms`]): there is no other constructor from
 //! bytes, so a key cannot be forged out of a buffer by accident. Master and naming keys are loaded from a keyring and therefore
 //! do have one.
+//!
+//! Every wrapped key is bound to its place by its AAD ([`kek_aad`]: shard
+//! and KEK version; [`user_key_aad`]: pseudonym, user-key version, shard
+//! and KEK version), so a wrapped key moved to another row does not unwrap.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -17,6 +17,12 @@
 //! disk full) is recorded as the job's last error and retried with capped
 //! exponential backoff while the job stays RUNNING; a permanent one ends the
 //! job FAILED.
+//!
+//! Jobs this process schedules start at once; the store is also polled
+//! every `jobs.poll_seconds` for any unfinished job whose lease
+//! (`jobs.lease_seconds`) has ended. The heartbeat renews a lease every
+//! third of it. Shutdown stops the job tasks and hands their leases back,
+//! so a restart need not wait for them to expire.
 
 pub mod gc;
 pub mod rotation;

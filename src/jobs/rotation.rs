@@ -24,6 +24,14 @@
 //! version while the shard rotates are refused by the store
 //! ([`InsertOutcome::StaleKek`](crate::keys::store::InsertOutcome)), and the
 //! destruction itself refuses while any row is still under an old version.
+//!
+//! Batches: 32 KEKs per master-rotation batch, 4,096 user keys per
+//! KEK-rotation batch (`with_batch` sets another size); each user-key
+//! update is conditional on the row's old KEK version, so an erased user's
+//! row never comes back. A group of every shard reads the next batch while
+//! the one before it is written (they share no row); a group of some
+//! shards goes through the shard index, reading each batch after the one
+//! before it committed.
 
 use std::sync::Arc;
 

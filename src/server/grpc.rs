@@ -4,6 +4,11 @@
 //! the shutdown's steps (NOT_SERVING, no more accepting, the grace period,
 //! the calls still running ended). This file serves what the steps before
 //! it built: it must never open a store or build a domain service.
+//!
+//! Besides the gateway's services: health, reflection (v1 and v1alpha), a
+//! tracing span per call named by its method only, and HTTP/2 receive
+//! windows larger than the default 64 KiB, so large uploads are not
+//! throttled on fast links.
 
 use std::future::Future;
 use std::path::Path;

@@ -1,8 +1,9 @@
 //! Health: the gRPC health service kept in step with the stores. The key
 //! store must take writes and the object store must answer with the store
 //! id it first had; while either cannot, the server and each service are
-//! NOT_SERVING. This file probes and reports: it must never repair a store
-//! nor end a call.
+//! NOT_SERVING. The stores are probed every `server.health_probe_seconds`.
+//! This file probes and reports: it must never repair a store nor end a
+//! call.
 
 use std::sync::Arc;
 use std::time::Duration;

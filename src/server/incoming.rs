@@ -9,6 +9,11 @@
 //! connects and says nothing holds up no one. Running out of file
 //! descriptors pauses accepting with a growing backoff and is logged once
 //! per episode, never a busy loop.
+//!
+//! Accepted sockets get TCP_NODELAY. A connection on which no byte moves
+//! either way for `limits.idle_connection_timeout_seconds` is closed: its
+//! reads fail, the timer being polled with the read HTTP/2 always has
+//! pending.
 
 use std::collections::HashMap;
 use std::future::Future;

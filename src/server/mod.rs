@@ -11,6 +11,15 @@
 //! build the services (`services`), keep health (`health`) and serve
 //! (`grpc`). This file composes them and shuts the gateway down; it must
 //! never grow a step of its own.
+//!
+//! Entry points: [`Gateway::open`] (`open_with` takes a ready KMS client, as
+//! tests do), [`run`] (opens the configured object store) and [`serve`]
+//! (over an opened one; `serve_with` with a KMS client). The configured
+//! object store is wrapped in the metered one. A shutdown goes: health
+//! NOT_SERVING, the listener closed, the calls in flight given
+//! `server.shutdown_grace_seconds` and then ended, the object store settled
+//! (S3: the ended uploads' multipart aborts, 15 s at most), the jobs
+//! stopped with their leases handed back, the key store closed.
 
 mod grpc;
 mod health;

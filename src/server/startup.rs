@@ -4,6 +4,10 @@
 //! `crate::deployment` (the key store, the keyring or KMS versions and the
 //! object store must belong together). On any refusal the key store is
 //! closed here. This file must never build a service nor serve.
+//!
+//! With `aws-kms`, a decommissioned key store that still holds KMS master
+//! version records (a crash between the two steps of a decommission) has
+//! them deleted before the refusal, without a KMS call.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! TLS on the listener: the server certificate and key and the client CA
 //! from `[tls]`, re-read whenever their contents change on disk (SPIFFE
 //! certificates live an hour), and the identity of each connection from its
-//! client certificate.
+//! client certificate. The files are checked every second; a change that
+//! does not load keeps the previous generation in use.
 //!
 //! The handshake asks for a client certificate without requiring one and
 //! checks only that the client holds the certificate's key; the chain is

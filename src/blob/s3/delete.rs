@@ -2,7 +2,8 @@
 //! version and delete marker of a key is listed (ListObjectVersions) and
 //! removed by version id (DeleteObjects); on one without (or on a store
 //! with no versioning API at all), a key is deleted plainly. Which one is
-//! probed once at startup ([`probe_versioning`]).
+//! probed once at startup ([`probe_versioning`]): a 501, or an answer the
+//! SDK cannot parse, means no versioning.
 
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};

@@ -1,4 +1,8 @@
 //! The one place aws-sdk-s3 errors are translated into blob errors.
+//!
+//! Timeouts, dispatch failures, 5xx answers and throttling are
+//! `Unavailable` (retryable); a 501 is `Unsupported` naming the operation,
+//! never retried.
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};

@@ -1,5 +1,7 @@
 //! Key-slot rewrites: the [`Patch`] held in object metadata, overlaid on
-//! reads, and the server-side CopyObject that writes it.
+//! reads, and the server-side CopyObject that writes it, pinned to the ETag
+//! that was read (`CopySourceIfMatch`) so a replaced object is never
+//! patched.
 
 use std::collections::HashMap;
 

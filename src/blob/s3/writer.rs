@@ -1,6 +1,15 @@
 //! Writes: the multipart writer ([`S3Writer`], [`Upload`]), the streamed
 //! PutObject of a declared length ([`StreamedPut`]) and the background
 //! retrier of multipart aborts ([`abort_retrier`]).
+//!
+//! Streamed PutObject serves declared lengths from 1 MiB to
+//! [`MAX_STREAMED_PUT`](super::MAX_STREAMED_PUT). Both the creation of a
+//! multipart upload and its abort are cancellation-safe: a writer dropped
+//! mid-request still hands the upload to the retrier. The retrier aborts
+//! 16 at once, retries while S3 is unavailable, and gives up (logged once,
+//! left to the bucket's lifecycle rule) on a refusal retrying cannot fix,
+//! such as a 403; [`AbortQueue`] counts the uploads handed to it until
+//! each is done, which the store's `settle` waits for at shutdown.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

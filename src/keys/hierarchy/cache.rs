@@ -1,7 +1,10 @@
 //! The caches of unwrapped keys: per user, every key version unwrapped
 //! (about a minute), and per `(shard, version)`, KEKs (hours). A miss reads
 //! the store and unwraps; concurrent misses of one key are coalesced by
-//! moka's `try_get_with` into one unwrap.
+//! moka's `try_get_with` into one unwrap. The lifetimes are
+//! `cache.ttl_seconds` (users) and `cache.kek_ttl_seconds` (KEKs). A user's
+//! rows are read again when a KEK rotation destroyed a row's KEK version
+//! between the read and the unwrap.
 //!
 //! What is cached is never the last word on erasure: a user's entry is
 //! checked against the erasures this process knows of on every hit

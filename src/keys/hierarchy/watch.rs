@@ -9,7 +9,9 @@
 //! compares epochs (one atomic load) and, when they differ, looks in the
 //! log, or in the store when the log cannot tell. The feed's other changes
 //! (a user's versions rotated or rewrapped, a shard's KEK versions
-//! destroyed) drop the cache entries they made stale.
+//! destroyed) drop the cache entries they made stale; `All` (the feed's
+//! listener reconnected, or a decommission) drops every cached key and
+//! sends every open watch to the store.
 //!
 //! Nothing here erases a key or writes to the key store: it only reads
 //! tombstones. A change it cannot resolve is treated as "anyone may have

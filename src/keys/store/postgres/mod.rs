@@ -11,7 +11,12 @@
 //! - an erasure reserve ([`RESERVE_BYTES`] of filler in the table
 //!   `erasure_reserve`) is dropped when an erasure finds the disk full, and
 //!   made again once there is room;
-//! - bulk statements bind arrays (`unnest`).
+//! - bulk statements bind arrays (`unnest`);
+//! - failures are classified by SQLSTATE: connection failures, timeouts, a
+//!   read-only standby, lock conflicts and serialisation failures are
+//!   `Unavailable`, a full disk (`53100`) `Full`, the rest `Backend`; a
+//!   server certificate that rustls refuses is `Backend` (only the
+//!   configuration can mend it), other I/O failures `Unavailable`.
 //!
 //! A destroyed key's row leaves the table at commit, but its bytes stay in
 //! dead tuples until vacuumed, in WAL segments until recycled, and in any

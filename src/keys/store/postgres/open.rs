@@ -1,5 +1,13 @@
 //! Opening a PostgreSQL key store: its settings, the connection pool, the
 //! schema migrations under a lock of their own, and the erasure reserve.
+//!
+//! TLS is what the URL says (`sslmode`, `sslrootcert`, read by sqlx). The
+//! migrations are `migrations/postgres/` at the repository root, embedded
+//! by `sqlx::migrate!`; an empty database is initialised, and one holding
+//! other tables where the store's belong, or migrations newer than this
+//! build, is refused. The reserve is given up by dropping its table (a
+//! DROP deletes catalog rows and needs no new space) and filled again
+//! once there is room.
 
 use std::str::FromStr;
 use std::time::Duration;

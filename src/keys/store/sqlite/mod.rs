@@ -19,6 +19,10 @@
 //!   same mode). Its identity (device, inode) is remembered at open; a file
 //!   deleted or replaced under the running process is noticed before every
 //!   read and write and by [`Engine::check_health`].
+//! - Failures are classified by SQLite's primary result code: a full disk
+//!   is `Full`; busy, locked, read-only, I/O errors and a file that cannot
+//!   be opened are `Unavailable`; a file deleted or replaced is `Lost`; the
+//!   rest `Backend`.
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};

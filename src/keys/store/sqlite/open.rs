@@ -1,6 +1,14 @@
 //! Opening a SQLite key store: creating the file, the schema migrations,
 //! and adopting stores made by older builds (columns added since, the
 //! audit chain, free pages from before `secure_delete`).
+//!
+//! The migrations are `migrations/sqlite/` at the repository root, embedded
+//! by `sqlx::migrate!`; the first is the schema of stores made before
+//! migrations (every statement `IF NOT EXISTS`), so such a `keys.db` is
+//! adopted as it is, and a store migrated by a newer build is refused.
+//! Processes starting together on a new data directory race to create the
+//! file and turn on WAL; an open that SQLite answers SQLITE_BUSY at once is
+//! tried again.
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
