@@ -112,7 +112,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// Unix milliseconds as RFC 3339 UTC with milliseconds.
-fn format_time(ms: i64) -> String {
+pub(super) fn format_time(ms: i64) -> String {
     let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (y, m, d) = civil_from_days(days);
     let s = rem / 1000;

@@ -1,4 +1,6 @@
-//! `sealgate erase`: erases a user (crypto-shredding) and prints the receipt.
+//! `sealgate erase`: erases a user (crypto-shredding) and prints the
+//! receipt; `sealgate erasure status`: the receipt of an erasure made
+//! before, with its garbage collection's progress.
 
 use super::{connect, Endpoint};
 use crate::api::pb;
@@ -15,11 +17,57 @@ pub(super) struct EraseArgs {
 pub(super) async fn run(args: EraseArgs) -> anyhow::Result<()> {
     let EraseArgs { endpoint, user } = args;
     let mut client = ErasureServiceClient::new(connect(&endpoint).await?);
-    let r = client
+    let receipt = client
         .erase_user(pb::EraseUserRequest { user_id: user })
         .await?
         .into_inner();
+    print_receipt(&receipt);
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct StatusArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// The erased user's id.
+    #[arg(long)]
+    user: String,
+}
+
+/// The receipt of the user's erasure and its garbage collection; fails
+/// (`NotFound`) for a user who was never erased.
+pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let StatusArgs { endpoint, user } = args;
+    let mut client = ErasureServiceClient::new(connect(&endpoint).await?);
+    let status = client
+        .get_erasure(pb::GetErasureRequest { user_id: user })
+        .await?
+        .into_inner();
+    if let Some(receipt) = &status.receipt {
+        print_receipt(receipt);
+    }
+    if let Some(gc) = &status.gc {
+        let mut line = format!(
+            "gc: {} {}/{}",
+            super::jobs::state_name(gc.state),
+            gc.done,
+            gc.total
+        );
+        if !gc.last_error.is_empty() {
+            line.push_str(&format!(" ({})", gc.last_error));
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// A receipt, one `field: value` per line; times also in RFC 3339.
+fn print_receipt(r: &pb::EraseReceipt) {
     println!("pseudonym: {}", r.pseudonym);
+    println!(
+        "erased_at: {}",
+        super::audit::format_time(r.erased_at_unix_ms)
+    );
     println!("erased_at_unix_ms: {}", r.erased_at_unix_ms);
     println!(
         "destroyed_key_versions: {}",
@@ -30,5 +78,15 @@ pub(super) async fn run(args: EraseArgs) -> anyhow::Result<()> {
             .join(",")
     );
     println!("gc_job_id: {}", r.gc_job_id);
-    Ok(())
+    // From then on no copy of the user's keys (a key-store backup from
+    // before the erasure included) can be opened.
+    if r.backup_horizon_unix_ms > 0 {
+        println!(
+            "backup_horizon: {}",
+            super::audit::format_time(r.backup_horizon_unix_ms)
+        );
+    } else {
+        println!("backup_horizon: none (the key schedule is off: backups stay openable)");
+    }
+    println!("backup_horizon_unix_ms: {}", r.backup_horizon_unix_ms);
 }

@@ -30,7 +30,7 @@ pub(super) struct WatchArgs {
     id: String,
 }
 
-fn state_name(state: i32) -> &'static str {
+pub(super) fn state_name(state: i32) -> &'static str {
     match pb::JobState::try_from(state) {
         Ok(pb::JobState::Pending) => "PENDING",
         Ok(pb::JobState::Running) => "RUNNING",

@@ -101,6 +101,12 @@ enum Command {
     Ls(ls::LsArgs),
     /// Erase a user (crypto-shredding); prints the receipt.
     Erase(erase::EraseArgs),
+    /// Erasures made before: `status` prints a user's receipt and the
+    /// progress of its garbage collection.
+    Erasure {
+        #[command(subcommand)]
+        command: ErasureCommand,
+    },
     /// Key administration.
     Keys {
         #[command(subcommand)]
@@ -121,6 +127,13 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ErasureCommand {
+    /// The receipt of a user's erasure and its garbage collection's
+    /// progress.
+    Status(erase::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +189,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm(args) => rm::run(args).await,
         Command::Ls(args) => ls::run(args).await,
         Command::Erase(args) => erase::run(args).await,
+        Command::Erasure {
+            command: ErasureCommand::Status(args),
+        } => erase::status(args).await,
         Command::Keys {
             command: KeysCommand::Status(args),
         } => keys::status(args).await,

@@ -784,3 +784,120 @@ async fn key_lifecycle_commands() {
         "{right}"
     );
 }
+
+/// The value of `name: value` in a command's output.
+fn field(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .to_string()
+}
+
+/// `erase` prints the receipt's backup horizon in RFC 3339 beside its Unix
+/// milliseconds; `erasure status` prints the same receipt again with its
+/// garbage collection's progress, and refuses a user never erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_prints_the_backup_horizon_and_erasure_status_reads_it_back() {
+    let gw = TestGateway::start().await;
+    let ep = gw.endpoint();
+    let mut content = gw.content().await;
+    crate::support::gateway::put(&mut content, "u1", "moments", "a", b"x", 1)
+        .await
+        .unwrap();
+    let (receipt, status, never) = tokio::task::spawn_blocking(move || {
+        let ep = ep.as_str();
+        let receipt = ok(&sealgate(&["erase", "--endpoint", ep, "--user", "u1"]));
+        let status = ok(&sealgate(&[
+            "erasure",
+            "status",
+            "--endpoint",
+            ep,
+            "--user",
+            "u1",
+        ]));
+        let never = sealgate(&["erasure", "status", "--endpoint", ep, "--user", "u2"]);
+        (receipt, status, never)
+    })
+    .await
+    .unwrap();
+    // The key schedule is on by default: the horizon lies ahead of the
+    // erasure, and its RFC 3339 form names the same instant.
+    let erased_ms: i64 = field(&receipt, "erased_at_unix_ms").parse().unwrap();
+    let horizon_ms: i64 = field(&receipt, "backup_horizon_unix_ms").parse().unwrap();
+    assert!(horizon_ms > erased_ms, "{receipt}");
+    let horizon = field(&receipt, "backup_horizon");
+    assert_eq!(horizon.len(), "2026-12-05T14:08:29.123Z".len(), "{horizon}");
+    assert!(
+        horizon.ends_with('Z') && &horizon[10..11] == "T",
+        "{horizon}"
+    );
+    let secs = horizon_ms.rem_euclid(86_400_000) / 1000;
+    let clock = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        horizon_ms % 1000
+    );
+    assert_eq!(&horizon[11..23], clock, "{receipt}");
+    let years = horizon_ms / (86_400_000 * 36_525 / 100);
+    assert_eq!(
+        horizon[..4].parse::<i64>().unwrap(),
+        1970 + years,
+        "{horizon}"
+    );
+    for name in ["pseudonym", "erased_at", "gc_job_id", "backup_horizon"] {
+        assert_eq!(field(&status, name), field(&receipt, name), "{status}");
+    }
+    let gc = field(&status, "gc");
+    assert!(
+        ["PENDING", "RUNNING", "DONE"]
+            .iter()
+            .any(|s| gc.starts_with(s)),
+        "{status}"
+    );
+    assert!(!never.status.success());
+    let stderr = String::from_utf8_lossy(&never.stderr);
+    assert!(stderr.contains("NotFound"), "{stderr}");
+}
+
+/// A client command whose reader has gone ends the way any Unix tool does
+/// (killed by SIGPIPE, nothing on stderr), not with a panic (`sealgate
+/// audit | head -1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_command_ends_quietly_when_its_reader_goes() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let gw = TestGateway::start().await;
+    let ep = gw.endpoint();
+    let mut content = gw.content().await;
+    crate::support::gateway::put(&mut content, "u1", "moments", "a", b"x", 1)
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args(["audit", "--endpoint", &ep])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the first record is printed.
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
