@@ -1,8 +1,10 @@
 //! Environment overrides: a variable `SEALGATE_<SECTION>_<KEY>` (top-level
 //! keys: `SEALGATE_<KEY>`) sets that key in the file's table before the
 //! table is typed, so an override is parsed and validated exactly as the
-//! file's own key would be. Other variables are ignored. This file must
-//! never read the process environment itself: the caller passes it in.
+//! file's own key would be. Other variables are ignored, and so are the
+//! client commands' own `SEALGATE_*` variables ([`CLIENT_VARIABLES`]): a
+//! shell set up for the CLI can still run `serve`. This file must never
+//! read the process environment itself: the caller passes it in.
 
 use super::ConfigError;
 
@@ -24,6 +26,15 @@ const SECTIONS: &[&str] = &[
     "metrics",
 ];
 
+/// Variables of the client commands (`--ca`, `--cert`, `--key`) and of the
+/// test suite (`SEALGATE_PG_BIN`), never configuration of the server.
+pub const CLIENT_VARIABLES: &[&str] = &[
+    "SEALGATE_CA",
+    "SEALGATE_CERT",
+    "SEALGATE_KEY",
+    "SEALGATE_PG_BIN",
+];
+
 /// Applies the `SEALGATE_*` overrides of `env` to `table`.
 ///
 /// # Errors
@@ -37,6 +48,9 @@ pub(super) fn apply(
         let Some(rest) = name.strip_prefix("SEALGATE_") else {
             continue;
         };
+        if CLIENT_VARIABLES.contains(&name.as_str()) {
+            continue;
+        }
         let rest = rest.to_ascii_lowercase();
         let (section, key) = match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) {
             Some(s) => (Some(*s), rest[s.len() + 1..].to_string()),
@@ -90,6 +104,24 @@ mod tests {
 
     use crate::config::tests::env;
     use crate::config::Config;
+
+    /// A shell set up for the client commands (and the tests) can run
+    /// `serve`: their variables are not configuration.
+    #[test]
+    fn the_client_commands_variables_are_not_configuration() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("SEALGATE_CA", "/etc/sealgate/ca.pem"),
+                ("SEALGATE_CERT", "/etc/sealgate/client.pem"),
+                ("SEALGATE_KEY", "/etc/sealgate/client.key"),
+                ("SEALGATE_PG_BIN", "/usr/lib/postgresql/15/bin"),
+            ]),
+        )
+        .unwrap();
+        let plain = Config::load(None, env(&[])).unwrap();
+        assert_eq!(format!("{config:?}"), format!("{plain:?}"));
+    }
 
     #[test]
     fn a_list_key_takes_one_bare_item_or_a_comma_list() {
