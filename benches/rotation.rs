@@ -139,6 +139,7 @@ async fn run(backend: Backend, dir: &std::path::Path) {
             PostgresKeyStore::open(&PgSettings {
                 url: url.clone(),
                 max_connections: 8,
+                acquire_timeout: std::time::Duration::from_secs(10),
             })
             .await
             .unwrap(),

@@ -60,6 +60,11 @@ pub struct KeyStoreConfig {
     /// Connections of a PostgreSQL key store's pool (one more for the
     /// invalidation listener).
     pub max_connections: u32,
+    /// How long a PostgreSQL key store call may wait for a connection, or
+    /// for one statement's answer, before it is refused UNAVAILABLE
+    /// ("retry later"): an unreachable or silent database fails calls in
+    /// this time, not in the network's.
+    pub acquire_timeout_ms: u64,
     /// Number of KEK shards. Fixed once keys exist.
     pub shards: u32,
 }
@@ -73,6 +78,7 @@ impl std::fmt::Debug for KeyStoreConfig {
                 &self.url.as_deref().map(crate::keys::postgres::redact_url),
             )
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .field("shards", &self.shards)
             .finish()
     }
@@ -84,6 +90,7 @@ impl Default for KeyStoreConfig {
             backend: KeyStoreBackend::Sqlite,
             url: None,
             max_connections: 16,
+            acquire_timeout_ms: 2_000,
             shards: 256,
         }
     }

@@ -16,8 +16,8 @@
 //! header, which changes with every write and rewrap), head, delete, and
 //! the commit lock: writes and deletes of one object in this process take
 //! the same stripe around their `if_match` check and their commit, so the
-//! check still holds when the commit lands. Beside it: [`put`], [`read`],
-//! [`list`], [`items`] and [`rewrap`] (the rewrap job).
+//! check still holds when the commit lands. Beside it: `put`, `read`,
+//! `list`, `items` and `rewrap` (the rewrap job).
 
 mod items;
 mod list;

@@ -5,7 +5,8 @@
 //! (PENDING, RUNNING, DONE, FAILED with its last error), progress (done,
 //! total) and a cursor from which it resumes. A process runs a job only
 //! while it holds the job's lease (an owner id and an expiry in the row),
-//! taken with one conditional UPDATE ([`KeyStore::claim_job`]), renewed by a
+//! taken with one conditional UPDATE
+//! ([`JobStore::claim_job`](crate::keys::store::JobStore::claim_job)), renewed by a
 //! heartbeat and by every checkpoint; every progress write is conditional on
 //! the lease, so a process that lost it (paused past its expiry) cannot
 //! write over its successor. A process killed mid-job leaves its lease to

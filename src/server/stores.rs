@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::ServeError;
 use crate::blob::fs::FsBlobStore;
@@ -79,6 +80,7 @@ pub(super) async fn open_key_store(
             std::fs::create_dir_all(data_dir).map_err(crate::blob::BlobError::Io)?;
             let settings = PgSettings {
                 max_connections: keystore.max_connections,
+                acquire_timeout: Duration::from_millis(keystore.acquire_timeout_ms),
                 url,
             };
             let store = PostgresKeyStore::open(&settings).await?;

@@ -102,6 +102,7 @@ impl Fixture {
                 PostgresKeyStore::open(&PgSettings {
                     url: url.clone(),
                     max_connections: 4,
+                    acquire_timeout: std::time::Duration::from_secs(10),
                 })
                 .await
                 .unwrap(),
@@ -1011,6 +1012,7 @@ async fn postgres_newer_migrations_are_refused() {
     let err = PostgresKeyStore::open(&PgSettings {
         url: url.clone(),
         max_connections: 2,
+        acquire_timeout: std::time::Duration::from_secs(10),
     })
     .await
     .unwrap_err();
@@ -1050,6 +1052,7 @@ async fn postgres_foreign_tables_are_refused() {
     let err = PostgresKeyStore::open(&PgSettings {
         url: url.clone(),
         max_connections: 2,
+        acquire_timeout: std::time::Duration::from_secs(10),
     })
     .await
     .unwrap_err();
@@ -1078,6 +1081,7 @@ async fn postgres_errors_never_show_the_password() {
     let err = PostgresKeyStore::open(&PgSettings {
         url: format!("postgres://sg:hunter2@127.0.0.1:{port}/keys"),
         max_connections: 2,
+        acquire_timeout: std::time::Duration::from_secs(10),
     })
     .await
     .unwrap_err();

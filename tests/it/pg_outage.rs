@@ -1,12 +1,13 @@
 //! Faults of a gateway's PostgreSQL key store while it serves: the
 //! database unreachable (its host gone: every connection closes, new ones
-//! are refused), turned read-only (a failover), or out of disk. Calls that
+//! are refused), silent (a network dropping packets: nothing answers, no
+//! connection closes), turned read-only (a failover), or out of disk. Calls that
 //! cannot be recorded are refused, retryably, and store nothing; whatever
 //! was acknowledged holds; and once the fault is repaired everything works
 //! without a restart.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sealgate::config::KeyStoreBackend;
 use sealgate::keys::sqlite::RESERVE_BYTES;
@@ -135,6 +136,58 @@ async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_ackn
     .await;
     reads_back(&gw, "kept", 1).await;
     refused_as_erased(&gw, "erased").await;
+    writes_work_again(&gw, "kept").await;
+}
+
+/// A silent database (packets dropped, connections left open) fails the
+/// calls that need it in `keystore.acquire_timeout_ms` (2 s by default),
+/// UNAVAILABLE, "retry later", not in the network's time (which never
+/// comes: nothing closes); health follows; and once the link answers again
+/// writes go through without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_silent_calls_fail_within_the_acquire_timeout() {
+    let url = pgenv::fresh_database().await;
+    let (head, rest) = url.split_once('@').expect("user@host in the URL");
+    let (server, db) = rest.split_once('/').expect("/database in the URL");
+    let proxy = FaultProxy::start(server.parse().expect("host:port")).await;
+    let gw = TestGateway::start_with(|c| {
+        c.keystore.backend = KeyStoreBackend::Postgres;
+        c.keystore.url = Some(format!("{head}@{}/{db}", proxy.addr));
+        c.keystore.max_connections = 4;
+        c.keystore.acquire_timeout_ms = 2_000;
+    })
+    .await;
+    let mut content = gw.content().await;
+    store(&mut content, "kept", 1).await.expect("put");
+
+    proxy.set_frozen(true);
+    let mut waited = Vec::new();
+    for user in ["silent-1", "silent-2", "silent-3"] {
+        let started = Instant::now();
+        let err = store(&mut content, user, 2)
+            .await
+            .expect_err("a new user's write with the key store silent");
+        waited.push(started.elapsed());
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("retry later"), "{err:?}");
+    }
+    // 2 s to wait for a connection or an answer; the bound leaves a loaded
+    // machine room, and is far below the 10 s of a pool's old default (and
+    // the network's time, which never comes).
+    for took in &waited {
+        assert!(*took < Duration::from_secs(6), "waited {waited:?}");
+    }
+    eventually("health turns NOT_SERVING", HEALTH_FOLLOWS, || async {
+        health(&gw).await == ServingStatus::NotServing as i32
+    })
+    .await;
+
+    proxy.set_frozen(false);
+    eventually("health turns SERVING again", HEALTH_FOLLOWS, || async {
+        health(&gw).await == ServingStatus::Serving as i32
+    })
+    .await;
+    reads_back(&gw, "kept", 1).await;
     writes_work_again(&gw, "kept").await;
 }
 

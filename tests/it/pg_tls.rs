@@ -28,6 +28,7 @@ async fn open(url: String) -> Result<PostgresKeyStore, StoreError> {
     PostgresKeyStore::open(&PgSettings {
         url,
         max_connections: 2,
+        acquire_timeout: std::time::Duration::from_secs(10),
     })
     .await
 }

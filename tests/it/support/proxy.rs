@@ -15,16 +15,19 @@ use super::launch::LoopbackServer;
 
 /// A loopback TCP proxy that can go down (dropping every connection and
 /// refusing new ones) and come back, while the server behind it keeps its
-/// state.
+/// state; or go silent (a network dropping packets: connections stay open
+/// and new ones are accepted, but nothing is delivered until it thaws).
 pub struct FaultProxy {
     pub addr: SocketAddr,
     up: watch::Sender<bool>,
+    frozen: watch::Sender<bool>,
     _server: LoopbackServer,
 }
 
 impl FaultProxy {
     pub async fn start(target: SocketAddr) -> Self {
         let (up, rx) = watch::channel(true);
+        let (frozen, frozen_rx) = watch::channel(false);
         let server = LoopbackServer::start(|listener| async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -35,13 +38,20 @@ impl FaultProxy {
                     continue;
                 }
                 let mut rx = rx.clone();
+                let frozen = frozen_rx.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else {
+                    let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let mut client = client;
+                    let (client_rx, client_tx) = client.into_split();
+                    let (server_rx, server_tx) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = async {
+                            tokio::join!(
+                                pipe(client_rx, server_tx, frozen.clone()),
+                                pipe(server_rx, client_tx, frozen),
+                            )
+                        } => {}
                         _ = rx.wait_for(|up| !*up) => {} // down: cut the connection
                     }
                 });
@@ -51,8 +61,16 @@ impl FaultProxy {
         Self {
             addr: server.addr,
             up,
+            frozen,
             _server: server,
         }
+    }
+
+    /// Silent (`true`): from now on nothing is delivered either way, on
+    /// open connections or new ones, until it thaws (`false`), when what
+    /// was held back is delivered.
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
     }
 
     pub fn endpoint(&self) -> String {
@@ -61,6 +79,32 @@ impl FaultProxy {
 
     pub fn set_up(&self, up: bool) {
         self.up.send_replace(up);
+    }
+}
+
+/// Relays `from` to `to`, holding each read back while the link is
+/// frozen.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                // Passed on, as the other side would see it without us.
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

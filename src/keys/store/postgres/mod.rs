@@ -8,7 +8,7 @@
 //! - a commit tells the other replicas by `pg_notify` on [`CHANNEL`], sent
 //!   inside the transaction so that it is delivered only if it commits;
 //!   [`Engine::invalidations`] listens on it;
-//! - an erasure reserve ([`RESERVE_BYTES`] of filler in the table
+//! - an erasure reserve ([`RESERVE_BYTES`](super::RESERVE_BYTES) of filler in the table
 //!   `erasure_reserve`) is dropped when an erasure finds the disk full, and
 //!   made again once there is room;
 //! - bulk statements bind arrays (`unnest`);
@@ -57,6 +57,8 @@ pub struct PgEngine {
     pool: PgPool,
     /// Where, for messages (password redacted).
     place: String,
+    /// How long one statement (or the wait for a connection) may take.
+    timeout: Duration,
 }
 
 /// Classifies a PostgreSQL failure by its SQLSTATE: what may clear
@@ -133,6 +135,27 @@ fn parse_payload(s: &str) -> Invalidation {
 
 type Tx = Transaction<'static, Postgres>;
 
+impl PgEngine {
+    /// `call`, failed `Unavailable` if it has not ended within the
+    /// configured timeout: a database that stops answering (a network that
+    /// drops packets, a server that hangs) fails calls in that time, not in
+    /// the network's. A statement cut off this way may still commit; every
+    /// write of the store is safe to retry.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the key store at {} did not answer within {} ms",
+                self.place,
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+}
+
 /// Takes lock `key` of kind `kind` (exclusive) until the end of the
 /// transaction.
 async fn lock(conn: &mut PgConnection, kind: i32, key: i32) -> Result<(), StoreError> {
@@ -171,19 +194,24 @@ impl Engine for PgEngine {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
 
     async fn begin(&self) -> Result<Tx, StoreError> {
-        self.pool.begin().await.map_err(backend)
+        self.bounded(async { self.pool.begin().await.map_err(backend) })
+            .await
     }
 
     async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
-        tx.commit().await.map_err(backend)
+        self.bounded(async { tx.commit().await.map_err(backend) })
+            .await
     }
 
     async fn execute(&self, tx: &mut Tx, sql: &str, params: Vec<Param>) -> Result<u64, StoreError> {
-        let done = bind(sqlx::query(sql), params)
-            .execute(&mut **tx)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected())
+        self.bounded(async {
+            let done = bind(sqlx::query(sql), params)
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     async fn fetch(
@@ -192,35 +220,45 @@ impl Engine for PgEngine {
         sql: &str,
         params: Vec<Param>,
     ) -> Result<Vec<PgRow>, StoreError> {
-        bind(sqlx::query(sql), params)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(backend)
+        self.bounded(async {
+            bind(sqlx::query(sql), params)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn read(&self, sql: &str, params: Vec<Param>) -> Result<Vec<PgRow>, StoreError> {
-        bind(sqlx::query(sql), params)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)
+        self.bounded(async {
+            bind(sqlx::query(sql), params)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)
+        })
+        .await
     }
 
     // One statement is a transaction of its own (autocommit): one round
     // trip.
     async fn write(&self, sql: &str, params: Vec<Param>) -> Result<u64, StoreError> {
-        let done = bind(sqlx::query(sql), params)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected())
+        self.bounded(async {
+            let done = bind(sqlx::query(sql), params)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     async fn write_rows(&self, sql: &str, params: Vec<Param>) -> Result<Vec<PgRow>, StoreError> {
-        self.read(sql, params).await
+        self.bounded(async { self.read(sql, params).await }).await
     }
 
     async fn lock_user(&self, tx: &mut Tx, p: &Pseudonym) -> Result<(), StoreError> {
-        lock_named(tx, LOCK_USER, &p.to_string()).await
+        self.bounded(async { lock_named(tx, LOCK_USER, &p.to_string()).await })
+            .await
     }
 
     /// In ascending order, so that two writers never wait on each other.
@@ -230,41 +268,48 @@ impl Engine for PgEngine {
         shards: &[u32],
         exclusive: bool,
     ) -> Result<(), StoreError> {
-        let mut shards: Vec<i32> = shards.iter().map(|s| *s as i32).collect();
-        shards.sort_unstable();
-        shards.dedup();
-        for shard in shards {
-            if exclusive {
-                lock(tx, LOCK_SHARD, shard).await?;
-            } else {
-                sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
-                    .bind(LOCK_SHARD)
-                    .bind(shard)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(backend)?;
+        self.bounded(async {
+            let mut shards: Vec<i32> = shards.iter().map(|s| *s as i32).collect();
+            shards.sort_unstable();
+            shards.dedup();
+            for shard in shards {
+                if exclusive {
+                    lock(tx, LOCK_SHARD, shard).await?;
+                } else {
+                    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+                        .bind(LOCK_SHARD)
+                        .bind(shard)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(backend)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn lock_audit(&self, tx: &mut Tx) -> Result<(), StoreError> {
-        lock(tx, LOCK_AUDIT, 0).await
+        self.bounded(async { lock(tx, LOCK_AUDIT, 0).await }).await
     }
 
     async fn lock_job_kind(&self, tx: &mut Tx, kind: &str) -> Result<(), StoreError> {
-        lock_named(tx, LOCK_JOB_KIND, kind).await
+        self.bounded(async { lock_named(tx, LOCK_JOB_KIND, kind).await })
+            .await
     }
 
     async fn notify(&self, tx: &mut Tx, changes: &[Invalidation]) -> Result<(), StoreError> {
-        let payloads: Vec<String> = changes.iter().map(|i| payload(*i)).collect();
-        sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-            .bind(CHANNEL)
-            .bind(payloads)
-            .execute(&mut **tx)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        self.bounded(async {
+            let payloads: Vec<String> = changes.iter().map(|i| payload(*i)).collect();
+            sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+                .bind(CHANNEL)
+                .bind(payloads)
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
     }
 
     // Nothing PostgreSQL lets a client overwrite: see the module docs.
@@ -282,6 +327,7 @@ impl Engine for PgEngine {
 
     /// One statement; the caller holds the shards' locks.
     async fn insert_keks(&self, tx: &mut Tx, records: &[KekRecord]) -> Result<u64, StoreError> {
+        self.bounded(async {
         Ok(sqlx::query(
             "INSERT INTO keks (shard, version, master_version, wrapped, created_at_ms)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bigint[])
@@ -296,9 +342,12 @@ impl Engine for PgEngine {
         .await
         .map_err(backend)?
         .rows_affected())
+        })
+        .await
     }
 
     async fn rewrap_keks(&self, tx: &mut Tx, rewraps: &[KekRewrap]) -> Result<(), StoreError> {
+        self.bounded(async {
         sqlx::query(
             "UPDATE keks k SET master_version = r.to_master, wrapped = r.wrapped
              FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bytea[])
@@ -314,6 +363,8 @@ impl Engine for PgEngine {
         .await
         .map_err(backend)?;
         Ok(())
+        })
+        .await
     }
 
     async fn rewrap_user_keys(
@@ -321,6 +372,7 @@ impl Engine for PgEngine {
         tx: &mut Tx,
         rewraps: &[UserKeyRewrap],
     ) -> Result<(), StoreError> {
+        self.bounded(async {
         let pseudonyms = column(rewraps, |r| r.pseudonym.to_string());
         let first = pseudonyms.iter().min().cloned().unwrap_or_default();
         let last = pseudonyms.iter().max().cloned().unwrap_or_default();
@@ -348,6 +400,8 @@ impl Engine for PgEngine {
         .await
         .map_err(backend)?;
         Ok(())
+        })
+        .await
     }
 
     async fn user_keys_below_keks(
@@ -355,31 +409,37 @@ impl Engine for PgEngine {
         targets: &[(u32, u32)],
         limit: u32,
     ) -> Result<Vec<PgRow>, StoreError> {
-        // Through the shard index, each shard's rows filtered by KEK version
-        // (rows already moved are read again by every batch: fine for a few
-        // shards; a rotation of every shard reads in table order instead).
-        sqlx::query(
-            "SELECT u.* FROM unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
+        self.bounded(async {
+            // Through the shard index, each shard's rows filtered by KEK version
+            // (rows already moved are read again by every batch: fine for a few
+            // shards; a rotation of every shard reads in table order instead).
+            sqlx::query(
+                "SELECT u.* FROM unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
              CROSS JOIN LATERAL (
                  SELECT * FROM user_keys u WHERE u.shard = t.shard AND u.kek_version < t.target
              ) u
              LIMIT $3",
-        )
-        .bind(column(targets, |(s, _)| i64::from(*s)))
-        .bind(column(targets, |(_, v)| i64::from(*v)))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+            )
+            .bind(column(targets, |(s, _)| i64::from(*s)))
+            .bind(column(targets, |(_, v)| i64::from(*v)))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
+        })
         .await
-        .map_err(backend)
     }
 
     async fn count_user_keys(&self, shards: &[u32]) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_keys WHERE shard = ANY($1)")
-            .bind(column(shards, |s| i64::from(*s)))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.bounded(async {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_keys WHERE shard = ANY($1)")
+                .bind(column(shards, |s| i64::from(*s)))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
     }
 
     async fn count_user_keys_below(
@@ -387,16 +447,19 @@ impl Engine for PgEngine {
         tx: &mut Tx,
         targets: &[(u32, u32)],
     ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
+        self.bounded(async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
              JOIN user_keys u ON u.shard = t.shard AND u.kek_version < t.target",
-        )
-        .bind(column(targets, |(s, _)| i64::from(*s)))
-        .bind(column(targets, |(_, v)| i64::from(*v)))
-        .fetch_one(&mut **tx)
+            )
+            .bind(column(targets, |(s, _)| i64::from(*s)))
+            .bind(column(targets, |(_, v)| i64::from(*v)))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(backend)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
         .await
-        .map_err(backend)?;
-        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn delete_keks_below(
@@ -404,39 +467,45 @@ impl Engine for PgEngine {
         tx: &mut Tx,
         targets: &[(u32, u32)],
     ) -> Result<Vec<(u32, u32)>, StoreError> {
-        let rows = sqlx::query(
-            "DELETE FROM keks k USING unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
+        self.bounded(async {
+            let rows = sqlx::query(
+                "DELETE FROM keks k USING unnest($1::bigint[], $2::bigint[]) AS t(shard, target)
              WHERE k.shard = t.shard AND k.version < t.target
              RETURNING k.shard, k.version",
-        )
-        .bind(column(targets, |(s, _)| i64::from(*s)))
-        .bind(column(targets, |(_, v)| i64::from(*v)))
-        .fetch_all(&mut **tx)
+            )
+            .bind(column(targets, |(s, _)| i64::from(*s)))
+            .bind(column(targets, |(_, v)| i64::from(*v)))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(backend)?;
+            let version = |row: &PgRow, i: usize| {
+                u32::try_from(row.get::<i64, _>(i))
+                    .map_err(|_| StoreError::Backend("corrupt KEK version in key store".into()))
+            };
+            rows.iter()
+                .map(|row| Ok((version(row, 0)?, version(row, 1)?)))
+                .collect()
+        })
         .await
-        .map_err(backend)?;
-        let version = |row: &PgRow, i: usize| {
-            u32::try_from(row.get::<i64, _>(i))
-                .map_err(|_| StoreError::Backend("corrupt KEK version in key store".into()))
-        };
-        rows.iter()
-            .map(|row| Ok((version(row, 0)?, version(row, 1)?)))
-            .collect()
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {
-        let read_only: bool = sqlx::query_scalar(
-            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
-        )
-        .fetch_one(&self.pool)
+        self.bounded(async {
+            let read_only: bool = sqlx::query_scalar(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+            if read_only {
+                return Err(StoreError::Unavailable(format!(
+                    "the key store at {} is read-only (a standby, or set read-only)",
+                    self.place
+                )));
+            }
+            Ok(())
+        })
         .await
-        .map_err(backend)?;
-        if read_only {
-            return Err(StoreError::Unavailable(format!(
-                "the key store at {} is read-only (a standby, or set read-only)",
-                self.place
-            )));
-        }
-        Ok(())
     }
 
     async fn close(&self) {
@@ -504,6 +573,7 @@ mod tests {
         let s = PgSettings {
             url: "postgres://sg:hunter2@db/keys".into(),
             max_connections: 4,
+            acquire_timeout: std::time::Duration::from_secs(2),
         };
         assert!(!format!("{s:?}").contains("hunter2"));
     }

@@ -47,6 +47,9 @@ pub struct PgSettings {
     pub url: String,
     /// Pool size (a listener takes one more connection of it).
     pub max_connections: u32,
+    /// How long a call waits for a connection, and for each statement's
+    /// answer, before it fails `Unavailable` (`keystore.acquire_timeout_ms`).
+    pub acquire_timeout: Duration,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for PgSettings {
         f.debug_struct("PgSettings")
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
             .finish()
     }
 }
@@ -144,7 +148,7 @@ impl PgEngine {
             .application_name("sealgate");
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await
             .map_err(|e| match backend(e) {
@@ -156,7 +160,11 @@ impl PgEngine {
                 }
                 other => other,
             })?;
-        let engine = Self { pool, place };
+        let engine = Self {
+            pool,
+            place,
+            timeout: settings.acquire_timeout,
+        };
         engine.migrate().await?;
         engine.fill_reserve().await;
         Ok(engine)

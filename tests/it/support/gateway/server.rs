@@ -42,6 +42,10 @@ pub fn config(data_dir: &Path) -> Config {
     // In-process gateways share the process's metrics; the metrics tests
     // scrape the real binary.
     c.metrics.listen = String::new();
+    // A PostgreSQL key store's calls may wait 10 s for a connection on
+    // this loaded machine, as they could before the 2 s default;
+    // pg_outage tests the default on a silent database.
+    c.keystore.acquire_timeout_ms = 10_000;
     if let Some(url) = pg_url(data_dir) {
         c.keystore.backend = sealgate::config::KeyStoreBackend::Postgres;
         c.keystore.url = Some(url);
@@ -58,6 +62,7 @@ pub async fn open_key_store(data_dir: &Path) -> Arc<dyn KeyStore> {
             PostgresKeyStore::open(&PgSettings {
                 url,
                 max_connections: 2,
+                acquire_timeout: std::time::Duration::from_secs(10),
             })
             .await
             .expect("open the PostgreSQL key store"),
