@@ -494,12 +494,7 @@ async fn hold_commands_block_erase_until_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_commands_list_and_verify() {
-    let gw = TestGateway::start().await;
-    let ep = gw.endpoint();
-    let mut content = gw.content().await;
-    crate::support::gateway::put(&mut content, "u1", "moments", "a", b"x", 1)
-        .await
-        .unwrap();
+    let (gw, ep) = gateway_with_an_object_of_u1().await;
     let pseudonym = crate::support::gateway::pseudonym(&gw, "u1").await;
     let ep2 = ep.clone();
     let listed = tokio::task::spawn_blocking(move || {
@@ -785,6 +780,17 @@ async fn key_lifecycle_commands() {
     );
 }
 
+/// A gateway where user `u1` has stored object `a`, and its endpoint.
+async fn gateway_with_an_object_of_u1() -> (TestGateway, String) {
+    let gw = TestGateway::start().await;
+    let mut content = gw.content().await;
+    crate::support::gateway::put(&mut content, "u1", "moments", "a", b"x", 1)
+        .await
+        .unwrap();
+    let ep = gw.endpoint();
+    (gw, ep)
+}
+
 /// The value of `name: value` in a command's output.
 fn field(text: &str, name: &str) -> String {
     text.lines()
@@ -798,12 +804,7 @@ fn field(text: &str, name: &str) -> String {
 /// garbage collection's progress, and refuses a user never erased.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_prints_the_backup_horizon_and_erasure_status_reads_it_back() {
-    let gw = TestGateway::start().await;
-    let ep = gw.endpoint();
-    let mut content = gw.content().await;
-    crate::support::gateway::put(&mut content, "u1", "moments", "a", b"x", 1)
-        .await
-        .unwrap();
+    let (_gw, ep) = gateway_with_an_object_of_u1().await;
     let (receipt, status, never) = tokio::task::spawn_blocking(move || {
         let ep = ep.as_str();
         let receipt = ok(&sealgate(&["erase", "--endpoint", ep, "--user", "u1"]));
@@ -869,12 +870,7 @@ async fn a_client_command_ends_quietly_when_its_reader_goes() {
     use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
 
-    let gw = TestGateway::start().await;
-    let ep = gw.endpoint();
-    let mut content = gw.content().await;
-    crate::support::gateway::put(&mut content, "u1", "moments", "a", b"x", 1)
-        .await
-        .unwrap();
+    let (_gw, ep) = gateway_with_an_object_of_u1().await;
     let out = tokio::task::spawn_blocking(move || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
             .args(["audit", "--endpoint", &ep])

@@ -90,6 +90,15 @@ async fn writes_refused(gw: &TestGateway, user: &str, why: &str) {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 }
 
+/// Waits until health says `status` (probes every second, each given 5 s).
+async fn health_becomes(gw: &TestGateway, status: ServingStatus) {
+    let what = format!("health turns {}", status.as_str_name());
+    eventually(&what, HEALTH_FOLLOWS, || async {
+        health(gw).await == status as i32
+    })
+    .await;
+}
+
 /// Once the key store takes writes again, without a restart: a new user's
 /// write goes through and `user` can be erased.
 async fn writes_work_again(gw: &TestGateway, user: &str) {
@@ -115,10 +124,7 @@ async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_ackn
     try_erase(&gw, "erased").await.expect("EraseUser");
 
     proxy.set_up(false);
-    eventually("health turns NOT_SERVING", HEALTH_FOLLOWS, || async {
-        health(&gw).await == ServingStatus::NotServing as i32
-    })
-    .await;
+    health_becomes(&gw, ServingStatus::NotServing).await;
     writes_refused(&gw, "kept", "retry later").await;
     // The erased user stays refused, whatever this process can reach.
     let err = get(&mut gw.content().await, "erased", "moments", "pic", None)
@@ -130,10 +136,7 @@ async fn with_postgres_unreachable_writes_are_refused_retryably_and_nothing_ackn
     );
 
     proxy.set_up(true);
-    eventually("health turns SERVING again", HEALTH_FOLLOWS, || async {
-        health(&gw).await == ServingStatus::Serving as i32
-    })
-    .await;
+    health_becomes(&gw, ServingStatus::Serving).await;
     reads_back(&gw, "kept", 1).await;
     refused_as_erased(&gw, "erased").await;
     writes_work_again(&gw, "kept").await;
@@ -177,16 +180,10 @@ async fn with_postgres_silent_calls_fail_within_the_acquire_timeout() {
     for took in &waited {
         assert!(*took < Duration::from_secs(6), "waited {waited:?}");
     }
-    eventually("health turns NOT_SERVING", HEALTH_FOLLOWS, || async {
-        health(&gw).await == ServingStatus::NotServing as i32
-    })
-    .await;
+    health_becomes(&gw, ServingStatus::NotServing).await;
 
     proxy.set_frozen(false);
-    eventually("health turns SERVING again", HEALTH_FOLLOWS, || async {
-        health(&gw).await == ServingStatus::Serving as i32
-    })
-    .await;
+    health_becomes(&gw, ServingStatus::Serving).await;
     reads_back(&gw, "kept", 1).await;
     writes_work_again(&gw, "kept").await;
 }
