@@ -300,6 +300,27 @@ impl Error {
         }
     }
 
+    /// Metadata past the format's limit (`MAX_METADATA_LEN`), naming the
+    /// field at fault: `content_type` when it alone does not fit, else
+    /// `attributes`.
+    pub fn metadata_too_large(content_type: &str) -> Self {
+        // The encoding's fixed part: the content type's length prefix and
+        // the attribute count, two bytes each.
+        if content_type.len() + 4 > crate::crypto::envelope::MAX_METADATA_LEN {
+            Self::invalid(
+                Reason::InvalidRequest,
+                "content_type",
+                format!("content type of {} bytes exceeds 8 KiB", content_type.len()),
+            )
+        } else {
+            Self::invalid(
+                Reason::InvalidRequest,
+                "attributes",
+                "content type and attributes exceed 8 KiB",
+            )
+        }
+    }
+
     /// A malformed request field.
     pub fn invalid(reason: Reason, field: &'static str, message: impl Into<String>) -> Self {
         Self::InvalidArgument {
@@ -433,11 +454,7 @@ impl From<CryptoError> for Error {
                 Reason::ObjectTooLarge,
                 "object exceeds the format's size limit",
             ),
-            CryptoError::MetadataTooLarge => Self::invalid(
-                Reason::InvalidRequest,
-                "attributes",
-                "content type and attributes exceed 8 KiB",
-            ),
+            CryptoError::MetadataTooLarge => Self::metadata_too_large(""),
             CryptoError::InvalidKeySize | CryptoError::Rng => Self::Internal(e.to_string()),
         }
     }

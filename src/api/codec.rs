@@ -19,10 +19,12 @@ use tonic_prost::{ProstCodec, ProstEncoder};
 
 use crate::error::{Error, Reason};
 
-/// Largest request message the gateway decodes: 4 MiB of payload and room
-/// for the fields around it, so a PutObject data piece of exactly 4 MiB
-/// fits.
-pub const MAX_MESSAGE_BYTES: usize = (4 << 20) + 1024;
+/// Largest PutObject data piece: 4 MiB, as the proto says.
+pub const MAX_PIECE_BYTES: usize = 4 << 20;
+
+/// Largest request message the gateway decodes: a data piece of
+/// [`MAX_PIECE_BYTES`] and room for the fields around it.
+pub const MAX_MESSAGE_BYTES: usize = MAX_PIECE_BYTES + 1024;
 
 /// The codec of every generated service and client (`codec_path` in
 /// `build.rs`).
@@ -86,6 +88,18 @@ pub fn message_too_large() -> Error {
         format!(
             "a request message is larger than {MAX_MESSAGE_BYTES} bytes encoded \
              (4 MiB + 1 KiB): send PutObject data in pieces of at most 4 MiB"
+        ),
+    )
+}
+
+/// The error for a PutObject data piece past [`MAX_PIECE_BYTES`] (which the
+/// decoding limit lets through by up to 1 KiB).
+pub fn piece_too_large(len: usize) -> Error {
+    Error::too_large(
+        Reason::MessageTooLarge,
+        format!(
+            "a PutObject data piece of {len} bytes is over 4 MiB ({MAX_PIECE_BYTES} bytes): \
+             send data in pieces of at most 4 MiB"
         ),
     )
 }

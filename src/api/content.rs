@@ -117,6 +117,9 @@ fn upload_body(
         Ok(pb::PutObjectRequest {
             part: Some(pb::put_object_request::Part::Data(d)),
         }) => {
+            if d.len() > super::codec::MAX_PIECE_BYTES {
+                return Err(super::codec::piece_too_large(d.len()));
+            }
             crate::metrics::get().bytes_in(d.len() as u64);
             Ok(UploadPart::Data(d))
         }

@@ -261,6 +261,11 @@ impl Content {
             }
         }
         let obj = &w.obj;
+        // Before any key is made for a new user: metadata the format cannot
+        // hold names the field at fault.
+        metadata
+            .encode()
+            .map_err(|_| Error::metadata_too_large(&metadata.content_type))?;
         // Fail fast, before the bytes travel; checked again at the commit.
         if let Some(want) = &w.if_match {
             self.check_etag(obj, want).await?;

@@ -444,6 +444,29 @@ async fn oversize_message_is_refused_and_not_stored() {
         "object after an oversize message",
     );
     gw.assert_nothing_stored("after an oversize message").await;
+
+    // A data piece one byte over 4 MiB fits gRPC's limit (4 MiB + 1 KiB
+    // for the message around it) but not the proto's: refused, nothing
+    // stored; exactly 4 MiB goes through.
+    let piece = 4 << 20;
+    let msgs = vec![
+        header_msg("u", SPACE, "big-piece"),
+        data_msg(data(piece + 1, 3)),
+    ];
+    let s = expect_code(
+        put_msgs(&mut c, msgs).await,
+        Code::ResourceExhausted,
+        "a 4 MiB + 1 byte piece",
+    );
+    assert_eq!(reason(&s).as_deref(), Some("MESSAGE_TOO_LARGE"), "{s:?}");
+    assert!(s.message().contains(&(piece + 1).to_string()), "{s:?}");
+    gw.assert_nothing_stored("after an oversize piece").await;
+    let mut msgs = vec![
+        header_msg("u", SPACE, "big-piece"),
+        data_msg(data(piece, 3)),
+    ];
+    msgs.push(finish_msg(None));
+    put_msgs(&mut c, msgs).await.expect("a 4 MiB piece");
 }
 
 async fn cancelled_upload_leaves_nothing() {
@@ -679,4 +702,47 @@ async fn corrupted_header_is_data_loss() {
         matches!(&r[0].result, Some(pb::item_result::Result::Error(e)) if e.code == Code::DataLoss as i32),
         "{r:?}"
     );
+}
+
+/// Metadata the format cannot hold is refused naming the field at fault:
+/// a content type that alone exceeds 8 KiB names `content_type`; many
+/// attributes name `attributes`. Nothing is stored, no key is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_metadata_names_its_field() {
+    use tonic_types::StatusExt;
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    let long = "x".repeat(20_000);
+    let many: std::collections::HashMap<String, String> = (0..200)
+        .map(|i| (format!("attribute-{i}"), "v".repeat(40)))
+        .collect();
+    for (content_type, attributes, field) in [
+        (long.as_str(), Default::default(), "content_type"),
+        ("text/plain", many, "attributes"),
+    ] {
+        let s = c
+            .put_item(pb::PutItemRequest {
+                user_id: "newcomer".into(),
+                space: SPACE.into(),
+                item_id: "x".into(),
+                content: bytes::Bytes::from_static(b"d"),
+                content_type: content_type.into(),
+                attributes,
+                ..Default::default()
+            })
+            .await
+            .expect_err("oversize metadata");
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        let fields: Vec<String> = s
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, [field], "{s:?}");
+    }
+    gw.assert_nothing_stored("after oversize metadata").await;
+    let status = crate::support::gateway::key_status(&gw, "newcomer").await;
+    assert!(status.versions.is_empty(), "no key made: {status:?}");
 }
