@@ -81,8 +81,8 @@ pub enum Reason {
     ResponseBudget,
     /// RESOURCE_EXHAUSTED: a store's disk is full.
     StorageFull,
-    /// UNAVAILABLE: the key store was deleted or replaced; an operator must
-    /// restore it.
+    /// UNAVAILABLE: the key store or the keyring was deleted, replaced or
+    /// made unreadable; an operator must restore it.
     StorageLost,
     /// FAILED_PRECONDITION: the user is under legal hold; erasure waits
     /// until every case releases it.

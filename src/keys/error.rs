@@ -29,7 +29,8 @@ pub enum KeyError {
     /// The key store's disk is full; retryable once space is freed.
     #[error("{0}")]
     StorageFull(String),
-    /// The key store is gone (file deleted or replaced); needs an operator.
+    /// The key store or the keyring is gone (file deleted, replaced or
+    /// unreadable); needs an operator.
     #[error("{0}")]
     StoreLost(String),
     /// Any other key store or provider failure.
@@ -82,6 +83,11 @@ impl From<MasterKeyError> for KeyError {
             MasterKeyError::KmsUnavailable(_) => Self::Unavailable(e.to_string()),
             MasterKeyError::KmsRefused { .. } => Self::MasterKeyUnusable(e.to_string()),
             MasterKeyError::Store(e) => e.into(),
+            // The keyring deleted or made unreadable under the process: an
+            // operator must restore it (not "retry later").
+            MasterKeyError::Missing(_) | MasterKeyError::Keyring { .. } => {
+                Self::StoreLost(e.to_string())
+            }
             e => Self::Unwrap(e.to_string()),
         }
     }

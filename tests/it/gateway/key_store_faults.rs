@@ -3,7 +3,8 @@
 //! disk turned read-only under the running gateway (writes refused as
 //! retryable, working again once the disk is repaired), and `keys.db`
 //! deleted or replaced under the running gateway (NOT_SERVING, writes
-//! refused as storage lost).
+//! refused as storage lost), and the keyring deleted (uploads that need it
+//! refused as storage lost, naming it).
 //!
 //! The full-disk and read-only tests mount a tmpfs or an ext4 image on a
 //! loop device, which needs root: without it they report a visible
@@ -537,4 +538,33 @@ async fn deleted_key_store_turns_not_serving_and_refuses_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_key_store_turns_not_serving_and_refuses_writes() {
     key_store_lost_while_serving(Loss::Replaced).await;
+}
+
+/// The keyring deleted under the running gateway: an upload that needs a
+/// new KEK wrapped (a new user of a shard without one) is refused
+/// UNAVAILABLE naming the keyring and saying an operator must restore it
+/// (`STORAGE_LOST`), never INTERNAL, and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_keyring_refuses_uploads_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_on(dir.path()).await;
+    // Serving: the stores are open and the keyring made.
+    assert_eq!(health(&gw).await, ServingStatus::Serving as i32);
+    let keyring = gw.data_dir.join("keyring");
+    assert!(keyring.exists(), "the embedded default made a keyring");
+    std::fs::remove_file(&keyring).unwrap();
+    let mut c = gw.content().await;
+    let s = expect_code(
+        put_item(&mut c, "after-keyring-loss", SPACE, "first", b"hello").await,
+        Code::Unavailable,
+        "upload of a new user after the keyring was deleted",
+    );
+    assert_eq!(reason(&s).as_deref(), Some("STORAGE_LOST"), "{s:?}");
+    let keyring = keyring.display().to_string();
+    assert!(
+        s.message().contains(&keyring) && s.message().contains("an operator must restore it"),
+        "{s:?}"
+    );
+    gw.assert_nothing_stored("after the keyring was deleted")
+        .await;
 }
