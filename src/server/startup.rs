@@ -81,17 +81,13 @@ async fn open_master(
     store: &Arc<dyn KeyStore>,
     parts: deployment::Parts<'_>,
 ) -> Result<(Arc<dyn MasterKeyProvider>, NamingKey), ServeError> {
-    let master_keys: (Arc<dyn MasterKeyProvider>, NamingKey) = match master.provider {
+    let opened = match master.provider {
         MasterProvider::Local => {
-            let opened = deployment::open_local(parts).await;
-            let (keyring, naming, _id) = match opened {
-                Ok(opened) => opened,
-                Err(e) => {
-                    store.close().await;
-                    return Err(e.into());
-                }
-            };
-            (Arc::new(keyring), naming)
+            deployment::open_local(parts)
+                .await
+                .map(|(keyring, naming, _id)| {
+                    (Arc::new(keyring) as Arc<dyn MasterKeyProvider>, naming)
+                })
         }
         MasterProvider::AwsKms => {
             let arn = master.kms_key_arn.clone().unwrap_or_default();
@@ -106,16 +102,19 @@ async fn open_master(
                     .await
                 }
             };
-            let opened = deployment::open_kms(parts, store.clone(), kms, &arn).await;
-            let (master, naming, _id) = match opened {
-                Ok(opened) => opened,
-                Err(e) => {
-                    store.close().await;
-                    return Err(e.into());
-                }
-            };
-            (Arc::new(master), naming)
+            deployment::open_kms(parts, store.clone(), kms, &arn)
+                .await
+                .map(|(master, naming, _id)| {
+                    (Arc::new(master) as Arc<dyn MasterKeyProvider>, naming)
+                })
         }
     };
-    Ok(master_keys)
+    match opened {
+        Ok(master_keys) => Ok(master_keys),
+        Err(e) => {
+            // Refused: the key store opened for the check is closed again.
+            store.close().await;
+            Err(e.into())
+        }
+    }
 }

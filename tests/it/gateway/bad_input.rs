@@ -26,7 +26,6 @@ const SPACE: &str = "moments";
 
 #[track_caller]
 fn expect_invalid<T: std::fmt::Debug>(r: Result<T, Status>, naming: &str, what: &str) {
-    use tonic_types::StatusExt;
     let s = expect_code(r, Code::InvalidArgument, what);
     assert!(
         s.message().contains(naming),
@@ -45,18 +44,22 @@ fn expect_invalid<T: std::fmt::Debug>(r: Result<T, Status>, naming: &str, what: 
         other => panic!("no reason known for {other}"),
     };
     assert_eq!(reason(&s).as_deref(), Some(expected), "{what}");
-    let fields: Vec<String> = s
-        .get_details_bad_request()
-        .unwrap()
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect();
     assert_eq!(
-        fields,
+        violation_fields(&s),
         [naming],
         "{what}: the field violation names the field"
     );
+}
+
+/// The fields a status's BadRequest details name.
+fn violation_fields(s: &Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    s.get_details_bad_request()
+        .expect("BadRequest details")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
 }
 
 async fn put_msgs(
@@ -709,7 +712,6 @@ async fn corrupted_header_is_data_loss() {
 /// attributes name `attributes`. Nothing is stored, no key is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_metadata_names_its_field() {
-    use tonic_types::StatusExt;
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
     let long = "x".repeat(20_000);
@@ -733,14 +735,7 @@ async fn oversize_metadata_names_its_field() {
             .await
             .expect_err("oversize metadata");
         assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
-        let fields: Vec<String> = s
-            .get_details_bad_request()
-            .unwrap()
-            .field_violations
-            .into_iter()
-            .map(|v| v.field)
-            .collect();
-        assert_eq!(fields, [field], "{s:?}");
+        assert_eq!(violation_fields(&s), [field], "{s:?}");
     }
     gw.assert_nothing_stored("after oversize metadata").await;
     let status = crate::support::gateway::key_status(&gw, "newcomer").await;
