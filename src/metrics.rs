@@ -251,7 +251,8 @@ impl Metrics {
     }
 
     /// A request of operation `op` (`encrypt`, `decrypt`) was sent to the
-    /// KMS and ended with `outcome` (`ok`, `unavailable`, `refused`).
+    /// KMS and ended with `outcome` (`ok`: a success status; `error`: another
+    /// status; `no_response`: none came back).
     pub fn kms(&self, op: &'static str, outcome: &'static str) {
         self.kms.get_or_create(&StorageLabels { op, outcome }).inc();
     }

@@ -245,7 +245,8 @@ pub trait BlobReader: Send {
     fn len(&self) -> u64;
 
     /// When this version of the object was created ([`BlobWriter::created`]),
-    /// kept across [`BlobStore::patch`]; `None` if the store cannot tell.
+    /// kept across [`BlobStore::rewrite_key_slot`]; `None` if the store
+    /// cannot tell.
     fn created(&self) -> Option<SystemTime>;
 
     /// Whether the object is empty (never, for a sealed object).

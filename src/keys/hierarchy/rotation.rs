@@ -25,7 +25,7 @@ use crate::keys::KeyError;
 
 // Named by the steps' documentation: what the store does with their results.
 #[cfg(doc)]
-use crate::keys::store::KeyStore;
+use crate::keys::store::KeyRecords;
 
 impl KeyHierarchy {
     /// Rotates a user's key for `principal`: a new version becomes active
@@ -56,7 +56,7 @@ impl KeyHierarchy {
     }
 
     /// Starts a rewrap of the user to `version`: every version below it
-    /// becomes retiring (see [`KeyStore::retire_user_keys_below`]) and this
+    /// becomes retiring (see [`KeyRecords::retire_user_keys_below`]) and this
     /// process's cached keys of the user are dropped, so that its writes
     /// see the change. Returns the retiring versions.
     ///
@@ -73,7 +73,7 @@ impl KeyHierarchy {
     }
 
     /// Ends a rewrap: destroys the user's retiring versions (see
-    /// [`KeyStore::destroy_retiring_user_keys`]) and drops them from this
+    /// [`KeyRecords::destroy_retiring_user_keys`]) and drops them from this
     /// process's cache. Returns the versions destroyed.
     ///
     /// # Errors
@@ -90,7 +90,7 @@ impl KeyHierarchy {
 
     /// For a KEK rotation of `shards`: per shard a fresh KEK, as the
     /// version after the shard's newest, wrapped under the current master
-    /// version; records for [`KeyStore::insert_keks`].
+    /// version; records for [`KeyRecords::insert_keks`].
     ///
     /// # Errors
     /// Master-key or store failures.
@@ -120,7 +120,7 @@ impl KeyHierarchy {
     /// Up to `limit` user-key versions of the shards of `targets` (`(shard,
     /// KEK version)` pairs) under a KEK version below their shard's target,
     /// unwrapped and wrapped again under the target, for
-    /// [`KeyStore::rewrap_user_keys`].
+    /// [`KeyRecords::rewrap_user_keys`].
     ///
     /// # Errors
     /// [`KeyError::Unwrap`] for a row that does not unwrap; store failures.
@@ -227,7 +227,7 @@ impl KeyHierarchy {
     /// Up to `limit` KEK versions wrapped under a master version below
     /// `target`, each unwrapped and wrapped again under the current master
     /// version (which must be `target` or newer), for
-    /// [`KeyStore::rewrap_keks`]. Empty when every KEK is under `target` or
+    /// [`KeyRecords::rewrap_keks`]. Empty when every KEK is under `target` or
     /// newer.
     ///
     /// # Errors
