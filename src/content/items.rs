@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 
 use super::{Content, ObjectInfo};
 use crate::error::{Error, Reason};
+use crate::keys::KeyError;
 
 /// Most ids in one GetItems call.
 pub const MAX_BATCH: usize = 100;
@@ -24,13 +25,15 @@ pub struct Item {
 
 impl Content {
     /// Reads up to [`MAX_BATCH`] items of one user in one space, in request
-    /// order. Errors common to the whole batch (a bad user or space, an
-    /// erased user) fail the call; anything else is reported per item.
+    /// order. Errors of the request itself (too many ids, a bad user or
+    /// space) fail the call; anything else is reported per item, as the
+    /// proto says: an erased user's items each fail [`Error::UserErased`],
+    /// also when the user is erased while the batch is read (then no item's
+    /// content leaves).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for too many ids, a bad user or space;
-    /// [`Error::UserErased`], also when the user is erased while the batch
-    /// is read; key-store failures.
+    /// key-store failures while checking erasure.
     pub async fn get_items(
         &self,
         user_id: &str,
@@ -49,8 +52,16 @@ impl Content {
         }
         let pseudonym = self.pseudonym(user_id)?;
         self.check_space(space)?;
+        let erased = |ids: Vec<String>| {
+            ids.into_iter()
+                .map(|id| (id, Err(Error::UserErased)))
+                .collect::<Vec<_>>()
+        };
         let mut guard = self.user_erasure_guard(&pseudonym);
-        self.keys.ensure_not_erased(&pseudonym).await?;
+        match self.keys.ensure_not_erased(&pseudonym).await {
+            Err(KeyError::UserErased) => return Ok(erased(item_ids)),
+            other => other?,
+        }
         let results = futures_util::stream::iter(item_ids)
             .map(|item_id| async move {
                 let result = self.get_item(user_id, space, &item_id).await;
@@ -59,14 +70,17 @@ impl Content {
             .buffered(CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
-        if results
+        // Nothing of the batch leaves if the user was erased while it was
+        // read: every item fails as erased.
+        let check = guard.check().await;
+        let erased_meanwhile = results
             .iter()
             .any(|(_, r)| matches!(r, Err(Error::UserErased)))
-        {
-            return Err(Error::UserErased);
+            || matches!(check, Err(Error::UserErased));
+        if erased_meanwhile {
+            return Ok(erased(results.into_iter().map(|(id, _)| id).collect()));
         }
-        // Nothing of the batch leaves if the user was erased while it was read.
-        guard.check().await?;
+        check?;
         Ok(results)
     }
 

@@ -34,7 +34,7 @@ async fn assert_all_refused(gw: &TestGateway, user: &str, ids: &[(&str, &str)]) 
             "ranged GetObject",
         );
         expect_erased(head(&mut c, user, space, id).await, "HeadObject");
-        expect_erased(get_items(&mut c, user, space, &[id]).await, "GetItems");
+        expect_items_erased(get_items(&mut c, user, space, &[id]).await, "GetItems");
         expect_erased(delete(&mut c, user, space, id).await, "DeleteObject");
         expect_erased(
             put(&mut c, user, space, id, b"resurrected", 4).await,
@@ -53,7 +53,7 @@ async fn assert_all_refused(gw: &TestGateway, user: &str, ids: &[(&str, &str)]) 
             head(&mut c, user, space, "never-was").await,
             "HeadObject (absent)",
         );
-        expect_erased(
+        expect_items_erased(
             get_items(&mut c, user, space, &["never-was"]).await,
             "GetItems (absent)",
         );

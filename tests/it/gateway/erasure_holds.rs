@@ -80,7 +80,7 @@ async fn destroyed_keys_leave_no_copy_in_any_file() {
         Vec::<String>::new(),
         "after a restart"
     );
-    expect_erased(
+    expect_items_erased(
         get_items(&mut gw.content().await, victim, "moments", &["note"]).await,
         "GetItems",
     );

@@ -95,7 +95,7 @@ async fn assert_items_read_back(c: &mut ContentServiceClient<Channel>, user: &st
 /// Asserts that GetItems of `user` is refused as erased.
 async fn assert_items_erased(c: &mut ContentServiceClient<Channel>, user: &str) {
     let ids: Vec<&str> = ITEMS.iter().map(|(id, _)| *id).collect();
-    expect_erased(
+    expect_items_erased(
         get_items(c, user, SPACE, &ids).await,
         &format!("GetItems of erased {user}"),
     );

@@ -2,6 +2,7 @@
 //! `google.rpc.ErrorInfo` reason (one the proto lists for the code) and,
 //! for INVALID_ARGUMENT, a field violation.
 
+use sealgate::api::pb;
 use tonic::{Code, Status};
 
 /// The `ErrorInfo.reason` of a status, if any.
@@ -96,6 +97,28 @@ pub fn expect_reason<T: std::fmt::Debug>(
     let s = expect_code(result, code, what);
     assert_eq!(reason(&s).as_deref(), Some(expected), "{what}: {s:?}");
     s
+}
+
+/// Asserts that a GetItems call answered, and every item of it failed as
+/// erased (items fail one by one, as the proto says).
+#[track_caller]
+pub fn expect_items_erased(result: Result<Vec<pb::ItemResult>, Status>, what: &str) {
+    let items = result.unwrap_or_else(|s| panic!("{what}: the call failed whole: {s:?}"));
+    assert!(!items.is_empty(), "{what}: no item results");
+    for item in items {
+        match &item.result {
+            Some(pb::item_result::Result::Error(e)) => {
+                assert_eq!(e.code, Code::FailedPrecondition as i32, "{what}: {item:?}");
+                // Its ErrorInfo names the reason.
+                assert!(
+                    e.details.iter().any(|d| d.type_url.ends_with("ErrorInfo")
+                        && d.value.windows(11).any(|w| w == b"USER_ERASED")),
+                    "{what}: {item:?}"
+                );
+            }
+            other => panic!("{what}: item {} answered {other:?}", item.item_id),
+        }
+    }
 }
 
 /// Asserts that `result` failed because the user is erased.
