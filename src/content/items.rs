@@ -29,7 +29,8 @@ impl Content {
     /// space) fail the call; anything else is reported per item, as the
     /// proto says: an erased user's items each fail [`Error::UserErased`],
     /// also when the user is erased while the batch is read (then no item's
-    /// content leaves).
+    /// content leaves). An empty batch of an erased user, with no item to
+    /// say so, fails the call [`Error::UserErased`].
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for too many ids, a bad user or space;
@@ -59,6 +60,9 @@ impl Content {
         };
         let mut guard = self.user_erasure_guard(&pseudonym);
         match self.keys.ensure_not_erased(&pseudonym).await {
+            // An empty batch has no item to carry the refusal: the call
+            // does, so that an erased user's call never passes unnoticed.
+            Err(KeyError::UserErased) if item_ids.is_empty() => return Err(Error::UserErased),
             Err(KeyError::UserErased) => return Ok(erased(item_ids)),
             other => other?,
         }
