@@ -63,11 +63,6 @@ impl<E: Engine> SqlStore<E> {
         Self { engine }
     }
 
-    /// The engine (for what only one engine has, such as SQLite's file).
-    pub fn engine(&self) -> &E {
-        &self.engine
-    }
-
     /// Begins a write transaction.
     async fn begin(&self) -> Result<Write<'_, E>, StoreError> {
         Ok(Write {

@@ -138,11 +138,6 @@ impl SqlStore<SqliteEngine> {
 }
 
 impl SqliteEngine {
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Moves every WAL frame into the database and truncates the WAL to
     /// zero bytes, so no older page version survives in it.
     async fn checkpoint(&self) -> Result<(), StoreError> {

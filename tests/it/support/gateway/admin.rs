@@ -28,16 +28,7 @@ pub async fn health(gw: &TestGateway) -> i32 {
 
 /// The hex pseudonym of `user`, as KeyStatus reports it.
 pub async fn pseudonym(gw: &TestGateway, user: &str) -> String {
-    gw.admin()
-        .await
-        .key_status(pb::KeyStatusRequest {
-            user_id: user.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("KeyStatus")
-        .into_inner()
-        .pseudonym
+    key_status(gw, user).await.pseudonym
 }
 
 /// How long an erasure's garbage collection may take in tests.
