@@ -10,13 +10,20 @@
 //!   ([`check_key_store_present`], before anything is created);
 //! - the object store has an id and the key store none (a new or emptied
 //!   key store) or another one;
-//! - the keyring is missing while the key store holds keys, or cannot be
-//!   used (unreadable, a symbolic link, another owner, readable by others,
-//!   duplicate entries).
+//! - the keyring is missing while the key store holds keys or records
+//!   master keys, or cannot be used (unreadable, a symbolic link, another
+//!   owner, readable by others, duplicate entries);
+//! - the master keys are not the ones the key store records
+//!   (`keys::master::checks`): another provider (a process without
+//!   `[master]` beside a store of KMS master keys, or the reverse), another
+//!   naming key (another deployment's or a fresh keyring), a master version
+//!   that KEKs are under, or newer than any held, missing (a keyring
+//!   restored from before a rotation), or another key under a version.
 //!
 //! Every check that can refuse runs before anything is written; only then
-//! is a keyring created (create-only, see
-//! [`LocalKeyring::create`]) and an id recorded: a new id goes to the key
+//! is a keyring created (create-only, see [`LocalKeyring::create`], and
+//! only beside a key store that records no master keys), what the store
+//! lacks of the master keys recorded, and an id recorded: a new id goes to the key
 //! store first, then the object store, so that an object store with an id
 //! always has its key store recorded already. A key store with an id and an
 //! object store without one (a new bucket for an existing deployment) gets
@@ -32,6 +39,7 @@ use crate::blob::{BlobError, BlobStore};
 use crate::crypto::NamingKey;
 use crate::keys::keyring::{LocalKeyring, MasterKeyError};
 use crate::keys::kms::{KmsClient, KmsMasterKeys};
+use crate::keys::master::{checks, ProviderKind};
 use crate::keys::store::{KeyStore, StoreError};
 
 /// Why the gateway does not start.
@@ -264,24 +272,58 @@ pub async fn open_local(
 ) -> Result<(LocalKeyring, NamingKey, String), StartupError> {
     let ids = check_ids(parts).await?;
     let keyring_path = parts.keyring_path;
+    let recorded = checks::read(parts.key_store)
+        .await
+        .map_err(store_error(parts.key_store_path))?;
+    checks::check_provider(
+        &recorded,
+        ProviderKind::Local,
+        &keyring_path.display().to_string(),
+    )
+    .map_err(StartupError::Refused)?;
     let (keyring, naming) = match LocalKeyring::load(keyring_path) {
         Ok(loaded) => loaded,
-        Err(MasterKeyError::Missing(_)) if ids.holds_keys => {
+        // Fresh master keys never go beside a store that belongs to some.
+        Err(MasterKeyError::Missing(_)) if recorded.populated() => {
+            let what = if ids.holds_keys {
+                "holds keys"
+            } else {
+                "records this deployment's master keys"
+            };
             return Err(StartupError::Refused(format!(
-                "keyring {} is missing but the key store {} holds keys; restore the \
-                 keyring from the backup taken with {}",
+                "keyring {} is missing but the key store {} {what}; restore the \
+                 keyring from the backup taken with {} (or, beside replicas, copy theirs)",
                 keyring_path.display(),
                 parts.key_store_path.display(),
                 parts.backup.key_store()
-            )))
+            )));
         }
         Err(MasterKeyError::Missing(_)) => {
             LocalKeyring::create(keyring_path).map_err(|e| StartupError::Refused(e.to_string()))?
         }
         Err(e) => return Err(StartupError::Refused(e.to_string())),
     };
+    checks::verify(
+        parts.key_store,
+        &keyring,
+        &naming,
+        &keyring_path.display().to_string(),
+    )
+    .await
+    .map_err(master_refused(parts))?;
     let id = record_ids(parts, ids).await?;
     Ok((keyring, naming, id))
+}
+
+/// A master-key failure at startup: a refusal, or the key store's error.
+fn master_refused(parts: Parts<'_>) -> impl Fn(MasterKeyError) -> StartupError + '_ {
+    move |e| match e {
+        MasterKeyError::Store(error) => StartupError::KeyStore {
+            path: parts.key_store_path.display().to_string(),
+            error,
+        },
+        e => StartupError::Refused(e.to_string()),
+    }
 }
 
 /// As [`open_local`] with master keys in AWS KMS: the master versions
@@ -300,6 +342,15 @@ pub async fn open_kms(
     kms_key_arn: &str,
 ) -> Result<(KmsMasterKeys, NamingKey, String), StartupError> {
     let ids = check_ids(parts).await?;
+    let recorded = checks::read(parts.key_store)
+        .await
+        .map_err(store_error(parts.key_store_path))?;
+    checks::check_provider(
+        &recorded,
+        ProviderKind::AwsKms,
+        &parts.keyring_path.display().to_string(),
+    )
+    .map_err(StartupError::Refused)?;
     let (master, naming) = KmsMasterKeys::open(key_store, kms, kms_key_arn)
         .await
         .map_err(|e| match e {
@@ -309,6 +360,9 @@ pub async fn open_kms(
             },
             e => StartupError::Refused(format!("master keys in KMS: {e}")),
         })?;
+    checks::verify(parts.key_store, &master, &naming, kms_key_arn)
+        .await
+        .map_err(master_refused(parts))?;
     let id = record_ids(parts, ids).await?;
     Ok((master, naming, id))
 }
@@ -422,5 +476,136 @@ mod tests {
         assert!(err.contains("is new or empty"), "{err}");
         assert!(!f.dir.path().join("keyring").exists());
         assert_eq!(f.store.store_id().await.unwrap(), None);
+    }
+
+    fn keyring_path(f: &Fixture) -> std::path::PathBuf {
+        f.dir.path().join("keyring")
+    }
+
+    async fn insert_kek(f: &Fixture, shard: u32, master_version: u32) {
+        f.store
+            .insert_kek(&KekRecord {
+                shard,
+                version: 1,
+                master_version,
+                wrapped: vec![0; 40],
+                created_at_ms: 0,
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_store_records_its_master_keys_and_a_store_from_before_adopts_them() {
+        let f = Fixture::new().await;
+        // A store from before the records: a keyring and a KEK, nothing
+        // recorded.
+        LocalKeyring::create(&keyring_path(&f)).unwrap();
+        insert_kek(&f, 0, 1).await;
+        assert!(checks::read(&*f.store).await.unwrap().naming.is_none());
+        f.open().await.unwrap();
+        let recorded = checks::read(&*f.store).await.unwrap();
+        assert_eq!(recorded.provider, Some(ProviderKind::Local));
+        assert!(recorded.naming.is_some());
+        assert_eq!(recorded.versions.keys().copied().collect::<Vec<_>>(), [1]);
+        assert!(recorded.versions[&1].check.is_some());
+        // And again: nothing differs.
+        f.open().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn no_fresh_keyring_beside_a_store_that_records_one() {
+        let f = Fixture::new().await;
+        f.open().await.unwrap();
+        // No KEK yet, but the store belongs to this keyring.
+        std::fs::remove_file(keyring_path(&f)).unwrap();
+        let err = f.open().await.unwrap_err().to_string();
+        assert!(
+            err.contains("is missing but the key store")
+                && err.contains("records this deployment's master keys"),
+            "{err}"
+        );
+        assert!(!keyring_path(&f).exists(), "no keyring was made");
+    }
+
+    #[tokio::test]
+    async fn another_keyring_is_refused_naming_the_naming_key() {
+        let f = Fixture::new().await;
+        f.open().await.unwrap();
+        let other = tempfile::tempdir().unwrap();
+        LocalKeyring::create(&other.path().join("keyring")).unwrap();
+        std::fs::copy(other.path().join("keyring"), keyring_path(&f)).unwrap();
+        let err = f.open().await.unwrap_err().to_string();
+        assert!(
+            err.contains("holds another naming key than the key store records"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_keyring_from_before_a_rotation_is_refused_naming_the_version() {
+        let f = Fixture::new().await;
+        let (keyring, _, _) = f.open().await.unwrap();
+        insert_kek(&f, 0, 1).await;
+        let stale = f.dir.path().join("keyring.stale");
+        std::fs::copy(keyring_path(&f), &stale).unwrap();
+        // A rotation: version 2 added and recorded, no KEK under it yet.
+        keyring.add_version(2).unwrap();
+        checks::record_version(&*f.store, &keyring, 2)
+            .await
+            .unwrap();
+        std::fs::copy(&stale, keyring_path(&f)).unwrap();
+        let err = f.open().await.unwrap_err().to_string();
+        let today = &crate::clock::format_time(crate::clock::unix_ms())[..10];
+        assert!(
+            err.contains(&format!(
+                "lacks master version 2 (added {today}), the key store's newest: restore a \
+                 keyring backed up after that"
+            )),
+            "{err}"
+        );
+        // The rotation moved a KEK under version 2.
+        insert_kek(&f, 1, 2).await;
+        let err = f.open().await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "lacks master version 2 (added {today}), which 1 KEK versions are under: \
+                 restore a keyring backed up after that"
+            )),
+            "{err}"
+        );
+        // Another key under a recorded version.
+        let other = tempfile::tempdir().unwrap();
+        let (forged, _) = LocalKeyring::create(&other.path().join("keyring")).unwrap();
+        forged.add_version(2).unwrap();
+        let err = checks::record_version(&*f.store, &forged, 2)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds another key as master version 2 than the key store records"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn kms_master_keys_in_the_store_refuse_a_local_keyring() {
+        let f = Fixture::new().await;
+        f.store
+            .set_meta_if_absent(
+                "kms_master:0000000001",
+                "arn:aws-cn:kms:cn-north-1:111122223333:key/k 00ff",
+            )
+            .await
+            .unwrap();
+        let err = f.open().await.unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "the key store's master keys are in AWS KMS \
+                 (arn:aws-cn:kms:cn-north-1:111122223333:key/k, master version 1)"
+            ) && err.contains("add the [master] section with provider = \"aws-kms\""),
+            "{err}"
+        );
+        assert!(!keyring_path(&f).exists(), "no keyring was made");
     }
 }

@@ -31,6 +31,7 @@ use crate::jobs::rotation::{
 };
 use crate::jobs::JobRunner;
 use crate::keys::keyring::MasterKeyError;
+use crate::keys::master::checks;
 use crate::keys::store::{
     AuditEntry, JobRecord, JobState, KeyStore, NewJob, UserKeyState, JOB_KIND_REWRAP_USER,
     JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
@@ -257,6 +258,7 @@ impl KeyAdmin {
             MasterKeyError::NewestVersion(_) => Error::master_in_use(e.to_string()),
             other => Error::from(KeyError::from(other)),
         })?;
+        checks::forget_version(&*self.store, version).await?;
         self.store
             .audit(&AuditEntry {
                 at_ms: unix_ms(),

@@ -66,7 +66,7 @@ fn print_receipt(r: &pb::EraseReceipt) {
     println!("pseudonym: {}", r.pseudonym);
     println!(
         "erased_at: {}",
-        super::audit::format_time(r.erased_at_unix_ms)
+        crate::clock::format_time(r.erased_at_unix_ms)
     );
     println!("erased_at_unix_ms: {}", r.erased_at_unix_ms);
     println!(
@@ -83,7 +83,7 @@ fn print_receipt(r: &pb::EraseReceipt) {
     if r.backup_horizon_unix_ms > 0 {
         println!(
             "backup_horizon: {}",
-            super::audit::format_time(r.backup_horizon_unix_ms)
+            crate::clock::format_time(r.backup_horizon_unix_ms)
         );
     } else {
         println!("backup_horizon: none (the key schedule is off: backups stay openable)");

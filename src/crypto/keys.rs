@@ -23,6 +23,13 @@ use super::CryptoError;
 /// Length of a wrapped 256-bit key: nonce, ciphertext, tag.
 pub const WRAPPED_LEN: usize = NONCE_LEN + KEY_LEN + TAG_LEN;
 
+/// Length of a key check value ([`MasterKey::check_value`]).
+pub const CHECK_LEN: usize = 16;
+
+/// Domain separation of key check values, apart from every pseudonym's
+/// (`sealgate/v1/pseudonym\0`). Do not change: the key store records them.
+const CHECK_LABEL: &[u8] = b"sealgate/v1/key-check\0";
+
 /// 256 bits of key material, zeroized on drop.
 struct Secret(Box<[u8; KEY_LEN]>);
 
@@ -57,6 +64,20 @@ impl Secret {
         )?;
         out[NONCE_LEN + KEY_LEN..].copy_from_slice(&tag);
         Ok(out)
+    }
+
+    /// `HMAC-SHA-256(self, CHECK_LABEL || role)`, the first 16 bytes: a
+    /// value that tells two keys apart and reveals nothing of either.
+    fn check_value(&self, role: &[u8]) -> [u8; CHECK_LEN] {
+        use aws_lc_rs::hmac;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0[..]);
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(CHECK_LABEL);
+        ctx.update(role);
+        let tag = ctx.sign();
+        let mut out = [0u8; CHECK_LEN];
+        out.copy_from_slice(&tag.as_ref()[..CHECK_LEN]);
+        out
     }
 
     fn unwrap(&self, wrapped: &[u8; WRAPPED_LEN], aad: &[u8]) -> Result<Secret, CryptoError> {
@@ -177,6 +198,13 @@ impl MasterKey {
     /// The raw key, for writing the keyring file only.
     pub fn expose_for_keyring(&self) -> &[u8; KEY_LEN] {
         &self.0 .0
+    }
+
+    /// The key's check value: `HMAC-SHA-256(key, "sealgate/v1/key-check\0"
+    /// || "master")`, first 16 bytes. The key store records it so that a
+    /// keyring holding another key under the same version is refused.
+    pub fn check_value(&self) -> [u8; CHECK_LEN] {
+        self.0.check_value(b"master")
     }
 
     /// Wraps a KEK; `aad` binds it to its shard and version.
@@ -326,6 +354,12 @@ impl NamingKey {
     /// The raw key, for writing the keyring file only.
     pub fn expose_for_keyring(&self) -> &[u8; KEY_LEN] {
         &self.0 .0
+    }
+
+    /// The key's check value: `HMAC-SHA-256(key,
+    /// "sealgate/v1/key-check\0" || "naming")`, first 16 bytes.
+    pub fn check_value(&self) -> [u8; CHECK_LEN] {
+        self.0.check_value(b"naming")
     }
 
     /// `HMAC-SHA-256(naming key, "sealgate/v1/pseudonym\0" || user id)`.

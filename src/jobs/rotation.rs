@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use super::{JobError, JobHandler, LeasedJob};
 use crate::crypto::Pseudonym;
 use crate::keys::keyring::MasterKeyError;
+use crate::keys::master::checks;
 use crate::keys::store::{DestroyKeks, UserKeyRewrap};
 use crate::keys::{KeyError, KeyHierarchy};
 
@@ -167,6 +168,11 @@ impl JobHandler for RotateMaster {
             .await
             .map_err(master_error)?;
         let store = self.keys.store().clone();
+        // The store records the new version (and its check value), so that
+        // a process starting with a keyring from before it is refused.
+        checks::record_version(&*store, &**self.keys.master(), target)
+            .await
+            .map_err(master_error)?;
         let remaining: u64 = store
             .kek_counts_by_master()
             .await?

@@ -12,6 +12,7 @@ mod damage;
 mod fuzz_seeds;
 mod gateway;
 mod health;
+mod identity;
 mod kek_batches;
 mod keystore;
 mod layering;

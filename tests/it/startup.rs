@@ -43,7 +43,7 @@ async fn refusal(data_dir: &Path, objects: &Path) -> String {
 }
 
 /// Opens a gateway of `config` over `objects`; the refusal's message.
-async fn refusal_of(config: &sealgate::config::Config, objects: &Path) -> String {
+pub(crate) async fn refusal_of(config: &sealgate::config::Config, objects: &Path) -> String {
     let blob: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(objects).await.unwrap());
     match Gateway::open(config, blob).await {
         Ok(_) => panic!("the gateway started on {}", config.data_dir.display()),

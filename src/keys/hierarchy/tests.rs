@@ -19,6 +19,10 @@ struct Counting {
 
 #[async_trait]
 impl MasterKeyProvider for Counting {
+    fn kind(&self) -> crate::keys::master::ProviderKind {
+        crate::keys::master::ProviderKind::Local
+    }
+
     async fn destroy_all(&self) -> Result<Vec<u32>, MasterKeyError> {
         self.inner.destroy_all()
     }

@@ -18,6 +18,7 @@
 //! own keyring file or KMS, the only thing it may use is the key store
 //! (where the KMS provider records its versions).
 
+pub mod checks;
 pub mod keyring;
 pub mod kms;
 
@@ -84,14 +85,56 @@ pub enum MasterKeyError {
     /// malformed.
     #[error("KMS master versions: {0}")]
     KmsRecords(String),
+    /// The master keys are not the ones the key store records (another
+    /// provider, another deployment's keyring, a stale keyring); the
+    /// message names what differs and what to do.
+    #[error("{0}")]
+    Mismatch(String),
     /// The key store, where KMS master versions are recorded, failed.
     #[error(transparent)]
     Store(#[from] super::store::StoreError),
 }
 
+/// Which kind of provider holds a deployment's master keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// The local keyring file (`master.provider = "local"`).
+    Local,
+    /// AWS KMS (`master.provider = "aws-kms"`).
+    AwsKms,
+}
+
+impl ProviderKind {
+    /// The name the key store records (and the configuration uses).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::AwsKms => "aws-kms",
+        }
+    }
+
+    /// The kind a recorded name names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "local" => Some(Self::Local),
+            "aws-kms" => Some(Self::AwsKms),
+            _ => None,
+        }
+    }
+}
+
 /// Where master keys live: a local keyring or a KMS.
 #[async_trait]
 pub trait MasterKeyProvider: Send + Sync + 'static {
+    /// Which kind of provider this is.
+    fn kind(&self) -> ProviderKind;
+    /// The check value of `version`'s key ([`crate::crypto::MasterKey::check_value`])
+    /// when the key is held in this process (the keyring); `None` for a key
+    /// held elsewhere (KMS, whose versions are records of the key store
+    /// itself) or a version not held.
+    fn check_value(&self, _version: u32) -> Option<[u8; crate::crypto::keys::CHECK_LEN]> {
+        None
+    }
     /// The version new KEKs are wrapped under.
     fn current_version(&self) -> u32;
     /// Every version held, ascending.

@@ -39,7 +39,8 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use super::{MasterKeyError, MasterKeyProvider};
+use super::{MasterKeyError, MasterKeyProvider, ProviderKind};
+use crate::crypto::keys::CHECK_LEN;
 use crate::crypto::{Kek, MasterKey, NamingKey, Wrapped};
 use file::{effective_uid, parent_dir, publish_new, replace};
 
@@ -349,6 +350,14 @@ impl LocalKeyring {
 
 #[async_trait]
 impl MasterKeyProvider for LocalKeyring {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Local
+    }
+
+    fn check_value(&self, version: u32) -> Option<[u8; CHECK_LEN]> {
+        self.read().masters.get(&version).map(|k| k.check_value())
+    }
+
     fn current_version(&self) -> u32 {
         // 0 only after `destroy_all`.
         self.read().masters.keys().next_back().copied().unwrap_or(0)

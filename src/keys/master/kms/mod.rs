@@ -61,7 +61,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use zeroize::Zeroize;
 
-use super::{MasterKeyError, MasterKeyProvider};
+use super::{MasterKeyError, MasterKeyProvider, ProviderKind};
 use crate::crypto::{Kek, NamingKey};
 use crate::keys::store::KeyStore;
 
@@ -280,6 +280,10 @@ impl KmsMasterKeys {
 
 #[async_trait]
 impl MasterKeyProvider for KmsMasterKeys {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::AwsKms
+    }
+
     fn current_version(&self) -> u32 {
         // 0 only after `destroy_all`.
         self.versions().last().copied().unwrap_or(0)

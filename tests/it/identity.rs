@@ -1,0 +1,138 @@
+//! One deployment, one identity: the key store records its master keys
+//! (the provider, each master version's check value, the naming key's),
+//! and a process whose master keys differ is refused at start in one line
+//! naming what differs and what to do: a process without `[master]` beside
+//! a key store of KMS master keys, a keyring restored from before a master
+//! rotation, and replicas on one PostgreSQL key store that lack the
+//! deployment's keyring or bring their own.
+
+use std::path::Path;
+
+use sealgate::api::pb;
+use sealgate::keys::keyring::LocalKeyring;
+
+use crate::startup::refusal_of;
+use crate::support::gateway::{config, put, watch_all, TestGateway};
+use crate::support::kms_env;
+
+const SPACE: &str = "moments";
+
+async fn put_users(gw: &TestGateway, n: usize) {
+    let mut c = gw.content().await;
+    for u in 0..n {
+        put(&mut c, &format!("id-{u}"), SPACE, "photo", b"bytes", 5)
+            .await
+            .expect("put");
+    }
+}
+
+fn today() -> String {
+    sealgate::clock::format_time(sealgate::clock::unix_ms())[..10].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_master_beside_a_kms_key_store_is_refused() {
+    let arn = kms_env::create_key().await;
+    let mut gw = TestGateway::start_with(|c| kms_env::configure(c, &arn)).await;
+    put_users(&gw, 4).await;
+    gw.stop().await;
+
+    // The same data directory, the [master] section forgotten.
+    let message = refusal_of(&config(&gw.data_dir), &gw.data_dir.join("objects")).await;
+    assert!(
+        message.contains(&format!(
+            "the key store's master keys are in AWS KMS ({arn}, master version 1); this \
+             process is configured with a local keyring"
+        )) && message.contains(&format!(
+            "add the [master] section with provider = \"aws-kms\" and kms_key_arn = \"{arn}\""
+        )),
+        "{message}"
+    );
+    assert!(!gw.data_dir.join("keyring").exists(), "no keyring was made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyring_from_before_a_master_rotation_is_refused_naming_the_fix() {
+    let mut gw = TestGateway::start().await;
+    put_users(&gw, 8).await;
+    let keyring = gw.data_dir.join("keyring");
+    let backup = gw.data_dir.join("keyring.install-backup");
+    std::fs::copy(&keyring, &backup).unwrap();
+    let started = gw
+        .admin()
+        .await
+        .rotate_master_key(pb::RotateMasterKeyRequest {})
+        .await
+        .expect("RotateMasterKey")
+        .into_inner();
+    let done = watch_all(&gw, &started.job_id).await;
+    assert_eq!(done.last().unwrap().state, pb::JobState::Done as i32);
+    let keks = done.last().unwrap().total;
+    assert!(keks > 0);
+    gw.stop().await;
+
+    std::fs::copy(&backup, &keyring).unwrap();
+    let message = refusal_of(&config(&gw.data_dir), &gw.data_dir.join("objects")).await;
+    assert_eq!(
+        message,
+        format!(
+            "refusing to start: keyring {}: lacks master version 2 (added {}), which {keks} \
+             KEK versions are under: restore a keyring backed up after that",
+            keyring.display(),
+            today()
+        )
+    );
+}
+
+/// A replica on the deployment's PostgreSQL key store with a data
+/// directory of its own.
+fn replica(data_dir: &Path, url: &str) -> sealgate::config::Config {
+    let mut c = config(data_dir);
+    c.keystore.backend = sealgate::config::KeyStoreBackend::Postgres;
+    c.keystore.url = Some(url.to_string());
+    c.keystore.max_connections = 4;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_never_make_master_keys_of_their_own() {
+    let url = crate::support::pgenv::fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let a_dir = tmp.path().join("a");
+    // The first replica makes the deployment's keyring; nothing is written
+    // yet (no KEK).
+    let mut a = TestGateway::start_config(replica(&a_dir, &url)).await;
+    a.stop().await;
+    let objects = a_dir.join("objects");
+
+    // A second replica without the keyring is refused, and makes none.
+    let b_dir = tmp.path().join("b");
+    let message = refusal_of(&replica(&b_dir, &url), &objects).await;
+    assert!(
+        message.contains(&format!(
+            "keyring {} is missing but the key store",
+            b_dir.join("keyring").display()
+        )) && message.contains("records this deployment's master keys"),
+        "{message}"
+    );
+    assert!(!b_dir.join("keyring").exists(), "no keyring was made");
+
+    // A second replica that made its own keyring is refused too.
+    std::fs::create_dir_all(&b_dir).unwrap();
+    LocalKeyring::create(&b_dir.join("keyring")).unwrap();
+    let message = refusal_of(&replica(&b_dir, &url), &objects).await;
+    assert!(
+        message.contains("holds another naming key than the key store records"),
+        "{message}"
+    );
+
+    // With the deployment's keyring it starts.
+    std::fs::copy(a_dir.join("keyring"), b_dir.join("keyring")).unwrap();
+    let blob: std::sync::Arc<dyn sealgate::blob::BlobStore> = std::sync::Arc::new(
+        sealgate::blob::fs::FsBlobStore::open(&objects)
+            .await
+            .unwrap(),
+    );
+    let opened = sealgate::server::Gateway::open(&replica(&b_dir, &url), blob).await;
+    assert!(opened.is_ok(), "{:?}", opened.err().map(|e| e.to_string()));
+}
