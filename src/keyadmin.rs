@@ -153,6 +153,7 @@ impl KeyAdmin {
     /// # Errors
     /// Key-store failures (nothing started).
     pub async fn rotate_master(&self, principal: &str) -> Result<(JobRecord, u32), Error> {
+        self.refresh_master().await?;
         let target = self.keys.master().versions().last().copied().unwrap_or(0) + 1;
         let job = self
             .start_exclusive_job(
@@ -230,6 +231,7 @@ impl KeyAdmin {
     /// newest version or one a KEK is wrapped under; keyring or key-store
     /// failures.
     pub async fn retire_master(&self, principal: &str, version: u32) -> Result<Vec<u32>, Error> {
+        self.refresh_master().await?;
         let master = self.keys.master();
         let versions = master.versions();
         if !versions.contains(&version) {
@@ -414,11 +416,22 @@ impl KeyAdmin {
         Ok(done)
     }
 
+    /// Reads the master versions again, so that what this process says
+    /// of them agrees with the last change any replica made.
+    async fn refresh_master(&self) -> Result<(), Error> {
+        self.keys
+            .master()
+            .refresh()
+            .await
+            .map_err(|e| Error::from(KeyError::from(e)))
+    }
+
     /// The key hierarchy as a whole, without key material.
     ///
     /// # Errors
     /// Key-store failures.
     pub async fn hierarchy_status(&self) -> Result<HierarchyStatus, Error> {
+        self.refresh_master().await?;
         let counts = self.store.kek_counts_by_master().await?;
         let master = self.keys.master();
         let masters = master
@@ -464,15 +477,19 @@ impl KeyAdmin {
         };
         let due_ms = i64::try_from((max_age / 2).as_millis()).unwrap_or(i64::MAX);
         let now = unix_ms();
+        self.refresh_master().await?;
         let master = self.keys.master().clone();
         // The master: its versions' ages are kept in the store, from when
-        // the schedule first saw each.
+        // each was first recorded (`checks`).
         if let Some(&newest) = master.versions().last() {
-            let seen = self
-                .store
-                .set_meta_if_absent(&format!("master_seen:{newest}"), &now.to_string())
-                .await?;
-            let seen: i64 = seen.parse().unwrap_or(now);
+            checks::record_version(&*self.store, &*master, newest)
+                .await
+                .map_err(|e| Error::from(KeyError::from(e)))?;
+            let seen = checks::read(&*self.store)
+                .await?
+                .versions
+                .get(&newest)
+                .map_or(now, |v| v.recorded_ms);
             if now.saturating_sub(seen) >= due_ms {
                 self.rotate_master("schedule").await?;
             }

@@ -136,3 +136,65 @@ async fn replicas_on_postgres_never_make_master_keys_of_their_own() {
     let opened = sealgate::server::Gateway::open(&replica(&b_dir, &url), blob).await;
     assert!(opened.is_ok(), "{:?}", opened.err().map(|e| e.to_string()));
 }
+
+async fn masters(gw: &TestGateway) -> Vec<u32> {
+    gw.admin()
+        .await
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .expect("KeyStatus")
+        .into_inner()
+        .hierarchy
+        .expect("the hierarchy")
+        .masters
+        .iter()
+        .map(|m| m.version)
+        .collect()
+}
+
+/// Two replicas with master keys in KMS on one PostgreSQL key store: what
+/// one changes of the master versions, the other reports at its next call
+/// (no cache to expire), as it does the jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_agree_on_master_versions_at_their_next_call() {
+    let arn = kms_env::create_key().await;
+    let url = crate::support::pgenv::fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let on = |dir: &str| {
+        let mut c = replica(&tmp.path().join(dir), &url);
+        kms_env::configure(&mut c, &arn);
+        c
+    };
+    let a = TestGateway::start_config(on("a")).await;
+    put_users(&a, 6).await;
+    let b = TestGateway::start_config(on("b")).await;
+    assert_eq!(masters(&a).await, [1]);
+    assert_eq!(masters(&b).await, [1]);
+
+    let started = b
+        .admin()
+        .await
+        .rotate_master_key(pb::RotateMasterKeyRequest {})
+        .await
+        .expect("RotateMasterKey")
+        .into_inner();
+    let done = watch_all(&b, &started.job_id).await;
+    assert_eq!(done.last().unwrap().state, pb::JobState::Done as i32);
+    // A, which made nothing of it, reports it at once.
+    assert_eq!(masters(&a).await, [1, 2]);
+    assert_eq!(
+        crate::support::gateway::key_status(&a, "id-0")
+            .await
+            .master_key_version,
+        2
+    );
+    let jobs = crate::support::gateway::list_jobs(&a, pb::JobState::Done, 10).await;
+    assert!(jobs.iter().any(|j| j.job_id == started.job_id), "{jobs:?}");
+
+    b.admin()
+        .await
+        .retire_master_key(pb::RetireMasterKeyRequest { version: 1 })
+        .await
+        .expect("retire 1 through B");
+    assert_eq!(masters(&a).await, [2]);
+}

@@ -403,6 +403,8 @@ impl KeyHierarchy {
     /// # Errors
     /// Store failures.
     pub async fn status(&self, p: &Pseudonym) -> Result<UserKeyStatus, KeyError> {
+        // What every replica last made of the master versions.
+        self.master.refresh().await?;
         Ok(UserKeyStatus {
             pseudonym: *p,
             shard: p.shard(self.shards),

@@ -33,6 +33,9 @@ impl MasterKeyProvider for Counting {
     fn versions(&self) -> Vec<u32> {
         self.inner.versions()
     }
+    async fn refresh(&self) -> Result<(), MasterKeyError> {
+        MasterKeyProvider::refresh(&self.inner).await
+    }
     async fn add_version(&self, version: u32) -> Result<(), MasterKeyError> {
         self.inner.add_version(version)
     }

@@ -34,6 +34,9 @@ const PROVIDER_META: &str = "master_provider";
 const VERSION_PREFIX: &str = "master_check:";
 /// The settings key of the naming key's check value.
 const NAMING_META: &str = "naming_check";
+/// Prefix of the key schedule's records of when it first saw a version,
+/// from before these records.
+const SEEN_PREFIX: &str = "master_seen:";
 /// Prefix of the KMS provider's version records (`kms_master:`), which name
 /// the provider of a store from before these records.
 const KMS_RECORD_PREFIX: &str = "kms_master:";
@@ -330,8 +333,14 @@ pub async fn record_version(
     provider: &dyn MasterKeyProvider,
     version: u32,
 ) -> Result<(), MasterKeyError> {
+    // A key schedule from before these records kept when it first saw
+    // the version (`master_seen:`): its age goes on from then.
+    let seen = store
+        .meta_value(&format!("{SEEN_PREFIX}{version}"))
+        .await?
+        .and_then(|ms| ms.parse().ok());
     let mine = VersionCheck {
-        recorded_ms: unix_ms(),
+        recorded_ms: seen.unwrap_or_else(unix_ms),
         check: provider.check_value(version).map(hex_check),
     };
     let held = store

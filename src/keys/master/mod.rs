@@ -144,6 +144,10 @@ pub trait MasterKeyProvider: Send + Sync + 'static {
     fn version_key(&self, _version: u32) -> Option<String> {
         None
     }
+    /// Reads the versions again where another process may have changed
+    /// them (the keyring file, the KMS version records), so that what
+    /// [`Self::versions`] says agrees with every replica's last change.
+    async fn refresh(&self) -> Result<(), MasterKeyError>;
     /// Makes `version` exist (a new key, above every existing version)
     /// unless it does; from then on it is the current version. Idempotent.
     async fn add_version(&self, version: u32) -> Result<(), MasterKeyError>;

@@ -367,6 +367,10 @@ impl MasterKeyProvider for LocalKeyring {
         self.read().masters.keys().copied().collect()
     }
 
+    async fn refresh(&self) -> Result<(), MasterKeyError> {
+        LocalKeyring::refresh(self)
+    }
+
     async fn add_version(&self, version: u32) -> Result<(), MasterKeyError> {
         LocalKeyring::add_version(self, version)
     }

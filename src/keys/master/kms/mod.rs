@@ -302,6 +302,10 @@ impl MasterKeyProvider for KmsMasterKeys {
         self.arn_of(version)
     }
 
+    async fn refresh(&self) -> Result<(), MasterKeyError> {
+        self.reload().await.map(|_| ())
+    }
+
     async fn add_version(&self, version: u32) -> Result<(), MasterKeyError> {
         let records = self.reload().await?;
         if records.contains_key(&version) {
