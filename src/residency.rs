@@ -19,9 +19,9 @@
 //! Master keys in AWS KMS obey the same catalogue ([`check_kms`]): the key
 //! ARN ([`KmsArn`]) must be in the `aws-cn` partition and an allowed AWS
 //! China region, and a KMS endpoint follows an object store's endpoint
-//! rules. The configuration's validation runs these checks; the S3 store
-//! checks the bucket's own location when it connects. This module imports
-//! nothing else of the crate.
+//! rules. The configuration's validation runs these checks, and the S3 store
+//! runs [`check`] again before it builds its client, then checks the
+//! bucket's own location. This module imports nothing else of the crate.
 
 use std::fmt;
 
