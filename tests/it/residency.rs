@@ -58,6 +58,18 @@ fn startup_refuses_regions_and_endpoints_outside_china() {
             "us-east-1",
             "but blob.region is us-east-1",
         ),
+        // Issue 24, item 8: Alibaba's dual-stack host form and Tencent's
+        // tencentcos.cn domain, in Hong Kong, with a mainland region.
+        (
+            "https://cn-hongkong.oss.aliyuncs.com",
+            "cn-hangzhou",
+            "host cn-hongkong.oss.aliyuncs.com is Alibaba Cloud OSS region cn-hongkong, which is not in mainland China",
+        ),
+        (
+            "https://cos.ap-hongkong.tencentcos.cn",
+            "ap-beijing",
+            "host cos.ap-hongkong.tencentcos.cn is Tencent Cloud COS region ap-hongkong, which is not in mainland China",
+        ),
     ] {
         let (ok, err) = serve_with_env(&[
             ("SEALGATE_BLOB_BACKEND", "s3"),
@@ -84,6 +96,40 @@ fn startup_refuses_regions_and_endpoints_outside_china() {
             "{endpoint}: {err}"
         );
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+/// The S3 store runs the residency check itself, before it builds a
+/// client: a caller that skips the configuration's validation still sends
+/// nothing to a host outside the mainland. Without the check these connects
+/// would fail on the network (`S3StartError::Bucket`), not on residency.
+#[tokio::test]
+async fn the_s3_store_refuses_hosts_outside_the_mainland_before_connecting() {
+    for (endpoint, region, says) in [
+        (
+            "https://cn-hongkong.oss.aliyuncs.com",
+            "cn-hangzhou",
+            "region cn-hongkong, which is not in mainland China",
+        ),
+        (
+            "https://cos.ap-hongkong.tencentcos.cn",
+            "ap-beijing",
+            "region ap-hongkong, which is not in mainland China",
+        ),
+        (
+            "https://oss-accelerate.aliyuncs.com",
+            "cn-hangzhou",
+            "names no region",
+        ),
+    ] {
+        let mut settings = s3env::settings(endpoint, "photos");
+        settings.region = region.into();
+        let err = S3BlobStore::connect(&settings).await.unwrap_err();
+        assert!(
+            matches!(&err, S3StartError::Endpoint(e) if e.contains(says)),
+            "{endpoint}: {err:?}"
+        );
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
     }
 }
 

@@ -26,8 +26,8 @@
 //! Files:
 //! - `mod.rs`: settings, the store, its constants and the [`BlobStore`]
 //!   impl, which delegates the longer operations to the files below.
-//! - `residency.rs`: [`S3StartError`] and the startup check of the
-//!   bucket's location.
+//! - `residency.rs`: [`S3StartError`] and the startup checks of the
+//!   endpoint (before any network call) and of the bucket's location.
 //! - `writer.rs`: multipart uploads, the streamed PutObject and the
 //!   background retrier of multipart aborts.
 //! - `reader.rs`: opening objects and reading them (prefix, live response,
@@ -167,12 +167,16 @@ impl std::fmt::Debug for S3BlobStore {
 }
 
 impl S3BlobStore {
-    /// Connects and checks residency: the bucket's actual location
-    /// (GetBucketLocation) must equal `settings.region`.
+    /// Connects and checks residency: first, before any network call, the
+    /// endpoint's host and `settings.region` against the residency
+    /// catalogue; then the bucket's actual location (GetBucketLocation)
+    /// must equal `settings.region`.
     ///
     /// # Errors
-    /// [`S3StartError`] if the bucket is elsewhere or cannot be inspected.
+    /// [`S3StartError`] if the endpoint or region is outside the
+    /// catalogue, or the bucket is elsewhere or cannot be inspected.
     pub async fn connect(settings: &S3Settings) -> Result<Self, S3StartError> {
+        residency::check_endpoint(settings)?;
         let shared = crate::aws::sdk_config(
             &settings.region,
             settings.credentials.as_ref(),

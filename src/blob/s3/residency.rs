@@ -1,6 +1,7 @@
-//! Residency at startup: [`S3StartError`] and the check, made by
-//! [`S3BlobStore::connect`](super::S3BlobStore::connect), that the bucket
-//! is in the configured region.
+//! Residency at startup: [`S3StartError`] and the checks made by
+//! [`S3BlobStore::connect`](super::S3BlobStore::connect): the endpoint and
+//! region against the residency catalogue before the client is built
+//! ([`check_endpoint`]), then that the bucket is in the configured region.
 
 use aws_sdk_s3::Client;
 
@@ -11,6 +12,10 @@ use crate::blob::BlobError;
 /// Why the S3 store could not start. Each message is one actionable line.
 #[derive(Debug, thiserror::Error)]
 pub enum S3StartError {
+    /// The endpoint or region is outside the residency catalogue
+    /// ([`crate::residency::check`]); refused before any network call.
+    #[error("{0}")]
+    Endpoint(String),
     /// The bucket is not where the configuration says (residency).
     #[error(
         "residency: bucket {bucket:?} is in region {actual:?}, but blob.region is {configured:?}; \
@@ -32,6 +37,17 @@ pub enum S3StartError {
         /// Why.
         source: BlobError,
     },
+}
+
+/// Checks the endpoint's host and the region against the residency
+/// catalogue ([`crate::residency::check`], the whole catalogue: the
+/// configuration's validation narrows it to `residency.allowed_regions`)
+/// before any client exists, so that no request can leave for a host
+/// outside the mainland whoever calls [`S3BlobStore::connect`](super::S3BlobStore::connect).
+pub(super) fn check_endpoint(settings: &S3Settings) -> Result<(), S3StartError> {
+    crate::residency::check(settings.endpoint.as_deref(), &settings.region, &[])
+        .map(drop)
+        .map_err(S3StartError::Endpoint)
 }
 
 /// Checks that the bucket's actual location (GetBucketLocation) equals
