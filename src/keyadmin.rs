@@ -23,6 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::format_time;
 use crate::crypto::Pseudonym;
 use crate::error::{Error, Reason};
 use crate::jobs::rotation::{
@@ -459,6 +460,7 @@ impl KeyAdmin {
             max_kek_versions_per_shard: per_shard.values().copied().max().unwrap_or(0),
             oldest_kek_created_ms: infos.iter().map(|i| i.created_at_ms).min(),
             kek_max_age: self.keys.kek_max_age(),
+            backup: checks::backup_state(&*self.store).await?,
         })
     }
 
@@ -491,6 +493,13 @@ impl KeyAdmin {
                 .get(&newest)
                 .map_or(now, |v| v.recorded_ms);
             if now.saturating_sub(seen) >= due_ms {
+                let state = checks::backup_state(&*self.store).await?;
+                tracing::warn!(
+                    master_keys_changed = state.keys_changed_ms.map(format_time),
+                    last_backup = state.backup_ms.map(format_time),
+                    "{}",
+                    rotation_warning(state)
+                );
                 self.rotate_master("schedule").await?;
             }
         }
@@ -553,4 +562,53 @@ pub struct HierarchyStatus {
     pub oldest_kek_created_ms: Option<i64>,
     /// The schedule's maximum age: the erasure horizon.
     pub kek_max_age: Option<Duration>,
+    /// When the master keys last changed and the last backup was taken.
+    pub backup: checks::BackupState,
+}
+
+/// The WARN line of a scheduled master rotation: the keyring changes, and
+/// whether the last backup holds the master keys in use until now.
+pub fn rotation_warning(state: checks::BackupState) -> String {
+    let since = match (state.behind(), state.backup_ms) {
+        (false, Some(ms)) => format!(
+            "the last backup ({}) holds the master keys in use until now",
+            format_time(ms)
+        ),
+        (true, Some(ms)) => format!(
+            "the last backup ({}) is older than the master keys in use: it cannot restore \
+             what is wrapped under them",
+            format_time(ms)
+        ),
+        (_, None) => "no backup has been taken".into(),
+    };
+    format!(
+        "scheduled master rotation: the keyring gains a new master version now; {since}; \
+         take a backup (sealgate backup) once the rotation is done"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scheduled_rotation_warns_whether_a_backup_holds_the_keys_in_use() {
+        let warn = |backup| {
+            rotation_warning(checks::BackupState {
+                keys_changed_ms: Some(1_000),
+                backup_ms: backup,
+            })
+        };
+        assert_eq!(
+            warn(None),
+            "scheduled master rotation: the keyring gains a new master version now; no backup \
+             has been taken; take a backup (sealgate backup) once the rotation is done"
+        );
+        assert!(warn(Some(500)).contains(
+            "the last backup (1970-01-01T00:00:00.500Z) is older than the master keys in use"
+        ));
+        assert!(warn(Some(2_000)).contains(
+            "the last backup (1970-01-01T00:00:02.000Z) holds the master keys in use until now"
+        ));
+    }
 }

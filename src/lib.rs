@@ -16,6 +16,7 @@ pub mod telemetry;
 pub mod api;
 
 pub mod audit;
+pub mod backup;
 pub mod content;
 pub mod erasure;
 pub mod error;

@@ -109,6 +109,7 @@ pub struct Metrics {
     kms: Family<StorageLabels, Counter>,
     jobs: Family<JobLabels, Gauge>,
     inflight_streams: Gauge,
+    backup_behind: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -189,6 +190,12 @@ impl Metrics {
             "Streaming gRPC calls in progress",
             inflight_streams.clone(),
         );
+        let backup_behind = Gauge::default();
+        registry.register(
+            "sealgate_backup_behind_master_keys",
+            "1 when no `sealgate backup` was taken since the newest master version was added",
+            backup_behind.clone(),
+        );
         Self {
             registry,
             requests,
@@ -200,6 +207,7 @@ impl Metrics {
             kms,
             jobs,
             inflight_streams,
+            backup_behind,
         }
     }
 
@@ -265,6 +273,11 @@ impl Metrics {
                 state,
             })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets whether a backup was taken since the master keys last changed.
+    pub fn set_backup_behind(&self, behind: bool) {
+        self.backup_behind.set(i64::from(behind));
     }
 
     /// A streaming call started; it counts in `sealgate_inflight_streams`

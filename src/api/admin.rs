@@ -77,6 +77,8 @@ impl pb::key_admin_service_server::KeyAdminService for KeyAdminApi {
                         erasure_horizon_seconds: h
                             .kek_max_age
                             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+                        master_keys_changed_unix_ms: h.backup.keys_changed_ms.unwrap_or(0),
+                        last_backup_unix_ms: h.backup.backup_ms.unwrap_or(0),
                     }),
                     ..Default::default()
                 }));

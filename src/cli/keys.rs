@@ -61,6 +61,28 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
             0 => println!("erasure_horizon: none (keys.kek_max_age_days = 0: no schedule)"),
             s => println!("erasure_horizon_seconds: {s}"),
         }
+        let time = |ms: i64| match ms {
+            0 => "never".to_string(),
+            ms => crate::clock::format_time(ms),
+        };
+        println!(
+            "master_keys_changed: {}",
+            time(h.master_keys_changed_unix_ms)
+        );
+        println!("last_backup: {}", time(h.last_backup_unix_ms));
+        let state = crate::keys::master::checks::BackupState {
+            keys_changed_ms: (h.master_keys_changed_unix_ms > 0)
+                .then_some(h.master_keys_changed_unix_ms),
+            backup_ms: (h.last_backup_unix_ms > 0).then_some(h.last_backup_unix_ms),
+        };
+        if state.behind() {
+            println!(
+                "backup_behind: yes (no backup since the master keys last changed: run \
+                 sealgate backup)"
+            );
+        } else {
+            println!("backup_behind: no");
+        }
         return Ok(());
     }
     println!("pseudonym: {}", r.pseudonym);

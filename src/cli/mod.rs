@@ -16,6 +16,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::api::pb;
 
 mod audit;
+mod backup;
 mod bench;
 mod erase;
 mod get;
@@ -122,6 +123,10 @@ enum Command {
     /// Load generator: runs a workload for a while and reports
     /// operations per second, throughput, latency percentiles and errors.
     Bench(bench::BenchArgs),
+    /// A consistent online backup of the key store and keyring of the
+    /// deployment on this machine into a new directory, checked by opening
+    /// it; prints its manifest.
+    Backup(backup::BackupArgs),
     /// Durable jobs: rotation, rewrap, garbage collection.
     Jobs {
         #[command(subcommand)]
@@ -198,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hold { command } => hold::run(command).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Backup(args) => backup::run(args).await,
         Command::Keys {
             command: KeysCommand::RotateMaster(args),
         } => keys::rotate_master(args).await,

@@ -50,7 +50,7 @@ use crate::keyadmin::KeyAdmin;
 use crate::keys::kms::KmsClient;
 use crate::keys::store::KeyStore;
 
-pub use stores::open_blob;
+pub use stores::{open_blob, open_for_backup};
 
 /// The target of every log line the wiring writes, whichever of its files
 /// writes it: one name for log filters and readers, as when the wiring was

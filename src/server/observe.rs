@@ -29,6 +29,7 @@ use tonic::{Code, Status};
 
 use crate::api::pb;
 use crate::error::Error;
+use crate::keys::master::checks;
 use crate::keys::store::{
     JobState, KeyStore, JOB_KIND_ERASURE_GC, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
 };
@@ -401,11 +402,22 @@ async fn scrape<B>(
         );
     }
     refresh_jobs(store).await;
+    refresh_backup(store).await;
     respond(
         http::StatusCode::OK,
         metrics::CONTENT_TYPE,
         metrics::get().encode(),
     )
+}
+
+/// Sets `sealgate_backup_behind_master_keys` from the key store; a key
+/// store that does not answer leaves the last value.
+async fn refresh_backup(store: &dyn KeyStore) {
+    match tokio::time::timeout(JOB_COUNT_TIMEOUT, checks::backup_state(store)).await {
+        Ok(Ok(state)) => metrics::get().set_backup_behind(state.behind()),
+        Ok(Err(e)) => tracing::debug!(error = %e, "metrics: cannot read the backup state"),
+        Err(_) => tracing::debug!("metrics: reading the backup state timed out"),
+    }
 }
 
 /// Sets `sealgate_jobs{kind,state}` from the key store (every known kind in

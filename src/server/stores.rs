@@ -1,9 +1,10 @@
 //! Opening the stores: the object store `[blob]` (and `[s3]`) names, and
 //! the key store `[keystore]` names, the latter only after the startup
 //! guard that refuses a missing key store next to a used object store.
-//! This file opens and nothing more: it must never read or create keys,
-//! nor decide whether the stores belong together (`crate::deployment`
-//! does, in the next step).
+//! This file opens and nothing more: it must never create keys, nor
+//! decide whether the stores belong together (`crate::deployment` does, in
+//! the next step). A backup ([`open_for_backup`]) opens the key store and
+//! the keyring as they are, creating nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use super::ServeError;
 use crate::blob::fs::FsBlobStore;
 use crate::blob::s3::{S3BlobStore, S3Settings};
 use crate::blob::BlobStore;
-use crate::config::{self, BlobBackend, Config, KeyStoreBackend, KeyStoreConfig};
+use crate::config::{self, BlobBackend, Config, KeyStoreBackend, KeyStoreConfig, MasterProvider};
 use crate::deployment;
+use crate::keys::keyring::{LocalKeyring, MasterKeyError};
 use crate::keys::postgres::{redact_url, PgSettings, PostgresKeyStore};
 use crate::keys::sqlite::SqliteKeyStore;
 use crate::keys::store::KeyStore;
@@ -89,4 +91,61 @@ pub(super) async fn open_key_store(
         }
     };
     Ok(opened)
+}
+
+/// Opens, for `sealgate backup`, the key store and the keyring of the
+/// deployment `config` names, as they are (nothing is created): the key
+/// store, whether it is SQLite, and the local keyring when the master keys
+/// are in one.
+///
+/// # Errors
+/// [`ServeError::Startup`] if there is no key store (or keyring) to back
+/// up; [`ServeError::KeyStore`] or [`ServeError::Keyring`] if one cannot be
+/// opened.
+pub async fn open_for_backup(
+    config: &Config,
+) -> Result<(Arc<dyn KeyStore>, bool, Option<LocalKeyring>), ServeError> {
+    config.validate()?;
+    let missing = |what: &str, path: &Path| {
+        ServeError::Startup(deployment::StartupError::Refused(format!(
+            "no {what} at {} to back up: give the data directory of the deployment \
+             (--data-dir or data_dir)",
+            path.display()
+        )))
+    };
+    let (store, sqlite): (Arc<dyn KeyStore>, bool) = match config.keystore.backend {
+        KeyStoreBackend::Sqlite => {
+            let path = config.data_dir.join("keys.db");
+            if !path.exists() {
+                return Err(missing("key store", &path));
+            }
+            (Arc::new(SqliteKeyStore::open(&path).await?), true)
+        }
+        KeyStoreBackend::Postgres => {
+            let settings = PgSettings {
+                max_connections: 2,
+                acquire_timeout: Duration::from_millis(config.keystore.acquire_timeout_ms),
+                url: config.keystore.url.clone().unwrap_or_default(),
+            };
+            (Arc::new(PostgresKeyStore::open(&settings).await?), false)
+        }
+    };
+    let keyring = match config.master.provider {
+        MasterProvider::Local => {
+            let path = config.data_dir.join("keyring");
+            match LocalKeyring::load(&path) {
+                Ok((keyring, _naming)) => Some(keyring),
+                Err(MasterKeyError::Missing(_)) => {
+                    store.close().await;
+                    return Err(missing("keyring", &path));
+                }
+                Err(e) => {
+                    store.close().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        MasterProvider::AwsKms => None,
+    };
+    Ok((store, sqlite, keyring))
 }

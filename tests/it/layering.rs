@@ -40,6 +40,7 @@ const RANKS: &[(&str, u8)] = &[
     ("holds", 3),
     ("audit", 3),
     ("jobs", 3),
+    ("backup", 3),
     ("keys", 2),
     ("blob", 2),
     ("aws", 1),

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backup;
 mod bench;
 mod blob;
 mod cli;

@@ -210,35 +210,35 @@ fn hex_check(check: [u8; crate::crypto::keys::CHECK_LEN]) -> String {
     hex::encode(check)
 }
 
-/// With the provider open: refuses master keys that are not the ones the
-/// store records, then records what is missing (the provider, the naming
-/// key's and each held version's check value). `holder` names where the
-/// keys are in messages (the keyring's path, or the KMS key).
-///
-/// Refused, in one line naming the fix: a naming key with another check
-/// value (its pseudonyms name no existing object); a master version that
-/// KEKs are under, or above every version held, that the provider lacks (a
-/// keyring restored from before a rotation); a held version with another
-/// check value (another deployment's keyring).
-///
-/// # Errors
-/// [`MasterKeyError::Keyring`] or [`MasterKeyError::KmsRecords`] carrying
-/// the refusal; key-store failures.
-pub async fn verify(
-    store: &dyn KeyStore,
-    provider: &dyn MasterKeyProvider,
-    naming: &NamingKey,
-    holder: &str,
-) -> Result<(), MasterKeyError> {
-    let recorded = read(store).await?;
-    let refuse = |message: String| match provider.kind() {
+/// How a refusal about `provider`'s keys is reported: about the keyring
+/// file, or about KMS's records.
+fn refusal<'a>(
+    provider: &'a dyn MasterKeyProvider,
+    holder: &'a str,
+) -> impl Fn(String) -> MasterKeyError + 'a {
+    move |message| match provider.kind() {
         ProviderKind::Local => MasterKeyError::Keyring {
             path: holder.into(),
             message,
         },
         ProviderKind::AwsKms => MasterKeyError::KmsRecords(message),
-    };
-    if let Err(message) = check_provider(&recorded, provider.kind(), holder) {
+    }
+}
+
+/// Whether `provider` and `naming` are the master keys `recorded`
+/// describes (see [`verify`]); writes nothing, so that a backup's keyring
+/// is checked against its key store as a start would check it.
+///
+/// # Errors
+/// The refusal, as [`verify`] gives it.
+pub fn compare(
+    recorded: &Recorded,
+    provider: &dyn MasterKeyProvider,
+    naming: &NamingKey,
+    holder: &str,
+) -> Result<(), MasterKeyError> {
+    let refuse = refusal(provider, holder);
+    if let Err(message) = check_provider(recorded, provider.kind(), holder) {
         return Err(MasterKeyError::Mismatch(message));
     }
     let naming_check = hex_check(naming.check_value());
@@ -278,6 +278,33 @@ pub async fn verify(
             )));
         }
     }
+    Ok(())
+}
+
+/// With the provider open: refuses master keys that are not the ones the
+/// store records ([`compare`]), then records what is missing (the provider, the naming
+/// key's and each held version's check value). `holder` names where the
+/// keys are in messages (the keyring's path, or the KMS key).
+///
+/// Refused, in one line naming the fix: a naming key with another check
+/// value (its pseudonyms name no existing object); a master version that
+/// KEKs are under, or above every version held, that the provider lacks (a
+/// keyring restored from before a rotation); a held version with another
+/// check value (another deployment's keyring).
+///
+/// # Errors
+/// [`MasterKeyError::Keyring`] or [`MasterKeyError::KmsRecords`] carrying
+/// the refusal; key-store failures.
+pub async fn verify(
+    store: &dyn KeyStore,
+    provider: &dyn MasterKeyProvider,
+    naming: &NamingKey,
+    holder: &str,
+) -> Result<(), MasterKeyError> {
+    let recorded = read(store).await?;
+    compare(&recorded, provider, naming, holder)?;
+    let refuse = refusal(provider, holder);
+    let naming_check = hex_check(naming.check_value());
     // Everything holds: record what is missing. Another process may have
     // recorded first; what holds is what it recorded.
     let provider_name = provider.kind().name();
@@ -294,7 +321,7 @@ pub async fn verify(
     if store.set_meta_if_absent(NAMING_META, &naming_check).await? != naming_check {
         return Err(refuse(naming_refusal()));
     }
-    for version in held {
+    for version in provider.versions() {
         if !recorded.versions.contains_key(&version) {
             record_version(store, provider, version)
                 .await
@@ -375,4 +402,69 @@ pub async fn newest_version_recorded_ms(store: &dyn KeyStore) -> Result<Option<i
         .values()
         .next_back()
         .map(|v| v.recorded_ms))
+}
+
+/// The settings key of when the last backup was taken.
+const BACKUP_META: &str = "backup_taken";
+
+/// When the master keys last changed and the last backup was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupState {
+    /// When the newest master version was recorded (the keyring gained
+    /// it), Unix ms.
+    pub keys_changed_ms: Option<i64>,
+    /// When the last `sealgate backup` was taken, Unix ms.
+    pub backup_ms: Option<i64>,
+}
+
+impl BackupState {
+    /// Whether no backup holds the newest master version (none was taken
+    /// since it was added).
+    pub fn behind(&self) -> bool {
+        match (self.keys_changed_ms, self.backup_ms) {
+            (Some(changed), Some(backup)) => backup < changed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+/// Records that a backup was taken at `at_ms`.
+///
+/// # Errors
+/// Key-store failures.
+pub async fn record_backup(store: &dyn KeyStore, at_ms: i64) -> Result<(), StoreError> {
+    store.set_meta(BACKUP_META, &at_ms.to_string()).await
+}
+
+/// When the master keys last changed and the last backup was taken.
+///
+/// # Errors
+/// Key-store failures.
+pub async fn backup_state(store: &dyn KeyStore) -> Result<BackupState, StoreError> {
+    Ok(BackupState {
+        keys_changed_ms: newest_version_recorded_ms(store).await?,
+        backup_ms: store
+            .meta_value(BACKUP_META)
+            .await?
+            .and_then(|ms| ms.parse().ok()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BackupState;
+
+    #[test]
+    fn a_backup_is_behind_master_keys_added_after_it() {
+        let state = |changed, backup| BackupState {
+            keys_changed_ms: changed,
+            backup_ms: backup,
+        };
+        assert!(state(Some(10), None).behind(), "never backed up");
+        assert!(state(Some(10), Some(9)).behind(), "before the change");
+        assert!(!state(Some(10), Some(10)).behind());
+        assert!(!state(Some(10), Some(11)).behind());
+        assert!(!state(None, None).behind(), "no master keys yet");
+    }
 }

@@ -251,6 +251,11 @@ pub trait Engine: Send + Sync + 'static {
     /// Runs after a commit that destroyed key material, before the call
     /// that destroyed it returns: leaves no copy the engine can overwrite.
     async fn scrub(&self) -> Result<(), StoreError>;
+    /// Writes a consistent copy of the whole store to a new file `path`
+    /// while the store serves (SQLite's `VACUUM INTO`: no free page, so
+    /// nothing erased before it). [`StoreError::Backend`] where the engine
+    /// cannot (a PostgreSQL database is backed up with its own tools).
+    async fn backup_into(&self, path: &std::path::Path) -> Result<(), StoreError>;
     /// Gives up the erasure reserve so that an erasure can use its space;
     /// whether there was one.
     async fn release_reserve(&self) -> bool;

@@ -351,6 +351,8 @@ pub trait RequestLog: Send + Sync {
 pub trait Settings: Send + Sync {
     /// A value of the store's own settings table.
     async fn meta_value(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a value, over any value set.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Sets a value unless one is set; returns the value that holds.
     async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String, StoreError>;
     /// Every value of the settings table whose key starts with `prefix`,
@@ -379,6 +381,10 @@ pub trait KeyStore:
     async fn check_health(&self) -> Result<(), StoreError>;
     /// Closes connections and flushes, on shutdown.
     async fn close(&self) {}
+    /// Writes a consistent copy of the whole store to the new file `path`
+    /// while it serves; an error where the backend is backed up with its
+    /// own tools (PostgreSQL).
+    async fn backup_into(&self, path: &std::path::Path) -> Result<(), StoreError>;
     /// Subscribes to the invalidations that any process sharing this store
     /// commits from now on (its own included). `None` when the backend
     /// cannot tell other processes (SQLite serves one host): caches then

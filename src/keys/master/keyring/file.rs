@@ -79,7 +79,7 @@ pub(super) fn publish_new(path: &Path) -> std::io::Result<()> {
 
 /// Creates `tmp` (mode 0600, never over an existing file), writes `text`
 /// and fsyncs it: the first step of publishing or replacing a keyring.
-fn write_private(tmp: &Path, text: &str) -> std::io::Result<()> {
+pub(super) fn write_private(tmp: &Path, text: &str) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

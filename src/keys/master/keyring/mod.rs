@@ -42,7 +42,7 @@ use zeroize::Zeroizing;
 use super::{MasterKeyError, MasterKeyProvider, ProviderKind};
 use crate::crypto::keys::CHECK_LEN;
 use crate::crypto::{Kek, MasterKey, NamingKey, Wrapped};
-use file::{effective_uid, parent_dir, publish_new, replace};
+use file::{effective_uid, parent_dir, publish_new, replace, write_private};
 
 mod file;
 #[cfg(test)]
@@ -58,6 +58,11 @@ struct Loaded {
     masters: Masters,
     /// (inode, modification time in ns, length) of the file read.
     stamp: (u64, i128, u64),
+}
+
+/// The keyring's lock, held ([`LocalKeyring::hold_changes`]) until dropped.
+pub struct ChangeLock {
+    _lock: std::fs::File,
 }
 
 /// The local keyring file.
@@ -251,6 +256,40 @@ impl LocalKeyring {
         lock.lock()
             .map_err(|e| err(format!("cannot lock {}: {e}", lock_path.display())))?;
         Ok((lock, lock_path))
+    }
+
+    /// Holds the keyring's lock until the guard is dropped: no process
+    /// adds or retires a version meanwhile (a backup copies the key store
+    /// and the keyring under it, so that the two agree).
+    ///
+    /// # Errors
+    /// [`MasterKeyError::Keyring`] if the lock file cannot be opened or
+    /// locked.
+    pub fn hold_changes(&self) -> Result<ChangeLock, MasterKeyError> {
+        let (lock, _) = self.lock()?;
+        Ok(ChangeLock { _lock: lock })
+    }
+
+    /// Writes the keyring file as it is now to the new file `dest` (mode
+    /// 0600, never over an existing file), fsynced with its directory.
+    /// Taken under `_held`, the copy is the keyring of everything written
+    /// since the lock was taken.
+    ///
+    /// # Errors
+    /// [`MasterKeyError::Keyring`] if the keyring cannot be read or the
+    /// copy written.
+    pub fn copy_to(&self, _held: &ChangeLock, dest: &Path) -> Result<(), MasterKeyError> {
+        let err = |message: String| MasterKeyError::Keyring {
+            path: self.path.clone(),
+            message,
+        };
+        let mut text = Zeroizing::new(String::new());
+        std::fs::File::open(&self.path)
+            .and_then(|f| f.take(MAX_KEYRING_BYTES).read_to_string(&mut text))
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        write_private(dest, &text)
+            .and_then(|()| std::fs::File::open(parent_dir(dest))?.sync_all())
+            .map_err(|e| err(format!("cannot copy to {}: {e}", dest.display())))
     }
 
     /// Destroys the keyring: under the keyring lock, the file is

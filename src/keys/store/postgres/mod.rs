@@ -317,6 +317,14 @@ impl Engine for PgEngine {
         Ok(())
     }
 
+    async fn backup_into(&self, _path: &std::path::Path) -> Result<(), StoreError> {
+        Err(StoreError::Backend(format!(
+            "the key store at {} is a PostgreSQL database: back it up with pg_dump or \
+             pg_basebackup",
+            self.place
+        )))
+    }
+
     async fn release_reserve(&self) -> bool {
         self.drop_reserve().await
     }

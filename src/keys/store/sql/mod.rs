@@ -443,6 +443,10 @@ impl<E: Engine> KeyStore for SqlStore<E> {
         self.engine.close().await;
     }
 
+    async fn backup_into(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        self.engine.backup_into(path).await
+    }
+
     async fn invalidations(&self) -> Result<Option<Invalidations>, StoreError> {
         self.engine.invalidations().await
     }

@@ -18,6 +18,16 @@ impl<E: Engine> Settings for SqlStore<E> {
         row.map(|row| row.text("value")).transpose()
     }
 
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let mut tx = self.begin().await?;
         tx.execute(

@@ -281,6 +281,18 @@ impl Engine for SqliteEngine {
         self.checkpoint().await
     }
 
+    async fn backup_into(&self, path: &Path) -> Result<(), StoreError> {
+        let path = path
+            .to_str()
+            .ok_or_else(|| StoreError::Backend(format!("{} is not UTF-8", path.display())))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(path)
+            .execute(self.pool()?)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn release_reserve(&self) -> bool {
         match std::fs::remove_file(&self.reserve) {
             Ok(()) => {
