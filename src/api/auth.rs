@@ -146,9 +146,15 @@ impl Policy {
         };
         if let Access::Role(role) = access {
             if !caller.has_role(role) {
+                let message = match &caller.kind {
+                    CallerKind::Unknown(id) => format!(
+                        "identity {id} has no [[principals]] entry, so it holds no role (this call needs {role})"
+                    ),
+                    _ => format!("{} does not hold the role {role}", caller.name()),
+                };
                 return Err(Error::PermissionDenied {
                     reason: Reason::RoleRequired,
-                    message: format!("{} does not hold the role {role}", caller.name()),
+                    message,
                 });
             }
         }

@@ -178,11 +178,56 @@ pub async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<tonic::Status>() {
-                Some(status) => eprintln!("error: {:?}: {}", status.code(), status.message()),
-                None => eprintln!("error: {e:#}"),
+                Some(status) => eprintln!(
+                    "error: {:?}: {}{}",
+                    status.code(),
+                    status.message(),
+                    tls_hint(status)
+                ),
+                None => eprintln!("error: {}", one_line(&e)),
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, each cause once: many errors
+/// already end with their cause's text (`cannot read FILE: No such file`),
+/// so a cause whose text the line holds is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line.replace('\n', " ")
+}
+
+/// The plaintext endpoint connected to, if any (for [`tls_hint`]).
+static PLAINTEXT_ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// For a call that failed in the transport over a plaintext endpoint: the
+/// likely cause, a gateway that serves TLS. A status the gateway sent has
+/// no source; one the transport made up has.
+fn tls_hint(status: &tonic::Status) -> String {
+    use tonic::Code;
+    let transport = std::error::Error::source(status).is_some()
+        && matches!(
+            status.code(),
+            Code::Unknown | Code::Unavailable | Code::Internal
+        );
+    match PLAINTEXT_ENDPOINT.get() {
+        Some(endpoint) if transport => format!(
+            " (the connection to {endpoint} failed: if the gateway serves TLS, use an https:// endpoint with --ca, and --cert and --key for a client certificate)"
+        ),
+        _ => String::new(),
     }
 }
 
@@ -244,10 +289,11 @@ async fn connect(endpoint: &Endpoint) -> anyhow::Result<Channel> {
         let mut config =
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "--ca")?));
         if let (Some(cert), Some(key)) = (&endpoint.cert, &endpoint.key) {
-            config = config.identity(Identity::from_pem(
-                read(cert, "--cert")?,
-                read(key, "--key")?,
-            ));
+            let pem = read(cert, "--cert")?;
+            if let Err(why) = crate::server::tls::check_client_certificate(&pem) {
+                anyhow::bail!("--cert {}: {why}", cert.display());
+            }
+            config = config.identity(Identity::from_pem(pem, read(key, "--key")?));
         }
         channel = channel
             .tls_config(config)
@@ -257,6 +303,8 @@ async fn connect(endpoint: &Endpoint) -> anyhow::Result<Channel> {
             "--ca, --cert and --key need an https:// endpoint; {} is plaintext",
             endpoint.endpoint
         );
+    } else {
+        let _ = PLAINTEXT_ENDPOINT.set(endpoint.endpoint.clone());
     }
     channel
         .connect()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{Config, Flags};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct ServeArgs {
@@ -25,15 +25,14 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir,
         listen,
     } = args;
-    let mut config = Config::load(config.as_deref(), std::env::vars())?;
+    // The flags replace the file's and the environment's values before
+    // anything is checked.
+    let config = Config::load_with(
+        config.as_deref(),
+        std::env::vars(),
+        &Flags { listen, data_dir },
+    )?;
     crate::telemetry::init(config.log.format == crate::config::LogFormat::Json);
-    if let Some(d) = data_dir {
-        config.data_dir = d;
-    }
-    if let Some(l) = listen {
-        config.listen = l;
-    }
-    config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -8,9 +8,10 @@ use serde::Deserialize;
 
 /// Declares a configuration choice: a string in the file, an enum in the
 /// code. A value this build lacks is refused when the configuration is
-/// parsed, with the list of the values the build has.
+/// parsed, with the list of the values the build has (the loader names
+/// the key).
 macro_rules! choice {
-    ($(#[$doc:meta])* $name:ident, $key:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum $name {
@@ -41,8 +42,7 @@ macro_rules! choice {
                 match value.as_str() {
                     $($text => Ok(Self::$variant),)+
                     other => Err(serde::de::Error::custom(format!(
-                        "{}: {other:?} is not available in this build, which has: {}",
-                        $key,
+                        "{other:?} is not available in this build, which has: {}",
                         Self::ALL.join(", ")
                     ))),
                 }
@@ -53,7 +53,7 @@ macro_rules! choice {
 
 choice!(
     /// `blob.backend`: where objects are stored.
-    BlobBackend, "blob.backend" {
+    BlobBackend {
         /// Files under `data_dir/objects`.
         Fs = "fs",
         /// An S3-compatible bucket (`[s3]`).
@@ -63,7 +63,7 @@ choice!(
 
 choice!(
     /// `keystore.backend`: where wrapped keys, tombstones and jobs live.
-    KeyStoreBackend, "keystore.backend" {
+    KeyStoreBackend {
         /// SQLite at `data_dir/keys.db`.
         Sqlite = "sqlite",
         /// PostgreSQL at `keystore.url`, shared by every replica.
@@ -73,7 +73,7 @@ choice!(
 
 choice!(
     /// `log.format`: how log lines are written on stderr.
-    LogFormat, "log.format" {
+    LogFormat {
         /// Human-readable lines (colour only on a terminal).
         Text = "text",
         /// One JSON object per line, with the current span's fields.
@@ -83,7 +83,7 @@ choice!(
 
 choice!(
     /// `master.provider`: where master keys live.
-    MasterProvider, "master.provider" {
+    MasterProvider {
         /// The keyring file `data_dir/keyring`.
         Local = "local",
         /// AWS KMS in the China partition (`master.kms_key_arn`).
@@ -102,7 +102,7 @@ mod tests {
         let err = Config::load(None, env(&[("SEALGATE_KEYSTORE_BACKEND", "mysql")])).unwrap_err();
         assert!(
             err.to_string().contains(
-                "keystore.backend: \"mysql\" is not available in this build, which has: sqlite, postgres"
+                "SEALGATE_KEYSTORE_BACKEND=mysql (keystore.backend): \"mysql\" is not available in this build, which has: sqlite, postgres"
             ),
             "{err}"
         );

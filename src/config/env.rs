@@ -35,7 +35,19 @@ pub const CLIENT_VARIABLES: &[&str] = &[
     "SEALGATE_PG_BIN",
 ];
 
-/// Applies the `SEALGATE_*` overrides of `env` to `table`.
+/// A key an environment variable set.
+#[derive(Debug, Clone)]
+pub(super) struct Origin {
+    /// The dotted key (`limits.max_object_bytes`).
+    pub(super) key: String,
+    /// The variable (`SEALGATE_LIMITS_MAX_OBJECT_BYTES`).
+    pub(super) variable: String,
+    /// Its value as given.
+    pub(super) raw: String,
+}
+
+/// Applies the `SEALGATE_*` overrides of `env` to `table`; the keys they
+/// set, with their variables.
 ///
 /// # Errors
 /// [`ConfigError::Invalid`] if an override names a section the file holds
@@ -43,8 +55,9 @@ pub const CLIENT_VARIABLES: &[&str] = &[
 pub(super) fn apply(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
-    for (name, value) in env {
+) -> Result<Vec<Origin>, ConfigError> {
+    let mut origins = Vec::new();
+    for (name, raw) in env {
         let Some(rest) = name.strip_prefix("SEALGATE_") else {
             continue;
         };
@@ -57,18 +70,27 @@ pub(super) fn apply(
             None => (None, rest),
         };
         let list = LIST_KEYS.contains(&(section, key.as_str()));
-        let value = parse_env_value(&value, list);
+        let value = parse_env_value(&raw, list);
+        origins.push(Origin {
+            key: section.map_or_else(|| key.clone(), |s| format!("{s}.{key}")),
+            variable: name.clone(),
+            raw,
+        });
         let target = match section {
             Some(s) => table
                 .entry(s)
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
-                .ok_or_else(|| ConfigError::Invalid(format!("[{s}] is not a table")))?,
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "{name}: sets a key of [{s}], but {s} is not a table in the file"
+                    ))
+                })?,
             None => &mut *table,
         };
         target.insert(key, value);
     }
-    Ok(())
+    Ok(origins)
 }
 
 /// The keys holding lists of strings that an environment variable can set

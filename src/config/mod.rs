@@ -14,8 +14,10 @@
 mod access;
 mod choice;
 mod env;
+mod keyed;
 mod process;
 mod storage;
+mod units;
 mod validate;
 
 use std::net::SocketAddr;
@@ -113,6 +115,50 @@ impl Default for Config {
     }
 }
 
+/// Settings the command line gives (`sealgate serve --listen ...
+/// --data-dir ...`): they replace the file's and the environment's values
+/// before the configuration is validated.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A typing error as one line naming where the key came from: the
+/// environment variable that set it, with its value, or the key in the
+/// file with its value; then what the key expects.
+fn where_from(e: keyed::KeyError, file: Option<&Path>, origins: &[env::Origin]) -> String {
+    let Some(path) = &e.path else {
+        return match file {
+            Some(f) => format!("{}: {}", f.display(), e.message),
+            None => e.message,
+        };
+    };
+    let within = |key: &str| {
+        path == key || path.starts_with(&format!("{key}.")) || path.starts_with(&format!("{key}["))
+    };
+    // A key store URL may hold a password: never shown.
+    let secret = path == "keystore.url";
+    if let Some(o) = origins.iter().rev().find(|o| within(&o.key)) {
+        let raw = if secret { "..." } else { o.raw.as_str() };
+        return if o.key == *path {
+            format!("{}={raw} ({path}): {}", o.variable, e.message)
+        } else {
+            format!("{}={raw}: {path}: {}", o.variable, e.message)
+        };
+    }
+    let at = match (&e.value, secret) {
+        (Some(value), false) => format!("{path} = {value}"),
+        _ => path.clone(),
+    };
+    match file {
+        Some(f) => format!("{}: {at}: {}", f.display(), e.message),
+        None => format!("{at}: {}", e.message),
+    }
+}
+
 impl Config {
     /// Loads `file` (if any), then applies `SEALGATE_*` overrides from `env`.
     ///
@@ -122,6 +168,19 @@ impl Config {
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_with(file, env, &Flags::default())
+    }
+
+    /// [`Config::load`] with the command line's `flags` replacing the
+    /// file's and the environment's values before anything is validated.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_with(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Flags,
     ) -> Result<Self, ConfigError> {
         let table = match file {
             Some(path) => {
@@ -134,7 +193,7 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        Self::from_table(table, env)
+        Self::from_table(table, file, env, flags)
     }
 
     /// [`Config::load`] of a file holding `text`: the same parsing, overrides
@@ -150,17 +209,24 @@ impl Config {
         let table = text
             .parse::<toml::Table>()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        Self::from_table(table, env)
+        Self::from_table(table, None, env, &Flags::default())
     }
 
     fn from_table(
         mut table: toml::Table,
+        file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
+        flags: &Flags,
     ) -> Result<Self, ConfigError> {
-        env::apply(&mut table, env)?;
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        let origins = env::apply(&mut table, env)?;
+        let mut config: Config = keyed::from_value(&toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(where_from(e, file, &origins)))?;
+        if let Some(listen) = flags.listen {
+            config.listen = listen;
+        }
+        if let Some(data_dir) = &flags.data_dir {
+            config.data_dir.clone_from(data_dir);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -224,6 +290,125 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         let err = Config::load(None, env(&[("SEALGATE_LIMITS_MAX_OBJECTS", "1")])).unwrap_err();
-        assert!(err.to_string().contains("max_objects"), "{err}");
+        assert!(
+            err.to_string().contains(
+                "SEALGATE_LIMITS_MAX_OBJECTS=1 (limits.max_objects): unknown key; the keys here are: max_object_bytes,"
+            ),
+            "{err}"
+        );
+        let err = Config::from_toml("[cache]\nttl = 5\n", env(&[])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cache.ttl = 5: unknown key; the keys here are: ttl_seconds"),
+            "{err}"
+        );
+    }
+
+    /// Every typing error names the key, or the variable that set it, the
+    /// value, and what the key expects, on one line.
+    #[test]
+    fn type_errors_name_the_key_the_value_and_the_expected_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sealgate.toml");
+        let cases = [
+            (
+                "[s3]\nforce_path_style = \"yes\"\n",
+                vec![],
+                "sealgate.toml: s3.force_path_style = \"yes\": expected a boolean, not string \"yes\"",
+            ),
+            (
+                "[keystore]\nshards = -3\n",
+                vec![],
+                "sealgate.toml: keystore.shards = -3: expected a whole number from 0 (u32)",
+            ),
+            (
+                "listen = \"localhost\"\n",
+                vec![],
+                "sealgate.toml: listen = \"localhost\": invalid socket address syntax",
+            ),
+            (
+                "[[principals]]\nid = \"spiffe://app/a\"\nroles = [\"contents\"]\n",
+                vec![],
+                "sealgate.toml: principals[0].roles[0] = \"contents\": \"contents\" is not one of: content, erasure, legal, ops",
+            ),
+            (
+                "[tls]\ncert = \"/s.pem\"\n",
+                vec![],
+                "sealgate.toml: tls: `key` is required here",
+            ),
+            (
+                "",
+                vec![("SEALGATE_LIMITS_MAX_CONNECTIONS", "many")],
+                "SEALGATE_LIMITS_MAX_CONNECTIONS=many (limits.max_connections): expected a whole number from 0 (usize), not string \"many\"",
+            ),
+            (
+                "",
+                vec![("SEALGATE_LOG_FORMAT", "xml")],
+                "SEALGATE_LOG_FORMAT=xml (log.format): \"xml\" is not available in this build, which has: text, json",
+            ),
+            (
+                "",
+                vec![("SEALGATE_SPACES", "[1]")],
+                "SEALGATE_SPACES=[1]: spaces[0]: expected a string, not integer `1`",
+            ),
+        ];
+        for (file, vars, expected) in cases {
+            std::fs::write(&path, file).unwrap();
+            let err = Config::load(Some(&path), env(&vars))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{file} {vars:?}:\n{err}\n{expected}"
+            );
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    /// `--listen` and `--data-dir` replace the file's and the
+    /// environment's values before validation: a public address in the
+    /// file does not refuse a loopback `--listen`.
+    #[test]
+    fn flags_replace_the_files_values_before_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sealgate.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:50051\"\ndata_dir = \"/from-file\"\n",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&path), env(&[])).is_err());
+        let flags = Flags {
+            listen: Some("127.0.0.1:6000".parse().unwrap()),
+            data_dir: Some("/from-flag".into()),
+        };
+        let c = Config::load_with(
+            Some(&path),
+            env(&[("SEALGATE_DATA_DIR", "/from-env")]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:6000");
+        assert_eq!(c.data_dir, PathBuf::from("/from-flag"));
+        // And the other way: a public --listen is checked as the file's
+        // would be.
+        let flags = Flags {
+            listen: Some("0.0.0.0:6000".parse().unwrap()),
+            data_dir: None,
+        };
+        let err = Config::load_with(None, env(&[]), &flags).unwrap_err();
+        assert!(err.to_string().contains("listen: 0.0.0.0:6000"), "{err}");
+    }
+
+    /// A key store URL in an error is never shown: it may hold a password.
+    #[test]
+    fn a_mistyped_key_store_url_is_not_shown() {
+        let err = Config::from_toml("[keystore]\nurl = [\"postgres://u:pw@h/d\"]\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keystore.url:") && !err.contains("pw"),
+            "{err}"
+        );
     }
 }

@@ -16,8 +16,10 @@ use super::choice::LogFormat;
 #[serde(deny_unknown_fields, default)]
 pub struct Cache {
     /// Lifetime of unwrapped user keys.
+    #[serde(deserialize_with = "super::units::seconds")]
     pub ttl_seconds: u64,
     /// Lifetime of unwrapped KEKs.
+    #[serde(deserialize_with = "super::units::seconds")]
     pub kek_ttl_seconds: u64,
     /// Bound on cached users.
     pub max_entries: u64,
@@ -38,12 +40,15 @@ impl Default for Cache {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest object PutObject accepts.
+    #[serde(deserialize_with = "super::units::bytes")]
     pub max_object_bytes: u64,
     /// Largest item PutItem accepts.
+    #[serde(deserialize_with = "super::units::bytes")]
     pub max_item_bytes: u64,
     /// Largest GetItems / BatchGetItems response; items past it fail on
     /// their own (`RESPONSE_BUDGET`). The default is the default gRPC
     /// client's message limit.
+    #[serde(deserialize_with = "super::units::bytes")]
     pub max_response_bytes: u64,
     /// Open connections, in total; a connection past it is closed at once.
     pub max_connections: usize,
@@ -55,17 +60,22 @@ pub struct Limits {
     /// HTTP/2 streams one connection may have open at once.
     pub max_streams_per_connection: u32,
     /// How long a client has to complete its TLS handshake.
+    #[serde(deserialize_with = "super::units::seconds")]
     pub handshake_timeout_seconds: u64,
     /// A connection on which no byte moves either way for this long is
     /// closed.
+    #[serde(deserialize_with = "super::units::seconds")]
     pub idle_connection_timeout_seconds: u64,
     /// A PutObject or GetObject stream must move at least
     /// `stream_min_bytes` every this many seconds (or end); one that stalls
     /// or trickles is ended (`STREAM_STALLED`).
+    #[serde(deserialize_with = "super::units::seconds")]
     pub stream_timeout_seconds: u64,
     /// See `stream_timeout_seconds`.
+    #[serde(deserialize_with = "super::units::bytes")]
     pub stream_min_bytes: u64,
     /// The longest a unary call may run (`CALL_DEADLINE`).
+    #[serde(deserialize_with = "super::units::seconds")]
     pub unary_timeout_seconds: u64,
 }
 
@@ -96,8 +106,10 @@ impl Default for Limits {
 pub struct Jobs {
     /// How long a job's lease lasts unrenewed: how soon another process
     /// takes over the job of one that died.
+    #[serde(deserialize_with = "super::units::seconds")]
     pub lease_seconds: u64,
     /// How often the key store is scanned for jobs nobody runs.
+    #[serde(deserialize_with = "super::units::seconds")]
     pub poll_seconds: u64,
 }
 
@@ -132,8 +144,10 @@ impl Default for Log {
 pub struct Server {
     /// On SIGTERM or SIGINT, how long the calls in flight get to finish
     /// before they are ended (uploads aborted).
+    #[serde(deserialize_with = "super::units::seconds")]
     pub shutdown_grace_seconds: u64,
     /// How often health probes the key store and the object store.
+    #[serde(deserialize_with = "super::units::seconds")]
     pub health_probe_seconds: u64,
 }
 
@@ -191,8 +205,10 @@ pub struct Keys {
     /// versions. It bounds the erasure horizon: how long a copy of the key
     /// store taken before an erasure can still open the user's keys. 0
     /// turns the schedule off.
+    #[serde(deserialize_with = "super::units::days")]
     pub kek_max_age_days: f64,
     /// How often the schedule looks for keys due for rotation.
+    #[serde(deserialize_with = "super::units::seconds")]
     pub schedule_check_seconds: u64,
 }
 

@@ -64,6 +64,7 @@ pub struct KeyStoreConfig {
     /// for one statement's answer, before it is refused UNAVAILABLE
     /// ("retry later"): an unreachable or silent database fails calls in
     /// this time, not in the network's.
+    #[serde(deserialize_with = "super::units::milliseconds")]
     pub acquire_timeout_ms: u64,
     /// Number of KEK shards. Fixed once keys exist.
     pub shards: u32,

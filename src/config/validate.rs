@@ -411,7 +411,7 @@ mod tests {
         for (principals, expected) in [
             (
                 r#"[{id = "a", roles = ["root"]}]"#,
-                "unknown variant `root`",
+                r#"principals[0].roles[0]: "root" is not one of: content, erasure, legal, ops"#,
             ),
             (r#"[{id = "a", roles = []}]"#, "has no roles"),
             (r#"[{id = "a", roles = ["content"]}]"#, "no spaces"),

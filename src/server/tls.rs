@@ -154,6 +154,46 @@ impl ServerTls {
     }
 }
 
+/// What an identity certificate must be, for the messages refusing one.
+const V3_REQUIRED: &str =
+    "it is an X.509 v1 certificate (no extensions): X.509 v3 with a subjectAltName is required";
+
+/// Why `der` cannot serve as a certificate here: an X.509 v1 certificate
+/// (which has no subjectAltName), or one that does not parse.
+fn end_entity_problem(der: &CertificateDer<'_>) -> Option<String> {
+    match webpki::EndEntityCert::try_from(der) {
+        Ok(_) => None,
+        Err(webpki::Error::UnsupportedCertVersion) => Some(V3_REQUIRED.into()),
+        Err(e) => Some(format!(
+            "it does not parse as an X.509 v3 certificate ({e:?})"
+        )),
+    }
+}
+
+/// Checks a client certificate file (PEM) before it is presented: an
+/// X.509 v3 certificate with a subjectAltName (URI or DNS) naming the
+/// identity.
+///
+/// # Errors
+/// Why it cannot identify a caller, in words.
+pub fn check_client_certificate(pem: &[u8]) -> Result<(), String> {
+    let first = CertificateDer::pem_slice_iter(pem)
+        .next()
+        .ok_or("no PEM certificate")?
+        .map_err(|e| format!("not a PEM certificate ({e})"))?;
+    if let Some(problem) = end_entity_problem(&first) {
+        return Err(problem);
+    }
+    let cert = webpki::EndEntityCert::try_from(&first).map_err(|e| format!("{e:?}"))?;
+    if cert.valid_uri_names().next().is_none() && cert.valid_dns_names().next().is_none() {
+        return Err(
+            "it names no identity: a subjectAltName (a URI such as spiffe://..., or a DNS name) is required"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// The identity of a client certificate chain: its URI SAN, else its DNS
 /// SAN, once the chain verifies against the client CA now.
 fn identify(
@@ -211,6 +251,9 @@ fn build(files: &config::Tls, [cert, key, ca]: &[Vec<u8>; 3]) -> Result<Loaded, 
         .map_err(|e| invalid(&files.cert, e))?;
     if chain.is_empty() {
         return Err(invalid(&files.cert, "no PEM certificate"));
+    }
+    if let Some(problem) = end_entity_problem(&chain[0]) {
+        return Err(invalid(&files.cert, problem));
     }
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| invalid(&files.key, e))?;
     let mut roots = rustls::RootCertStore::empty();

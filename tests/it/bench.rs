@@ -1,6 +1,7 @@
 //! `sealgate bench`, the real binary run as a user runs it, against a
 //! gateway on a loopback socket: each workload for two seconds, with no
-//! error, a report with every field, and nothing left stored afterwards.
+//! error, a report with every field, and nothing left stored afterwards:
+//! no object, and no user key (the bench erases its users).
 
 use std::process::Output;
 
@@ -42,6 +43,18 @@ fn check_figures(f: &Value, what: &str) {
     assert!(p("p50") <= p("p90"), "{what}: {f}");
     assert!(p("p90") <= p("p99"), "{what}: {f}");
     assert!(p("p99") <= p("max"), "{what}: {f}");
+}
+
+/// The bench erased its synthetic users: the key store holds no user key.
+async fn assert_no_user_key(gw: &TestGateway) {
+    let store = crate::support::gateway::server::open_key_store(&gw.data_dir).await;
+    let shards: Vec<u32> = (0..256).collect();
+    assert_eq!(
+        store.count_user_keys(&shards).await.unwrap(),
+        0,
+        "the bench erases its users, destroying their keys"
+    );
+    store.close().await;
 }
 
 /// Runs `workload` for two seconds with `--json` and checks the report;
@@ -99,6 +112,7 @@ async fn run_json(workload: &str, size: &str, operations: &[&str]) -> Value {
     }
     gw.assert_nothing_stored("the bench deletes what it stored")
         .await;
+    assert_no_user_key(&gw).await;
     report
 }
 

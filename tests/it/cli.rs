@@ -897,3 +897,151 @@ async fn a_client_command_ends_quietly_when_its_reader_goes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A startup error is printed once: one line, each cause once.
+#[test]
+fn a_startup_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let under_a_file = file.join("data");
+    for (args, cause) in [
+        (
+            vec!["serve", "--config", missing.to_str().unwrap()],
+            "No such file or directory",
+        ),
+        (
+            vec![
+                "serve",
+                "--data-dir",
+                under_a_file.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "Not a directory",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args(&args)
+            .env("SEALGATE_METRICS_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
+    }
+}
+
+/// `--listen` and `--data-dir` replace the file's values before anything
+/// is checked: a file listening on a public address without `[tls]` is
+/// served on the loopback address `--listen` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_and_data_dir_flags_replace_the_files_values() {
+    use crate::support::serve::Serve;
+    let dir = tempfile::tempdir().unwrap();
+    let from_file = dir.path().join("from-file");
+    let file = dir.path().join("sealgate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"0.0.0.0:50051\"\ndata_dir = {:?}\n",
+            from_file.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("from-flag");
+    let mut server = Serve::new(&data).config(&file).spawn();
+    let addr = server.listening().await;
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert!(data.join("keyring").exists());
+    assert!(!from_file.exists());
+}
+
+/// A plaintext client of a TLS gateway is told to use `https://` and
+/// `--ca`, not just "transport error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_client_of_a_tls_gateway_is_told_to_use_https() {
+    use crate::support::gateway::tls::TlsGateway;
+    let t = TlsGateway::start().await;
+    let ep = format!("http://{}", t.gw.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        sealgate(&["ls", "--endpoint", &ep, "--user", "u", "--space", "moments"])
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("use an https:// endpoint with --ca"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A certificate without X.509 v3 extensions (so without a
+/// subjectAltName) is refused in words, naming the file: the CLI's
+/// `--cert` (rustls would otherwise fail with
+/// `Other(OtherError(UnsupportedCertVersion))`) and the gateway's
+/// `tls.cert`. Skipped without `openssl`, which makes the certificate
+/// (rcgen only writes v3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_without_x509_v3_are_refused_in_words() {
+    use crate::support::gateway::tls::{ClientFiles, TlsGateway, MOMENTS};
+    use crate::support::pki::write_server_files;
+    let t = TlsGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(v1) = t.ca.v1_leaf(dir.path(), "client") else {
+        eprintln!("skipped: no openssl to make an X.509 v1 certificate");
+        return;
+    };
+    const REQUIRED: &str = "X.509 v3 with a subjectAltName is required";
+    let ClientFiles { ca, .. } = t.client_files(dir.path(), MOMENTS);
+    let (cert, key) = (dir.path().join("old.pem"), dir.path().join("old.key"));
+    std::fs::write(&cert, &v1.cert).unwrap();
+    std::fs::write(&key, &v1.key).unwrap();
+    let ep = format!("https://{}", t.gw.addr);
+    let (cert_arg, key_arg) = (
+        cert.to_str().unwrap().to_string(),
+        key.to_str().unwrap().to_string(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        sealgate(&[
+            "ls",
+            "--endpoint",
+            &ep,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert_arg,
+            "--key",
+            &key_arg,
+            "--user",
+            "u",
+            "--space",
+            "moments",
+        ])
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "--cert {}: it is an X.509 v1 certificate",
+            cert.display()
+        )) && err.contains(REQUIRED),
+        "{err}"
+    );
+    // The gateway's own certificate.
+    let server_dir = tempfile::tempdir().unwrap();
+    let tls = write_server_files(server_dir.path(), &v1, &t.ca);
+    let err = sealgate::server::tls::ServerTls::load(&tls)
+        .err()
+        .expect("a v1 server certificate is refused")
+        .to_string();
+    assert!(
+        err.contains(&tls.cert.display().to_string()) && err.contains(REQUIRED),
+        "{err}"
+    );
+}

@@ -2,7 +2,9 @@
 //! warp. It prepares what a workload reads (untimed), runs `--concurrency`
 //! callers for `--duration` seconds, then reports operations and bytes per
 //! second, latency percentiles from an HDR histogram, and errors by gRPC
-//! code; last it deletes every object it stored (untimed).
+//! code; last it deletes every object it stored and erases its synthetic
+//! users, so that their keys are destroyed (untimed; the erasures and their
+//! audit records stay, as every erasure's do).
 //!
 //! Workloads, each on objects of `--size` bytes spread over `--users`
 //! synthetic users (ids unique to the run):
@@ -36,7 +38,8 @@ use super::{connect, Endpoint};
 use crate::api::pb;
 use calls::{get_items, get_object, object_ref, put_object, put_outcome, Op, Outcome};
 use pb::content_service_client::ContentServiceClient;
-use plan::{cleanup, prepare, Plan};
+use pb::erasure_service_client::ErasureServiceClient;
+use plan::{cleanup, erase_users, prepare, Plan};
 use report::{print_text, report, Tally};
 
 /// Most connections the callers share (each caller uses one).
@@ -117,8 +120,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .min(MAX_CONNECTIONS)
         .max(gateways.len());
     let mut clients = Vec::with_capacity(connections);
+    let mut first = None;
     for i in 0..connections {
-        clients.push(client(connect(&gateways[i % gateways.len()]).await?));
+        let channel = connect(&gateways[i % gateways.len()]).await?;
+        first.get_or_insert_with(|| channel.clone());
+        clients.push(client(channel));
     }
     let plan = Arc::new(prepare(&args, &clients[0]).await?);
     let progress = !args.json;
@@ -159,7 +165,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     cleanup(&clients[0], &plan, writers)
         .await
-        .context("cleaning up the benchmark's objects")
+        .context("cleaning up the benchmark's objects")?;
+    let erasure = ErasureServiceClient::new(first.expect("at least one connection"));
+    erase_users(&erasure, &plan).await
 }
 
 fn client(channel: Channel) -> ContentServiceClient<Channel> {

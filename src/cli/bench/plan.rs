@@ -1,7 +1,8 @@
 //! What a workload reads and writes: the plan made in preparation (run-
 //! unique users, the objects and items stored before the timed run, the
 //! body every upload sends), and the cleanup that deletes everything the
-//! run stored. Both are untimed; this file must never record a figure.
+//! run stored and erases the run's users, destroying their keys. Both are
+//! untimed; this file must never record a figure.
 
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use super::calls::{get_items, object_ref, put_object};
 use super::{BenchArgs, Workload};
 use crate::api::pb;
 use pb::content_service_client::ContentServiceClient;
+use pb::erasure_service_client::ErasureServiceClient;
 
 /// Items in one GetItems batch (the most a call may ask for).
 const BATCH: usize = 100;
@@ -170,4 +172,51 @@ pub(super) async fn cleanup(
         .try_collect::<()>()
         .await?;
     Ok(())
+}
+
+/// Erases the run's synthetic users (crypto-shredding): each user key the
+/// run made is destroyed. What an erasure leaves stays, as it does for
+/// every erased user: a tombstone and receipt per user, and the audit
+/// records (the hash chain cannot lose records), all under the run's
+/// user ids `bench-<run>-u<N>`. Untimed.
+///
+/// # Errors
+/// A refused erasure, naming what remains: a caller without the role
+/// `erasure` leaves the users' keys in place.
+pub(super) async fn erase_users(
+    client: &ErasureServiceClient<Channel>,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let erased = futures_util::stream::iter(plan.users.iter())
+        .map(|user| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .erase_user(pb::EraseUserRequest {
+                        user_id: user.clone(),
+                    })
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(PREPARE_CONCURRENCY)
+        .try_collect::<()>()
+        .await;
+    let (first, last) = (&plan.users[0], &plan.users[plan.users.len() - 1]);
+    match erased {
+        Ok(()) => {
+            // On stderr (`--json` keeps stdout for the report): the ids to
+            // find the run's records by (`sealgate audit --user ID`).
+            eprintln!(
+                "erased the benchmark's {} users, {first} to {last}: their keys are destroyed",
+                plan.users.len()
+            );
+            Ok(())
+        }
+        Err(status) => Err(anyhow::anyhow!(
+            "cannot erase the benchmark's users {first} to {last}, so their keys remain (erase them with `sealgate erase --user ID`, which needs the role erasure): {:?}: {}",
+            status.code(),
+            status.message()
+        )),
+    }
 }

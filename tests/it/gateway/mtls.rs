@@ -214,6 +214,14 @@ async fn a_role_calling_another_roles_method_is_denied() {
             what,
         );
         assert!(s.message().contains("erasure"), "{what}: {s:?}");
+        if what == "an unknown identity erasing" {
+            // It is told why it holds no role.
+            assert!(
+                s.message()
+                    .contains("identity spiffe://app/stranger has no [[principals]] entry"),
+                "{s:?}"
+            );
+        }
     }
     for (what, leaf) in [
         ("content placing a hold", &moments),

@@ -13,6 +13,8 @@ use sealgate::config::Tls;
 /// A certificate authority.
 pub struct Ca {
     pub pem: String,
+    /// Its private key (PEM), for certificates rcgen cannot make.
+    pub key_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -33,6 +35,7 @@ impl Ca {
         let pem = params.self_signed(&key).unwrap().pem();
         Self {
             pem,
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -77,6 +80,69 @@ impl Ca {
         params.not_before = date_time_ymd(2000, 1, 1);
         params.not_after = date_time_ymd(2001, 1, 1);
         self.sign(params, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+impl Ca {
+    /// An X.509 v1 certificate (no extensions, so no subjectAltName) for
+    /// the subject `CN=cn`, signed by this CA, made in `dir` by the
+    /// `openssl` command (rcgen always writes v3); `None` without
+    /// `openssl`.
+    pub fn v1_leaf(&self, dir: &Path, cn: &str) -> Option<Leaf> {
+        let run = |args: &[&str]| {
+            std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        };
+        run(&["version"])?;
+        std::fs::write(dir.join("v1-ca.pem"), &self.pem).unwrap();
+        std::fs::write(dir.join("v1-ca.key"), &self.key_pem).unwrap();
+        let subject = format!("/CN={cn}");
+        run(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "v1.key",
+            "-out",
+            "v1.csr",
+            "-subj",
+            &subject,
+        ])
+        .expect("openssl req");
+        // `x509 -req` without an extension file writes a v1 certificate.
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "v1.csr",
+            "-CA",
+            "v1-ca.pem",
+            "-CAkey",
+            "v1-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "v1.pem",
+        ])
+        .expect("openssl x509");
+        let text = run(&["x509", "-in", "v1.pem", "-noout", "-text"]).expect("openssl x509 -text");
+        assert!(
+            String::from_utf8_lossy(&text.stdout).contains("Version: 1 (0x0)"),
+            "openssl made a v1 certificate"
+        );
+        Some(Leaf {
+            cert: std::fs::read_to_string(dir.join("v1.pem")).unwrap(),
+            key: std::fs::read_to_string(dir.join("v1.key")).unwrap(),
+        })
     }
 }
 

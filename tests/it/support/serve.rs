@@ -46,6 +46,7 @@ pub fn ok(out: &Output) -> String {
 /// servers run at once; [`metrics_address`](super::metrics::metrics_address)
 /// finds it in the log), unless an option says otherwise.
 pub struct Serve {
+    config: Option<PathBuf>,
     data_dir: PathBuf,
     listen: String,
     rust_log: String,
@@ -57,12 +58,20 @@ impl Serve {
     /// The server of `data_dir`, on a loopback port of its own.
     pub fn new(data_dir: &Path) -> Self {
         Self {
+            config: None,
             data_dir: data_dir.to_path_buf(),
             listen: "127.0.0.1:0".into(),
             rust_log: "info".into(),
             env: Vec::new(),
             wrapper: Vec::new(),
         }
+    }
+
+    /// `--config FILE` too (the flags still replace its `data_dir` and
+    /// `listen`).
+    pub fn config(mut self, file: &Path) -> Self {
+        self.config = Some(file.to_path_buf());
+        self
     }
 
     /// Listens on `addr` instead of a port of its own.
@@ -119,6 +128,11 @@ impl Serve {
         let mut child = command
             .envs(self.env)
             .arg("serve")
+            .args(
+                self.config
+                    .iter()
+                    .flat_map(|c| [OsString::from("--config"), c.into()]),
+            )
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--listen", &self.listen])
