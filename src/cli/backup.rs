@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::Config;
+use crate::config::{Config, Flags};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct BackupArgs {
@@ -19,10 +19,14 @@ pub(super) struct BackupArgs {
 }
 
 pub(super) async fn run(args: BackupArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(d) = args.data_dir {
-        config.data_dir = d;
-    }
+    let config = Config::load_with(
+        args.config.as_deref(),
+        std::env::vars(),
+        &Flags {
+            listen: None,
+            data_dir: args.data_dir,
+        },
+    )?;
     let (store, sqlite, keyring) = crate::server::open_for_backup(&config).await?;
     let taken = crate::backup::take(
         crate::backup::Source {

@@ -160,10 +160,10 @@ async fn bench_mixed_runs_without_errors() {
 /// client-certificate flags are those of the other client commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_prints_text_and_speaks_mtls() {
-    use crate::support::gateway::tls::{ClientFiles, TlsGateway, MOMENTS};
+    use crate::support::gateway::tls::{ClientFiles, TlsGateway, BENCH};
     let t = TlsGateway::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let ClientFiles { ca, cert, key } = t.client_files(dir.path(), MOMENTS);
+    let ClientFiles { ca, cert, key } = t.client_files(dir.path(), BENCH);
     let ep = format!("https://{}", t.gw.addr);
     let out = tokio::task::spawn_blocking(move || {
         bench(&[

@@ -20,3 +20,9 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and touches no memory of ours.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Whether the `CI` environment variable says this is a CI run (set, and
+/// neither empty, `0` nor `false`).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}

@@ -24,7 +24,7 @@ pub fn root_or_skip(test: &str) -> bool {
         return true;
     }
     assert!(
-        !under_ci(),
+        !crate::support::host::under_ci(),
         "{test} needs root for its mounts and CI is set: run the suite as root"
     );
     let _ = writeln!(
@@ -32,12 +32,6 @@ pub fn root_or_skip(test: &str) -> bool {
         "SKIPPED {test}: needs root for mounts (not running as root; CI, which runs it, is not set)"
     );
     false
-}
-
-/// Whether the `CI` environment variable says this is a CI run (set, and
-/// neither empty, `0` nor `false`).
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
 }
 
 /// Runs a command, failing the test with its output if it fails.

@@ -17,11 +17,15 @@ pub const MOMENTS: &str = "spiffe://app/moments-backend";
 pub const DELETION: &str = "spiffe://app/deletion-service";
 pub const LEGAL: &str = "spiffe://app/legal-console";
 pub const OPS: &str = "ops.internal";
+/// A load generator: content in `moments`, and the erasure of the users it
+/// made (`sealgate bench` erases them when it ends).
+pub const BENCH: &str = "spiffe://app/bench";
 /// A valid certificate identity that no principal names.
 pub const STRANGER: &str = "spiffe://app/stranger";
 
 /// The principals of these tests: a content backend limited to `moments`,
-/// a deletion service, a legal console and an ops tool named by a DNS SAN.
+/// a deletion service, a legal console, an ops tool named by a DNS SAN and
+/// a load generator.
 pub fn principals() -> Vec<PrincipalConfig> {
     let p = |id: &str, roles: &[Role], spaces: &[&str]| PrincipalConfig {
         id: id.into(),
@@ -33,6 +37,7 @@ pub fn principals() -> Vec<PrincipalConfig> {
         p(DELETION, &[Role::Erasure], &[]),
         p(LEGAL, &[Role::Legal], &[]),
         p(OPS, &[Role::Ops], &[]),
+        p(BENCH, &[Role::Content, Role::Erasure], &["moments"]),
     ]
 }
 
