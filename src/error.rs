@@ -392,7 +392,7 @@ impl From<KeyError> for Error {
             KeyError::StoreLost(m) => Self::StorageLost(m),
             KeyError::MasterKeyUnusable(m) => Self::FailedPrecondition {
                 reason: Reason::MasterKeyUnusable,
-                message: format!("the master key cannot be used: {m}; an operator must fix the KMS key"),
+                message: format!("the master key cannot be used: {m}; an operator must fix it"),
             },
             KeyError::Decommissioned => Self::FailedPrecondition {
                 reason: Reason::Decommissioned,

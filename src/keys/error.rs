@@ -49,9 +49,9 @@ pub enum KeyError {
     /// (or already destroyed) meanwhile: it must be written again.
     #[error("user key version {0} was retired by a rewrap while the write ran")]
     KeyRetired(u32),
-    /// The master key provider (KMS) refused to use a master key: retrying
-    /// cannot help until an operator fixes the key (enables it, restores
-    /// the permission).
+    /// The master key provider refused to use a master key (KMS: disabled,
+    /// no permission), or does not hold the version a KEK is under (a stale
+    /// keyring): retrying cannot help until an operator fixes the key.
     #[error("{0}")]
     MasterKeyUnusable(String),
     /// The service was decommissioned: every key is destroyed.
@@ -82,6 +82,14 @@ impl From<MasterKeyError> for KeyError {
         match e {
             MasterKeyError::KmsUnavailable(_) => Self::Unavailable(e.to_string()),
             MasterKeyError::KmsRefused { .. } => Self::MasterKeyUnusable(e.to_string()),
+            // A KEK under a master version this process does not hold: its
+            // keyring is another replica's from before a rotation, or was
+            // restored from an older backup. No retry brings it.
+            MasterKeyError::UnknownVersion(v) => Self::MasterKeyUnusable(format!(
+                "master key version {v} is not in this process's keyring (another replica \
+                 added it, or the keyring was restored from before it): give this process \
+                 the deployment's current keyring"
+            )),
             MasterKeyError::Store(e) => e.into(),
             // The keyring deleted or made unreadable under the process: an
             // operator must restore it (not "retry later").

@@ -12,7 +12,7 @@ use sealgate::api::pb;
 use sealgate::keys::keyring::LocalKeyring;
 
 use crate::startup::refusal_of;
-use crate::support::gateway::{config, put, watch_all, TestGateway};
+use crate::support::gateway::{config, put, watch_all, Backend, BackendKind, TestGateway};
 use crate::support::kms_env;
 
 const SPACE: &str = "moments";
@@ -197,4 +197,49 @@ async fn replicas_agree_on_master_versions_at_their_next_call() {
         .await
         .expect("retire 1 through B");
     assert_eq!(masters(&a).await, [2]);
+}
+
+/// Replicas with local keyrings: a master rotation through one adds a
+/// version to its keyring only; the other, reading a KEK now under it,
+/// answers FAILED_PRECONDITION/MASTER_KEY_UNUSABLE naming the missing
+/// version and the fix (not INTERNAL, not "retry later").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_keyring_lacks_a_rotation_names_it_per_call() {
+    let url = crate::support::pgenv::fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    // One bucket for both.
+    let backend = Backend::create(BackendKind::S3).await;
+    let on = |dir: &Path| {
+        let mut c = replica(dir, &url);
+        backend.configure(&mut c);
+        c
+    };
+    let a = TestGateway::start_config(on(&a_dir)).await;
+    put_users(&a, 4).await;
+    std::fs::create_dir_all(&b_dir).unwrap();
+    std::fs::copy(a_dir.join("keyring"), b_dir.join("keyring")).unwrap();
+    let b = TestGateway::start_config(on(&b_dir)).await;
+
+    let started = a
+        .admin()
+        .await
+        .rotate_master_key(pb::RotateMasterKeyRequest {})
+        .await
+        .expect("RotateMasterKey")
+        .into_inner();
+    watch_all(&a, &started.job_id).await;
+    let status = crate::support::gateway::expect_reason(
+        crate::support::gateway::get(&mut b.content().await, "id-1", SPACE, "photo", None).await,
+        tonic::Code::FailedPrecondition,
+        "MASTER_KEY_UNUSABLE",
+        "a KEK under a master version B's keyring lacks",
+    );
+    assert!(
+        status
+            .message()
+            .contains("master key version 2 is not in this process's keyring"),
+        "{}",
+        status.message()
+    );
 }
