@@ -442,3 +442,23 @@ pub fn user_key_aad(p: &Pseudonym, version: u32, shard: u32, kek_version: u32) -
     }
     aad
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FORMAT.md's check values, against Python's `hmac` (an independent
+    /// HMAC-SHA-256): key bytes 0x00..0x1f.
+    #[test]
+    fn check_values_match_an_independent_hmac() {
+        let key: Vec<u8> = (0u8..32).collect();
+        assert_eq!(
+            hex::encode(MasterKey::from_bytes(&key).unwrap().check_value()),
+            "9146a0f309562c4145a4bf18a4ccd908"
+        );
+        assert_eq!(
+            hex::encode(NamingKey::from_bytes(&key).unwrap().check_value()),
+            "998b4d9f853b592c893336e40ed6d828"
+        );
+    }
+}
