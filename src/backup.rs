@@ -181,20 +181,18 @@ pub async fn take(source: Source<'_>, dir: &Path) -> Result<Report, BackupError>
     Ok(report)
 }
 
-/// Creates `dir` (0700) or accepts it empty.
+/// Creates `dir` (0700, with any missing parent) or accepts it empty.
 fn prepare(dir: &Path) -> Result<(), String> {
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
-            if entries.next().is_some() {
-                Err("is not empty; give a new directory for each backup".into())
-            } else {
-                Ok(())
-            }
-        }
-        Err(e) => Err(format!("cannot create: {e}")),
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create: {e}"))?;
+    let mut entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read: {e}"))?;
+    if entries.next().is_some() {
+        return Err("is not empty; give a new directory for each backup".into());
     }
+    Ok(())
 }
 
 /// Opens the copy as a start would: the keyring against the copied key

@@ -73,7 +73,8 @@ async fn a_restored_backup_serves_and_the_users_erased_before_it_stay_erased() {
 
     // Online: the gateway serves throughout.
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("backup-1");
+    // A new directory under one that does not exist yet.
+    let dir = tmp.path().join("backups").join("backup-1");
     let (ok, stdout, stderr) = backup(&gw.data_dir, &dir);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("files: keys.db keyring\n"), "{stdout}");
