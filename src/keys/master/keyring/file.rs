@@ -108,9 +108,16 @@ fn keyring_text(naming: &NamingKey, masters: &Masters) -> Zeroizing<String> {
 
 /// Replaces the keyring at `path` by one of `naming` and `masters`: a
 /// temporary file (0600) written and fsynced, renamed over `path`, the
-/// directory fsynced.
+/// directory fsynced; then the old file, held open across the rename, is
+/// overwritten in place with zeros and synced before it is let go, so
+/// that its disk blocks (a retired master key among them) are not given
+/// back holding keys.
 pub(super) fn replace(path: &Path, naming: &NamingKey, masters: &Masters) -> std::io::Result<()> {
     let text = keyring_text(naming, masters);
+    let old = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     let tmp = unique_sibling(path, "tmp");
     let written = (|| {
         write_private(&tmp, &text)?;
@@ -120,7 +127,17 @@ pub(super) fn replace(path: &Path, naming: &NamingKey, masters: &Masters) -> std
         let _ = std::fs::remove_file(&tmp);
     }
     written?;
-    std::fs::File::open(parent_dir(path))?.sync_all()
+    std::fs::File::open(parent_dir(path))?.sync_all()?;
+    overwrite_with_zeros(old)
+}
+
+/// Overwrites every byte of `file` with zeros in place and syncs it.
+pub(super) fn overwrite_with_zeros(mut file: std::fs::File) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+    file.sync_all()
 }
 
 /// Parses the keyring text; every entry may appear once. Public only for

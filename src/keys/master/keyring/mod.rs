@@ -31,7 +31,7 @@
 //! (create-only publishing, whole-file replacement) are in `file.rs`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -42,7 +42,7 @@ use zeroize::Zeroizing;
 use super::{MasterKeyError, MasterKeyProvider, ProviderKind};
 use crate::crypto::keys::CHECK_LEN;
 use crate::crypto::{Kek, MasterKey, NamingKey, Wrapped};
-use file::{effective_uid, parent_dir, publish_new, replace, write_private};
+use file::{effective_uid, overwrite_with_zeros, parent_dir, publish_new, replace, write_private};
 
 mod file;
 #[cfg(test)]
@@ -312,15 +312,8 @@ impl LocalKeyring {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)
         {
-            Ok(mut file) => {
-                let len = file
-                    .metadata()
-                    .map_err(|e| err(format!("cannot read: {e}")))?
-                    .len();
-                let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
-                file.write_all(&zeros)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| err(format!("cannot overwrite: {e}")))?;
+            Ok(file) => {
+                overwrite_with_zeros(file).map_err(|e| err(format!("cannot overwrite: {e}")))?;
                 std::fs::remove_file(&self.path).map_err(|e| err(format!("cannot remove: {e}")))?;
                 std::fs::File::open(parent_dir(&self.path))
                     .and_then(|d| d.sync_all())

@@ -3,6 +3,7 @@
 //! sharing one keyring.
 
 use super::*;
+use std::io::Write;
 
 /// The keyring text with one naming key and master version 1, plus
 /// `extra` lines.
@@ -267,4 +268,32 @@ async fn versions_are_added_and_retired_in_place_keeping_everything_else() {
         .collect();
     names.sort();
     assert_eq!(names, ["keyring", "keyring.lock"]);
+}
+
+/// A rotation or a retirement rewrites the keyring by rename; the file
+/// it replaces is overwritten with zeros before it is let go, so its disk
+/// blocks hold no master key when given back.
+#[test]
+fn a_replaced_keyring_is_zeroed_before_it_is_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring");
+    let (keyring, _) = LocalKeyring::create(&path).unwrap();
+    for change in [0, 1] {
+        // The file as it is now, held open as a reader of the old inode.
+        let mut old = std::fs::File::open(&path).unwrap();
+        let len = old.metadata().unwrap().len();
+        match change {
+            0 => keyring.add_version(2).unwrap(),
+            _ => keyring.retire_version(1).unwrap(),
+        }
+        let mut bytes = Vec::new();
+        old.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len() as u64, len);
+        assert!(
+            bytes.iter().all(|b| *b == 0),
+            "change {change}: old keyring zeroed"
+        );
+        assert!(!std::fs::read(&path).unwrap().iter().all(|b| *b == 0));
+    }
+    assert_eq!(keyring.versions(), [2]);
 }

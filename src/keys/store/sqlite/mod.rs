@@ -3,9 +3,12 @@
 //! - WAL journal with `synchronous = FULL`: a committed erasure survives a
 //!   power cut.
 //! - `secure_delete = ON` on every connection, and after every commit that
-//!   destroyed key material a `wal_checkpoint(TRUNCATE)` ([`Engine::scrub`])
-//!   before the call returns: a destroyed key leaves no copy in a free page
-//!   of `keys.db` nor in `keys.db-wal`. A database whose free pages predate
+//!   destroyed key material a scrub of the WAL ([`Engine::scrub`]) before
+//!   the call returns: every frame checkpointed, the WAL's bytes
+//!   overwritten in place with zeros under the write lock, then truncated.
+//!   A destroyed key leaves no copy in a free page of `keys.db`, in
+//!   `keys.db-wal`, nor in the disk blocks the WAL gives back (on a
+//!   filesystem that writes in place). A database whose free pages predate
 //!   this (freelist not empty at open) is vacuumed once at open.
 //! - Every write runs in a `BEGIN IMMEDIATE` transaction on a connection of
 //!   its own ([`WriteTx`]): the one write lock serialises every write, so
@@ -47,6 +50,72 @@ pub type SqliteKeyStore = SqlStore<SqliteEngine>;
 /// User keys re-wrapped by one UPDATE (six parameters each, well below
 /// SQLite's 32,766).
 const REWRAP_CHUNK: usize = 1024;
+
+/// The steps of a scrub ([`SqliteEngine::checkpoint`]), for a test that
+/// stops there.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrubStep {
+    /// Every WAL frame is in the database file; no reader uses the WAL.
+    Backfilled,
+    /// The WAL's bytes are zeros.
+    Zeroed,
+    /// The WAL is empty.
+    Truncated,
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// The WAL's length and first 32 bytes (its header: a writer that
+/// restarts the WAL changes its checkpoint sequence and salts; one that
+/// appends lengthens it).
+fn wal_header(wal: &Path) -> Result<(u64, Vec<u8>), StoreError> {
+    use std::io::Read;
+    let mut header = Vec::with_capacity(32);
+    match std::fs::File::open(wal) {
+        Ok(f) => f
+            .metadata()
+            .map(|m| m.len())
+            .and_then(|len| f.take(32).read_to_end(&mut header).map(|_| (len, header)))
+            .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", wal.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, header)),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot read {}: {e}",
+            wal.display()
+        ))),
+    }
+}
+
+/// Overwrites every byte of `path` with zeros in place and syncs it.
+fn zero_file(path: &Path) -> Result<(), StoreError> {
+    use std::io::{Seek, Write};
+    let err = |e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot scrub {}: {e}", path.display()))
+    };
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    let len = file.metadata().map_err(err)?.len();
+    let zeros = vec![0u8; 64 << 10];
+    file.seek(std::io::SeekFrom::Start(0)).map_err(err)?;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n]).map_err(err)?;
+        left -= n as u64;
+    }
+    file.sync_all().map_err(err)
+}
 
 /// The SQLite engine: a pool over one file.
 #[derive(Debug, Clone)]
@@ -138,24 +207,84 @@ impl SqlStore<SqliteEngine> {
 }
 
 impl SqliteEngine {
-    /// Moves every WAL frame into the database and truncates the WAL to
-    /// zero bytes, so no older page version survives in it.
+    /// Moves every WAL frame into the database, overwrites the WAL in place
+    /// with zeros and truncates it to zero bytes, so that no older page
+    /// version survives in it, nor in the disk blocks it gives back.
     async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.checkpoint_steps(&mut |_| {}).await
+    }
+
+    /// [`Self::checkpoint`], calling `at` after each step (a test copies the
+    /// files there: what a crash at that step would leave).
+    ///
+    /// 1. `wal_checkpoint(RESTART)`: every frame is in the database file
+    ///    (synced) and no reader uses the WAL any more; readers from now on
+    ///    read the database file alone (the WAL is wholly backfilled).
+    /// 2. `BEGIN IMMEDIATE` on a connection of its own: SQLite's write lock,
+    ///    so no frame can be written. A writer that came between 1 and 2
+    ///    restarted the WAL (its header changed): then from 1 again.
+    /// 3. The WAL's bytes, header included, overwritten with zeros and
+    ///    synced. A process opening the store now finds no valid WAL header
+    ///    and ignores the file, which is right: everything in it is in the
+    ///    database. The next writer starts the WAL afresh.
+    /// 4. The lock released; `wal_checkpoint(TRUNCATE)` gives the (zeroed)
+    ///    blocks back.
+    async fn checkpoint_steps(
+        &self,
+        at: &mut (dyn FnMut(ScrubStep) + Send),
+    ) -> Result<(), StoreError> {
+        let wal = wal_path(&self.path);
         for _ in 0..50 {
-            let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&self.pool)
+            if !self.wal_checkpoint("RESTART").await? {
+                // Readers held old frames past the busy timeout.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            at(ScrubStep::Backfilled);
+            let before = wal_header(&wal)?;
+            let mut conn = self.pool.acquire().await.map_err(backend)?;
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
                 .await
                 .map_err(backend)?;
-            let busy: i64 = row.get(0);
-            if busy == 0 {
-                return Ok(());
+            let zeroed = match wal_header(&wal) {
+                Ok(now) if now == before => zero_file(&wal).map(|()| true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(e),
+            };
+            if zeroed.as_ref().is_ok_and(|z| *z) {
+                at(ScrubStep::Zeroed);
             }
-            // Readers held old frames past the busy timeout: try again.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let ended = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            if ended.is_err() || zeroed.is_err() {
+                // Never back in the pool with its transaction state unknown.
+                conn.detach();
+            }
+            ended.map_err(backend)?;
+            if !zeroed? {
+                continue;
+            }
+            if !self.wal_checkpoint("TRUNCATE").await? {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            at(ScrubStep::Truncated);
+            return Ok(());
         }
         Err(StoreError::Unavailable(
-            "the key store's WAL could not be truncated: readers hold it".into(),
+            "the key store's WAL could not be scrubbed: readers hold it".into(),
         ))
+    }
+
+    /// `PRAGMA wal_checkpoint(mode)`: whether it completed (not busy, every
+    /// frame backfilled).
+    async fn wal_checkpoint(&self, mode: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        let (busy, log, done): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        Ok(busy == 0 && log == done)
     }
 
     /// Fails unless the file at `path` is still the one opened.
