@@ -24,6 +24,7 @@
 mod grpc;
 mod health;
 mod incoming;
+mod lock;
 mod observe;
 mod services;
 mod startup;
@@ -96,6 +97,29 @@ pub enum ServeError {
         /// When.
         at_ms: i64,
     },
+    /// Another process serves this data directory.
+    #[error(
+        "refusing to start: data directory {} is in use by {} (lock {}); stop it or use another --data-dir",
+        dir.display(),
+        lock::holder_text(*pid),
+        lock.display()
+    )]
+    DataDirInUse {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The pid its lock file records, if it could be read.
+        pid: Option<u32>,
+        /// The lock file.
+        lock: std::path::PathBuf,
+    },
+    /// The data directory's lock file could not be opened or locked.
+    #[error("cannot lock the data directory: {}: {source}", lock.display())]
+    DataDirLock {
+        /// The lock file.
+        lock: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The metrics endpoint could not listen.
     #[error("cannot listen on {address} (metrics.listen): {source}")]
     Metrics {
@@ -125,6 +149,8 @@ pub struct Gateway {
     pub store: Arc<dyn KeyStore>,
     /// Durable jobs, stopped on shutdown.
     pub jobs: JobRunner,
+    /// The data directory's lock, held as long as the gateway.
+    data_dir_lock: Option<lock::DataDirLock>,
 }
 
 impl Gateway {
@@ -149,6 +175,8 @@ impl Gateway {
         kms: Option<KmsClient>,
     ) -> Result<Self, ServeError> {
         config.validate()?;
+        // One process per data directory, before anything in it is opened.
+        let data_dir_lock = lock::lock_data_dir(&config.data_dir).await?;
         // The startup guards (`deployment`): nothing is created before a
         // missing key store next to a used object store is refused.
         let backup = deployment::Backup {
@@ -171,7 +199,7 @@ impl Gateway {
             },
         )
         .await?;
-        services::ServiceSettings {
+        let mut gateway = services::ServiceSettings {
             cache: &config.cache,
             shards: config.keystore.shards,
             keys: &config.keys,
@@ -181,7 +209,9 @@ impl Gateway {
             limits: &config.limits,
         }
         .build(store, master, naming, blob)
-        .await
+        .await?;
+        gateway.data_dir_lock = Some(data_dir_lock);
+        Ok(gateway)
     }
 }
 
