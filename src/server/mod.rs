@@ -6,8 +6,9 @@
 //! TLS handshakes), `tls` loads and reloads the certificates.
 //!
 //! Starting is a sequence of named steps, each in its own file and each
-//! given only the parts of the configuration it reads: open the stores
-//! (`stores`), check the deployment and open its master keys (`startup`),
+//! given only the parts of the configuration it reads: lock the data
+//! directory (`lock`), open the stores (`stores`; a PostgreSQL key store
+//! not reachable yet is retried while `grpc` serves health alone), check the deployment and open its master keys (`startup`),
 //! build the services (`services`), keep health (`health`) and serve
 //! (`grpc`). This file composes them and shuts the gateway down; it must
 //! never grow a step of its own.
@@ -270,7 +271,33 @@ pub async fn serve_with(
     let probed_blob = blob.clone();
     let blob_settle = blob.clone();
     let blob: Arc<dyn BlobStore> = Arc::new(MeteredBlobStore::new(blob));
-    let gateway = Gateway::open_with(&config, blob, kms).await?;
+    let local = listener.local_addr().ok();
+    let mut accepted = grpc::accept(listener, tls.clone(), &config.limits);
+    let (health, health_service) = health::start().await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let gateway = match Gateway::open_with(&config, blob.clone(), kms.clone()).await {
+        Ok(gateway) => gateway,
+        // A PostgreSQL key store not reachable yet: waited for, with health
+        // answering NOT_SERVING meanwhile (the replica is up, not ready).
+        Err(e) if stores::retryable(&config.keystore, &e) => {
+            let opening = async {
+                tokio::select! {
+                    opened = stores::open_retrying(&config.keystore, e, || {
+                        Gateway::open_with(&config, blob.clone(), kms.clone())
+                    }) => Some(opened),
+                    () = &mut shutdown => None,
+                }
+            };
+            let opened =
+                grpc::while_opening(&mut accepted, local, health_service.clone(), opening).await?;
+            let Some(opened) = opened else {
+                tracing::info!(target: LOG_TARGET, "stopped before the key store was reached");
+                return Ok(());
+            };
+            opened?
+        }
+        Err(e) => return Err(e),
+    };
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = config.metrics.address().map_err(ConfigError::Invalid)? {
         if let Err(e) = start_metrics(address, gateway.store.clone(), metrics_stopped).await {
@@ -280,12 +307,13 @@ pub async fn serve_with(
         }
     }
     let reload = tls.clone().map(|t| tokio::spawn(t.watch()));
-    let (health, health_service) = health::start(
-        gateway.store.clone(),
-        probed_blob,
-        Duration::from_secs(config.server.health_probe_seconds),
-    )
-    .await;
+    health
+        .follow(
+            gateway.store.clone(),
+            probed_blob,
+            Duration::from_secs(config.server.health_probe_seconds),
+        )
+        .await;
     let reflection = grpc::reflection()?;
     let served = grpc::Serving {
         limits: &config.limits,
@@ -293,14 +321,15 @@ pub async fn serve_with(
         region: &config.blob.region,
         data_dir: &config.data_dir,
         policy,
-        tls,
+        tls: tls.is_some(),
     }
     .serve(
         &gateway,
         &health,
         health_service,
         reflection,
-        listener,
+        accepted,
+        local,
         shutdown,
     )
     .await;
