@@ -11,11 +11,13 @@
 //! throttled on fast links.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 use tonic_reflection::server::{v1, v1alpha};
 
@@ -84,30 +86,31 @@ pub(super) struct Serving<'a> {
     pub data_dir: &'a Path,
     /// Who may call what (`[[principals]]`).
     pub policy: Arc<Policy>,
-    /// The certificates of `[tls]`; `None`: plaintext on loopback.
-    pub tls: Option<Arc<tls::ServerTls>>,
+    /// Whether the connections are TLS (`[tls]`), for the log.
+    pub tls: bool,
 }
 
 impl Serving<'_> {
-    /// Serves `gateway`, health and reflection on `listener` until
-    /// `shutdown` completes, then shuts down as [`until_shutdown`] says.
-    /// Returns how the transport ended.
+    /// Serves `gateway`, health and reflection on the connections
+    /// `accepted` (on `local`) until `shutdown` completes, then shuts down
+    /// as [`until_shutdown`] says. Returns how the transport ended.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn serve(
         self,
         gateway: &Gateway,
         health: &Health,
         health_service: HealthServer<impl HealthService>,
         reflection: Reflection<impl v1::ServerReflection, impl v1alpha::ServerReflection>,
-        listener: TcpListener,
+        accepted: Accepted,
+        local: Option<SocketAddr>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        let local = listener.local_addr().ok();
         let calls = observe::Shutdown::default();
         let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
         tracing::info!(
             target: LOG_TARGET,
             address = ?local,
-            tls = self.tls.is_some(),
+            tls = self.tls,
             data_dir = %self.data_dir.display(),
             "sealgate listening"
         );
@@ -174,21 +177,9 @@ impl Serving<'_> {
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(
-                incoming::incoming(
-                    listener,
-                    self.tls,
-                    incoming::ConnLimits {
-                        total: limits.max_connections,
-                        per_peer: limits.max_connections_per_peer,
-                        handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
-                        idle_timeout: Duration::from_secs(limits.idle_connection_timeout_seconds),
-                    },
-                ),
-                async {
-                    let _ = accepting_stopped.await;
-                },
-            );
+            .serve_with_incoming_shutdown(accepted, async {
+                let _ = accepting_stopped.await;
+            });
         until_shutdown(
             server,
             shutdown,
@@ -199,6 +190,147 @@ impl Serving<'_> {
         )
         .await
     }
+}
+
+/// The connections accepted on a listener (TLS handshakes done), within
+/// the connection limits: one accept loop for the whole life of the
+/// server, whichever transport serves them.
+pub(super) type Accepted = ReceiverStream<std::io::Result<incoming::Conn>>;
+
+/// Starts accepting connections on `listener`: TLS with `tls`, within the
+/// connection limits of `limits`.
+pub(super) fn accept(
+    listener: TcpListener,
+    tls: Option<Arc<tls::ServerTls>>,
+    limits: &config::Limits,
+) -> Accepted {
+    incoming::incoming(
+        listener,
+        tls,
+        incoming::ConnLimits {
+            total: limits.max_connections,
+            per_peer: limits.max_connections_per_peer,
+            handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
+            idle_timeout: Duration::from_secs(limits.idle_connection_timeout_seconds),
+        },
+    )
+}
+
+/// What a call other than health's is told while the gateway opens its
+/// stores.
+const STARTING: &str =
+    "the gateway is starting: its key store is not open yet (unreachable?); retry later";
+
+/// Serves health alone (every service NOT_SERVING) on `accepted` while
+/// `opening` runs, then stops: the connections are told to go away
+/// (clients reconnect, to the full server) and calls still running end.
+/// Every other call is answered UNAVAILABLE, retryable. Returns what
+/// `opening` returned, or how the transport failed.
+pub(super) async fn while_opening<T>(
+    accepted: &mut Accepted,
+    local: Option<SocketAddr>,
+    health_service: HealthServer<impl HealthService>,
+    opening: impl Future<Output = T>,
+) -> Result<T, tonic::transport::Error> {
+    tracing::info!(
+        target: LOG_TARGET,
+        address = ?local,
+        "health answering NOT_SERVING while the stores open"
+    );
+    let calls = observe::Shutdown::default();
+    let (opened, stop) = tokio::sync::watch::channel(false);
+    let when_opened = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|opened| *opened).await;
+    };
+    // Once the stores are open this server takes no more connections (they
+    // wait in `accepted` for the next one) and tells its own to go away.
+    let connections = futures_util::StreamExt::take_until(accepted, when_opened(stop.clone()));
+    let server = tonic::transport::Server::builder()
+        .layer(calls.layer())
+        .layer(StartingLayer)
+        .add_service(health_service)
+        .serve_with_incoming_shutdown(connections, when_opened(stop));
+    let mut server = std::pin::pin!(server);
+    let mut opening = std::pin::pin!(opening);
+    let out = tokio::select! {
+        served = &mut server => {
+            // Ended by itself (the accept loop gone): nothing to serve
+            // health on until the stores are open.
+            served?;
+            return Ok(opening.await);
+        }
+        out = &mut opening => out,
+    };
+    opened.send_replace(true);
+    calls.cancel();
+    // The stores are open: a transport that failed now is the next
+    // server's to report.
+    if let Ok(Err(e)) = tokio::time::timeout(CANCEL_WAIT, &mut server).await {
+        tracing::warn!(target: LOG_TARGET, error = %e, "the health-only server ended with an error");
+    }
+    Ok(out)
+}
+
+/// The layer of [`while_opening`]: a call the health-only server does not
+/// serve (UNIMPLEMENTED) is answered UNAVAILABLE, [`STARTING`].
+#[derive(Debug, Clone, Copy)]
+struct StartingLayer;
+
+impl<S> tower_layer::Layer<S> for StartingLayer {
+    type Service = StartingService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StartingService(inner)
+    }
+}
+
+/// The service of [`StartingLayer`].
+#[derive(Debug, Clone)]
+struct StartingService<S>(S);
+
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for StartingService<S>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = futures_util::future::MapOk<
+        S::Future,
+        fn(http::Response<ResBody>) -> http::Response<ResBody>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        use futures_util::TryFutureExt;
+        self.0.call(req).map_ok(starting::<ResBody>)
+    }
+}
+
+/// UNIMPLEMENTED (12) becomes UNAVAILABLE, [`STARTING`].
+fn starting<B>(mut response: http::Response<B>) -> http::Response<B> {
+    if response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"12")
+    {
+        let headers = response.headers_mut();
+        for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+            headers.remove(name);
+        }
+        if tonic::Status::unavailable(STARTING)
+            .add_header(headers)
+            .is_err()
+        {
+            tracing::error!(target: LOG_TARGET, "cannot encode the status of a call made while starting");
+        }
+    }
+    response
 }
 
 /// Runs `server` until `shutdown` completes; then health turns NOT_SERVING,

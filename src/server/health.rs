@@ -1,7 +1,13 @@
 //! Health: the gRPC health service kept in step with the stores. The key
 //! store must take writes and the object store must answer with the store
 //! id it first had; while either cannot, the server and each service are
-//! NOT_SERVING. The stores are probed every `server.health_probe_seconds`.
+//! NOT_SERVING. The key store's probe writes (SQLite) or asks the database
+//! whether it takes writes on a connection of its own (PostgreSQL, within
+//! 500 ms), so a read-only or failing disk and a silent database are seen.
+//! The stores are probed every `server.health_probe_seconds` (1 s): health
+//! follows a fault and its repair within about two seconds. Until the
+//! stores are open (a key store still unreachable at start) every service
+//! is NOT_SERVING.
 //! This file probes and reports: it must never repair a store nor end a
 //! call.
 
@@ -22,35 +28,55 @@ use crate::blob::BlobStore;
 use crate::keys::store::KeyStore;
 
 /// What keeps a server's health: the handle that sets what every service
-/// reports, and the task that probes the stores.
+/// reports, and the task that probes the stores once they are open.
 pub(super) struct Health {
     reporter: HealthReporter,
-    probe: tokio::task::JoinHandle<()>,
+    probe: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// Reports health once from the stores as they are now, then probes them
-/// every `every` and keeps health in step. Returns the prober and the
-/// `grpc.health.v1.Health` service to serve.
-pub(super) async fn start(
-    store: Arc<dyn KeyStore>,
-    blob: Arc<dyn BlobStore>,
-    every: Duration,
-) -> (Health, HealthServer<impl HealthService>) {
+/// The `grpc.health.v1.Health` service to serve, every service NOT_SERVING
+/// until [`Health::follow`] is given the opened stores: a gateway that is
+/// still opening them (a key store it cannot reach yet) answers health.
+pub(super) async fn start() -> (Health, HealthServer<impl HealthService>) {
     let (reporter, service) = tonic_health::server::health_reporter();
-    let probes = Probes {
-        store,
-        blob,
-        blob_id: std::sync::Mutex::new(None),
+    set_health(&reporter, tonic_health::ServingStatus::NotServing).await;
+    let health = Health {
+        reporter,
+        probe: std::sync::Mutex::new(None),
     };
-    let status = report_health(&reporter, &probes, None).await;
-    let probe = tokio::spawn(watch_health(reporter.clone(), probes, status, every));
-    (Health { reporter, probe }, service)
+    (health, service)
 }
 
 impl Health {
+    /// Reports health once from the stores as they are now, then probes
+    /// them every `every` and keeps health in step.
+    pub(super) async fn follow(
+        &self,
+        store: Arc<dyn KeyStore>,
+        blob: Arc<dyn BlobStore>,
+        every: Duration,
+    ) {
+        let probes = Probes {
+            store,
+            blob,
+            blob_id: std::sync::Mutex::new(None),
+        };
+        let status = report_health(&self.reporter, &probes, None).await;
+        let probe = tokio::spawn(watch_health(self.reporter.clone(), probes, status, every));
+        if let Some(old) = self.probing().replace(probe) {
+            old.abort();
+        }
+    }
+
+    fn probing(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
+        self.probe.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Stops probing: health stays as it was last set.
     pub(super) fn stop_probing(&self) {
-        self.probe.abort();
+        if let Some(probe) = self.probing().take() {
+            probe.abort();
+        }
     }
 
     /// Stops probing and sets every service NOT_SERVING.

@@ -6,8 +6,9 @@
 //! TLS handshakes), `tls` loads and reloads the certificates.
 //!
 //! Starting is a sequence of named steps, each in its own file and each
-//! given only the parts of the configuration it reads: open the stores
-//! (`stores`), check the deployment and open its master keys (`startup`),
+//! given only the parts of the configuration it reads: lock the data
+//! directory (`lock`), open the stores (`stores`; a PostgreSQL key store
+//! not reachable yet is retried while `grpc` serves health alone), check the deployment and open its master keys (`startup`),
 //! build the services (`services`), keep health (`health`) and serve
 //! (`grpc`). This file composes them and shuts the gateway down; it must
 //! never grow a step of its own.
@@ -24,6 +25,7 @@
 mod grpc;
 mod health;
 mod incoming;
+mod lock;
 mod observe;
 mod services;
 mod startup;
@@ -96,6 +98,29 @@ pub enum ServeError {
         /// When.
         at_ms: i64,
     },
+    /// Another process serves this data directory.
+    #[error(
+        "refusing to start: data directory {} is in use by {} (lock {}); stop it or use another --data-dir",
+        dir.display(),
+        lock::holder_text(*pid),
+        lock.display()
+    )]
+    DataDirInUse {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The pid its lock file records, if it could be read.
+        pid: Option<u32>,
+        /// The lock file.
+        lock: std::path::PathBuf,
+    },
+    /// The data directory's lock file could not be opened or locked.
+    #[error("cannot lock the data directory: {}: {source}", lock.display())]
+    DataDirLock {
+        /// The lock file.
+        lock: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The metrics endpoint could not listen.
     #[error("cannot listen on {address} (metrics.listen): {source}")]
     Metrics {
@@ -125,6 +150,8 @@ pub struct Gateway {
     pub store: Arc<dyn KeyStore>,
     /// Durable jobs, stopped on shutdown.
     pub jobs: JobRunner,
+    /// The data directory's lock, held as long as the gateway.
+    data_dir_lock: Option<lock::DataDirLock>,
 }
 
 impl Gateway {
@@ -149,6 +176,8 @@ impl Gateway {
         kms: Option<KmsClient>,
     ) -> Result<Self, ServeError> {
         config.validate()?;
+        // One process per data directory, before anything in it is opened.
+        let data_dir_lock = lock::lock_data_dir(&config.data_dir).await?;
         // The startup guards (`deployment`): nothing is created before a
         // missing key store next to a used object store is refused.
         let backup = deployment::Backup {
@@ -171,7 +200,7 @@ impl Gateway {
             },
         )
         .await?;
-        services::ServiceSettings {
+        let mut gateway = services::ServiceSettings {
             cache: &config.cache,
             shards: config.keystore.shards,
             keys: &config.keys,
@@ -181,7 +210,9 @@ impl Gateway {
             limits: &config.limits,
         }
         .build(store, master, naming, blob)
-        .await
+        .await?;
+        gateway.data_dir_lock = Some(data_dir_lock);
+        Ok(gateway)
     }
 }
 
@@ -240,7 +271,33 @@ pub async fn serve_with(
     let probed_blob = blob.clone();
     let blob_settle = blob.clone();
     let blob: Arc<dyn BlobStore> = Arc::new(MeteredBlobStore::new(blob));
-    let gateway = Gateway::open_with(&config, blob, kms).await?;
+    let local = listener.local_addr().ok();
+    let mut accepted = grpc::accept(listener, tls.clone(), &config.limits);
+    let (health, health_service) = health::start().await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let gateway = match Gateway::open_with(&config, blob.clone(), kms.clone()).await {
+        Ok(gateway) => gateway,
+        // A PostgreSQL key store not reachable yet: waited for, with health
+        // answering NOT_SERVING meanwhile (the replica is up, not ready).
+        Err(e) if stores::retryable(&config.keystore, &e) => {
+            let opening = async {
+                tokio::select! {
+                    opened = stores::open_retrying(&config.keystore, e, || {
+                        Gateway::open_with(&config, blob.clone(), kms.clone())
+                    }) => Some(opened),
+                    () = &mut shutdown => None,
+                }
+            };
+            let opened =
+                grpc::while_opening(&mut accepted, local, health_service.clone(), opening).await?;
+            let Some(opened) = opened else {
+                tracing::info!(target: LOG_TARGET, "stopped before the key store was reached");
+                return Ok(());
+            };
+            opened?
+        }
+        Err(e) => return Err(e),
+    };
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = config.metrics.address().map_err(ConfigError::Invalid)? {
         if let Err(e) = start_metrics(address, gateway.store.clone(), metrics_stopped).await {
@@ -250,12 +307,13 @@ pub async fn serve_with(
         }
     }
     let reload = tls.clone().map(|t| tokio::spawn(t.watch()));
-    let (health, health_service) = health::start(
-        gateway.store.clone(),
-        probed_blob,
-        Duration::from_secs(config.server.health_probe_seconds),
-    )
-    .await;
+    health
+        .follow(
+            gateway.store.clone(),
+            probed_blob,
+            Duration::from_secs(config.server.health_probe_seconds),
+        )
+        .await;
     let reflection = grpc::reflection()?;
     let served = grpc::Serving {
         limits: &config.limits,
@@ -263,14 +321,15 @@ pub async fn serve_with(
         region: &config.blob.region,
         data_dir: &config.data_dir,
         policy,
-        tls,
+        tls: tls.is_some(),
     }
     .serve(
         &gateway,
         &health,
         health_service,
         reflection,
-        listener,
+        accepted,
+        local,
         shutdown,
     )
     .await;

@@ -129,6 +129,8 @@ impl ServiceSettings<'_> {
             audit: Arc::new(AuditTrail::new(keys, store.clone())),
             store,
             jobs,
+            // Set by the caller, which took it before opening the stores.
+            data_dir_lock: None,
         })
     }
 }

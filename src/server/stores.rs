@@ -149,3 +149,65 @@ pub async fn open_for_backup(
     };
     Ok((store, sqlite, keyring))
 }
+
+/// The longest pause between two attempts to open a PostgreSQL key store
+/// that could not be reached.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often a start still waiting for PostgreSQL says so.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Whether a failed start may succeed by trying again: a PostgreSQL key
+/// store that could not be reached (or stopped answering during the
+/// checks). What retrying cannot mend is not: authentication or TLS
+/// refused, a schema this build does not know, a refused deployment, and
+/// any SQLite failure (a local file).
+pub(super) fn retryable(keystore: &KeyStoreConfig, e: &ServeError) -> bool {
+    use crate::keys::store::StoreError;
+    keystore.backend == KeyStoreBackend::Postgres
+        && matches!(
+            e,
+            ServeError::KeyStore(StoreError::Unavailable(_))
+                | ServeError::Startup(deployment::StartupError::KeyStore {
+                    error: StoreError::Unavailable(_),
+                    ..
+                })
+        )
+}
+
+/// Runs `open` again after `failed` (a [`retryable`] failure), with a
+/// growing pause (2 s at most), for as long as it fails retryably; says so
+/// in the log at once and then every 30 s. Returns what it finally
+/// returned.
+pub(super) async fn open_retrying<T, F, Fut>(
+    keystore: &KeyStoreConfig,
+    failed: ServeError,
+    mut open: F,
+) -> Result<T, ServeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ServeError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut error = failed;
+    let mut logged: Option<std::time::Instant> = None;
+    loop {
+        if logged.is_none_or(|at| at.elapsed() >= RETRY_LOG_EVERY) {
+            tracing::warn!(
+                target: super::LOG_TARGET,
+                error = %error,
+                "key store unreachable at start: trying again (health NOT_SERVING until it answers)"
+            );
+            logged = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_MAX);
+        match open().await {
+            Ok(opened) => {
+                tracing::info!(target: super::LOG_TARGET, "key store reached");
+                return Ok(opened);
+            }
+            Err(e) if retryable(keystore, &e) => error = e,
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -235,9 +235,15 @@ async fn put_get_over(endpoint: String, replica: String) -> Value {
 /// really went to the replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_put_get_reads_back_through_the_replica() {
+    use crate::support::gateway::{with_backend, with_pg_key_store, BackendKind};
+    // Replicas as a scaled-out deployment runs them: a data directory each,
+    // one PostgreSQL key store and one bucket.
+    with_pg_key_store(with_backend(BackendKind::S3, put_get_through_replicas())).await;
+}
+
+async fn put_get_through_replicas() {
     let a = TestGateway::start().await;
-    let mut same_store =
-        TestGateway::start_config(crate::support::gateway::config(&a.data_dir)).await;
+    let mut same_store = a.start_replica(|_| {}).await;
     let r = put_get_over(a.endpoint(), same_store.endpoint()).await;
     assert_eq!(r["workload"], "put-get", "{r}");
     assert_eq!(r["errors"], serde_json::json!({}), "no errors: {r}");
@@ -252,6 +258,7 @@ async fn bench_put_get_reads_back_through_the_replica() {
     a.assert_nothing_stored("the bench deletes what it stored")
         .await;
 
+    // Another deployment: a key store and a bucket of its own.
     let other_store = TestGateway::start().await;
     let r = put_get_over(a.endpoint(), other_store.endpoint()).await;
     let ops = &r["operations"];

@@ -10,6 +10,7 @@ mod blob;
 mod cli;
 mod crypto;
 mod damage;
+mod data_dir_lock;
 mod fuzz_seeds;
 mod gateway;
 mod health;

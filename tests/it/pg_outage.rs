@@ -4,7 +4,10 @@
 //! connection closes), turned read-only (a failover), or out of disk. Calls that
 //! cannot be recorded are refused, retryably, and store nothing; whatever
 //! was acknowledged holds; and once the fault is repaired everything works
-//! without a restart.
+//! without a restart. Health follows a blackholed link within two seconds
+//! either way; a replica started while PostgreSQL is unreachable waits for
+//! it (health NOT_SERVING) instead of exiting, and one given a wrong
+//! password exits naming authentication.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -332,4 +335,159 @@ async fn with_postgres_disk_full_writes_are_refused_and_erasure_uses_the_reserve
     ] {
         sqlx::query(&sql).execute(&mut admin).await.expect(&sql);
     }
+}
+
+/// How soon health must follow PostgreSQL going silent and coming back:
+/// probes a second apart, each given 500 ms.
+const HEALTH_WITHIN: Duration = Duration::from_secs(2);
+
+/// Waits (up to [`HEALTH_WITHIN`] after `since`) until health says
+/// `status`; how long it took since `since`.
+async fn health_within(gw: &TestGateway, status: ServingStatus, since: Instant) -> Duration {
+    eventually(
+        &format!(
+            "health turns {} within {HEALTH_WITHIN:?}",
+            status.as_str_name()
+        ),
+        HEALTH_WITHIN.saturating_sub(since.elapsed()),
+        || async { health(gw).await == status as i32 },
+    )
+    .await;
+    since.elapsed()
+}
+
+/// A gateway whose key store, the database at `url`, it reaches through a
+/// [`FaultProxy`], with the default `keystore.acquire_timeout_ms`; the
+/// proxy is `frozen` (blackholed) before the gateway starts if asked.
+async fn behind_proxy(url: &str, frozen: bool) -> (FaultProxy, TestGateway) {
+    let (head, rest) = url.split_once('@').expect("user@host in the URL");
+    let (server, db) = rest.split_once('/').expect("/database in the URL");
+    let proxy = FaultProxy::start(server.parse().expect("host:port")).await;
+    proxy.set_frozen(frozen);
+    let gw = TestGateway::start_with(|c| {
+        c.keystore.backend = KeyStoreBackend::Postgres;
+        c.keystore.url = Some(format!("{head}@{}/{db}", proxy.addr));
+        c.keystore.max_connections = 4;
+        c.keystore.acquire_timeout_ms = 2_000;
+    })
+    .await;
+    (proxy, gw)
+}
+
+/// PostgreSQL's link blackholed (nothing delivered, nothing closed):
+/// health turns NOT_SERVING within two seconds, and SERVING within two
+/// seconds of the link coming back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_a_blackholed_postgres_within_two_seconds() {
+    let url = pgenv::fresh_database().await;
+    let (proxy, gw) = behind_proxy(&url, false).await;
+    store(&mut gw.content().await, "kept", 1)
+        .await
+        .expect("put");
+    assert_eq!(health(&gw).await, ServingStatus::Serving as i32);
+
+    proxy.set_frozen(true);
+    let took = health_within(&gw, ServingStatus::NotServing, Instant::now()).await;
+    println!("NOT_SERVING {took:?} after PostgreSQL was blackholed");
+
+    proxy.set_frozen(false);
+    let took = health_within(&gw, ServingStatus::Serving, Instant::now()).await;
+    println!("SERVING {took:?} after PostgreSQL came back");
+    reads_back(&gw, "kept", 1).await;
+    writes_work_again(&gw, "kept").await;
+}
+
+/// A replica started while PostgreSQL is unreachable does not exit: it
+/// answers health NOT_SERVING (and other calls UNAVAILABLE, retryable)
+/// while it keeps trying, and serves once PostgreSQL answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_with_postgres_blackholed_answers_not_serving_then_serves() {
+    let url = pgenv::fresh_database().await;
+    let (proxy, gw) = behind_proxy(&url, true).await;
+    // The first attempt gives up after acquire_timeout_ms; health answers
+    // from then on.
+    eventually(
+        "health answers NOT_SERVING while PostgreSQL is unreachable",
+        Duration::from_secs(30),
+        || async { health(&gw).await == ServingStatus::NotServing as i32 },
+    )
+    .await;
+    let err = store(&mut gw.content().await, "early", 1)
+        .await
+        .expect_err("a write before the key store is reached");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("retry later"), "{err:?}");
+    // Still trying, still answering.
+    assert_eq!(health(&gw).await, ServingStatus::NotServing as i32);
+
+    proxy.set_frozen(false);
+    // Health's server hands over to the full one: a call caught in the
+    // handover fails UNAVAILABLE, and is tried again.
+    eventually(
+        "health turns SERVING once PostgreSQL answers",
+        HEALTH_FOLLOWS,
+        || async { health_now(&gw).await == Ok(ServingStatus::Serving as i32) },
+    )
+    .await;
+    store(&mut gw.content().await, "late", 2)
+        .await
+        .expect("a write once PostgreSQL answers");
+    reads_back(&gw, "late", 2).await;
+}
+
+/// The health the gateway reports now, or the code of a failed call.
+async fn health_now(gw: &TestGateway) -> Result<i32, Code> {
+    let channel = tonic::transport::Channel::from_shared(gw.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|_| Code::Unavailable)?;
+    let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    match answer {
+        Ok(r) => Ok(r.into_inner().status),
+        Err(s) => {
+            assert_eq!(s.code(), Code::Unavailable, "health Check: {s:?}");
+            Err(s.code())
+        }
+    }
+}
+
+/// A wrong password is not retried: `serve` exits with one line naming
+/// authentication (and not the password).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_wrong_postgres_password_exits_naming_authentication() {
+    let pg = pgenv::shared();
+    let url = pg.fresh_database().await;
+    let db = url.rsplit('/').next().unwrap();
+    let role = pg.password_role("right-password").await;
+    let wrong = format!(
+        "postgres://{role}:wrong-password@127.0.0.1:{}/{db}",
+        pg.port
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut serve = crate::support::serve::Serve::new(tmp.path())
+        .envs(&[
+            ("SEALGATE_KEYSTORE_BACKEND", "postgres"),
+            ("SEALGATE_KEYSTORE_URL", &wrong),
+        ])
+        .spawn();
+    let log = serve
+        .ready_within(Duration::from_secs(60))
+        .await
+        .expect_err("serve exits with a wrong password");
+    let status = serve.child.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one line:\n{log}");
+    assert!(
+        errors[0].contains("password authentication failed"),
+        "{}",
+        errors[0]
+    );
+    assert!(!log.contains("wrong-password"), "{log}");
+    println!("{}", errors[0]);
 }

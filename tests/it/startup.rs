@@ -1,27 +1,23 @@
 //! Startup guards against fresh state over old state: a missing keyring
 //! next to a key store that holds keys, and a missing, empty or different
 //! key store next to an object store that holds objects, are refused with
-//! one line naming the path; processes racing on an empty data directory
-//! end with one keyring.
+//! one line naming the path. (Processes racing on one data directory:
+//! one serves, the others are refused by its lock, `data_dir_lock.rs`.)
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sealgate::blob::fs::{FsBlobStore, STORE_ID_FILE};
 use sealgate::blob::s3::{S3BlobStore, STORE_ID_KEY};
 use sealgate::blob::BlobStore;
 use sealgate::server::Gateway;
 
-use crate::support::gateway::{config, get, put, TestGateway};
+use crate::support::gateway::{config, put, TestGateway};
 use crate::support::s3env;
-use crate::support::serve::{Serve, ServeProcess};
 
 const SPACE: &str = "moments";
 const USER: &str = "startup-user";
-const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A data directory `tmp/data` on which a gateway stored an object, then
 /// stopped. Objects live in `data/objects`.
@@ -283,89 +279,5 @@ async fn s3_store_id_is_create_only_and_guards_the_bucket() {
     assert!(
         message.contains(&format!("s3://{bucket}")) && message.contains("keys.db is missing"),
         "{message}"
-    );
-}
-
-async fn content(
-    addr: SocketAddr,
-) -> sealgate::api::pb::content_service_client::ContentServiceClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect");
-    sealgate::api::pb::content_service_client::ContentServiceClient::new(channel)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn processes_racing_on_an_empty_data_dir_share_one_keyring() {
-    const PROCESSES: usize = 3;
-    let tmp = tempfile::tempdir().unwrap();
-    let data_dir = tmp.path().join("data");
-    // Every process is started before any is waited for.
-    let mut servers: Vec<ServeProcess> = (0..PROCESSES)
-        .map(|_| Serve::new(&data_dir).spawn())
-        .collect();
-    let mut addrs = Vec::new();
-    for server in &mut servers {
-        let addr = server
-            .ready_within(READY_DEADLINE)
-            .await
-            .unwrap_or_else(|log| panic!("sealgate exited before listening:\n{log}"));
-        addrs.push(addr);
-    }
-
-    // Each process reads what every process wrote: they hold the same
-    // naming key (same pseudonyms, so the same object paths) and the same
-    // master key (the same KEKs unwrap).
-    let body = |i: usize| format!("written through process {i}").into_bytes();
-    for (i, addr) in addrs.iter().enumerate() {
-        put(
-            &mut content(*addr).await,
-            USER,
-            SPACE,
-            &format!("from-{i}"),
-            &body(i),
-            7,
-        )
-        .await
-        .expect("put");
-    }
-    for addr in &addrs {
-        let mut c = content(*addr).await;
-        for i in 0..PROCESSES {
-            let (_, got) = get(&mut c, USER, SPACE, &format!("from-{i}"), None)
-                .await
-                .unwrap_or_else(|e| panic!("object of process {i} through {addr}: {e}"));
-            assert_eq!(got, body(i));
-        }
-    }
-    drop(servers);
-
-    let names = |dir: &Path| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
-    let data = names(&data_dir);
-    let keyrings: Vec<&String> = data.iter().filter(|n| n.starts_with("keyring")).collect();
-    assert_eq!(
-        keyrings,
-        ["keyring"],
-        "one keyring, no temporary file: {data:?}"
-    );
-    assert!(!data.iter().any(|n| n.contains(".tmp")), "{data:?}");
-    let objects = names(&data_dir.join("objects"));
-    let ids: Vec<&String> = objects
-        .iter()
-        .filter(|n| n.starts_with(STORE_ID_FILE))
-        .collect();
-    assert_eq!(
-        ids,
-        [STORE_ID_FILE],
-        "one store id, no temporary file: {objects:?}"
     );
 }

@@ -41,6 +41,10 @@ pub mod roles {
 /// erasure finds the disk full.
 pub const RESERVE_BYTES: usize = 8 << 20;
 
+/// The settings-table key that health probes overwrite (SQLite: the
+/// probe is a write, the only way to see a disk that stopped taking them).
+pub const HEALTH_PROBE_META: &str = "health_probe";
+
 /// Errors of a key store backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -377,7 +381,9 @@ pub trait KeyStore:
     KeyRecords + JobStore + AuditLog + HoldStore + RequestLog + Settings + 'static
 {
     /// Fails if the store cannot take writes now (its file deleted or
-    /// replaced, the backend unreachable). Cheap: for health checks.
+    /// replaced, its disk read-only or failing, the backend unreachable or
+    /// read-only). Cheap (SQLite: one row written; PostgreSQL: one
+    /// statement on a connection of its own), for health checks.
     async fn check_health(&self) -> Result<(), StoreError>;
     /// Closes connections and flushes, on shutdown.
     async fn close(&self) {}

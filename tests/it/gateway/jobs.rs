@@ -1,7 +1,7 @@
 //! Durable, leased jobs through KeyAdminService: ListJobs and WatchJob of
 //! the garbage collection after an erasure, a job whose owner died taken
-//! over once its lease ends, and two gateways on one key store running each
-//! job once.
+//! over once its lease ends, and two gateways on one key store (replicas:
+//! a data directory each, one PostgreSQL key store) running each job once.
 
 use std::time::Duration;
 
@@ -142,13 +142,20 @@ async fn a_job_leased_by_a_dead_process_is_taken_over_when_the_lease_ends() {
 /// exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_key_store_run_each_job_once() {
+    with_pg_key_store(with_backend(
+        BackendKind::S3,
+        two_replicas_run_each_job_once(),
+    ))
+    .await;
+}
+
+/// Two replicas (a data directory each, one PostgreSQL key store, one
+/// bucket), each erasure scheduled on both.
+async fn two_replicas_run_each_job_once() {
     const USERS: usize = 6;
     const OBJECTS: usize = 8;
     let a = TestGateway::start_with(short_leases).await;
-    let mut config_b = config(&a.data_dir);
-    a.backend.configure(&mut config_b);
-    short_leases(&mut config_b);
-    let b = TestGateway::start_config(config_b).await;
+    let b = a.start_replica(short_leases).await;
     for u in 0..USERS {
         put_objects(&a, &format!("racer-{u}"), OBJECTS).await;
     }
@@ -171,23 +178,16 @@ async fn two_gateways_on_one_key_store_run_each_job_once() {
             "job {id} counted each object once"
         );
     }
-    let store = SqliteKeyStore::open(&a.data_dir.join("keys.db"))
-        .await
-        .unwrap();
-    let audit = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        a.data_dir.join("keys.db").display()
-    ))
-    .await
-    .unwrap();
+    let store = open_key_store(&a.data_dir).await;
+    let audit = store.audit_records(0, None, None, 10_000).await.unwrap();
     for id in &jobs {
-        let ends: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM audit WHERE action = 'erasure_gc_done' AND detail LIKE ?",
-        )
-        .bind(format!("job {id}:%"))
-        .fetch_one(&audit)
-        .await
-        .unwrap();
+        let ends = audit
+            .iter()
+            .filter(|r| {
+                r.entry.action == "erasure_gc_done"
+                    && r.entry.detail.starts_with(&format!("job {id}:"))
+            })
+            .count();
         assert_eq!(ends, 1, "job {id} ended once");
     }
     eventually("no job is unfinished", Duration::from_secs(5), || async {

@@ -3,7 +3,9 @@
 //! disk turned read-only under the running gateway (writes refused as
 //! retryable, working again once the disk is repaired), and `keys.db`
 //! deleted or replaced under the running gateway (NOT_SERVING, writes
-//! refused as storage lost), and the keyring deleted (uploads that need it
+//! refused as storage lost), health following a disk turned read-only or
+//! a key store made immutable within two seconds (and back), and the
+//! keyring deleted (uploads that need it
 //! refused as storage lost, naming it).
 //!
 //! The full-disk and read-only tests mount a tmpfs or an ext4 image on a
@@ -426,6 +428,109 @@ async fn disk_turned_read_only_refuses_writes_until_repaired() {
             other => panic!("{user}'s item after the restart: {other:?}"),
         }
     }
+    gw.stop().await;
+}
+
+/// How soon health must follow a key store that stops (or starts again)
+/// taking writes: probes a second apart, each failing at once.
+const HEALTH_FOLLOWS_WRITES: Duration = Duration::from_secs(2);
+
+/// Waits (up to [`HEALTH_FOLLOWS_WRITES`]) until the gateway's health is
+/// `status`; how long it took since `since`.
+async fn health_turns(
+    gw: &TestGateway,
+    status: ServingStatus,
+    since: std::time::Instant,
+) -> Duration {
+    eventually(
+        &format!(
+            "health turns {} within {HEALTH_FOLLOWS_WRITES:?}",
+            status.as_str_name()
+        ),
+        HEALTH_FOLLOWS_WRITES.saturating_sub(since.elapsed()),
+        || async { health(gw).await == status as i32 },
+    )
+    .await;
+    since.elapsed()
+}
+
+/// The disk turned read-only under the gateway (reads still work from
+/// the page cache): health turns NOT_SERVING within two seconds, without a
+/// call to fail first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_within_two_seconds_of_the_disk_turning_read_only() {
+    if !root_or_skip("health_turns_not_serving_within_two_seconds_of_the_disk_turning_read_only") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = tmp.path().join("disk.ext4");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    make_ext4(&image, 64 << 20);
+    let mount = Mount::ext4(&image, &dir);
+    let mut gw = start_on(&dir).await;
+    put_items(&mut gw.content().await, "ro-health").await;
+    assert_eq!(health(&gw).await, ServingStatus::Serving as i32);
+
+    mount.fail_ext4();
+    let failed = std::time::Instant::now();
+    let took = health_turns(&gw, ServingStatus::NotServing, failed).await;
+    println!("NOT_SERVING {took:?} after the disk turned read-only");
+    // Reads go on meanwhile.
+    assert_items_read_back(&mut gw.content().await, "ro-health").await;
+    gw.stop().await;
+}
+
+/// Runs `chattr flag path…`.
+fn chattr(flag: &str, paths: &[std::path::PathBuf]) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![flag.as_ref()];
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    crate::support::mounts::run("chattr", &args);
+}
+
+/// `keys.db` and its WAL made immutable under the running gateway (writes
+/// fail EPERM, reads work): health turns NOT_SERVING within two seconds,
+/// and SERVING again within two seconds of the flag being cleared, without
+/// a restart; writes then work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_an_immutable_key_store_away_and_back_within_two_seconds() {
+    if !root_or_skip("health_follows_an_immutable_key_store_away_and_back_within_two_seconds") {
+        return;
+    }
+    // ext4 enforces the immutable flag on files already open for writing.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = tmp.path().join("disk.ext4");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    make_ext4(&image, 64 << 20);
+    let _mount = Mount::ext4(&image, &dir);
+    let mut gw = start_on(&dir).await;
+    let mut c = gw.content().await;
+    put_items(&mut c, "frozen").await;
+    assert_eq!(health(&gw).await, ServingStatus::Serving as i32);
+    let files: Vec<std::path::PathBuf> = ["keys.db", "keys.db-wal"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+
+    chattr("+i", &files);
+    let frozen = std::time::Instant::now();
+    let took = health_turns(&gw, ServingStatus::NotServing, frozen).await;
+    println!("NOT_SERVING {took:?} after keys.db was made immutable");
+    expect_code_in(
+        put_item(&mut c, "frozen-newcomer", SPACE, "first", b"refused").await,
+        &[Code::Unavailable],
+        "upload of a new user while keys.db is immutable",
+    );
+
+    chattr("-i", &files);
+    let thawed = std::time::Instant::now();
+    let took = health_turns(&gw, ServingStatus::Serving, thawed).await;
+    println!("SERVING {took:?} after the immutable flag was cleared");
+    put_items(&mut c, "frozen-newcomer").await;
+    assert_items_read_back(&mut c, "frozen").await;
+    assert_items_read_back(&mut c, "frozen-newcomer").await;
+    drop(c);
     gw.stop().await;
 }
 

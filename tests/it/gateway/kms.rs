@@ -345,16 +345,39 @@ async fn master_rotation_to_another_kms_key_then_retirement() {
 /// version it has not read and reads the records again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_each_others_master_versions() {
+    with_pg_key_store(with_backend(
+        BackendKind::S3,
+        replicas_follow_master_versions(),
+    ))
+    .await;
+}
+
+/// Two replicas (a data directory each, one PostgreSQL key store, one
+/// bucket, one KMS key).
+async fn replicas_follow_master_versions() {
     let arn = kms_env::create_key().await;
     let a = start_kms(&arn, |_| {}).await;
-    let mut config_b = config(&a.data_dir);
-    a.backend.configure(&mut config_b);
-    kms_env::configure(&mut config_b, &arn);
-    let b = TestGateway::start_config(config_b).await;
+    let b = a
+        .start_replica({
+            let arn = arn.clone();
+            move |c| kms_env::configure(c, &arn)
+        })
+        .await;
+    let store = open_key_store(&a.data_dir).await;
     let users = users("rep", USERS);
     put_users(&a, &users).await;
     read_users(&b, &users[..1]).await;
-    assert_eq!(version_records(&a.data_dir).await, [(1, arn.clone())]);
+    let records: Vec<(String, String)> = store
+        .meta_values("kms_master:")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.split(' ').next().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        records,
+        [("kms_master:0000000001".to_string(), arn.clone())]
+    );
 
     let (target, updates) = rotate(&a).await;
     assert_eq!(target, 2);
@@ -375,10 +398,9 @@ async fn replicas_follow_each_others_master_versions() {
             .await
             .expect("put after the retirement");
     }
-    assert!(kek_rows(&a.data_dir)
-        .await
-        .iter()
-        .all(|(_, _, m, _)| *m == 2));
+    let keks = store.kek_infos().await.unwrap();
+    assert!(!keks.is_empty());
+    assert!(keks.iter().all(|k| k.master_version == 2), "{keks:?}");
 }
 
 /// A KEK whose master version names a KMS key that does not exist, or

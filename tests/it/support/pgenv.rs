@@ -70,9 +70,20 @@ pub fn give_to_postgres(dir: &Path) {
 }
 
 impl Postgres {
-    /// Initialises and starts a new cluster on a free loopback port.
+    /// Initialises and starts a new cluster on a free loopback port. Every
+    /// role is trusted except the members of [`PASSWORD_ROLES`], who must
+    /// give their password (for the tests of a wrong one).
     pub fn start() -> Self {
-        Self::start_configured(|_| Vec::new())
+        Self::start_configured(|dir| {
+            let hba = dir.join("data").join("pg_hba.conf");
+            let trusted = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            std::fs::write(
+                &hba,
+                format!("host all +{PASSWORD_ROLES} 127.0.0.1/32 scram-sha-256\n{trusted}"),
+            )
+            .expect("write pg_hba.conf");
+            Vec::new()
+        })
     }
 
     /// A cluster that takes connections over TLS only: `cert` and `key`
@@ -202,6 +213,35 @@ impl Postgres {
             .expect("create database");
         conn.close().await.ok();
         self.url(&name)
+    }
+}
+
+/// The group whose members log in with a password ([`Postgres::start`]).
+pub const PASSWORD_ROLES: &str = "sealgate_password_roles";
+
+impl Postgres {
+    /// A new role that must log in with `password`: its name.
+    pub async fn password_role(&self, password: &str) -> String {
+        use sqlx::Connection;
+        let mut b = [0u8; 6];
+        aws_lc_rs::rand::fill(&mut b).unwrap();
+        let name = format!("pw_{}", hex::encode(b));
+        let mut admin = sqlx::PgConnection::connect(&self.url("postgres"))
+            .await
+            .expect("connect as admin");
+        // The group is made once per cluster; tests racing to make it
+        // find it made.
+        let _ = sqlx::query(&format!("CREATE ROLE {PASSWORD_ROLES} NOLOGIN"))
+            .execute(&mut admin)
+            .await;
+        sqlx::query(&format!(
+            "CREATE ROLE {name} LOGIN SUPERUSER PASSWORD '{password}' IN ROLE {PASSWORD_ROLES}"
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("create the role");
+        admin.close().await.ok();
+        name
     }
 }
 

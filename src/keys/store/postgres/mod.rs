@@ -24,10 +24,12 @@
 //! wrapped user key is useless once its KEK version is destroyed). See
 //! docs/erasure-and-keys.md, "Erasure".
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnection, PgListener, PgPool, PgRow, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgRow, Postgres};
+use sqlx::Connection;
 use sqlx::{Row, Transaction};
 
 mod open;
@@ -59,7 +61,16 @@ pub struct PgEngine {
     place: String,
     /// How long one statement (or the wait for a connection) may take.
     timeout: Duration,
+    /// What the pool connects with: the health probe's connection too.
+    options: PgConnectOptions,
+    /// The health probe's connection, outside the pool (made on demand).
+    probe: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
 }
+
+/// The longest a health probe waits for the database (less if
+/// `keystore.acquire_timeout_ms` is less): with probes a second apart, a
+/// silent database turns health NOT_SERVING within two seconds.
+const PROBE_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Classifies a PostgreSQL failure by its SQLSTATE: what may clear
 /// (connection failures, timeouts, a read-only standby, lock conflicts,
@@ -497,23 +508,53 @@ impl Engine for PgEngine {
         .await
     }
 
+    /// On a connection of its own, so that a pool busy with the gateway's
+    /// calls does not count as an outage; given [`PROBE_DEADLINE`] at most
+    /// (a silent network is seen in that time). The connection is dropped
+    /// after any failure and made again by the next probe.
     async fn check_health(&self) -> Result<(), StoreError> {
-        self.bounded(async {
+        let deadline = self.timeout.min(PROBE_DEADLINE);
+        let mut probe = self.probe.lock().await;
+        let checked = tokio::time::timeout(deadline, async {
+            if probe.is_none() {
+                *probe = Some(
+                    PgConnection::connect_with(&self.options)
+                        .await
+                        .map_err(backend)?,
+                );
+            }
+            let conn = probe.as_mut().expect("connected above");
             let read_only: bool = sqlx::query_scalar(
                 "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
             )
-            .fetch_one(&self.pool)
+            .fetch_one(conn)
             .await
             .map_err(backend)?;
-            if read_only {
+            Ok(read_only)
+        })
+        .await;
+        let read_only = match checked {
+            Ok(Ok(read_only)) => read_only,
+            Ok(Err(e)) => {
+                *probe = None;
+                return Err(e);
+            }
+            Err(_) => {
+                *probe = None;
                 return Err(StoreError::Unavailable(format!(
-                    "the key store at {} is read-only (a standby, or set read-only)",
-                    self.place
+                    "the key store at {} did not answer within {} ms",
+                    self.place,
+                    deadline.as_millis()
                 )));
             }
-            Ok(())
-        })
-        .await
+        };
+        if read_only {
+            return Err(StoreError::Unavailable(format!(
+                "the key store at {} is read-only (a standby, or set read-only)",
+                self.place
+            )));
+        }
+        Ok(())
     }
 
     async fn close(&self) {

@@ -149,7 +149,7 @@ impl PgEngine {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(2))
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| match backend(e) {
                 StoreError::Unavailable(m) => {
@@ -164,6 +164,8 @@ impl PgEngine {
             pool,
             place,
             timeout: settings.acquire_timeout,
+            options,
+            probe: std::sync::Arc::default(),
         };
         engine.migrate().await?;
         engine.fill_reserve().await;

@@ -21,7 +21,9 @@
 //! - The file is created with mode 0600 (SQLite gives `-wal` and `-shm` the
 //!   same mode). Its identity (device, inode) is remembered at open; a file
 //!   deleted or replaced under the running process is noticed before every
-//!   read and write and by [`Engine::check_health`].
+//!   read and write and by [`Engine::check_health`], which writes one row
+//!   (so that a disk turned read-only or a file made immutable is seen
+//!   while reads still work).
 //! - Failures are classified by SQLite's primary result code: a full disk
 //!   is `Full`; busy, locked, read-only, I/O errors and a file that cannot
 //!   be opened are `Unavailable`; a file deleted or replaced is `Lost`; the
@@ -36,8 +38,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::Row;
 
-use super::engine::{bind, Engine, Param};
-use super::{Invalidation, KekRecord, KekRewrap, SqlStore, StoreError, UserKeyRewrap};
+use super::engine::{bind, params, Engine, Param};
+use super::{
+    Invalidation, KekRecord, KekRewrap, SqlStore, StoreError, UserKeyRewrap, HEALTH_PROBE_META,
+};
 use crate::crypto::Pseudonym;
 
 mod open;
@@ -620,11 +624,16 @@ impl Engine for SqliteEngine {
         Ok(destroyed)
     }
 
+    /// A write: a disk turned read-only, a file made immutable, an I/O
+    /// error fail it as they fail the gateway's own writes (a read goes on
+    /// working from the page cache). One row of `meta`, overwritten.
     async fn check_health(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(self.pool()?)
-            .await
-            .map_err(backend)?;
+        self.write(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![HEALTH_PROBE_META, crate::clock::unix_ms().to_string()],
+        )
+        .await?;
         Ok(())
     }
 

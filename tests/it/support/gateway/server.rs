@@ -154,6 +154,35 @@ impl TestGateway {
         }
     }
 
+    /// Another replica of this gateway's deployment, as a scaled-out
+    /// deployment runs them: a data directory of its own (one process per
+    /// data directory) holding a copy of the keyring, the same PostgreSQL
+    /// key store and the same object store (which must be S3: the
+    /// filesystem store lives in the data directory), after `tweak`ing the
+    /// configuration.
+    pub async fn start_replica(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let url = pg_url(&self.data_dir).expect("replicas share a PostgreSQL key store");
+        assert!(
+            matches!(self.backend, Backend::S3 { .. }),
+            "replicas share an S3 object store"
+        );
+        // Once this one answers, its stores are open and its keyring (with
+        // local master keys) made.
+        super::admin::health(self).await;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let keyring = self.data_dir.join("keyring");
+        if keyring.exists() {
+            std::fs::copy(&keyring, tmp.path().join("keyring")).expect("copy the keyring");
+        }
+        register_pg_url(tmp.path(), url);
+        let mut c = config(tmp.path());
+        self.backend.configure(&mut c);
+        tweak(&mut c);
+        let mut replica = Self::start_config(c).await;
+        replica._tmp = Some(tmp);
+        replica
+    }
+
     /// Stops the server gracefully and starts a new one on the same data
     /// directory and store (a restart).
     pub async fn restart(self) -> Self {
