@@ -220,6 +220,12 @@ async fn a_replica_whose_keyring_lacks_a_rotation_names_it_per_call() {
     std::fs::create_dir_all(&b_dir).unwrap();
     std::fs::copy(a_dir.join("keyring"), b_dir.join("keyring")).unwrap();
     let b = TestGateway::start_config(on(&b_dir)).await;
+    // B has started (its checks passed) before A rotates.
+    crate::support::eventually("B serves", std::time::Duration::from_secs(30), || async {
+        crate::support::gateway::health(&b).await
+            == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    })
+    .await;
 
     let started = a
         .admin()
