@@ -77,6 +77,7 @@ mod limits_timeouts;
 mod master_rotation;
 mod mtls;
 mod preconditions;
+mod raw_disk;
 mod rewrap;
 mod roundtrip;
 mod user_key_rotation;
