@@ -30,6 +30,7 @@ pub mod keys;
 pub mod aws;
 pub mod clock;
 pub mod crypto;
+pub mod disk;
 pub mod identity;
 pub mod metrics;
 pub mod names;

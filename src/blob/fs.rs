@@ -469,7 +469,10 @@ impl FsWriter {
             .clone()
             .ok_or_else(|| std::io::Error::other("writer closed"))?;
         let mut buf = std::mem::take(&mut self.buf);
+        let tmp = self.tmp.clone();
         let buf = tokio::task::spawn_blocking(move || {
+            // Object bytes never take the room erasures need.
+            crate::disk::leave_room(&tmp, buf.len() as u64)?;
             std::io::Write::write_all(&mut &*file, &buf)?;
             buf.clear();
             Ok::<_, std::io::Error>(buf)

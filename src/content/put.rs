@@ -252,6 +252,9 @@ impl Content {
         if let Some(first) = self.recall(w).await? {
             return Ok(first);
         }
+        // Erasures first: no upload starts while the key store keeps its
+        // room for them.
+        self.keys.admit_upload().await?;
         if let Some(declared) = declared_size {
             if declared > limit {
                 return Err(Error::too_large(

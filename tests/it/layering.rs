@@ -46,6 +46,7 @@ const RANKS: &[(&str, u8)] = &[
     ("aws", 1),
     ("clock", 1),
     ("crypto", 1),
+    ("disk", 1),
     ("identity", 1),
     ("names", 1),
     ("metrics", 1),

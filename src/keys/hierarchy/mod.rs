@@ -250,6 +250,16 @@ impl KeyHierarchy {
             .ok_or(KeyError::MissingUserKeyVersion(version))
     }
 
+    /// Whether an upload or item write may start: refused
+    /// [`KeyError::StorageFull`] while the key store keeps its room for
+    /// erasures (see `crate::disk`).
+    ///
+    /// # Errors
+    /// As described, or store failures.
+    pub async fn admit_upload(&self) -> Result<(), KeyError> {
+        Ok(self.store.admit_upload().await?)
+    }
+
     /// Fails with [`KeyError::UserErased`] if the user is erased.
     ///
     /// # Errors

@@ -256,6 +256,10 @@ pub trait Engine: Send + Sync + 'static {
     /// nothing erased before it). [`StoreError::Backend`] where the engine
     /// cannot (a PostgreSQL database is backed up with its own tools).
     async fn backup_into(&self, path: &std::path::Path) -> Result<(), StoreError>;
+    /// Whether an upload may start: [`StoreError::Full`] while the
+    /// erasure reserve is given up (and cannot be made again) or the
+    /// store's volume has less than `crate::disk::ERASURE_ROOM` free.
+    async fn admit_upload(&self) -> Result<(), StoreError>;
     /// Gives up the erasure reserve so that an erasure can use its space;
     /// whether there was one.
     async fn release_reserve(&self) -> bool;

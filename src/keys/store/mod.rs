@@ -391,6 +391,11 @@ pub trait KeyStore:
     /// while it serves; an error where the backend is backed up with its
     /// own tools (PostgreSQL).
     async fn backup_into(&self, path: &std::path::Path) -> Result<(), StoreError>;
+    /// Whether an upload or item write may start: refused
+    /// [`StoreError::Full`] while the erasure reserve is given up and
+    /// cannot be made again, or the store's volume keeps less than
+    /// `crate::disk::ERASURE_ROOM` free; erasures come first.
+    async fn admit_upload(&self) -> Result<(), StoreError>;
     /// Subscribes to the invalidations that any process sharing this store
     /// commits from now on (its own included). `None` when the backend
     /// cannot tell other processes (SQLite serves one host): caches then

@@ -673,3 +673,101 @@ async fn deleted_keyring_refuses_uploads_naming_it() {
     gw.assert_nothing_stored("after the keyring was deleted")
         .await;
 }
+
+// ---------------------------------------------------------------------------
+// Erasure before uploads: clients that refill every freed byte of a full
+// disk never take the room erasures need.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasures_win_over_uploads_that_refill_a_full_disk() {
+    if !root_or_skip("erasures_win_over_uploads_that_refill_a_full_disk") {
+        return;
+    }
+    const ROUNDS: usize = 3;
+    const PER_ROUND: usize = 8;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    let _mount = Mount::tmpfs(&dir, "64m");
+    let gw = start_on(&dir).await;
+    let mut c = gw.content().await;
+    let users: Vec<Vec<String>> = (0..ROUNDS)
+        .map(|r| (0..PER_ROUND).map(|i| format!("round{r}-{i}")).collect())
+        .collect();
+    for u in users.iter().flatten() {
+        put_items(&mut c, u).await;
+    }
+    fill_disk(&dir.join("filler"));
+
+    // Clients that upload again as soon as a call fails, for as long as
+    // the test runs: every byte freed is asked for at once.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stored = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refills: Vec<_> = (0..3)
+        .map(|k| {
+            let (stop, stored, endpoint) = (stop.clone(), stored.clone(), gw.endpoint());
+            tokio::spawn(async move {
+                let channel = Channel::from_shared(endpoint)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut c = ContentServiceClient::new(channel);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let id = format!("refill-{n}");
+                    if put_item(
+                        &mut c,
+                        &format!("refiller-{k}"),
+                        SPACE,
+                        &id,
+                        &data(64 << 10, n),
+                    )
+                    .await
+                    .is_ok()
+                    {
+                        stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+
+    let mut succeeded = Vec::new();
+    for round in &users {
+        let results = futures_util::future::join_all(round.iter().map(|u| try_erase(&gw, u))).await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        for (u, r) in round.iter().zip(&results) {
+            if let Err(s) = r {
+                println!("EraseUser {u}: {:?} {}", s.code(), s.message());
+            }
+        }
+        succeeded.push(ok);
+        // Their objects are collected: space the refilling clients ask for.
+        for (u, r) in round.iter().zip(&results) {
+            if r.is_ok() {
+                wait_gc_done(&gw, u).await;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in refills {
+        r.await.unwrap();
+    }
+    println!(
+        "erasures succeeding of {PER_ROUND} per round, with clients refilling the disk: \
+         {succeeded:?} ({} uploads stored meanwhile)",
+        stored.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(succeeded, vec![PER_ROUND; ROUNDS]);
+    // And the uploads were refused as a full disk, not lost: a new one now
+    // is RESOURCE_EXHAUSTED / STORAGE_FULL.
+    let refused = put_item(&mut c, "late", SPACE, "x", &data(64 << 10, 1)).await;
+    expect_code(
+        refused,
+        Code::ResourceExhausted,
+        "an upload on the full disk",
+    );
+}

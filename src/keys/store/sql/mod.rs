@@ -447,6 +447,10 @@ impl<E: Engine> KeyStore for SqlStore<E> {
         self.engine.backup_into(path).await
     }
 
+    async fn admit_upload(&self) -> Result<(), StoreError> {
+        self.engine.admit_upload().await
+    }
+
     async fn invalidations(&self) -> Result<Option<Invalidations>, StoreError> {
         self.engine.invalidations().await
     }

@@ -74,24 +74,63 @@ fn wal_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The WAL's length and first 32 bytes (its header: a writer that
-/// restarts the WAL changes its checkpoint sequence and salts; one that
-/// appends lengthens it).
-fn wal_header(wal: &Path) -> Result<(u64, Vec<u8>), StoreError> {
-    use std::io::Read;
-    let mut header = Vec::with_capacity(32);
-    match std::fs::File::open(wal) {
-        Ok(f) => f
-            .metadata()
-            .map(|m| m.len())
-            .and_then(|len| f.take(32).read_to_end(&mut header).map(|_| (len, header)))
-            .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", wal.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, header)),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "cannot read {}: {e}",
-            wal.display()
-        ))),
+fn shm_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-shm");
+    PathBuf::from(name)
+}
+
+/// What the scrub reads of SQLite's WAL index (`keys.db-shm`, the first
+/// copy of its header and the checkpoint record; native byte order, as
+/// SQLite's file format documents it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WalIndex {
+    /// Frames in the WAL (`mxFrame`).
+    frames: u32,
+    /// The WAL's generation: its salts, which a restart changes.
+    salt: [u32; 2],
+    /// Frames copied into the database (`nBackfill`).
+    backfilled: u32,
+}
+
+impl WalIndex {
+    fn backfilled(&self) -> bool {
+        self.backfilled == self.frames
     }
+}
+
+/// The WAL index, or `None` if it is not one this code knows (then the
+/// WAL is truncated but not zeroed).
+fn wal_index(shm: &Path) -> Result<Option<WalIndex>, StoreError> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(100);
+    match std::fs::File::open(shm) {
+        Ok(f) => f
+            .take(100)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", shm.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StoreError::Unavailable(format!(
+                "cannot read {}: {e}",
+                shm.display()
+            )))
+        }
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    // iVersion 3007000; the header initialised.
+    if u32_at(0) != Some(3_007_000) || bytes.get(12) != Some(&1) {
+        return Ok(None);
+    }
+    Ok((|| {
+        Some(WalIndex {
+            frames: u32_at(16)?,
+            salt: [u32_at(32)?, u32_at(36)?],
+            backfilled: u32_at(96)?,
+        })
+    })())
 }
 
 /// Overwrites every byte of `path` with zeros in place and syncs it.
@@ -129,6 +168,16 @@ pub struct SqliteEngine {
     reserve: PathBuf,
     /// Device and inode of the file opened.
     identity: (u64, u64),
+    /// Scrubs run one at a time, and one covers every commit before it.
+    scrubs: std::sync::Arc<Scrubs>,
+}
+
+/// The scrubs of one store: tickets taken after commits that destroyed key
+/// material, and the highest ticket a finished scrub covers.
+#[derive(Debug, Default)]
+struct Scrubs {
+    tickets: std::sync::atomic::AtomicU64,
+    covered: tokio::sync::Mutex<u64>,
 }
 
 /// Classifies a SQLite failure by its primary result code.
@@ -225,8 +274,10 @@ impl SqliteEngine {
     ///    (synced) and no reader uses the WAL any more; readers from now on
     ///    read the database file alone (the WAL is wholly backfilled).
     /// 2. `BEGIN IMMEDIATE` on a connection of its own: SQLite's write lock,
-    ///    so no frame can be written. A writer that came between 1 and 2
-    ///    restarted the WAL (its header changed): then from 1 again.
+    ///    so no frame can be written. If a writer came between 1 and 2 (the
+    ///    WAL index, `keys.db-shm`, shows another frame count or WAL
+    ///    generation, or frames not backfilled), a reader may be using the
+    ///    WAL: nothing is zeroed, and the scrub starts again from 1.
     /// 3. The WAL's bytes, header included, overwritten with zeros and
     ///    synced. A process opening the store now finds no valid WAL header
     ///    and ignores the file, which is right: everything in it is in the
@@ -238,6 +289,7 @@ impl SqliteEngine {
         at: &mut (dyn FnMut(ScrubStep) + Send),
     ) -> Result<(), StoreError> {
         let wal = wal_path(&self.path);
+        let shm = shm_path(&self.path);
         for _ in 0..50 {
             if !self.wal_checkpoint("RESTART").await? {
                 // Readers held old frames past the busy timeout.
@@ -245,16 +297,22 @@ impl SqliteEngine {
                 continue;
             }
             at(ScrubStep::Backfilled);
-            let before = wal_header(&wal)?;
+            let before = wal_index(&shm)?;
             let mut conn = self.pool.acquire().await.map_err(backend)?;
             sqlx::query("BEGIN IMMEDIATE")
                 .execute(&mut *conn)
                 .await
                 .map_err(backend)?;
-            let zeroed = match wal_header(&wal) {
-                Ok(now) if now == before => zero_file(&wal).map(|()| true),
-                Ok(_) => Ok(false),
-                Err(e) => Err(e),
+            // Under the write lock no frame can be added. Zeroed only if no
+            // frame was added since the RESTART either (the same WAL
+            // generation and length, wholly backfilled): then no reader
+            // has used the WAL since, nor can one now.
+            let zeroed = match (before, wal_index(&shm)) {
+                (Some(b), Ok(Some(now))) if b == now && now.backfilled() => {
+                    zero_file(&wal).map(|()| true)
+                }
+                (_, Ok(_)) => Ok(false),
+                (_, Err(e)) => Err(e),
             };
             if zeroed.as_ref().is_ok_and(|z| *z) {
                 at(ScrubStep::Zeroed);
@@ -411,7 +469,43 @@ impl Engine for SqliteEngine {
     }
 
     async fn scrub(&self) -> Result<(), StoreError> {
-        self.checkpoint().await
+        use std::sync::atomic::Ordering;
+        // Taken after this caller's commit: a scrub that starts later
+        // covers it. Concurrent erasures share one scrub instead of each
+        // checkpointing (and holding a connection) in turn.
+        let ticket = self.scrubs.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut covered = self.scrubs.covered.lock().await;
+        if *covered >= ticket {
+            return Ok(());
+        }
+        let covers = self.scrubs.tickets.load(Ordering::SeqCst);
+        self.checkpoint().await?;
+        *covered = covers;
+        Ok(())
+    }
+
+    async fn admit_upload(&self) -> Result<(), StoreError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let full = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::StorageFull => StoreError::Full(format!(
+                "uploads wait while the key store's volume is this full: {e}"
+            )),
+            _ => StoreError::Unavailable(format!("cannot measure {}: {e}", dir.display())),
+        };
+        if !self.reserve.exists() {
+            // Made again only where it leaves the erasures' room free.
+            if crate::disk::leave_room(dir, RESERVE_BYTES as u64).is_ok() {
+                self.ensure_reserve().await;
+            }
+            if !self.reserve.exists() {
+                return Err(StoreError::Full(
+                    "an erasure gave up the key store's reserve on a full disk: uploads wait \
+                     until space is freed and the reserve is made again"
+                        .into(),
+                ));
+            }
+        }
+        crate::disk::leave_room(dir, 0).map_err(full)
     }
 
     async fn backup_into(&self, path: &Path) -> Result<(), StoreError> {

@@ -189,6 +189,7 @@ impl SqliteEngine {
             path: path.to_owned(),
             reserve: path.with_extension("db.reserve"),
             identity: (meta.dev(), meta.ino()),
+            scrubs: Default::default(),
         };
         engine.chain_audit().await?;
         engine.scrub_free_pages().await?;
