@@ -24,7 +24,7 @@ use super::{incoming, observe, tls, Gateway, ServeError, LOG_TARGET};
 use crate::api::admin::KeyAdminApi;
 use crate::api::audit::AuditApi;
 use crate::api::auth::{AuthorizeLayer, Policy};
-use crate::api::codec::{TransportErrors, MAX_MESSAGE_BYTES};
+use crate::api::codec::{RequestFraming, TransportErrors, MAX_MESSAGE_BYTES};
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
 use crate::api::holds::LegalHoldApi;
@@ -135,6 +135,12 @@ impl Serving<'_> {
             .layer(UnaryDeadline::new(Duration::from_secs(
                 limits.unary_timeout_seconds,
             )))
+            // A request of one message is framed as one: a malformed frame,
+            // or a second message, is refused with its reason.
+            .layer(RequestFraming::new(&[
+                pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ]))
             .add_service(health_service)
             .add_service(reflection.v1)
             .add_service(reflection.v1alpha)
