@@ -75,6 +75,9 @@ pub(super) fn reflection(
 pub(super) struct Serving<'a> {
     /// Connection, stream and call limits (`[limits]`).
     pub limits: &'a config::Limits,
+    /// The connection and upload limits in force (set, or derived from
+    /// the descriptors).
+    pub budget: super::descriptors::Budget,
     /// How long the calls in flight get at shutdown
     /// (`server.shutdown_grace_seconds`).
     pub shutdown_grace: Duration,
@@ -112,6 +115,12 @@ impl Serving<'_> {
             "sealgate listening"
         );
         let limits = self.limits;
+        let conns = incoming::Connections::new(incoming::ConnLimits {
+            total: self.budget.connections,
+            per_peer: limits.max_connections_per_peer,
+            handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
+            idle_timeout: Duration::from_secs(limits.idle_connection_timeout_seconds),
+        });
         let server = tonic::transport::Server::builder()
             // HTTP/2's default 64 KiB windows throttle large uploads on fast
             // links; these bound what one stream or connection may have in
@@ -124,6 +133,9 @@ impl Serving<'_> {
             .trace_fn(
                 |req| tracing::info_span!(target: LOG_TARGET, "grpc", method = %req.uri().path()),
             )
+            // Each connection's open calls counted: one with a call open is
+            // never closed to make room for another.
+            .layer(conns.open_calls())
             // Every call counted, with the status it ends with; ended at the
             // end of a shutdown's grace period.
             .layer(calls.layer())
@@ -147,7 +159,7 @@ impl Serving<'_> {
             .add_service(
                 pb::content_service_server::ContentServiceServer::new(ContentApi::new(
                     gateway.content.clone(),
-                    limits.max_concurrent_uploads,
+                    self.budget.uploads,
                     StreamPace {
                         window: Duration::from_secs(limits.stream_timeout_seconds),
                         min_bytes: limits.stream_min_bytes,
@@ -181,16 +193,7 @@ impl Serving<'_> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .serve_with_incoming_shutdown(
-                incoming::incoming(
-                    listener,
-                    self.tls,
-                    incoming::ConnLimits {
-                        total: limits.max_connections,
-                        per_peer: limits.max_connections_per_peer,
-                        handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
-                        idle_timeout: Duration::from_secs(limits.idle_connection_timeout_seconds),
-                    },
-                ),
+                incoming::incoming(listener, self.tls, conns.clone()),
                 async {
                     let _ = accepting_stopped.await;
                 },

@@ -21,6 +21,7 @@
 //! (S3: the ended uploads' multipart aborts, 15 s at most), the jobs
 //! stopped with their leases handed back, the key store closed.
 
+pub mod descriptors;
 mod grpc;
 mod health;
 mod incoming;
@@ -259,6 +260,7 @@ pub async fn serve_with(
     let reflection = grpc::reflection()?;
     let served = grpc::Serving {
         limits: &config.limits,
+        budget: descriptors::budget(&config.limits, &config.keystore),
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         region: &config.blob.region,
         data_dir: &config.data_dir,
