@@ -2,13 +2,15 @@
 //!
 //! Before the runtime starts it fixes glibc's mmap threshold, so freed
 //! request buffers go back to the system instead of fragmenting the heap,
-//! and lets a client command end quietly on a closed pipe. Those two calls
-//! are the package's only `unsafe`, outside the library's
-//! `forbid(unsafe_code)`.
+//! lets a client command end quietly on a closed pipe, and for `serve`
+//! raises the soft descriptor limit to the hard one. Those calls are the
+//! package's only `unsafe`, outside the library's `forbid(unsafe_code)`.
 
 fn main() -> std::process::ExitCode {
     tune_allocator();
-    if std::env::args().nth(1).as_deref() != Some("serve") {
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        sealgate::server::descriptors::record_raise(raise_descriptor_limit());
+    } else {
         end_quietly_on_a_closed_pipe();
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -50,4 +52,34 @@ fn end_quietly_on_a_closed_pipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, for `serve`: the
+/// default soft limit (often 1,024) is what a connection flood exhausts,
+/// while the hard limit is usually far higher. Returns (soft before, hard,
+/// the error if raising failed); `serve` logs it once logging starts and
+/// derives its default limits from the limit now in force
+/// (`sealgate::server::descriptors`).
+#[allow(unsafe_code)]
+fn raise_descriptor_limit() -> std::io::Result<(u64, u64, Option<std::io::Error>)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes only the struct it is given, valid here.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
+    if soft >= hard {
+        return Ok((soft, hard, None));
+    }
+    let raised = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit(2) reads only the struct it is given, valid here.
+    let failed = (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0)
+        .then(std::io::Error::last_os_error);
+    Ok((soft, hard, failed))
 }

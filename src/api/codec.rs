@@ -1,14 +1,22 @@
 //! The wire layer under the generated services: prost's codec, except that
 //! a request that does not decode is INVALID_ARGUMENT (tonic reports it as
-//! INTERNAL), and a response layer that turns tonic's report of a message
-//! over the decoding limit (OUT_OF_RANGE) into RESOURCE_EXHAUSTED.
+//! INTERNAL); a request layer ([`RequestFraming`]) that checks the gRPC
+//! framing of one-message requests (a malformed frame or a second message
+//! is INVALID_ARGUMENT, tonic says INTERNAL or nothing); and a response
+//! layer that turns tonic's report of a message over the decoding limit
+//! (OUT_OF_RANGE) into RESOURCE_EXHAUSTED.
 //!
 //! Both carry the same details as every other error ([`crate::api::error`]).
 //! A request message may be 4 MiB + 1 KiB ([`MAX_MESSAGE_BYTES`]), so that
 //! a 4 MiB data piece fits with its envelope.
 
+use std::collections::HashSet;
 use std::marker::PhantomData;
-use std::task::{Context, Poll};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
 
 use futures_util::future::MapOk;
 use futures_util::TryFutureExt;
@@ -172,5 +180,269 @@ fn rewrite<B>(mut response: http::Response<B>) -> http::Response<B> {
             response
         }
         _ => response,
+    }
+}
+
+/// The gRPC framing of requests that carry exactly one message (unary and
+/// server-streaming methods), checked as the body arrives, before tonic's
+/// decoder sees it: one place that answers a malformed frame with the
+/// documented status instead of tonic's INTERNAL (or its silence: tonic
+/// decodes the first message of a unary call and drops the rest).
+///
+/// - a compressed flag without a `grpc-encoding`, or a flag other than 0
+///   and 1: INVALID_ARGUMENT, `INVALID_REQUEST`;
+/// - a length prefix past [`MAX_MESSAGE_BYTES`]: RESOURCE_EXHAUSTED,
+///   `MESSAGE_TOO_LARGE`, before the message is buffered;
+/// - a body that ends inside a frame (a length prefix larger than the data
+///   that follows), that carries no message, or bytes after its one
+///   message (a second message): INVALID_ARGUMENT, `INVALID_REQUEST`.
+///
+/// The error is the body's error; tonic's decoder passes a `Status` found
+/// in it through unchanged, so the handler never runs. Client-streaming
+/// methods (PutObject) are not checked here: their stream's errors reach
+/// the handler, which classifies them (`content::stream_error`).
+#[derive(Debug, Clone)]
+pub struct RequestFraming {
+    /// The paths (`/package.Service/Method`) whose request is one message.
+    single: Arc<HashSet<String>>,
+}
+
+impl RequestFraming {
+    /// Checks the methods of `descriptor_sets` (encoded
+    /// `FileDescriptorSet`s) whose request is not a stream.
+    pub fn new(descriptor_sets: &[&[u8]]) -> Self {
+        let mut single = HashSet::new();
+        for set in descriptor_sets {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
+                tracing::error!(
+                    "a descriptor set does not decode: its methods' framing is not checked"
+                );
+                continue;
+            };
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        if !method.client_streaming() {
+                            single.insert(format!(
+                                "/{}.{}/{}",
+                                file.package(),
+                                service.name(),
+                                method.name()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Self {
+            single: Arc::new(single),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for RequestFraming {
+    type Service = RequestFramingService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestFramingService {
+            inner,
+            single: self.single.clone(),
+        }
+    }
+}
+
+/// The service of [`RequestFraming`].
+#[derive(Debug, Clone)]
+pub struct RequestFramingService<S> {
+    inner: S,
+    single: Arc<HashSet<String>>,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for RequestFramingService<S>
+where
+    S: tower_service::Service<http::Request<tonic::body::Body>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !self.single.contains(req.uri().path()) {
+            return self.inner.call(req.map(tonic::body::Body::new));
+        }
+        // Identity is no compression; any other encoding tonic accepts or
+        // refuses itself (UNIMPLEMENTED).
+        let compressed = req
+            .headers()
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() != b"identity");
+        self.inner.call(req.map(|body| {
+            tonic::body::Body::new(OneMessage {
+                inner: tonic::body::Body::new(body),
+                frames: Frames::new(compressed),
+                done: false,
+            })
+        }))
+    }
+}
+
+/// Where a request body is in its gRPC framing.
+#[derive(Debug)]
+struct Frames {
+    /// Whether the request named a compression (`grpc-encoding`).
+    compressed: bool,
+    /// The length-prefix bytes of the frame being read (flag, then length).
+    header: [u8; 5],
+    /// How many of them have arrived.
+    header_len: usize,
+    /// Bytes of the current message still to come.
+    remaining: usize,
+    /// Messages started.
+    messages: usize,
+}
+
+impl Frames {
+    fn new(compressed: bool) -> Self {
+        Self {
+            compressed,
+            header: [0; 5],
+            header_len: 0,
+            remaining: 0,
+            messages: 0,
+        }
+    }
+
+    /// Follows the framing through `data`.
+    fn feed(&mut self, mut data: &[u8]) -> Result<(), Error> {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(data.len());
+                self.remaining -= n;
+                data = &data[n..];
+                continue;
+            }
+            if self.messages == 1 && self.header_len == 0 {
+                return Err(framing_error(
+                    "more than one request message in a call that takes one",
+                ));
+            }
+            let n = (self.header.len() - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
+            self.header_len += n;
+            data = &data[n..];
+            if self.header_len < self.header.len() {
+                continue;
+            }
+            match self.header[0] {
+                0 => {}
+                1 if self.compressed => {}
+                1 => {
+                    return Err(framing_error(
+                        "a message with the compressed flag set, but the call named no \
+                         compression (grpc-encoding)",
+                    ))
+                }
+                f => {
+                    return Err(framing_error(format!(
+                        "a message with compressed flag {f} (valid flags are 0 and 1)"
+                    )))
+                }
+            }
+            let len = u32::from_be_bytes([
+                self.header[1],
+                self.header[2],
+                self.header[3],
+                self.header[4],
+            ]) as usize;
+            if len > MAX_MESSAGE_BYTES {
+                return Err(message_too_large());
+            }
+            self.messages += 1;
+            self.header_len = 0;
+            self.remaining = len;
+        }
+        Ok(())
+    }
+
+    /// The body ended: the framing must be complete, with one message.
+    fn end(&self) -> Result<(), Error> {
+        if self.header_len > 0 || self.remaining > 0 {
+            Err(framing_error(format!(
+                "the request ended inside a message frame ({} bytes short of what its \
+                 length prefix announced)",
+                if self.remaining > 0 {
+                    self.remaining
+                } else {
+                    self.header.len() - self.header_len
+                }
+            )))
+        } else if self.messages == 0 {
+            Err(framing_error("the request carried no message"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A malformed gRPC framing of a request.
+fn framing_error(message: impl std::fmt::Display) -> Error {
+    Error::invalid(
+        Reason::InvalidRequest,
+        "request",
+        format!("malformed gRPC framing: {message}"),
+    )
+}
+
+/// A request body checked by [`Frames`]: its first framing error ends it.
+struct OneMessage {
+    inner: tonic::body::Body,
+    frames: Frames,
+    done: bool,
+}
+
+impl http_body::Body for OneMessage {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let me = self.get_mut();
+        if me.done {
+            return Poll::Ready(None);
+        }
+        let checked = match ready!(Pin::new(&mut me.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.data_ref() {
+                Some(data) => me.frames.feed(data),
+                // Trailers: nothing follows them.
+                None => me.frames.end(),
+            }
+            .map(|()| Some(Ok(frame))),
+            Some(Err(e)) => Ok(Some(Err(e))),
+            None => me.frames.end().map(|()| None),
+        };
+        match checked {
+            Ok(None) => {
+                me.done = true;
+                Poll::Ready(None)
+            }
+            Ok(Some(frame)) => Poll::Ready(Some(frame)),
+            Err(e) => {
+                me.done = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
+        }
+    }
+
+    /// Never ended before its end is checked (an empty body is an error).
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }

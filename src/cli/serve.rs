@@ -33,6 +33,9 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &Flags { listen, data_dir },
     )?;
     crate::telemetry::init(config.log.format == crate::config::LogFormat::Json);
+    // The binary raised the soft descriptor limit before the runtime
+    // started (`main.rs`); the limits are derived from the raised one.
+    crate::server::descriptors::log_raise();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

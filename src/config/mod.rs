@@ -273,9 +273,9 @@ mod tests {
         assert_eq!(c.blob.backend, BlobBackend::Fs);
         assert_eq!(
             (c.limits.max_connections, c.limits.max_connections_per_peer),
-            (768, 256)
+            (None, 256)
         );
-        assert_eq!(c.limits.max_concurrent_uploads, 256);
+        assert_eq!(c.limits.max_concurrent_uploads, None);
         assert_eq!(
             (
                 c.limits.idle_connection_timeout_seconds,

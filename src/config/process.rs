@@ -50,13 +50,15 @@ pub struct Limits {
     /// client's message limit.
     #[serde(deserialize_with = "super::units::bytes")]
     pub max_response_bytes: u64,
-    /// Open connections, in total; a connection past it is closed at once.
-    pub max_connections: usize,
+    /// Open connections, in total; past it the longest-idle connection is
+    /// closed to make room (or, if every one has a call open, the new one).
+    /// Unset: derived from the descriptor limit (`server::descriptors`).
+    pub max_connections: Option<usize>,
     /// Open connections from one peer address; past it, closed at once.
     pub max_connections_per_peer: usize,
     /// PutObject streams in the process; past it, RESOURCE_EXHAUSTED
-    /// (`TOO_MANY_UPLOADS`).
-    pub max_concurrent_uploads: usize,
+    /// (`TOO_MANY_UPLOADS`). Unset: derived from the descriptor limit.
+    pub max_concurrent_uploads: Option<usize>,
     /// HTTP/2 streams one connection may have open at once.
     pub max_streams_per_connection: u32,
     /// How long a client has to complete its TLS handshake.
@@ -85,11 +87,12 @@ impl Default for Limits {
             max_object_bytes: 1 << 30,
             max_item_bytes: 64 * 1024,
             max_response_bytes: 4 << 20,
-            // Within a 1,024-descriptor process: connections, the key
-            // store's and object store's own descriptors, and headroom.
-            max_connections: 768,
+            // Derived at startup from the descriptor limit, so that
+            // connections, uploads and the stores fit in it
+            // (`server::descriptors`).
+            max_connections: None,
             max_connections_per_peer: 256,
-            max_concurrent_uploads: 256,
+            max_concurrent_uploads: None,
             max_streams_per_connection: 128,
             handshake_timeout_seconds: 10,
             idle_connection_timeout_seconds: 120,

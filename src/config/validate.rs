@@ -33,12 +33,15 @@ impl Config {
     fn validate_limits(&self) -> Result<(), String> {
         let l = &self.limits;
         for (key, value) in [
-            ("max_connections", l.max_connections as u64),
+            ("max_connections", l.max_connections.map_or(1, |n| n as u64)),
             (
                 "max_connections_per_peer",
                 l.max_connections_per_peer as u64,
             ),
-            ("max_concurrent_uploads", l.max_concurrent_uploads as u64),
+            (
+                "max_concurrent_uploads",
+                l.max_concurrent_uploads.map_or(1, |n| n as u64),
+            ),
             (
                 "max_streams_per_connection",
                 u64::from(l.max_streams_per_connection),

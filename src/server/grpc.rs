@@ -26,7 +26,7 @@ use super::{incoming, observe, tls, Gateway, ServeError, LOG_TARGET};
 use crate::api::admin::KeyAdminApi;
 use crate::api::audit::AuditApi;
 use crate::api::auth::{AuthorizeLayer, Policy};
-use crate::api::codec::{TransportErrors, MAX_MESSAGE_BYTES};
+use crate::api::codec::{RequestFraming, TransportErrors, MAX_MESSAGE_BYTES};
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
 use crate::api::holds::LegalHoldApi;
@@ -77,6 +77,9 @@ pub(super) fn reflection(
 pub(super) struct Serving<'a> {
     /// Connection, stream and call limits (`[limits]`).
     pub limits: &'a config::Limits,
+    /// The connection and upload limits in force (set, or derived from
+    /// the descriptors).
+    pub budget: super::descriptors::Budget,
     /// How long the calls in flight get at shutdown
     /// (`server.shutdown_grace_seconds`).
     pub shutdown_grace: Duration,
@@ -101,7 +104,7 @@ impl Serving<'_> {
         health: &Health,
         health_service: HealthServer<impl HealthService>,
         reflection: Reflection<impl v1::ServerReflection, impl v1alpha::ServerReflection>,
-        accepted: Accepted,
+        (accepted, conns): (Accepted, Arc<incoming::Connections>),
         local: Option<SocketAddr>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
@@ -127,6 +130,9 @@ impl Serving<'_> {
             .trace_fn(
                 |req| tracing::info_span!(target: LOG_TARGET, "grpc", method = %req.uri().path()),
             )
+            // Each connection's open calls counted: one with a call open is
+            // never closed to make room for another.
+            .layer(conns.open_calls())
             // Every call counted, with the status it ends with; ended at the
             // end of a shutdown's grace period.
             .layer(calls.layer())
@@ -138,13 +144,19 @@ impl Serving<'_> {
             .layer(UnaryDeadline::new(Duration::from_secs(
                 limits.unary_timeout_seconds,
             )))
+            // A request of one message is framed as one: a malformed frame,
+            // or a second message, is refused with its reason.
+            .layer(RequestFraming::new(&[
+                pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ]))
             .add_service(health_service)
             .add_service(reflection.v1)
             .add_service(reflection.v1alpha)
             .add_service(
                 pb::content_service_server::ContentServiceServer::new(ContentApi::new(
                     gateway.content.clone(),
-                    limits.max_concurrent_uploads,
+                    self.budget.uploads,
                     StreamPace {
                         window: Duration::from_secs(limits.stream_timeout_seconds),
                         min_bytes: limits.stream_min_bytes,
@@ -198,22 +210,22 @@ impl Serving<'_> {
 pub(super) type Accepted = ReceiverStream<std::io::Result<incoming::Conn>>;
 
 /// Starts accepting connections on `listener`: TLS with `tls`, within the
-/// connection limits of `limits`.
+/// connection limits of `limits` and the descriptor budget `budget`.
+/// Returns the connections and their register (which closes the
+/// longest-idle ones to make room, and counts each one's open calls).
 pub(super) fn accept(
     listener: TcpListener,
     tls: Option<Arc<tls::ServerTls>>,
     limits: &config::Limits,
-) -> Accepted {
-    incoming::incoming(
-        listener,
-        tls,
-        incoming::ConnLimits {
-            total: limits.max_connections,
-            per_peer: limits.max_connections_per_peer,
-            handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
-            idle_timeout: Duration::from_secs(limits.idle_connection_timeout_seconds),
-        },
-    )
+    budget: &super::descriptors::Budget,
+) -> (Accepted, Arc<incoming::Connections>) {
+    let conns = incoming::Connections::new(incoming::ConnLimits {
+        total: budget.connections,
+        per_peer: limits.max_connections_per_peer,
+        handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
+        idle_timeout: Duration::from_secs(limits.idle_connection_timeout_seconds),
+    });
+    (incoming::incoming(listener, tls, conns.clone()), conns)
 }
 
 /// What a call other than health's is told while the gateway opens its

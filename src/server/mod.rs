@@ -22,6 +22,7 @@
 //! (S3: the ended uploads' multipart aborts, 15 s at most), the jobs
 //! stopped with their leases handed back, the key store closed.
 
+pub mod descriptors;
 mod grpc;
 mod health;
 mod incoming;
@@ -272,7 +273,8 @@ pub async fn serve_with(
     let blob_settle = blob.clone();
     let blob: Arc<dyn BlobStore> = Arc::new(MeteredBlobStore::new(blob));
     let local = listener.local_addr().ok();
-    let mut accepted = grpc::accept(listener, tls.clone(), &config.limits);
+    let budget = descriptors::budget(&config.limits, &config.keystore);
+    let (mut accepted, conns) = grpc::accept(listener, tls.clone(), &config.limits, &budget);
     let (health, health_service) = health::start().await;
     let mut shutdown = std::pin::pin!(shutdown);
     let gateway = match Gateway::open_with(&config, blob.clone(), kms.clone()).await {
@@ -317,6 +319,7 @@ pub async fn serve_with(
     let reflection = grpc::reflection()?;
     let served = grpc::Serving {
         limits: &config.limits,
+        budget,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         region: &config.blob.region,
         data_dir: &config.data_dir,
@@ -328,7 +331,7 @@ pub async fn serve_with(
         &health,
         health_service,
         reflection,
-        accepted,
+        (accepted, conns),
         local,
         shutdown,
     )

@@ -56,22 +56,75 @@ async fn connections_past_the_per_peer_limit_are_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_past_the_total_limit_are_closed() {
+async fn at_the_total_limit_the_longest_idle_connection_makes_room() {
+    use tokio::io::AsyncReadExt;
     let gw = TestGateway::start_with(|c| {
-        c.limits.max_connections = 2;
+        c.limits.max_connections = Some(2);
     })
     .await;
-    let _a = connection(&gw, "127.0.0.1").await.expect("first");
-    let b = connection(&gw, "127.0.0.2").await.expect("second");
+    // Two connections, each with a call open (a health Watch, whose
+    // stream stays open once its first answer came): a connection with a
+    // call open is never closed to make room, so a third is refused.
+    let block = h2raw::call_headers("/grpc.health.v1.Health/Watch");
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        h2raw::open(&mut s).await;
+        h2raw::write_frame(&mut s, h2raw::HEADERS, 0x4, 1, &block).await;
+        // An empty HealthCheckRequest, END_STREAM.
+        h2raw::write_frame(&mut s, h2raw::DATA, 0x1, 1, &[0, 0, 0, 0, 0]).await;
+        while h2raw::read_frame(&mut s).await.0 != h2raw::DATA {}
+        busy.push(s);
+    }
     let refused = connection(&gw, "127.0.0.3").await;
-    assert!(refused.is_err(), "a third in total: {refused:?}");
-    drop(b);
-    eventually(
-        "a closed connection frees a slot",
-        Duration::from_secs(10),
-        || async { connection(&gw, "127.0.0.3").await.is_ok() },
-    )
+    assert!(
+        refused.is_err(),
+        "a third with both calls open: {refused:?}"
+    );
+    drop(busy);
+    // Two idle connections (the preface, then nothing): the older one
+    // makes room for a third.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = kept_connection(&gw).await;
+        h2raw::open(&mut s).await;
+        idle.push(s);
+    }
+    connection(&gw, "127.0.0.3")
+        .await
+        .expect("a third is served: the longest idle made room");
+    // What the server sent before is read past, up to the close.
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        while matches!(idle[0].read(&mut buf).await, Ok(n) if n > 0) {}
+    })
     .await;
+    assert!(closed.is_ok(), "the oldest idle connection is closed");
+    // The newer one stays open.
+    let open = loop {
+        match idle[1].try_read(&mut buf) {
+            Ok(0) => break false,
+            Ok(_) => {}
+            Err(e) => break e.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    };
+    assert!(open, "the newer idle connection is still open");
+}
+
+/// A TCP connection the server keeps (its SETTINGS arrive), polling until
+/// the slots of closed ones are free.
+async fn kept_connection(gw: &TestGateway) -> tokio::net::TcpStream {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let mut head = [0u8; 1];
+        let peeked = tokio::time::timeout(Duration::from_secs(5), s.peek(&mut head)).await;
+        if matches!(peeked, Ok(Ok(1))) {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// An upload that has sent its header and waits: its sender ends it.
@@ -114,7 +167,7 @@ pub(super) async fn open_upload(gw: &TestGateway, id: &str, uploads: usize) -> O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_past_the_limit_are_refused_until_one_ends() {
     let gw = TestGateway::start_with(|c| {
-        c.limits.max_concurrent_uploads = 2;
+        c.limits.max_concurrent_uploads = Some(2);
     })
     .await;
     // One after the other, each held by the server before the next starts:
@@ -157,6 +210,7 @@ pub(super) mod h2raw {
     use tokio::net::TcpStream;
 
     pub const SETTINGS: u8 = 0x4;
+    pub const DATA: u8 = 0x0;
     pub const HEADERS: u8 = 0x1;
     pub const RST_STREAM: u8 = 0x3;
     pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;

@@ -29,7 +29,7 @@ fn paced(c: &mut Config) {
 async fn a_stalled_upload_is_ended_and_its_permit_returned() {
     let gw = TestGateway::start_with(|c| {
         paced(c);
-        c.limits.max_concurrent_uploads = 1;
+        c.limits.max_concurrent_uploads = Some(1);
     })
     .await;
     let started = Instant::now();

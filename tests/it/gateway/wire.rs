@@ -196,3 +196,230 @@ async fn upload_pieces_of_exactly_4_mib_fit() {
     assert_eq!(listed, [("pieces".to_string(), body.len() as u64)]);
     assert_eq!(gw.leftovers().await, 0);
 }
+
+/// One gRPC length-prefixed frame: the compressed flag, the length the
+/// prefix announces (which may differ from what follows), the bytes.
+fn grpc_frame(flag: u8, announced: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut frame = vec![flag];
+    frame.extend_from_slice(&announced.to_be_bytes());
+    frame.extend_from_slice(bytes);
+    frame
+}
+
+/// The frame of `message`, as a client sends it.
+fn message_frame(message: &impl prost::Message) -> Vec<u8> {
+    let bytes = message.encode_to_vec();
+    grpc_frame(0, u32::try_from(bytes.len()).unwrap(), &bytes)
+}
+
+/// A call to `method` over a real HTTP/2 connection whose request body is
+/// `chunks` exactly as given (each one HTTP/2 DATA frame, the last with
+/// END_STREAM), with `headers` besides the gRPC ones: the gRPC framing is
+/// the test's, not a client library's. Returns the call's status (from the
+/// response headers of a trailers-only answer, else from its trailers).
+async fn raw_frames(
+    gw: &TestGateway,
+    method: &str,
+    headers: &[(&str, &str)],
+    chunks: Vec<Vec<u8>>,
+) -> Result<(), Status> {
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|c| Ok::<_, Status>(http_body::Frame::data(bytes::Bytes::from(c)))),
+    ));
+    let mut request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("{}{method}", gw.endpoint()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(tonic::body::Body::new(body)).unwrap();
+    let mut channel = gw.channel().await;
+    let response = channel
+        .ready()
+        .await
+        .expect("ready")
+        .call(request)
+        .await
+        .expect("an HTTP/2 response");
+    assert_eq!(response.status(), 200, "{response:?}");
+    let (parts, body) = response.into_parts();
+    let status = match Status::from_header_map(&parts.headers) {
+        Some(status) => status,
+        None => {
+            let collected = body.collect().await.expect("the response body");
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            Status::from_header_map(&trailers).expect("a grpc-status in the trailers")
+        }
+    };
+    match status.code() {
+        Code::Ok => Ok(()),
+        _ => Err(status),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_refused_with_a_reason() {
+    let gw = TestGateway::start().await;
+    let head = message_frame(&pb::HeadObjectRequest {
+        object: Some(obj("u", SPACE, "x")),
+    });
+    let get = message_frame(&pb::GetObjectRequest {
+        object: Some(obj("u", SPACE, "x")),
+        ..Default::default()
+    });
+    const HEAD: &str = "/sealgate.v1.ContentService/HeadObject";
+    const GET: &str = "/sealgate.v1.ContentService/GetObject";
+    let mut over = head.clone();
+    over[1..5].copy_from_slice(&u32::try_from(head.len() + 10).unwrap().to_be_bytes());
+    let cases: Vec<(&str, Vec<Vec<u8>>, &str)> = vec![
+        (
+            HEAD,
+            vec![over.clone()],
+            "a length prefix larger than the data that follows",
+        ),
+        (
+            GET,
+            vec![get[..get.len() - 2].to_vec()],
+            "GetObject: a message cut two bytes short",
+        ),
+        (HEAD, vec![head[..3].to_vec()], "a cut length prefix"),
+        (
+            HEAD,
+            vec![grpc_frame(0, 100, b"abc")],
+            "a prefix of 100 bytes before 3",
+        ),
+        (
+            HEAD,
+            vec![grpc_frame(1, 0, b"")],
+            "the compressed flag without grpc-encoding",
+        ),
+        (
+            GET,
+            vec![grpc_frame(1, 2, b"\x0a\x00")],
+            "GetObject: the compressed flag without grpc-encoding",
+        ),
+        (HEAD, vec![grpc_frame(2, 0, b"")], "compressed flag 2"),
+        (HEAD, vec![], "no message at all"),
+    ];
+    for (method, chunks, what) in cases {
+        let s = expect_reason(
+            raw_frames(&gw, method, &[], chunks).await,
+            Code::InvalidArgument,
+            "INVALID_REQUEST",
+            what,
+        );
+        assert!(s.message().contains("framing"), "{what}: {s:?}");
+    }
+    // A prefix announcing a message past the limit is refused from the
+    // prefix alone, before the message is buffered.
+    for method in [HEAD, GET] {
+        expect_reason(
+            raw_frames(
+                &gw,
+                method,
+                &[],
+                vec![grpc_frame(
+                    0,
+                    u32::try_from(MAX_MESSAGE_BYTES + 1).unwrap(),
+                    &[0; 16],
+                )],
+            )
+            .await,
+            Code::ResourceExhausted,
+            "MESSAGE_TOO_LARGE",
+            &format!("{method}: a length prefix past the message limit"),
+        );
+    }
+    // The same well-formed frames are answered as the method answers
+    // them: the checks refuse what is malformed, not what is unusual.
+    expect_reason(
+        raw_frames(&gw, HEAD, &[], vec![head[..3].to_vec(), head[3..].to_vec()]).await,
+        Code::NotFound,
+        "OBJECT_NOT_FOUND",
+        "one message split across DATA frames",
+    );
+    expect_reason(
+        raw_frames(
+            &gw,
+            HEAD,
+            &[("grpc-encoding", "identity")],
+            vec![head.clone()],
+        )
+        .await,
+        Code::NotFound,
+        "OBJECT_NOT_FOUND",
+        "grpc-encoding identity",
+    );
+    gw.assert_nothing_stored("after malformed frames").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_call_with_two_messages_is_refused() {
+    let gw = TestGateway::start().await;
+    let item = |id: &str| {
+        message_frame(&pb::PutItemRequest {
+            user_id: "u".into(),
+            space: SPACE.into(),
+            item_id: id.into(),
+            content: bytes::Bytes::from_static(b"item"),
+            ..Default::default()
+        })
+    };
+    const PUT_ITEM: &str = "/sealgate.v1.ContentService/PutItem";
+    // Two whole messages in one DATA frame, and in two.
+    let both = [item("one"), item("two")].concat();
+    let cases: Vec<(Vec<Vec<u8>>, &str)> = vec![
+        (vec![both], "two PutItem messages in one DATA frame"),
+        (
+            vec![item("one"), item("two")],
+            "two PutItem messages in two DATA frames",
+        ),
+        (
+            vec![item("one"), vec![0]],
+            "a PutItem message and one byte more",
+        ),
+    ];
+    for (chunks, what) in cases {
+        let s = expect_reason(
+            raw_frames(&gw, PUT_ITEM, &[], chunks).await,
+            Code::InvalidArgument,
+            "INVALID_REQUEST",
+            what,
+        );
+        assert!(s.message().contains("more than one"), "{what}: {s:?}");
+    }
+    // Nothing was stored: the handler never ran.
+    gw.assert_nothing_stored("after unary calls with two messages")
+        .await;
+    // Server streaming takes one request message too.
+    let get = message_frame(&pb::GetObjectRequest {
+        object: Some(obj("u", SPACE, "one")),
+        ..Default::default()
+    });
+    expect_reason(
+        raw_frames(
+            &gw,
+            "/sealgate.v1.ContentService/GetObject",
+            &[],
+            vec![get.clone(), get],
+        )
+        .await,
+        Code::InvalidArgument,
+        "INVALID_REQUEST",
+        "two GetObject request messages",
+    );
+    // One message, framed by hand, is served.
+    raw_frames(&gw, PUT_ITEM, &[], vec![item("one")])
+        .await
+        .expect("one PutItem message");
+    let listed = list_all(&mut gw.content().await, "u", SPACE)
+        .await
+        .expect("list");
+    assert_eq!(listed, [("one".to_string(), 4)]);
+}
