@@ -98,6 +98,9 @@ pub struct KeyHierarchy {
     /// How often an open stream asks the store whether its user was erased
     /// (`cache.ttl_seconds`, the bound on a lost notice).
     recheck_interval: Duration,
+    /// False while the feed of other processes' changes is interrupted (or
+    /// once it ended): every stream asks the store at every check.
+    feed_healthy: std::sync::atomic::AtomicBool,
     /// The KEK schedule's maximum KEK age, if it runs.
     kek_max_age: Option<Duration>,
     /// Set once [`Self::decommission`] began: every key access fails.
@@ -135,6 +138,7 @@ impl KeyHierarchy {
                 entries: VecDeque::new(),
             }),
             recheck_interval: policy.user_ttl,
+            feed_healthy: std::sync::atomic::AtomicBool::new(true),
             kek_max_age: None,
             decommissioned: std::sync::atomic::AtomicBool::new(false),
         }

@@ -268,6 +268,40 @@ async fn a_stream_asks_the_store_once_per_cache_lifetime_without_notices() {
     }
 }
 
+/// While the feed of other processes' changes is interrupted, every check
+/// asks the store, so an erasure during the outage ends a stream at its
+/// next piece; once the feed listens again, checks are one atomic load.
+#[tokio::test]
+async fn while_the_feed_is_interrupted_every_check_asks_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = hierarchy(dir.path()).await;
+    let (b, _) = hierarchy(dir.path()).await;
+    let fay = a.pseudonym("fay").unwrap();
+    let gus = a.pseudonym("gus").unwrap();
+    a.active_user_key(&fay).await.unwrap();
+    a.active_user_key(&gus).await.unwrap();
+    let mut fay_stream = a.watch(&fay).await;
+    let mut gus_stream = a.watch(&gus).await;
+
+    a.apply(Invalidation::Interrupted).await;
+    a.check_watch(&mut fay_stream).await.unwrap();
+    a.check_watch(&mut gus_stream).await.unwrap();
+    // Erased during the outage: no notice will ever say so.
+    b.erase(&fay, "test").await.unwrap();
+    assert!(matches!(
+        a.check_watch(&mut fay_stream).await,
+        Err(KeyError::UserErased)
+    ));
+
+    // Listening again: the next check asks the store (what was missed),
+    // then checks are cheap again, and a lost notice waits for the cache
+    // lifetime (60 s here).
+    a.apply(Invalidation::All).await;
+    a.check_watch(&mut gus_stream).await.unwrap();
+    b.erase(&gus, "test").await.unwrap();
+    a.check_watch(&mut gus_stream).await.unwrap();
+}
+
 #[tokio::test]
 async fn wrapped_keys_are_bound_to_their_rows() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,9 @@
 //! `cache.ttl_seconds` has passed since the store was last asked for it
 //! (by the watch, or by the load of the cached key the stream started
 //! from), so that an open stream stops within the same bound as a cached
-//! key.
+//! key, and asks at every check while the feed is interrupted
+//! ([`Invalidation::Interrupted`] until its listener listens again, or
+//! once the feed ended).
 //!
 //! Nothing here erases a key or writes to the key store: it only reads
 //! tombstones. A change it cannot resolve is treated as "anyone may have
@@ -153,19 +155,30 @@ impl KeyHierarchy {
             Invalidation::All => {
                 self.keks.invalidate_all();
                 self.note_erased(None).await;
+                // The listener listens (again): what it missed meanwhile,
+                // every watch asks the store for at its next check.
+                self.feed_healthy.store(true, Ordering::Release);
+            }
+            Invalidation::Interrupted => {
+                self.feed_healthy.store(false, Ordering::Release);
+                self.note_erased(None).await;
             }
         }
     }
 
     /// Applies every change of `feed` (the store's
     /// [`KeyStore::invalidations`]) until it ends or the hierarchy is
-    /// dropped.
+    /// dropped. Once it ended, nothing tells this process of other
+    /// processes' erasures: every watch asks the store at every check.
     pub fn follow(self: &Arc<Self>, mut feed: Invalidations) -> tokio::task::JoinHandle<()> {
         let keys = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(change) = feed.recv().await {
-                let Some(keys) = keys.upgrade() else { break };
+                let Some(keys) = keys.upgrade() else { return };
                 keys.apply(change).await;
+            }
+            if let Some(keys) = keys.upgrade() {
+                keys.feed_healthy.store(false, Ordering::Release);
             }
         })
     }
@@ -188,14 +201,16 @@ impl KeyHierarchy {
     /// Fails with [`KeyError::UserErased`] if the watched user was erased
     /// since the watch began. One atomic load unless this process learnt
     /// of an erasure since the last check, or the store is due to be asked
-    /// (`cache.ttl_seconds` since it was last asked for the watch); a
-    /// watch older than the in-memory log asks the key store too.
+    /// (`cache.ttl_seconds` since it was last asked for the watch, or the
+    /// feed of other processes' changes is interrupted); a watch older
+    /// than the in-memory log asks the key store too.
     ///
     /// # Errors
     /// As described, or store failures.
     pub async fn check_watch(&self, watch: &mut ErasureWatch) -> Result<(), KeyError> {
         let now = self.erasure_epoch.load(Ordering::Acquire);
-        let due = watch.asked().elapsed() >= self.recheck_interval;
+        let due = !self.feed_healthy.load(Ordering::Acquire)
+            || watch.asked().elapsed() >= self.recheck_interval;
         if now == watch.seen && !due {
             return Ok(());
         }
