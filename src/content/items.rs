@@ -58,7 +58,7 @@ impl Content {
                 .map(|id| (id, Err(Error::UserErased)))
                 .collect::<Vec<_>>()
         };
-        let mut guard = self.user_erasure_guard(&pseudonym);
+        let mut guard = self.user_erasure_guard(&pseudonym).await;
         match self.keys.ensure_not_erased(&pseudonym).await {
             // An empty batch has no item to carry the refusal: the call
             // does, so that an erased user's call never passes unnoticed.

@@ -273,7 +273,7 @@ impl Content {
         if let Some(want) = &w.if_match {
             self.check_etag(obj, want).await?;
         }
-        let mut guard = self.erasure_guard(obj);
+        let mut guard = self.erasure_guard(obj).await;
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
         let (mut sealer, prefix) = ObjectSealer::new(&user_key, version, &obj.identity, metadata)?;
         drop(user_key);

@@ -34,7 +34,12 @@ pub const MAX_SEND_PIECE: usize = SEND_PIECE + OPEN_STEP;
 
 /// Ends a stream of a user's plaintext once the user is erased: checked
 /// before each piece leaves, it fails with [`Error::UserErased`] from the
-/// first check after the erasure committed.
+/// first check after this process learnt of the erasure (its own, or
+/// another's by the key store's notice), and, if the notice was lost, from
+/// the first check once the store is due to be asked again (at most
+/// `cache.ttl_seconds` after it was last asked, so a stream outlives an
+/// erasure no longer than a cached key does; see
+/// [`KeyHierarchy::check_watch`]).
 pub struct ErasureGuard {
     keys: Arc<KeyHierarchy>,
     watch: ErasureWatch,
@@ -104,7 +109,7 @@ impl Content {
     /// [`Error::DataLoss`] if the header, key slot or body commitment fail
     /// their checks.
     pub async fn open(&self, obj: &ObjectRef, whole: bool) -> Result<OpenedObject, Error> {
-        let guard = self.erasure_guard(obj);
+        let guard = self.erasure_guard(obj).await;
         self.keys.ensure_not_erased(&obj.pseudonym).await?;
         let mut attempts = 0;
         let (reader, fixed, layout, head, header, user_key) = loop {
@@ -156,15 +161,15 @@ impl Content {
 
 impl Content {
     /// A guard on the erasure of the object's owner, watching from now.
-    pub fn erasure_guard(&self, obj: &ObjectRef) -> ErasureGuard {
-        self.user_erasure_guard(&obj.pseudonym)
+    pub async fn erasure_guard(&self, obj: &ObjectRef) -> ErasureGuard {
+        self.user_erasure_guard(&obj.pseudonym).await
     }
 
     /// A guard on a user's erasure, watching from now.
-    pub(super) fn user_erasure_guard(&self, p: &Pseudonym) -> ErasureGuard {
+    pub(super) async fn user_erasure_guard(&self, p: &Pseudonym) -> ErasureGuard {
         ErasureGuard {
             keys: self.keys.clone(),
-            watch: self.keys.watch(p),
+            watch: self.keys.watch(p).await,
         }
     }
 }

@@ -975,6 +975,49 @@ async fn invalidations_follow_commits(f: Fixture) {
     reader.close().await;
 }
 
+/// PostgreSQL's feed while its listener cannot listen (the database
+/// unreachable from the reader): it says `Interrupted` at once, not `All`,
+/// since nothing is heard until a new listener listens; an erasure
+/// meanwhile goes unheard; `All` comes once the listener listens again,
+/// and later commits are heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_feed_says_interrupted_until_it_listens_again() {
+    let url = pgenv::fresh_database().await;
+    let (head, rest) = url.split_once('@').expect("user@host in the URL");
+    let (server, db) = rest.split_once('/').expect("/database in the URL");
+    let proxy = crate::support::proxy::FaultProxy::start(server.parse().expect("host:port")).await;
+    let open = |url: String| async move {
+        PostgresKeyStore::open(&PgSettings {
+            url,
+            max_connections: 4,
+            acquire_timeout: std::time::Duration::from_secs(2),
+        })
+        .await
+        .unwrap()
+    };
+    let reader = open(format!("{head}@{}/{db}", proxy.addr)).await;
+    let writer = open(url.clone()).await;
+    let mut rx = reader.invalidations().await.unwrap().expect("a feed");
+    writer.insert_kek(&kek(4, 1)).await.unwrap();
+    let (during, later) = (pseudonym(30), pseudonym(31));
+    for p in [during, later] {
+        writer.insert_user_key(&user_key(p, 1, 4, 1)).await.unwrap();
+    }
+
+    proxy.set_up(false);
+    assert_eq!(next(&mut rx).await, Invalidation::Interrupted);
+    writer
+        .erase_user(&during, 1, "gc-d", "local")
+        .await
+        .unwrap();
+    proxy.set_up(true);
+    assert_eq!(next(&mut rx).await, Invalidation::All);
+    writer.erase_user(&later, 1, "gc-l", "local").await.unwrap();
+    assert_eq!(next(&mut rx).await, Invalidation::User(later));
+    writer.close().await;
+    reader.close().await;
+}
+
 /// A database whose schema migrations are newer than this build is refused
 /// with a message that says so, on both backends.
 #[tokio::test]

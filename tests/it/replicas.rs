@@ -11,8 +11,8 @@ use sealgate::config::KeyStoreBackend;
 use tonic::Code;
 
 use crate::support::gateway::{
-    config, data, data_msg, get, get_items, header_msg, paused_download, pseudonym, put, put_item,
-    reason, try_erase, Backend, BackendKind, TestGateway,
+    config, data, data_msg, finish_msg, get, get_items, header_msg, paused_download, pseudonym,
+    put, put_item, reason, try_erase, Backend, BackendKind, TestGateway,
 };
 use crate::support::pgenv;
 use crate::support::proxy::PgProxy;
@@ -200,6 +200,195 @@ async fn with_notifications_lost_an_erasure_is_refused_within_the_cache_lifetime
     assert!(
         r.proxy.swallowed() > 0,
         "the erasure's notification was sent, and lost on the way to A"
+    );
+}
+
+/// The pace of the slow clients below: a reader that sleeps after each
+/// message for as long as the message takes at this rate (so it never
+/// reads faster, and never catches up after a pause), a writer likewise.
+const PACE_BYTES_PER_SEC: usize = 2 << 20;
+
+/// How long `bytes` take at [`PACE_BYTES_PER_SEC`].
+fn pace(bytes: usize) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / PACE_BYTES_PER_SEC as f64)
+}
+
+/// What a paced client moves in `ttl`: with one check of the store due at
+/// most `ttl` after the erasure committed (so before its receipt + `ttl`),
+/// the bytes that move after the receipt are what the client moves at its
+/// pace in `ttl`, one more message (it moves a message, then sleeps), and
+/// `in_flight`, what had passed the check and was still on the way.
+fn paced_bound(ttl: Duration, in_flight: usize) -> usize {
+    (PACE_BYTES_PER_SEC as f64 * ttl.as_secs_f64()) as usize
+        + sealgate::content::MAX_SEND_PIECE
+        + in_flight
+}
+
+/// The notifications are lost and a slow download is open on A: it ends
+/// USER_ERASED once A's check of the key store is due, at most
+/// `cache.ttl_seconds` after the erasure, so the client gets no more after
+/// the receipt than it reads in that time at its pace (plus what was in
+/// flight); without the check it read on to the end. The bytes and the
+/// time are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_notifications_lost_an_open_download_ends_within_the_cache_lifetime() {
+    const TTL: Duration = Duration::from_secs(2);
+    let r = Replicas::start(TTL.as_secs()).await;
+    let video = data(16 << 20, 5);
+    put(
+        &mut r.a.content().await,
+        "eve",
+        "channels",
+        "video",
+        &video,
+        1 << 20,
+    )
+    .await
+    .expect("put");
+    let window = 64 * 1024;
+    let (mut stream, mut got) =
+        paused_download(&r.a, "eve", "channels", "video", window, 1 << 20).await;
+    r.proxy.mute();
+    try_erase(&r.b, "eve").await.expect("EraseUser through B");
+    let receipt = Instant::now();
+    let before = got.len();
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(m)) => match m.part {
+                Some(pb::get_object_response::Part::Data(d)) => {
+                    got.extend_from_slice(&d);
+                    tokio::time::sleep(pace(d.len())).await;
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+            Ok(None) => panic!(
+                "the download on A completed, {} bytes and {:?} after the erasure's receipt",
+                got.len() - before,
+                receipt.elapsed()
+            ),
+            Err(status) => break status,
+        }
+    };
+    let (after, took) = (got.len() - before, receipt.elapsed());
+    eprintln!(
+        "download on A: {after} bytes delivered after the erasure's receipt, ended {took:?} after it"
+    );
+    assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
+    assert_eq!(reason(&end).as_deref(), Some("USER_ERASED"), "{end:?}");
+    // On the way: the client's window, hyper's send buffer (400 KiB per
+    // stream) and the message that crossed it.
+    let bound = paced_bound(
+        TTL,
+        window as usize + 400 * 1024 + sealgate::content::MAX_SEND_PIECE,
+    );
+    assert!(
+        after <= bound,
+        "{after} bytes arrived after the erasure's receipt, over {bound}"
+    );
+    assert_eq!(&got[..], &video[..got.len()]);
+    crate::support::eventually(
+        "the erasure's notice was lost on the way to A",
+        Duration::from_secs(10),
+        || async { r.proxy.swallowed() > 0 },
+    )
+    .await;
+}
+
+/// The notifications are lost and a slow upload is in progress on A: it is
+/// refused USER_ERASED once A's check of the key store is due, at most
+/// `cache.ttl_seconds` after the erasure, having taken no more after the
+/// receipt than the client sends in that time at its pace (plus what the
+/// gateway's HTTP/2 window lets it have in flight), and nothing of it is
+/// stored; without the check it took the whole body before the check
+/// after the commit refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_notifications_lost_an_upload_in_progress_is_refused_within_the_cache_lifetime() {
+    const TTL: Duration = Duration::from_secs(2);
+    /// The gateway's HTTP/2 stream window (src/server/grpc.rs).
+    const SERVER_STREAM_WINDOW: usize = 2 << 20;
+    const PIECE: usize = 256 * 1024;
+    let r = Replicas::start(TTL.as_secs()).await;
+    let mut a = r.a.content().await;
+    // A has fox's key cached before the upload begins.
+    put_item(&mut a, "fox", "moments", "first", b"x")
+        .await
+        .expect("put");
+    let body = data(16 << 20, 6);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut call = tokio::spawn(async move {
+        a.put_object(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(header_msg("fox", "channels", "upload"))
+        .await
+        .unwrap();
+    let mut pieces = body.chunks(PIECE);
+    for piece in pieces.by_ref().take(4) {
+        tx.send(data_msg(piece.to_vec())).await.unwrap();
+        tokio::time::sleep(pace(piece.len())).await;
+    }
+    r.proxy.mute();
+    try_erase(&r.b, "fox").await.expect("EraseUser through B");
+    let receipt = Instant::now();
+    let mut after = 0;
+    let ended = loop {
+        let Some(piece) = pieces.next() else {
+            break None;
+        };
+        let sent = &mut after;
+        tokio::select! {
+            ended = &mut call => break Some(ended),
+            () = async {
+                if tx.send(data_msg(piece.to_vec())).await.is_ok() {
+                    *sent += piece.len();
+                }
+                tokio::time::sleep(pace(piece.len())).await;
+            } => {}
+        }
+    };
+    let ended = match ended {
+        Some(ended) => {
+            drop(tx);
+            ended
+        }
+        // Every byte went: finish the upload (the check after its commit
+        // refuses it then).
+        None => {
+            let _ = tx.send(finish_msg(Some(&body))).await;
+            drop(tx);
+            call.await
+        }
+    };
+    let took = receipt.elapsed();
+    eprintln!(
+        "upload on A: {after} bytes sent after the erasure's receipt, refused {took:?} after it"
+    );
+    let status = ended.unwrap().expect_err("the upload is refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        reason(&status).as_deref(),
+        Some("USER_ERASED"),
+        "{status:?}"
+    );
+    // On the way: the gateway's stream window, and the messages in the
+    // client's channel and encoder.
+    let bound = paced_bound(TTL, SERVER_STREAM_WINDOW + 2 * PIECE);
+    assert!(
+        after <= bound,
+        "{after} bytes sent after the erasure's receipt, over {bound}"
+    );
+    let p = pseudonym(&r.b, "fox").await;
+    assert!(
+        r.a.user_objects(&p)
+            .await
+            .iter()
+            .all(|name| !name.ends_with("/upload")),
+        "nothing of the upload is stored"
+    );
+    assert_eq!(r.a.leftovers().await, 0, "no unfinished upload is left");
+    assert!(
+        r.proxy.swallowed() > 0,
+        "the erasure's notice was lost on the way to A"
     );
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::KeyHierarchy;
 use crate::crypto::keys::{kek_aad, user_key_aad};
@@ -36,6 +36,8 @@ pub struct CachePolicy {
 pub(super) struct UserKeys {
     pub(super) keys: BTreeMap<u32, Arc<UserKey>>,
     pub(super) active: Option<u32>,
+    /// When the store was asked for the tombstone before these were loaded.
+    pub(super) asked: Instant,
 }
 
 impl KeyHierarchy {
@@ -75,6 +77,7 @@ impl KeyHierarchy {
     }
 
     async fn load_user_keys_once(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
+        let asked = Instant::now();
         if self.store.tombstone(p).await?.is_some() {
             return Err(KeyError::UserErased);
         }
@@ -101,7 +104,11 @@ impl KeyHierarchy {
             }
             keys.insert(r.version, Arc::new(key));
         }
-        Ok(Arc::new(UserKeys { keys, active }))
+        Ok(Arc::new(UserKeys {
+            keys,
+            active,
+            asked,
+        }))
     }
 
     pub(super) async fn kek(&self, shard: u32, version: u32) -> Result<Arc<Kek>, KeyError> {

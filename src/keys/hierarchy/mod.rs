@@ -95,6 +95,12 @@ pub struct KeyHierarchy {
     /// the value they saw last, so the common check is one atomic load.
     erasure_epoch: AtomicU64,
     erasure_log: Mutex<ErasureLog>,
+    /// How often an open stream asks the store whether its user was erased
+    /// (`cache.ttl_seconds`, the bound on a lost notice).
+    recheck_interval: Duration,
+    /// False while the feed of other processes' changes is interrupted (or
+    /// once it ended): every stream asks the store at every check.
+    feed_healthy: std::sync::atomic::AtomicBool,
     /// The KEK schedule's maximum KEK age, if it runs.
     kek_max_age: Option<Duration>,
     /// Set once [`Self::decommission`] began: every key access fails.
@@ -131,6 +137,8 @@ impl KeyHierarchy {
                 base: 0,
                 entries: VecDeque::new(),
             }),
+            recheck_interval: policy.user_ttl,
+            feed_healthy: std::sync::atomic::AtomicBool::new(true),
             kek_max_age: None,
             decommissioned: std::sync::atomic::AtomicBool::new(false),
         }

@@ -59,6 +59,15 @@ impl MasterKeyProvider for Counting {
 }
 
 async fn hierarchy(dir: &std::path::Path) -> (Arc<KeyHierarchy>, Arc<Counting>) {
+    hierarchy_with_ttl(dir, Duration::from_secs(60)).await
+}
+
+/// A hierarchy whose user keys live `user_ttl` in the cache; a second one
+/// over the same directory is another process on the same store.
+async fn hierarchy_with_ttl(
+    dir: &std::path::Path,
+    user_ttl: Duration,
+) -> (Arc<KeyHierarchy>, Arc<Counting>) {
     let (keyring, naming) = LocalKeyring::create(&dir.join("keyring")).unwrap();
     let master = Arc::new(Counting {
         inner: keyring,
@@ -66,7 +75,7 @@ async fn hierarchy(dir: &std::path::Path) -> (Arc<KeyHierarchy>, Arc<Counting>) 
     });
     let store = Arc::new(SqliteKeyStore::open(&dir.join("keys.db")).await.unwrap());
     let policy = CachePolicy {
-        user_ttl: Duration::from_secs(60),
+        user_ttl,
         kek_ttl: Duration::from_secs(3600),
         max_users: 1000,
     };
@@ -165,8 +174,8 @@ async fn changes_from_another_process_apply_to_caches_and_streams() {
     let carol = a.pseudonym("carol").unwrap();
     a.active_user_key(&bob).await.unwrap();
     a.active_user_key(&carol).await.unwrap();
-    let mut bob_stream = a.watch(&bob);
-    let mut carol_stream = a.watch(&carol);
+    let mut bob_stream = a.watch(&bob).await;
+    let mut carol_stream = a.watch(&carol).await;
 
     b.erase(&bob, "test").await.unwrap();
     assert_eq!(b.rotate_user_key(&carol, "test").await.unwrap(), 2);
@@ -193,8 +202,8 @@ async fn changes_from_another_process_apply_to_caches_and_streams() {
     // A notice that anything may have changed: streams ask the store.
     let dave = a.pseudonym("dave").unwrap();
     a.active_user_key(&dave).await.unwrap();
-    let mut dave_stream = a.watch(&dave);
-    let mut carol_stream = a.watch(&carol);
+    let mut dave_stream = a.watch(&dave).await;
+    let mut carol_stream = a.watch(&carol).await;
     b.erase(&dave, "test").await.unwrap();
     a.apply(Invalidation::All).await;
     assert!(matches!(
@@ -215,6 +224,82 @@ async fn changes_from_another_process_apply_to_caches_and_streams() {
     a.users.invalidate_all();
     a.user_key(&carol, 2).await.unwrap();
     assert_eq!(master_a.unwraps.load(Ordering::SeqCst), unwraps + 1);
+}
+
+/// Another process's erasure whose notice never arrives (a listener that
+/// hears nothing and notices nothing): an open stream still asks the store
+/// once `cache.ttl_seconds` passed since it was last asked for the user
+/// (here by the load of the cached key the stream started from), and not
+/// at every piece before that.
+#[tokio::test]
+async fn a_stream_asks_the_store_once_per_cache_lifetime_without_notices() {
+    const TTL: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = hierarchy_with_ttl(dir.path(), TTL).await;
+    let (b, _) = hierarchy_with_ttl(dir.path(), TTL).await;
+    let erin = a.pseudonym("erin").unwrap();
+    let before_load = std::time::Instant::now();
+    a.active_user_key(&erin).await.unwrap();
+    let loaded = std::time::Instant::now();
+    // Ages the cached key (well within its lifetime) before the stream.
+    tokio::time::sleep(TTL / 4).await;
+    let mut stream = a.watch(&erin).await;
+    b.erase(&erin, "test").await.unwrap();
+    let erased = std::time::Instant::now();
+    loop {
+        let checked = std::time::Instant::now();
+        match a.check_watch(&mut stream).await {
+            Ok(()) => assert!(
+                checked < loaded + TTL,
+                "a check {:?} after the erasure, and a cache lifetime after the key was loaded, let a piece go",
+                checked - erased
+            ),
+            Err(KeyError::UserErased) => {
+                assert!(
+                    checked >= before_load + TTL,
+                    "the store was asked before it was due"
+                );
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        // Paces the stream's pieces; the loop polls the check.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// While the feed of other processes' changes is interrupted, every check
+/// asks the store, so an erasure during the outage ends a stream at its
+/// next piece; once the feed listens again, checks are one atomic load.
+#[tokio::test]
+async fn while_the_feed_is_interrupted_every_check_asks_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = hierarchy(dir.path()).await;
+    let (b, _) = hierarchy(dir.path()).await;
+    let fay = a.pseudonym("fay").unwrap();
+    let gus = a.pseudonym("gus").unwrap();
+    a.active_user_key(&fay).await.unwrap();
+    a.active_user_key(&gus).await.unwrap();
+    let mut fay_stream = a.watch(&fay).await;
+    let mut gus_stream = a.watch(&gus).await;
+
+    a.apply(Invalidation::Interrupted).await;
+    a.check_watch(&mut fay_stream).await.unwrap();
+    a.check_watch(&mut gus_stream).await.unwrap();
+    // Erased during the outage: no notice will ever say so.
+    b.erase(&fay, "test").await.unwrap();
+    assert!(matches!(
+        a.check_watch(&mut fay_stream).await,
+        Err(KeyError::UserErased)
+    ));
+
+    // Listening again: the next check asks the store (what was missed),
+    // then checks are cheap again, and a lost notice waits for the cache
+    // lifetime (60 s here).
+    a.apply(Invalidation::All).await;
+    a.check_watch(&mut gus_stream).await.unwrap();
+    b.erase(&gus, "test").await.unwrap();
+    a.check_watch(&mut gus_stream).await.unwrap();
 }
 
 #[tokio::test]

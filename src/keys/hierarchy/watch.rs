@@ -13,13 +13,24 @@
 //! listener reconnected, or a decommission) drops every cached key and
 //! sends every open watch to the store.
 //!
+//! A notice can also be lost without anyone noticing (a middlebox dropping
+//! the listener's flow): a stream does not rely on the feed alone. Its
+//! watch asks the store for the user's tombstone (one indexed read) once
+//! `cache.ttl_seconds` has passed since the store was last asked for it
+//! (by the watch, or by the load of the cached key the stream started
+//! from), so that an open stream stops within the same bound as a cached
+//! key, and asks at every check while the feed is interrupted
+//! ([`Invalidation::Interrupted`] until its listener listens again, or
+//! once the feed ended).
+//!
 //! Nothing here erases a key or writes to the key store: it only reads
 //! tombstones. A change it cannot resolve is treated as "anyone may have
 //! been erased", never as "no one was".
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::KeyHierarchy;
 use crate::crypto::Pseudonym;
@@ -72,11 +83,28 @@ impl ErasureLog {
 
 /// A stream's watch on one user's erasure, taken before the stream gets
 /// the user's key: [`KeyHierarchy::check_watch`] then fails once the user is
-/// erased, whenever that happened after the watch began.
+/// erased, whenever that happened after the watch began, and wherever.
+/// Its clones (a stream's reader and its sender) share when the store was
+/// last asked, so a stream asks once per interval.
 #[derive(Debug, Clone)]
 pub struct ErasureWatch {
     pseudonym: Pseudonym,
     seen: u64,
+    /// When the store was last asked whether the user is erased, on behalf
+    /// of this stream: by the watch, or by the load of the cached key that
+    /// was there when the watch began.
+    asked: Arc<Mutex<Instant>>,
+}
+
+impl ErasureWatch {
+    fn asked(&self) -> Instant {
+        *self.asked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_asked(&self, at: Instant) {
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        *asked = (*asked).max(at);
+    }
 }
 
 impl KeyHierarchy {
@@ -127,53 +155,82 @@ impl KeyHierarchy {
             Invalidation::All => {
                 self.keks.invalidate_all();
                 self.note_erased(None).await;
+                // The listener listens (again): what it missed meanwhile,
+                // every watch asks the store for at its next check.
+                self.feed_healthy.store(true, Ordering::Release);
+            }
+            Invalidation::Interrupted => {
+                self.feed_healthy.store(false, Ordering::Release);
+                self.note_erased(None).await;
             }
         }
     }
 
     /// Applies every change of `feed` (the store's
     /// [`KeyStore::invalidations`]) until it ends or the hierarchy is
-    /// dropped.
+    /// dropped. Once it ended, nothing tells this process of other
+    /// processes' erasures: every watch asks the store at every check.
     pub fn follow(self: &Arc<Self>, mut feed: Invalidations) -> tokio::task::JoinHandle<()> {
         let keys = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(change) = feed.recv().await {
-                let Some(keys) = keys.upgrade() else { break };
+                let Some(keys) = keys.upgrade() else { return };
                 keys.apply(change).await;
+            }
+            if let Some(keys) = keys.upgrade() {
+                keys.feed_healthy.store(false, Ordering::Release);
             }
         })
     }
 
     /// Starts watching a user for erasure. Take the watch before getting
-    /// the user's key, so an erasure between the two is seen.
-    pub fn watch(&self, p: &Pseudonym) -> ErasureWatch {
+    /// the user's key, so an erasure between the two is seen. The store
+    /// counts as last asked when the user's cached key was loaded, if one
+    /// is cached, since the stream may be served from it.
+    pub async fn watch(&self, p: &Pseudonym) -> ErasureWatch {
+        let seen = self.erasure_epoch.load(Ordering::Acquire);
+        let now = Instant::now();
+        let asked = self.users.get(p).await.map_or(now, |k| k.asked.min(now));
         ErasureWatch {
             pseudonym: *p,
-            seen: self.erasure_epoch.load(Ordering::Acquire),
+            seen,
+            asked: Arc::new(Mutex::new(asked)),
         }
     }
 
     /// Fails with [`KeyError::UserErased`] if the watched user was erased
-    /// since the watch began. One atomic load unless this process erased
-    /// someone since the last check; a watch older than the in-memory log
-    /// asks the key store.
+    /// since the watch began. One atomic load unless this process learnt
+    /// of an erasure since the last check, or the store is due to be asked
+    /// (`cache.ttl_seconds` since it was last asked for the watch, or the
+    /// feed of other processes' changes is interrupted); a watch older
+    /// than the in-memory log asks the key store too.
     ///
     /// # Errors
     /// As described, or store failures.
     pub async fn check_watch(&self, watch: &mut ErasureWatch) -> Result<(), KeyError> {
         let now = self.erasure_epoch.load(Ordering::Acquire);
-        if now == watch.seen {
+        let due = !self.feed_healthy.load(Ordering::Acquire)
+            || watch.asked().elapsed() >= self.recheck_interval;
+        if now == watch.seen && !due {
             return Ok(());
         }
         self.ensure_not_decommissioned()?;
-        let known = self
-            .erasure_log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .erased_since(&watch.pseudonym, watch.seen);
+        let known = if due {
+            None
+        } else {
+            self.erasure_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .erased_since(&watch.pseudonym, watch.seen)
+        };
         let erased = match known {
             Some(erased) => erased,
-            None => self.store.tombstone(&watch.pseudonym).await?.is_some(),
+            None => {
+                let asking = Instant::now();
+                let erased = self.store.tombstone(&watch.pseudonym).await?.is_some();
+                watch.set_asked(asking);
+                erased
+            }
         };
         if erased {
             return Err(KeyError::UserErased);

@@ -80,8 +80,12 @@ pub enum Invalidation {
     /// A KEK version of this shard was destroyed (a KEK rotation ended).
     Shard(u32),
     /// Anything may have changed, or notifications may have been lost (the
-    /// listener reconnected): drop every cached key.
+    /// listener reconnected): drop every cached key. The feed sends it
+    /// once its listener listens again after [`Invalidation::Interrupted`].
     All,
+    /// The feed's listener lost its connection: until the next `All`,
+    /// changes go unheard. Never sent by a commit; only the feed says it.
+    Interrupted,
 }
 
 /// A feed of [`Invalidation`]s, in commit order; it ends when the store

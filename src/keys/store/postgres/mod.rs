@@ -124,7 +124,8 @@ fn payload(i: Invalidation) -> String {
     match i {
         Invalidation::User(p) => format!("user:{p}"),
         Invalidation::Shard(s) => format!("shard:{s}"),
-        Invalidation::All => "all".into(),
+        // Never committed; a reader would take it as `all`.
+        Invalidation::All | Invalidation::Interrupted => "all".into(),
     }
 }
 
@@ -569,36 +570,49 @@ impl Engine for PgEngine {
     }
 
     async fn invalidations(&self) -> Result<Option<Invalidations>, StoreError> {
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .map_err(backend)?;
-        listener.listen(CHANNEL).await.map_err(backend)?;
+        let mut listener = listen(&self.pool).await.map_err(backend)?;
+        let pool = self.pool.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
-            let mut failures = 0u32;
             loop {
                 let next = tokio::select! {
                     next = listener.try_recv() => next,
                     () = tx.closed() => return,
                 };
                 let invalidation = match next {
-                    Ok(Some(n)) => {
-                        failures = 0;
-                        parse_payload(n.payload())
-                    }
-                    // The connection was lost (and is re-established by
-                    // the next call): notices may have been missed.
+                    Ok(Some(n)) => parse_payload(n.payload()),
+                    // The connection was lost and is already made again
+                    // (sqlx reconnects eagerly, or fails): notices may
+                    // have been missed meanwhile.
                     Ok(None) => Invalidation::All,
                     Err(sqlx::Error::PoolClosed) => return,
                     Err(e) => {
-                        failures += 1;
                         tracing::warn!(error = %e, "key store invalidation listener failed; reconnecting");
-                        // Backoff before reconnecting, capped at 5 s.
-                        let wait = Duration::from_millis(100 * u64::from(failures.min(50)));
-                        tokio::select! {
-                            () = tokio::time::sleep(wait) => {}
-                            () = tx.closed() => return,
+                        // Deaf until a new listener listens: say so now,
+                        // and `All` once it does.
+                        if tx.send(Invalidation::Interrupted).await.is_err() {
+                            return;
                         }
+                        let mut failures = 0u32;
+                        listener = loop {
+                            failures += 1;
+                            // Backoff before reconnecting, capped at 5 s.
+                            let wait = Duration::from_millis(100 * u64::from(failures.min(50)));
+                            let again = tokio::select! {
+                                again = async {
+                                    tokio::time::sleep(wait).await;
+                                    listen(&pool).await
+                                } => again,
+                                () = tx.closed() => return,
+                            };
+                            match again {
+                                Ok(l) => break l,
+                                Err(sqlx::Error::PoolClosed) => return,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "key store invalidation listener could not reconnect");
+                                }
+                            }
+                        };
                         Invalidation::All
                     }
                 };
@@ -609,6 +623,13 @@ impl Engine for PgEngine {
         });
         Ok(Some(rx))
     }
+}
+
+/// A listener on [`CHANNEL`], listening when this returns.
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }
 
 #[cfg(test)]
