@@ -408,12 +408,24 @@ impl KeyHierarchy {
     /// # Errors
     /// Store failures (in which case nothing was destroyed).
     pub async fn erase(&self, p: &Pseudonym, principal: &str) -> Result<Tombstone, KeyError> {
-        let tombstone = self
+        let erased = self
             .store
             .erase_user(p, unix_ms(), &crate::names::random_id(), principal)
-            .await?;
-        self.note_erased(Some(*p)).await;
-        Ok(tombstone)
+            .await;
+        match erased {
+            Ok(tombstone) => {
+                self.note_erased(Some(*p)).await;
+                Ok(tombstone)
+            }
+            Err(e) => {
+                // The erasure may have committed before what failed (the
+                // scrub after it): the store decides, as for another
+                // process's change, so that no cached key outlives a
+                // committed erasure.
+                self.apply(super::store::Invalidation::User(*p)).await;
+                Err(e.into())
+            }
+        }
     }
 
     /// Key status without key material.

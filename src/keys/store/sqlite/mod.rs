@@ -74,63 +74,58 @@ fn wal_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn shm_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-shm");
-    PathBuf::from(name)
+/// `PRAGMA wal_checkpoint(mode)` on `conn`.
+async fn checkpoint_on(
+    conn: &mut PoolConnection<Sqlite>,
+    mode: &str,
+) -> Result<Checkpointed, StoreError> {
+    let row = sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
+        .fetch_one(&mut **conn)
+        .await
+        .map_err(backend)?;
+    Ok(Checkpointed {
+        busy: row.get(0),
+        frames: row.get(1),
+        backfilled: row.get(2),
+    })
 }
 
-/// What the scrub reads of SQLite's WAL index (`keys.db-shm`, the first
-/// copy of its header and the checkpoint record; native byte order, as
-/// SQLite's file format documents it).
+/// What `PRAGMA wal_checkpoint` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct WalIndex {
-    /// Frames in the WAL (`mxFrame`).
-    frames: u32,
-    /// The WAL's generation: its salts, which a restart changes.
-    salt: [u32; 2],
-    /// Frames copied into the database (`nBackfill`).
-    backfilled: u32,
+struct Checkpointed {
+    /// 1 if it could not finish (readers or a writer held it).
+    busy: i64,
+    /// Frames in the WAL.
+    frames: i64,
+    /// Frames copied into the database.
+    backfilled: i64,
 }
 
-impl WalIndex {
-    fn backfilled(&self) -> bool {
-        self.backfilled == self.frames
+impl Checkpointed {
+    /// Finished, every frame in the database.
+    fn complete(&self) -> bool {
+        self.busy == 0 && self.frames == self.backfilled
     }
 }
 
-/// The WAL index, or `None` if it is not one this code knows (then the
-/// WAL is truncated but not zeroed).
-fn wal_index(shm: &Path) -> Result<Option<WalIndex>, StoreError> {
+/// The WAL's length and first 32 bytes (its header: a writer that
+/// restarts the WAL writes it anew, with a new checkpoint sequence and
+/// salts).
+fn wal_header(wal: &Path) -> Result<(u64, Vec<u8>), StoreError> {
     use std::io::Read;
-    let mut bytes = Vec::with_capacity(100);
-    match std::fs::File::open(shm) {
+    let mut header = Vec::with_capacity(32);
+    match std::fs::File::open(wal) {
         Ok(f) => f
-            .take(100)
-            .read_to_end(&mut bytes)
-            .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", shm.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(StoreError::Unavailable(format!(
-                "cannot read {}: {e}",
-                shm.display()
-            )))
-        }
-    };
-    let u32_at = |at: usize| -> Option<u32> {
-        Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-    };
-    // iVersion 3007000; the header initialised.
-    if u32_at(0) != Some(3_007_000) || bytes.get(12) != Some(&1) {
-        return Ok(None);
+            .metadata()
+            .map(|m| m.len())
+            .and_then(|len| f.take(32).read_to_end(&mut header).map(|_| (len, header)))
+            .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", wal.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, header)),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot read {}: {e}",
+            wal.display()
+        ))),
     }
-    Ok((|| {
-        Some(WalIndex {
-            frames: u32_at(16)?,
-            salt: [u32_at(32)?, u32_at(36)?],
-            backfilled: u32_at(96)?,
-        })
-    })())
 }
 
 /// Overwrites every byte of `path` with zeros in place and syncs it.
@@ -274,10 +269,10 @@ impl SqliteEngine {
     ///    (synced) and no reader uses the WAL any more; readers from now on
     ///    read the database file alone (the WAL is wholly backfilled).
     /// 2. `BEGIN IMMEDIATE` on a connection of its own: SQLite's write lock,
-    ///    so no frame can be written. If a writer came between 1 and 2 (the
-    ///    WAL index, `keys.db-shm`, shows another frame count or WAL
-    ///    generation, or frames not backfilled), a reader may be using the
-    ///    WAL: nothing is zeroed, and the scrub starts again from 1.
+    ///    so no frame can be written. If a writer came between 1 and 2 (a
+    ///    PASSIVE checkpoint reports another frame count, or frames not
+    ///    backfilled, or the WAL's header changed), a reader may be using
+    ///    the WAL: nothing is zeroed, and the scrub starts again from 1.
     /// 3. The WAL's bytes, header included, overwritten with zeros and
     ///    synced. A process opening the store now finds no valid WAL header
     ///    and ignores the file, which is right: everything in it is in the
@@ -289,31 +284,40 @@ impl SqliteEngine {
         at: &mut (dyn FnMut(ScrubStep) + Send),
     ) -> Result<(), StoreError> {
         let wal = wal_path(&self.path);
-        let shm = shm_path(&self.path);
         for _ in 0..50 {
-            if !self.wal_checkpoint("RESTART").await? {
+            let restarted = self.wal_checkpoint("RESTART").await?;
+            if !restarted.complete() {
                 // Readers held old frames past the busy timeout.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
             at(ScrubStep::Backfilled);
-            let before = wal_index(&shm)?;
+            let before = wal_header(&wal)?;
+            // Both connections taken before the write lock: writers waiting
+            // for the lock may hold the pool's others.
             let mut conn = self.pool.acquire().await.map_err(backend)?;
+            let mut probe = self.pool.acquire().await.map_err(backend)?;
             sqlx::query("BEGIN IMMEDIATE")
                 .execute(&mut *conn)
                 .await
                 .map_err(backend)?;
             // Under the write lock no frame can be added. Zeroed only if no
-            // frame was added since the RESTART either (the same WAL
-            // generation and length, wholly backfilled): then no reader
-            // has used the WAL since, nor can one now.
-            let zeroed = match (before, wal_index(&shm)) {
-                (Some(b), Ok(Some(now))) if b == now && now.backfilled() => {
+            // frame was added since the RESTART either: the same frame
+            // count, wholly backfilled (a PASSIVE checkpoint reports both),
+            // and the same WAL header (a writer that restarted the WAL
+            // rewrote it). Then no reader has used the WAL since, nor can
+            // one now. (The WAL index, `keys.db-shm`, is never opened
+            // here: closing a descriptor of it would drop this process's
+            // SQLite locks on it.)
+            let zeroed = async {
+                let now = checkpoint_on(&mut probe, "PASSIVE").await?;
+                if now == restarted && now.complete() && wal_header(&wal)? == before {
                     zero_file(&wal).map(|()| true)
+                } else {
+                    Ok(false)
                 }
-                (_, Ok(_)) => Ok(false),
-                (_, Err(e)) => Err(e),
-            };
+            }
+            .await;
             if zeroed.as_ref().is_ok_and(|z| *z) {
                 at(ScrubStep::Zeroed);
             }
@@ -326,7 +330,7 @@ impl SqliteEngine {
             if !zeroed? {
                 continue;
             }
-            if !self.wal_checkpoint("TRUNCATE").await? {
+            if !self.wal_checkpoint("TRUNCATE").await?.complete() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
@@ -338,15 +342,10 @@ impl SqliteEngine {
         ))
     }
 
-    /// `PRAGMA wal_checkpoint(mode)`: whether it completed (not busy, every
-    /// frame backfilled).
-    async fn wal_checkpoint(&self, mode: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        let (busy, log, done): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        Ok(busy == 0 && log == done)
+    /// `PRAGMA wal_checkpoint(mode)` on a connection of the pool.
+    async fn wal_checkpoint(&self, mode: &str) -> Result<Checkpointed, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        checkpoint_on(&mut conn, mode).await
     }
 
     /// Fails unless the file at `path` is still the one opened.

@@ -160,13 +160,17 @@ impl SqliteEngine {
         };
         // Create the file ourselves so that it is private from its first
         // byte; SQLite then gives its -wal and -shm files the same mode.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| io("cannot create", e))?;
+        // Only when it is missing: closing a descriptor of a file SQLite
+        // has open in this process would drop SQLite's locks on it.
+        if std::fs::symlink_metadata(path).is_err() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| io("cannot create", e))?;
+        }
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(backend)?
             .filename(path)
