@@ -60,8 +60,8 @@ pub struct ConnLimits {
 /// What choosing a connection to close needs to know of it.
 #[derive(Debug, Default)]
 struct Activity {
-    /// When a byte last moved either way, in ms since [`epoch`].
-    last_ms: AtomicU64,
+    /// When a byte last moved either way, in µs since [`epoch`].
+    last_us: AtomicU64,
     /// Calls (HTTP/2 streams) open on it.
     calls: AtomicUsize,
     /// Chosen to be closed to make room.
@@ -70,14 +70,14 @@ struct Activity {
     waker: AtomicWaker,
 }
 
-/// The instant [`Activity::last_ms`] counts from.
+/// The instant [`Activity::last_us`] counts from.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+fn now_us() -> u64 {
+    u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Activity {
@@ -88,7 +88,7 @@ impl Activity {
     }
 
     fn touch(&self) {
-        self.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_us.store(now_us(), Ordering::Relaxed);
     }
 }
 
@@ -113,7 +113,7 @@ impl Open {
             .conns
             .values()
             .filter(|a| a.calls.load(Ordering::Acquire) == 0 && !a.closing.load(Ordering::Relaxed))
-            .map(|a| (a.last_ms.load(Ordering::Relaxed), a))
+            .map(|a| (a.last_us.load(Ordering::Relaxed), a))
             .collect();
         let n = n.min(idle.len());
         if n == 0 {

@@ -88,6 +88,8 @@ async fn at_the_total_limit_the_longest_idle_connection_makes_room() {
     for _ in 0..2 {
         let mut s = kept_connection(&gw).await;
         h2raw::open(&mut s).await;
+        // Nothing moves on it after this: the first is idle longer.
+        h2raw::settle(&mut s).await;
         idle.push(s);
     }
     connection(&gw, "127.0.0.3")
@@ -233,6 +235,20 @@ pub(super) mod h2raw {
         let mut payload = vec![0u8; len];
         s.read_exact(&mut payload).await.expect("a frame's payload");
         (head[3], head[4], stream, payload)
+    }
+
+    pub const PING: u8 = 0x6;
+
+    /// A PING answered: every frame sent before it was read by the server,
+    /// and its answer is the last byte the server sends until asked again.
+    pub async fn settle(s: &mut TcpStream) {
+        write_frame(s, PING, 0, 0, b"settled!").await;
+        loop {
+            let (kind, flags, _, payload) = read_frame(s).await;
+            if kind == PING && flags & 1 == 1 && payload == b"settled!" {
+                return;
+            }
+        }
     }
 
     /// Opens the connection: the preface and our (empty) settings; returns
