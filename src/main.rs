@@ -38,20 +38,33 @@ fn tune_allocator() {
     }
 }
 
-/// Restores SIGPIPE's default action for the client commands, so that
-/// `sealgate audit | head -1` ends the command the way it ends any Unix
-/// tool, quietly, when `head` stops reading: Rust ignores SIGPIPE, and
-/// `println!` then panics on the broken pipe (exit 101 and a panic
-/// message). Never for `serve`, whose sockets must report a vanished peer
-/// as an error, not end the process. Called before any other thread
-/// exists.
+/// Lets a client command end the way any Unix tool does when its reader
+/// goes (`sealgate audit | head -1`): killed by SIGPIPE, quietly. Rust
+/// ignores SIGPIPE, so `println!` panics on the broken pipe (exit 101 and
+/// a panic message); this panic hook turns exactly that panic into the
+/// signal. SIGPIPE itself stays ignored: a socket write to a gateway that
+/// closed the connection (`writev` has no MSG_NOSIGNAL) must fail as an
+/// error the command reports, not end it silently.
 #[allow(unsafe_code)]
 fn end_quietly_on_a_closed_pipe() {
-    // SAFETY: no other thread runs yet; SIG_DFL is a valid disposition for
-    // SIGPIPE, and signal(2) has no other effect.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            // SAFETY: signal(2) with SIG_DFL and raise(3) have no effect
+            // but ending the process by SIGPIPE, as a shell tool ends.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+        default(info);
+    }));
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, for `serve`: the

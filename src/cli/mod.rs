@@ -221,7 +221,7 @@ fn tls_hint(status: &tonic::Status) -> String {
     let transport = std::error::Error::source(status).is_some()
         && matches!(
             status.code(),
-            Code::Unknown | Code::Unavailable | Code::Internal
+            Code::Unknown | Code::Unavailable | Code::Internal | Code::Cancelled
         );
     match PLAINTEXT_ENDPOINT.get() {
         Some(endpoint) if transport => format!(
