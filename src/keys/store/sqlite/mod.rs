@@ -199,6 +199,13 @@ fn primary_code(db: &dyn sqlx::error::DatabaseError) -> i32 {
         .map_or(0, |c| c & 0xff)
 }
 
+/// SQLite's primary result code for a write refused on a read-only
+/// database or connection.
+const SQLITE_READONLY: i32 = 8;
+
+/// Connections of a store's pool.
+pub(super) const POOL_SIZE: u32 = 4;
+
 /// A write transaction (`BEGIN IMMEDIATE`) on a pooled connection. The
 /// connection goes back to the pool only after a successful COMMIT: dropped
 /// any other way (an error returned early, a failed COMMIT, a cancelled
@@ -218,14 +225,27 @@ impl Drop for WriteTx {
 
 impl WriteTx {
     async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
-        let mut tx = Self {
-            conn: pool.acquire().await.map_err(backend)?,
-            committed: false,
+        // A connection opened while the file could not be written (made
+        // immutable, a read-only remount) stays read-only after the file is
+        // writable again: BEGIN IMMEDIATE refuses it at once (nothing
+        // done), and it is closed. The pool's next one is tried, up to a
+        // pool's worth, before the refusal counts.
+        let mut readonly_refusals = 0;
+        let tx = loop {
+            let mut tx = Self {
+                conn: pool.acquire().await.map_err(backend)?,
+                committed: false,
+            };
+            match sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx.conn).await {
+                Ok(_) => break tx,
+                Err(sqlx::Error::Database(db))
+                    if primary_code(&*db) == SQLITE_READONLY && readonly_refusals < POOL_SIZE =>
+                {
+                    readonly_refusals += 1;
+                }
+                Err(e) => return Err(backend(e)),
+            }
         };
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *tx.conn)
-            .await
-            .map_err(backend)?;
         Ok(tx)
     }
 

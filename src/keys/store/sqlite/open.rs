@@ -181,7 +181,7 @@ impl SqliteEngine {
             .foreign_keys(true)
             .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(super::POOL_SIZE)
             .connect_with(options)
             .await
             .map_err(backend)?;
