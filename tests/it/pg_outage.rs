@@ -177,6 +177,7 @@ async fn with_postgres_silent_calls_fail_within_the_acquire_timeout() {
         assert_eq!(err.code(), Code::Unavailable, "{err:?}");
         assert!(err.message().contains("retry later"), "{err:?}");
     }
+    println!("store-bound calls with PostgreSQL silent answered after {waited:?}");
     // 2 s to wait for a connection or an answer; the bound leaves a loaded
     // machine room, and is far below the 10 s of a pool's old default (and
     // the network's time, which never comes).
