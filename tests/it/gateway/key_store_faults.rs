@@ -771,3 +771,40 @@ async fn erasures_win_over_uploads_that_refill_a_full_disk() {
         "an upload on the full disk",
     );
 }
+
+/// An erasure that commits (in the WAL) but whose scrub then fails
+/// (`keys.db` itself immutable: the checkpoint cannot copy frames into it)
+/// is reported as failed, yet this process never serves the user's cached
+/// key again: the store, which holds the tombstone, decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_whose_scrub_fails_after_its_commit_still_ends_cached_reads() {
+    if !root_or_skip("an_erasure_whose_scrub_fails_after_its_commit_still_ends_cached_reads") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = tmp.path().join("disk.ext4");
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    make_ext4(&image, 64 << 20);
+    let _mount = Mount::ext4(&image, &dir);
+    let gw = start_on(&dir).await;
+    let mut c = gw.content().await;
+    put_items(&mut c, "half").await;
+    // The user's key is cached.
+    assert_items_read_back(&mut c, "half").await;
+
+    let db = vec![dir.join("keys.db")];
+    chattr("+i", &db);
+    let erased = try_erase(&gw, "half").await;
+    println!("EraseUser with keys.db immutable: {erased:?}");
+    let committed = try_erasure_status(&gw, "half").await.is_ok();
+    if committed {
+        // Whatever the call answered, the erasure holds here at once.
+        assert_items_erased(&mut c, "half").await;
+    }
+    chattr("-i", &db);
+    assert!(
+        committed,
+        "the erasure committed in the WAL (the premise of this test)"
+    );
+}
