@@ -1,5 +1,5 @@
-//! Free space on a filesystem, and the one rule about it: uploads leave
-//! room for erasures.
+//! Disk-level rules: uploads leave room for erasures, and a file that held
+//! keys is overwritten in place before its blocks are given back.
 //!
 //! An erasure writes a few kilobytes to the key store (the tombstone, its
 //! audit record, its job), and on a full disk it gives up the key store's
@@ -42,4 +42,24 @@ pub fn leave_room(path: &Path, len: u64) -> std::io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Overwrites every byte of `file` with zeros in place and syncs it, so
+/// that the blocks it holds carry no key when they are given back (on a
+/// filesystem that writes in place).
+///
+/// # Errors
+/// The write or sync failure.
+pub fn overwrite_with_zeros(file: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let len = file.metadata()?.len();
+    let zeros = vec![0u8; 64 << 10];
+    file.seek(SeekFrom::Start(0))?;
+    let mut left = len;
+    while left > 0 {
+        let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+        file.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()
 }

@@ -128,17 +128,10 @@ pub(super) fn replace(path: &Path, naming: &NamingKey, masters: &Masters) -> std
     }
     written?;
     std::fs::File::open(parent_dir(path))?.sync_all()?;
-    overwrite_with_zeros(old)
+    let mut old = old;
+    crate::disk::overwrite_with_zeros(&mut old)
 }
 
-/// Overwrites every byte of `file` with zeros in place and syncs it.
-pub(super) fn overwrite_with_zeros(mut file: std::fs::File) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom};
-    let len = file.metadata()?.len();
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
-    file.sync_all()
-}
 
 /// Parses the keyring text; every entry may appear once. Public only for
 /// the fuzz target of the keyring parser (`fuzz/`).

@@ -42,7 +42,7 @@ use zeroize::Zeroizing;
 use super::{MasterKeyError, MasterKeyProvider, ProviderKind};
 use crate::crypto::keys::CHECK_LEN;
 use crate::crypto::{Kek, MasterKey, NamingKey, Wrapped};
-use file::{effective_uid, overwrite_with_zeros, parent_dir, publish_new, replace, write_private};
+use file::{effective_uid, parent_dir, publish_new, replace, write_private};
 
 mod file;
 #[cfg(test)]
@@ -312,8 +312,9 @@ impl LocalKeyring {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)
         {
-            Ok(file) => {
-                overwrite_with_zeros(file).map_err(|e| err(format!("cannot overwrite: {e}")))?;
+            Ok(mut file) => {
+                crate::disk::overwrite_with_zeros(&mut file)
+                    .map_err(|e| err(format!("cannot overwrite: {e}")))?;
                 std::fs::remove_file(&self.path).map_err(|e| err(format!("cannot remove: {e}")))?;
                 std::fs::File::open(parent_dir(&self.path))
                     .and_then(|d| d.sync_all())

@@ -8,7 +8,7 @@
 //!   overwritten in place with zeros under the write lock, then truncated.
 //!   A destroyed key leaves no copy in a free page of `keys.db`, in
 //!   `keys.db-wal`, nor in the disk blocks the WAL gives back (on a
-//!   filesystem that writes in place). A database whose free pages predate
+//!   filesystem that writes in place). The scrub is `scrub.rs`. A database whose free pages predate
 //!   this (freelist not empty at open) is vacuumed once at open.
 //! - Every write runs in a `BEGIN IMMEDIATE` transaction on a connection of
 //!   its own ([`WriteTx`]): the one write lock serialises every write, so
@@ -31,12 +31,10 @@
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool, SqliteRow};
-use sqlx::Row;
 
 use super::engine::{bind, params, Engine, Param};
 use super::{
@@ -45,6 +43,10 @@ use super::{
 use crate::crypto::Pseudonym;
 
 mod open;
+mod scrub;
+
+pub use scrub::ScrubStep;
+use scrub::Scrubs;
 
 pub use super::RESERVE_BYTES;
 
@@ -54,106 +56,6 @@ pub type SqliteKeyStore = SqlStore<SqliteEngine>;
 /// User keys re-wrapped by one UPDATE (six parameters each, well below
 /// SQLite's 32,766).
 const REWRAP_CHUNK: usize = 1024;
-
-/// The steps of a scrub ([`SqliteEngine::checkpoint`]), for a test that
-/// stops there.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScrubStep {
-    /// Every WAL frame is in the database file; no reader uses the WAL.
-    Backfilled,
-    /// The WAL's bytes are zeros.
-    Zeroed,
-    /// The WAL is empty.
-    Truncated,
-}
-
-fn wal_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
-}
-
-/// `PRAGMA wal_checkpoint(mode)` on `conn`.
-async fn checkpoint_on(
-    conn: &mut PoolConnection<Sqlite>,
-    mode: &str,
-) -> Result<Checkpointed, StoreError> {
-    let row = sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
-        .fetch_one(&mut **conn)
-        .await
-        .map_err(backend)?;
-    Ok(Checkpointed {
-        busy: row.get(0),
-        frames: row.get(1),
-        backfilled: row.get(2),
-    })
-}
-
-/// What `PRAGMA wal_checkpoint` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Checkpointed {
-    /// 1 if it could not finish (readers or a writer held it).
-    busy: i64,
-    /// Frames in the WAL.
-    frames: i64,
-    /// Frames copied into the database.
-    backfilled: i64,
-}
-
-impl Checkpointed {
-    /// Finished, every frame in the database.
-    fn complete(&self) -> bool {
-        self.busy == 0 && self.frames == self.backfilled
-    }
-}
-
-/// The WAL's length and first 32 bytes (its header: a writer that
-/// restarts the WAL writes it anew, with a new checkpoint sequence and
-/// salts).
-fn wal_header(wal: &Path) -> Result<(u64, Vec<u8>), StoreError> {
-    use std::io::Read;
-    let mut header = Vec::with_capacity(32);
-    match std::fs::File::open(wal) {
-        Ok(f) => f
-            .metadata()
-            .map(|m| m.len())
-            .and_then(|len| f.take(32).read_to_end(&mut header).map(|_| (len, header)))
-            .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", wal.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, header)),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "cannot read {}: {e}",
-            wal.display()
-        ))),
-    }
-}
-
-/// Overwrites every byte of `path` with zeros in place and syncs it.
-fn zero_file(path: &Path) -> Result<(), StoreError> {
-    use std::io::{Seek, Write};
-    let err = |e: std::io::Error| {
-        StoreError::Unavailable(format!("cannot scrub {}: {e}", path.display()))
-    };
-    let mut file = match std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(err(e)),
-    };
-    let len = file.metadata().map_err(err)?.len();
-    let zeros = vec![0u8; 64 << 10];
-    file.seek(std::io::SeekFrom::Start(0)).map_err(err)?;
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n]).map_err(err)?;
-        left -= n as u64;
-    }
-    file.sync_all().map_err(err)
-}
 
 /// The SQLite engine: a pool over one file.
 #[derive(Debug, Clone)]
@@ -165,14 +67,6 @@ pub struct SqliteEngine {
     identity: (u64, u64),
     /// Scrubs run one at a time, and one covers every commit before it.
     scrubs: std::sync::Arc<Scrubs>,
-}
-
-/// The scrubs of one store: tickets taken after commits that destroyed key
-/// material, and the highest ticket a finished scrub covers.
-#[derive(Debug, Default)]
-struct Scrubs {
-    tickets: std::sync::atomic::AtomicU64,
-    covered: tokio::sync::Mutex<u64>,
 }
 
 /// Classifies a SQLite failure by its primary result code.
@@ -275,99 +169,6 @@ impl SqlStore<SqliteEngine> {
 }
 
 impl SqliteEngine {
-    /// Moves every WAL frame into the database, overwrites the WAL in place
-    /// with zeros and truncates it to zero bytes, so that no older page
-    /// version survives in it, nor in the disk blocks it gives back.
-    async fn checkpoint(&self) -> Result<(), StoreError> {
-        self.checkpoint_steps(&mut |_| {}).await
-    }
-
-    /// [`Self::checkpoint`], calling `at` after each step (a test copies the
-    /// files there: what a crash at that step would leave).
-    ///
-    /// 1. `wal_checkpoint(RESTART)`: every frame is in the database file
-    ///    (synced) and no reader uses the WAL any more; readers from now on
-    ///    read the database file alone (the WAL is wholly backfilled).
-    /// 2. `BEGIN IMMEDIATE` on a connection of its own: SQLite's write lock,
-    ///    so no frame can be written. If a writer came between 1 and 2 (a
-    ///    PASSIVE checkpoint reports another frame count, or frames not
-    ///    backfilled, or the WAL's header changed), a reader may be using
-    ///    the WAL: nothing is zeroed, and the scrub starts again from 1.
-    /// 3. The WAL's bytes, header included, overwritten with zeros and
-    ///    synced. A process opening the store now finds no valid WAL header
-    ///    and ignores the file, which is right: everything in it is in the
-    ///    database. The next writer starts the WAL afresh.
-    /// 4. The lock released; `wal_checkpoint(TRUNCATE)` gives the (zeroed)
-    ///    blocks back.
-    async fn checkpoint_steps(
-        &self,
-        at: &mut (dyn FnMut(ScrubStep) + Send),
-    ) -> Result<(), StoreError> {
-        let wal = wal_path(&self.path);
-        for _ in 0..50 {
-            let restarted = self.wal_checkpoint("RESTART").await?;
-            if !restarted.complete() {
-                // Readers held old frames past the busy timeout.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            at(ScrubStep::Backfilled);
-            let before = wal_header(&wal)?;
-            // Both connections taken before the write lock: writers waiting
-            // for the lock may hold the pool's others.
-            let mut conn = self.pool.acquire().await.map_err(backend)?;
-            let mut probe = self.pool.acquire().await.map_err(backend)?;
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut *conn)
-                .await
-                .map_err(backend)?;
-            // Under the write lock no frame can be added. Zeroed only if no
-            // frame was added since the RESTART either: the same frame
-            // count, wholly backfilled (a PASSIVE checkpoint reports both),
-            // and the same WAL header (a writer that restarted the WAL
-            // rewrote it). Then no reader has used the WAL since, nor can
-            // one now. (The WAL index, `keys.db-shm`, is never opened
-            // here: closing a descriptor of it would drop this process's
-            // SQLite locks on it.)
-            let zeroed = async {
-                let now = checkpoint_on(&mut probe, "PASSIVE").await?;
-                if now == restarted && now.complete() && wal_header(&wal)? == before {
-                    zero_file(&wal).map(|()| true)
-                } else {
-                    Ok(false)
-                }
-            }
-            .await;
-            if zeroed.as_ref().is_ok_and(|z| *z) {
-                at(ScrubStep::Zeroed);
-            }
-            let ended = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            if ended.is_err() || zeroed.is_err() {
-                // Never back in the pool with its transaction state unknown.
-                conn.detach();
-            }
-            ended.map_err(backend)?;
-            if !zeroed? {
-                continue;
-            }
-            if !self.wal_checkpoint("TRUNCATE").await?.complete() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            at(ScrubStep::Truncated);
-            return Ok(());
-        }
-        Err(StoreError::Unavailable(
-            "the key store's WAL could not be scrubbed: readers hold it".into(),
-        ))
-    }
-
-    /// `PRAGMA wal_checkpoint(mode)` on a connection of the pool.
-    async fn wal_checkpoint(&self, mode: &str) -> Result<Checkpointed, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        checkpoint_on(&mut conn, mode).await
-    }
-
     /// Fails unless the file at `path` is still the one opened.
     fn check_file(&self) -> Result<(), StoreError> {
         let lost = |what: &str| {
@@ -488,19 +289,7 @@ impl Engine for SqliteEngine {
     }
 
     async fn scrub(&self) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
-        // Taken after this caller's commit: a scrub that starts later
-        // covers it. Concurrent erasures share one scrub instead of each
-        // checkpointing (and holding a connection) in turn.
-        let ticket = self.scrubs.tickets.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut covered = self.scrubs.covered.lock().await;
-        if *covered >= ticket {
-            return Ok(());
-        }
-        let covers = self.scrubs.tickets.load(Ordering::SeqCst);
-        self.checkpoint().await?;
-        *covered = covers;
-        Ok(())
+        self.scrub_shared().await
     }
 
     async fn admit_upload(&self) -> Result<(), StoreError> {

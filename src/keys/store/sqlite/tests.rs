@@ -2,6 +2,7 @@
 //! builds, and deleting a setting without a trace in the files.
 
 use super::*;
+use super::scrub::wal_path;
 use std::str::FromStr;
 
 use sqlx::sqlite::SqliteConnectOptions;
