@@ -132,7 +132,6 @@ pub(super) fn replace(path: &Path, naming: &NamingKey, masters: &Masters) -> std
     crate::disk::overwrite_with_zeros(&mut old)
 }
 
-
 /// Parses the keyring text; every entry may appear once. Public only for
 /// the fuzz target of the keyring parser (`fuzz/`).
 #[doc(hidden)]

@@ -223,5 +223,4 @@ impl SqliteEngine {
         *covered = covers;
         Ok(())
     }
-
 }

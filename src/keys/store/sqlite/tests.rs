@@ -1,8 +1,8 @@
 //! Tests of what only the SQLite engine does: adopting stores made by older
 //! builds, and deleting a setting without a trace in the files.
 
-use super::*;
 use super::scrub::wal_path;
+use super::*;
 use std::str::FromStr;
 
 use sqlx::sqlite::SqliteConnectOptions;
