@@ -7,10 +7,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use sealgate::api::pb;
 use tonic::Code;
 
-use crate::support::gateway::{expect_reason, get, put, try_erase, watch_all, TestGateway};
+use crate::support::gateway::{
+    expect_reason, get, hierarchy, put, rotate_master, try_erase, TestGateway,
+};
 
 const SPACE: &str = "moments";
 
@@ -30,17 +31,6 @@ fn backup(data_dir: &Path, dir: &Path) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-async fn hierarchy(gw: &TestGateway) -> pb::HierarchyStatus {
-    gw.admin()
-        .await
-        .key_status(pb::KeyStatusRequest::default())
-        .await
-        .expect("KeyStatus")
-        .into_inner()
-        .hierarchy
-        .expect("the hierarchy")
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -164,14 +154,7 @@ async fn keys_status_says_a_backup_is_behind_a_master_rotation() {
     let before = hierarchy(&gw).await;
     assert!(before.last_backup_unix_ms >= before.master_keys_changed_unix_ms);
 
-    let started = gw
-        .admin()
-        .await
-        .rotate_master_key(pb::RotateMasterKeyRequest {})
-        .await
-        .expect("RotateMasterKey")
-        .into_inner();
-    watch_all(&gw, &started.job_id).await;
+    rotate_master(&gw).await;
     let after = hierarchy(&gw).await;
     assert_eq!(after.last_backup_unix_ms, before.last_backup_unix_ms);
     assert!(

@@ -12,7 +12,9 @@ use sealgate::api::pb;
 use sealgate::keys::keyring::LocalKeyring;
 
 use crate::startup::refusal_of;
-use crate::support::gateway::{config, put, watch_all, Backend, BackendKind, TestGateway};
+use crate::support::gateway::{
+    config, hierarchy, put, rotate_master, Backend, BackendKind, TestGateway,
+};
 use crate::support::kms_env;
 
 const SPACE: &str = "moments";
@@ -58,14 +60,7 @@ async fn a_keyring_from_before_a_master_rotation_is_refused_naming_the_fix() {
     let keyring = gw.data_dir.join("keyring");
     let backup = gw.data_dir.join("keyring.install-backup");
     std::fs::copy(&keyring, &backup).unwrap();
-    let started = gw
-        .admin()
-        .await
-        .rotate_master_key(pb::RotateMasterKeyRequest {})
-        .await
-        .expect("RotateMasterKey")
-        .into_inner();
-    let done = watch_all(&gw, &started.job_id).await;
+    let (_, done) = rotate_master(&gw).await;
     assert_eq!(done.last().unwrap().state, pb::JobState::Done as i32);
     let keks = done.last().unwrap().total;
     assert!(keks > 0);
@@ -138,14 +133,8 @@ async fn replicas_on_postgres_never_make_master_keys_of_their_own() {
 }
 
 async fn masters(gw: &TestGateway) -> Vec<u32> {
-    gw.admin()
+    hierarchy(gw)
         .await
-        .key_status(pb::KeyStatusRequest::default())
-        .await
-        .expect("KeyStatus")
-        .into_inner()
-        .hierarchy
-        .expect("the hierarchy")
         .masters
         .iter()
         .map(|m| m.version)
@@ -171,14 +160,7 @@ async fn replicas_agree_on_master_versions_at_their_next_call() {
     assert_eq!(masters(&a).await, [1]);
     assert_eq!(masters(&b).await, [1]);
 
-    let started = b
-        .admin()
-        .await
-        .rotate_master_key(pb::RotateMasterKeyRequest {})
-        .await
-        .expect("RotateMasterKey")
-        .into_inner();
-    let done = watch_all(&b, &started.job_id).await;
+    let (_, done) = rotate_master(&b).await;
     assert_eq!(done.last().unwrap().state, pb::JobState::Done as i32);
     // A, which made nothing of it, reports it at once.
     assert_eq!(masters(&a).await, [1, 2]);
@@ -189,7 +171,8 @@ async fn replicas_agree_on_master_versions_at_their_next_call() {
         2
     );
     let jobs = crate::support::gateway::list_jobs(&a, pb::JobState::Done, 10).await;
-    assert!(jobs.iter().any(|j| j.job_id == started.job_id), "{jobs:?}");
+    let job_id = &done.last().unwrap().job_id;
+    assert!(jobs.iter().any(|j| &j.job_id == job_id), "{jobs:?}");
 
     b.admin()
         .await
@@ -227,14 +210,7 @@ async fn a_replica_whose_keyring_lacks_a_rotation_names_it_per_call() {
     })
     .await;
 
-    let started = a
-        .admin()
-        .await
-        .rotate_master_key(pb::RotateMasterKeyRequest {})
-        .await
-        .expect("RotateMasterKey")
-        .into_inner();
-    watch_all(&a, &started.job_id).await;
+    rotate_master(&a).await;
     let status = crate::support::gateway::expect_reason(
         crate::support::gateway::get(&mut b.content().await, "id-1", SPACE, "photo", None).await,
         tonic::Code::FailedPrecondition,

@@ -21,7 +21,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::*;
-use crate::support::mounts::{fill_disk, fsck_ext4, make_ext4, root_or_skip, Mount};
+use crate::support::mounts::{ext4_data_dir, fill_disk, fsck_ext4, root_or_skip, Mount};
 
 const SPACE: &str = "moments";
 /// The items every user stores: id and content seed.
@@ -328,11 +328,7 @@ async fn disk_turned_read_only_refuses_writes_until_repaired() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let image = tmp.path().join("disk.ext4");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir(&dir).unwrap();
-    make_ext4(&image, 64 << 20);
-    let mount = Mount::ext4(&image, &dir);
+    let (image, dir, mount) = ext4_data_dir(tmp.path(), 64 << 20);
 
     let mut gw = start_on(&dir).await;
     let mut c = gw.content().await;
@@ -463,11 +459,7 @@ async fn health_turns_not_serving_within_two_seconds_of_the_disk_turning_read_on
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let image = tmp.path().join("disk.ext4");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir(&dir).unwrap();
-    make_ext4(&image, 64 << 20);
-    let mount = Mount::ext4(&image, &dir);
+    let (_, dir, mount) = ext4_data_dir(tmp.path(), 64 << 20);
     let mut gw = start_on(&dir).await;
     put_items(&mut gw.content().await, "ro-health").await;
     assert_eq!(health(&gw).await, ServingStatus::Serving as i32);
@@ -499,11 +491,7 @@ async fn health_follows_an_immutable_key_store_away_and_back_within_two_seconds(
     }
     // ext4 enforces the immutable flag on files already open for writing.
     let tmp = tempfile::tempdir().expect("tempdir");
-    let image = tmp.path().join("disk.ext4");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir(&dir).unwrap();
-    make_ext4(&image, 64 << 20);
-    let _mount = Mount::ext4(&image, &dir);
+    let (_, dir, _mount) = ext4_data_dir(tmp.path(), 64 << 20);
     let mut gw = start_on(&dir).await;
     let mut c = gw.content().await;
     put_items(&mut c, "frozen").await;
@@ -782,11 +770,7 @@ async fn an_erasure_whose_scrub_fails_after_its_commit_still_ends_cached_reads()
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
-    let image = tmp.path().join("disk.ext4");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir(&dir).unwrap();
-    make_ext4(&image, 64 << 20);
-    let _mount = Mount::ext4(&image, &dir);
+    let (_, dir, _mount) = ext4_data_dir(tmp.path(), 64 << 20);
     let gw = start_on(&dir).await;
     let mut c = gw.content().await;
     put_items(&mut c, "half").await;

@@ -131,28 +131,6 @@ async fn add_version(data_dir: &Path, arn: &str, version: u32) {
     store.close().await;
 }
 
-async fn hierarchy(gw: &TestGateway) -> pb::HierarchyStatus {
-    gw.admin()
-        .await
-        .key_status(pb::KeyStatusRequest::default())
-        .await
-        .expect("KeyStatus")
-        .into_inner()
-        .hierarchy
-        .expect("the hierarchy")
-}
-
-async fn rotate(gw: &TestGateway) -> (u32, Vec<pb::JobProgress>) {
-    let started = gw
-        .admin()
-        .await
-        .rotate_master_key(pb::RotateMasterKeyRequest {})
-        .await
-        .expect("RotateMasterKey")
-        .into_inner();
-    (started.master_version, watch_all(gw, &started.job_id).await)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_round_trip_survives_a_restart_with_keks_bound_to_their_rows() {
     let arn = kms_env::create_key().await;
@@ -296,7 +274,7 @@ async fn master_rotation_to_another_kms_key_then_retirement() {
     retire_refusals(&gw).await;
     assert_eq!(version_records(&gw.data_dir).await.len(), 2);
 
-    let (target, updates) = rotate(&gw).await;
+    let (target, updates) = rotate_master(&gw).await;
     assert_eq!(target, 3);
     let last = updates.last().unwrap();
     assert_eq!(last.state, pb::JobState::Done as i32, "{updates:?}");
@@ -379,7 +357,7 @@ async fn replicas_follow_master_versions() {
         [("kms_master:0000000001".to_string(), arn.clone())]
     );
 
-    let (target, updates) = rotate(&a).await;
+    let (target, updates) = rotate_master(&a).await;
     assert_eq!(target, 2);
     assert_eq!(
         updates.last().unwrap().state,
@@ -450,7 +428,7 @@ async fn keys_kms_refuses_are_a_precise_error() {
             1,
             "{code}: Decrypt attempts of the refused read"
         );
-        let (_, updates) = rotate(&gw).await;
+        let (_, updates) = rotate_master(&gw).await;
         let last = updates.last().unwrap();
         assert_eq!(last.state, pb::JobState::Failed as i32, "{updates:?}");
         assert!(last.last_error.contains(code), "{last:?}");

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::support::mounts::{make_ext4, root_or_skip, Mount};
+use crate::support::mounts::{ext4_data_dir, root_or_skip};
 
 const USERS: usize = 8;
 const ERASED: usize = 4;
@@ -71,11 +71,7 @@ async fn the_raw_disk_holds_nothing_of_erased_users_nor_of_retired_keys() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let image = tmp.path().join("disk.ext4");
-    let dir = tmp.path().join("data");
-    std::fs::create_dir(&dir).unwrap();
-    make_ext4(&image, 48 << 20);
-    let mount = Mount::ext4(&image, &dir);
+    let (image, dir, mount) = ext4_data_dir(tmp.path(), 48 << 20);
 
     let mut c = config(&dir);
     Backend::Fs.configure(&mut c);
@@ -139,13 +135,7 @@ async fn the_raw_disk_holds_nothing_of_erased_users_nor_of_retired_keys() {
         .job_id;
     let last = watch_all(&gw, &job).await;
     assert_eq!(last.last().unwrap().state, pb::JobState::Done as i32);
-    let job = admin
-        .rotate_master_key(pb::RotateMasterKeyRequest {})
-        .await
-        .expect("RotateMasterKey")
-        .into_inner()
-        .job_id;
-    let last = watch_all(&gw, &job).await;
+    let (_, last) = rotate_master(&gw).await;
     assert_eq!(last.last().unwrap().state, pb::JobState::Done as i32);
     admin
         .retire_master_key(pb::RetireMasterKeyRequest { version: 1 })

@@ -180,3 +180,14 @@ pub fn fill_disk(path: &Path) -> u64 {
     }
     written
 }
+
+/// A data directory `tmp/data` on a new ext4 image `tmp/disk.ext4` of
+/// `size` bytes, mounted: the image's path, the directory and the mount.
+pub fn ext4_data_dir(tmp: &Path, size: u64) -> (std::path::PathBuf, std::path::PathBuf, Mount) {
+    let image = tmp.join("disk.ext4");
+    let dir = tmp.join("data");
+    std::fs::create_dir(&dir).unwrap();
+    make_ext4(&image, size);
+    let mount = Mount::ext4(&image, &dir);
+    (image, dir, mount)
+}

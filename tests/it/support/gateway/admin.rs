@@ -147,3 +147,28 @@ pub async fn audit_records(
         page_token = page.next_page_token;
     }
 }
+
+/// The key hierarchy as KeyStatus without a user reports it.
+pub async fn hierarchy(gw: &TestGateway) -> pb::HierarchyStatus {
+    gw.admin()
+        .await
+        .key_status(pb::KeyStatusRequest::default())
+        .await
+        .expect("KeyStatus")
+        .into_inner()
+        .hierarchy
+        .expect("the hierarchy")
+}
+
+/// Starts a master rotation and follows its job to the end: the target
+/// version and every progress update.
+pub async fn rotate_master(gw: &TestGateway) -> (u32, Vec<pb::JobProgress>) {
+    let started = gw
+        .admin()
+        .await
+        .rotate_master_key(pb::RotateMasterKeyRequest {})
+        .await
+        .expect("RotateMasterKey")
+        .into_inner();
+    (started.master_version, watch_all(gw, &started.job_id).await)
+}
