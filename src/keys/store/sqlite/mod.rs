@@ -341,6 +341,9 @@ impl Engine for SqliteEngine {
     /// Creates the reserve file if it is missing; the 8 MiB write and fsync
     /// run off the async workers.
     async fn ensure_reserve(&self) {
+        // An erasure and an upload's admission may both make it again at
+        // once: one at a time, so neither publishes the other's half.
+        let _making = self.scrubs.reserve.lock().await;
         if self.reserve.exists() {
             return;
         }

@@ -105,10 +105,13 @@ fn zero_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// The scrubs of one store: tickets taken after commits that destroyed key
-/// material, and the highest ticket a finished scrub covers.
+/// What one store's scrubs share: tickets taken after commits that
+/// destroyed key material, the highest ticket a finished scrub covers, and
+/// the lock under which the erasure reserve is made again.
 #[derive(Debug, Default)]
 pub(super) struct Scrubs {
+    /// Held while the erasure reserve is made again.
+    pub(super) reserve: tokio::sync::Mutex<()>,
     tickets: std::sync::atomic::AtomicU64,
     covered: tokio::sync::Mutex<u64>,
 }
