@@ -544,9 +544,11 @@ impl Engine for SqliteEngine {
 
     async fn close(&self) {
         // SQLite removes the WAL as its last connection closes, giving its
-        // blocks back: scrubbed first, so they hold zeros (best effort: a
-        // store that cannot be written now closes all the same).
-        if self.check_file().is_ok() {
+        // blocks back. Every finished scrub left no destroyed key in it;
+        // one that did not finish (it failed) is tried once more first
+        // (best effort: a store that cannot be written now closes all the
+        // same). A store that destroyed nothing since is closed as it is.
+        if self.scrub_pending().await && self.check_file().is_ok() {
             if let Err(e) = self.checkpoint().await {
                 tracing::warn!(error = %e, "key store: the WAL could not be scrubbed at close");
             }

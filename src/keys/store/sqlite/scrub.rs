@@ -210,6 +210,14 @@ impl SqliteEngine {
         checkpoint_on(&mut conn, mode).await
     }
 
+    /// Whether a commit that destroyed key material is not covered by a
+    /// finished scrub (its scrub failed, or runs now).
+    pub(super) async fn scrub_pending(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let covered = *self.scrubs.covered.lock().await;
+        self.scrubs.tickets.load(Ordering::SeqCst) > covered
+    }
+
     /// The scrub after a commit that destroyed key material (`Engine::scrub`).
     pub(super) async fn scrub_shared(&self) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering;
