@@ -84,11 +84,16 @@ async fn s3_outage_fails_unavailable_aborts_uploads_and_recovers() {
             .unwrap();
     }
     let direct = moto.endpoint();
-    wait_for("the first part to reach S3", || async {
+    // A part on its way means the gateway has CreateMultipartUpload's
+    // answer: cutting S3 off any earlier could lose that answer, and then
+    // no one knows the upload's id (the bucket's lifecycle rule removes it).
+    let before = proxy.upstream_bytes();
+    wait_for("the first part to be on its way to S3", || async {
         assert!(!upload.is_finished(), "the upload ended early");
-        s3env::incomplete_uploads(&direct, &bucket).await == 1
+        proxy.upstream_bytes() - before >= PART_SIZE as u64
     })
     .await;
+    assert_eq!(s3env::incomplete_uploads(&direct, &bucket).await, 1);
 
     // S3 goes away. The upload's next part fails; the call fails UNAVAILABLE.
     proxy.set_up(false);

@@ -9,7 +9,9 @@
 //!   until commit.
 //! - Any error, abort or drop (a cancelled client) aborts a multipart
 //!   upload; if S3 cannot be reached the abort is retried in the background
-//!   until it succeeds, so no incomplete upload is left behind.
+//!   until it succeeds. The one upload left behind is one whose
+//!   CreateMultipartUpload answer was lost (its id is unknown): the
+//!   bucket's lifecycle rule for incomplete uploads removes it.
 //! - Create-only writes send `If-None-Match: *` (PutObject and
 //!   CompleteMultipartUpload).
 //! - Reads: `open` is one ranged GET of the first 16 KiB, which also

@@ -21,6 +21,8 @@ pub struct FaultProxy {
     pub addr: SocketAddr,
     up: watch::Sender<bool>,
     frozen: watch::Sender<bool>,
+    /// Bytes relayed from clients to the server.
+    upstream: Arc<AtomicU64>,
     _server: LoopbackServer,
 }
 
@@ -28,6 +30,8 @@ impl FaultProxy {
     pub async fn start(target: SocketAddr) -> Self {
         let (up, rx) = watch::channel(true);
         let (frozen, frozen_rx) = watch::channel(false);
+        let upstream = Arc::new(AtomicU64::new(0));
+        let counted = upstream.clone();
         let server = LoopbackServer::start(|listener| async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -39,6 +43,7 @@ impl FaultProxy {
                 }
                 let mut rx = rx.clone();
                 let frozen = frozen_rx.clone();
+                let counted = counted.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
@@ -48,8 +53,8 @@ impl FaultProxy {
                     tokio::select! {
                         _ = async {
                             tokio::join!(
-                                pipe(client_rx, server_tx, frozen.clone()),
-                                pipe(server_rx, client_tx, frozen),
+                                pipe(client_rx, server_tx, frozen.clone(), Some(counted)),
+                                pipe(server_rx, client_tx, frozen, None),
                             )
                         } => {}
                         _ = rx.wait_for(|up| !*up) => {} // down: cut the connection
@@ -62,8 +67,14 @@ impl FaultProxy {
             addr: server.addr,
             up,
             frozen,
+            upstream,
             _server: server,
         }
+    }
+
+    /// Bytes relayed so far from clients to the server.
+    pub fn upstream_bytes(&self) -> u64 {
+        self.upstream.load(Ordering::SeqCst)
     }
 
     /// Silent (`true`): from now on nothing is delivered either way, on
@@ -83,11 +94,12 @@ impl FaultProxy {
 }
 
 /// Relays `from` to `to`, holding each read back while the link is
-/// frozen.
+/// frozen, adding what it relayed to `counted`.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut frozen: watch::Receiver<bool>,
+    counted: Option<Arc<AtomicU64>>,
 ) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -104,6 +116,9 @@ async fn pipe(
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+        if let Some(c) = &counted {
+            c.fetch_add(n as u64, Ordering::SeqCst);
         }
     }
 }
