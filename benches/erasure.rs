@@ -141,6 +141,7 @@ async fn run(backend: &str, key_store_url: Option<&str>, counts: &[usize], round
             erasure
                 .erase_user(pb::EraseUserRequest {
                     user_id: user.clone(),
+                    after_seconds: 0,
                 })
                 .await
                 .expect("erase user");

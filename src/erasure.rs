@@ -1,44 +1,116 @@
-//! Erasure: crypto-shredding of users, and the state of their garbage
-//! collection.
+//! Erasure: crypto-shredding of users, at once or after a cooling-off
+//! window, one at a time or in batches; the state of their garbage
+//! collection; and the erasure feed.
 //!
 //! Erasing destroys every version of the user's key and writes the
-//! tombstone in one key-store transaction ([`KeyHierarchy::erase`]); from
-//! then on nothing of the user's is readable. The garbage-collection job that
-//! deletes their ciphertext runs afterwards ([`crate::jobs::gc`]).
+//! tombstone in one key-store transaction ([`KeyHierarchy::erase_many`]);
+//! from then on nothing of the user's is readable. The garbage-collection
+//! job that deletes their ciphertext runs afterwards ([`crate::jobs::gc`]).
+//! A batch shares its transaction and its scrub.
 //!
-//! The tombstone, its audit record and the job's row are written in that
-//! one transaction, which a legal hold refuses (`LEGAL_HOLD`; the refusal
-//! is audited too). Erasing again is idempotent: it returns the first
-//! receipt and schedules the job again.
+//! The tombstone, its audit record, the job's row and the feed event are
+//! written in that one transaction, which a legal hold refuses
+//! (`LEGAL_HOLD`; the refusal is audited too). Erasing again is idempotent:
+//! it returns the first receipt and schedules the job again.
+//!
+//! An erasure with a window (`after`) is scheduled instead: the user is
+//! restricted at once (content calls fail `ERASURE_PENDING`; their keys
+//! stay), `cancel` gives them back, and at the deadline [`Erasure::run_due`]
+//! (every `erasure.due_check_seconds`, in every process) erases them as
+//! above, once: the erasure checks, under the user's lock, that it is
+//! still scheduled and due. A held user's deadline waits for the hold.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::crypto::Pseudonym;
 use crate::error::{Error, Reason};
 use crate::jobs::JobRunner;
-use crate::keys::store::{AuditEntry, JobRecord, KeyStore, Tombstone};
+use crate::keys::store::{
+    AuditEntry, CancelOutcome, EraseOutcome, ErasureEvent, JobRecord, KeyStore, ScheduleOutcome,
+    ScheduleState, ScheduledErasure, Tombstone,
+};
 use crate::keys::KeyHierarchy;
+
+/// The most users one batch may name.
+pub const MAX_BATCH: usize = 1000;
+
+/// Longest request id of a batch, in bytes.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// The principal that carries out scheduled erasures at their deadline
+/// (the audit record of the scheduling names who asked).
+pub const SCHEDULE_PRINCIPAL: &str = "erasure-schedule";
 
 /// The erasure service.
 pub struct Erasure {
     keys: Arc<KeyHierarchy>,
     store: Arc<dyn KeyStore>,
     jobs: JobRunner,
+    settings: ErasureSettings,
+    /// Woken after every change this process commits, so that watchers
+    /// here see it at once (others poll).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
-/// What GetErasure reports.
+/// The settings of the deletion workflow.
 #[derive(Debug, Clone)]
-pub struct ErasureStatus {
-    /// The receipt of the erasure.
-    pub tombstone: Tombstone,
-    /// Its garbage-collection job, if recorded.
-    pub gc: Option<JobRecord>,
+pub struct ErasureSettings {
+    /// The longest cooling-off window.
+    pub max_cooloff: Duration,
+    /// How long feed events are kept.
+    pub feed_retention: Duration,
+}
+
+impl Default for ErasureSettings {
+    fn default() -> Self {
+        let c = crate::config::ErasureConfig::default();
+        Self {
+            max_cooloff: c.max_cooloff(),
+            feed_retention: c.feed_retention(),
+        }
+    }
+}
+
+/// What asking for a user's erasure did.
+#[derive(Debug, Clone)]
+pub enum Asked {
+    /// Erased (now or before): the tombstone is the receipt.
+    Erased(Tombstone),
+    /// Scheduled (now or before), or cancelled since by the same request.
+    Scheduled(ScheduledErasure),
+}
+
+/// Where a user's erasure stands, as GetErasure reports it.
+#[derive(Debug, Clone)]
+pub enum ErasureStatus {
+    /// Erased: the receipt, and its garbage-collection job if recorded.
+    Erased {
+        /// The receipt of the erasure.
+        tombstone: Tombstone,
+        /// Its garbage-collection job, if recorded.
+        gc: Option<JobRecord>,
+    },
+    /// Scheduled or cancelled.
+    Scheduled(ScheduledErasure),
 }
 
 impl Erasure {
     /// Builds the service.
-    pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>, jobs: JobRunner) -> Self {
-        Self { keys, store, jobs }
+    pub fn new(
+        keys: Arc<KeyHierarchy>,
+        store: Arc<dyn KeyStore>,
+        jobs: JobRunner,
+        settings: ErasureSettings,
+    ) -> Self {
+        Self {
+            keys,
+            store,
+            jobs,
+            settings,
+            changed: tokio::sync::watch::Sender::new(0),
+        }
     }
 
     fn pseudonym(&self, user_id: &str) -> Result<Pseudonym, Error> {
@@ -47,57 +119,242 @@ impl Erasure {
             .map_err(|e| Error::invalid_name("user_id", e))
     }
 
-    /// Erases a user for `principal`: destroys every version of their key,
-    /// records the tombstone and the audit record, and schedules the
-    /// garbage collection of their objects.
-    /// Idempotent: erasing again returns the first receipt.
+    /// The window `after` asks for, checked against the longest allowed.
+    fn window(&self, after: Duration) -> Result<Option<Duration>, Error> {
+        if after.is_zero() {
+            return Ok(None);
+        }
+        if after > self.settings.max_cooloff {
+            return Err(Error::invalid(
+                Reason::InvalidRequest,
+                "after_seconds",
+                format!(
+                    "after_seconds {} is past the longest cooling-off window, {} s (erasure.max_cooloff_days)",
+                    after.as_secs(),
+                    self.settings.max_cooloff.as_secs()
+                ),
+            ));
+        }
+        Ok(Some(after))
+    }
+
+    /// Erases a user for `principal` (or schedules it `after` from now):
+    /// see [`Erasure::erase_many`].
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a bad user id; key-store failures, in
-    /// which case nothing was destroyed.
-    pub async fn erase(&self, principal: &str, user_id: &str) -> Result<Tombstone, Error> {
-        let p = self.pseudonym(user_id)?;
-        let tombstone = match self.keys.erase(&p, principal).await {
-            Ok(t) => t,
-            Err(e) => {
-                let e = Error::from(e);
-                if e.reason() == Reason::LegalHold {
-                    // A refused erasure is on the record too; if that record
-                    // cannot be written, the caller hears of the failure.
-                    tracing::info!(
-                        target: "sealgate::audit",
-                        event = "erase_user",
-                        principal,
-                        pseudonym = %p,
-                        outcome = "refused",
-                        "erasure refused: legal hold"
-                    );
-                    self.store
-                        .audit(&AuditEntry {
-                            at_ms: crate::keys::unix_ms(),
-                            principal: principal.to_string(),
-                            action: "erase_user".into(),
-                            pseudonym: Some(p),
-                            outcome: "refused".into(),
-                            detail: e.to_string(),
-                        })
+    /// As [`Erasure::erase_many`]'s per-user results, or its errors.
+    pub async fn erase(
+        &self,
+        principal: &str,
+        user_id: &str,
+        after: Duration,
+    ) -> Result<Asked, Error> {
+        self.erase_many(principal, &[user_id.to_string()], after, "")
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(Error::Internal("an erasure without an outcome".into())))
+    }
+
+    /// Erases the users of `user_ids` for `principal` in shared
+    /// transactions, or with a window (`after` non-zero) schedules their
+    /// erasure; one result per id, in order (a user named twice gets the
+    /// same result twice). Idempotent: erasing again returns the first
+    /// receipt, scheduling again the first deadline; a retry under the
+    /// same `request_id` does not schedule again what was cancelled since.
+    ///
+    /// # Errors
+    /// For the whole batch: too many ids, a bad window or request id, or
+    /// key-store failures (in which case nothing was destroyed). Per user:
+    /// a bad user id, or `LEGAL_HOLD`.
+    pub async fn erase_many(
+        &self,
+        principal: &str,
+        user_ids: &[String],
+        after: Duration,
+        request_id: &str,
+    ) -> Result<Vec<Result<Asked, Error>>, Error> {
+        if user_ids.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                Reason::BatchTooLarge,
+                "user_ids",
+                format!(
+                    "{} user ids; one EraseUsers takes at most {MAX_BATCH}",
+                    user_ids.len()
+                ),
+            ));
+        }
+        if request_id.len() > MAX_REQUEST_ID {
+            return Err(Error::invalid(
+                Reason::InvalidRequest,
+                "request_id",
+                format!("request_id is over {MAX_REQUEST_ID} bytes"),
+            ));
+        }
+        let window = self.window(after)?;
+        let named: Vec<Result<Pseudonym, Error>> =
+            user_ids.iter().map(|u| self.pseudonym(u)).collect();
+        let mut distinct: Vec<Pseudonym> = named
+            .iter()
+            .filter_map(|p| p.as_ref().ok())
+            .copied()
+            .collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut results: HashMap<Pseudonym, Result<Asked, Error>> = HashMap::new();
+        if !distinct.is_empty() {
+            match window {
+                None => self.erase_now(principal, &distinct, &mut results).await?,
+                Some(after) => {
+                    self.schedule(principal, &distinct, after, request_id, &mut results)
                         .await?;
                 }
-                return Err(e);
             }
-        };
+            self.changed.send_modify(|n| *n += 1);
+        }
+        Ok(named
+            .into_iter()
+            .map(|p| {
+                let p = p?;
+                results
+                    .get(&p)
+                    .cloned()
+                    .unwrap_or_else(|| Err(Error::Internal("a user without an outcome".into())))
+            })
+            .collect())
+    }
+
+    async fn erase_now(
+        &self,
+        principal: &str,
+        ps: &[Pseudonym],
+        results: &mut HashMap<Pseudonym, Result<Asked, Error>>,
+    ) -> Result<(), Error> {
+        let outcomes = self.keys.erase_many(ps, principal, false).await?;
+        for (p, outcome) in ps.iter().zip(outcomes) {
+            let result = match outcome {
+                EraseOutcome::Erased(t) => {
+                    self.erased(principal, &t);
+                    Ok(Asked::Erased(t))
+                }
+                EraseOutcome::Held { cases } => {
+                    let e = Error::from(crate::keys::KeyError::LegalHold { cases });
+                    self.refused(principal, p, &e).await?;
+                    Err(e)
+                }
+                EraseOutcome::NotDue => Err(Error::Internal(
+                    "an erasure at once found nothing due".into(),
+                )),
+            };
+            results.insert(*p, result);
+        }
+        Ok(())
+    }
+
+    async fn schedule(
+        &self,
+        principal: &str,
+        ps: &[Pseudonym],
+        after: Duration,
+        request_id: &str,
+        results: &mut HashMap<Pseudonym, Result<Asked, Error>>,
+    ) -> Result<(), Error> {
+        let now = crate::keys::unix_ms();
+        let due = now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+        let outcomes = self
+            .store
+            .schedule_erasures(ps, due, now, principal, request_id)
+            .await?;
+        let mut restricted = Vec::new();
+        for (p, outcome) in ps.iter().zip(outcomes) {
+            let result = match outcome {
+                ScheduleOutcome::Scheduled(s) => {
+                    tracing::info!(
+                        target: "sealgate::audit",
+                        event = "schedule_erasure",
+                        principal,
+                        outcome = "ok",
+                        pseudonym = %p,
+                        due_ms = s.due_ms,
+                        "user's erasure scheduled"
+                    );
+                    restricted.push(*p);
+                    Ok(Asked::Scheduled(s))
+                }
+                ScheduleOutcome::Erased(t) => Ok(Asked::Erased(t)),
+            };
+            results.insert(*p, result);
+        }
+        self.keys.note_restricted(&restricted).await;
+        Ok(())
+    }
+
+    /// Logs an erasure and starts its garbage collection.
+    fn erased(&self, principal: &str, t: &Tombstone) {
         tracing::info!(
             target: "sealgate::audit",
             event = "erase_user",
             principal,
             outcome = "ok",
-            pseudonym = %p,
-            versions = ?tombstone.destroyed_versions,
-            job = %tombstone.gc_job_id,
+            pseudonym = %t.pseudonym,
+            versions = ?t.destroyed_versions,
+            job = %t.gc_job_id,
             "user erased"
         );
-        self.jobs.schedule(&tombstone.gc_job_id);
-        Ok(tombstone)
+        self.jobs.schedule(&t.gc_job_id);
+    }
+
+    /// A refused erasure is on the record too; if that record cannot be
+    /// written, the caller hears of the failure.
+    async fn refused(&self, principal: &str, p: &Pseudonym, e: &Error) -> Result<(), Error> {
+        tracing::info!(
+            target: "sealgate::audit",
+            event = "erase_user",
+            principal,
+            pseudonym = %p,
+            outcome = "refused",
+            "erasure refused: legal hold"
+        );
+        self.store
+            .audit(&AuditEntry {
+                at_ms: crate::keys::unix_ms(),
+                principal: principal.to_string(),
+                action: "erase_user".into(),
+                pseudonym: Some(*p),
+                outcome: "refused".into(),
+                detail: e.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Calls off a user's scheduled erasure, for `principal`.
+    ///
+    /// # Errors
+    /// [`Error::ErasureNotFound`] if none was scheduled,
+    /// [`Error::UserErased`] once it ran; key-store failures.
+    pub async fn cancel(&self, principal: &str, user_id: &str) -> Result<ErasureStatus, Error> {
+        let p = self.pseudonym(user_id)?;
+        let outcome = self
+            .store
+            .cancel_erasure(&p, crate::keys::unix_ms(), principal)
+            .await?;
+        match outcome {
+            CancelOutcome::Cancelled(s) => {
+                tracing::info!(
+                    target: "sealgate::audit",
+                    event = "cancel_erasure",
+                    principal,
+                    outcome = "ok",
+                    pseudonym = %p,
+                    "user's scheduled erasure cancelled"
+                );
+                self.keys.note_restricted(&[p]).await;
+                self.changed.send_modify(|n| *n += 1);
+                Ok(ErasureStatus::Scheduled(s))
+            }
+            CancelOutcome::NotScheduled => Err(Error::ErasureNotFound),
+            CancelOutcome::Erased(_) => Err(Error::UserErased),
+        }
     }
 
     /// When a key-store copy from before this erasure stops opening the
@@ -106,19 +363,75 @@ impl Erasure {
         self.keys.backup_horizon_ms(t.erased_at_ms)
     }
 
-    /// The receipt and garbage-collection progress of a user's erasure.
+    /// Where a user's erasure stands: erased (with its receipt and
+    /// garbage-collection progress), scheduled or cancelled.
     ///
     /// # Errors
-    /// [`Error::ErasureNotFound`] if the user was never erased; key-store
-    /// failures.
+    /// [`Error::ErasureNotFound`] if the user was never erased nor
+    /// scheduled; key-store failures.
     pub async fn status(&self, user_id: &str) -> Result<ErasureStatus, Error> {
         let p = self.pseudonym(user_id)?;
-        let tombstone = self
-            .store
-            .tombstone(&p)
+        if let Some(tombstone) = self.store.tombstone(&p).await? {
+            let gc = self.store.job(&tombstone.gc_job_id).await?;
+            return Ok(ErasureStatus::Erased { tombstone, gc });
+        }
+        self.store
+            .scheduled_erasure(&p)
             .await?
-            .ok_or(Error::ErasureNotFound)?;
-        let gc = self.store.job(&tombstone.gc_job_id).await?;
-        Ok(ErasureStatus { tombstone, gc })
+            .map(ErasureStatus::Scheduled)
+            .ok_or(Error::ErasureNotFound)
+    }
+
+    /// Carries out the scheduled erasures that are due (up to a batch),
+    /// and drops feed events past their retention. Every process runs it;
+    /// each user is erased once (checked under the user's lock). Returns
+    /// how many users this pass erased.
+    ///
+    /// # Errors
+    /// Key-store failures (the next pass tries again).
+    pub async fn run_due(&self) -> Result<usize, Error> {
+        let now = crate::keys::unix_ms();
+        let due = self.store.due_erasures(now, MAX_BATCH as u32).await?;
+        let mut erased = 0;
+        if !due.is_empty() {
+            let outcomes = self.keys.erase_many(&due, SCHEDULE_PRINCIPAL, true).await?;
+            for outcome in outcomes {
+                if let EraseOutcome::Erased(t) = outcome {
+                    if t.erased_at_ms >= now {
+                        erased += 1;
+                    }
+                    self.erased(SCHEDULE_PRINCIPAL, &t);
+                }
+            }
+            self.changed.send_modify(|n| *n += 1);
+        }
+        let retention = i64::try_from(self.settings.feed_retention.as_millis()).unwrap_or(i64::MAX);
+        self.store
+            .prune_erasure_events(now.saturating_sub(retention))
+            .await?;
+        Ok(erased)
+    }
+
+    /// Feed events after `after`, at most `limit`.
+    ///
+    /// # Errors
+    /// [`Error::CursorExpired`] if events after `after` were dropped by
+    /// retention; key-store failures.
+    pub async fn events(&self, after: u64, limit: u32) -> Result<Vec<ErasureEvent>, Error> {
+        let floor = self.store.erasure_feed_floor().await?;
+        if after < floor {
+            return Err(Error::CursorExpired { from: after, floor });
+        }
+        Ok(self.store.erasure_events(after, limit).await?)
+    }
+
+    /// Changes when this process commits an erasure-feed event.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Whether a scheduled erasure is in force (not cancelled).
+    pub fn is_scheduled(s: &ScheduledErasure) -> bool {
+        s.state == ScheduleState::Scheduled
     }
 }

@@ -33,6 +33,11 @@ pub enum Reason {
     MasterInUse,
     /// FAILED_PRECONDITION: the user is erased.
     UserErased,
+    /// OUT_OF_RANGE: a feed cursor older than the retained history.
+    CursorExpired,
+    /// FAILED_PRECONDITION: the user's erasure is scheduled (cooling-off):
+    /// no content call for them until it runs or is cancelled.
+    ErasurePending,
     /// DATA_LOSS: a stored object failed its integrity check.
     IntegrityFailure,
     /// INVALID_ARGUMENT: a malformed object id.
@@ -135,6 +140,8 @@ impl Reason {
             Self::MasterInUse => "MASTER_IN_USE",
             Self::MasterKeyUnusable => "MASTER_KEY_UNUSABLE",
             Self::UserErased => "USER_ERASED",
+            Self::ErasurePending => "ERASURE_PENDING",
+            Self::CursorExpired => "CURSOR_EXPIRED",
             Self::IntegrityFailure => "INTEGRITY_FAILURE",
             Self::InvalidObjectId => "INVALID_OBJECT_ID",
             Self::InvalidUserId => "INVALID_USER_ID",
@@ -174,7 +181,7 @@ impl Reason {
 }
 
 /// Everything a domain operation can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The request is malformed: which field, why.
     #[error("{message}")]
@@ -215,6 +222,14 @@ pub enum Error {
     /// A stored object failed its integrity check.
     #[error("stored object failed its integrity check")]
     DataLoss,
+    /// A feed cursor older than the retained history (OUT_OF_RANGE).
+    #[error("cursor {from} is older than the erasure feed's retained history (erasure.feed_retention_days): events up to {floor} were dropped; resume from cursor {floor}")]
+    CursorExpired {
+        /// The cursor asked for.
+        from: u64,
+        /// The newest cursor dropped: the oldest to resume from.
+        floor: u64,
+    },
     /// A size or capacity limit was exceeded (RESOURCE_EXHAUSTED).
     #[error("{message}")]
     TooLarge {
@@ -364,6 +379,7 @@ impl Error {
             Self::AlreadyExists => Reason::AlreadyExists,
             Self::UserErased => Reason::UserErased,
             Self::DataLoss => Reason::IntegrityFailure,
+            Self::CursorExpired { .. } => Reason::CursorExpired,
             Self::OutOfRange(_) => Reason::InvalidRange,
             Self::Unavailable(_) => Reason::BackendUnavailable,
             Self::ShuttingDown => Reason::ShuttingDown,
@@ -379,6 +395,13 @@ impl From<KeyError> for Error {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::UserErased => Self::UserErased,
+            KeyError::ErasurePending { due_ms } => Self::FailedPrecondition {
+                reason: Reason::ErasurePending,
+                message: format!(
+                    "the user's erasure is scheduled for {}: nothing of theirs is served until it runs or is cancelled",
+                    crate::clock::format_time(due_ms)
+                ),
+            },
             // The object's key version is gone: it can never be opened.
             KeyError::MissingUserKeyVersion(_) => Self::DataLoss,
             KeyError::Unwrap(m) | KeyError::Internal(m) => Self::Internal(m),

@@ -514,7 +514,7 @@ impl ContentApi {
                         info: Some(info_pb(item.info)),
                         content: item.content.into(),
                     }),
-                    Err(e) => pb::item_result::Result::Error(item_status(e)),
+                    Err(e) => pb::item_result::Result::Error(super::rpc_status(e)),
                 };
                 let mut out = pb::ItemResult {
                     item_id,
@@ -524,7 +524,7 @@ impl ContentApi {
                 // 1 + 10 bytes.
                 let len = out.encoded_len() + 11;
                 if used + len > for_items {
-                    out.result = Some(pb::item_result::Result::Error(item_status(
+                    out.result = Some(pb::item_result::Result::Error(super::rpc_status(
                         Error::too_large(
                             Reason::ResponseBudget,
                             format!(
@@ -547,15 +547,3 @@ impl ContentApi {
 
 /// Room kept in a batch response for per-item errors.
 const ERRORS_HEADROOM: usize = 32 * 1024;
-
-/// A per-item error: the `google.rpc.Status` a unary call would return,
-/// with the same details.
-fn item_status(e: Error) -> tonic_types::pb::Status {
-    use prost::Message;
-    let status = Status::from(e);
-    tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| tonic_types::pb::Status {
-        code: status.code() as i32,
-        message: status.message().to_string(),
-        details: Vec::new(),
-    })
-}

@@ -39,6 +39,7 @@ impl From<Error> for Status {
             Error::TooLarge { message, .. } => (Code::ResourceExhausted, message),
             Error::DeadlineExceeded { message, .. } => (Code::DeadlineExceeded, message),
             Error::OutOfRange(m) => (Code::OutOfRange, m),
+            Error::CursorExpired { .. } => (Code::OutOfRange, e.to_string()),
             Error::Unavailable(m) => (
                 Code::Unavailable,
                 format!("backend unavailable, retry later: {m}"),

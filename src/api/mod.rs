@@ -47,3 +47,15 @@ pub(crate) fn job_progress(j: JobRecord) -> pb::JobProgress {
         updated_at_unix_ms: j.updated_at_ms,
     }
 }
+
+/// A per-item error of a batch: the `google.rpc.Status` a unary call
+/// would return, with the same details.
+pub(crate) fn rpc_status(e: crate::error::Error) -> tonic_types::pb::Status {
+    use prost::Message;
+    let status = tonic::Status::from(e);
+    tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| tonic_types::pb::Status {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        details: Vec::new(),
+    })
+}

@@ -100,13 +100,20 @@ enum Command {
     /// List a user's objects in a space: `id<TAB>size` per line (`DAMAGED`
     /// instead of the size for an object that fails its integrity check).
     Ls(ls::LsArgs),
-    /// Erase a user (crypto-shredding); prints the receipt.
+    /// Erase a user (crypto-shredding) now or after a cooling-off window
+    /// (`--after 15d`), a batch from a file, or cancel a scheduled
+    /// erasure (`--cancel`); prints the receipt.
     Erase(erase::EraseArgs),
-    /// Erasures made before: `status` prints a user's receipt and the
-    /// progress of its garbage collection.
+    /// Erasures asked for before: `status` prints where a user's stands,
+    /// its receipt and the progress of its garbage collection.
     Erasure {
         #[command(subcommand)]
         command: ErasureCommand,
+    },
+    /// The erasure feed: `watch` follows it from a cursor.
+    Erasures {
+        #[command(subcommand)]
+        command: ErasuresCommand,
     },
     /// Key administration.
     Keys {
@@ -139,6 +146,12 @@ enum ErasureCommand {
     /// The receipt of a user's erasure and its garbage collection's
     /// progress.
     Status(erase::StatusArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ErasuresCommand {
+    /// Prints the erasure feed after a cursor, then follows it.
+    Watch(erase::WatchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +255,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Erasure {
             command: ErasureCommand::Status(args),
         } => erase::status(args).await,
+        Command::Erasures {
+            command: ErasuresCommand::Watch(args),
+        } => erase::watch(args).await,
         Command::Keys {
             command: KeysCommand::Status(args),
         } => keys::status(args).await,

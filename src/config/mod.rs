@@ -18,6 +18,7 @@ mod keyed;
 mod process;
 mod storage;
 mod units;
+pub use units::parse_seconds;
 mod validate;
 
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ use crate::identity::Principal;
 
 pub use access::{PrincipalConfig, Tls};
 pub use choice::{BlobBackend, KeyStoreBackend, LogFormat, MasterProvider};
-pub use process::{Cache, Jobs, Keys, Limits, Log, MetricsConfig, Server};
+pub use process::{Cache, ErasureConfig, Jobs, Keys, Limits, Log, MetricsConfig, Server};
 pub use storage::{Blob, KeyStoreConfig, Master, Residency, S3};
 
 /// Errors loading or validating the configuration.
@@ -76,6 +77,8 @@ pub struct Config {
     pub jobs: Jobs,
     /// The key schedule.
     pub keys: Keys,
+    /// The deletion service's workflow: cooling-off windows, the feed.
+    pub erasure: ErasureConfig,
     /// Logging.
     pub log: Log,
     /// Shutdown and health probes.
@@ -106,6 +109,7 @@ impl Default for Config {
             limits: Limits::default(),
             jobs: Jobs::default(),
             keys: Keys::default(),
+            erasure: ErasureConfig::default(),
             log: Log::default(),
             server: Server::default(),
             metrics: MetricsConfig::default(),

@@ -198,6 +198,44 @@ impl MetricsConfig {
     }
 }
 
+/// `[erasure]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErasureConfig {
+    /// The longest cooling-off window an erasure may be scheduled with.
+    #[serde(deserialize_with = "super::units::days")]
+    pub max_cooloff_days: f64,
+    /// How long the erasure feed keeps its events (a watcher further
+    /// behind is refused, told where to resume).
+    #[serde(deserialize_with = "super::units::days")]
+    pub feed_retention_days: f64,
+    /// How often each process looks for scheduled erasures that are due.
+    #[serde(deserialize_with = "super::units::seconds")]
+    pub due_check_seconds: u64,
+}
+
+impl Default for ErasureConfig {
+    fn default() -> Self {
+        Self {
+            max_cooloff_days: 30.0,
+            feed_retention_days: 90.0,
+            due_check_seconds: 1,
+        }
+    }
+}
+
+impl ErasureConfig {
+    /// The longest cooling-off window.
+    pub fn max_cooloff(&self) -> Duration {
+        Duration::from_secs_f64(self.max_cooloff_days * 86_400.0)
+    }
+
+    /// How long feed events are kept.
+    pub fn feed_retention(&self) -> Duration {
+        Duration::from_secs_f64(self.feed_retention_days * 86_400.0)
+    }
+}
+
 /// `[keys]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

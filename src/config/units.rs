@@ -114,6 +114,24 @@ const MILLISECONDS: &str =
 const SECONDS: &str =
     "a duration: a number of seconds, or a whole number of seconds, minutes, hours or days with its unit (30s, 2m, 1h, 15d)";
 
+/// A duration in whole seconds, as the configuration and the command line
+/// write it: `90`, `"30s"`, `"2m"`, `"1h"`, `"15d"`.
+///
+/// # Errors
+/// What a duration looks like, if `text` is not one.
+pub fn parse_seconds(text: &str) -> Result<u64, String> {
+    if let Ok(n) = text.trim().parse::<u64>() {
+        return Ok(n);
+    }
+    duration_in(text, 1_000, "seconds").map_err(|e| {
+        if e.is_empty() {
+            format!("{:?} is not {SECONDS}", text)
+        } else {
+            format!("{:?} is not {e}", text)
+        }
+    })
+}
+
 /// A duration in milliseconds: `2000`, `"2s"`, `"500ms"`.
 pub(super) fn milliseconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     d.deserialize_any(Amount {

@@ -125,6 +125,19 @@ impl Config {
         {
             return Err("keys.kek_max_age_days must be between 0 (off) and 36500".into());
         }
+        if !self.erasure.max_cooloff_days.is_finite()
+            || !(0.0..=3_650.0).contains(&self.erasure.max_cooloff_days)
+        {
+            return Err("erasure.max_cooloff_days must be between 0 (no window) and 3650".into());
+        }
+        if !self.erasure.feed_retention_days.is_finite()
+            || !(1.0..=36_500.0).contains(&self.erasure.feed_retention_days)
+        {
+            return Err("erasure.feed_retention_days must be between 1 and 36500".into());
+        }
+        if self.erasure.due_check_seconds == 0 {
+            return Err("erasure.due_check_seconds must be at least 1".into());
+        }
         if self.keys.schedule_check_seconds == 0 {
             return Err("keys.schedule_check_seconds must be at least 1".into());
         }

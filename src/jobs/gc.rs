@@ -16,6 +16,7 @@ use async_trait::async_trait;
 
 use super::{JobError, JobHandler, LeasedJob};
 use crate::blob::{BlobError, BlobKey, BlobStore};
+use crate::keys::store::{ErasureEventKind, ErasureLog};
 
 const BATCH: usize = 100;
 
@@ -23,12 +24,15 @@ const BATCH: usize = 100;
 pub struct ErasureGc {
     blob: Arc<dyn BlobStore>,
     spaces: Vec<String>,
+    /// Where the job's end is told to the erasure feed.
+    feed: Arc<dyn ErasureLog>,
 }
 
 impl ErasureGc {
-    /// Deletes from `blob` in every one of `spaces`.
-    pub fn new(blob: Arc<dyn BlobStore>, spaces: Vec<String>) -> Self {
-        Self { blob, spaces }
+    /// Deletes from `blob` in every one of `spaces`; appends a `collected`
+    /// event to `feed` at the end.
+    pub fn new(blob: Arc<dyn BlobStore>, spaces: Vec<String>, feed: Arc<dyn ErasureLog>) -> Self {
+        Self { blob, spaces, feed }
     }
 }
 
@@ -68,6 +72,12 @@ impl JobHandler for ErasureGc {
                 job.checkpoint(done, 0, "").await?;
             }
         }
-        job.checkpoint(done, done, "").await
+        job.checkpoint(done, done, "").await?;
+        // Told once the ciphertext is gone; a process that dies between
+        // the two tells it again when it resumes the job.
+        self.feed
+            .append_erasure_event(ErasureEventKind::Collected, &p, crate::keys::unix_ms())
+            .await?;
+        Ok(())
     }
 }

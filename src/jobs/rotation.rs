@@ -118,6 +118,7 @@ pub(crate) fn key_error(e: KeyError) -> JobError {
             JobError::Transient(m)
         }
         KeyError::UserErased
+        | KeyError::ErasurePending { .. }
         | KeyError::Decommissioned
         | KeyError::LegalHold { .. }
         | KeyError::MissingUserKeyVersion(_)

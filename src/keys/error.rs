@@ -16,6 +16,13 @@ pub enum KeyError {
     /// The user has been erased; their keys no longer exist.
     #[error("user erased")]
     UserErased,
+    /// The user's erasure is scheduled (due at `due_ms`): their keys stay,
+    /// but no content call may use them until it runs or is cancelled.
+    #[error("user's erasure is scheduled")]
+    ErasurePending {
+        /// When the erasure is due, Unix milliseconds.
+        due_ms: i64,
+    },
     /// An object names a user-key version that does not exist (and the user
     /// is not erased): the object cannot be opened.
     #[error("user key version {0} does not exist")]

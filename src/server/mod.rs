@@ -205,6 +205,7 @@ impl Gateway {
             cache: &config.cache,
             shards: config.keystore.shards,
             keys: &config.keys,
+            erasure: &config.erasure,
             jobs: &config.jobs,
             region: &config.blob.region,
             spaces: &config.spaces,

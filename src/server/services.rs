@@ -13,7 +13,7 @@ use crate::blob::BlobStore;
 use crate::config;
 use crate::content::{Content, Limits, RewrapUser};
 use crate::crypto::NamingKey;
-use crate::erasure::Erasure;
+use crate::erasure::{Erasure, ErasureSettings};
 use crate::holds::LegalHolds;
 use crate::jobs::gc::ErasureGc;
 use crate::jobs::rotation::{RotateKek, RotateMaster};
@@ -34,6 +34,8 @@ pub(super) struct ServiceSettings<'a> {
     pub shards: u32,
     /// The key schedule.
     pub keys: &'a config::Keys,
+    /// Cooling-off windows and the erasure feed.
+    pub erasure: &'a config::ErasureConfig,
     /// Leases and polling of the durable jobs.
     pub jobs: &'a config::Jobs,
     /// The region bound into every object (`blob.region`).
@@ -101,7 +103,11 @@ impl ServiceSettings<'_> {
         )
         .handler(
             JOB_KIND_ERASURE_GC,
-            Arc::new(ErasureGc::new(blob.clone(), self.spaces.to_vec())),
+            Arc::new(ErasureGc::new(
+                blob.clone(),
+                self.spaces.to_vec(),
+                store.clone(),
+            )),
         )
         .handler(
             JOB_KIND_ROTATE_MASTER,
@@ -114,6 +120,20 @@ impl ServiceSettings<'_> {
         )
         .start();
         let admin = Arc::new(KeyAdmin::new(keys.clone(), store.clone(), jobs.clone()));
+        let erasure = Arc::new(Erasure::new(
+            keys.clone(),
+            store.clone(),
+            jobs.clone(),
+            ErasureSettings {
+                max_cooloff: self.erasure.max_cooloff(),
+                feed_retention: self.erasure.feed_retention(),
+            },
+        ));
+        tokio::spawn(run_due_erasures(
+            erasure.clone(),
+            jobs.stop_signal(),
+            Duration::from_secs(self.erasure.due_check_seconds),
+        ));
         if keys.kek_max_age().is_some() {
             tokio::spawn(run_key_schedule(
                 admin.clone(),
@@ -123,7 +143,7 @@ impl ServiceSettings<'_> {
         }
         Ok(Gateway {
             content,
-            erasure: Arc::new(Erasure::new(keys.clone(), store.clone(), jobs.clone())),
+            erasure,
             admin,
             holds: Arc::new(LegalHolds::new(keys.clone(), store.clone())),
             audit: Arc::new(AuditTrail::new(keys, store.clone())),
@@ -132,6 +152,28 @@ impl ServiceSettings<'_> {
             // Set by the caller, which took it before opening the stores.
             data_dir_lock: None,
         })
+    }
+}
+
+/// Carries out scheduled erasures that are due ([`Erasure::run_due`])
+/// every `every` (at once at start: a deadline passed while every process
+/// was down runs now) until the jobs stop.
+async fn run_due_erasures(
+    erasure: Arc<Erasure>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                if let Err(e) = erasure.run_due().await {
+                    tracing::warn!(target: LOG_TARGET, error = %e, "scheduled erasures: pass failed; trying again at the next");
+                }
+            }
+        }
     }
 }
 

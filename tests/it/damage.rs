@@ -104,6 +104,7 @@ async fn an_empty_batch_for_an_erased_user_is_refused() {
     erasure
         .erase_user(pb::EraseUserRequest {
             user_id: "gone".into(),
+            after_seconds: 0,
         })
         .await
         .unwrap();

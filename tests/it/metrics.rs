@@ -136,6 +136,7 @@ async fn a_scrape_shows_the_exact_counts_of_known_calls() {
     ErasureServiceClient::new(server.channel().await)
         .erase_user(pb::EraseUserRequest {
             user_id: gone.into(),
+            after_seconds: 0,
         })
         .await
         .unwrap();

@@ -143,6 +143,7 @@ async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
     let mut erasure = ErasureServiceClient::new(channel.clone());
     let erase = pb::EraseUserRequest {
         user_id: PHONE.into(),
+        after_seconds: 0,
     };
     assert!(erasure.erase_user(erase.clone()).await.is_err(), "held");
     holds
@@ -195,6 +196,7 @@ async fn json_logs_are_one_object_per_line_with_the_method_span() {
     ErasureServiceClient::new(channel)
         .erase_user(pb::EraseUserRequest {
             user_id: "json-user".into(),
+            after_seconds: 0,
         })
         .await
         .unwrap();

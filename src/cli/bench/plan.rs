@@ -194,6 +194,7 @@ pub(super) async fn erase_users(
                 client
                     .erase_user(pb::EraseUserRequest {
                         user_id: user.clone(),
+                        after_seconds: 0,
                     })
                     .await
                     .map(|_| ())

@@ -78,9 +78,7 @@ impl KeyHierarchy {
 
     async fn load_user_keys_once(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
         let asked = Instant::now();
-        if self.store.tombstone(p).await?.is_some() {
-            return Err(KeyError::UserErased);
-        }
+        self.ensure_unrestricted(p).await?;
         let records = self.store.user_keys(p).await?;
         let mut keys = BTreeMap::new();
         let mut active = None;

@@ -34,7 +34,8 @@ use moka::future::Cache;
 
 use super::master::MasterKeyProvider;
 use super::store::{
-    AuditEntry, InsertOutcome, KekRecord, KeyStore, Tombstone, UserKeyRecord, UserKeyState,
+    AuditEntry, EraseOutcome, InsertOutcome, KekRecord, KeyStore, Tombstone, UserKeyRecord,
+    UserKeyState,
 };
 use super::{unix_ms, KeyError};
 use crate::crypto::keys::{kek_aad, user_key_aad};
@@ -406,23 +407,58 @@ impl KeyHierarchy {
     /// tombstone in one transaction, then drops cached keys. Idempotent.
     ///
     /// # Errors
-    /// Store failures (in which case nothing was destroyed).
+    /// [`KeyError::LegalHold`] for a held user; store failures (in which
+    /// case nothing was destroyed).
     pub async fn erase(&self, p: &Pseudonym, principal: &str) -> Result<Tombstone, KeyError> {
-        let erased = self
-            .store
-            .erase_user(p, unix_ms(), &crate::names::random_id(), principal)
-            .await;
+        match self
+            .erase_many(std::slice::from_ref(p), principal, false)
+            .await?
+            .pop()
+        {
+            Some(EraseOutcome::Erased(t)) => Ok(t),
+            Some(EraseOutcome::Held { cases }) => Err(KeyError::LegalHold { cases }),
+            Some(EraseOutcome::NotDue) | None => Err(KeyError::Internal(
+                "an erasure of one user ended without an outcome".into(),
+            )),
+        }
+    }
+
+    /// Crypto-shreds the users of `ps` (distinct) in shared transactions,
+    /// as [`Self::erase`] does one; with `due_only`, only those whose
+    /// scheduled erasure is due now. Outcomes in the order of `ps`.
+    ///
+    /// # Errors
+    /// Store failures (in which case nothing was destroyed).
+    pub async fn erase_many(
+        &self,
+        ps: &[Pseudonym],
+        principal: &str,
+        due_only: bool,
+    ) -> Result<Vec<EraseOutcome>, KeyError> {
+        let users: Vec<(Pseudonym, String)> =
+            ps.iter().map(|p| (*p, crate::names::random_id())).collect();
+        let erased = if due_only {
+            self.store.erase_due(&users, unix_ms(), principal).await
+        } else {
+            self.store.erase_users(&users, unix_ms(), principal).await
+        };
         match erased {
-            Ok(tombstone) => {
-                self.note_erased(Some(*p)).await;
-                Ok(tombstone)
+            Ok(outcomes) => {
+                for (p, outcome) in ps.iter().zip(&outcomes) {
+                    if matches!(outcome, EraseOutcome::Erased(_)) {
+                        self.note_erased(Some(*p)).await;
+                    }
+                }
+                Ok(outcomes)
             }
             Err(e) => {
                 // The erasure may have committed before what failed (the
                 // scrub after it): the store decides, as for another
                 // process's change, so that no cached key outlives a
                 // committed erasure.
-                self.apply(super::store::Invalidation::User(*p)).await;
+                for p in ps {
+                    self.apply(super::store::Invalidation::User(*p)).await;
+                }
                 Err(e.into())
             }
         }

@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use super::KeyHierarchy;
 use crate::crypto::Pseudonym;
-use crate::keys::store::{Invalidation, Invalidations};
+use crate::keys::store::{Invalidation, Invalidations, ScheduleState};
 use crate::keys::KeyError;
 
 // Named by the documentation of the invalidation feed.
@@ -124,6 +124,36 @@ impl KeyHierarchy {
         self.erasure_epoch.store(epoch, Ordering::Release);
     }
 
+    /// Fails with [`KeyError::UserErased`] if the store holds the user's
+    /// tombstone, or [`KeyError::ErasurePending`] while their erasure is
+    /// scheduled: the two states in which nothing of theirs is served.
+    ///
+    /// # Errors
+    /// As described, or store failures.
+    pub(super) async fn ensure_unrestricted(&self, p: &Pseudonym) -> Result<(), KeyError> {
+        if self.store.tombstone(p).await?.is_some() {
+            return Err(KeyError::UserErased);
+        }
+        match self.store.scheduled_erasure(p).await? {
+            Some(s) if s.state == ScheduleState::Scheduled => {
+                Err(KeyError::ErasurePending { due_ms: s.due_ms })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Users were restricted (their erasure scheduled) or given back (it
+    /// was cancelled): their cached keys go, and every open stream asks
+    /// the store at its next check.
+    pub async fn note_restricted(&self, ps: &[Pseudonym]) {
+        for p in ps {
+            self.users.invalidate(p).await;
+        }
+        let mut log = self.erasure_log.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = log.push(None);
+        self.erasure_epoch.store(epoch, Ordering::Release);
+    }
+
     /// Applies a change another process committed to the shared key store
     /// (see [`KeyStore::invalidations`]). A user whose keys changed is
     /// dropped from the cache and, if the store shows a tombstone, treated
@@ -133,7 +163,13 @@ impl KeyHierarchy {
         match change {
             Invalidation::User(p) => match self.store.tombstone(&p).await {
                 Ok(Some(_)) => self.note_erased(Some(p)).await,
-                Ok(None) => self.users.invalidate(&p).await,
+                Ok(None) => match self.store.scheduled_erasure(&p).await {
+                    // Restricted: its open streams end at their next check.
+                    Ok(Some(s)) if s.state == ScheduleState::Scheduled => {
+                        self.note_restricted(&[p]).await;
+                    }
+                    _ => self.users.invalidate(&p).await,
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "key store unreachable while applying an invalidation");
                     self.users.invalidate(&p).await;
@@ -223,17 +259,14 @@ impl KeyHierarchy {
                 .unwrap_or_else(|e| e.into_inner())
                 .erased_since(&watch.pseudonym, watch.seen)
         };
-        let erased = match known {
-            Some(erased) => erased,
+        match known {
+            Some(true) => return Err(KeyError::UserErased),
+            Some(false) => {}
             None => {
                 let asking = Instant::now();
-                let erased = self.store.tombstone(&watch.pseudonym).await?.is_some();
+                self.ensure_unrestricted(&watch.pseudonym).await?;
                 watch.set_asked(asking);
-                erased
             }
-        };
-        if erased {
-            return Err(KeyError::UserErased);
         }
         watch.seen = now;
         Ok(())

@@ -242,6 +242,17 @@ pub trait Engine: Send + Sync + 'static {
         shards: &[u32],
         exclusive: bool,
     ) -> Result<(), StoreError>;
+    /// Takes the locks of every user of `ps` to the end of `tx`, in one
+    /// order whoever takes them (so two batches never wait on each other).
+    async fn lock_users(&self, tx: &mut Self::Tx, ps: &[Pseudonym]) -> Result<(), StoreError> {
+        let mut sorted = ps.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        for p in &sorted {
+            self.lock_user(tx, p).await?;
+        }
+        Ok(())
+    }
     /// Takes the audit chain's lock to the end of `tx`.
     async fn lock_audit(&self, tx: &mut Self::Tx) -> Result<(), StoreError>;
     /// Takes a job kind's lock to the end of `tx` (exclusive job creation).

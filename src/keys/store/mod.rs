@@ -2,7 +2,7 @@
 //! jobs, legal holds, remembered requests and the audit trail.
 //!
 //! - [`records`]: what the store keeps, without SQL.
-//! - The role traits ([`KeyRecords`], [`JobStore`], [`AuditLog`],
+//! - The role traits ([`KeyRecords`], [`ErasureLog`], [`JobStore`], [`AuditLog`],
 //!   [`HoldStore`], [`RequestLog`], [`Settings`]) and [`KeyStore`], which is
 //!   all of them: consumers take the narrowest role they use.
 //! - [`SqlStore`] (in `sql/`): every rule of the store, written once over an
@@ -33,7 +33,9 @@ pub use sqlite::SqliteKeyStore;
 /// Every role trait, for code that calls them on a concrete store
 /// (`use sealgate::keys::store::roles::*`); a `dyn KeyStore` needs none.
 pub mod roles {
-    pub use super::{AuditLog, HoldStore, JobStore, KeyRecords, KeyStore, RequestLog, Settings};
+    pub use super::{
+        AuditLog, ErasureLog, HoldStore, JobStore, KeyRecords, KeyStore, RequestLog, Settings,
+    };
 }
 
 /// Bytes each key store sets aside for erasures on a full disk (SQLite: a
@@ -222,6 +224,83 @@ pub trait KeyRecords: Send + Sync {
     async fn decommission(&self, at_ms: i64, principal: &str) -> Result<(u64, u64), StoreError>;
 }
 
+/// Erasures at once and in batches, erasures with a cooling-off window,
+/// and the erasure feed.
+#[async_trait]
+pub trait ErasureLog: Send + Sync {
+    /// In one transaction, for each of `users` (distinct users, each with
+    /// the id of its garbage-collection job): unless the user is erased
+    /// already (its first tombstone returned unchanged) or held
+    /// ([`EraseOutcome::Held`], nothing written for them), deletes every
+    /// user-key version, the remembered requests and any scheduled
+    /// erasure, writes the tombstone, the job, an audit record by
+    /// `principal` and an `erased` feed event. Scrubbed as an erasure
+    /// before it returns. Outcomes in the order of `users`.
+    async fn erase_users(
+        &self,
+        users: &[(Pseudonym, String)],
+        now_ms: i64,
+        principal: &str,
+    ) -> Result<Vec<EraseOutcome>, StoreError>;
+    /// As [`ErasureLog::erase_users`], but only for users whose erasure is
+    /// scheduled and due at `now_ms`, checked under their locks (a
+    /// cancellation that committed first wins): the others are
+    /// [`EraseOutcome::NotDue`].
+    async fn erase_due(
+        &self,
+        users: &[(Pseudonym, String)],
+        now_ms: i64,
+        principal: &str,
+    ) -> Result<Vec<EraseOutcome>, StoreError>;
+    /// In one transaction, schedules the erasure of each of `ps` (distinct)
+    /// at `due_ms`, with an audit record by `principal` and a `scheduled`
+    /// feed event each, unless the user is erased already, or scheduled
+    /// already (the first deadline stands), or this same `request_id`
+    /// (non-empty) scheduled it before and it was cancelled since (it
+    /// stays cancelled). Outcomes in the order of `ps`.
+    async fn schedule_erasures(
+        &self,
+        ps: &[Pseudonym],
+        due_ms: i64,
+        now_ms: i64,
+        principal: &str,
+        request_id: &str,
+    ) -> Result<Vec<ScheduleOutcome>, StoreError>;
+    /// Cancels the user's scheduled erasure (with an audit record by
+    /// `principal` and a `cancelled` feed event), unless it was cancelled
+    /// already, never scheduled, or carried out.
+    async fn cancel_erasure(
+        &self,
+        p: &Pseudonym,
+        now_ms: i64,
+        principal: &str,
+    ) -> Result<CancelOutcome, StoreError>;
+    /// The user's scheduled or cancelled erasure, if any (none once erased).
+    async fn scheduled_erasure(
+        &self,
+        p: &Pseudonym,
+    ) -> Result<Option<ScheduledErasure>, StoreError>;
+    /// Up to `limit` users whose scheduled erasure is due at `now_ms` and
+    /// who are not held, the earliest first.
+    async fn due_erasures(&self, now_ms: i64, limit: u32) -> Result<Vec<Pseudonym>, StoreError>;
+    /// Appends one feed event of the user (a `collected` one).
+    async fn append_erasure_event(
+        &self,
+        kind: ErasureEventKind,
+        p: &Pseudonym,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` feed events after cursor `after`, in order.
+    async fn erasure_events(&self, after: u64, limit: u32)
+        -> Result<Vec<ErasureEvent>, StoreError>;
+    /// The newest cursor dropped by retention (0: none): a watcher behind
+    /// it has missed events.
+    async fn erasure_feed_floor(&self) -> Result<u64, StoreError>;
+    /// Drops feed events older than `before_ms`, except the newest event;
+    /// returns how many.
+    async fn prune_erasure_events(&self, before_ms: i64) -> Result<u64, StoreError>;
+}
+
 /// Durable jobs and their leases.
 #[async_trait]
 pub trait JobStore: Send + Sync {
@@ -382,7 +461,7 @@ pub trait Settings: Send + Sync {
 /// `&dyn JobStore`); an `Arc<dyn KeyStore>` converts into any of them.
 #[async_trait]
 pub trait KeyStore:
-    KeyRecords + JobStore + AuditLog + HoldStore + RequestLog + Settings + 'static
+    KeyRecords + ErasureLog + JobStore + AuditLog + HoldStore + RequestLog + Settings + 'static
 {
     /// Fails if the store cannot take writes now (its file deleted or
     /// replaced, its disk read-only or failing, the backend unreachable or

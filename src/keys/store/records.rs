@@ -392,3 +392,147 @@ pub enum DestroyKeks {
     /// an old version (written while the rotation ran); re-wrap them first.
     StillInUse(u64),
 }
+
+/// The state of an erasure asked for with a cooling-off window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleState {
+    /// Waiting for its deadline; the user is restricted meanwhile.
+    Scheduled,
+    /// Called off within the window; the user is served again.
+    Cancelled,
+}
+
+impl ScheduleState {
+    /// The state as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "scheduled" => Ok(Self::Scheduled),
+            "cancelled" => Ok(Self::Cancelled),
+            other => Err(StoreError::Backend(format!(
+                "unknown scheduled-erasure state {other:?}"
+            ))),
+        }
+    }
+}
+
+/// An erasure asked for with a cooling-off window (until it is carried
+/// out: the erasure deletes the record in its own transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledErasure {
+    /// The user.
+    pub pseudonym: Pseudonym,
+    /// Scheduled or cancelled.
+    pub state: ScheduleState,
+    /// When the user is to be erased, Unix milliseconds.
+    pub due_ms: i64,
+    /// When it was asked for.
+    pub requested_at_ms: i64,
+    /// Who asked.
+    pub requested_by: String,
+    /// The request (call or batch) that asked; empty if none was given.
+    pub request_id: String,
+    /// When the state last changed (the cancellation's time, once
+    /// cancelled).
+    pub updated_at_ms: i64,
+}
+
+/// What an erasure-feed event says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErasureEventKind {
+    /// An erasure was scheduled (its deadline in the event).
+    Scheduled,
+    /// A scheduled erasure was cancelled.
+    Cancelled,
+    /// The user's keys were destroyed.
+    Erased,
+    /// The user's ciphertext was deleted (the garbage collection ended).
+    Collected,
+}
+
+impl ErasureEventKind {
+    /// The kind as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Cancelled => "cancelled",
+            Self::Erased => "erased",
+            Self::Collected => "collected",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "scheduled" => Ok(Self::Scheduled),
+            "cancelled" => Ok(Self::Cancelled),
+            "erased" => Ok(Self::Erased),
+            "collected" => Ok(Self::Collected),
+            other => Err(StoreError::Backend(format!(
+                "unknown erasure event kind {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One event of the erasure feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureEvent {
+    /// Its place in the feed: strictly increasing in commit order.
+    pub cursor: u64,
+    /// When it happened, Unix milliseconds.
+    pub at_ms: i64,
+    /// What happened.
+    pub kind: ErasureEventKind,
+    /// To whom.
+    pub pseudonym: Pseudonym,
+    /// A scheduled erasure's deadline; 0 for other kinds.
+    pub due_ms: i64,
+}
+
+/// How one user's erasure in a batch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EraseOutcome {
+    /// Erased now, or earlier (the first tombstone, unchanged).
+    Erased(Tombstone),
+    /// Refused: legal holds by this many cases name the user; nothing was
+    /// written for them.
+    Held {
+        /// How many cases hold the user.
+        cases: usize,
+    },
+    /// Erasing only what was due: the user's erasure was cancelled, or is
+    /// no longer scheduled, or not yet due; nothing was written for them.
+    NotDue,
+}
+
+/// How scheduling an erasure ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleOutcome {
+    /// Scheduled now, or already (the earlier schedule stands, its deadline
+    /// unchanged), or cancelled by the time a retry of the same request
+    /// came (the record as it stands).
+    Scheduled(ScheduledErasure),
+    /// The user is erased already.
+    Erased(Tombstone),
+}
+
+/// How cancelling a scheduled erasure ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Cancelled now, or already.
+    Cancelled(ScheduledErasure),
+    /// No erasure was scheduled for the user.
+    NotScheduled,
+    /// Too late: the user is erased.
+    Erased(Tombstone),
+}
+
+/// The settings key under which the store records the newest erasure-feed
+/// cursor dropped by retention (0 or absent: none dropped).
+pub const ERASURE_FEED_FLOOR_META: &str = "erasure_feed_floor";

@@ -101,6 +101,7 @@ async fn no_plaintext_or_user_id_at_rest() {
         .await
         .erase_user(pb::EraseUserRequest {
             user_id: ERASED_USER.into(),
+            after_seconds: 0,
         })
         .await
         .expect("erase");

@@ -237,6 +237,7 @@ async fn invalid_user_ids() {
             .await
             .erase_user(pb::EraseUserRequest {
                 user_id: user.into(),
+                after_seconds: 0,
             })
             .await;
         expect_invalid(r, "user_id", &format!("EraseUser, {w}"));

@@ -213,6 +213,7 @@ async fn get_erasure_of_a_user_never_erased_is_not_found() {
         .await
         .erase_user(pb::EraseUserRequest {
             user_id: String::new(),
+            after_seconds: 0,
         })
         .await;
     expect_code(r, Code::InvalidArgument, "EraseUser with an empty user id");

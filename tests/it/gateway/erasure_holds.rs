@@ -205,6 +205,7 @@ async fn concurrent_erasures_run_gc_once_with_an_exact_count() {
                     .unwrap()
                     .erase_user(pb::EraseUserRequest {
                         user_id: "retried".into(),
+                        after_seconds: 0,
                     })
                     .await
                     .map(tonic::Response::into_inner)

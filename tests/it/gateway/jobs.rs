@@ -254,6 +254,7 @@ async fn a_job_resumes_from_its_checkpoint_after_sigkill() {
     let receipt = ErasureServiceClient::new(channel(addr).await)
         .erase_user(pb::EraseUserRequest {
             user_id: "killed".into(),
+            after_seconds: 0,
         })
         .await
         .unwrap()

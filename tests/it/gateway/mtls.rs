@@ -26,6 +26,7 @@ async fn erase(
     client
         .erase_user(pb::EraseUserRequest {
             user_id: user.into(),
+            after_seconds: 0,
         })
         .await
         .map(drop)

@@ -273,6 +273,24 @@ impl Engine for PgEngine {
             .await
     }
 
+    /// One statement, in ascending order of the locks' keys.
+    async fn lock_users(&self, tx: &mut Tx, ps: &[Pseudonym]) -> Result<(), StoreError> {
+        self.bounded(async {
+            let names: Vec<String> = ps.iter().map(Pseudonym::to_string).collect();
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock($1, h) FROM
+                   (SELECT DISTINCT hashtext(p) AS h FROM unnest($2::text[]) AS p ORDER BY h) AS s",
+            )
+            .bind(LOCK_USER)
+            .bind(names)
+            .execute(&mut **tx)
+            .await
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// In ascending order, so that two writers never wait on each other.
     async fn lock_shards(
         &self,

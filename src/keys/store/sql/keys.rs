@@ -7,89 +7,10 @@ use crate::clock::unix_ms;
 use crate::crypto::Pseudonym;
 use crate::keys::store::engine::{params, Engine, SqlRow};
 use crate::keys::store::{
-    AuditEntry, DestroyKeks, InsertOutcome, Invalidation, KekInfo, KekRecord, KekRewrap,
-    KeyRecords, LeasedProgress, StoreError, Tombstone, UserKeyRecord, UserKeyRewrap, UserKeyState,
-    DECOMMISSIONED_META, JOB_KIND_ERASURE_GC,
+    AuditEntry, DestroyKeks, EraseOutcome, InsertOutcome, Invalidation, KekInfo, KekRecord,
+    KekRewrap, KeyRecords, LeasedProgress, StoreError, Tombstone, UserKeyRecord, UserKeyRewrap,
+    UserKeyState, DECOMMISSIONED_META,
 };
-
-impl<E: Engine> SqlStore<E> {
-    /// One erasure transaction. A repeated erasure returns the tombstone
-    /// already there.
-    async fn erase_once(
-        &self,
-        p: &Pseudonym,
-        now: i64,
-        gc_job_id: &str,
-        principal: &str,
-    ) -> Result<Tombstone, StoreError> {
-        let mut tx = self.begin().await?;
-        tx.lock_user(p).await?;
-        if let Some(t) = tx.tombstone(p).await? {
-            tx.commit().await?;
-            return Ok(t);
-        }
-        // Under the user's lock: no hold can be placed between this check
-        // and the erasure.
-        let cases = tx
-            .count(
-                "SELECT COUNT(*) AS n FROM legal_holds WHERE pseudonym = $1",
-                params![p],
-            )
-            .await?;
-        if cases > 0 {
-            return Err(StoreError::LegalHold {
-                cases: usize::try_from(cases).unwrap_or(usize::MAX),
-            });
-        }
-        let mut destroyed_versions = tx
-            .rows(
-                "DELETE FROM user_keys WHERE pseudonym = $1 RETURNING version",
-                params![p],
-            )
-            .await?
-            .iter()
-            .map(|row| u32_of(row.int("version")?))
-            .collect::<Result<Vec<_>, _>>()?;
-        destroyed_versions.sort_unstable();
-        let list = destroyed_versions
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        tx.execute("DELETE FROM requests WHERE pseudonym = $1", params![p])
-            .await?;
-        tx.execute(
-            "INSERT INTO tombstones (pseudonym, erased_at_ms, destroyed_versions, gc_job_id)
-             VALUES ($1, $2, $3, $4)",
-            params![p, now, &list, gc_job_id],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO jobs (id, kind, pseudonym, state, done, last_error, created_at_ms,
-                               updated_at_ms)
-             VALUES ($1, $2, $3, 'pending', 0, '', $4, $5)",
-            params![gc_job_id, JOB_KIND_ERASURE_GC, p, now, now],
-        )
-        .await?;
-        tx.append_audit(&AuditEntry {
-            at_ms: now,
-            principal: principal.to_string(),
-            action: "erase_user".into(),
-            pseudonym: Some(*p),
-            outcome: "ok".into(),
-            detail: format!("destroyed user key versions [{list}]; gc job {gc_job_id}"),
-        })
-        .await?;
-        tx.notify(&[Invalidation::User(*p)]).await?;
-        tx.commit().await?;
-        Ok(Tombstone {
-            pseudonym: *p,
-            erased_at_ms: now,
-            destroyed_versions,
-            gc_job_id: gc_job_id.to_string(),
-        })
-    }
-}
 
 fn user_keys(rows: &[impl SqlRow]) -> Result<Vec<UserKeyRecord>, StoreError> {
     rows.iter().map(user_key_row).collect()
@@ -522,21 +443,18 @@ impl<E: Engine> KeyRecords for SqlStore<E> {
         gc_job_id: &str,
         principal: &str,
     ) -> Result<Tombstone, StoreError> {
-        let tombstone = match self.erase_once(p, now, gc_job_id, principal).await {
-            // Uploads may have filled the disk: erasure must still work.
-            Err(StoreError::Full(m)) => {
-                if !self.engine.release_reserve().await {
-                    return Err(StoreError::Full(m));
-                }
-                self.erase_once(p, now, gc_job_id, principal).await?
-            }
-            other => other?,
-        };
-        // Also for a repeated erasure: a scrub that failed before is
-        // retried by the caller's retry.
-        self.engine.scrub().await?;
-        self.engine.ensure_reserve().await;
-        Ok(tombstone)
+        let users = [(*p, gc_job_id.to_string())];
+        match self
+            .erase_with_reserve(&users, now, principal, None)
+            .await?
+            .pop()
+        {
+            Some(EraseOutcome::Erased(t)) => Ok(t),
+            Some(EraseOutcome::Held { cases }) => Err(StoreError::LegalHold { cases }),
+            Some(EraseOutcome::NotDue) | None => Err(StoreError::Backend(
+                "an erasure of one user ended without an outcome".into(),
+            )),
+        }
     }
 
     async fn decommission(&self, at_ms: i64, principal: &str) -> Result<(u64, u64), StoreError> {

@@ -26,6 +26,7 @@
 //! returns when it destroyed key material.
 
 mod audit;
+mod erasures;
 mod holds;
 mod jobs;
 mod keys;
@@ -122,20 +123,16 @@ impl<E: Engine> Write<'_, E> {
         Ok(self.rows(sql, params).await?.into_iter().next())
     }
 
-    /// The integer in column `n` of the first row (a `COUNT(*) AS n`).
-    async fn count(&mut self, sql: &str, params: Vec<Param>) -> Result<i64, StoreError> {
-        match self.row(sql, params).await? {
-            Some(row) => row.int("n"),
-            None => Ok(0),
-        }
-    }
-
     async fn commit(self) -> Result<(), StoreError> {
         self.engine.commit(self.tx).await
     }
 
     async fn lock_user(&mut self, p: &Pseudonym) -> Result<(), StoreError> {
         self.engine.lock_user(&mut self.tx, p).await
+    }
+
+    async fn lock_users(&mut self, ps: &[Pseudonym]) -> Result<(), StoreError> {
+        self.engine.lock_users(&mut self.tx, ps).await
     }
 
     async fn lock_shards(&mut self, shards: &[u32], exclusive: bool) -> Result<(), StoreError> {
@@ -152,6 +149,20 @@ impl<E: Engine> Write<'_, E> {
     /// the audit lock: if the record cannot be written, nothing the
     /// transaction did is.
     async fn append_audit(&mut self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
+        let mut records = self.append_audits(std::slice::from_ref(entry)).await?;
+        records
+            .pop()
+            .ok_or_else(|| StoreError::Backend("no audit record appended".into()))
+    }
+
+    /// Appends `entries` to the audit chain in order, as
+    /// [`Write::append_audit`] does one: one read of the chain's end, one
+    /// insert (of at most [`AUDIT_ROWS_PER_INSERT`] rows at a time) and one
+    /// head update, whatever their number.
+    async fn append_audits(
+        &mut self,
+        entries: &[AuditEntry],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         self.engine.lock_audit(&mut self.tx).await?;
         let last = self
             .row(
@@ -159,7 +170,7 @@ impl<E: Engine> Write<'_, E> {
                 params![],
             )
             .await?;
-        let (id, prev_hash) = match last {
+        let (mut id, mut prev_hash) = match last {
             None => (1, [0u8; 32]),
             Some(row) => {
                 // A row without a readable hash (written around the chain)
@@ -173,31 +184,44 @@ impl<E: Engine> Write<'_, E> {
                 (id + 1, hash)
             }
         };
-        let hash = audit_hash(id, entry, &prev_hash);
-        self.execute(
-            "INSERT INTO audit (id, at_ms, principal, action, pseudonym, outcome, detail,
-                                prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            params![
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let hash = audit_hash(id, entry, &prev_hash);
+            records.push(AuditRecord {
                 id,
-                entry.at_ms,
-                &entry.principal,
-                &entry.action,
-                entry.pseudonym.as_ref(),
-                &entry.outcome,
-                &entry.detail,
-                hex::encode(prev_hash),
-                hex::encode(hash),
-            ],
-        )
-        .await?;
-        self.set_audit_head(id, &hash).await?;
-        Ok(AuditRecord {
-            id,
-            entry: entry.clone(),
-            prev_hash,
-            hash,
-        })
+                entry: entry.clone(),
+                prev_hash,
+                hash,
+            });
+            (id, prev_hash) = (id + 1, hash);
+        }
+        for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut values = Vec::with_capacity(chunk.len() * 9);
+            for r in chunk {
+                values.extend(params![
+                    r.id,
+                    r.entry.at_ms,
+                    &r.entry.principal,
+                    &r.entry.action,
+                    r.entry.pseudonym.as_ref(),
+                    &r.entry.outcome,
+                    &r.entry.detail,
+                    hex::encode(r.prev_hash),
+                    hex::encode(r.hash),
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO audit (id, at_ms, principal, action, pseudonym, outcome, detail,
+                                    prev_hash, hash)
+                 VALUES {}",
+                value_rows(chunk.len(), 9)
+            );
+            self.execute(&sql, values).await?;
+        }
+        if let Some(r) = records.last() {
+            self.set_audit_head(r.id, &r.hash).await?;
+        }
+        Ok(records)
     }
 
     /// Records the chain's head apart from the records, so that removing
@@ -282,6 +306,30 @@ impl<E: Engine> Write<'_, E> {
             .is_some_and(|v| v > i64::from(r.kek_version))
             .then_some(InsertOutcome::StaleKek))
     }
+}
+
+/// Audit records one INSERT writes at most (9 parameters each: well
+/// within SQLite's and PostgreSQL's limits on parameters).
+const AUDIT_ROWS_PER_INSERT: usize = 500;
+
+/// `n` rows of `cols` placeholders each, numbered from `$1`:
+/// `($1, $2), ($3, $4)` for 2 rows of 2.
+pub(crate) fn value_rows(n: usize, cols: usize) -> String {
+    (0..n)
+        .map(|r| {
+            let row: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `n` placeholders numbered from `$first`, for `IN (...)`.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Records the audit chain's head (`$1`, [`audit_head_value`]).

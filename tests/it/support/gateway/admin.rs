@@ -45,6 +45,7 @@ pub async fn try_erase(gw: &TestGateway, user: &str) -> Result<pb::EraseReceipt,
         .await
         .erase_user(pb::EraseUserRequest {
             user_id: user.into(),
+            after_seconds: 0,
         })
         .await
         .map(tonic::Response::into_inner)
