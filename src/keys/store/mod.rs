@@ -215,6 +215,16 @@ pub trait KeyRecords: Send + Sync {
         gc_job_id: &str,
         principal: &str,
     ) -> Result<Tombstone, StoreError>;
+    /// The signed receipt stored with the user's tombstone, if any.
+    async fn erasure_receipt(&self, pseudonym: &Pseudonym) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores the user's signed erasure receipt unless one is stored
+    /// (replicas racing end with one); returns the receipt that holds.
+    /// [`StoreError::Backend`] if the user has no tombstone.
+    async fn set_erasure_receipt(
+        &self,
+        pseudonym: &Pseudonym,
+        receipt: &[u8],
+    ) -> Result<Vec<u8>, StoreError>;
     /// In one transaction: deletes every user key and every KEK, marks
     /// the store decommissioned at `at_ms` (see [`DECOMMISSIONED_META`])
     /// and records it for `principal`; scrubbed as an erasure. Returns the

@@ -539,6 +539,40 @@ impl<E: Engine> KeyRecords for SqlStore<E> {
         Ok(tombstone)
     }
 
+    async fn erasure_receipt(&self, p: &Pseudonym) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = self
+            .row(
+                "SELECT receipt FROM tombstones WHERE pseudonym = $1 AND receipt IS NOT NULL",
+                params![p],
+            )
+            .await?;
+        row.map(|row| row.bytes("receipt")).transpose()
+    }
+
+    async fn set_erasure_receipt(
+        &self,
+        p: &Pseudonym,
+        receipt: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut tx = self.begin().await?;
+        tx.lock_user(p).await?;
+        tx.execute(
+            "UPDATE tombstones SET receipt = $2 WHERE pseudonym = $1 AND receipt IS NULL",
+            params![p, receipt],
+        )
+        .await?;
+        let held = tx
+            .row(
+                "SELECT receipt FROM tombstones WHERE pseudonym = $1 AND receipt IS NOT NULL",
+                params![p],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Backend("no tombstone to hold the erasure receipt".into()))?
+            .bytes("receipt")?;
+        tx.commit().await?;
+        Ok(held)
+    }
+
     async fn decommission(&self, at_ms: i64, principal: &str) -> Result<(u64, u64), StoreError> {
         let mut tx = self.begin().await?;
         let users = tx.execute("DELETE FROM user_keys", params![]).await?;
