@@ -18,12 +18,15 @@ use crate::error::{Error, Reason};
 use crate::jobs::JobRunner;
 use crate::keys::store::{AuditEntry, JobRecord, KeyStore, Tombstone};
 use crate::keys::KeyHierarchy;
+use crate::receipt::keys::ReceiptSigner;
 
 /// The erasure service.
 pub struct Erasure {
     keys: Arc<KeyHierarchy>,
     store: Arc<dyn KeyStore>,
     jobs: JobRunner,
+    /// Signs erasure receipts ([`Self::with_receipts`]).
+    receipts: Option<Arc<ReceiptSigner>>,
 }
 
 /// What GetErasure reports.
@@ -38,7 +41,19 @@ pub struct ErasureStatus {
 impl Erasure {
     /// Builds the service.
     pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>, jobs: JobRunner) -> Self {
-        Self { keys, store, jobs }
+        Self {
+            keys,
+            store,
+            jobs,
+            receipts: None,
+        }
+    }
+
+    /// Signs erasure receipts with `signer` ([`Self::receipt`]).
+    #[must_use]
+    pub fn with_receipts(mut self, signer: Arc<ReceiptSigner>) -> Self {
+        self.receipts = Some(signer);
+        self
     }
 
     fn pseudonym(&self, user_id: &str) -> Result<Pseudonym, Error> {
@@ -98,6 +113,58 @@ impl Erasure {
         );
         self.jobs.schedule(&tombstone.gc_job_id);
         Ok(tombstone)
+    }
+
+    /// [`Self::erase`], then the erasure's signed receipt
+    /// ([`Self::receipt`]), made right after the erasure commits.
+    ///
+    /// # Errors
+    /// Those of [`Self::erase`]; those of [`Self::receipt`], in which case
+    /// the erasure stands and erasing again returns its receipt.
+    pub async fn erase_signed(
+        &self,
+        principal: &str,
+        user_id: &str,
+    ) -> Result<(Tombstone, Vec<u8>), Error> {
+        let tombstone = self.erase(principal, user_id).await?;
+        let receipt = self.receipt(&tombstone).await.inspect_err(|e| {
+            tracing::warn!(
+                pseudonym = %tombstone.pseudonym,
+                error = %e,
+                "user erased, but its receipt could not be signed; erasing again signs it"
+            );
+        })?;
+        Ok((tombstone, receipt))
+    }
+
+    /// The signed receipt file of an erasure (FORMAT.md, "Erasure
+    /// receipts"): the stored one, else signed now (with the backup horizon
+    /// of now) and stored, so every later call returns the same bytes.
+    ///
+    /// # Errors
+    /// Master-key and key-store failures; [`Error::Internal`] without a
+    /// signer.
+    pub async fn receipt(&self, t: &Tombstone) -> Result<Vec<u8>, Error> {
+        if let Some(stored) = self.store.erasure_receipt(&t.pseudonym).await? {
+            return Ok(stored);
+        }
+        let signer = self
+            .receipts
+            .as_ref()
+            .ok_or_else(|| Error::Internal("erasure receipts are not configured".into()))?;
+        let signed = signer.sign(t, self.backup_horizon_ms(t)).await?;
+        Ok(self
+            .store
+            .set_erasure_receipt(&t.pseudonym, &signed)
+            .await?)
+    }
+
+    /// Every receipt-signing public key ever used, by key id.
+    ///
+    /// # Errors
+    /// Key-store failures.
+    pub async fn receipt_public_keys(&self) -> Result<Vec<crate::receipt::PublicKey>, Error> {
+        crate::receipt::keys::public_keys(&*self.store).await
     }
 
     /// When a key-store copy from before this erasure stops opening the

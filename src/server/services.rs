@@ -25,6 +25,7 @@ use crate::keys::store::{
     JOB_KIND_ROTATE_MASTER,
 };
 use crate::keys::{CachePolicy, KeyHierarchy};
+use crate::receipt::keys::ReceiptSigner;
 
 /// The parts of the configuration the services are built from.
 pub(super) struct ServiceSettings<'a> {
@@ -123,7 +124,11 @@ impl ServiceSettings<'_> {
         }
         Ok(Gateway {
             content,
-            erasure: Arc::new(Erasure::new(keys.clone(), store.clone(), jobs.clone())),
+            erasure: Arc::new(
+                Erasure::new(keys.clone(), store.clone(), jobs.clone()).with_receipts(Arc::new(
+                    ReceiptSigner::new(keys.master().clone(), store.clone(), self.region),
+                )),
+            ),
             admin,
             holds: Arc::new(LegalHolds::new(keys.clone(), store.clone())),
             audit: Arc::new(AuditTrail::new(keys, store.clone())),
