@@ -2,6 +2,10 @@
 //! receipt; `sealgate erasure status`: the receipt of an erasure made
 //! before, with its garbage collection's progress.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
+
 use super::{connect, Endpoint};
 use crate::api::pb;
 use pb::erasure_service_client::ErasureServiceClient;
@@ -12,15 +16,27 @@ pub(super) struct EraseArgs {
     endpoint: Endpoint,
     #[arg(long)]
     user: String,
+    /// Writes the signed receipt file here (`sealgate receipt verify`
+    /// checks it).
+    #[arg(long)]
+    receipt: Option<PathBuf>,
 }
 
 pub(super) async fn run(args: EraseArgs) -> anyhow::Result<()> {
-    let EraseArgs { endpoint, user } = args;
+    let EraseArgs {
+        endpoint,
+        user,
+        receipt: receipt_file,
+    } = args;
     let mut client = ErasureServiceClient::new(connect(&endpoint).await?);
     let receipt = client
         .erase_user(pb::EraseUserRequest { user_id: user })
         .await?
         .into_inner();
+    if let Some(path) = &receipt_file {
+        std::fs::write(path, &receipt.signed_receipt)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     print_receipt(&receipt);
     Ok(())
 }
@@ -89,4 +105,7 @@ fn print_receipt(r: &pb::EraseReceipt) {
         println!("backup_horizon: none (the key schedule is off: backups stay openable)");
     }
     println!("backup_horizon_unix_ms: {}", r.backup_horizon_unix_ms);
+    println!("signing_key_id: {}", r.signing_key_id);
+    println!("deployment_id: {}", r.deployment_id);
+    println!("region: {}", r.region);
 }
