@@ -32,6 +32,7 @@ use crate::keys::store::{
     ScheduleState, ScheduledErasure, Tombstone,
 };
 use crate::keys::KeyHierarchy;
+use crate::receipt::keys::ReceiptSigner;
 
 /// The most users one batch may name.
 pub const MAX_BATCH: usize = 1000;
@@ -52,6 +53,8 @@ pub struct Erasure {
     /// Woken after every change this process commits, so that watchers
     /// here see it at once (others poll).
     changed: tokio::sync::watch::Sender<u64>,
+    /// Signs erasure receipts ([`Self::with_receipts`]).
+    receipts: Option<Arc<ReceiptSigner>>,
 }
 
 /// The settings of the deletion workflow.
@@ -76,8 +79,8 @@ impl Default for ErasureSettings {
 /// What asking for a user's erasure did.
 #[derive(Debug, Clone)]
 pub enum Asked {
-    /// Erased (now or before): the tombstone is the receipt.
-    Erased(Tombstone),
+    /// Erased (now or before): the tombstone and its signed receipt file.
+    Erased(Tombstone, Vec<u8>),
     /// Scheduled (now or before), or cancelled since by the same request.
     Scheduled(ScheduledErasure),
 }
@@ -87,10 +90,12 @@ pub enum Asked {
 pub enum ErasureStatus {
     /// Erased: the receipt, and its garbage-collection job if recorded.
     Erased {
-        /// The receipt of the erasure.
+        /// The record of the erasure.
         tombstone: Tombstone,
+        /// Its signed receipt file.
+        receipt: Vec<u8>,
         /// Its garbage-collection job, if recorded.
-        gc: Option<JobRecord>,
+        gc: Option<Box<JobRecord>>,
     },
     /// Scheduled or cancelled.
     Scheduled(ScheduledErasure),
@@ -110,7 +115,77 @@ impl Erasure {
             jobs,
             settings,
             changed: tokio::sync::watch::Sender::new(0),
+            receipts: None,
         }
+    }
+
+    /// Signs erasure receipts with `signer` ([`Self::receipts`]).
+    #[must_use]
+    pub fn with_receipts(mut self, signer: Arc<ReceiptSigner>) -> Self {
+        self.receipts = Some(signer);
+        self
+    }
+
+    /// The signed receipt file of an erasure (FORMAT.md, "Erasure
+    /// receipts"): see [`Self::receipts`].
+    ///
+    /// # Errors
+    /// As [`Self::receipts`].
+    pub async fn receipt(&self, t: &Tombstone) -> Result<Vec<u8>, Error> {
+        self.receipts(std::slice::from_ref(t))
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal("no erasure receipt".into()))
+    }
+
+    /// The signed receipt files of erasures, in order: the stored ones,
+    /// the others signed now (with the backup horizon of now) and stored
+    /// in one transaction, so every later call returns the same bytes.
+    ///
+    /// # Errors
+    /// Master-key and key-store failures; [`Error::Internal`] without a
+    /// signer.
+    pub async fn receipts(&self, ts: &[Tombstone]) -> Result<Vec<Vec<u8>>, Error> {
+        let ps: Vec<Pseudonym> = ts.iter().map(|t| t.pseudonym).collect();
+        let mut held: HashMap<Pseudonym, Vec<u8>> = self
+            .store
+            .erasure_receipts(&ps)
+            .await?
+            .into_iter()
+            .collect();
+        let missing: Vec<&Tombstone> = ts
+            .iter()
+            .filter(|t| !held.contains_key(&t.pseudonym))
+            .collect();
+        if !missing.is_empty() {
+            let signer = self
+                .receipts
+                .as_ref()
+                .ok_or_else(|| Error::Internal("erasure receipts are not configured".into()))?;
+            let mut signed = Vec::with_capacity(missing.len());
+            for t in missing {
+                signed.push((
+                    t.pseudonym,
+                    signer.sign(t, self.backup_horizon_ms(t)).await?,
+                ));
+            }
+            held.extend(self.store.set_erasure_receipts(&signed).await?);
+        }
+        ts.iter()
+            .map(|t| {
+                held.get(&t.pseudonym)
+                    .cloned()
+                    .ok_or_else(|| Error::Internal("an erasure receipt went missing".into()))
+            })
+            .collect()
+    }
+
+    /// Every receipt-signing public key ever used, by key id.
+    ///
+    /// # Errors
+    /// Key-store failures.
+    pub async fn receipt_public_keys(&self) -> Result<Vec<crate::receipt::PublicKey>, Error> {
+        crate::receipt::keys::public_keys(&*self.store).await
     }
 
     fn pseudonym(&self, user_id: &str) -> Result<Pseudonym, Error> {
@@ -230,11 +305,30 @@ impl Erasure {
         results: &mut HashMap<Pseudonym, Result<Asked, Error>>,
     ) -> Result<(), Error> {
         let outcomes = self.keys.erase_many(ps, principal, false).await?;
+        let erased: Vec<Tombstone> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                EraseOutcome::Erased(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        for t in &erased {
+            self.erased(principal, t);
+        }
+        // Signed right after the commit; if signing fails the erasures
+        // stand, and asking again (or GetErasure) signs them.
+        let receipts: HashMap<Pseudonym, Vec<u8>> = erased
+            .iter()
+            .map(|t| t.pseudonym)
+            .zip(self.receipts(&erased).await.inspect_err(|e| {
+                tracing::warn!(error = %e, "users erased, but their receipts could not be signed; erasing again signs them");
+            })?)
+            .collect();
         for (p, outcome) in ps.iter().zip(outcomes) {
             let result = match outcome {
                 EraseOutcome::Erased(t) => {
-                    self.erased(principal, &t);
-                    Ok(Asked::Erased(t))
+                    let receipt = receipts.get(p).cloned().unwrap_or_default();
+                    Ok(Asked::Erased(t, receipt))
                 }
                 EraseOutcome::Held { cases } => {
                     let e = Error::from(crate::keys::KeyError::LegalHold { cases });
@@ -280,7 +374,10 @@ impl Erasure {
                     restricted.push(*p);
                     Ok(Asked::Scheduled(s))
                 }
-                ScheduleOutcome::Erased(t) => Ok(Asked::Erased(t)),
+                ScheduleOutcome::Erased(t) => {
+                    let receipt = self.receipt(&t).await?;
+                    Ok(Asked::Erased(t, receipt))
+                }
             };
             results.insert(*p, result);
         }
@@ -372,8 +469,14 @@ impl Erasure {
     pub async fn status(&self, user_id: &str) -> Result<ErasureStatus, Error> {
         let p = self.pseudonym(user_id)?;
         if let Some(tombstone) = self.store.tombstone(&p).await? {
-            let gc = self.store.job(&tombstone.gc_job_id).await?;
-            return Ok(ErasureStatus::Erased { tombstone, gc });
+            let gc = self.store.job(&tombstone.gc_job_id).await?.map(Box::new);
+            // Signed here if the process that erased died before signing.
+            let receipt = self.receipt(&tombstone).await?;
+            return Ok(ErasureStatus::Erased {
+                tombstone,
+                receipt,
+                gc,
+            });
         }
         self.store
             .scheduled_erasure(&p)
@@ -395,13 +498,19 @@ impl Erasure {
         let mut erased = 0;
         if !due.is_empty() {
             let outcomes = self.keys.erase_many(&due, SCHEDULE_PRINCIPAL, true).await?;
+            let mut done = Vec::new();
             for outcome in outcomes {
                 if let EraseOutcome::Erased(t) = outcome {
                     if t.erased_at_ms >= now {
                         erased += 1;
                     }
                     self.erased(SCHEDULE_PRINCIPAL, &t);
+                    done.push(t);
                 }
+            }
+            // Signed now; if that fails, GetErasure signs them later.
+            if let Err(e) = self.receipts(&done).await {
+                tracing::warn!(error = %e, "scheduled erasures ran, but their receipts could not be signed yet");
             }
             self.changed.send_modify(|n| *n += 1);
         }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod holds;
 pub mod jobs;
 pub mod keyadmin;
+pub mod receipt;
 
 pub mod blob;
 pub mod keys;

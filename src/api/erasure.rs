@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::{job_progress, pb};
 use crate::erasure::{Asked, Erasure, ErasureStatus};
+use crate::error::Error;
 use crate::keys::store::{
     ErasureEvent, ErasureEventKind, ScheduleState, ScheduledErasure, Tombstone,
 };
@@ -31,8 +32,12 @@ impl ErasureApi {
         Self { erasure }
     }
 
-    fn receipt(&self, t: &Tombstone) -> pb::EraseReceipt {
-        pb::EraseReceipt {
+    /// The receipt of an erasure, with its signed receipt file and the
+    /// fields the file names.
+    fn receipt(&self, t: &Tombstone, file: &[u8]) -> Result<pb::EraseReceipt, Status> {
+        let (decoded, _, _) = crate::receipt::parse_file(file)
+            .map_err(|e| Status::from(Error::Internal(format!("stored erasure receipt: {e}"))))?;
+        Ok(pb::EraseReceipt {
             backup_horizon_unix_ms: self.erasure.backup_horizon_ms(t).unwrap_or(0),
             pseudonym: t.pseudonym.to_string(),
             erased_at_unix_ms: t.erased_at_ms,
@@ -40,26 +45,34 @@ impl ErasureApi {
             gc_job_id: t.gc_job_id.clone(),
             state: pb::ErasureState::Erased.into(),
             due_unix_ms: 0,
-        }
+            signed_receipt: file.to_vec().into(),
+            signing_key_id: decoded.key_id,
+            deployment_id: decoded.deployment_id,
+            region: decoded.region,
+        })
     }
 
-    fn asked(&self, asked: &Asked) -> pb::EraseReceipt {
-        match asked {
-            Asked::Erased(t) => self.receipt(t),
+    fn asked(&self, asked: &Asked) -> Result<pb::EraseReceipt, Status> {
+        Ok(match asked {
+            Asked::Erased(t, file) => self.receipt(t, file)?,
             Asked::Scheduled(s) => pb::EraseReceipt {
                 pseudonym: s.pseudonym.to_string(),
                 state: schedule_state(s).into(),
                 due_unix_ms: s.due_ms,
                 ..Default::default()
             },
-        }
+        })
     }
 
-    fn status(&self, status: ErasureStatus) -> pb::ErasureStatus {
-        match status {
-            ErasureStatus::Erased { tombstone, gc } => pb::ErasureStatus {
-                receipt: Some(self.receipt(&tombstone)),
-                gc: gc.map(job_progress),
+    fn status(&self, status: ErasureStatus) -> Result<pb::ErasureStatus, Status> {
+        Ok(match status {
+            ErasureStatus::Erased {
+                tombstone,
+                receipt,
+                gc,
+            } => pb::ErasureStatus {
+                receipt: Some(self.receipt(&tombstone, &receipt)?),
+                gc: gc.map(|j| job_progress(*j)),
                 state: pb::ErasureState::Erased.into(),
                 ..Default::default()
             },
@@ -75,7 +88,7 @@ impl ErasureApi {
                     0
                 },
             },
-        }
+        })
     }
 }
 
@@ -120,7 +133,7 @@ impl pb::erasure_service_server::ErasureService for ErasureApi {
                 Duration::from_secs(r.after_seconds),
             )
             .await?;
-        Ok(Response::new(self.asked(&asked)))
+        Ok(Response::new(self.asked(&asked)?))
     }
 
     async fn get_erasure(
@@ -128,7 +141,7 @@ impl pb::erasure_service_server::ErasureService for ErasureApi {
         request: Request<pb::GetErasureRequest>,
     ) -> Result<Response<pb::ErasureStatus>, Status> {
         let status = self.erasure.status(&request.into_inner().user_id).await?;
-        Ok(Response::new(self.status(status)))
+        Ok(Response::new(self.status(status)?))
     }
 
     async fn cancel_erasure(
@@ -140,7 +153,7 @@ impl pb::erasure_service_server::ErasureService for ErasureApi {
             .erasure
             .cancel(caller.name(), &request.into_inner().user_id)
             .await?;
-        Ok(Response::new(self.status(status)))
+        Ok(Response::new(self.status(status)?))
     }
 
     async fn erase_users(
@@ -162,15 +175,36 @@ impl pb::erasure_service_server::ErasureService for ErasureApi {
             .user_ids
             .into_iter()
             .zip(results)
-            .map(|(user_id, result)| pb::EraseUsersResult {
-                user_id,
-                result: Some(match result {
-                    Ok(asked) => pb::erase_users_result::Result::Receipt(self.asked(&asked)),
-                    Err(e) => pb::erase_users_result::Result::Error(super::rpc_status(e)),
-                }),
+            .map(|(user_id, result)| {
+                Ok(pb::EraseUsersResult {
+                    user_id,
+                    result: Some(match result {
+                        Ok(asked) => pb::erase_users_result::Result::Receipt(self.asked(&asked)?),
+                        Err(e) => pb::erase_users_result::Result::Error(super::rpc_status(e)),
+                    }),
+                })
+            })
+            .collect::<Result<_, Status>>()?;
+        Ok(Response::new(pb::EraseUsersResponse { results }))
+    }
+
+    async fn receipt_public_keys(
+        &self,
+        request: Request<pb::ReceiptPublicKeysRequest>,
+    ) -> Result<Response<pb::ReceiptPublicKeysResponse>, Status> {
+        let want = request.into_inner().key_id;
+        let keys = self
+            .erasure
+            .receipt_public_keys()
+            .await?
+            .into_iter()
+            .filter(|k| want.is_empty() || k.key_id == want)
+            .map(|k| pb::ReceiptPublicKey {
+                key_id: k.key_id,
+                public_key: k.key.to_vec().into(),
             })
             .collect();
-        Ok(Response::new(pb::EraseUsersResponse { results }))
+        Ok(Response::new(pb::ReceiptPublicKeysResponse { keys }))
     }
 
     type WatchErasuresStream = EventStream;

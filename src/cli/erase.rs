@@ -4,6 +4,10 @@
 //! where a user's erasure stands, with its receipt and its garbage
 //! collection's progress; `sealgate erasures watch`: the erasure feed.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
+
 use super::{connect, Endpoint};
 use crate::api::pb;
 use pb::erasure_service_client::ErasureServiceClient;
@@ -27,6 +31,11 @@ pub(super) struct EraseArgs {
     /// Cancels the user's scheduled erasure instead.
     #[arg(long, conflicts_with_all = ["after", "batch"])]
     cancel: bool,
+    /// Writes the signed receipt file here (`sealgate receipt verify`
+    /// checks it); with `--after`, once the erasure ran use
+    /// `sealgate erasure status --receipt FILE`.
+    #[arg(long, conflicts_with = "batch")]
+    receipt: Option<PathBuf>,
     /// Names the batch, so that running the same command again after a
     /// lost answer is safe (batches: the id of the i-th 1,000 is
     /// `ID-i`).
@@ -56,8 +65,23 @@ pub(super) async fn run(args: EraseArgs) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
+    write_receipt(args.receipt.as_deref(), &receipt)?;
     print_receipt(&receipt);
     Ok(())
+}
+
+/// Writes the signed receipt file of `r` to `path`, if given; an error if
+/// the erasure has not run yet (nothing is signed before).
+fn write_receipt(path: Option<&std::path::Path>, r: &pb::EraseReceipt) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    if r.signed_receipt.is_empty() {
+        anyhow::bail!(
+            "no signed receipt yet: the erasure is {}; ask again with `sealgate erasure status --receipt FILE` once it ran",
+            state_name(r.state())
+        );
+    }
+    std::fs::write(path, &r.signed_receipt)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The users of `path` in batches of [`crate::erasure::MAX_BATCH`]: one
@@ -130,17 +154,33 @@ pub(super) struct StatusArgs {
     /// The user's id.
     #[arg(long)]
     user: String,
+    /// Writes the signed receipt file of an erasure that ran here.
+    #[arg(long)]
+    receipt: Option<PathBuf>,
 }
 
 /// Where the user's erasure stands; fails (`NotFound`) for a user never
 /// erased nor scheduled.
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let StatusArgs { endpoint, user } = args;
+    let StatusArgs {
+        endpoint,
+        user,
+        receipt,
+    } = args;
     let mut client = ErasureServiceClient::new(connect(&endpoint).await?);
     let status = client
         .get_erasure(pb::GetErasureRequest { user_id: user })
         .await?
         .into_inner();
+    if let Some(path) = &receipt {
+        let Some(r) = &status.receipt else {
+            anyhow::bail!(
+                "no signed receipt yet: the erasure is {}",
+                state_name(status.state())
+            );
+        };
+        write_receipt(Some(path), r)?;
+    }
     print_status(&status);
     Ok(())
 }
@@ -212,6 +252,9 @@ fn print_receipt(r: &pb::EraseReceipt) {
         println!("backup_horizon: none (the key schedule is off: backups stay openable)");
     }
     println!("backup_horizon_unix_ms: {}", r.backup_horizon_unix_ms);
+    println!("signing_key_id: {}", r.signing_key_id);
+    println!("deployment_id: {}", r.deployment_id);
+    println!("region: {}", r.region);
 }
 
 #[derive(Debug, clap::Args)]

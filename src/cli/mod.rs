@@ -26,6 +26,7 @@ mod keys;
 mod ls;
 mod progress;
 mod put;
+mod receipt;
 mod rm;
 mod serve;
 
@@ -114,6 +115,12 @@ enum Command {
     Erasures {
         #[command(subcommand)]
         command: ErasuresCommand,
+    },
+    /// Signed erasure receipts: the public keys that verify them, and
+    /// `verify`, offline.
+    Receipt {
+        #[command(subcommand)]
+        command: receipt::ReceiptCommand,
     },
     /// Key administration.
     Keys {
@@ -262,6 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Status(args),
         } => keys::status(args).await,
         Command::Hold { command } => hold::run(command).await,
+        Command::Receipt { command } => receipt::run(command).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Backup(args) => backup::run(args).await,

@@ -25,6 +25,7 @@ use crate::keys::store::{
     JOB_KIND_ROTATE_MASTER,
 };
 use crate::keys::{CachePolicy, KeyHierarchy};
+use crate::receipt::keys::ReceiptSigner;
 
 /// The parts of the configuration the services are built from.
 pub(super) struct ServiceSettings<'a> {
@@ -120,15 +121,22 @@ impl ServiceSettings<'_> {
         )
         .start();
         let admin = Arc::new(KeyAdmin::new(keys.clone(), store.clone(), jobs.clone()));
-        let erasure = Arc::new(Erasure::new(
-            keys.clone(),
-            store.clone(),
-            jobs.clone(),
-            ErasureSettings {
-                max_cooloff: self.erasure.max_cooloff(),
-                feed_retention: self.erasure.feed_retention(),
-            },
-        ));
+        let erasure = Arc::new(
+            Erasure::new(
+                keys.clone(),
+                store.clone(),
+                jobs.clone(),
+                ErasureSettings {
+                    max_cooloff: self.erasure.max_cooloff(),
+                    feed_retention: self.erasure.feed_retention(),
+                },
+            )
+            .with_receipts(Arc::new(ReceiptSigner::new(
+                keys.master().clone(),
+                store.clone(),
+                self.region,
+            ))),
+        );
         tokio::spawn(run_due_erasures(
             erasure.clone(),
             jobs.stop_signal(),

@@ -4,8 +4,8 @@
 //! ```text
 //! 5 server, cli, config, telemetry   process wiring, configuration, command line
 //! 4 api                              gRPC adapters
-//! 3 content, erasure, keyadmin,      domain services, their error, durable jobs
-//!   error, jobs
+//! 3 content, erasure, keyadmin,      domain services, their error, durable jobs,
+//!   error, jobs, receipt             signed erasure receipts
 //! 2 keys | blob                      key hierarchy | object storage (not each other)
 //! 1 crypto, names, metrics           pure: formats, AEAD, key types, naming rules;
 //!                                    the process's metrics
@@ -36,6 +36,7 @@ const RANKS: &[(&str, u8)] = &[
     ("content", 3),
     ("erasure", 3),
     ("keyadmin", 3),
+    ("receipt", 3),
     ("error", 3),
     ("holds", 3),
     ("audit", 3),
@@ -72,6 +73,9 @@ const SAME_RANK_ALLOWED: &[(&str, &str)] = &[
     ("erasure", "jobs"),
     ("keyadmin", "jobs"),
     ("content", "jobs"),
+    ("receipt", "error"),
+    ("erasure", "receipt"),
+    ("keyadmin", "receipt"),
 ];
 
 /// Rooms inside a module, and the rooms of that module each may name: a

@@ -22,6 +22,7 @@ mod metrics;
 mod parser_regressions;
 mod pg_outage;
 mod pg_tls;
+mod receipts;
 mod replicas;
 mod residency;
 mod s3_faults;

@@ -217,6 +217,20 @@ pub trait KeyRecords: Send + Sync {
         gc_job_id: &str,
         principal: &str,
     ) -> Result<Tombstone, StoreError>;
+    /// The signed receipts stored with the tombstones of those of `ps`
+    /// that have one.
+    async fn erasure_receipts(
+        &self,
+        ps: &[Pseudonym],
+    ) -> Result<Vec<(Pseudonym, Vec<u8>)>, StoreError>;
+    /// In one transaction, stores each user's signed erasure receipt
+    /// unless one is stored (replicas racing end with one); returns the
+    /// receipts that hold. [`StoreError::Backend`] if a user has no
+    /// tombstone.
+    async fn set_erasure_receipts(
+        &self,
+        receipts: &[(Pseudonym, Vec<u8>)],
+    ) -> Result<Vec<(Pseudonym, Vec<u8>)>, StoreError>;
     /// In one transaction: deletes every user key and every KEK, marks
     /// the store decommissioned at `at_ms` (see [`DECOMMISSIONED_META`])
     /// and records it for `principal`; scrubbed as an erasure. Returns the

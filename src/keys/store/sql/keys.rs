@@ -457,6 +457,55 @@ impl<E: Engine> KeyRecords for SqlStore<E> {
         }
     }
 
+    async fn erasure_receipts(
+        &self,
+        ps: &[Pseudonym],
+    ) -> Result<Vec<(Pseudonym, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ps.chunks(500) {
+            let sql = format!(
+                "SELECT pseudonym, receipt FROM tombstones
+                 WHERE pseudonym IN ({}) AND receipt IS NOT NULL",
+                super::placeholders(1, chunk.len())
+            );
+            let params = chunk
+                .iter()
+                .map(crate::keys::store::engine::Param::from)
+                .collect();
+            for row in self.rows(&sql, params).await? {
+                out.push((
+                    super::pseudonym_of(&row.text("pseudonym")?)?,
+                    row.bytes("receipt")?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_erasure_receipts(
+        &self,
+        receipts: &[(Pseudonym, Vec<u8>)],
+    ) -> Result<Vec<(Pseudonym, Vec<u8>)>, StoreError> {
+        let ps: Vec<Pseudonym> = receipts.iter().map(|(p, _)| *p).collect();
+        let mut tx = self.begin().await?;
+        tx.lock_users(&ps).await?;
+        for (p, receipt) in receipts {
+            tx.execute(
+                "UPDATE tombstones SET receipt = $2 WHERE pseudonym = $1 AND receipt IS NULL",
+                params![p, receipt],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let held = self.erasure_receipts(&ps).await?;
+        if held.len() != ps.len() {
+            return Err(StoreError::Backend(
+                "no tombstone to hold an erasure receipt".into(),
+            ));
+        }
+        Ok(held)
+    }
+
     async fn decommission(&self, at_ms: i64, principal: &str) -> Result<(u64, u64), StoreError> {
         let mut tx = self.begin().await?;
         let users = tx.execute("DELETE FROM user_keys", params![]).await?;

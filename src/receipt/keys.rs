@@ -1,0 +1,267 @@
+//! Receipt-signing keys: one Ed25519 key per master key version, held like
+//! the KEKs.
+//!
+//! A key's 32-byte seed is a [`Kek`]-shaped secret (random, zeroized on
+//! drop) wrapped by the master key provider ([`MasterKeyProvider::wrap_kek`])
+//! under the AAD `"sealgate/v1/receipt-key\0" || key id`, and kept in the
+//! key store's settings table:
+//!
+//! - `receipt_key:{master version, 10 digits}` = `{key id} {hex wrapped seed}`;
+//! - `receipt_public:{key id}` = hex public key, kept forever so that every
+//!   receipt ever signed can be verified.
+//!
+//! The signer uses the key of the provider's current master version and
+//! makes it on first use: the public key is published first, then the
+//! wrapped seed is set only if absent, so replicas racing agree on one key
+//! (the loser takes the winner's and withdraws its own public key). A new
+//! master version thus gets a new signing key; retiring a master version
+//! deletes its wrapped seed ([`forget_master_version`]), its public key
+//! stays.
+
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+
+use super::{PublicKey, Receipt, PUBLIC_KEY_LEN};
+use crate::crypto::Kek;
+use crate::error::Error;
+use crate::keys::keyring::MasterKeyProvider;
+use crate::keys::store::{KeyStore, Settings, Tombstone};
+use crate::keys::KeyError;
+
+/// Settings-key prefix of the wrapped signing keys, by master version.
+pub const KEY_PREFIX: &str = "receipt_key:";
+/// Settings-key prefix of the public keys, by key id.
+pub const PUBLIC_PREFIX: &str = "receipt_public:";
+
+/// The settings key of master `version`'s wrapped signing key.
+pub fn key_meta(version: u32) -> String {
+    format!("{KEY_PREFIX}{version:010}")
+}
+
+/// The settings key of a public key.
+pub fn public_meta(key_id: &str) -> String {
+    format!("{PUBLIC_PREFIX}{key_id}")
+}
+
+/// The AAD a signing key's seed is wrapped under.
+fn seed_aad(key_id: &str) -> Vec<u8> {
+    let mut aad = b"sealgate/v1/receipt-key\0".to_vec();
+    aad.extend_from_slice(key_id.as_bytes());
+    aad
+}
+
+/// An Ed25519 signing key (its key pair frees and cleanses its memory on
+/// drop) and its public key.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+    public: PublicKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({})", self.public.key_id)
+    }
+}
+
+impl SigningKey {
+    /// The key of a 32-byte seed.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the seed is refused (it is not 32 bytes).
+    pub fn from_seed(seed: &[u8]) -> Result<Self, Error> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+            .map_err(|e| Error::Internal(format!("receipt signing key: {e}")))?;
+        let key: [u8; PUBLIC_KEY_LEN] = pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .map_err(|_| Error::Internal("Ed25519 public key not 32 bytes".into()))?;
+        Ok(Self {
+            pair,
+            public: PublicKey::new(key),
+        })
+    }
+
+    /// The public key and its id.
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// Signs `receipt` (whose key id is set to this key's): the receipt
+    /// file, `encoding || signature`.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the receipt cannot be encoded.
+    pub fn sign(&self, mut receipt: Receipt) -> Result<Vec<u8>, Error> {
+        receipt.key_id.clone_from(&self.public.key_id);
+        let mut file = receipt
+            .encode()
+            .map_err(|e| Error::Internal(format!("erasure receipt: {e}")))?;
+        let signature = self.pair.sign(&file);
+        file.extend_from_slice(signature.as_ref());
+        Ok(file)
+    }
+}
+
+fn master_error(e: crate::keys::keyring::MasterKeyError) -> Error {
+    Error::from(KeyError::from(e))
+}
+
+/// Signs erasure receipts with the current master version's key.
+pub struct ReceiptSigner {
+    master: Arc<dyn MasterKeyProvider>,
+    store: Arc<dyn KeyStore>,
+    region: String,
+    /// The key last used and its master version.
+    current: tokio::sync::Mutex<Option<(u32, Arc<SigningKey>)>>,
+}
+
+impl ReceiptSigner {
+    /// A signer for the gateway running in `region`.
+    pub fn new(
+        master: Arc<dyn MasterKeyProvider>,
+        store: Arc<dyn KeyStore>,
+        region: impl Into<String>,
+    ) -> Self {
+        Self {
+            master,
+            store,
+            region: region.into(),
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The signed receipt file of an erasure, with the backup horizon
+    /// `horizon_ms` (`None`: 0).
+    ///
+    /// # Errors
+    /// Master-key and key-store failures; [`Error::Internal`] if the store
+    /// has no deployment id.
+    pub async fn sign(&self, t: &Tombstone, horizon_ms: Option<i64>) -> Result<Vec<u8>, Error> {
+        let deployment_id = self
+            .store
+            .store_id()
+            .await?
+            .ok_or_else(|| Error::Internal("the key store has no deployment id".into()))?;
+        let mut versions = t.destroyed_versions.clone();
+        versions.sort_unstable();
+        versions.dedup();
+        let key = self.key().await?;
+        key.sign(Receipt {
+            deployment_id,
+            region: self.region.clone(),
+            pseudonym: *t.pseudonym.as_bytes(),
+            erased_at_ms: t.erased_at_ms,
+            destroyed_versions: versions,
+            backup_horizon_ms: horizon_ms.unwrap_or(0).max(0),
+            key_id: String::new(),
+        })
+    }
+
+    /// The signing key of the provider's current master version, made if
+    /// there is none.
+    ///
+    /// # Errors
+    /// Master-key and key-store failures.
+    pub async fn key(&self) -> Result<Arc<SigningKey>, Error> {
+        let version = self.master.current_version();
+        let mut current = self.current.lock().await;
+        if let Some((v, key)) = &*current {
+            if *v == version {
+                return Ok(key.clone());
+            }
+        }
+        let (version, key) = match self.store.meta_value(&key_meta(version)).await? {
+            Some(row) => (version, self.open(version, &row).await?),
+            None => self.create().await?,
+        };
+        let key = Arc::new(key);
+        *current = Some((version, key.clone()));
+        Ok(key)
+    }
+
+    /// Unwraps a `receipt_key` row of master `version`.
+    async fn open(&self, version: u32, row: &str) -> Result<SigningKey, Error> {
+        let corrupt = || Error::Internal(format!("malformed setting {}", key_meta(version)));
+        let (id, wrapped) = row.split_once(' ').ok_or_else(corrupt)?;
+        let wrapped = hex::decode(wrapped).map_err(|_| corrupt())?;
+        let seed = self
+            .master
+            .unwrap_kek(version, &wrapped, &seed_aad(id))
+            .await
+            .map_err(master_error)?;
+        let key = SigningKey::from_seed(seed.expose_for_kms())?;
+        if key.public.key_id != id {
+            return Err(Error::Internal(format!(
+                "receipt signing key of master version {version} is not key {id}"
+            )));
+        }
+        Ok(key)
+    }
+
+    /// Makes the signing key of the current master version, or takes the
+    /// one another process made meanwhile.
+    async fn create(&self) -> Result<(u32, SigningKey), Error> {
+        let seed = Kek::generate().map_err(|e| Error::Internal(e.to_string()))?;
+        let key = SigningKey::from_seed(seed.expose_for_kms())?;
+        let id = key.public.key_id.clone();
+        let (version, wrapped) = self
+            .master
+            .wrap_kek(&seed, &seed_aad(&id))
+            .await
+            .map_err(master_error)?;
+        drop(seed);
+        // Published before the key can sign anything.
+        self.store
+            .set_meta_if_absent(&public_meta(&id), &hex::encode(key.public.key))
+            .await?;
+        let ours = format!("{id} {}", hex::encode(wrapped));
+        let held = self
+            .store
+            .set_meta_if_absent(&key_meta(version), &ours)
+            .await?;
+        if held == ours {
+            tracing::info!(
+                target: "sealgate::audit",
+                master_version = version,
+                key_id = %id,
+                "new erasure receipt signing key"
+            );
+            return Ok((version, key));
+        }
+        // Another process made this version's key first: use it, and
+        // withdraw the public key that will never sign.
+        let theirs = self.open(version, &held).await?;
+        self.store.delete_meta(&public_meta(&id)).await?;
+        Ok((version, theirs))
+    }
+}
+
+/// Every receipt-signing public key ever made, by key id.
+///
+/// # Errors
+/// Key-store failures; [`Error::Internal`] for a malformed row.
+pub async fn public_keys(store: &dyn Settings) -> Result<Vec<PublicKey>, Error> {
+    store
+        .meta_values(PUBLIC_PREFIX)
+        .await?
+        .into_iter()
+        .map(|(k, v)| {
+            let id = k.strip_prefix(PUBLIC_PREFIX).unwrap_or(&k);
+            let key =
+                hex::decode(&v).map_err(|_| Error::Internal(format!("malformed setting {k}")))?;
+            PublicKey::from_parts(id, &key)
+                .map_err(|e| Error::Internal(format!("setting {k}: {e}")))
+        })
+        .collect()
+}
+
+/// Deletes the wrapped signing key of a retired master version (its public
+/// key stays); false if it had none.
+///
+/// # Errors
+/// Key-store failures.
+pub async fn forget_master_version(store: &dyn Settings, version: u32) -> Result<bool, Error> {
+    Ok(store.delete_meta(&key_meta(version)).await?)
+}
