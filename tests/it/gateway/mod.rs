@@ -62,6 +62,7 @@ mod bad_input;
 mod crash;
 mod declared_size;
 mod decommission;
+mod deletion;
 mod erasure;
 mod erasure_holds;
 mod feeds;
