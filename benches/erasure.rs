@@ -17,6 +17,10 @@
 //! key versions from the key store), timed on the same server between the
 //! erasures.
 //! Prints the median and 90th percentile of each and the ratio of medians.
+//!
+//! Then batches: BATCH users (default 1,000) with one item each are erased
+//! by one EraseUsers call, beside BATCH other users erased one EraseUser
+//! call at a time (the baseline), both timed whole at the client.
 //! An erasure's object count matters only to the garbage collection that
 //! follows it, which runs after the call returns.
 
@@ -112,6 +116,63 @@ async fn fill(channel: &Channel, user: &str, objects: usize) {
     }
 }
 
+/// `n` users of `prefix`, one item each, 64 calls in flight.
+async fn fill_users(channel: &Channel, prefix: &str, n: usize) -> Vec<String> {
+    let users: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let mut pending = tokio::task::JoinSet::new();
+    for user in &users {
+        if pending.len() >= 64 {
+            pending.join_next().await.unwrap().unwrap();
+        }
+        let channel = channel.clone();
+        let user = user.clone();
+        pending.spawn(async move { fill(&channel, &user, 1).await });
+    }
+    while let Some(done) = pending.join_next().await {
+        done.unwrap();
+    }
+    users
+}
+
+/// One EraseUsers of `batch` users beside as many EraseUser calls.
+async fn batches(backend: &str, channel: &Channel, batch: usize) {
+    let mut erasure = pb::erasure_service_client::ErasureServiceClient::new(channel.clone());
+    let singles = fill_users(channel, "single", batch).await;
+    let batched = fill_users(channel, "batched", batch).await;
+    let started = Instant::now();
+    for user in &singles {
+        erasure
+            .erase_user(pb::EraseUserRequest {
+                user_id: user.clone(),
+                after_seconds: 0,
+            })
+            .await
+            .expect("erase user");
+    }
+    let one_at_a_time = started.elapsed();
+    let started = Instant::now();
+    let results = erasure
+        .erase_users(pb::EraseUsersRequest {
+            user_ids: batched,
+            request_id: String::new(),
+            after_seconds: 0,
+        })
+        .await
+        .expect("erase users")
+        .into_inner()
+        .results;
+    let one_batch = started.elapsed();
+    assert!(results
+        .iter()
+        .all(|r| matches!(r.result, Some(pb::erase_users_result::Result::Receipt(_)))));
+    println!(
+        "{backend:8} {batch} users: one EraseUsers {:8.1} ms | baseline {batch} EraseUser calls {:8.1} ms | ratio {:.3}",
+        one_batch.as_secs_f64() * 1000.0,
+        one_at_a_time.as_secs_f64() * 1000.0,
+        one_batch.as_secs_f64() / one_at_a_time.as_secs_f64()
+    );
+}
+
 async fn run(backend: &str, key_store_url: Option<&str>, counts: &[usize], rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), key_store_url).await;
@@ -155,6 +216,12 @@ async fn run(backend: &str, key_store_url: Option<&str>, counts: &[usize], round
             erase_p50 / base_p50
         );
     }
+    batches(
+        backend,
+        &channel,
+        env_or("BATCH", if smoke() { 50 } else { 1000 }),
+    )
+    .await;
 }
 
 #[tokio::main]
