@@ -312,15 +312,17 @@ impl Erasure {
                 _ => None,
             })
             .collect();
+        // Signed right after the commit, before the garbage collections
+        // start (they write to the store too); if signing fails the
+        // erasures stand, and asking again (or GetErasure) signs them.
+        let signed = self.receipts(&erased).await;
         for t in &erased {
             self.erased(principal, t);
         }
-        // Signed right after the commit; if signing fails the erasures
-        // stand, and asking again (or GetErasure) signs them.
         let receipts: HashMap<Pseudonym, Vec<u8>> = erased
             .iter()
             .map(|t| t.pseudonym)
-            .zip(self.receipts(&erased).await.inspect_err(|e| {
+            .zip(signed.inspect_err(|e| {
                 tracing::warn!(error = %e, "users erased, but their receipts could not be signed; erasing again signs them");
             })?)
             .collect();
@@ -504,13 +506,15 @@ impl Erasure {
                     if t.erased_at_ms >= now {
                         erased += 1;
                     }
-                    self.erased(SCHEDULE_PRINCIPAL, &t);
                     done.push(t);
                 }
             }
             // Signed now; if that fails, GetErasure signs them later.
             if let Err(e) = self.receipts(&done).await {
                 tracing::warn!(error = %e, "scheduled erasures ran, but their receipts could not be signed yet");
+            }
+            for t in &done {
+                self.erased(SCHEDULE_PRINCIPAL, t);
             }
             self.changed.send_modify(|n| *n += 1);
         }

@@ -115,6 +115,8 @@ pub struct ReceiptSigner {
     region: String,
     /// The key last used and its master version.
     current: tokio::sync::Mutex<Option<(u32, Arc<SigningKey>)>>,
+    /// The deployment id, once read.
+    deployment: std::sync::OnceLock<String>,
 }
 
 impl ReceiptSigner {
@@ -129,6 +131,7 @@ impl ReceiptSigner {
             store,
             region: region.into(),
             current: tokio::sync::Mutex::new(None),
+            deployment: std::sync::OnceLock::new(),
         }
     }
 
@@ -139,11 +142,7 @@ impl ReceiptSigner {
     /// Master-key and key-store failures; [`Error::Internal`] if the store
     /// has no deployment id.
     pub async fn sign(&self, t: &Tombstone, horizon_ms: Option<i64>) -> Result<Vec<u8>, Error> {
-        let deployment_id = self
-            .store
-            .store_id()
-            .await?
-            .ok_or_else(|| Error::Internal("the key store has no deployment id".into()))?;
+        let deployment_id = self.deployment_id().await?;
         let mut versions = t.destroyed_versions.clone();
         versions.sort_unstable();
         versions.dedup();
@@ -157,6 +156,19 @@ impl ReceiptSigner {
             backup_horizon_ms: horizon_ms.unwrap_or(0).max(0),
             key_id: String::new(),
         })
+    }
+
+    /// The deployment id, read once (it never changes).
+    async fn deployment_id(&self) -> Result<String, Error> {
+        if let Some(id) = self.deployment.get() {
+            return Ok(id.clone());
+        }
+        let id = self
+            .store
+            .store_id()
+            .await?
+            .ok_or_else(|| Error::Internal("the key store has no deployment id".into()))?;
+        Ok(self.deployment.get_or_init(|| id).clone())
     }
 
     /// The signing key of the provider's current master version, made if
