@@ -1054,3 +1054,121 @@ async fn certificates_without_x509_v3_are_refused_in_words() {
         "{err}"
     );
 }
+
+/// The deletion workflow from the command line: a window and its cancel,
+/// a batch from a file, `erasure status`, and the feed as JSON lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_with_a_window_a_cancel_a_batch_and_the_feed() {
+    let gw = TestGateway::start().await;
+    let ep = gw.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let batch = dir.path().join("users.txt");
+    std::fs::write(&batch, "b-1\n\nb-2\nb-1\n").unwrap();
+    let receipt = dir.path().join("receipt.bin");
+    tokio::task::spawn_blocking(move || {
+        let ep = ep.as_str();
+        let scheduled = ok(&sealgate(&[
+            "erase",
+            "--endpoint",
+            ep,
+            "--user",
+            "w-1",
+            "--after",
+            "15d",
+        ]));
+        assert!(scheduled.contains("state: scheduled"), "{scheduled}");
+        let status = ok(&sealgate(&[
+            "erasure",
+            "status",
+            "--endpoint",
+            ep,
+            "--user",
+            "w-1",
+        ]));
+        assert!(status.contains("state: scheduled"), "{status}");
+        // No receipt before the erasure ran.
+        let early = sealgate(&[
+            "erasure",
+            "status",
+            "--endpoint",
+            ep,
+            "--user",
+            "w-1",
+            "--receipt",
+            receipt.to_str().unwrap(),
+        ]);
+        assert!(!early.status.success());
+        assert!(
+            String::from_utf8_lossy(&early.stderr).contains("no signed receipt yet"),
+            "{early:?}"
+        );
+        let cancelled = ok(&sealgate(&[
+            "erase",
+            "--endpoint",
+            ep,
+            "--user",
+            "w-1",
+            "--cancel",
+        ]));
+        assert!(cancelled.contains("state: cancelled"), "{cancelled}");
+        let too_long = sealgate(&["erase", "--endpoint", ep, "--user", "w-2", "--after", "31d"]);
+        assert!(!too_long.status.success());
+
+        let lines = ok(&sealgate(&[
+            "erase",
+            "--endpoint",
+            ep,
+            "--batch",
+            batch.to_str().unwrap(),
+            "--request-id",
+            "cli-batch",
+        ]));
+        let rows: Vec<Vec<&str>> = lines.lines().map(|l| l.split('\t').collect()).collect();
+        assert_eq!(rows.len(), 3, "{lines}");
+        assert_eq!((rows[0][0], rows[0][1]), ("b-1", "erased"));
+        assert_eq!((rows[1][0], rows[1][1]), ("b-2", "erased"));
+        assert_eq!(rows[2], rows[0], "the same user twice, the same result");
+        let erased = ok(&sealgate(&[
+            "erasure",
+            "status",
+            "--endpoint",
+            ep,
+            "--user",
+            "b-2",
+            "--receipt",
+            receipt.to_str().unwrap(),
+        ]));
+        assert!(erased.contains("state: erased"), "{erased}");
+        assert!(std::fs::metadata(&receipt).unwrap().len() > 64);
+
+        // scheduled, cancelled, erased, erased: the first three as JSON.
+        let feed = ok(&sealgate(&[
+            "erasures",
+            "watch",
+            "--endpoint",
+            ep,
+            "--from",
+            "0",
+            "--limit",
+            "3",
+            "--json",
+        ]));
+        let events: Vec<serde_json::Value> = feed
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["scheduled", "cancelled", "erased"], "{feed}");
+        let cursors: Vec<u64> = events
+            .iter()
+            .map(|e| e["cursor"].as_u64().unwrap())
+            .collect();
+        assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{feed}");
+        assert!(
+            !feed.contains("w-1") && !feed.contains("b-1"),
+            "pseudonyms only"
+        );
+    })
+    .await
+    .unwrap();
+}
