@@ -66,16 +66,6 @@ pub struct ErasureSettings {
     pub feed_retention: Duration,
 }
 
-impl Default for ErasureSettings {
-    fn default() -> Self {
-        let c = crate::config::ErasureConfig::default();
-        Self {
-            max_cooloff: c.max_cooloff(),
-            feed_retention: c.feed_retention(),
-        }
-    }
-}
-
 /// What asking for a user's erasure did.
 #[derive(Debug, Clone)]
 pub enum Asked {

@@ -1218,13 +1218,18 @@ async fn sqlite_a_store_from_before_migrations_is_adopted_unchanged() {
     store.close().await;
     // Refused writes above wrote nothing: the store is as it was, with the
     // migrations table beside it, except that migration 2 laid user_keys
-    // out in key order (the same rows, WITHOUT ROWID, indexed by shard)
-    // and migration 3 gave tombstones a receipt column (the same rows).
+    // out in key order (the same rows, WITHOUT ROWID, indexed by shard),
+    // migration 3 gave tombstones a receipt column (the same rows) and
+    // migration 4 added the (empty) tables of the deletion workflow.
     let after = sqlite_shape(&path).await;
     let others = |shape: &[(String, String, i64)]| -> Vec<(String, String, i64)> {
         shape
             .iter()
-            .filter(|(name, _, _)| !name.starts_with("user_keys"))
+            .filter(|(name, _, _)| {
+                !name.starts_with("user_keys")
+                    && !name.starts_with("scheduled_erasures")
+                    && !name.starts_with("erasure_events")
+            })
             .map(|(name, sql, rows)| {
                 let sql = match name.as_str() {
                     "tombstones" => sql.replace(", receipt BLOB", ""),
@@ -1259,7 +1264,15 @@ async fn sqlite_a_store_from_before_migrations_is_adopted_unchanged() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3]);
+    assert_eq!(applied, [1, 2, 3, 4]);
+    for table in ["scheduled_erasures", "erasure_events"] {
+        assert!(
+            after
+                .iter()
+                .any(|(name, _, rows)| name == table && *rows == 0),
+            "{table}: {after:?}"
+        );
+    }
     pool.close().await;
     SqliteKeyStore::open(&path).await.unwrap().close().await;
     assert_eq!(sqlite_shape(&path).await, after);
