@@ -28,8 +28,8 @@ use crate::crypto::Pseudonym;
 use crate::error::{Error, Reason};
 use crate::jobs::JobRunner;
 use crate::keys::store::{
-    AuditEntry, CancelOutcome, EraseOutcome, ErasureEvent, JobRecord, KeyStore, ScheduleOutcome,
-    ScheduleState, ScheduledErasure, Tombstone,
+    CancelOutcome, EraseOutcome, ErasureEvent, JobRecord, KeyStore, ScheduleOutcome, ScheduleState,
+    ScheduledErasure, Tombstone,
 };
 use crate::keys::KeyHierarchy;
 use crate::receipt::keys::ReceiptSigner;
@@ -73,6 +73,9 @@ pub enum Asked {
     Erased(Tombstone, Vec<u8>),
     /// Scheduled (now or before), or cancelled since by the same request.
     Scheduled(ScheduledErasure),
+    /// Legal holds by this many cases cover the user: the erasure is
+    /// recorded, the user restricted, and it runs when the last is released.
+    PendingHold(Pseudonym, usize),
 }
 
 /// Where a user's erasure stands, as GetErasure reports it.
@@ -89,6 +92,8 @@ pub enum ErasureStatus {
     },
     /// Scheduled or cancelled.
     Scheduled(ScheduledErasure),
+    /// Asked for while held by this many cases: runs once they release.
+    PendingHold(ScheduledErasure, usize),
 }
 
 impl Erasure {
@@ -295,6 +300,7 @@ impl Erasure {
         results: &mut HashMap<Pseudonym, Result<Asked, Error>>,
     ) -> Result<(), Error> {
         let outcomes = self.keys.erase_many(ps, principal, false).await?;
+        let mut restricted = Vec::new();
         let erased: Vec<Tombstone> = outcomes
             .iter()
             .filter_map(|o| match o {
@@ -323,9 +329,17 @@ impl Erasure {
                     Ok(Asked::Erased(t, receipt))
                 }
                 EraseOutcome::Held { cases } => {
-                    let e = Error::from(crate::keys::KeyError::LegalHold { cases });
-                    self.refused(principal, p, &e).await?;
-                    Err(e)
+                    tracing::info!(
+                        target: "sealgate::audit",
+                        event = "erase_user",
+                        principal,
+                        pseudonym = %p,
+                        outcome = "pending_hold",
+                        cases,
+                        "user under legal hold: erasure recorded, runs when the last hold is released"
+                    );
+                    restricted.push(*p);
+                    Ok(Asked::PendingHold(*p, cases))
                 }
                 EraseOutcome::NotDue => Err(Error::Internal(
                     "an erasure at once found nothing due".into(),
@@ -333,6 +347,7 @@ impl Erasure {
             };
             results.insert(*p, result);
         }
+        self.keys.note_restricted(&restricted).await;
         Ok(())
     }
 
@@ -392,30 +407,6 @@ impl Erasure {
         self.jobs.schedule(&t.gc_job_id);
     }
 
-    /// A refused erasure is on the record too; if that record cannot be
-    /// written, the caller hears of the failure.
-    async fn refused(&self, principal: &str, p: &Pseudonym, e: &Error) -> Result<(), Error> {
-        tracing::info!(
-            target: "sealgate::audit",
-            event = "erase_user",
-            principal,
-            pseudonym = %p,
-            outcome = "refused",
-            "erasure refused: legal hold"
-        );
-        self.store
-            .audit(&AuditEntry {
-                at_ms: crate::keys::unix_ms(),
-                principal: principal.to_string(),
-                action: "erase_user".into(),
-                pseudonym: Some(*p),
-                outcome: "refused".into(),
-                detail: e.to_string(),
-            })
-            .await?;
-        Ok(())
-    }
-
     /// Calls off a user's scheduled erasure, for `principal`.
     ///
     /// # Errors
@@ -470,11 +461,16 @@ impl Erasure {
                 gc,
             });
         }
-        self.store
-            .scheduled_erasure(&p)
-            .await?
-            .map(ErasureStatus::Scheduled)
-            .ok_or(Error::ErasureNotFound)
+        let Some(s) = self.store.scheduled_erasure(&p).await? else {
+            return Err(Error::ErasureNotFound);
+        };
+        if s.state == ScheduleState::Scheduled {
+            let cases = self.keys.holding_cases(&p).await?;
+            if cases > 0 {
+                return Ok(ErasureStatus::PendingHold(s, cases));
+            }
+        }
+        Ok(ErasureStatus::Scheduled(s))
     }
 
     /// Carries out the scheduled erasures that are due (up to a batch),

@@ -33,6 +33,8 @@ pub enum Reason {
     MasterInUse,
     /// FAILED_PRECONDITION: the user is erased.
     UserErased,
+    /// FAILED_PRECONDITION: a held user whose erasure was asked for.
+    UserRestricted,
     /// OUT_OF_RANGE: a feed cursor older than the retained history.
     CursorExpired,
     /// FAILED_PRECONDITION: the user's erasure is scheduled (cooling-off):
@@ -142,6 +144,7 @@ impl Reason {
             Self::UserErased => "USER_ERASED",
             Self::ErasurePending => "ERASURE_PENDING",
             Self::CursorExpired => "CURSOR_EXPIRED",
+            Self::UserRestricted => "USER_RESTRICTED",
             Self::IntegrityFailure => "INTEGRITY_FAILURE",
             Self::InvalidObjectId => "INVALID_OBJECT_ID",
             Self::InvalidUserId => "INVALID_USER_ID",
@@ -395,6 +398,20 @@ impl From<KeyError> for Error {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::UserErased => Self::UserErased,
+            KeyError::HeldUsers { users } => Self::FailedPrecondition {
+                reason: Reason::LegalHold,
+                message: format!(
+                    "decommission destroys every key, and {users} user{} under legal hold: nothing was destroyed; release the holds first",
+                    if users == 1 { " is" } else { "s are" }
+                ),
+            },
+            KeyError::Restricted { cases } => Self::FailedPrecondition {
+                reason: Reason::UserRestricted,
+                message: format!(
+                    "the user's erasure was asked for while legal holds cover them ({cases} case{}): nothing of theirs is served; the erasure runs when the last hold is released",
+                    if cases == 1 { "" } else { "s" }
+                ),
+            },
             KeyError::ErasurePending { due_ms } => Self::FailedPrecondition {
                 reason: Reason::ErasurePending,
                 message: format!(
@@ -424,7 +441,7 @@ impl From<KeyError> for Error {
             KeyError::LegalHold { cases } => Self::FailedPrecondition {
                 reason: Reason::LegalHold,
                 message: format!(
-                    "the user is under legal hold ({cases} case{}); erasure waits until every case releases it",
+                    "the user is under legal hold ({cases} case{}): their data and keys are preserved, and this call would destroy or replace them",
                     if cases == 1 { "" } else { "s" }
                 ),
             },

@@ -350,6 +350,9 @@ impl KeyAdmin {
             .keys
             .pseudonym(user_id)
             .map_err(|e| Error::invalid_name("user_id", e))?;
+        // A rewrap ends by destroying the older key versions: not of a held
+        // user (the store refuses that step too).
+        self.keys.ensure_not_held(&p).await?;
         let unfinished = self
             .store
             .unfinished_jobs()

@@ -45,6 +45,7 @@ impl ErasureApi {
             gc_job_id: t.gc_job_id.clone(),
             state: pb::ErasureState::Erased.into(),
             due_unix_ms: 0,
+            holding_cases: 0,
             signed_receipt: file.to_vec().into(),
             signing_key_id: decoded.key_id,
             deployment_id: decoded.deployment_id,
@@ -59,6 +60,12 @@ impl ErasureApi {
                 pseudonym: s.pseudonym.to_string(),
                 state: schedule_state(s).into(),
                 due_unix_ms: s.due_ms,
+                ..Default::default()
+            },
+            Asked::PendingHold(p, cases) => pb::EraseReceipt {
+                pseudonym: p.to_string(),
+                state: pb::ErasureState::PendingHold.into(),
+                holding_cases: u32::try_from(*cases).unwrap_or(u32::MAX),
                 ..Default::default()
             },
         })
@@ -87,6 +94,14 @@ impl ErasureApi {
                 } else {
                     0
                 },
+                holding_cases: 0,
+            },
+            ErasureStatus::PendingHold(s, cases) => pb::ErasureStatus {
+                state: pb::ErasureState::PendingHold.into(),
+                due_unix_ms: s.due_ms,
+                requested_at_unix_ms: s.requested_at_ms,
+                holding_cases: u32::try_from(cases).unwrap_or(u32::MAX),
+                ..Default::default()
             },
         })
     }
@@ -105,6 +120,7 @@ fn event(e: &ErasureEvent) -> pb::ErasureEvent {
         ErasureEventKind::Cancelled => pb::ErasureEventKind::Cancelled,
         ErasureEventKind::Erased => pb::ErasureEventKind::Erased,
         ErasureEventKind::Collected => pb::ErasureEventKind::Collected,
+        ErasureEventKind::PendingHold => pb::ErasureEventKind::PendingHold,
     };
     pb::ErasureEvent {
         cursor: e.cursor,

@@ -143,6 +143,7 @@ fn state_name(s: pb::ErasureState) -> &'static str {
         pb::ErasureState::Scheduled => "scheduled",
         pb::ErasureState::Cancelled => "cancelled",
         pb::ErasureState::Erased => "erased",
+        pb::ErasureState::PendingHold => "pending_hold",
         pb::ErasureState::Unspecified => "unknown",
     }
 }
@@ -187,6 +188,9 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 fn print_status(status: &pb::ErasureStatus) {
     println!("state: {}", state_name(status.state()));
+    if status.state() == pb::ErasureState::PendingHold {
+        println!("holding_cases: {}", status.holding_cases);
+    }
     if status.state() != pb::ErasureState::Erased {
         println!("due: {}", crate::clock::format_time(status.due_unix_ms));
         println!("due_unix_ms: {}", status.due_unix_ms);
@@ -221,6 +225,11 @@ fn print_status(status: &pb::ErasureStatus) {
 /// A receipt, one `field: value` per line; times also in RFC 3339.
 fn print_receipt(r: &pb::EraseReceipt) {
     println!("pseudonym: {}", r.pseudonym);
+    if r.state() == pb::ErasureState::PendingHold {
+        println!("state: {}", state_name(r.state()));
+        println!("holding_cases: {}", r.holding_cases);
+        return;
+    }
     if r.state() == pb::ErasureState::Scheduled || r.state() == pb::ErasureState::Cancelled {
         println!("state: {}", state_name(r.state()));
         println!("due: {}", crate::clock::format_time(r.due_unix_ms));
@@ -293,6 +302,7 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<()> {
             pb::ErasureEventKind::Cancelled => "cancelled",
             pb::ErasureEventKind::Erased => "erased",
             pb::ErasureEventKind::Collected => "collected",
+            pb::ErasureEventKind::PendingHold => "pending_hold",
             pb::ErasureEventKind::Unspecified => "unknown",
         };
         if args.json {

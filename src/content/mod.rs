@@ -359,6 +359,8 @@ impl Content {
     /// [`Error::UserErased`]; `ETAG_MISMATCH`; storage failures.
     pub async fn delete(&self, obj: &ObjectRef, if_match: Option<&str>) -> Result<bool, Error> {
         self.keys.ensure_not_erased(&obj.pseudonym).await?;
+        // A held user's objects are preserved.
+        self.keys.ensure_not_held(&obj.pseudonym).await?;
         let _commit = self.commit_lock(&obj.key).lock().await;
         if let Some(want) = if_match {
             self.check_etag(obj, want).await?;

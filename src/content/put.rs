@@ -20,6 +20,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use super::{etag_of, Content, ObjectInfo, Write};
+use crate::blob::{BlobError, WriteMode};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Metadata, ObjectSealer};
 use crate::error::{Error, Reason};
@@ -273,6 +274,21 @@ impl Content {
         if let Some(want) = &w.if_match {
             self.check_etag(obj, want).await?;
         }
+        // A held user's objects are preserved: a write may add one, never
+        // replace one (create-only; an existing id is refused at commit).
+        let held = if w.mode == WriteMode::Replace || w.if_match.is_some() {
+            self.keys.holding_cases(&obj.pseudonym).await?
+        } else {
+            0
+        };
+        if held > 0 && w.if_match.is_some() {
+            return Err(KeyError::LegalHold { cases: held }.into());
+        }
+        let mode = if held > 0 {
+            WriteMode::CreateOnly
+        } else {
+            w.mode
+        };
         let mut guard = self.erasure_guard(obj).await;
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
         let (mut sealer, prefix) = ObjectSealer::new(&user_key, version, &obj.identity, metadata)?;
@@ -281,10 +297,10 @@ impl Content {
         let mut writer = match declared_size {
             Some(n) => {
                 self.blob
-                    .create_exact(&obj.key, w.mode, sealer.stored_len(n))
+                    .create_exact(&obj.key, mode, sealer.stored_len(n))
                     .await?
             }
-            None => self.blob.create(&obj.key, w.mode).await?,
+            None => self.blob.create(&obj.key, mode).await?,
         };
         let created = writer.created();
         let result = async {
@@ -378,7 +394,12 @@ impl Content {
                     return Err(e);
                 }
             }
-            writer.commit().await?;
+            match writer.commit().await {
+                Err(BlobError::AlreadyExists) if held > 0 => {
+                    return Err(KeyError::LegalHold { cases: held }.into());
+                }
+                other => other?,
+            }
         }
         // The user may have been erased while the upload ran: the key used is
         // destroyed, so the object is unreadable; remove it so that garbage

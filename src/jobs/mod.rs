@@ -67,7 +67,9 @@ impl From<StoreError> for JobError {
             StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Lost(_) => {
                 Self::Transient(e.to_string())
             }
-            StoreError::Backend(_) | StoreError::LegalHold { .. } => Self::Permanent(e.to_string()),
+            StoreError::Backend(_)
+            | StoreError::LegalHold { .. }
+            | StoreError::HeldUsers { .. } => Self::Permanent(e.to_string()),
         }
     }
 }

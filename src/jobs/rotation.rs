@@ -119,6 +119,8 @@ pub(crate) fn key_error(e: KeyError) -> JobError {
         }
         KeyError::UserErased
         | KeyError::ErasurePending { .. }
+        | KeyError::Restricted { .. }
+        | KeyError::HeldUsers { .. }
         | KeyError::Decommissioned
         | KeyError::LegalHold { .. }
         | KeyError::MissingUserKeyVersion(_)

@@ -23,6 +23,19 @@ pub enum KeyError {
         /// When the erasure is due, Unix milliseconds.
         due_ms: i64,
     },
+    /// A decommission refused: this many users are under legal hold.
+    #[error("{users} users are under legal hold")]
+    HeldUsers {
+        /// How many distinct users are held.
+        users: usize,
+    },
+    /// Legal holds cover the user and their erasure was asked for: their
+    /// keys stay, but no content call may use them.
+    #[error("user restricted")]
+    Restricted {
+        /// How many cases hold the user.
+        cases: usize,
+    },
     /// An object names a user-key version that does not exist (and the user
     /// is not erased): the object cannot be opened.
     #[error("user key version {0} does not exist")]
@@ -80,6 +93,7 @@ impl From<StoreError> for KeyError {
             StoreError::Lost(m) => Self::StoreLost(m),
             StoreError::Backend(m) => Self::Internal(m),
             StoreError::LegalHold { cases } => Self::LegalHold { cases },
+            StoreError::HeldUsers { users } => Self::HeldUsers { users },
         }
     }
 }

@@ -145,7 +145,12 @@ async fn a_phone_number_user_id_and_keys_never_reach_the_log() {
         user_id: PHONE.into(),
         after_seconds: 0,
     };
-    assert!(erasure.erase_user(erase.clone()).await.is_err(), "held");
+    let pending = erasure
+        .erase_user(erase.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pending.state(), pb::ErasureState::PendingHold, "held");
     holds
         .release_hold(pb::ReleaseHoldRequest {
             user_id: PHONE.into(),

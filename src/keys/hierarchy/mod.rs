@@ -359,12 +359,25 @@ impl KeyHierarchy {
     /// # Errors
     /// Store or keyring failures; repeating the call finishes the work.
     pub async fn decommission(&self, principal: &str) -> Result<Decommissioned, KeyError> {
+        // Held users' keys are preserved: refused before anything stops.
+        let held = self.store.held_users().await?;
+        if held > 0 {
+            return Err(KeyError::HeldUsers { users: held });
+        }
         self.decommissioned.store(true, Ordering::Release);
         // Streams compare epochs: a change sends them to `check_watch`,
         // which sees the flag.
         self.erasure_epoch.fetch_add(1, Ordering::AcqRel);
         let at_ms = unix_ms();
-        let (user_keys, kek_versions) = self.store.decommission(at_ms, principal).await?;
+        let (user_keys, kek_versions) = match self.store.decommission(at_ms, principal).await {
+            Ok(done) => done,
+            // A hold placed since the check above: nothing was destroyed.
+            Err(e @ super::store::StoreError::HeldUsers { .. }) => {
+                self.decommissioned.store(false, Ordering::Release);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.users.invalidate_all();
         self.keks.invalidate_all();
         let masters = self.master.destroy_all().await?;

@@ -135,10 +135,35 @@ impl KeyHierarchy {
             return Err(KeyError::UserErased);
         }
         match self.store.scheduled_erasure(p).await? {
-            Some(s) if s.state == ScheduleState::Scheduled => {
-                Err(KeyError::ErasurePending { due_ms: s.due_ms })
-            }
+            Some(s) if s.state == ScheduleState::Scheduled => match self.holding_cases(p).await? {
+                0 => Err(KeyError::ErasurePending { due_ms: s.due_ms }),
+                cases => Err(KeyError::Restricted { cases }),
+            },
             _ => Ok(()),
+        }
+    }
+
+    /// How many cases hold the user under legal hold now.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn holding_cases(&self, p: &Pseudonym) -> Result<usize, KeyError> {
+        Ok(self
+            .store
+            .holds(Some(p), None, crate::holds::MAX_CASES_COUNTED)
+            .await?
+            .len())
+    }
+
+    /// Fails with [`KeyError::LegalHold`] while any case holds the user:
+    /// for the calls that would destroy or replace their data or keys.
+    ///
+    /// # Errors
+    /// As described, or store failures.
+    pub async fn ensure_not_held(&self, p: &Pseudonym) -> Result<(), KeyError> {
+        match self.holding_cases(p).await? {
+            0 => Ok(()),
+            cases => Err(KeyError::LegalHold { cases }),
         }
     }
 

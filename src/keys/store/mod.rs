@@ -71,6 +71,12 @@ pub enum StoreError {
         /// How many cases hold the user.
         cases: usize,
     },
+    /// A decommission refused: this many users are under legal hold.
+    #[error("{users} users are under legal hold")]
+    HeldUsers {
+        /// How many distinct users are held.
+        users: usize,
+    },
 }
 
 /// A committed change that every process sharing the key store must apply
@@ -231,7 +237,11 @@ pub trait KeyRecords: Send + Sync {
         &self,
         receipts: &[(Pseudonym, Vec<u8>)],
     ) -> Result<Vec<(Pseudonym, Vec<u8>)>, StoreError>;
-    /// In one transaction: deletes every user key and every KEK, marks
+    /// How many distinct users legal holds cover.
+    async fn held_users(&self) -> Result<usize, StoreError>;
+    /// In one transaction, refused with [`StoreError::HeldUsers`] while
+    /// any legal hold exists (checked under the audit lock, which placing
+    /// a hold takes too): deletes every user key and every KEK, marks
     /// the store decommissioned at `at_ms` (see [`DECOMMISSIONED_META`])
     /// and records it for `principal`; scrubbed as an erasure. Returns the
     /// user-key and KEK versions destroyed.

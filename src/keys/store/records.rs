@@ -454,6 +454,8 @@ pub enum ErasureEventKind {
     Erased,
     /// The user's ciphertext was deleted (the garbage collection ended).
     Collected,
+    /// An erasure was asked for while legal holds cover the user.
+    PendingHold,
 }
 
 impl ErasureEventKind {
@@ -464,6 +466,7 @@ impl ErasureEventKind {
             Self::Cancelled => "cancelled",
             Self::Erased => "erased",
             Self::Collected => "collected",
+            Self::PendingHold => "pending_hold",
         }
     }
 
@@ -473,6 +476,7 @@ impl ErasureEventKind {
             "cancelled" => Ok(Self::Cancelled),
             "erased" => Ok(Self::Erased),
             "collected" => Ok(Self::Collected),
+            "pending_hold" => Ok(Self::PendingHold),
             other => Err(StoreError::Backend(format!(
                 "unknown erasure event kind {other:?}"
             ))),
@@ -500,8 +504,9 @@ pub struct ErasureEvent {
 pub enum EraseOutcome {
     /// Erased now, or earlier (the first tombstone, unchanged).
     Erased(Tombstone),
-    /// Refused: legal holds by this many cases name the user; nothing was
-    /// written for them.
+    /// Legal holds by this many cases name the user: not erased. An
+    /// erasure asked for at once is recorded instead (scheduled, due now:
+    /// it runs when the last hold is released) unless one was already.
     Held {
         /// How many cases hold the user.
         cases: usize,

@@ -325,15 +325,20 @@ async fn a_batch_answers_each_user_and_a_retry_gets_the_same() {
         "the same user twice"
     );
     assert_eq!(error_reason_of(&results[3]), "INVALID_USER_ID");
-    assert_eq!(error_reason_of(&results[4]), "LEGAL_HOLD");
+    let pending = receipt_of(&results[4]);
+    assert_eq!(
+        (pending.state(), pending.holding_cases),
+        (pb::ErasureState::PendingHold, 1),
+        "a held user's erasure is recorded"
+    );
     for u in ["batch-0", "batch-3"] {
         let gone = get(&mut c, u, "moments", "note", None).await.unwrap_err();
         assert_eq!(reason(&gone).as_deref(), Some("USER_ERASED"), "{u}");
     }
-    let (_, held) = get(&mut c, "batch-9", "moments", "note", None)
+    let restricted = get(&mut c, "batch-9", "moments", "note", None)
         .await
-        .unwrap();
-    assert_eq!(held, b"batch-9");
+        .unwrap_err();
+    assert_eq!(reason(&restricted).as_deref(), Some("USER_RESTRICTED"));
     // A retry gets the same receipts, byte for byte.
     let retry = batch(&gw, &asked, 0, "b-1").await.unwrap();
     for i in [0, 1, 2, 6] {

@@ -5,7 +5,11 @@ use sealgate::api::pb::legal_hold_service_client::LegalHoldServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use super::{expect_reason, get, pseudonym, put, try_erase, TestGateway};
+use std::time::Duration;
+
+use super::{
+    erasure_status, eventually, expect_reason, get, pseudonym, put, try_erase, TestGateway,
+};
 
 async fn place(
     c: &mut LegalHoldServiceClient<Channel>,
@@ -63,34 +67,42 @@ async fn a_hold_blocks_erasure_until_its_last_case_is_released() {
     assert_eq!(again, first, "placing a case again returns its hold");
     place(&mut holds, "held", "case-2026-002").await.unwrap();
 
-    let s = expect_reason(
-        try_erase(&gw, "held").await,
-        Code::FailedPrecondition,
-        "LEGAL_HOLD",
-        "erasure under two holds",
-    );
-    assert!(s.message().contains("2 cases"), "{s:?}");
+    // A held user's data stays readable until an erasure is asked for.
     let (_, body) = get(&mut content, "held", "moments", "pic", None)
         .await
         .expect("a held user's data stays readable");
     assert_eq!(body, b"evidence");
+    let pending = try_erase(&gw, "held").await.expect("erasure recorded");
+    assert_eq!(pending.state(), pb::ErasureState::PendingHold);
+    assert_eq!(pending.holding_cases, 2);
+    let s = expect_reason(
+        get(&mut content, "held", "moments", "pic", None).await,
+        Code::FailedPrecondition,
+        "USER_RESTRICTED",
+        "a restricted user's read",
+    );
+    assert!(s.message().contains("2 cases"), "{s:?}");
+    let status = erasure_status(&gw, "held").await;
+    assert_eq!(status.state(), pb::ErasureState::PendingHold);
 
     assert!(release(&mut holds, "held", "case-2026-001").await.unwrap());
     assert!(
         !release(&mut holds, "held", "case-2026-001").await.unwrap(),
         "a case released twice"
     );
-    let s = expect_reason(
-        try_erase(&gw, "held").await,
-        Code::FailedPrecondition,
-        "LEGAL_HOLD",
-        "erasure under the last hold",
+    let again = try_erase(&gw, "held").await.expect("asked again");
+    assert_eq!(
+        (again.state(), again.holding_cases),
+        (pb::ErasureState::PendingHold, 1)
     );
-    assert!(s.message().contains("1 case"), "{s:?}");
     assert!(release(&mut holds, "held", "case-2026-002").await.unwrap());
-    try_erase(&gw, "held")
-        .await
-        .expect("erasure once no case holds the user");
+    // The recorded erasure runs by itself once no case holds the user.
+    eventually(
+        "the pending erasure to run",
+        Duration::from_secs(30),
+        || async { erasure_status(&gw, "held").await.state() == pb::ErasureState::Erased },
+    )
+    .await;
     expect_reason(
         place(&mut holds, "held", "case-2026-003").await,
         Code::FailedPrecondition,

@@ -68,6 +68,7 @@ mod erasure_holds;
 mod feeds;
 mod finish;
 mod holds;
+mod holds_preserve;
 mod jobs;
 mod kek_rotation;
 mod key_store_faults;

@@ -96,7 +96,7 @@ impl<E: Engine> Write<'_, E> {
     }
 
     /// How many cases hold each of those of `ps` that are held.
-    async fn holds_of(
+    pub(super) async fn holds_of(
         &mut self,
         ps: &[Pseudonym],
     ) -> Result<HashMap<Pseudonym, usize>, StoreError> {
@@ -175,19 +175,18 @@ impl<E: Engine> Write<'_, E> {
         // Under the users' locks: no hold can be placed between this check
         // and the erasure.
         let held = self.holds_of(&ps).await?;
+        let schedules = self.schedules_of(&ps).await?;
         let not_due = match due_at {
             None => Vec::new(),
-            Some(at) => {
-                let schedules = self.schedules_of(&ps).await?;
-                ps.iter()
-                    .filter(|p| {
-                        !schedules
-                            .get(p)
-                            .is_some_and(|s| s.state == ScheduleState::Scheduled && s.due_ms <= at)
-                    })
-                    .copied()
-                    .collect()
-            }
+            Some(at) => ps
+                .iter()
+                .filter(|p| {
+                    !schedules
+                        .get(p)
+                        .is_some_and(|s| s.state == ScheduleState::Scheduled && s.due_ms <= at)
+                })
+                .copied()
+                .collect(),
         };
         let fresh: Vec<&(Pseudonym, String)> = users
             .iter()
@@ -195,6 +194,23 @@ impl<E: Engine> Write<'_, E> {
                 !erased.contains_key(p) && !held.contains_key(p) && !not_due.contains(p)
             })
             .collect();
+        if due_at.is_none() {
+            // Asked for now of held users: recorded, restricting them, to
+            // run when the last hold is released.
+            let pending: Vec<Pseudonym> = ps
+                .iter()
+                .filter(|p| {
+                    held.contains_key(p)
+                        && !erased.contains_key(p)
+                        && !schedules
+                            .get(p)
+                            .is_some_and(|s| s.state == ScheduleState::Scheduled)
+                })
+                .copied()
+                .collect();
+            self.record_pending_holds(&pending, &held, now, principal)
+                .await?;
+        }
         let mut made = HashMap::new();
         if !fresh.is_empty() {
             let fresh_ps: Vec<Pseudonym> = fresh.iter().map(|(p, _)| *p).collect();
@@ -310,6 +326,89 @@ impl<E: Engine> Write<'_, E> {
     }
 }
 
+impl<E: Engine> Write<'_, E> {
+    /// Writes `schedules` (new or replacing cancelled ones), in this
+    /// transaction.
+    async fn upsert_schedules(&mut self, schedules: &[ScheduledErasure]) -> Result<(), StoreError> {
+        for chunk in schedules.chunks(ROWS_PER_STATEMENT) {
+            let mut values = Vec::with_capacity(chunk.len() * 7);
+            for s in chunk {
+                values.extend(params![
+                    &s.pseudonym,
+                    s.state.as_str(),
+                    s.due_ms,
+                    s.requested_at_ms,
+                    &s.requested_by,
+                    &s.request_id,
+                    s.updated_at_ms,
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO scheduled_erasures ({SCHEDULE_COLUMNS}) VALUES {}
+                 ON CONFLICT (pseudonym) DO UPDATE SET
+                   state = excluded.state, due_ms = excluded.due_ms,
+                   requested_at_ms = excluded.requested_at_ms,
+                   requested_by = excluded.requested_by,
+                   request_id = excluded.request_id,
+                   updated_at_ms = excluded.updated_at_ms",
+                value_rows(chunk.len(), 7)
+            );
+            self.execute(&sql, values).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the erasure of held users `ps` as scheduled and due now (the
+    /// due pass skips held users: it runs once the last hold is released),
+    /// with an audit record and a `pending_hold` event each.
+    async fn record_pending_holds(
+        &mut self,
+        ps: &[Pseudonym],
+        held: &HashMap<Pseudonym, usize>,
+        now: i64,
+        principal: &str,
+    ) -> Result<(), StoreError> {
+        if ps.is_empty() {
+            return Ok(());
+        }
+        let schedules: Vec<ScheduledErasure> = ps
+            .iter()
+            .map(|p| ScheduledErasure {
+                pseudonym: *p,
+                state: ScheduleState::Scheduled,
+                due_ms: now,
+                requested_at_ms: now,
+                requested_by: principal.to_string(),
+                request_id: String::new(),
+                updated_at_ms: now,
+            })
+            .collect();
+        self.upsert_schedules(&schedules).await?;
+        let audits: Vec<AuditEntry> = ps
+            .iter()
+            .map(|p| AuditEntry {
+                at_ms: now,
+                principal: principal.to_string(),
+                action: "erase_user".into(),
+                pseudonym: Some(*p),
+                outcome: "pending_hold".into(),
+                detail: format!(
+                    "held by {} case(s): the erasure runs when the last is released",
+                    held.get(p).copied().unwrap_or(0)
+                ),
+            })
+            .collect();
+        self.append_audits(&audits).await?;
+        let events: Vec<_> = ps
+            .iter()
+            .map(|p| (ErasureEventKind::PendingHold, *p, now))
+            .collect();
+        self.append_events(&events, now).await?;
+        let changes: Vec<Invalidation> = ps.iter().map(|p| Invalidation::User(*p)).collect();
+        self.notify(&changes).await
+    }
+}
+
 impl<E: Engine> SqlStore<E> {
     /// One transaction of [`ErasureLog::erase_users`] (the caller handles a
     /// full disk and the scrub).
@@ -419,31 +518,7 @@ impl<E: Engine> ErasureLog for SqlStore<E> {
             }
         }
         if !fresh.is_empty() {
-            for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-                let mut values = Vec::with_capacity(chunk.len() * 7);
-                for s in chunk {
-                    values.extend(params![
-                        &s.pseudonym,
-                        s.state.as_str(),
-                        s.due_ms,
-                        s.requested_at_ms,
-                        &s.requested_by,
-                        &s.request_id,
-                        s.updated_at_ms,
-                    ]);
-                }
-                let sql = format!(
-                    "INSERT INTO scheduled_erasures ({SCHEDULE_COLUMNS}) VALUES {}
-                     ON CONFLICT (pseudonym) DO UPDATE SET
-                       state = excluded.state, due_ms = excluded.due_ms,
-                       requested_at_ms = excluded.requested_at_ms,
-                       requested_by = excluded.requested_by,
-                       request_id = excluded.request_id,
-                       updated_at_ms = excluded.updated_at_ms",
-                    value_rows(chunk.len(), 7)
-                );
-                tx.execute(&sql, values).await?;
-            }
+            tx.upsert_schedules(&fresh).await?;
             let audits: Vec<AuditEntry> = fresh
                 .iter()
                 .map(|s| AuditEntry {

@@ -361,6 +361,15 @@ impl<E: Engine> KeyRecords for SqlStore<E> {
     ) -> Result<Vec<u32>, StoreError> {
         let mut tx = self.begin().await?;
         tx.lock_user(p).await?;
+        // Under the user's lock: a held user's keys are preserved.
+        let cases = tx
+            .holds_of(std::slice::from_ref(p))
+            .await?
+            .remove(p)
+            .unwrap_or(0);
+        if cases > 0 {
+            return Err(StoreError::LegalHold { cases });
+        }
         let rows = tx
             .rows(
                 "DELETE FROM user_keys WHERE pseudonym = $1 AND state = $2 RETURNING version",
@@ -506,8 +515,38 @@ impl<E: Engine> KeyRecords for SqlStore<E> {
         Ok(held)
     }
 
+    async fn held_users(&self) -> Result<usize, StoreError> {
+        let row = self
+            .row(
+                "SELECT COUNT(DISTINCT pseudonym) AS n FROM legal_holds",
+                params![],
+            )
+            .await?;
+        Ok(match row {
+            Some(row) => usize::try_from(row.int("n")?).unwrap_or(usize::MAX),
+            None => 0,
+        })
+    }
+
     async fn decommission(&self, at_ms: i64, principal: &str) -> Result<(u64, u64), StoreError> {
         let mut tx = self.begin().await?;
+        // Placing a hold appends to the audit chain: under its lock, no
+        // hold commits between this count and the commit below.
+        tx.engine.lock_audit(&mut tx.tx).await?;
+        let held = tx
+            .row(
+                "SELECT COUNT(DISTINCT pseudonym) AS n FROM legal_holds",
+                params![],
+            )
+            .await?
+            .map(|row| row.int("n"))
+            .transpose()?
+            .unwrap_or(0);
+        if held > 0 {
+            return Err(StoreError::HeldUsers {
+                users: usize::try_from(held).unwrap_or(usize::MAX),
+            });
+        }
         let users = tx.execute("DELETE FROM user_keys", params![]).await?;
         let keks = tx.execute("DELETE FROM keks", params![]).await?;
         tx.execute(

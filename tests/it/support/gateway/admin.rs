@@ -75,12 +75,16 @@ pub async fn key_status(gw: &TestGateway, user: &str) -> pb::KeyStatusResponse {
         .into_inner()
 }
 
-/// Waits until the user's GC job is DONE (failing at once if it FAILED);
+/// Waits until the user is erased (an erasure pending a hold runs once it
+/// is released) and its GC job is DONE (failing at once if it FAILED);
 /// returns the final status.
 pub async fn wait_gc_done(gw: &TestGateway, user: &str) -> pb::ErasureStatus {
     let last = std::cell::RefCell::new(None);
     eventually("the GC job is DONE", GC_DEADLINE, || async {
         let s = erasure_status(gw, user).await;
+        if s.state() != pb::ErasureState::Erased {
+            return false;
+        }
         let gc = s.gc.clone().expect("GetErasure reports the GC job");
         assert_ne!(gc.state, pb::JobState::Failed as i32, "GC failed: {gc:?}");
         let done = gc.state == pb::JobState::Done as i32;
