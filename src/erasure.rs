@@ -451,6 +451,10 @@ impl Erasure {
     /// scheduled; key-store failures.
     pub async fn status(&self, user_id: &str) -> Result<ErasureStatus, Error> {
         let p = self.pseudonym(user_id)?;
+        // The schedule first: an erasure that commits between the two reads
+        // (deleting the schedule, writing the tombstone) is then seen as
+        // erased, never as neither.
+        let schedule = self.store.scheduled_erasure(&p).await?;
         if let Some(tombstone) = self.store.tombstone(&p).await? {
             let gc = self.store.job(&tombstone.gc_job_id).await?.map(Box::new);
             // Signed here if the process that erased died before signing.
@@ -461,7 +465,7 @@ impl Erasure {
                 gc,
             });
         }
-        let Some(s) = self.store.scheduled_erasure(&p).await? else {
+        let Some(s) = schedule else {
             return Err(Error::ErasureNotFound);
         };
         if s.state == ScheduleState::Scheduled {

@@ -17,10 +17,6 @@ use crate::keys::KeyHierarchy;
 /// Longest page of a hold listing, and the default.
 pub const MAX_PAGE: u32 = 1000;
 
-/// The most cases a hold count reports (a user held by more reads as
-/// held by this many).
-pub const MAX_CASES_COUNTED: u32 = 1000;
-
 /// The legal-hold service.
 pub struct LegalHolds {
     keys: Arc<KeyHierarchy>,

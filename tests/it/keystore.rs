@@ -877,8 +877,8 @@ async fn invalidations_follow_commits(f: Fixture) {
         .insert_user_key(&user_key(erased, 1, 4, 1))
         .await
         .unwrap();
-    // An erasure refused under a legal hold commits nothing and tells
-    // nobody: the next notice is the erasure that committed.
+    // An erasure under a legal hold destroys nothing; it is recorded as
+    // pending the hold, which restricts the user: that is told first.
     writer
         .place_hold(&HoldRecord {
             pseudonym: held,
@@ -889,11 +889,19 @@ async fn invalidations_follow_commits(f: Fixture) {
         .await
         .unwrap();
     assert!(writer.erase_user(&held, 1, "gc-h", "local").await.is_err());
+    assert_eq!(next(&mut rx).await, Invalidation::User(held));
     writer
         .erase_user(&erased, 1, "gc-e", "local")
         .await
         .unwrap();
     assert_eq!(next(&mut rx).await, Invalidation::User(erased));
+    // A held user's keys are not destroyed (a rewrap's last step is
+    // refused under the user's lock): released first.
+    assert!(matches!(
+        writer.destroy_retiring_user_keys(&held, "local").await,
+        Err(StoreError::LegalHold { cases: 1 })
+    ));
+    assert!(writer.release_hold(&held, "c", "legal").await.unwrap());
     // A rotation, a rewrap's retirement and destruction.
     writer
         .rotate_user_key(&user_key(held, 2, 4, 1), "local")

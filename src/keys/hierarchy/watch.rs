@@ -150,7 +150,7 @@ impl KeyHierarchy {
     pub async fn holding_cases(&self, p: &Pseudonym) -> Result<usize, KeyError> {
         Ok(self
             .store
-            .holds(Some(p), None, crate::holds::MAX_CASES_COUNTED)
+            .holds(Some(p), None, crate::keys::store::MAX_CASES_COUNTED)
             .await?
             .len())
     }

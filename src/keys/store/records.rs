@@ -541,3 +541,7 @@ pub enum CancelOutcome {
 /// The settings key under which the store records the newest erasure-feed
 /// cursor dropped by retention (0 or absent: none dropped).
 pub const ERASURE_FEED_FLOOR_META: &str = "erasure_feed_floor";
+
+/// The most cases a hold count reports (a user held by more reads as held
+/// by this many).
+pub const MAX_CASES_COUNTED: u32 = 1000;
