@@ -29,10 +29,15 @@ macro_rules! key_store_tests {
 }
 
 key_store_tests!(
-    a_hold_preserves_the_users_objects_and_keys,
     decommission_is_refused_while_any_user_is_held,
     a_pending_erasure_runs_after_a_restart_once_the_hold_is_released,
 );
+// Refused replacements are create-only writes: against each object store.
+backend_tests!(a_hold_preserves_the_users_objects_and_keys);
+mod on_pg {
+    pg_tests!(a_hold_preserves_the_users_objects_and_keys);
+    use super::a_hold_preserves_the_users_objects_and_keys;
+}
 
 async fn hold(gw: &TestGateway, user: &str, case: &str) {
     LegalHoldServiceClient::new(gw.channel().await)
