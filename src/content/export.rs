@@ -1,4 +1,4 @@
-//! What an export of a user's content (`crate::export`) needs of content:
+//! What an export of a user's content (the export service) needs of content:
 //! every object of a user in a space, from fixed headers (nothing
 //! decrypted), and reads whose erasure checks follow the export's
 //! [`Purpose`].

@@ -1,5 +1,5 @@
 //! Keys for a lawful disclosure: an export under a legal case that holds
-//! the user (`crate::export`). A user whose erasure is scheduled is
+//! the user (the export service). A user whose erasure is scheduled is
 //! restricted — nothing of theirs is served to the content role — but a
 //! case may still need their data, so these calls skip the restriction
 //! check. They keep every erasure check: an erased user has no keys, and
