@@ -363,6 +363,45 @@ async fn an_own_export_is_audited_and_an_erased_user_has_none() {
     );
 }
 
+/// `sealgate export -o FILE`: the same archive as the API's, renamed
+/// from `FILE.part` once whole, with the object count printed.
+async fn the_command_line_writes_the_same_archive() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    let want = fill(&mut c).await;
+    let (archive, snapshot) = export(&gw, request("eve", "", None)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eve.tar");
+    let (endpoint, target) = (gw.endpoint(), file.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args(["export", "--user", "eve", "-o"])
+            .arg(&target)
+            .arg("--endpoint")
+            .arg(endpoint)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{} objects, {} bytes, snapshot {snapshot}",
+            want.len(),
+            archive.len()
+        )),
+        "{stdout}"
+    );
+    assert!(std::fs::read(&file).unwrap() == archive);
+    assert!(!dir.path().join("eve.tar.part").exists());
+}
+
 pg_tests!(
     a_full_export_reads_back_in_python_as_what_was_put,
     a_resumed_export_is_byte_identical_and_a_change_between_is_refused,
@@ -372,6 +411,11 @@ pg_tests!(
 
 /// The SQLite key store (objects on the filesystem).
 mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_command_line_writes_the_same_archive() {
+        super::the_command_line_writes_the_same_archive().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_export_reads_back_in_python_as_what_was_put() {
         super::a_full_export_reads_back_in_python_as_what_was_put().await;
