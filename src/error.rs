@@ -127,6 +127,12 @@ pub enum Reason {
     /// UNAVAILABLE: the server is shutting down and ended the call at the
     /// end of `server.shutdown_grace_seconds`; retry (on another replica).
     ShuttingDown,
+    /// PERMISSION_DENIED: an export under a case that does not hold the
+    /// user.
+    CaseNotHolding,
+    /// FAILED_PRECONDITION: a resumed export whose objects changed since it
+    /// began; start again.
+    ExportChanged,
     /// INTERNAL: a bug; details only in the server log.
     Internal,
 }
@@ -178,6 +184,8 @@ impl Reason {
             Self::KeyRotated => "KEY_ROTATED",
             Self::NoUserKey => "NO_USER_KEY",
             Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::CaseNotHolding => "CASE_NOT_HOLDING",
+            Self::ExportChanged => "EXPORT_CHANGED",
             Self::Internal => "INTERNAL",
         }
     }

@@ -20,6 +20,7 @@ pub mod backup;
 pub mod content;
 pub mod erasure;
 pub mod error;
+pub mod export;
 pub mod holds;
 pub mod jobs;
 pub mod keyadmin;

@@ -44,6 +44,9 @@ pub enum Access {
     Open,
     /// A caller holding this role.
     Role(Role),
+    /// A caller holding any of these roles; the service decides per call
+    /// which one a request needs ([`Caller::require`]).
+    AnyRole(&'static [Role]),
     /// Any authenticated caller (a service this module does not know: the
     /// router answers UNIMPLEMENTED).
     Authenticated,
@@ -64,6 +67,8 @@ pub fn access(path: &str) -> Access {
         "sealgate.v1.ErasureService" => Access::Role(Role::Erasure),
         "sealgate.v1.LegalHoldService" => Access::Role(Role::Legal),
         "sealgate.v1.KeyAdminService" | "sealgate.v1.AuditService" => Access::Role(Role::Ops),
+        // The own copy needs content, a disclosure legal (api::export).
+        "sealgate.v1.ExportService" => Access::AnyRole(&[Role::Content, Role::Legal]),
         _ => Access::Authenticated,
     }
 }
@@ -144,19 +149,27 @@ impl Policy {
             kind,
             audit: audit.cloned(),
         };
-        if let Access::Role(role) = access {
-            if !caller.has_role(role) {
-                let message = match &caller.kind {
-                    CallerKind::Unknown(id) => format!(
-                        "identity {id} has no [[principals]] entry, so it holds no role (this call needs {role})"
-                    ),
-                    _ => format!("{} does not hold the role {role}", caller.name()),
-                };
-                return Err(Error::PermissionDenied {
-                    reason: Reason::RoleRequired,
-                    message,
-                });
-            }
+        let needed: &[Role] = match &access {
+            Access::Role(role) => std::slice::from_ref(role),
+            Access::AnyRole(roles) => roles,
+            Access::Open | Access::Authenticated => &[],
+        };
+        if !needed.is_empty() && !needed.iter().any(|r| caller.has_role(*r)) {
+            let role = needed
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let message = match &caller.kind {
+                CallerKind::Unknown(id) => format!(
+                    "identity {id} has no [[principals]] entry, so it holds no role (this call needs {role})"
+                ),
+                _ => format!("{} does not hold the role {role}", caller.name()),
+            };
+            return Err(Error::PermissionDenied {
+                reason: Reason::RoleRequired,
+                message,
+            });
         }
         Ok(Some(caller))
     }
@@ -199,6 +212,44 @@ impl Caller {
         match &self.kind {
             CallerKind::Local => true,
             CallerKind::Principal(p) => p.roles.contains(&role),
+            CallerKind::Unknown(_) => false,
+        }
+    }
+
+    /// Whether the caller holds `role`.
+    pub fn holds(&self, role: Role) -> bool {
+        self.has_role(role)
+    }
+
+    /// Fails unless the caller holds `role`, for a service that several
+    /// roles may call ([`Access::AnyRole`]); `what` names the request in
+    /// the refusal.
+    ///
+    /// # Errors
+    /// PERMISSION_DENIED (`ROLE_REQUIRED`), recorded in the audit trail
+    /// before it returns.
+    pub async fn require(&self, role: Role, what: &str) -> Result<(), Error> {
+        if self.has_role(role) {
+            return Ok(());
+        }
+        let e = Error::PermissionDenied {
+            reason: Reason::RoleRequired,
+            message: format!(
+                "{what} needs the role {role}, which {} does not hold",
+                self.name()
+            ),
+        };
+        record_denial(self.audit.as_deref(), self.name(), what, &e).await;
+        Err(e)
+    }
+
+    /// Whether the caller may use `space`, as [`Caller::check_space`]
+    /// decides, without recording anything: for a call that covers every
+    /// space the caller may use.
+    pub fn may_use_space(&self, space: &str) -> bool {
+        match &self.kind {
+            CallerKind::Local => true,
+            CallerKind::Principal(p) => p.spaces.iter().any(|s| s == space),
             CallerKind::Unknown(_) => false,
         }
     }
@@ -372,7 +423,7 @@ mod tests {
             for service in file.service {
                 let path = format!("/{package}.{}/X", service.name.unwrap_or_default());
                 assert!(
-                    matches!(access(&path), Access::Role(_)),
+                    matches!(access(&path), Access::Role(_) | Access::AnyRole(_)),
                     "{path} has no role in auth::access"
                 );
                 seen += 1;

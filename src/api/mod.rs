@@ -13,6 +13,7 @@ pub mod codec;
 pub mod content;
 pub mod erasure;
 pub mod error;
+pub mod export;
 pub mod holds;
 pub mod limits;
 

@@ -19,6 +19,7 @@ mod audit;
 mod backup;
 mod bench;
 mod erase;
+mod export;
 mod get;
 mod hold;
 mod jobs;
@@ -96,6 +97,10 @@ enum Command {
     Put(put::PutArgs),
     /// Fetch an object to stdout or a file.
     Get(get::GetArgs),
+    /// A user's content as one tar archive (their own copy, or with
+    /// `--case` a disclosure under a legal case), resumed if the connection
+    /// breaks; prints the object count.
+    Export(export::ExportArgs),
     /// Delete an object.
     Rm(rm::RmArgs),
     /// List a user's objects in a space: `id<TAB>size` per line (`DAMAGED`
@@ -256,6 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Put(args) => put::run(args).await,
         Command::Get(args) => get::run(args).await,
+        Command::Export(args) => export::run(args).await,
         Command::Rm(args) => rm::run(args).await,
         Command::Ls(args) => ls::run(args).await,
         Command::Erase(args) => erase::run(args).await,

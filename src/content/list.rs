@@ -130,7 +130,7 @@ impl Content {
 
     /// One entry from the object's fixed header; `None` if it was deleted
     /// since the listing.
-    async fn list_entry(
+    pub(super) async fn list_entry(
         &self,
         key: BlobKey,
         pseudonym: &Pseudonym,

@@ -19,6 +19,7 @@
 //! check still holds when the commit lands. Beside it: `put`, `read`,
 //! `list`, `items` and `rewrap` (the rewrap job).
 
+mod export;
 mod items;
 mod list;
 mod put;
@@ -36,6 +37,7 @@ use crate::keys::store::RequestLog;
 use crate::keys::KeyHierarchy;
 use crate::names;
 
+pub use export::Purpose;
 pub use items::{Item, MAX_BATCH};
 pub use list::ListedObject;
 pub use put::{UploadPart, WriteOptions, REQUEST_WINDOW_MS};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{ByteRange, Content, ObjectInfo, ObjectRef};
+use super::{ByteRange, Content, ObjectInfo, ObjectRef, Purpose};
 use crate::blob::BlobReader;
 use crate::crypto::chunked::{self, RandomAccess, RangePlan};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
@@ -40,6 +40,7 @@ pub const MAX_SEND_PIECE: usize = SEND_PIECE + OPEN_STEP;
 /// `cache.ttl_seconds` after it was last asked, so a stream outlives an
 /// erasure no longer than a cached key does; see
 /// [`KeyHierarchy::check_watch`]).
+#[derive(Clone)]
 pub struct ErasureGuard {
     keys: Arc<KeyHierarchy>,
     watch: ErasureWatch,
@@ -109,8 +110,19 @@ impl Content {
     /// [`Error::DataLoss`] if the header, key slot or body commitment fail
     /// their checks.
     pub async fn open(&self, obj: &ObjectRef, whole: bool) -> Result<OpenedObject, Error> {
-        let guard = self.erasure_guard(obj).await;
-        self.keys.ensure_not_erased(&obj.pseudonym).await?;
+        self.open_for(obj, whole, Purpose::Serve).await
+    }
+
+    /// As [`Content::open`], for `purpose`: a disclosure is not stopped by
+    /// a scheduled erasure (`export.rs`).
+    pub(super) async fn open_for(
+        &self,
+        obj: &ObjectRef,
+        whole: bool,
+        purpose: Purpose,
+    ) -> Result<OpenedObject, Error> {
+        let guard = self.user_guard_for(&obj.pseudonym, purpose).await;
+        self.ensure_readable(&obj.pseudonym, purpose).await?;
         let mut attempts = 0;
         let (reader, fixed, layout, head, header, user_key) = loop {
             attempts += 1;
@@ -124,11 +136,16 @@ impl Content {
             let layout = ObjectLayout::new(&fixed, len)?;
             let head = reader.read(layout.head()).await?;
             let header = Header::parse(&head)?;
-            match self
-                .keys
-                .user_key(&obj.pseudonym, header.key_slot.user_key_version)
-                .await
-            {
+            let version = header.key_slot.user_key_version;
+            let key = match purpose {
+                Purpose::Serve => self.keys.user_key(&obj.pseudonym, version).await,
+                Purpose::Disclosure => {
+                    self.keys
+                        .user_key_for_disclosure(&obj.pseudonym, version)
+                        .await
+                }
+            };
+            match key {
                 Ok(user_key) => break (reader, fixed, layout, head, header, user_key),
                 // A rewrap moved the slot to another version and destroyed
                 // this one after the header was read: read it again.
@@ -170,6 +187,19 @@ impl Content {
         ErasureGuard {
             keys: self.keys.clone(),
             watch: self.keys.watch(p).await,
+        }
+    }
+
+    /// A guard on a user's erasure for `purpose`, watching from now: a
+    /// disclosure's ends only once the user is erased.
+    pub async fn user_guard_for(&self, p: &Pseudonym, purpose: Purpose) -> ErasureGuard {
+        let watch = match purpose {
+            Purpose::Serve => self.keys.watch(p).await,
+            Purpose::Disclosure => self.keys.watch_for_disclosure(p).await,
+        };
+        ErasureGuard {
+            keys: self.keys.clone(),
+            watch,
         }
     }
 }

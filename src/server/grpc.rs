@@ -29,10 +29,12 @@ use crate::api::auth::{AuthorizeLayer, Policy};
 use crate::api::codec::{RequestFraming, TransportErrors, MAX_MESSAGE_BYTES};
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
+use crate::api::export::ExportApi;
 use crate::api::holds::LegalHoldApi;
 use crate::api::limits::{StreamPace, UnaryDeadline};
 use crate::api::pb;
 use crate::config;
+use crate::export::Export;
 
 /// HTTP/2 receive window per stream.
 const STREAM_WINDOW: u32 = 2 << 20;
@@ -186,6 +188,20 @@ impl Serving<'_> {
             .add_service(
                 pb::audit_service_server::AuditServiceServer::new(AuditApi::new(
                     gateway.audit.clone(),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                pb::export_service_server::ExportServiceServer::new(ExportApi::new(
+                    Arc::new(Export::new(
+                        gateway.content.clone(),
+                        gateway.store.clone(),
+                        gateway.store.clone(),
+                    )),
+                    StreamPace {
+                        window: Duration::from_secs(limits.stream_timeout_seconds),
+                        min_bytes: limits.stream_min_bytes,
+                    },
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )

@@ -22,6 +22,7 @@ use crate::api::admin::KeyAdminApi;
 use crate::api::audit::AuditApi;
 use crate::api::content::ContentApi;
 use crate::api::erasure::ErasureApi;
+use crate::api::export::ExportApi;
 use crate::api::holds::LegalHoldApi;
 use crate::api::pb;
 use crate::blob::BlobStore;
@@ -145,6 +146,7 @@ async fn set_health(
         pb::key_admin_service_server::KeyAdminServiceServer::<KeyAdminApi>::NAME,
         pb::legal_hold_service_server::LegalHoldServiceServer::<LegalHoldApi>::NAME,
         pb::audit_service_server::AuditServiceServer::<AuditApi>::NAME,
+        pb::export_service_server::ExportServiceServer::<ExportApi>::NAME,
     ] {
         reporter.set_service_status(service, status).await;
     }

@@ -35,6 +35,7 @@ const RANKS: &[(&str, u8)] = &[
     ("api", 4),
     ("content", 3),
     ("erasure", 3),
+    ("export", 3),
     ("keyadmin", 3),
     ("receipt", 3),
     ("error", 3),
@@ -76,6 +77,8 @@ const SAME_RANK_ALLOWED: &[(&str, &str)] = &[
     ("receipt", "error"),
     ("erasure", "receipt"),
     ("keyadmin", "receipt"),
+    ("export", "content"),
+    ("export", "error"),
 ];
 
 /// Rooms inside a module, and the rooms of that module each may name: a

@@ -79,6 +79,17 @@ impl KeyHierarchy {
     async fn load_user_keys_once(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
         let asked = Instant::now();
         self.ensure_unrestricted(p).await?;
+        self.unwrap_user_rows(p, asked).await
+    }
+
+    /// Reads a user's key rows and unwraps each, with no erasure check of
+    /// its own: the caller checked first ([`Self::load_user_keys_once`],
+    /// or `disclosure.rs`).
+    pub(super) async fn unwrap_user_rows(
+        &self,
+        p: &Pseudonym,
+        asked: Instant,
+    ) -> Result<Arc<UserKeys>, KeyError> {
         let records = self.store.user_keys(p).await?;
         let mut keys = BTreeMap::new();
         let mut active = None;

@@ -17,6 +17,8 @@
 //! - `watch.rs`: how erasures reach this process's caches and open streams,
 //!   its own and other processes' (through the key store's invalidation
 //!   feed), and the streams' [`ErasureWatch`]es.
+//! - `disclosure.rs`: keys for a lawful disclosure under a legal case,
+//!   which a scheduled erasure's restriction does not stop (erasure does).
 //! - `rotation.rs`: the steps of user-key rotation and rewrap, KEK rotation
 //!   and master rotation, one step per call, for the jobs that drive them.
 //!
@@ -44,6 +46,7 @@ use cache::UserKeys;
 use watch::ErasureLog;
 
 mod cache;
+mod disclosure;
 mod rotation;
 #[cfg(test)]
 mod tests;

@@ -94,6 +94,9 @@ pub struct ErasureWatch {
     /// of this stream: by the watch, or by the load of the cached key that
     /// was there when the watch began.
     asked: Arc<Mutex<Instant>>,
+    /// A disclosure's watch: only erasure ends it, not a scheduled
+    /// erasure's restriction (`disclosure.rs`).
+    pub(super) disclosure: bool,
 }
 
 impl ErasureWatch {
@@ -256,6 +259,7 @@ impl KeyHierarchy {
             pseudonym: *p,
             seen,
             asked: Arc::new(Mutex::new(asked)),
+            disclosure: false,
         }
     }
 
@@ -289,7 +293,11 @@ impl KeyHierarchy {
             Some(false) => {}
             None => {
                 let asking = Instant::now();
-                self.ensure_unrestricted(&watch.pseudonym).await?;
+                if watch.disclosure {
+                    self.ensure_no_tombstone(&watch.pseudonym).await?;
+                } else {
+                    self.ensure_unrestricted(&watch.pseudonym).await?;
+                }
                 watch.set_asked(asking);
             }
         }

@@ -65,6 +65,7 @@ mod decommission;
 mod deletion;
 mod erasure;
 mod erasure_holds;
+mod export;
 mod feeds;
 mod finish;
 mod holds;
