@@ -273,13 +273,13 @@ async fn a_disclosure_needs_the_holding_case_and_outlives_a_restriction() {
         "the case holds eve, not bob",
     );
 
-    // Restricted: her own copy is refused before any byte, a disclosure
-    // under the holding case is not.
+    // Restricted (held, her erasure asked for): her own copy is refused
+    // before any byte, a disclosure under the holding case is not.
     schedule_erasure(&gw, "eve").await;
     expect_reason(
         export(&gw, request("eve", "", None)).await,
         Code::FailedPrecondition,
-        "ERASURE_PENDING",
+        "USER_RESTRICTED",
         "own copy of a restricted user",
     );
     let (archive, _) = export(&gw, request("eve", "case-2026-7", None))
@@ -296,7 +296,7 @@ async fn a_disclosure_needs_the_holding_case_and_outlives_a_restriction() {
     expect_reason(
         export(&gw, request("eve", "", None)).await,
         Code::FailedPrecondition,
-        "ERASURE_PENDING",
+        "USER_RESTRICTED",
         "own copy after a disclosure",
     );
 
