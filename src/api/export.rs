@@ -174,7 +174,7 @@ impl pb::export_service_server::ExportService for ExportApi {
         let (tx, rx) = mpsc::channel::<ExportMessage>(AHEAD);
         let outbox = Arc::new(Outbox(Mutex::new(OutboxState::Open(rx))));
         let messages = OutboxStream(outbox.clone());
-        let (pieces_tx, pieces) = mpsc::channel::<ArchivePiece>(1);
+        let (pieces_tx, pieces) = mpsc::channel::<ArchivePiece>(4);
         let export = self.export.clone();
         let mut progress = Progress::new(self.pace);
         tokio::spawn(async move {
