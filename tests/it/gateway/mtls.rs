@@ -447,3 +447,71 @@ async fn certificates_replaced_on_disk_are_used_without_a_restart() {
         "an old-CA client certificate after the rotation",
     );
 }
+
+/// The whole of an export as `client` (its bytes), or the status.
+async fn export_as(
+    t: &TlsGateway,
+    client: &Leaf,
+    user: &str,
+    case: &str,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut c = sealgate::api::pb::export_service_client::ExportServiceClient::new(
+        t.channel(Some(client)).await,
+    );
+    let mut stream = c
+        .export_user(pb::ExportUserRequest {
+            user_id: user.into(),
+            case_ref: case.into(),
+            resume: None,
+        })
+        .await?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    Ok(bytes)
+}
+
+/// ExportUser splits by role: the user's own copy is the content role's,
+/// a disclosure under a case the legal role's; each refused the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_is_the_content_roles_and_disclosure_the_legal_roles() {
+    let t = TlsGateway::start().await;
+    let moments = t.ca.client_uri(MOMENTS);
+    let legal = t.ca.client_uri(LEGAL);
+    let ops = t.ca.client_dns(OPS);
+    put(
+        &mut t.content(Some(&moments)).await,
+        "u1",
+        "moments",
+        "pic",
+        b"mine",
+        4,
+    )
+    .await
+    .unwrap();
+    place_hold(&mut t.holds(Some(&legal)).await, "u1", "case-1")
+        .await
+        .unwrap();
+
+    let own = export_as(&t, &moments, "u1", "").await.expect("own copy");
+    assert!(own.windows(4).any(|w| w == b"mine"));
+    let disclosed = export_as(&t, &legal, "u1", "case-1")
+        .await
+        .expect("disclosure under the holding case");
+    assert!(disclosed.windows(4).any(|w| w == b"mine"));
+
+    for (who, case, what) in [
+        (&legal, "", "the legal role without a case"),
+        (&moments, "case-1", "the content role with a case"),
+        (&ops, "", "the ops role"),
+    ] {
+        expect_reason(
+            export_as(&t, who, "u1", case).await,
+            Code::PermissionDenied,
+            "ROLE_REQUIRED",
+            what,
+        );
+    }
+}
