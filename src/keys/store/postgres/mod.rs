@@ -28,11 +28,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgRow, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::Connection;
 use sqlx::{Row, Transaction};
 
+mod notify;
 mod open;
+
+use notify::payload;
+pub use notify::CHANNEL;
 
 pub use open::{redact_url, PgSettings};
 
@@ -44,9 +48,6 @@ use crate::crypto::Pseudonym;
 
 /// The PostgreSQL key store.
 pub type PostgresKeyStore = SqlStore<PgEngine>;
-
-/// The notification channel of invalidations.
-pub const CHANNEL: &str = "sealgate_invalidate";
 
 /// Advisory lock namespaces (the first key of the two-key form).
 pub(super) const LOCK_USER: i32 = 0x5347_0001;
@@ -117,32 +118,6 @@ fn backend(e: sqlx::Error) -> StoreError {
 fn tls_refusal(e: &std::io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.is::<tokio_rustls::rustls::Error>())
-}
-
-/// The notification payload of an invalidation.
-fn payload(i: Invalidation) -> String {
-    match i {
-        Invalidation::User(p) => format!("user:{p}"),
-        Invalidation::Shard(s) => format!("shard:{s}"),
-        // Never committed; a reader would take it as `all`.
-        Invalidation::All | Invalidation::Interrupted => "all".into(),
-    }
-}
-
-/// An invalidation from a payload; anything unknown (a newer build's
-/// notice) drops everything.
-fn parse_payload(s: &str) -> Invalidation {
-    if let Some(p) = s.strip_prefix("user:") {
-        if let Ok(p) = Pseudonym::from_hex(p) {
-            return Invalidation::User(p);
-        }
-    }
-    if let Some(shard) = s.strip_prefix("shard:") {
-        if let Ok(shard) = shard.parse() {
-            return Invalidation::Shard(shard);
-        }
-    }
-    Invalidation::All
 }
 
 type Tx = Transaction<'static, Postgres>;
@@ -588,66 +563,8 @@ impl Engine for PgEngine {
     }
 
     async fn invalidations(&self) -> Result<Option<Invalidations>, StoreError> {
-        let mut listener = listen(&self.pool).await.map_err(backend)?;
-        let pool = self.pool.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    next = listener.try_recv() => next,
-                    () = tx.closed() => return,
-                };
-                let invalidation = match next {
-                    Ok(Some(n)) => parse_payload(n.payload()),
-                    // The connection was lost and is already made again
-                    // (sqlx reconnects eagerly, or fails): notices may
-                    // have been missed meanwhile.
-                    Ok(None) => Invalidation::All,
-                    Err(sqlx::Error::PoolClosed) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "key store invalidation listener failed; reconnecting");
-                        // Deaf until a new listener listens: say so now,
-                        // and `All` once it does.
-                        if tx.send(Invalidation::Interrupted).await.is_err() {
-                            return;
-                        }
-                        let mut failures = 0u32;
-                        listener = loop {
-                            failures += 1;
-                            // Backoff before reconnecting, capped at 5 s.
-                            let wait = Duration::from_millis(100 * u64::from(failures.min(50)));
-                            let again = tokio::select! {
-                                again = async {
-                                    tokio::time::sleep(wait).await;
-                                    listen(&pool).await
-                                } => again,
-                                () = tx.closed() => return,
-                            };
-                            match again {
-                                Ok(l) => break l,
-                                Err(sqlx::Error::PoolClosed) => return,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "key store invalidation listener could not reconnect");
-                                }
-                            }
-                        };
-                        Invalidation::All
-                    }
-                };
-                if tx.send(invalidation).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Some(rx))
+        notify::subscribe(&self.pool).await.map(Some)
     }
-}
-
-/// A listener on [`CHANNEL`], listening when this returns.
-async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
 }
 
 #[cfg(test)]
@@ -685,18 +602,5 @@ mod tests {
             "unexpected response from SSLRequest: 0x48 (sqlx_postgres::connection::tls:95)".into(),
         );
         assert!(matches!(backend(other), StoreError::Backend(_)));
-    }
-
-    #[test]
-    fn payloads_round_trip() {
-        let p = Pseudonym::from_hex(&"ab".repeat(32)).unwrap();
-        for i in [
-            Invalidation::User(p),
-            Invalidation::Shard(17),
-            Invalidation::All,
-        ] {
-            assert_eq!(parse_payload(&payload(i)), i);
-        }
-        assert_eq!(parse_payload("from a newer build"), Invalidation::All);
     }
 }
