@@ -532,9 +532,4 @@ impl Erasure {
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
     }
-
-    /// Whether a scheduled erasure is in force (not cancelled).
-    pub fn is_scheduled(s: &ScheduledErasure) -> bool {
-        s.state == ScheduleState::Scheduled
-    }
 }

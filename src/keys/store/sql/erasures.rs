@@ -61,17 +61,12 @@ impl<E: Engine> Write<'_, E> {
         &mut self,
         ps: &[Pseudonym],
     ) -> Result<HashMap<Pseudonym, Tombstone>, StoreError> {
+        let sql = "SELECT pseudonym, erased_at_ms, destroyed_versions, gc_job_id FROM tombstones
+                   WHERE pseudonym IN ({})";
         let mut out = HashMap::new();
-        for chunk in ps.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT pseudonym, erased_at_ms, destroyed_versions, gc_job_id FROM tombstones
-                 WHERE pseudonym IN ({})",
-                placeholders(1, chunk.len())
-            );
-            for row in self.rows(&sql, pseudonym_params(chunk)).await? {
-                let p = pseudonym_of(&row.text("pseudonym")?)?;
-                out.insert(p, tombstone_row(p, &row)?);
-            }
+        for row in self.for_users(sql, ps).await? {
+            let p = pseudonym_of(&row.text("pseudonym")?)?;
+            out.insert(p, tombstone_row(p, &row)?);
         }
         Ok(out)
     }
@@ -81,16 +76,12 @@ impl<E: Engine> Write<'_, E> {
         &mut self,
         ps: &[Pseudonym],
     ) -> Result<HashMap<Pseudonym, ScheduledErasure>, StoreError> {
+        let sql =
+            format!("SELECT {SCHEDULE_COLUMNS} FROM scheduled_erasures WHERE pseudonym IN ({{}})");
         let mut out = HashMap::new();
-        for chunk in ps.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT {SCHEDULE_COLUMNS} FROM scheduled_erasures WHERE pseudonym IN ({})",
-                placeholders(1, chunk.len())
-            );
-            for row in self.rows(&sql, pseudonym_params(chunk)).await? {
-                let s = schedule_row(&row)?;
-                out.insert(s.pseudonym, s);
-            }
+        for row in self.for_users(&sql, ps).await? {
+            let s = schedule_row(&row)?;
+            out.insert(s.pseudonym, s);
         }
         Ok(out)
     }
@@ -100,17 +91,12 @@ impl<E: Engine> Write<'_, E> {
         &mut self,
         ps: &[Pseudonym],
     ) -> Result<HashMap<Pseudonym, usize>, StoreError> {
+        let sql = "SELECT pseudonym, COUNT(*) AS n FROM legal_holds WHERE pseudonym IN ({})
+                   GROUP BY pseudonym";
         let mut out = HashMap::new();
-        for chunk in ps.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT pseudonym, COUNT(*) AS n FROM legal_holds WHERE pseudonym IN ({})
-                 GROUP BY pseudonym",
-                placeholders(1, chunk.len())
-            );
-            for row in self.rows(&sql, pseudonym_params(chunk)).await? {
-                let n = usize::try_from(row.int("n")?).unwrap_or(usize::MAX);
-                out.insert(pseudonym_of(&row.text("pseudonym")?)?, n);
-            }
+        for row in self.for_users(sql, ps).await? {
+            let n = usize::try_from(row.int("n")?).unwrap_or(usize::MAX);
+            out.insert(pseudonym_of(&row.text("pseudonym")?)?, n);
         }
         Ok(out)
     }
