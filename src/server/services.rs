@@ -137,16 +137,30 @@ impl ServiceSettings<'_> {
                 self.region,
             ))),
         );
-        tokio::spawn(run_due_erasures(
-            erasure.clone(),
+        // Scheduled erasures that are due ([`Erasure::run_due`]); at once
+        // at start too: a deadline passed while every process was down
+        // runs now.
+        let due = erasure.clone();
+        tokio::spawn(run_every(
+            "scheduled erasures",
             jobs.stop_signal(),
             Duration::from_secs(self.erasure.due_check_seconds),
+            move || {
+                let due = due.clone();
+                async move { due.run_due().await.map(drop) }
+            },
         ));
+        // The key schedule ([`KeyAdmin::schedule_pass`]).
         if keys.kek_max_age().is_some() {
-            tokio::spawn(run_key_schedule(
-                admin.clone(),
+            let schedule = admin.clone();
+            tokio::spawn(run_every(
+                "key schedule",
                 jobs.stop_signal(),
                 Duration::from_secs(self.keys.schedule_check_seconds),
+                move || {
+                    let schedule = schedule.clone();
+                    async move { schedule.schedule_pass().await }
+                },
             ));
         }
         Ok(Gateway {
@@ -163,43 +177,25 @@ impl ServiceSettings<'_> {
     }
 }
 
-/// Carries out scheduled erasures that are due ([`Erasure::run_due`])
-/// every `every` (at once at start: a deadline passed while every process
-/// was down runs now) until the jobs stop.
-async fn run_due_erasures(
-    erasure: Arc<Erasure>,
+/// Runs `pass` every `every`, the first at once, until the jobs stop; a
+/// failed pass is logged as `what` and tried again at the next.
+async fn run_every<F, Fut>(
+    what: &'static str,
     mut stop: tokio::sync::watch::Receiver<bool>,
     every: Duration,
-) {
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::error::Error>>,
+{
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {
-                if let Err(e) = erasure.run_due().await {
-                    tracing::warn!(target: LOG_TARGET, error = %e, "scheduled erasures: pass failed; trying again at the next");
-                }
-            }
-        }
-    }
-}
-
-/// Runs the key schedule ([`KeyAdmin::schedule_pass`]) every `every`
-/// until the jobs stop.
-async fn run_key_schedule(
-    admin: Arc<KeyAdmin>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    every: Duration,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {
-                if let Err(e) = admin.schedule_pass().await {
-                    tracing::warn!(target: LOG_TARGET, error = %e, "key schedule pass failed; trying again at the next");
+                if let Err(e) = pass().await {
+                    tracing::warn!(target: LOG_TARGET, error = %e, "{what} pass failed; trying again at the next");
                 }
             }
         }
