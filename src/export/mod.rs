@@ -493,23 +493,13 @@ impl Archive {
     /// Appends a piece, sent as it is (not copied) when it is long and all
     /// past the resume offset; false if the receiver went away.
     async fn write_bytes(&mut self, data: Bytes) -> bool {
-        if self.pos >= self.from && data.len() >= PASS_THROUGH {
+        if self.pos >= self.from && (PASS_THROUGH..=PIECE).contains(&data.len()) {
             // What is gathered (a header) goes first.
             if !self.buf.is_empty() && !self.flush().await {
                 return false;
             }
-            let len = data.len() as u64;
-            self.pos += len;
-            let piece = ArchivePiece {
-                offset: self.pos - len,
-                data,
-            };
-            self.any_sent = true;
-            if self.out.send(piece).await.is_err() {
-                return false;
-            }
-            self.sent += len;
-            return true;
+            self.pos += data.len() as u64;
+            return self.send(data).await;
         }
         self.write(&data).await
     }
@@ -541,6 +531,12 @@ impl Archive {
     /// Sends what is gathered; false if the receiver went away.
     async fn flush(&mut self) -> bool {
         let data = Bytes::from(std::mem::take(&mut self.buf));
+        self.send(data).await
+    }
+
+    /// Sends the archive bytes that end at the current position; false if
+    /// the receiver went away.
+    async fn send(&mut self, data: Bytes) -> bool {
         let len = data.len() as u64;
         let piece = ArchivePiece {
             offset: self.pos - len,
