@@ -13,22 +13,6 @@ use tonic::Code;
 
 use super::*;
 
-/// Generates `sqlite::name` and `pg::name` for each test `async fn name()`.
-macro_rules! key_store_tests {
-    ($($name:ident),+ $(,)?) => {
-        /// The tests on the embedded SQLite key store.
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name().await;
-                }
-            )+
-        }
-        pg_tests!($($name),+);
-    };
-}
-
 key_store_tests!(
     a_scheduled_erasure_restricts_at_once_and_a_cancel_gives_the_user_back,
     the_deadline_erases_once_across_a_restart_inside_the_window,

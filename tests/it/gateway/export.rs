@@ -381,6 +381,7 @@ async fn an_own_export_is_audited_and_an_erased_user_has_none() {
 
 /// `sealgate export -o FILE`: the same archive as the API's, renamed
 /// from `FILE.part` once whole, with the object count printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_writes_the_same_archive() {
     let gw = TestGateway::start().await;
     let mut c = gw.content().await;
@@ -431,37 +432,9 @@ mod stores {
     };
 }
 
-pg_tests!(
+key_store_tests!(
     a_full_export_reads_back_in_python_as_what_was_put,
     a_resumed_export_is_byte_identical_and_a_change_between_is_refused,
     a_disclosure_needs_the_holding_case_and_outlives_a_restriction,
     an_own_export_is_audited_and_an_erased_user_has_none,
 );
-
-/// The SQLite key store (objects on the filesystem).
-mod sqlite {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_command_line_writes_the_same_archive() {
-        super::the_command_line_writes_the_same_archive().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_export_reads_back_in_python_as_what_was_put() {
-        super::a_full_export_reads_back_in_python_as_what_was_put().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_resumed_export_is_byte_identical_and_a_change_between_is_refused() {
-        super::a_resumed_export_is_byte_identical_and_a_change_between_is_refused().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_disclosure_needs_the_holding_case_and_outlives_a_restriction() {
-        super::a_disclosure_needs_the_holding_case_and_outlives_a_restriction().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_own_export_is_audited_and_an_erased_user_has_none() {
-        super::an_own_export_is_audited_and_an_erased_user_has_none().await;
-    }
-}

@@ -12,22 +12,6 @@ use tonic::Code;
 
 use super::*;
 
-/// Generates `sqlite::name` and `pg::name` for each test `async fn name()`.
-macro_rules! key_store_tests {
-    ($($name:ident),+ $(,)?) => {
-        /// The tests on the embedded SQLite key store.
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name().await;
-                }
-            )+
-        }
-        pg_tests!($($name),+);
-    };
-}
-
 key_store_tests!(
     decommission_is_refused_while_any_user_is_held,
     a_pending_erasure_runs_after_a_restart_once_the_hold_is_released,

@@ -56,6 +56,24 @@ macro_rules! pg_tests {
     };
 }
 
+/// Generates, for each test `async fn name()` of the calling module,
+/// `sqlite::name` (the embedded key store) and `pg::name` (a PostgreSQL
+/// one), both on the filesystem object store.
+macro_rules! key_store_tests {
+    ($($name:ident),+ $(,)?) => {
+        /// The tests on the embedded SQLite key store.
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name().await;
+                }
+            )+
+        }
+        pg_tests!($($name),+);
+    };
+}
+
 mod at_rest;
 mod audit;
 mod bad_input;
