@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod codec;
 pub mod content;
+pub mod download;
 pub mod erasure;
 pub mod error;
 pub mod export;

@@ -52,6 +52,7 @@ use crate::jobs::JobRunner;
 use crate::keyadmin::KeyAdmin;
 use crate::keys::kms::KmsClient;
 use crate::keys::store::KeyStore;
+use crate::signed_read::SignedReads;
 
 pub use stores::{open_blob, open_for_backup};
 
@@ -139,6 +140,8 @@ pub enum ServeError {
 pub struct Gateway {
     /// Objects and items.
     pub content: Arc<Content>,
+    /// Signed HTTP reads: their tokens made and checked.
+    pub reads: Arc<SignedReads>,
     /// Erasure of users.
     pub erasure: Arc<Erasure>,
     /// Key administration.
@@ -210,6 +213,7 @@ impl Gateway {
             region: &config.blob.region,
             spaces: &config.spaces,
             limits: &config.limits,
+            http: &config.http,
         }
         .build(store, master, naming, blob)
         .await?;
