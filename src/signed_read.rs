@@ -204,9 +204,9 @@ impl SignedReads {
         }
         // A token for a space no longer configured, or an id the naming
         // rules refuse now, cannot be read: as forged (it names nothing).
-        let Ok(object) = self
-            .content
-            .object_ref_for(&grant.pseudonym, &grant.space, &grant.object_id)
+        let Ok(object) =
+            self.content
+                .object_ref_for(&grant.pseudonym, &grant.space, &grant.object_id)
         else {
             return Ok(Err(Refused::Forged));
         };
@@ -247,8 +247,9 @@ impl SignedReads {
         if let Some(key) = keys.get(&version) {
             return Ok(key.clone());
         }
-        let key =
-            Arc::new(TokenKey::new(secret).map_err(|e| Error::Internal(format!("token key: {e}")))?);
+        let key = Arc::new(
+            TokenKey::new(secret).map_err(|e| Error::Internal(format!("token key: {e}")))?,
+        );
         keys.insert(version, key.clone());
         Ok(key)
     }

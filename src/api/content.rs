@@ -19,9 +19,7 @@ use super::auth::Caller;
 use super::download::download;
 use super::limits::{PacedStream, StreamPace};
 use super::pb;
-use crate::content::{
-    ByteRange, Content, ObjectInfo, ObjectRef, UploadPart, WriteOptions,
-};
+use crate::content::{ByteRange, Content, ObjectInfo, ObjectRef, UploadPart, WriteOptions};
 use crate::crypto::Metadata;
 use crate::error::{Error, Reason};
 use crate::signed_read::SignedReads;

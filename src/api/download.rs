@@ -119,10 +119,7 @@ async fn send_paced(
 
 /// The pieces as the transport takes them, each checked against the
 /// owner's erasure just before it leaves.
-fn checked_at_send(
-    pieces: OutboxStream,
-    guard: ErasureGuard,
-) -> impl Stream<Item = Piece> + Send {
+fn checked_at_send(pieces: OutboxStream, guard: ErasureGuard) -> impl Stream<Item = Piece> + Send {
     futures_util::stream::unfold(Some((pieces, guard)), |state| async move {
         let (mut pieces, mut guard) = state?;
         let piece = pieces.next().await?;

@@ -16,6 +16,7 @@ pub mod erasure;
 pub mod error;
 pub mod export;
 pub mod holds;
+pub mod http;
 pub mod limits;
 
 /// Generated protobuf types and gRPC stubs of `proto/sealgate/v1`.

@@ -201,12 +201,15 @@ impl Config {
                 http.max_ttl_seconds
             ));
         }
-        if http.cache_control.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+        if http
+            .cache_control
+            .bytes()
+            .any(|b| !(0x20..0x7f).contains(&b))
+        {
             return Err("http.cache_control: must be printable ASCII (a header value)".into());
         }
-        if !http.public_url.is_empty()
-            && !(http.public_url.starts_with("https://") || http.public_url.starts_with("http://"))
-        {
+        let url = &http.public_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
             return Err(format!(
                 "http.public_url: {} must start with https:// or http://, or be empty",
                 crate::error::quote(&http.public_url)

@@ -79,8 +79,7 @@ impl ReadGrant {
     /// The grant's plaintext encoding.
     fn encode(&self) -> Result<Vec<u8>, CryptoError> {
         let space = u8::try_from(self.space.len()).map_err(|_| CryptoError::Malformed)?;
-        let mut out =
-            Vec::with_capacity(GRANT_FIXED_LEN + self.space.len() + self.object_id.len());
+        let mut out = Vec::with_capacity(GRANT_FIXED_LEN + self.space.len() + self.object_id.len());
         out.extend_from_slice(&self.expires_at_s.to_be_bytes());
         let (flag, (start, end)) = match self.range {
             Some(r) => (1u8, r),

@@ -20,12 +20,12 @@ use crate::jobs::rotation::{RotateKek, RotateMaster};
 use crate::jobs::{JobRunner, JobSettings};
 use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
+use crate::keys::master::secrets::MasterSecrets;
 use crate::keys::store::{
     KeyStore, JOB_KIND_ERASURE_GC, JOB_KIND_REWRAP_USER, JOB_KIND_ROTATE_KEK,
     JOB_KIND_ROTATE_MASTER,
 };
 use crate::keys::{CachePolicy, KeyHierarchy};
-use crate::keys::master::secrets::MasterSecrets;
 use crate::receipt::keys::ReceiptSigner;
 use crate::signed_read::SignedReads;
 

@@ -70,9 +70,8 @@ pub struct MasterSecret {
 /// How a fresh secret is named and announced: its id, and a setting to
 /// publish before it can be used (withdrawn if another process's secret
 /// wins).
-pub type Naming<'a> = &'a (dyn Fn(&Kek) -> Result<(String, Option<(String, String)>), KeyError>
-         + Send
-         + Sync);
+pub type Naming<'a> =
+    &'a (dyn Fn(&Kek) -> Result<(String, Option<(String, String)>), KeyError> + Send + Sync);
 
 /// The secrets of one purpose.
 pub struct MasterSecrets {
@@ -136,7 +135,8 @@ impl MasterSecrets {
     }
 
     async fn open(&self, version: u32, row: &str) -> Result<MasterSecret, KeyError> {
-        let corrupt = || KeyError::Internal(format!("malformed setting {}", self.purpose.row(version)));
+        let corrupt =
+            || KeyError::Internal(format!("malformed setting {}", self.purpose.row(version)));
         let (id, wrapped) = row.split_once(' ').ok_or_else(corrupt)?;
         let wrapped = hex::decode(wrapped).map_err(|_| corrupt())?;
         let secret = self
