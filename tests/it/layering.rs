@@ -38,6 +38,7 @@ const RANKS: &[(&str, u8)] = &[
     ("export", 3),
     ("keyadmin", 3),
     ("receipt", 3),
+    ("signed_read", 3),
     ("error", 3),
     ("holds", 3),
     ("audit", 3),
@@ -79,6 +80,8 @@ const SAME_RANK_ALLOWED: &[(&str, &str)] = &[
     ("keyadmin", "receipt"),
     ("export", "content"),
     ("export", "error"),
+    ("signed_read", "content"),
+    ("signed_read", "error"),
 ];
 
 /// Rooms inside a module, and the rooms of that module each may name: a

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::{MasterKeyError, MasterKeyProvider};
 use crate::crypto::Kek;
 use crate::keys::store::{KeyStore, Settings, StoreError};
-use crate::keys::KeyError;
+use crate::keys::error::KeyError;
 
 /// What a secret is for: where its rows live and what its wrap binds.
 #[derive(Debug)]
