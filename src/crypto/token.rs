@@ -273,6 +273,31 @@ mod tests {
         );
     }
 
+    /// FORMAT.md's vector: secret 32 × 0x42, nonce 12 × 0x24, master
+    /// version 1, deployment `0123456789abcdef0123456789abcdef`.
+    #[test]
+    fn the_format_vector() {
+        let key = TokenKey::new(&Kek::unwrapped_by_kms(&[0x42; 32]).unwrap()).unwrap();
+        let grant = ReadGrant {
+            expires_at_s: 1_800_000_000,
+            range: None,
+            etag: *b"0123456789abcdef",
+            pseudonym: Pseudonym::from_raw([0x11; 32]),
+            space: "moments".into(),
+            object_id: "cat.jpg".into(),
+        };
+        let deployment = "0123456789abcdef0123456789abcdef";
+        let token = grant
+            .seal_with_nonce(&key, 1, deployment, [0x24; 12])
+            .unwrap();
+        assert_eq!(token, VECTOR);
+        let opened = SealedToken::parse(VECTOR).unwrap().open(&key, deployment);
+        assert_eq!(opened.unwrap(), grant);
+    }
+
+    const VECTOR: &str = "AQAAAAEkJCQkJCQkJCQkJCSuErsE_jmMSPuGuplGnpjna0XsP3ukXzKTp5O5\
+        wCggXBOfd5LLQ5v0-1zxqBleEVDitlD1IeMgt9r2zG4K1NkQV2w4SRgKvtk1JXjMGiNjjkC0lVzNYykXOnVbj_THa0OmTox2COBFrA";
+
     #[test]
     fn every_changed_character_is_refused() {
         let k = key();

