@@ -400,3 +400,87 @@ async fn kms_requests_are_counted_as_they_leave_the_process() {
     // `error` or `no_response`).
     assert_eq!(kms(&text), rows(&[(&["decrypt", "ok"], 2.0)]), "{text}");
 }
+
+/// One HTTP/1.1 request to the HTTP listener; the status line and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// Signed HTTP reads are counted by method and status, with fixed labels
+/// only; neither the metrics nor the log (at debug for the listener) name
+/// the user, the object or the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_http_reads_are_counted_and_name_nobody() {
+    let tmp = tempfile::tempdir().unwrap();
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::host::free_port()));
+    let mut process = Serve::new(&tmp.path().join("data"))
+        .env("SEALGATE_HTTP_LISTEN", &http.to_string())
+        .rust_log("info,sealgate::http=debug")
+        .spawn();
+    let addr = process
+        .ready_within(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|log| panic!("sealgate did not start:\n{log}"));
+    let metrics = metrics_address(&process.log()).expect("the metrics address");
+    let mut server = Served {
+        process,
+        addr,
+        metrics,
+    };
+    let (user, id) = ("http-metrics-user-9f2e", "http-metrics-object-41");
+    let mut client = server.content().await;
+    crate::support::gateway::put(&mut client, user, "moments", id, b"hello", 5)
+        .await
+        .unwrap();
+    let link = client
+        .sign_read(pb::SignReadRequest {
+            object: Some(crate::support::gateway::obj(user, "moments", id)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token = link.path.strip_prefix("/v1/o/").unwrap().to_string();
+    let (status, body) = http_get(http, &link.path).await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "hello")
+    );
+    let (status, _) = http_get(http, &format!("{}x", link.path)).await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    let text = server.scrape().await;
+    assert_eq!(
+        family(&text, "sealgate_http_requests_total"),
+        rows(&[(&["GET", "200"], 1.0), (&["GET", "403"], 1.0)]),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "sealgate_http_request_duration_seconds_count",
+            &[("method", "GET")]
+        ),
+        2.0,
+        "{text}"
+    );
+    let log = server.process.stop_and_read_log().await;
+    assert!(
+        log.contains("signed read refused"),
+        "the refusal is logged:\n{log}"
+    );
+    for secret in [user, id, &token] {
+        assert!(!text.contains(secret), "the metrics name {secret}");
+        assert!(!log.contains(secret), "the log names {secret}:\n{log}");
+    }
+}

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use super::{MasterKeyError, MasterKeyProvider};
 use crate::crypto::Kek;
-use crate::keys::store::{KeyStore, Settings, StoreError};
 use crate::keys::error::KeyError;
+use crate::keys::store::{KeyStore, Settings, StoreError};
 
 /// What a secret is for: where its rows live and what its wrap binds.
 #[derive(Debug)]

