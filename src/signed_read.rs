@@ -16,14 +16,13 @@
 //! any read is (erasure, restriction, deletion, the etag).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::content::{ByteRange, Content, ObjectInfo, ObjectRef};
 use crate::crypto::token::{ReadGrant, SealedToken, TokenKey, ETAG_LEN};
 use crate::error::{Error, Reason};
 use crate::keys::master::secrets::{MasterSecrets, READ_TOKEN_KEYS};
-use crate::keys::store::Settings;
 use crate::keys::KeyError;
 
 /// The path of a signed read: `/v1/o/` and the token.
@@ -76,30 +75,20 @@ impl Opened {
 pub struct SignedReads {
     content: Arc<Content>,
     secrets: MasterSecrets,
-    store: Arc<dyn Settings>,
     /// `http.max_ttl_seconds`.
     max_ttl: Duration,
-    /// The deployment id, read once (it never changes).
-    deployment: OnceLock<String>,
     /// Unwrapped token keys by master version.
     keys: Mutex<HashMap<u32, Arc<TokenKey>>>,
 }
 
 impl SignedReads {
-    /// Links to `content`'s objects, keys from `secrets`, the deployment
-    /// id from `store`, lifetimes up to `max_ttl`.
-    pub fn new(
-        content: Arc<Content>,
-        secrets: MasterSecrets,
-        store: Arc<dyn Settings>,
-        max_ttl: Duration,
-    ) -> Self {
+    /// Links to `content`'s objects, keys from `secrets`, lifetimes up to
+    /// `max_ttl`.
+    pub fn new(content: Arc<Content>, secrets: MasterSecrets, max_ttl: Duration) -> Self {
         Self {
             content,
             secrets,
-            store,
             max_ttl,
-            deployment: OnceLock::new(),
             keys: Mutex::new(HashMap::new()),
         }
     }
@@ -259,14 +248,6 @@ impl SignedReads {
     }
 
     async fn deployment_id(&self) -> Result<String, Error> {
-        if let Some(id) = self.deployment.get() {
-            return Ok(id.clone());
-        }
-        let id = self
-            .store
-            .store_id()
-            .await?
-            .ok_or_else(|| Error::Internal("the key store has no deployment id".into()))?;
-        Ok(self.deployment.get_or_init(|| id).clone())
+        Ok(self.secrets.deployment_id().await?)
     }
 }

@@ -248,7 +248,7 @@ impl HttpReadApi {
                 return Err(Answer::new(StatusCode::FORBIDDEN, "TOKEN_EXPIRED"))
             }
         };
-        let serve = self.open(req.headers(), grant).await?;
+        let serve = self.open(req.headers(), grant, head).await?;
         let etag = HeaderValue::from_str(&format!("\"{}\"", serve.opened.info.etag))
             .map_err(|_| Answer::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"))?;
         let cache_control = self.cache_control.clone().unwrap_or_else(|| {
@@ -301,9 +301,9 @@ impl HttpReadApi {
 
     /// Opens the object a token names, checks it is the version the token
     /// was made for, and settles the bytes to send.
-    async fn open(&self, headers: &HeaderMap, grant: Opened) -> Result<Serve, Answer> {
+    async fn open(&self, headers: &HeaderMap, grant: Opened, head: bool) -> Result<Serve, Answer> {
         // A whole read lets storage send the body with the header.
-        let whole = grant.grant.range.is_none() && !headers.contains_key(header::RANGE);
+        let whole = !head && grant.grant.range.is_none() && !headers.contains_key(header::RANGE);
         let opened = self.content.open(&grant.object, whole).await?;
         if !grant.names(&opened.info) {
             return Err(Answer::new(StatusCode::NOT_FOUND, "OBJECT_CHANGED"));

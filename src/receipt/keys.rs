@@ -86,12 +86,9 @@ impl SigningKey {
 /// Signs erasure receipts with the current master version's key.
 pub struct ReceiptSigner {
     secrets: MasterSecrets,
-    store: Arc<dyn KeyStore>,
     region: String,
     /// The key last used and its master version.
     current: tokio::sync::Mutex<Option<(u32, Arc<SigningKey>)>>,
-    /// The deployment id, once read.
-    deployment: std::sync::OnceLock<String>,
 }
 
 impl ReceiptSigner {
@@ -102,11 +99,9 @@ impl ReceiptSigner {
         region: impl Into<String>,
     ) -> Self {
         Self {
-            secrets: MasterSecrets::new(master, store.clone(), &RECEIPT_KEYS),
-            store,
+            secrets: MasterSecrets::new(master, store, &RECEIPT_KEYS),
             region: region.into(),
             current: tokio::sync::Mutex::new(None),
-            deployment: std::sync::OnceLock::new(),
         }
     }
 
@@ -133,17 +128,8 @@ impl ReceiptSigner {
         })
     }
 
-    /// The deployment id, read once (it never changes).
     async fn deployment_id(&self) -> Result<String, Error> {
-        if let Some(id) = self.deployment.get() {
-            return Ok(id.clone());
-        }
-        let id = self
-            .store
-            .store_id()
-            .await?
-            .ok_or_else(|| Error::Internal("the key store has no deployment id".into()))?;
-        Ok(self.deployment.get_or_init(|| id).clone())
+        Ok(self.secrets.deployment_id().await?)
     }
 
     /// The signing key of the provider's current master version, made if

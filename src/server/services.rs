@@ -170,7 +170,6 @@ impl ServiceSettings<'_> {
         let reads = Arc::new(SignedReads::new(
             content.clone(),
             MasterSecrets::new(keys.master().clone(), store.clone(), SignedReads::purpose()),
-            store.clone(),
             Duration::from_secs(self.http.max_ttl_seconds),
         ));
         Ok(Gateway {

@@ -78,6 +78,8 @@ pub struct MasterSecrets {
     master: Arc<dyn MasterKeyProvider>,
     store: Arc<dyn KeyStore>,
     purpose: &'static Purpose,
+    /// The deployment id, once read.
+    deployment: std::sync::OnceLock<String>,
 }
 
 fn master_error(e: MasterKeyError) -> KeyError {
@@ -95,7 +97,25 @@ impl MasterSecrets {
             master,
             store,
             purpose,
+            deployment: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The deployment's id (the key store's), which what the secrets sign
+    /// or seal binds; read once, it never changes.
+    ///
+    /// # Errors
+    /// Key-store failures; [`KeyError::Internal`] if the store has none.
+    pub async fn deployment_id(&self) -> Result<String, KeyError> {
+        if let Some(id) = self.deployment.get() {
+            return Ok(id.clone());
+        }
+        let id = self
+            .store
+            .store_id()
+            .await?
+            .ok_or_else(|| KeyError::Internal("the key store has no deployment id".into()))?;
+        Ok(self.deployment.get_or_init(|| id).clone())
     }
 
     /// The provider's current master version.
