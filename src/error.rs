@@ -94,6 +94,9 @@ pub enum Reason {
     /// FAILED_PRECONDITION: the user is under legal hold; erasure waits
     /// until every case releases it.
     LegalHold,
+    /// FAILED_PRECONDITION: SignRead on a gateway without an HTTP listener
+    /// (`http.listen` empty): no link it made could be served.
+    HttpReadsOff,
     /// FAILED_PRECONDITION: KMS refused to use the master key a KEK is
     /// wrapped under (disabled, pending deletion, deleted, no permission);
     /// retrying cannot help until an operator fixes the key.
@@ -174,6 +177,7 @@ impl Reason {
             Self::StorageFull => "STORAGE_FULL",
             Self::StorageLost => "STORAGE_LOST",
             Self::LegalHold => "LEGAL_HOLD",
+            Self::HttpReadsOff => "HTTP_READS_OFF",
             Self::Decommissioned => "DECOMMISSIONED",
             Self::NoClientCertificate => "NO_CLIENT_CERTIFICATE",
             Self::RoleRequired => "ROLE_REQUIRED",

@@ -262,7 +262,6 @@ impl KeyAdmin {
             other => Error::from(KeyError::from(other)),
         })?;
         checks::forget_version(&*self.store, version).await?;
-        crate::receipt::keys::forget_master_version(&*self.store, version).await?;
         self.store
             .audit(&AuditEntry {
                 at_ms: unix_ms(),

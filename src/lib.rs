@@ -25,6 +25,7 @@ pub mod holds;
 pub mod jobs;
 pub mod keyadmin;
 pub mod receipt;
+pub mod signed_read;
 
 pub mod blob;
 pub mod keys;

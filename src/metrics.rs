@@ -38,6 +38,12 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     direction: &'static str,
 }
@@ -98,6 +104,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<CallLabels, Counter>,
     durations: DurationFamily,
+    http_requests: Family<HttpLabels, Counter>,
+    http_durations: DurationFamily,
     /// `sealgate_bytes_total` in and out: fixed labels, so the counters
     /// are kept (no lookup per count).
     bytes: [Counter; 2],
@@ -133,6 +141,18 @@ impl Metrics {
             "sealgate_request_duration_seconds",
             "gRPC call duration, from the request to the end of the response",
             durations.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "sealgate_http_requests",
+            "Signed HTTP reads answered, by method (GET, HEAD, other) and status",
+            http_requests.clone(),
+        );
+        let http_durations: DurationFamily = Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "sealgate_http_request_duration_seconds",
+            "Signed HTTP read duration, from the request to the end of the response body",
+            http_durations.clone(),
         );
         let bytes_family = Family::<DirectionLabels, Counter>::default();
         registry.register(
@@ -200,6 +220,8 @@ impl Metrics {
             registry,
             requests,
             durations,
+            http_requests,
+            http_durations,
             bytes,
             key_cache,
             unwraps,
@@ -218,6 +240,17 @@ impl Metrics {
             .get_or_create(&CallLabels { method, code })
             .inc();
         self.durations
+            .get_or_create(&MethodLabels { method })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A signed HTTP read of `method` (`GET`, `HEAD`, `other`) answered
+    /// `status` (its three digits) and ended after `took`.
+    pub fn http_ended(&self, method: &'static str, status: &'static str, took: Duration) {
+        self.http_requests
+            .get_or_create(&HttpLabels { method, status })
+            .inc();
+        self.http_durations
             .get_or_create(&MethodLabels { method })
             .observe(took.as_secs_f64());
     }

@@ -3,10 +3,8 @@
 //!
 //! What is left here are the transport's own bounds: a PutObject holds one
 //! of `limits.max_concurrent_uploads` permits for its whole stream
-//! (RESOURCE_EXHAUSTED `TOO_MANY_UPLOADS` without one); a GetObject reads
-//! ahead at most four messages into an outbox the reading task can take
-//! back, and checks the owner's erasure once more as the transport takes
-//! each; batch reads keep their encoded response within
+//! (RESOURCE_EXHAUSTED `TOO_MANY_UPLOADS` without one); a GetObject is its
+//! info, then the object's [`download`]; batch reads keep their encoded response within
 //! `limits.max_response_bytes`, failing the items past it on their own
 //! (`RESPONSE_BUDGET`).
 
@@ -14,23 +12,29 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::Caller;
-use super::limits::{PacedStream, Progress, StreamPace};
+use super::download::download;
+use super::limits::{PacedStream, StreamPace};
 use super::pb;
-use crate::content::{
-    ByteRange, Content, ErasureGuard, ObjectInfo, ObjectRef, UploadPart, WriteOptions,
-};
+use crate::content::{ByteRange, Content, ObjectInfo, ObjectRef, UploadPart, WriteOptions};
 use crate::crypto::Metadata;
 use crate::error::{Error, Reason};
+use crate::signed_read::SignedReads;
+
+/// SignRead's part: the links' maker and the listener's public address.
+struct Reads {
+    reads: Arc<SignedReads>,
+    public_url: String,
+}
 
 /// The ContentService implementation.
 pub struct ContentApi {
     content: Arc<Content>,
+    /// Signed HTTP reads; `None` without an HTTP listener.
+    reads: Option<Reads>,
     /// One permit per upload in progress (`limits.max_concurrent_uploads`).
     uploads: Arc<tokio::sync::Semaphore>,
     max_uploads: usize,
@@ -44,10 +48,22 @@ impl ContentApi {
     pub fn new(content: Arc<Content>, max_uploads: usize, pace: StreamPace) -> Self {
         Self {
             content,
+            reads: None,
             uploads: Arc::new(tokio::sync::Semaphore::new(max_uploads)),
             max_uploads,
             pace,
         }
+    }
+
+    /// With SignRead served by `reads`, for the HTTP listener at
+    /// `public_url` (`http.public_url`, may be empty).
+    #[must_use]
+    pub fn with_signed_reads(mut self, reads: Arc<SignedReads>, public_url: &str) -> Self {
+        self.reads = Some(Reads {
+            reads,
+            public_url: public_url.trim_end_matches('/').to_string(),
+        });
+        self
     }
 
     /// The validated ref of a request's object, once its caller may use
@@ -166,107 +182,6 @@ fn stream_error(status: &Status) -> Error {
 
 type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
 
-type GetMessage = Result<pb::GetObjectResponse, Status>;
-
-/// The messages of a GetObject read ahead of the transport. The reading
-/// task can take the unsent ones back: when the client stops taking them
-/// ([`StreamPace`]), they are dropped at once, not when the connection
-/// goes, and the stream ends with the error left in their place.
-struct Outbox(std::sync::Mutex<OutboxState>);
-
-enum OutboxState {
-    Open(mpsc::Receiver<GetMessage>),
-    Ended(Option<Status>),
-}
-
-impl Outbox {
-    /// Drops the unsent messages; the stream ends with `status`.
-    fn end(&self, status: Status) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = OutboxState::Ended(Some(status));
-    }
-}
-
-/// The receiving end of an [`Outbox`], as the transport takes it.
-struct OutboxStream(Arc<Outbox>);
-
-impl Stream for OutboxStream {
-    type Item = GetMessage;
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<GetMessage>> {
-        let mut state = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *state {
-            OutboxState::Open(rx) => rx.poll_recv(cx),
-            OutboxState::Ended(status) => std::task::Poll::Ready(status.take().map(Err)),
-        }
-    }
-}
-
-/// Sends `msg` into the outbox once the transport has room for it, or, if
-/// the client takes too little for too long, ends the outbox. Whether the
-/// reading should go on.
-async fn send_paced(
-    tx: &mpsc::Sender<GetMessage>,
-    outbox: &Outbox,
-    progress: &std::sync::Mutex<Progress>,
-    msg: GetMessage,
-) -> bool {
-    let bytes = match &msg {
-        Ok(pb::GetObjectResponse {
-            part: Some(pb::get_object_response::Part::Data(d)),
-        }) => d.len() as u64,
-        _ => 0,
-    };
-    let deadline = progress
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .deadline();
-    match tokio::time::timeout_at(deadline, tx.send(msg)).await {
-        Ok(Ok(())) => {
-            progress
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .moved(bytes);
-            true
-        }
-        // The call is gone.
-        Ok(Err(_)) => false,
-        Err(_) => {
-            let pace = progress.lock().unwrap_or_else(|p| p.into_inner()).pace();
-            tracing::info!("GetObject ended: the client took too little (limits.stream_min_bytes)");
-            outbox.end(pace.stalled("download").into());
-            false
-        }
-    }
-}
-
-/// The messages of a GetObject as the transport takes them, each data
-/// message checked against the owner's erasure just before it leaves: a
-/// piece read before an erasure but still waiting in the outbox is
-/// dropped, and the stream ends with USER_ERASED. Dropping the stream then
-/// stops the reading task, which drops the object's key.
-fn checked_at_send(
-    messages: OutboxStream,
-    guard: ErasureGuard,
-) -> impl Stream<Item = Result<pb::GetObjectResponse, Status>> + Send {
-    futures_util::stream::unfold(Some((messages, guard)), |state| async move {
-        let (mut messages, mut guard) = state?;
-        let msg = messages.next().await?;
-        if let Ok(pb::GetObjectResponse {
-            part: Some(pb::get_object_response::Part::Data(data)),
-        }) = &msg
-        {
-            if let Err(e) = guard.check().await {
-                return Some((Err(e.into()), None));
-            }
-            crate::metrics::get().bytes_out(data.len() as u64);
-        }
-        Some((msg, Some((messages, guard))))
-    })
-}
-
 #[tonic::async_trait]
 impl pb::content_service_server::ContentService for ContentApi {
     async fn put_object(
@@ -343,38 +258,21 @@ impl pb::content_service_server::ContentService for ContentApi {
             end: r.end,
         });
         let opened = self.content.get(&obj, range).await?;
-        let guard = opened.erasure_guard();
-        let (tx, rx) = mpsc::channel::<GetMessage>(4);
-        let outbox = Arc::new(Outbox(std::sync::Mutex::new(OutboxState::Open(rx))));
-        let messages = OutboxStream(outbox.clone());
-        let info = info_pb(opened.info.clone());
-        let progress = Arc::new(std::sync::Mutex::new(Progress::new(self.pace)));
-        tokio::spawn(async move {
-            let first = pb::GetObjectResponse {
-                part: Some(pb::get_object_response::Part::Info(info)),
-            };
-            if !send_paced(&tx, &outbox, &progress, Ok(first)).await {
-                return;
-            }
-            let (sink_tx, sink_outbox, sink_progress) =
-                (tx.clone(), outbox.clone(), progress.clone());
-            let result = opened
-                .read_into(range, move |data: Bytes| {
-                    let (tx, outbox, progress) =
-                        (sink_tx.clone(), sink_outbox.clone(), sink_progress.clone());
-                    async move {
-                        let msg = Ok(pb::GetObjectResponse {
-                            part: Some(pb::get_object_response::Part::Data(data)),
-                        });
-                        send_paced(&tx, &outbox, &progress, msg).await
-                    }
+        let info = pb::GetObjectResponse {
+            part: Some(pb::get_object_response::Part::Info(info_pb(
+                opened.info.clone(),
+            ))),
+        };
+        let data = download(opened, range, self.pace).map(|piece| {
+            piece
+                .map(|data| pb::GetObjectResponse {
+                    part: Some(pb::get_object_response::Part::Data(data)),
                 })
-                .await;
-            if let Err(e) = result {
-                send_paced(&tx, &outbox, &progress, Err(e.into())).await;
-            }
+                .map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(checked_at_send(messages, guard))))
+        Ok(Response::new(Box::pin(
+            futures_util::stream::once(async { Ok(info) }).chain(data),
+        )))
     }
     async fn head_object(
         &self,
@@ -385,6 +283,43 @@ impl pb::content_service_server::ContentService for ContentApi {
             .object_ref(&caller, request.into_inner().object)
             .await?;
         Ok(Response::new(info_pb(self.content.head(&obj).await?)))
+    }
+
+    async fn sign_read(
+        &self,
+        request: Request<pb::SignReadRequest>,
+    ) -> Result<Response<pb::SignReadResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let req = request.into_inner();
+        let obj = self.object_ref(&caller, req.object).await?;
+        let Some(Reads { reads, public_url }) = &self.reads else {
+            return Err(Error::FailedPrecondition {
+                reason: Reason::HttpReadsOff,
+                message: "this gateway serves no HTTP reads (http.listen is empty): no link it made could be read".into(),
+            }
+            .into());
+        };
+        let range = req.range.map(|r| ByteRange {
+            start: r.start,
+            end: r.end,
+        });
+        let ttl = (req.ttl_seconds > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(req.ttl_seconds)));
+        let now_s = crate::clock::unix_ms().max(0) as u64 / 1000;
+        let link = reads.sign(&obj, range, ttl, now_s).await?;
+        Ok(Response::new(pb::SignReadResponse {
+            url: if public_url.is_empty() {
+                String::new()
+            } else {
+                format!("{public_url}{}", link.path)
+            },
+            path: link.path,
+            expire_time: Some(prost_types::Timestamp {
+                seconds: i64::try_from(link.expires_at_s).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+            etag: link.etag,
+        }))
     }
 
     async fn delete_object(

@@ -11,10 +11,12 @@ pub mod audit;
 pub mod auth;
 pub mod codec;
 pub mod content;
+pub mod download;
 pub mod erasure;
 pub mod error;
 pub mod export;
 pub mod holds;
+pub mod http;
 pub mod limits;
 
 /// Generated protobuf types and gRPC stubs of `proto/sealgate/v1`.

@@ -124,7 +124,7 @@ async fn to_file(
 }
 
 /// Parses `START-END` (END inclusive, optional) into start and exclusive end.
-fn parse_range(s: &str) -> anyhow::Result<pb::ByteRange> {
+pub(super) fn parse_range(s: &str) -> anyhow::Result<pb::ByteRange> {
     let (start, end) = s
         .split_once('-')
         .context("--range must look like START-END")?;

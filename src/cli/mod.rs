@@ -30,6 +30,7 @@ mod put;
 mod receipt;
 mod rm;
 mod serve;
+mod sign_read;
 
 /// Encrypted user-content storage gateway.
 #[derive(Debug, Parser)]
@@ -103,6 +104,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Delete an object.
     Rm(rm::RmArgs),
+    /// A link for an HTTP GET of an object (or a range) on the HTTP
+    /// listener, expiring within `http.max_ttl_seconds`; prints it.
+    SignRead(sign_read::SignReadArgs),
     /// List a user's objects in a space: `id<TAB>size` per line (`DAMAGED`
     /// instead of the size for an object that fails its integrity check).
     Ls(ls::LsArgs),
@@ -263,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => get::run(args).await,
         Command::Export(args) => export::run(args).await,
         Command::Rm(args) => rm::run(args).await,
+        Command::SignRead(args) => sign_read::run(args).await,
         Command::Ls(args) => ls::run(args).await,
         Command::Erase(args) => erase::run(args).await,
         Command::Erasure {

@@ -24,6 +24,8 @@ const SECTIONS: &[&str] = &[
     "tls",
     "server",
     "metrics",
+    "erasure",
+    "http",
 ];
 
 /// Variables of the client commands (`--ca`, `--cert`, `--key`) and of the

@@ -30,7 +30,9 @@ use crate::identity::Principal;
 
 pub use access::{PrincipalConfig, Tls};
 pub use choice::{BlobBackend, KeyStoreBackend, LogFormat, MasterProvider};
-pub use process::{Cache, ErasureConfig, Jobs, Keys, Limits, Log, MetricsConfig, Server};
+pub use process::{
+    Cache, ErasureConfig, HttpConfig, Jobs, Keys, Limits, Log, MetricsConfig, Server,
+};
 pub use storage::{Blob, KeyStoreConfig, Master, Residency, S3};
 
 /// Errors loading or validating the configuration.
@@ -85,6 +87,8 @@ pub struct Config {
     pub server: Server,
     /// The Prometheus metrics endpoint.
     pub metrics: MetricsConfig,
+    /// Signed HTTP reads.
+    pub http: HttpConfig,
     /// TLS with client certificates (required for a non-loopback listen
     /// address).
     pub tls: Option<Tls>,
@@ -113,6 +117,7 @@ impl Default for Config {
             log: Log::default(),
             server: Server::default(),
             metrics: MetricsConfig::default(),
+            http: HttpConfig::default(),
             tls: None,
             principals: Vec::new(),
         }

@@ -198,6 +198,55 @@ impl MetricsConfig {
     }
 }
 
+/// `[http]`: the listener of signed reads (`SignRead` URLs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP listener (`GET`/`HEAD /v1/o/{token}`); empty
+    /// (the default) turns it off. TLS from `[tls]` when configured;
+    /// plaintext on loopback only.
+    pub listen: String,
+    /// The longest lifetime of a signed read token; a caller may ask for
+    /// less.
+    #[serde(deserialize_with = "super::units::seconds")]
+    pub max_ttl_seconds: u64,
+    /// `Cache-Control` of a served object; empty: `private, max-age=N`,
+    /// N the token's remaining seconds.
+    pub cache_control: String,
+    /// What SignRead puts before the path (`https://img.example.cn`, the
+    /// CDN's or this listener's public address); empty: the path alone.
+    pub public_url: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            max_ttl_seconds: 600,
+            cache_control: String::new(),
+            public_url: String::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listener's address, `None` when it is off.
+    ///
+    /// # Errors
+    /// A message naming the key if the address does not parse.
+    pub fn address(&self) -> Result<Option<SocketAddr>, String> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            format!(
+                "http.listen: {} is not an address (such as 127.0.0.1:8080), nor empty",
+                crate::error::quote(&self.listen)
+            )
+        })
+    }
+}
+
 /// `[erasure]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

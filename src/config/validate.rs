@@ -20,6 +20,7 @@ impl Config {
             .and_then(|()| self.validate_principals())
             .and_then(|()| self.validate_limits())
             .and_then(|()| self.metrics.address().map(|_| ()))
+            .and_then(|()| self.validate_http())
             .and_then(|()| {
                 if self.server.health_probe_seconds == 0 {
                     Err("server.health_probe_seconds: must be at least 1".to_string())
@@ -183,6 +184,38 @@ impl Config {
                 .map(drop)
             }
         }
+    }
+
+    fn validate_http(&self) -> Result<(), String> {
+        let http = &self.http;
+        if let Some(address) = http.address()? {
+            if !address.ip().is_loopback() && self.tls.is_none() {
+                return Err(format!(
+                    "http.listen: {address} is not a loopback address and [tls] is not configured; plaintext HTTP is only served on loopback"
+                ));
+            }
+        }
+        if !(1..=86_400).contains(&http.max_ttl_seconds) {
+            return Err(format!(
+                "http.max_ttl_seconds: {} is outside 1..=86400 (a signed read lives at most a day; keep it short, see docs/http-reads.md)",
+                http.max_ttl_seconds
+            ));
+        }
+        if http
+            .cache_control
+            .bytes()
+            .any(|b| !(0x20..0x7f).contains(&b))
+        {
+            return Err("http.cache_control: must be printable ASCII (a header value)".into());
+        }
+        let url = &http.public_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!(
+                "http.public_url: {} must start with https:// or http://, or be empty",
+                crate::error::quote(&http.public_url)
+            ));
+        }
+        Ok(())
     }
 
     fn validate_listen(&self) -> Result<(), String> {

@@ -105,7 +105,7 @@ impl Content {
         space: &str,
         object_id: &str,
     ) -> Result<ObjectRef, Error> {
-        self.object_ref_of(p, space, object_id)
+        self.object_ref_for(p, space, object_id)
     }
 
     /// Opens an object to be read whole, for `purpose` (see

@@ -110,6 +110,13 @@ pub struct ObjectRef {
     key: BlobKey,
 }
 
+impl ObjectRef {
+    /// The owner's pseudonym.
+    pub fn pseudonym(&self) -> &Pseudonym {
+        &self.pseudonym
+    }
+}
+
 /// Limits enforced on writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -261,11 +268,15 @@ impl Content {
         object_id: &str,
     ) -> Result<ObjectRef, Error> {
         let pseudonym = self.pseudonym(user_id)?;
-        self.object_ref_of(&pseudonym, space, object_id)
+        self.object_ref_for(&pseudonym, space, object_id)
     }
 
-    /// As [`Content::object_ref`], for a user known by pseudonym.
-    fn object_ref_of(
+    /// As [`Content::object_ref`], for a user known by pseudonym (a signed
+    /// read token carries the pseudonym, never the user id).
+    ///
+    /// # Errors
+    /// As [`Content::object_ref`].
+    pub fn object_ref_for(
         &self,
         pseudonym: &Pseudonym,
         space: &str,

@@ -171,7 +171,7 @@ impl Content {
     }
 
     async fn recalled_info(&self, record: RequestRecord) -> Result<ObjectInfo, Error> {
-        let obj = self.object_ref_of(&record.pseudonym, &record.space, &record.object_id)?;
+        let obj = self.object_ref_for(&record.pseudonym, &record.space, &record.object_id)?;
         let metadata = match self.head(&obj).await {
             Ok(info) if info.etag == record.etag => info.metadata,
             // Replaced or deleted since: the first result without metadata.

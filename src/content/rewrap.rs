@@ -181,7 +181,7 @@ impl JobHandler for RewrapUser {
                 };
                 for entry in &page {
                     let obj = content
-                        .object_ref_of(&p, space, &entry.name)
+                        .object_ref_for(&p, space, &entry.name)
                         .map_err(job_error)?;
                     if content
                         .rewrap_object(&obj, target, &new)

@@ -2,9 +2,11 @@
 //!
 //! Every AEAD operation of the crate goes through [`AesGcm`], so that the
 //! Wycheproof AES-GCM vectors exercise exactly the code path that seals
-//! objects and wraps keys.
+//! objects and wraps keys. One use takes AES-256-GCM-SIV instead
+//! ([`AesGcm::new_siv`]): signed read tokens, sealed under random nonces
+//! by the billion, where a repeated nonce must not cost the key.
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, AES_256_GCM_SIV};
 
 use super::CryptoError;
 
@@ -28,6 +30,19 @@ impl AesGcm {
     pub fn new(key: &[u8]) -> Result<Self, CryptoError> {
         let unbound =
             UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::InvalidKeySize)?;
+        Ok(Self {
+            key: LessSafeKey::new(unbound),
+        })
+    }
+
+    /// As [`AesGcm::new`], for AES-256-GCM-SIV (RFC 8452): the same
+    /// interface, nonce-misuse resistant.
+    ///
+    /// # Errors
+    /// [`CryptoError::InvalidKeySize`] unless `key` is 32 bytes.
+    pub fn new_siv(key: &[u8]) -> Result<Self, CryptoError> {
+        let unbound =
+            UnboundKey::new(&AES_256_GCM_SIV, key).map_err(|_| CryptoError::InvalidKeySize)?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
         })

@@ -381,6 +381,12 @@ impl NamingKey {
 pub struct Pseudonym([u8; 32]);
 
 impl Pseudonym {
+    /// A pseudonym from its 32 bytes (as a token or receipt carries it; a
+    /// pseudonym is not secret).
+    pub fn from_raw(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The 32 bytes of the HMAC.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -14,6 +14,7 @@ pub mod aead;
 pub mod chunked;
 pub mod envelope;
 pub mod keys;
+pub mod token;
 
 pub use envelope::{
     Header, KeySlot, Metadata, ObjectIdentity, ObjectLayout, ObjectSealer, UnsealedObject,

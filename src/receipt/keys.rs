@@ -1,21 +1,14 @@
-//! Receipt-signing keys: one Ed25519 key per master key version, held like
-//! the KEKs.
-//!
-//! A key's 32-byte seed is a [`Kek`]-shaped secret (random, zeroized on
-//! drop) wrapped by the master key provider ([`MasterKeyProvider::wrap_kek`])
-//! under the AAD `"sealgate/v1/receipt-key\0" || key id`, and kept in the
-//! key store's settings table:
+//! Receipt-signing keys: one Ed25519 key per master key version, its
+//! 32-byte seed a secret bound to that version
+//! ([`crate::keys::master::secrets`], purpose `receipt_key:`), its id the
+//! public key's id.
 //!
 //! - `receipt_key:{master version, 10 digits}` = `{key id} {hex wrapped seed}`;
-//! - `receipt_public:{key id}` = hex public key, kept forever so that every
-//!   receipt ever signed can be verified.
+//! - `receipt_public:{key id}` = hex public key, published before the key
+//!   signs anything and kept forever so that every receipt ever signed can
+//!   be verified.
 //!
-//! The signer uses the key of the provider's current master version and
-//! makes it on first use: the public key is published first, then the
-//! wrapped seed is set only if absent, so replicas racing agree on one key
-//! (the loser takes the winner's and withdraws its own public key). A new
-//! master version thus gets a new signing key; retiring a master version
-//! deletes its wrapped seed ([`forget_master_version`]), its public key
+//! Retiring a master version deletes its wrapped seed; its public key
 //! stays.
 
 use std::sync::Arc;
@@ -23,32 +16,18 @@ use std::sync::Arc;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 
 use super::{PublicKey, Receipt, PUBLIC_KEY_LEN};
-use crate::crypto::Kek;
 use crate::error::Error;
 use crate::keys::keyring::MasterKeyProvider;
+use crate::keys::master::secrets::{MasterSecrets, RECEIPT_KEYS};
 use crate::keys::store::{KeyStore, Settings, Tombstone};
 use crate::keys::KeyError;
 
-/// Settings-key prefix of the wrapped signing keys, by master version.
-pub const KEY_PREFIX: &str = "receipt_key:";
 /// Settings-key prefix of the public keys, by key id.
 pub const PUBLIC_PREFIX: &str = "receipt_public:";
-
-/// The settings key of master `version`'s wrapped signing key.
-pub fn key_meta(version: u32) -> String {
-    format!("{KEY_PREFIX}{version:010}")
-}
 
 /// The settings key of a public key.
 pub fn public_meta(key_id: &str) -> String {
     format!("{PUBLIC_PREFIX}{key_id}")
-}
-
-/// The AAD a signing key's seed is wrapped under.
-fn seed_aad(key_id: &str) -> Vec<u8> {
-    let mut aad = b"sealgate/v1/receipt-key\0".to_vec();
-    aad.extend_from_slice(key_id.as_bytes());
-    aad
 }
 
 /// An Ed25519 signing key (its key pair frees and cleanses its memory on
@@ -104,13 +83,9 @@ impl SigningKey {
     }
 }
 
-fn master_error(e: crate::keys::keyring::MasterKeyError) -> Error {
-    Error::from(KeyError::from(e))
-}
-
 /// Signs erasure receipts with the current master version's key.
 pub struct ReceiptSigner {
-    master: Arc<dyn MasterKeyProvider>,
+    secrets: MasterSecrets,
     store: Arc<dyn KeyStore>,
     region: String,
     /// The key last used and its master version.
@@ -127,7 +102,7 @@ impl ReceiptSigner {
         region: impl Into<String>,
     ) -> Self {
         Self {
-            master,
+            secrets: MasterSecrets::new(master, store.clone(), &RECEIPT_KEYS),
             store,
             region: region.into(),
             current: tokio::sync::Mutex::new(None),
@@ -177,76 +152,33 @@ impl ReceiptSigner {
     /// # Errors
     /// Master-key and key-store failures.
     pub async fn key(&self) -> Result<Arc<SigningKey>, Error> {
-        let version = self.master.current_version();
+        let version = self.secrets.current_version();
         let mut current = self.current.lock().await;
         if let Some((v, key)) = &*current {
             if *v == version {
                 return Ok(key.clone());
             }
         }
-        let (version, key) = match self.store.meta_value(&key_meta(version)).await? {
-            Some(row) => (version, self.open(version, &row).await?),
-            None => self.create().await?,
-        };
-        let key = Arc::new(key);
-        *current = Some((version, key.clone()));
-        Ok(key)
-    }
-
-    /// Unwraps a `receipt_key` row of master `version`.
-    async fn open(&self, version: u32, row: &str) -> Result<SigningKey, Error> {
-        let corrupt = || Error::Internal(format!("malformed setting {}", key_meta(version)));
-        let (id, wrapped) = row.split_once(' ').ok_or_else(corrupt)?;
-        let wrapped = hex::decode(wrapped).map_err(|_| corrupt())?;
-        let seed = self
-            .master
-            .unwrap_kek(version, &wrapped, &seed_aad(id))
-            .await
-            .map_err(master_error)?;
-        let key = SigningKey::from_seed(seed.expose_for_kms())?;
-        if key.public.key_id != id {
+        let secret = self
+            .secrets
+            .current(&|seed| {
+                let key = SigningKey::from_seed(seed.expose_for_kms())
+                    .map_err(|e| KeyError::Internal(e.to_string()))?;
+                let id = key.public.key_id.clone();
+                let public = (public_meta(&id), hex::encode(key.public.key));
+                Ok((id, Some(public)))
+            })
+            .await?;
+        let key = SigningKey::from_seed(secret.secret.expose_for_kms())?;
+        if key.public.key_id != secret.id {
             return Err(Error::Internal(format!(
-                "receipt signing key of master version {version} is not key {id}"
+                "receipt signing key of master version {} is not key {}",
+                secret.version, secret.id
             )));
         }
+        let key = Arc::new(key);
+        *current = Some((secret.version, key.clone()));
         Ok(key)
-    }
-
-    /// Makes the signing key of the current master version, or takes the
-    /// one another process made meanwhile.
-    async fn create(&self) -> Result<(u32, SigningKey), Error> {
-        let seed = Kek::generate().map_err(|e| Error::Internal(e.to_string()))?;
-        let key = SigningKey::from_seed(seed.expose_for_kms())?;
-        let id = key.public.key_id.clone();
-        let (version, wrapped) = self
-            .master
-            .wrap_kek(&seed, &seed_aad(&id))
-            .await
-            .map_err(master_error)?;
-        drop(seed);
-        // Published before the key can sign anything.
-        self.store
-            .set_meta_if_absent(&public_meta(&id), &hex::encode(key.public.key))
-            .await?;
-        let ours = format!("{id} {}", hex::encode(wrapped));
-        let held = self
-            .store
-            .set_meta_if_absent(&key_meta(version), &ours)
-            .await?;
-        if held == ours {
-            tracing::info!(
-                target: "sealgate::audit",
-                master_version = version,
-                key_id = %id,
-                "new erasure receipt signing key"
-            );
-            return Ok((version, key));
-        }
-        // Another process made this version's key first: use it, and
-        // withdraw the public key that will never sign.
-        let theirs = self.open(version, &held).await?;
-        self.store.delete_meta(&public_meta(&id)).await?;
-        Ok((version, theirs))
     }
 }
 
@@ -267,13 +199,4 @@ pub async fn public_keys(store: &dyn Settings) -> Result<Vec<PublicKey>, Error> 
                 .map_err(|e| Error::Internal(format!("setting {k}: {e}")))
         })
         .collect()
-}
-
-/// Deletes the wrapped signing key of a retired master version (its public
-/// key stays); false if it had none.
-///
-/// # Errors
-/// Key-store failures.
-pub async fn forget_master_version(store: &dyn Settings, version: u32) -> Result<bool, Error> {
-    Ok(store.delete_meta(&key_meta(version)).await?)
 }

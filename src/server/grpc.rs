@@ -93,6 +93,9 @@ pub(super) struct Serving<'a> {
     pub policy: Arc<Policy>,
     /// Whether the connections are TLS (`[tls]`), for the log.
     pub tls: bool,
+    /// With an HTTP listener: SignRead serves, its URLs under this
+    /// `http.public_url` (may be empty).
+    pub public_url: Option<&'a str>,
 }
 
 impl Serving<'_> {
@@ -120,6 +123,17 @@ impl Serving<'_> {
             "sealgate listening"
         );
         let limits = self.limits;
+        let mut content = ContentApi::new(
+            gateway.content.clone(),
+            self.budget.uploads,
+            StreamPace {
+                window: Duration::from_secs(limits.stream_timeout_seconds),
+                min_bytes: limits.stream_min_bytes,
+            },
+        );
+        if let Some(public_url) = self.public_url {
+            content = content.with_signed_reads(gateway.reads.clone(), public_url);
+        }
         let server = tonic::transport::Server::builder()
             // HTTP/2's default 64 KiB windows throttle large uploads on fast
             // links; these bound what one stream or connection may have in
@@ -156,15 +170,8 @@ impl Serving<'_> {
             .add_service(reflection.v1)
             .add_service(reflection.v1alpha)
             .add_service(
-                pb::content_service_server::ContentServiceServer::new(ContentApi::new(
-                    gateway.content.clone(),
-                    self.budget.uploads,
-                    StreamPace {
-                        window: Duration::from_secs(limits.stream_timeout_seconds),
-                        min_bytes: limits.stream_min_bytes,
-                    },
-                ))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                pb::content_service_server::ContentServiceServer::new(content)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
                 pb::erasure_service_server::ErasureServiceServer::new(ErasureApi::new(
@@ -241,6 +248,7 @@ pub(super) fn accept(
         handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
         idle_timeout: Duration::from_secs(limits.idle_connection_timeout_seconds),
     });
+    let tls = tls.map(|t| (t, tls::Listener::Grpc));
     (incoming::incoming(listener, tls, conns.clone()), conns)
 }
 

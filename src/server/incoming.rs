@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use super::tls::ServerTls;
+use super::tls::{Listener, ServerTls};
 use crate::api::auth::{Peer, PeerIdentity};
 
 /// The bounds on connections (`[limits]`).
@@ -562,7 +562,7 @@ const CLOSE_PAUSE: Duration = Duration::from_millis(5);
 /// `conns`. Accepting stops when the returned stream is dropped.
 pub fn incoming(
     listener: TcpListener,
-    tls: Option<Arc<ServerTls>>,
+    tls: Option<(Arc<ServerTls>, Listener)>,
     conns: Arc<Connections>,
 ) -> ReceiverStream<std::io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
@@ -572,7 +572,7 @@ pub fn incoming(
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<Arc<ServerTls>>,
+    tls: Option<(Arc<ServerTls>, Listener)>,
     counts: Arc<Connections>,
     tx: mpsc::Sender<std::io::Result<Conn>>,
 ) {
@@ -647,24 +647,24 @@ async fn accept_loop(
                     return;
                 }
             }
-            Some(tls) => {
+            Some((tls, which)) => {
                 let (tls, tx) = (tls.clone(), tx.clone());
                 // Bounded: one task per counted connection.
-                tokio::spawn(handshake(tls, tcp, addr, slot, counts.limits, tx));
+                tokio::spawn(handshake((tls, *which), tcp, addr, slot, counts.limits, tx));
             }
         }
     }
 }
 
 async fn handshake(
-    tls: Arc<ServerTls>,
+    (tls, which): (Arc<ServerTls>, Listener),
     tcp: TcpStream,
     addr: SocketAddr,
     slot: Slot,
     limits: ConnLimits,
     tx: mpsc::Sender<std::io::Result<Conn>>,
 ) {
-    match tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp)).await {
+    match tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp, which)).await {
         Ok(Ok((stream, identity))) => {
             let conn = Conn {
                 io: Io::Tls(Box::new(stream)),

@@ -25,6 +25,7 @@
 pub mod descriptors;
 mod grpc;
 mod health;
+mod http;
 mod incoming;
 mod lock;
 mod observe;
@@ -52,6 +53,7 @@ use crate::jobs::JobRunner;
 use crate::keyadmin::KeyAdmin;
 use crate::keys::kms::KmsClient;
 use crate::keys::store::KeyStore;
+use crate::signed_read::SignedReads;
 
 pub use stores::{open_blob, open_for_backup};
 
@@ -122,6 +124,14 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The HTTP listener could not listen.
+    #[error("cannot listen on {address} (http.listen): {source}")]
+    Http {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The metrics endpoint could not listen.
     #[error("cannot listen on {address} (metrics.listen): {source}")]
     Metrics {
@@ -139,6 +149,8 @@ pub enum ServeError {
 pub struct Gateway {
     /// Objects and items.
     pub content: Arc<Content>,
+    /// Signed HTTP reads: their tokens made and checked.
+    pub reads: Arc<SignedReads>,
     /// Erasure of users.
     pub erasure: Arc<Erasure>,
     /// Key administration.
@@ -210,6 +222,7 @@ impl Gateway {
             region: &config.blob.region,
             spaces: &config.spaces,
             limits: &config.limits,
+            http: &config.http,
         }
         .build(store, master, naming, blob)
         .await?;
@@ -309,6 +322,15 @@ pub async fn serve_with(
             return Err(e);
         }
     }
+    let http = match start_http(&config, &gateway, tls.clone(), conns.clone()).await {
+        Ok(http) => http,
+        Err(e) => {
+            let _ = stop_metrics.send(true);
+            gateway.jobs.shutdown().await;
+            gateway.store.close().await;
+            return Err(e);
+        }
+    };
     let reload = tls.clone().map(|t| tokio::spawn(t.watch()));
     health
         .follow(
@@ -326,6 +348,7 @@ pub async fn serve_with(
         data_dir: &config.data_dir,
         policy,
         tls: tls.is_some(),
+        public_url: http.is_some().then_some(config.http.public_url.as_str()),
     }
     .serve(
         &gateway,
@@ -334,9 +357,20 @@ pub async fn serve_with(
         reflection,
         (accepted, conns),
         local,
-        shutdown,
+        async {
+            shutdown.await;
+            // The HTTP listener stops with the gRPC one, and gets the same
+            // grace period (it runs meanwhile).
+            if let Some(http) = &http {
+                http.stop();
+            }
+        },
     )
     .await;
+    if let Some(http) = http {
+        http.finish(Duration::from_secs(config.server.shutdown_grace_seconds))
+            .await;
+    }
     health.stop_probing();
     // Uploads ended by the shutdown left their multipart aborts to the
     // background: they are done before the process goes.
@@ -357,6 +391,46 @@ pub async fn serve_with(
     served?;
     tracing::info!("sealgate stopped");
     Ok(())
+}
+
+/// Starts the HTTP listener of signed reads if `http.listen` is set, on
+/// the gRPC listener's connection register `conns`.
+///
+/// # Errors
+/// [`ServeError::Http`] if the address cannot be bound.
+async fn start_http(
+    config: &Config,
+    gateway: &Gateway,
+    tls: Option<Arc<tls::ServerTls>>,
+    conns: Arc<incoming::Connections>,
+) -> Result<Option<http::HttpListener>, ServeError> {
+    let Some(address) = config.http.address().map_err(ConfigError::Invalid)? else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Http { address, source })?;
+    let limits = &config.limits;
+    let api = crate::api::http::HttpReadApi::new(
+        gateway.reads.clone(),
+        gateway.content.clone(),
+        &crate::api::http::HttpSettings {
+            cache_control: config.http.cache_control.clone(),
+            pace: crate::api::limits::StreamPace {
+                window: Duration::from_secs(limits.stream_timeout_seconds),
+                min_bytes: limits.stream_min_bytes,
+            },
+            head_timeout: Duration::from_secs(limits.unary_timeout_seconds),
+        },
+    )
+    .map_err(ConfigError::Invalid)?;
+    Ok(Some(http::start(
+        listener,
+        tls,
+        conns,
+        Arc::new(api),
+        limits,
+    )))
 }
 
 /// Serves `/metrics` on `address` (`metrics.listen`) until `stopped`.

@@ -20,12 +20,14 @@ use crate::jobs::rotation::{RotateKek, RotateMaster};
 use crate::jobs::{JobRunner, JobSettings};
 use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
+use crate::keys::master::secrets::MasterSecrets;
 use crate::keys::store::{
     KeyStore, JOB_KIND_ERASURE_GC, JOB_KIND_REWRAP_USER, JOB_KIND_ROTATE_KEK,
     JOB_KIND_ROTATE_MASTER,
 };
 use crate::keys::{CachePolicy, KeyHierarchy};
 use crate::receipt::keys::ReceiptSigner;
+use crate::signed_read::SignedReads;
 
 /// The parts of the configuration the services are built from.
 pub(super) struct ServiceSettings<'a> {
@@ -45,6 +47,8 @@ pub(super) struct ServiceSettings<'a> {
     pub spaces: &'a [String],
     /// Size limits of objects, items and responses.
     pub limits: &'a config::Limits,
+    /// Signed HTTP reads (the tokens' longest lifetime).
+    pub http: &'a config::HttpConfig,
 }
 
 impl ServiceSettings<'_> {
@@ -163,8 +167,15 @@ impl ServiceSettings<'_> {
                 },
             ));
         }
+        let reads = Arc::new(SignedReads::new(
+            content.clone(),
+            MasterSecrets::new(keys.master().clone(), store.clone(), SignedReads::purpose()),
+            store.clone(),
+            Duration::from_secs(self.http.max_ttl_seconds),
+        ));
         Ok(Gateway {
             content,
+            reads,
             erasure,
             admin,
             holds: Arc::new(LegalHolds::new(keys.clone(), store.clone())),

@@ -61,7 +61,20 @@ fn invalid(path: &Path, message: impl std::fmt::Display) -> TlsError {
 /// One loaded generation of the files.
 struct Loaded {
     config: Arc<rustls::ServerConfig>,
+    /// The HTTP listener's: the same certificate, no client certificate
+    /// asked for (a signed read's token is its authority), HTTP/2 and
+    /// HTTP/1.1.
+    http: Arc<rustls::ServerConfig>,
     verifier: Arc<dyn ClientCertVerifier>,
+}
+
+/// Which listener a connection came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// gRPC: HTTP/2, client certificates.
+    Grpc,
+    /// Signed HTTP reads (`[http]`).
+    Http,
 }
 
 /// The listener's TLS, reloaded when its files change.
@@ -140,15 +153,18 @@ impl ServerTls {
     pub async fn accept(
         &self,
         tcp: TcpStream,
+        listener: Listener,
     ) -> std::io::Result<(tokio_rustls::server::TlsStream<TcpStream>, PeerIdentity)> {
         let loaded = self
             .current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let stream = tokio_rustls::TlsAcceptor::from(loaded.config.clone())
-            .accept(tcp)
-            .await?;
+        let config = match listener {
+            Listener::Grpc => loaded.config.clone(),
+            Listener::Http => loaded.http.clone(),
+        };
+        let stream = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
         let identity = identify(&*loaded.verifier, stream.get_ref().1.peer_certificates());
         Ok((stream, identity))
     }
@@ -269,6 +285,13 @@ fn build(files: &config::Tls, [cert, key, ca]: &[Vec<u8>; 3]) -> Result<Loaded, 
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| invalid(&files.client_ca, e))?;
+    let mut http = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&files.cert, e))?
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| invalid(&files.key, e))?;
+    http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(&files.cert, e))?
@@ -278,6 +301,7 @@ fn build(files: &config::Tls, [cert, key, ca]: &[Vec<u8>; 3]) -> Result<Loaded, 
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Loaded {
         config: Arc::new(config),
+        http: Arc::new(http),
         verifier,
     })
 }

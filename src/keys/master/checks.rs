@@ -382,12 +382,14 @@ pub async fn record_version(
     }
 }
 
-/// Forgets a retired version's record.
+/// Forgets a retired version: its record and every secret it wrapped
+/// ([`super::secrets::forget_version`]).
 ///
 /// # Errors
 /// Key-store failures.
 pub async fn forget_version(store: &dyn KeyStore, version: u32) -> Result<(), StoreError> {
-    store.delete_meta(&version_key(version)).await.map(|_| ())
+    store.delete_meta(&version_key(version)).await?;
+    super::secrets::forget_version(store, version).await
 }
 
 /// When the newest master version was recorded (the keyring last gained a

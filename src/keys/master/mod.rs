@@ -21,6 +21,7 @@
 pub mod checks;
 pub mod keyring;
 pub mod kms;
+pub mod secrets;
 
 use std::path::PathBuf;
 

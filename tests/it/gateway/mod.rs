@@ -88,6 +88,7 @@ mod feeds;
 mod finish;
 mod holds;
 mod holds_preserve;
+mod http_reads;
 mod jobs;
 mod kek_rotation;
 mod key_store_faults;

@@ -314,6 +314,16 @@ async fn a_content_client_outside_its_spaces_is_denied() {
         get(&mut c, "u1", "channels", "a", None).await.map(drop),
         "GetObject",
     );
+    // No link to another space's object either.
+    denied(
+        c.sign_read(pb::SignReadRequest {
+            object: Some(obj("u1", "channels", "a")),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+        "SignRead",
+    );
     denied(
         c.head_object(pb::HeadObjectRequest {
             object: Some(obj("u1", "channels", "a")),
@@ -389,7 +399,7 @@ async fn a_content_client_outside_its_spaces_is_denied() {
         .filter(|(p, d)| p == MOMENTS && d.starts_with("space "))
         .count();
     assert_eq!(
-        spaces, 10,
+        spaces, 11,
         "every space refusal is on the record: {denied:?}"
     );
     assert!(denied.contains(&(
