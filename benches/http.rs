@@ -1,24 +1,33 @@
-//! HTTP reads beside nginx serving the same plaintext files from the same
-//! disk (the anchor: a CDN origin's usual server), under one load
-//! generator. So far nginx's half, and the generator; sealgate's half (its
-//! signed reads, `GET /v1/o/{token}`) follows once SignRead exists.
+//! Signed HTTP reads (`GET /v1/o/{token}`) from the real binary beside
+//! nginx serving the same plaintext files from the same disk (the anchor: a
+//! CDN origin's usual server), under one load generator, same run.
 //!
 //! ```text
 //! cargo bench --bench http                   # OBJECTS=64 per size, DURATION=30 s, CONNECTIONS=16
+//! DURATION=10 OBJECTS=128 cargo bench --bench http
+//! TARGETS=nginx cargo bench --bench http     # one side only (no ratios): nginx or sealgate
 //! cargo test --bench http                    # smoke run: OBJECTS=4, DURATION=2
 //! ```
 //!
 //! Needs Debian's nginx (`apt-get install nginx`), run as the current user
 //! with a configuration of its own in a temporary prefix (`daemon off`,
 //! `worker_processes auto`, `sendfile on`, `access_log off`, keep-alive);
-//! without `/usr/sbin/nginx` the bench fails. Writes OBJECTS files of
-//! 64 KiB and OBJECTS of 1 MiB (untimed); each is read once and compared
-//! with what was written. Then, per size: CONNECTIONS keep-alive HTTP/1.1
-//! connections (hyper's client connection, no pool), each reading the
-//! size's files round-robin (from its own starting point) for DURATION
-//! seconds, each body read whole and its status and length checked.
-//! Prints requests/s, MiB/s, p50 and p99 latency (request sent to last
-//! body byte, HDR histogram).
+//! without `/usr/sbin/nginx` the bench fails. Starts `sealgate serve` (this
+//! build's binary, filesystem object store, SQLite key store) on loopback
+//! with an `[http]` listener, stores OBJECTS objects of 64 KiB and OBJECTS
+//! of 1 MiB over USERS (4) users through PutObject and signs a read of each
+//! (SignRead, 600 s), and writes the same plaintext as files beside its
+//! data directory for nginx (all untimed). Each target's objects are then
+//! read once and compared with what was stored.
+//!
+//! Then, per size, nginx and then sealgate: CONNECTIONS keep-alive
+//! HTTP/1.1 connections (hyper's client connection, no pool), each reading
+//! the size's objects round-robin (from its own starting point) for
+//! DURATION seconds, each body read whole and its status and length
+//! checked. Prints requests/s, MiB/s, p50 and p99 latency (request sent to
+//! last body byte, HDR histogram) of each, and the ratios sealgate / nginx
+//! of requests/s (goal: at least 0.5 for 64 KiB, 0.6 for 1 MiB) and of p99.
+//! Client and servers share the machine's cores.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
@@ -31,10 +40,24 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use sealgate::api::pb;
+use tonic::transport::Channel;
 
 #[path = "common/mod.rs"]
 mod common;
 use common::{env_or, smoke};
+
+/// The tests' launcher of the real binary (`tests/it/support/`).
+#[path = "../tests/it/support"]
+#[allow(dead_code)]
+mod support {
+    pub mod host;
+    pub mod launch;
+    pub mod metrics;
+    pub mod serve;
+    pub mod wait;
+}
+use support::serve::{Serve, ServeProcess};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -42,12 +65,20 @@ const MIB: usize = 1024 * KIB;
 /// Debian's nginx.
 const NGINX: &str = "/usr/sbin/nginx";
 
-/// One size of the comparison.
+/// The space of the bench's objects (one of the default configuration's).
+const SPACE: &str = "moments";
+
+/// How long the signed reads live: longer than any run.
+const TTL_SECONDS: u32 = 600;
+
+/// One size of the comparison, and its goal for sealgate's requests/s as a
+/// share of nginx's.
 struct Size {
     label: &'static str,
     /// Names objects and files of this size.
     tag: &'static str,
     bytes: usize,
+    goal: f64,
 }
 
 /// Thumbnails, then photos.
@@ -56,20 +87,24 @@ const SIZES: [Size; 2] = [
         label: "64 KiB",
         tag: "thumb",
         bytes: 64 * KIB,
+        goal: 0.5,
     },
     Size {
         label: "1 MiB",
         tag: "photo",
         bytes: MIB,
+        goal: 0.6,
     },
 ];
 
 /// The plaintext of object `i` of `size`: the same for both servers, and
-/// different for every object.
+/// different for every object (it begins with `i`).
 fn plaintext(size: &Size, i: usize) -> Vec<u8> {
-    (0..size.bytes)
+    let mut body: Vec<u8> = (0..size.bytes)
         .map(|j| (j.wrapping_mul(31) ^ (j >> 11) ^ i.wrapping_mul(7)) as u8)
-        .collect()
+        .collect();
+    body[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    body
 }
 
 /// The name of object `i` of `size`: the object id in sealgate, the file
@@ -78,7 +113,17 @@ fn name(size: &Size, i: usize) -> String {
     format!("{}-{i:04}", size.tag)
 }
 
-/// A port of loopback nobody listens on now (nginx binds it just after).
+/// Object `i` of `size` in sealgate: one of `users` users' (in turn).
+fn object_ref(size: &Size, i: usize, users: usize) -> pb::ObjectRef {
+    pb::ObjectRef {
+        user_id: format!("http-bench-{}", i % users),
+        space: SPACE.into(),
+        object_id: name(size, i),
+    }
+}
+
+/// A port of loopback nobody listens on now (for a server to bind just
+/// after).
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -164,11 +209,10 @@ http {{
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 break;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nginx not listening on {addr} after 10 s:\n{}",
-                log()
-            );
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("nginx not listening on {addr} after 10 s:\n{}", log());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Self {
@@ -384,14 +428,109 @@ fn write_files(root: &Path, size: &Size, objects: usize) -> Vec<String> {
         .collect()
 }
 
+/// Stores every object of `size` for the bench's users (untimed), four
+/// uploads at a time.
+async fn put_all(channel: &Channel, size: &Size, objects: usize, users: usize) {
+    let mut pending = tokio::task::JoinSet::new();
+    for i in 0..objects {
+        if pending.len() >= 4 {
+            pending.join_next().await.unwrap().unwrap();
+        }
+        let mut client = pb::content_service_client::ContentServiceClient::new(channel.clone());
+        let (object, body) = (object_ref(size, i, users), plaintext(size, i));
+        pending.spawn(async move {
+            let header = pb::PutObjectHeader {
+                user_id: object.user_id,
+                space: object.space,
+                object_id: object.object_id,
+                size: Some(body.len() as u64),
+                ..Default::default()
+            };
+            let parts = [
+                pb::put_object_request::Part::Header(header),
+                pb::put_object_request::Part::Data(body.into()),
+                pb::put_object_request::Part::Finish(pb::PutObjectFinish::default()),
+            ];
+            client
+                .put_object(futures_util::stream::iter(
+                    parts.map(|part| pb::PutObjectRequest { part: Some(part) }),
+                ))
+                .await
+                .expect("put object");
+        });
+    }
+    while let Some(done) = pending.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// A signed read of every object of `size`: the paths.
+async fn sign_all(channel: &Channel, size: &Size, objects: usize, users: usize) -> Vec<String> {
+    let mut client = pb::content_service_client::ContentServiceClient::new(channel.clone());
+    let mut paths = Vec::with_capacity(objects);
+    for i in 0..objects {
+        let signed = client
+            .sign_read(pb::SignReadRequest {
+                object: Some(object_ref(size, i, users)),
+                range: None,
+                ttl_seconds: TTL_SECONDS,
+            })
+            .await
+            .expect("sign read")
+            .into_inner();
+        paths.push(signed.path);
+    }
+    paths
+}
+
+/// `sealgate serve` of this build with its HTTP listener, holding every
+/// object of every size (stored untimed); the process, the listener's
+/// address and the signed paths per size.
+async fn sealgate(
+    data_dir: &Path,
+    objects: usize,
+    users: usize,
+) -> (ServeProcess, SocketAddr, Vec<Vec<String>>) {
+    let http = free_port();
+    let mut process = Serve::new(data_dir)
+        .rust_log("warn,sealgate::server=info")
+        .env("SEALGATE_METRICS_LISTEN", "")
+        .env("SEALGATE_HTTP_LISTEN", &http.to_string())
+        .spawn();
+    let addr = process
+        .ready_within(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|log| panic!("sealgate serve did not listen:\n{log}"));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut paths = Vec::new();
+    for size in &SIZES {
+        put_all(&channel, size, objects, users).await;
+        paths.push(sign_all(&channel, size, objects, users).await);
+    }
+    (process, http, paths)
+}
+
 fn main() {
     let (objects, duration) = if smoke() {
         (env_or("OBJECTS", 4), env_or("DURATION", 2))
     } else {
         (env_or("OBJECTS", 64), env_or("DURATION", 30))
     };
+    let users: usize = env_or("USERS", 4);
     let connections: usize = env_or("CONNECTIONS", 16);
     let duration = Duration::from_secs(duration);
+    let targets: String = env_or("TARGETS", "nginx,sealgate".to_string());
+    let targets: Vec<&str> = targets.split(',').map(str::trim).collect();
+    for t in &targets {
+        assert!(
+            ["nginx", "sealgate"].contains(t),
+            "TARGETS={t:?}: nginx, sealgate or both (nginx,sealgate)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -400,28 +539,56 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         // Run as root, nginx's workers are `nobody`: they must reach the files.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let (prefix, files) = (dir.path().join("nginx"), dir.path().join("files"));
-        std::fs::create_dir_all(&prefix).unwrap();
-        std::fs::create_dir_all(&files).unwrap();
-        let nginx_paths: Vec<Vec<String>> = SIZES
-            .iter()
-            .map(|size| write_files(&files, size, objects))
-            .collect();
-        let nginx = Nginx::start(&prefix, &files).await;
+        // Each side with its address and its paths per size, nginx first.
+        let mut sides: Vec<(&'static str, SocketAddr, Vec<Vec<String>>)> = Vec::new();
+        let _nginx = if targets.contains(&"nginx") {
+            let (prefix, files) = (dir.path().join("nginx"), dir.path().join("files"));
+            std::fs::create_dir_all(&prefix).unwrap();
+            std::fs::create_dir_all(&files).unwrap();
+            let paths = SIZES
+                .iter()
+                .map(|size| write_files(&files, size, objects))
+                .collect();
+            let nginx = Nginx::start(&prefix, &files).await;
+            sides.push(("nginx", nginx.addr, paths));
+            Some(nginx)
+        } else {
+            None
+        };
+        let _sealgate = if targets.contains(&"sealgate") {
+            let (process, addr, paths) = sealgate(&dir.path().join("sealgate"), objects, users).await;
+            sides.push(("sealgate", addr, paths));
+            Some(process)
+        } else {
+            None
+        };
         println!(
-            "http: {objects} objects of each size, {connections} connections, {} s per target per size{}",
+            "http: {objects} objects of each size over {users} users, {connections} connections, {} s per target per size{}",
             duration.as_secs(),
             if smoke() { " [smoke]" } else { "" }
         );
-        for (size, paths) in SIZES.iter().zip(&nginx_paths) {
-            let target = Target {
-                name: "nginx",
-                addr: nginx.addr,
-                paths,
-            };
-            verify(&target, size).await;
-            let load = load(&target, size, connections, duration).await;
-            print_load(size, target.name, &load);
+        for (s, size) in SIZES.iter().enumerate() {
+            let mut loads = Vec::new();
+            for (name, addr, paths) in &sides {
+                let target = Target {
+                    name,
+                    addr: *addr,
+                    paths: &paths[s],
+                };
+                verify(&target, size).await;
+                let load = load(&target, size, connections, duration).await;
+                print_load(size, target.name, &load);
+                loads.push(load);
+            }
+            if let [nginx, sealgate] = &loads[..] {
+                println!(
+                    "  {:<6}  sealgate / nginx: req/s {:.2} (goal >= {:.2}), p99 {:.2} (lower is better)",
+                    size.label,
+                    sealgate.per_second() / nginx.per_second(),
+                    size.goal,
+                    sealgate.quantile_ms(0.99) / nginx.quantile_ms(0.99),
+                );
+            }
         }
     });
 }
