@@ -19,15 +19,35 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::limits::{Progress, StreamPace};
-use crate::content::{ByteRange, ErasureGuard, OpenedObject};
+use crate::content::{ByteRange, ErasureGuard, OpenedObject, SEND_PIECE};
 use crate::error::Error;
 
 /// A piece of plaintext, or the error the download ends with.
 type Piece = Result<Bytes, Error>;
 
 /// The plaintext of `range` (`None`: all) of `opened`, read ahead of the
-/// transport, keeping `pace`.
+/// transport, keeping `pace`. An object of one piece read whole is read
+/// in the transport's own task instead: no reading task to hand it over
+/// (a thumbnail's or a comment's cost is mostly those hand-overs).
 pub fn download(
+    opened: OpenedObject,
+    range: Option<ByteRange>,
+    pace: StreamPace,
+) -> impl Stream<Item = Piece> + Send + 'static {
+    if range.is_none() && opened.info.size <= SEND_PIECE as u64 {
+        // `read_all` checks the owner's erasure once the piece is read,
+        // right before it leaves.
+        return futures_util::future::Either::Left(futures_util::stream::once(async move {
+            let data = Bytes::from(opened.read_all().await?);
+            crate::metrics::get().bytes_out(data.len() as u64);
+            Ok(data)
+        }));
+    }
+    futures_util::future::Either::Right(read_ahead(opened, range, pace))
+}
+
+/// [`download`] by a reading task ahead of the transport.
+fn read_ahead(
     opened: OpenedObject,
     range: Option<ByteRange>,
     pace: StreamPace,

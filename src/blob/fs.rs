@@ -40,7 +40,12 @@ const TMP_DIR: &str = ".tmp";
 pub const STORE_ID_FILE: &str = ".store-id";
 /// Longest store-id file read back.
 const MAX_STORE_ID_BYTES: u64 = 256;
-const READ_BUF: usize = 64 * 1024;
+/// Bytes per blocking read of a streamed object: each read is a trip to a
+/// blocking thread and back, which costs more than copying the piece from
+/// the page cache, so pieces are large; but under glibc's mmap threshold
+/// (128 KiB, `main.rs`), so each comes from the heap instead of a fresh
+/// mapping faulted in page by page and unmapped after.
+const READ_BUF: usize = 120 * 1024;
 /// Bytes read with the open of an object for ranged reads: its header
 /// (fixed part, key slot, metadata) in all but rare cases.
 const OPEN_PREFIX: u64 = 16 * 1024;
