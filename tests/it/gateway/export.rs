@@ -1,6 +1,7 @@
 //! ExportUser: the archive read back by an independent reader (Python's
 //! `tarfile`), resumption byte for byte, a change between the calls,
-//! disclosure under the right and the wrong case, a restricted user.
+//! disclosure under the right and the wrong case, a restricted user; the
+//! command line's archive, and its resumption by a later run after a cut.
 
 use std::path::Path;
 use std::process::Command;
