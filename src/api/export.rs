@@ -111,13 +111,14 @@ impl Stream for OutboxStream {
 async fn send_paced(
     tx: &mpsc::Sender<ExportMessage>,
     outbox: &Outbox,
-    progress: &mut Progress,
+    progress: &Mutex<Progress>,
     msg: ExportMessage,
 ) -> bool {
     let bytes = msg.as_ref().map_or(0, |c| c.data.len() as u64);
-    match tokio::time::timeout_at(progress.deadline(), tx.send(msg)).await {
+    let deadline = lock(progress).deadline();
+    match tokio::time::timeout_at(deadline, tx.send(msg)).await {
         Ok(Ok(())) => {
-            progress.moved(bytes);
+            lock(progress).moved(bytes);
             true
         }
         Ok(Err(_)) => false,
@@ -125,10 +126,14 @@ async fn send_paced(
             tracing::info!(
                 "ExportUser ended: the client took too little (limits.stream_min_bytes)"
             );
-            outbox.end(progress.pace().stalled("export").into());
+            outbox.end(lock(progress).pace().stalled("export").into());
             false
         }
     }
+}
+
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Each piece checked against the user's erasure as it leaves.
@@ -174,31 +179,26 @@ impl pb::export_service_server::ExportService for ExportApi {
         let (tx, rx) = mpsc::channel::<ExportMessage>(AHEAD);
         let outbox = Arc::new(Outbox(Mutex::new(OutboxState::Open(rx))));
         let messages = OutboxStream(outbox.clone());
-        let (pieces_tx, pieces) = mpsc::channel::<ArchivePiece>(4);
         let export = self.export.clone();
-        let mut progress = Progress::new(self.pace);
+        let progress = Arc::new(Mutex::new(Progress::new(self.pace)));
         tokio::spawn(async move {
-            let run = export.run(prepared, pieces_tx);
-            let forward = async {
-                // Owned here, so that it is dropped, stopping the export,
-                // as soon as the forwarding stops.
-                let mut pieces = pieces;
-                while let Some(piece) = pieces.recv().await {
+            // Each piece straight into the outbox, as it is written.
+            let sink = {
+                let (tx, outbox, progress) = (tx.clone(), outbox.clone(), progress.clone());
+                move |piece: ArchivePiece| {
                     let chunk = pb::ExportChunk {
                         data: piece.data,
                         offset: piece.offset,
                         snapshot: snapshot.take().unwrap_or_default(),
                     };
-                    if !send_paced(&tx, &outbox, &mut progress, Ok(chunk)).await {
-                        // Dropping the receiver stops the export.
-                        return false;
-                    }
+                    let (tx, outbox, progress) = (tx.clone(), outbox.clone(), progress.clone());
+                    async move { send_paced(&tx, &outbox, &progress, Ok(chunk)).await }
                 }
-                true
             };
-            let (result, open) = tokio::join!(run, forward);
-            if let (Err(e), true) = (result, open) {
-                send_paced(&tx, &outbox, &mut progress, Err(e.into())).await;
+            // A stopped sink ends the export without error, so an error is
+            // one of the export's own: the client is still there for it.
+            if let Err(e) = export.run(prepared, sink).await {
+                send_paced(&tx, &outbox, &progress, Err(e.into())).await;
             }
         });
         Ok(Response::new(Box::pin(checked_at_send(messages, guard))))

@@ -11,7 +11,12 @@
 //! the plaintext as the content read path decrypts it, hashed as it goes;
 //! then `manifest.json`; then the end. Memory is bounded: an object is
 //! never held whole, and the archive leaves in pieces of at most
-//! [`PIECE`] through a bounded channel.
+//! [`PIECE`] into the caller's sink, which waits for the transport.
+//!
+//! So that the archive flows without a pause between objects, the next
+//! object is opened (header read, key unwrapped) while one streams, and an
+//! object's SHA-256, computed on a thread of its own, may finish while the
+//! next object streams (one object's hash at most is left behind).
 //!
 //! The archive is a function of the objects alone (their stored bytes,
 //! named by etags, and creation times), so a broken download is resumed by
@@ -26,6 +31,7 @@
 pub mod tar;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,6 +45,9 @@ use crate::keys::store::{AuditEntry, AuditLog, HoldStore};
 
 /// Most archive bytes in one piece (one gRPC message).
 pub const PIECE: usize = 1024 * 1024;
+
+/// Pieces handed to an object's hashing thread and not yet hashed, at most.
+const HASH_AHEAD: usize = 8;
 
 /// Pieces of the read path at least this long go out as they are.
 const PASS_THROUGH: usize = 16 * 1024;
@@ -263,19 +272,20 @@ impl Export {
         Err(e)
     }
 
-    /// Writes the archive into `out`, from the prepared offset, and records
-    /// the export in the audit trail when it ends. Stops early, without
-    /// error, once `out`'s receiver is gone (recorded as interrupted).
+    /// Writes the archive into `out`, piece by piece from the prepared
+    /// offset, and records the export in the audit trail when it ends.
+    /// Stops early, without error, once `out` returns false (the receiver
+    /// is gone: recorded as interrupted).
     ///
     /// # Errors
     /// FAILED_PRECONDITION `EXPORT_CHANGED` if an object changed while the
     /// archive was written; as the content read path (`USER_ERASED`,
     /// `ERASURE_PENDING` for the own copy, DATA_LOSS, storage failures).
-    pub async fn run(
-        &self,
-        prepared: Prepared,
-        out: mpsc::Sender<ArchivePiece>,
-    ) -> Result<Summary, Error> {
+    pub async fn run<S, F>(&self, prepared: Prepared, out: S) -> Result<Summary, Error>
+    where
+        S: FnMut(ArchivePiece) -> F + Send,
+        F: Future<Output = bool> + Send,
+    {
         let mut archive = Archive::new(out, prepared.offset);
         let result = self.write_archive(&prepared, &mut archive).await;
         let summary = Summary {
@@ -313,24 +323,39 @@ impl Export {
     }
 
     /// The archive; false if the receiver went away.
-    async fn write_archive(
+    async fn write_archive<S, F>(
         &self,
         prepared: &Prepared,
-        archive: &mut Archive,
-    ) -> Result<bool, Error> {
+        archive: &mut Archive<S>,
+    ) -> Result<bool, Error>
+    where
+        S: FnMut(ArchivePiece) -> F + Send,
+        F: Future<Output = bool> + Send,
+    {
         let mut manifest = Vec::with_capacity(prepared.objects.len());
         let mut newest = 0;
-        for (space, listed) in &prepared.objects {
+        let open = |i: usize| {
+            let (space, listed): &(String, ListedObject) = &prepared.objects[i];
+            async move {
+                let obj = self
+                    .content
+                    .user_object_ref(&prepared.pseudonym, space, &listed.id)?;
+                self.content.open_whole_for(&obj, prepared.purpose).await
+            }
+        };
+        let mut next: Option<Result<crate::content::OpenedObject, Error>> = None;
+        let mut hashing = std::collections::VecDeque::new();
+        for (i, (space, listed)) in prepared.objects.iter().enumerate() {
             let Some(size) = listed.size else {
                 return Err(Error::DataLoss);
             };
             let path = format!("{space}/{}", listed.id);
             let mtime = listed.created.map_or(0, unix_seconds);
             newest = newest.max(mtime);
-            let obj = self
-                .content
-                .user_object_ref(&prepared.pseudonym, space, &listed.id)?;
-            let opened = self.content.open_whole_for(&obj, prepared.purpose).await?;
+            let opened = match next.take() {
+                Some(opened) => opened?,
+                None => open(i).await?,
+            };
             if opened.info.etag != listed.etag || opened.info.size != size {
                 return Err(changed());
             }
@@ -338,9 +363,19 @@ impl Export {
             if !archive.write(&tar::file_header(&path, size, mtime)).await {
                 return Ok(false);
             }
-            let Some(sha256) = copy_object(opened, archive).await? else {
+            let copied = if i + 1 < prepared.objects.len() {
+                let (copied, opened) =
+                    futures_util::future::join(copy_object(opened, archive), open(i + 1)).await;
+                next = Some(opened);
+                copied
+            } else {
+                copy_object(opened, archive).await
+            };
+            let Some(sha) = copied? else {
                 return Ok(false);
             };
+            // The hash catches up while the next object streams.
+            hashing.push_back((manifest.len(), sha));
             if !archive.write(&vec![0; tar::padding(size)]).await {
                 return Ok(false);
             }
@@ -350,7 +385,7 @@ impl Export {
                 path,
                 content_type: info.metadata.content_type,
                 size,
-                sha256,
+                sha256: String::new(),
                 create_time: listed.created.map(|t| {
                     crate::clock::format_time(
                         i64::try_from(
@@ -363,6 +398,14 @@ impl Export {
                 }),
                 attributes: info.metadata.attributes,
             });
+            // At most one object's hash left running behind the stream.
+            while hashing.len() > 1 {
+                let (at, h) = hashing.pop_front().expect("queued");
+                manifest[at].sha256 = hashed(h).await?;
+            }
+        }
+        for (at, h) in hashing {
+            manifest[at].sha256 = hashed(h).await?;
         }
         let manifest = Manifest {
             format: FORMAT,
@@ -420,14 +463,28 @@ impl Export {
     }
 }
 
-/// Streams an opened object's plaintext into the archive, hashing it;
-/// its SHA-256 in hex, or `None` if the receiver went away.
-async fn copy_object(
+/// The SHA-256 an object's hashing thread arrives at.
+async fn hashed(h: Hashing) -> Result<String, Error> {
+    h.await
+        .map_err(|e| Error::Internal(format!("hashing an object: {e}")))
+}
+
+/// An object's SHA-256 (hex), as a thread computes it.
+type Hashing = tokio::task::JoinHandle<String>;
+
+/// Streams an opened object's plaintext into the archive; the thread
+/// hashing it (it may still have pieces to hash), or `None` if the
+/// receiver went away.
+async fn copy_object<S, F>(
     opened: crate::content::OpenedObject,
-    archive: &mut Archive,
-) -> Result<Option<String>, Error> {
-    // The read path pushes authenticated pieces into a channel of one; this
-    // side hashes and frames them. Dropping the receiver stops the read.
+    archive: &mut Archive<S>,
+) -> Result<Option<Hashing>, Error>
+where
+    S: FnMut(ArchivePiece) -> F + Send,
+    F: Future<Output = bool> + Send,
+{
+    // The read path pushes authenticated pieces into a channel of four;
+    // this side hands them to the hash and frames them. Dropping the receiver stops the read.
     let (tx, mut rx) = mpsc::channel::<Bytes>(4);
     let read = opened.read_into(None, move |piece| {
         let tx = tx.clone();
@@ -436,7 +493,7 @@ async fn copy_object(
     // The SHA-256 runs on a thread of its own, beside the decryption and
     // the sending (the pieces are shared, not copied): hashing inline cost
     // a quarter of the throughput.
-    let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(8);
+    let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(HASH_AHEAD);
     let hasher = tokio::task::spawn_blocking(move || {
         let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         while let Some(piece) = hash_rx.blocking_recv() {
@@ -444,29 +501,26 @@ async fn copy_object(
         }
         hex::encode(hash.finish().as_ref())
     });
-    let copy = async {
+    let copy = async move {
         while let Some(piece) = rx.recv().await {
             if hash_tx.send(piece.clone()).await.is_err() || !archive.write_bytes(piece).await {
-                return None;
+                return false;
             }
         }
-        drop(hash_tx);
-        hasher.await.ok()
+        true
     };
     let (read, copied) = tokio::join!(read, copy);
-    match copied {
-        Some(sha) => {
-            read?;
-            Ok(Some(sha))
-        }
-        None => Ok(None),
+    if !copied {
+        return Ok(None);
     }
+    read?;
+    Ok(Some(hasher))
 }
 
 /// The archive as it is written: its position, the bytes before the
 /// resume offset skipped, the rest gathered into pieces of [`PIECE`].
-struct Archive {
-    out: mpsc::Sender<ArchivePiece>,
+struct Archive<S> {
+    out: S,
     /// Archive bytes written so far (sent or skipped).
     pos: u64,
     /// Bytes before this offset are not sent.
@@ -478,8 +532,12 @@ struct Archive {
     any_sent: bool,
 }
 
-impl Archive {
-    fn new(out: mpsc::Sender<ArchivePiece>, from: u64) -> Self {
+impl<S, F> Archive<S>
+where
+    S: FnMut(ArchivePiece) -> F + Send,
+    F: Future<Output = bool> + Send,
+{
+    fn new(out: S, from: u64) -> Self {
         Self {
             out,
             pos: 0,
@@ -543,7 +601,7 @@ impl Archive {
             data,
         };
         self.any_sent = true;
-        if self.out.send(piece).await.is_err() {
+        if !(self.out)(piece).await {
             return false;
         }
         self.sent += len;
@@ -602,12 +660,22 @@ fn snapshot(p: &Pseudonym, case_ref: Option<&str>, objects: &[(String, ListedObj
 mod tests {
     use super::*;
 
+    /// Pieces into a channel: false once its receiver is gone.
+    fn to(
+        tx: mpsc::Sender<ArchivePiece>,
+    ) -> impl FnMut(ArchivePiece) -> futures_util::future::BoxFuture<'static, bool> + Send {
+        move |piece| {
+            let tx = tx.clone();
+            Box::pin(async move { tx.send(piece).await.is_ok() })
+        }
+    }
+
     #[tokio::test]
     async fn an_archive_skips_to_its_offset_and_cuts_pieces_of_at_most_a_mib() {
         let data: Vec<u8> = (0..3 * PIECE + 17).map(|i| (i % 251) as u8).collect();
         for from in [0, 1, 511, PIECE as u64 + 3, data.len() as u64] {
             let (tx, mut rx) = mpsc::channel(16);
-            let mut a = Archive::new(tx, from);
+            let mut a = Archive::new(to(tx), from);
             assert!(a.write(&data[..1000]).await);
             assert!(a.write(&data[1000..]).await);
             assert!(a.finish().await);
@@ -628,7 +696,7 @@ mod tests {
     async fn a_gone_receiver_stops_the_archive() {
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
-        let mut a = Archive::new(tx, 0);
+        let mut a = Archive::new(to(tx), 0);
         assert!(!a.write(&vec![1; PIECE]).await);
     }
 }

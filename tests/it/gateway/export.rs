@@ -1,6 +1,7 @@
 //! ExportUser: the archive read back by an independent reader (Python's
 //! `tarfile`), resumption byte for byte, a change between the calls,
-//! disclosure under the right and the wrong case, a restricted user.
+//! disclosure under the right and the wrong case, a restricted user; the
+//! command line's archive, and its resumption by a later run after a cut.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +11,8 @@ use sealgate::api::pb::audit_service_client::AuditServiceClient;
 use sealgate::api::pb::export_service_client::ExportServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
+
+use crate::support::proxy::FaultProxy;
 
 use super::{
     audit_records, data, expect_reason, pseudonym, put, put_item, ContentServiceClient, TestGateway,
@@ -417,6 +420,129 @@ async fn the_command_line_writes_the_same_archive() {
     );
     assert!(std::fs::read(&file).unwrap() == archive);
     assert!(!dir.path().join("eve.tar.part").exists());
+}
+
+/// `sealgate export --user U -o FILE` through `endpoint`.
+async fn export_command(user: &str, file: &Path, endpoint: String) -> std::process::Output {
+    let (user, file) = (user.to_string(), file.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args(["export", "--user", &user, "-o"])
+            .arg(&file)
+            .arg("--endpoint")
+            .arg(endpoint)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A run of the command whose connection is cut after about `cut` bytes
+/// of the server's, the gateway unreachable for the rest of the run (its
+/// in-run resumptions fail): it fails and keeps what it received, a
+/// prefix of `archive`, in `FILE.part` with its cursor. The bytes kept.
+async fn cut_run(proxy: &FaultProxy, file: &Path, archive: &[u8], cut: u64) -> Vec<u8> {
+    proxy.go_down_after(cut);
+    let out = export_command("eve", file, proxy.endpoint()).await;
+    proxy.set_up(true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a cut export succeeded: {stderr}");
+    assert!(
+        stderr.contains("run the command again to resume"),
+        "{stderr}"
+    );
+    assert!(!file.exists());
+    let part = file.with_extension("tar.part");
+    let kept = std::fs::read(&part).expect("the partial file is kept");
+    assert!(
+        !kept.is_empty() && kept.len() < archive.len(),
+        "{} bytes kept of {}",
+        kept.len(),
+        archive.len()
+    );
+    assert!(archive.starts_with(&kept), "the partial file is a prefix");
+    assert!(file.with_extension("tar.part.cursor").exists());
+    kept
+}
+
+/// `sealgate export` cut off mid-archive and run again: the second run
+/// resumes from `FILE.part` and its cursor, and the file is byte for byte
+/// the uninterrupted export. Cut again, then the user's objects changed:
+/// the next run is refused `EXPORT_CHANGED` and removes the partial file,
+/// and the run after writes the new archive from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_resumes_a_cut_export_in_a_later_run() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.content().await;
+    fill(&mut c).await;
+    put(
+        &mut c,
+        "eve",
+        "moments",
+        "pic-c",
+        &data(3_000_000, 4),
+        256 * 1024,
+    )
+    .await
+    .unwrap();
+    let (archive, snapshot) = export(&gw, request("eve", "", None)).await.unwrap();
+    let proxy = FaultProxy::start(gw.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eve.tar");
+    let part = dir.path().join("eve.tar.part");
+    let cursor = dir.path().join("eve.tar.part.cursor");
+
+    let kept = cut_run(&proxy, &file, &archive, 2_000_000).await;
+    let out = export_command("eve", &file, proxy.endpoint()).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "resuming {} from its {} bytes (snapshot {snapshot})",
+            part.display(),
+            kept.len()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("{} bytes, snapshot {snapshot}", archive.len())),
+        "{stdout}"
+    );
+    assert!(
+        std::fs::read(&file).unwrap() == archive,
+        "the resumed file differs from an uninterrupted export"
+    );
+    assert!(!part.exists() && !cursor.exists());
+
+    std::fs::remove_file(&file).unwrap();
+    cut_run(&proxy, &file, &archive, 1_000_000).await;
+    put(&mut c, "eve", "moments", "pic-a", b"changed", 64)
+        .await
+        .unwrap();
+    let out = export_command("eve", &file, proxy.endpoint()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("EXPORT_CHANGED") || stderr.contains("changed since the export began"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("it was removed: run the command again for a new archive"),
+        "{stderr}"
+    );
+    assert!(!part.exists() && !cursor.exists() && !file.exists());
+    let (changed, _) = export(&gw, request("eve", "", None)).await.unwrap();
+    let out = export_command("eve", &file, proxy.endpoint()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&file).unwrap() == changed);
 }
 
 // The archive's bytes depend on what the object store keeps (creation

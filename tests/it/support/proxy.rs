@@ -16,13 +16,17 @@ use super::launch::LoopbackServer;
 /// A loopback TCP proxy that can go down (dropping every connection and
 /// refusing new ones) and come back, while the server behind it keeps its
 /// state; or go silent (a network dropping packets: connections stay open
-/// and new ones are accepted, but nothing is delivered until it thaws).
+/// and new ones are accepted, but nothing is delivered until it thaws); or
+/// go down by itself once it has passed a number of the server's bytes.
 pub struct FaultProxy {
     pub addr: SocketAddr,
     up: watch::Sender<bool>,
     frozen: watch::Sender<bool>,
     /// Bytes relayed from clients to the server.
     upstream: Arc<AtomicU64>,
+    /// Bytes of the server's still to relay before going down by itself
+    /// (`u64::MAX`: no such limit).
+    downstream_left: Arc<AtomicU64>,
     _server: LoopbackServer,
 }
 
@@ -32,6 +36,8 @@ impl FaultProxy {
         let (frozen, frozen_rx) = watch::channel(false);
         let upstream = Arc::new(AtomicU64::new(0));
         let counted = upstream.clone();
+        let downstream_left = Arc::new(AtomicU64::new(u64::MAX));
+        let (left, down) = (downstream_left.clone(), up.clone());
         let server = LoopbackServer::start(|listener| async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -44,6 +50,7 @@ impl FaultProxy {
                 let mut rx = rx.clone();
                 let frozen = frozen_rx.clone();
                 let counted = counted.clone();
+                let limit = (left.clone(), down.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
@@ -53,8 +60,8 @@ impl FaultProxy {
                     tokio::select! {
                         _ = async {
                             tokio::join!(
-                                pipe(client_rx, server_tx, frozen.clone(), Some(counted)),
-                                pipe(server_rx, client_tx, frozen, None),
+                                pipe(client_rx, server_tx, frozen.clone(), Some(counted), None),
+                                pipe(server_rx, client_tx, frozen, None, Some(limit)),
                             )
                         } => {}
                         _ = rx.wait_for(|up| !*up) => {} // down: cut the connection
@@ -68,8 +75,17 @@ impl FaultProxy {
             up,
             frozen,
             upstream,
+            downstream_left,
             _server: server,
         }
+    }
+
+    /// From now on, goes down by itself (as [`FaultProxy::set_up`] with
+    /// `false`) the moment it has relayed `bytes` more of the server's
+    /// bytes: a connection cut at a point the test chose, whatever the
+    /// timing. `set_up(true)` brings it back, without the limit.
+    pub fn go_down_after(&self, bytes: u64) {
+        self.downstream_left.store(bytes, Ordering::SeqCst);
     }
 
     /// Bytes relayed so far from clients to the server.
@@ -89,17 +105,23 @@ impl FaultProxy {
     }
 
     pub fn set_up(&self, up: bool) {
+        if up {
+            self.downstream_left.store(u64::MAX, Ordering::SeqCst);
+        }
         self.up.send_replace(up);
     }
 }
 
 /// Relays `from` to `to`, holding each read back while the link is
-/// frozen, adding what it relayed to `counted`.
+/// frozen, adding what it relayed to `counted`; with `limit` (bytes left,
+/// the proxy's state), it relays no more than the bytes left and then
+/// takes the proxy down.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut frozen: watch::Receiver<bool>,
     counted: Option<Arc<AtomicU64>>,
+    limit: Option<(Arc<AtomicU64>, watch::Sender<bool>)>,
 ) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -114,7 +136,28 @@ async fn pipe(
         if frozen.wait_for(|f| !*f).await.is_err() {
             return;
         }
+        // With a limit, no more than the bytes left, then down.
+        let mut n = n;
+        let mut cut = false;
+        if let Some((left, _)) = &limit {
+            // Unchanged while there is no limit (u64::MAX).
+            let was = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                (l != u64::MAX).then(|| l.saturating_sub(n as u64))
+            });
+            if let Ok(was) = was {
+                if was <= n as u64 {
+                    n = usize::try_from(was).unwrap_or(n);
+                    cut = true;
+                }
+            }
+        }
         if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        if cut {
+            if let Some((_, up)) = &limit {
+                up.send_replace(false);
+            }
             return;
         }
         if let Some(c) = &counted {
