@@ -12,16 +12,15 @@
 //! copy, restriction) is checked again as each piece leaves.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::auth::{Caller, Role};
-use super::limits::{Progress, StreamPace};
+use super::download::ahead;
+use super::limits::StreamPace;
 use super::pb;
-use crate::content::ErasureGuard;
 use crate::error::{Error, Reason};
 use crate::export::{ArchivePiece, Export, ExportRequest, Scope};
 
@@ -71,88 +70,7 @@ impl ExportApi {
     }
 }
 
-type ExportMessage = Result<pb::ExportChunk, Status>;
-type ExportStream = Pin<Box<dyn Stream<Item = ExportMessage> + Send>>;
-
-/// The messages written ahead of the transport, which the writing task can
-/// replace by an error: a stalled client's unsent pieces go at once.
-struct Outbox(Mutex<OutboxState>);
-
-enum OutboxState {
-    Open(mpsc::Receiver<ExportMessage>),
-    Ended(Option<Status>),
-}
-
-impl Outbox {
-    fn end(&self, status: Status) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = OutboxState::Ended(Some(status));
-    }
-}
-
-struct OutboxStream(Arc<Outbox>);
-
-impl Stream for OutboxStream {
-    type Item = ExportMessage;
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<ExportMessage>> {
-        let mut state = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *state {
-            OutboxState::Open(rx) => rx.poll_recv(cx),
-            OutboxState::Ended(status) => std::task::Poll::Ready(status.take().map(Err)),
-        }
-    }
-}
-
-/// Sends `msg` once the transport has room, or ends the outbox if the
-/// client takes too little for too long. Whether to go on.
-async fn send_paced(
-    tx: &mpsc::Sender<ExportMessage>,
-    outbox: &Outbox,
-    progress: &Mutex<Progress>,
-    msg: ExportMessage,
-) -> bool {
-    let bytes = msg.as_ref().map_or(0, |c| c.data.len() as u64);
-    let deadline = lock(progress).deadline();
-    match tokio::time::timeout_at(deadline, tx.send(msg)).await {
-        Ok(Ok(())) => {
-            lock(progress).moved(bytes);
-            true
-        }
-        Ok(Err(_)) => false,
-        Err(_) => {
-            tracing::info!(
-                "ExportUser ended: the client took too little (limits.stream_min_bytes)"
-            );
-            outbox.end(lock(progress).pace().stalled("export").into());
-            false
-        }
-    }
-}
-
-fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
-    progress.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Each piece checked against the user's erasure as it leaves.
-fn checked_at_send(
-    messages: OutboxStream,
-    guard: ErasureGuard,
-) -> impl Stream<Item = ExportMessage> + Send {
-    futures_util::stream::unfold(Some((messages, guard)), |state| async move {
-        let (mut messages, mut guard) = state?;
-        let msg = messages.next().await?;
-        if let Ok(chunk) = &msg {
-            if let Err(e) = guard.check().await {
-                return Some((Err(e.into()), None));
-            }
-            crate::metrics::get().bytes_out(chunk.data.len() as u64);
-        }
-        Some((msg, Some((messages, guard))))
-    })
-}
+type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::export_service_server::ExportService for ExportApi {
@@ -174,33 +92,37 @@ impl pb::export_service_server::ExportService for ExportApi {
                 resume: req.resume.map(|r| (r.snapshot, r.offset)),
             })
             .await?;
-        let guard = prepared.erasure_guard();
         let mut snapshot = Some(prepared.snapshot().to_string());
-        let (tx, rx) = mpsc::channel::<ExportMessage>(AHEAD);
-        let outbox = Arc::new(Outbox(Mutex::new(OutboxState::Open(rx))));
-        let messages = OutboxStream(outbox.clone());
+        let (ahead, chunks) = ahead(
+            AHEAD,
+            self.pace,
+            "export",
+            |c: &pb::ExportChunk| c.data.len() as u64,
+            prepared.erasure_guard(),
+        );
         let export = self.export.clone();
-        let progress = Arc::new(Mutex::new(Progress::new(self.pace)));
         tokio::spawn(async move {
             // Each piece straight into the outbox, as it is written.
             let sink = {
-                let (tx, outbox, progress) = (tx.clone(), outbox.clone(), progress.clone());
+                let ahead = ahead.clone();
                 move |piece: ArchivePiece| {
                     let chunk = pb::ExportChunk {
                         data: piece.data,
                         offset: piece.offset,
                         snapshot: snapshot.take().unwrap_or_default(),
                     };
-                    let (tx, outbox, progress) = (tx.clone(), outbox.clone(), progress.clone());
-                    async move { send_paced(&tx, &outbox, &progress, Ok(chunk)).await }
+                    let ahead = ahead.clone();
+                    async move { ahead.send(Ok(chunk)).await }
                 }
             };
             // A stopped sink ends the export without error, so an error is
             // one of the export's own: the client is still there for it.
             if let Err(e) = export.run(prepared, sink).await {
-                send_paced(&tx, &outbox, &progress, Err(e.into())).await;
+                ahead.send(Err(e)).await;
             }
         });
-        Ok(Response::new(Box::pin(checked_at_send(messages, guard))))
+        Ok(Response::new(Box::pin(
+            chunks.map(|chunk| chunk.map_err(Status::from)),
+        )))
     }
 }

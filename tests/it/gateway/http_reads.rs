@@ -90,6 +90,35 @@ async fn sign(
         .map(tonic::Response::into_inner)
 }
 
+/// Sends `req` over a new client connection on `io` (TCP, or TLS over
+/// it), speaking `version`.
+async fn send<I>(
+    io: I,
+    version: Version,
+    req: http::Request<Empty<Bytes>>,
+) -> http::Response<hyper::body::Incoming>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match version {
+        Version::H1 => {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .expect("HTTP/1.1 handshake");
+            tokio::spawn(conn);
+            sender.send_request(req).await.expect("HTTP/1.1 response")
+        }
+        Version::H2 => {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                    .await
+                    .expect("HTTP/2 handshake");
+            tokio::spawn(conn);
+            sender.send_request(req).await.expect("HTTP/2 response")
+        }
+    }
+}
+
 /// One request on a new connection.
 async fn request(
     port: u16,
@@ -108,23 +137,7 @@ async fn request(
         req = req.header(*name, *value);
     }
     let req = req.body(Empty::<Bytes>::new()).unwrap();
-    let response = match version {
-        Version::H1 => {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .expect("HTTP/1.1 handshake");
-            tokio::spawn(conn);
-            sender.send_request(req).await.expect("HTTP/1.1 response")
-        }
-        Version::H2 => {
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                    .await
-                    .expect("HTTP/2 handshake");
-            tokio::spawn(conn);
-            sender.send_request(req).await.expect("HTTP/2 response")
-        }
-    };
+    let response = send(tcp, version, req).await;
     let (parts, body) = response.into_parts();
     let body = body
         .collect()
@@ -418,23 +431,7 @@ async fn a_response_in_flight_ends_when_its_owner_is_erased() {
         let req = http::Request::get(format!("http://127.0.0.1:{port}{}", link.path))
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let response = match version {
-            Version::H1 => {
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                sender.send_request(req).await.unwrap()
-            }
-            Version::H2 => {
-                let (mut sender, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
-                sender.send_request(req).await.unwrap()
-            }
-        };
+        let response = send(tcp, version, req).await;
         assert_eq!(response.status(), StatusCode::OK);
         let mut body_stream = response.into_body();
         // Some of it received; the rest waits in the server.
@@ -618,23 +615,7 @@ async fn https_without_a_client_certificate() {
         let req = http::Request::get(format!("https://localhost:{port}{}", link.path))
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let response = match version {
-            Version::H1 => {
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                sender.send_request(req).await.unwrap()
-            }
-            Version::H2 => {
-                let (mut sender, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
-                sender.send_request(req).await.unwrap()
-            }
-        };
+        let response = send(tls, version, req).await;
         assert_eq!(response.status(), StatusCode::OK, "{alpn}");
         let got = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], &body[..], "{alpn}");
