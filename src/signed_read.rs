@@ -129,23 +129,16 @@ impl SignedReads {
                 ),
             ));
         }
-        if range.is_some_and(|r| r.end.is_some_and(|e| e <= r.start)) {
-            return Err(Error::invalid(
-                Reason::InvalidRange,
-                "range",
-                "range end must be greater than start",
-            ));
+        if let Some(r) = range {
+            r.check()?;
         }
         let info = self.content.head(obj).await?;
         let range = match range {
             None => None,
-            Some(r) if r.start >= info.size => {
-                return Err(Error::OutOfRange(format!(
-                    "range start {} is at or past the end of the object ({} bytes)",
-                    r.start, info.size
-                )))
+            Some(r) => {
+                r.check_start(info.size)?;
+                Some((r.start, r.end.map_or(info.size, |e| e.min(info.size))))
             }
-            Some(r) => Some((r.start, r.end.map_or(info.size, |e| e.min(info.size)))),
         };
         let mut etag = [0u8; ETAG_LEN];
         hex::decode_to_slice(&info.etag, &mut etag)

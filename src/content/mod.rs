@@ -137,6 +137,38 @@ pub struct ByteRange {
     pub end: Option<u64>,
 }
 
+impl ByteRange {
+    /// Refuses an empty or inverted range, before any I/O.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`INVALID_RANGE`).
+    pub fn check(&self) -> Result<(), Error> {
+        if self.end.is_some_and(|e| e <= self.start) {
+            return Err(Error::invalid(
+                Reason::InvalidRange,
+                "range",
+                "range end must be greater than start",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a range that starts at or past the end of an object of
+    /// `size` bytes.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`].
+    pub fn check_start(&self, size: u64) -> Result<(), Error> {
+        if self.start >= size {
+            return Err(Error::OutOfRange(format!(
+                "range start {} is at or past the end of the object ({size} bytes)",
+                self.start
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A validated write: where, how it may replace what is there, and the
 /// caller's request id ([`Content::write_ref`]).
 #[derive(Debug, Clone)]

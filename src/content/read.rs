@@ -18,7 +18,7 @@ use crate::blob::BlobReader;
 use crate::crypto::chunked::{self, RandomAccess, RangePlan};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
 use crate::crypto::{Header, ObjectLayout, Pseudonym};
-use crate::error::{Error, Reason};
+use crate::error::Error;
 use crate::keys::{ErasureWatch, KeyError, KeyHierarchy};
 
 /// Plaintext bytes per blob read of a ranged GetObject (whole chunks).
@@ -82,21 +82,12 @@ impl Content {
         obj: &ObjectRef,
         range: Option<ByteRange>,
     ) -> Result<OpenedObject, Error> {
-        if range.is_some_and(|r| r.end.is_some_and(|e| e <= r.start)) {
-            return Err(Error::invalid(
-                Reason::InvalidRange,
-                "range",
-                "range end must be greater than start",
-            ));
+        if let Some(r) = range {
+            r.check()?;
         }
         let opened = self.open(obj, range.is_none()).await?;
         if let Some(r) = range {
-            if r.start >= opened.info.size {
-                return Err(Error::OutOfRange(format!(
-                    "range start {} is at or past the end of the object ({} bytes)",
-                    r.start, opened.info.size
-                )));
-            }
+            r.check_start(opened.info.size)?;
         }
         Ok(opened)
     }
