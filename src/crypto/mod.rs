@@ -14,6 +14,8 @@ pub mod aead;
 pub mod chunked;
 pub mod envelope;
 pub mod keys;
+pub mod sm3;
+pub mod sm4;
 pub mod token;
 
 pub use envelope::{
