@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealgate::crypto::{Header, KeySlot, Wrapped};
+use sealgate::crypto::{Header, KeySlot, Suite, Wrapped};
 use sealgate_fuzz::{golden, master_key, KEK_AAD, WRAPPED_KEK};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         for g in golden() {
             let encoded = g.identity.encode();
             if sealgate_fuzz::user_key()
-                .unwrap_dek(&slot.wrapped_dek, &encoded)
+                .unwrap_dek(Suite::Aes256Gcm, &slot.wrapped_dek, &encoded)
                 .is_ok()
             {
                 let original = &g.bytes[Header::KEY_SLOT_RANGE][4..];

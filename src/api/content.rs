@@ -90,6 +90,7 @@ fn info_pb(info: ObjectInfo) -> pb::ObjectInfo {
         attributes: info.metadata.attributes.into_iter().collect(),
         etag: info.etag,
         create_time: info.created.map(prost_types::Timestamp::from),
+        suite: info.suite.map(|s| s.name().to_string()).unwrap_or_default(),
     }
 }
 
@@ -354,6 +355,7 @@ impl pb::content_service_server::ContentService for ContentApi {
                     damaged: o.size.is_none(),
                     etag: o.etag,
                     create_time: o.created.map(prost_types::Timestamp::from),
+                    suite: o.suite.map(|s| s.name().to_string()).unwrap_or_default(),
                 })
                 .collect(),
             next_page_token: next.unwrap_or_default(),

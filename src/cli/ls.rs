@@ -1,4 +1,5 @@
-//! `sealgate ls`: lists a user's objects in a space, one `id<TAB>size` per line.
+//! `sealgate ls`: lists a user's objects in a space, one `id<TAB>size<TAB>suite`
+//! per line.
 
 use super::{connect, Endpoint, UserSpace};
 use crate::api::pb;
@@ -33,7 +34,7 @@ pub(super) async fn run(args: LsArgs) -> anyhow::Result<()> {
             if o.damaged {
                 println!("{}\tDAMAGED", o.object_id);
             } else {
-                println!("{}\t{}", o.object_id, o.size);
+                println!("{}\t{}\t{}", o.object_id, o.size, o.suite);
             }
         }
         if page.next_page_token.is_empty() {

@@ -20,6 +20,7 @@ const SECTIONS: &[&str] = &[
     "limits",
     "jobs",
     "keys",
+    "crypto",
     "log",
     "tls",
     "server",

@@ -31,7 +31,7 @@ use crate::identity::Principal;
 pub use access::{PrincipalConfig, Tls};
 pub use choice::{BlobBackend, KeyStoreBackend, LogFormat, MasterProvider};
 pub use process::{
-    Cache, ErasureConfig, HttpConfig, Jobs, Keys, Limits, Log, MetricsConfig, Server,
+    Cache, CryptoConfig, ErasureConfig, HttpConfig, Jobs, Keys, Limits, Log, MetricsConfig, Server,
 };
 pub use storage::{Blob, KeyStoreConfig, Master, Residency, S3};
 
@@ -79,6 +79,8 @@ pub struct Config {
     pub jobs: Jobs,
     /// The key schedule.
     pub keys: Keys,
+    /// The cipher suite of new objects.
+    pub crypto: CryptoConfig,
     /// The deletion service's workflow: cooling-off windows, the feed.
     pub erasure: ErasureConfig,
     /// Logging.
@@ -113,6 +115,7 @@ impl Default for Config {
             limits: Limits::default(),
             jobs: Jobs::default(),
             keys: Keys::default(),
+            crypto: CryptoConfig::default(),
             erasure: ErasureConfig::default(),
             log: Log::default(),
             server: Server::default(),

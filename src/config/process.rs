@@ -247,6 +247,15 @@ impl HttpConfig {
     }
 }
 
+/// `[crypto]`: the cipher suite.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CryptoConfig {
+    /// The suite new objects are sealed in: `"aes-256-gcm"` (the default)
+    /// or `"sm4-gcm"`. Objects of both stay readable side by side.
+    pub suite: crate::crypto::Suite,
+}
+
 /// `[erasure]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

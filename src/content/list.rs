@@ -36,6 +36,8 @@ pub struct ListedObject {
     pub etag: String,
     /// As [`super::ObjectInfo::created`].
     pub created: Option<std::time::SystemTime>,
+    /// The suite its header names; `None` when the header is malformed.
+    pub suite: Option<crate::crypto::Suite>,
 }
 
 /// The tag that binds a page token to one listing.
@@ -141,8 +143,8 @@ impl Content {
         let len = reader.len();
         // One damaged object must not hide the others: it is listed,
         // marked damaged, and GetObject on it reports DATA_LOSS.
-        let size = match ObjectLayout::new(&fixed, len) {
-            Ok(layout) => Some(layout.plaintext_len()),
+        let layout = match ObjectLayout::new(&fixed, len) {
+            Ok(layout) => Some(layout),
             Err(_) => {
                 tracing::warn!(space = %key.space, object = %key.name, pseudonym = %pseudonym, "listed object fails its header check");
                 None
@@ -150,7 +152,8 @@ impl Content {
         };
         Ok(Some(ListedObject {
             id: key.name,
-            size,
+            size: layout.map(|l| l.plaintext_len()),
+            suite: layout.map(|l| l.suite()),
             etag: etag_of(&fixed),
             created: reader.created(),
         }))

@@ -31,7 +31,7 @@ use std::time::SystemTime;
 
 use crate::blob::{BlobError, BlobKey, BlobStore, WriteMode};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
-use crate::crypto::{Metadata, ObjectIdentity, Pseudonym};
+use crate::crypto::{Metadata, ObjectIdentity, Pseudonym, Suite};
 use crate::error::{Error, Reason};
 use crate::keys::store::RequestLog;
 use crate::keys::KeyHierarchy;
@@ -59,6 +59,9 @@ pub struct ObjectInfo {
     pub etag: String,
     /// When this version was stored; `None` if the store cannot tell.
     pub created: Option<SystemTime>,
+    /// The suite it is sealed in; `None` only for a replayed write whose
+    /// object has been replaced or deleted since.
+    pub suite: Option<Suite>,
 }
 
 /// An object's etag: the first 16 bytes of SHA-256 over its fixed header,
@@ -197,6 +200,8 @@ pub struct Content {
     region: String,
     spaces: Vec<String>,
     limits: Limits,
+    /// The suite new objects are sealed in (`crypto.suite`).
+    suite: Suite,
     commit_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
@@ -218,6 +223,7 @@ impl Content {
             region,
             spaces,
             limits,
+            suite: Suite::default(),
             commit_locks: (0..COMMIT_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -252,6 +258,19 @@ impl Content {
                 message: "if_match names an etag, but the object does not exist".into(),
             }),
         }
+    }
+
+    /// Seals new objects in `suite` (the default is suite 1, AES-256-GCM);
+    /// objects of every suite stay readable.
+    #[must_use]
+    pub fn with_suite(mut self, suite: Suite) -> Self {
+        self.suite = suite;
+        self
+    }
+
+    /// The suite new objects are sealed in.
+    pub fn suite(&self) -> Suite {
+        self.suite
     }
 
     /// The size limits.

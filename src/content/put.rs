@@ -172,10 +172,10 @@ impl Content {
 
     async fn recalled_info(&self, record: RequestRecord) -> Result<ObjectInfo, Error> {
         let obj = self.object_ref_for(&record.pseudonym, &record.space, &record.object_id)?;
-        let metadata = match self.head(&obj).await {
-            Ok(info) if info.etag == record.etag => info.metadata,
+        let (metadata, suite) = match self.head(&obj).await {
+            Ok(info) if info.etag == record.etag => (info.metadata, info.suite),
             // Replaced or deleted since: the first result without metadata.
-            Ok(_) | Err(Error::NotFound) => Metadata::default(),
+            Ok(_) | Err(Error::NotFound) => (Metadata::default(), None),
             Err(e) => return Err(e),
         };
         Ok(ObjectInfo {
@@ -190,6 +190,7 @@ impl Content {
                         u64::try_from(record.created_ms).unwrap_or(0),
                     ),
             ),
+            suite,
         })
     }
 
@@ -291,7 +292,8 @@ impl Content {
         };
         let mut guard = self.erasure_guard(obj).await;
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
-        let (mut sealer, prefix) = ObjectSealer::new(&user_key, version, &obj.identity, metadata)?;
+        let (mut sealer, prefix) =
+            ObjectSealer::new(self.suite, &user_key, version, &obj.identity, metadata)?;
         drop(user_key);
         let etag = etag_of(&prefix[..FIXED_HEADER_LEN.min(prefix.len())]);
         let mut writer = match declared_size {
@@ -431,6 +433,7 @@ impl Content {
             metadata: metadata.clone(),
             etag,
             created: Some(created),
+            suite: Some(self.suite),
         };
         self.remember(w, info).await
     }

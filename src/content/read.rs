@@ -158,6 +158,7 @@ impl Content {
                 metadata: unsealed.metadata.clone(),
                 etag: super::etag_of(&fixed),
                 created: reader.created(),
+                suite: Some(header.suite),
             },
             guard,
             reader,

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 
 use super::{Content, ObjectRef};
 use crate::blob::{BlobError, SlotRewrite, KEY_SLOT_RANGE};
-use crate::crypto::envelope::KeySlot;
+use crate::crypto::envelope::{Header, KeySlot};
 use crate::crypto::{CryptoError, UserKey};
 use crate::error::Error;
 use crate::jobs::rotation::parse_rewrap_params;
@@ -65,6 +65,7 @@ impl Content {
             let Some(encoded) = fixed.get(range) else {
                 return Err(Error::DataLoss);
             };
+            let suite = Header::suite_of(&fixed)?;
             let slot = KeySlot::decode(encoded)?;
             if slot.user_key_version >= target {
                 return Ok(Moved::Untouched);
@@ -74,7 +75,7 @@ impl Content {
                 .user_key(&obj.pseudonym, slot.user_key_version)
                 .await?;
             let moved = slot
-                .rewrap(&old, new, target, &obj.identity)
+                .rewrap(suite, &old, new, target, &obj.identity)
                 .map_err(|_: CryptoError| Error::DataLoss)?;
             crate::metrics::get().unwrapped(crate::metrics::UnwrapLevel::User);
             match self

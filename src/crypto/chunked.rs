@@ -1,6 +1,9 @@
 //! C2SP chunked encryption (<https://c2sp.org/chunked-encryption>),
-//! instantiated as "Cobblestone-256": AEAD_AES_256_GCM, HKDF-Expand-SHA-512,
-//! 16 KiB chunks, a 24-byte salt and a 32-byte key commitment.
+//! instantiated per [`Suite`]: "Cobblestone-256" (AEAD_AES_256_GCM,
+//! HKDF-Expand-SHA-512) or "Cobblestone-SM4" (AEAD_SM4_GCM,
+//! HKDF-Expand-SM3), both with 16 KiB chunks, a 24-byte salt and a 32-byte
+//! key commitment. The constructors without a suite (`Sealer::new`, ...)
+//! are suite 1's.
 //!
 //! A message is `salt || commitment || chunk_0 || ... || chunk_n`, where every
 //! chunk but the last holds exactly [`CHUNK_SIZE`] plaintext bytes and the last
@@ -23,10 +26,10 @@
 
 use std::ops::Range;
 
-use aws_lc_rs::hkdf::{KeyType, Prk, HKDF_SHA512};
 use zeroize::Zeroizing;
 
-use super::aead::{AesGcm, KEY_LEN, NONCE_LEN, TAG_LEN};
+use super::aead::{NONCE_LEN, TAG_LEN};
+use super::suite::{Suite, SuiteAead};
 use super::CryptoError;
 
 // Format constants of Cobblestone-256. Do not change: they are pinned by the
@@ -43,57 +46,55 @@ pub const HEADER_LEN: usize = SALT_LEN + COMMITMENT_LEN;
 pub const ENCRYPTED_CHUNK_LEN: usize = CHUNK_SIZE + TAG_LEN;
 /// The chunk counter must stay below 2^38.
 pub const MAX_CHUNKS: u64 = 1 << 38;
+/// Length of the input key (the DEK) in every suite.
+pub const INPUT_KEY_LEN: usize = 32;
 const INFO_PREFIX: &[u8] = b"c2sp.org/chunked-encryption@v1+";
-const AEAD_NAME: &[u8] = b"AEAD_AES_256_GCM";
-
-/// Length type for aws-lc-rs HKDF output.
-struct OkmLen(usize);
-
-impl KeyType for OkmLen {
-    fn len(&self) -> usize {
-        self.0
-    }
-}
 
 /// The per-message AEAD key and base nonce derived from the input key.
 struct MessageKey {
-    aead: AesGcm,
+    aead: SuiteAead,
     base_nonce: [u8; NONCE_LEN],
 }
 
 impl MessageKey {
-    /// `key || base nonce || commitment = HKDF-Expand(input key, info)`.
+    /// `key || base nonce || commitment = HKDF-Expand(input key, info)`,
+    /// with the suite's hash and AEAD key length.
     fn derive(
+        suite: Suite,
         input_key: &[u8],
         salt: &[u8; SALT_LEN],
         context: &[u8],
     ) -> Result<(Self, Zeroizing<[u8; COMMITMENT_LEN]>), CryptoError> {
-        if input_key.len() != KEY_LEN {
+        if input_key.len() != INPUT_KEY_LEN {
             return Err(CryptoError::InvalidKeySize);
         }
-        let prk = Prk::new_less_safe(HKDF_SHA512, input_key);
-        let info: [&[u8]; 5] = [INFO_PREFIX, AEAD_NAME, &[0u8], salt, context];
-        let mut okm = Zeroizing::new([0u8; KEY_LEN + NONCE_LEN + COMMITMENT_LEN]);
-        prk.expand(&info, OkmLen(okm.len()))
-            .and_then(|o| o.fill(&mut okm[..]))
-            .map_err(|_| CryptoError::InvalidKeySize)?;
-        let aead = AesGcm::new(&okm[..KEY_LEN])?;
+        let info: [&[u8]; 5] = [INFO_PREFIX, suite.aead_name(), &[0u8], salt, context];
+        let key_len = suite.key_len();
+        let mut okm = Zeroizing::new([0u8; 32 + NONCE_LEN + COMMITMENT_LEN]);
+        let okm = &mut okm[..key_len + NONCE_LEN + COMMITMENT_LEN];
+        suite.hkdf_expand(input_key, &info, okm)?;
+        let aead = suite.aead(&okm[..key_len])?;
         let mut base_nonce = [0u8; NONCE_LEN];
-        base_nonce.copy_from_slice(&okm[KEY_LEN..KEY_LEN + NONCE_LEN]);
+        base_nonce.copy_from_slice(&okm[key_len..key_len + NONCE_LEN]);
         let mut commitment = Zeroizing::new([0u8; COMMITMENT_LEN]);
-        commitment.copy_from_slice(&okm[KEY_LEN + NONCE_LEN..]);
+        commitment.copy_from_slice(&okm[key_len + NONCE_LEN..]);
         Ok((Self { aead, base_nonce }, commitment))
     }
 
     /// Derives the keys from a message header and checks its commitment in
     /// constant time.
-    fn open_header(input_key: &[u8], context: &[u8], header: &[u8]) -> Result<Self, CryptoError> {
+    fn open_header(
+        suite: Suite,
+        input_key: &[u8],
+        context: &[u8],
+        header: &[u8],
+    ) -> Result<Self, CryptoError> {
         if header.len() != HEADER_LEN {
             return Err(CryptoError::DecryptionFailed);
         }
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(&header[..SALT_LEN]);
-        let (key, expected) = Self::derive(input_key, &salt, context)?;
+        let (key, expected) = Self::derive(suite, input_key, &salt, context)?;
         aws_lc_rs::constant_time::verify_slices_are_equal(&expected[..], &header[SALT_LEN..])
             .map_err(|_| CryptoError::DecryptionFailed)?;
         Ok(key)
@@ -174,9 +175,21 @@ impl Sealer {
     /// [`CryptoError::InvalidKeySize`] unless the key is 32 bytes;
     /// [`CryptoError::Rng`] if the system RNG fails.
     pub fn new(input_key: &[u8], context: &[u8]) -> Result<(Self, [u8; HEADER_LEN]), CryptoError> {
+        Self::new_in(Suite::Aes256Gcm, input_key, context)
+    }
+
+    /// [`Sealer::new`] in `suite`.
+    ///
+    /// # Errors
+    /// As [`Sealer::new`].
+    pub fn new_in(
+        suite: Suite,
+        input_key: &[u8],
+        context: &[u8],
+    ) -> Result<(Self, [u8; HEADER_LEN]), CryptoError> {
         let mut salt = [0u8; SALT_LEN];
         super::random_fill(&mut salt)?;
-        Self::with_salt(input_key, context, salt)
+        Self::with_salt_in(suite, input_key, context, salt)
     }
 
     /// Like [`Sealer::new`] with a caller-chosen salt. The salt MUST NOT
@@ -189,7 +202,20 @@ impl Sealer {
         context: &[u8],
         salt: [u8; SALT_LEN],
     ) -> Result<(Self, [u8; HEADER_LEN]), CryptoError> {
-        let (key, commitment) = MessageKey::derive(input_key, &salt, context)?;
+        Self::with_salt_in(Suite::Aes256Gcm, input_key, context, salt)
+    }
+
+    /// [`Sealer::with_salt`] in `suite`.
+    ///
+    /// # Errors
+    /// As [`Sealer::with_salt`].
+    pub fn with_salt_in(
+        suite: Suite,
+        input_key: &[u8],
+        context: &[u8],
+        salt: [u8; SALT_LEN],
+    ) -> Result<(Self, [u8; HEADER_LEN]), CryptoError> {
+        let (key, commitment) = MessageKey::derive(suite, input_key, &salt, context)?;
         let mut header = [0u8; HEADER_LEN];
         header[..SALT_LEN].copy_from_slice(&salt);
         header[SALT_LEN..].copy_from_slice(&commitment[..]);
@@ -266,7 +292,20 @@ impl Opener {
     /// [`CryptoError::DecryptionFailed`] if the header is short or the
     /// commitment does not match (wrong key, wrong context, modified salt).
     pub fn new(input_key: &[u8], context: &[u8], header: &[u8]) -> Result<Self, CryptoError> {
-        let key = MessageKey::open_header(input_key, context, header)?;
+        Self::new_in(Suite::Aes256Gcm, input_key, context, header)
+    }
+
+    /// [`Opener::new`] in `suite`.
+    ///
+    /// # Errors
+    /// As [`Opener::new`].
+    pub fn new_in(
+        suite: Suite,
+        input_key: &[u8],
+        context: &[u8],
+        header: &[u8],
+    ) -> Result<Self, CryptoError> {
+        let key = MessageKey::open_header(suite, input_key, context, header)?;
         Ok(Self {
             key,
             pending: Vec::new(),
@@ -426,8 +465,21 @@ impl RandomAccess {
     /// # Errors
     /// As [`Opener::new`].
     pub fn new(input_key: &[u8], context: &[u8], header: &[u8]) -> Result<Self, CryptoError> {
+        Self::new_in(Suite::Aes256Gcm, input_key, context, header)
+    }
+
+    /// [`RandomAccess::new`] in `suite`.
+    ///
+    /// # Errors
+    /// As [`Opener::new`].
+    pub fn new_in(
+        suite: Suite,
+        input_key: &[u8],
+        context: &[u8],
+        header: &[u8],
+    ) -> Result<Self, CryptoError> {
         Ok(Self {
-            key: MessageKey::open_header(input_key, context, header)?,
+            key: MessageKey::open_header(suite, input_key, context, header)?,
         })
     }
 

@@ -5,9 +5,9 @@
 //! ```text
 //! 0   6  magic "SEALGT"
 //! 6   1  format version (1)
-//! 7   1  suite id (1 = Cobblestone-256 body, AES-256-GCM key slot)
+//! 7   1  suite id (1 = AES-256-GCM, 2 = SM4-GCM: see [`Suite`])
 //! 8   4  key slot: user-key version, u32 big-endian
-//! 12 60  key slot: wrapped DEK = nonce(12) || AES-256-GCM(user key, nonce, identity, DEK)
+//! 12 60  key slot: wrapped DEK = nonce(12) || AEAD(user key, nonce, identity, DEK)
 //! 72  4  M = sealed metadata length, u32 big-endian
 //! 76  M  sealed metadata: C2SP message, input key DEK, context identity || lp("metadata")
 //! 76+M   body: C2SP message, input key DEK, context identity
@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 use super::chunked::{self, Opener, RandomAccess, Sealer};
 use super::keys::{Dek, Pseudonym, UserKey, WrappedDek, WRAPPED_LEN};
+use super::suite::Suite;
 use super::CryptoError;
 
 // Format constants. Do not change: golden objects under tests/ pin them.
@@ -34,8 +35,8 @@ use super::CryptoError;
 pub const MAGIC: [u8; 6] = *b"SEALGT";
 /// The object format version this build writes.
 pub const FORMAT_VERSION: u8 = 1;
-/// Suite 1: Cobblestone-256 body and metadata, AES-256-GCM key slot.
-pub const SUITE_COBBLESTONE_256: u8 = 1;
+/// Offset of the suite byte.
+const SUITE_OFFSET: usize = 7;
 /// Label that starts every identity encoding.
 const IDENTITY_LABEL: &[u8] = b"sealgate/object";
 /// Field appended to the identity to form the metadata context.
@@ -242,6 +243,7 @@ impl KeySlot {
     pub const LEN: usize = 4 + WRAPPED_LEN;
 
     fn seal(
+        suite: Suite,
         user_key: &UserKey,
         version: u32,
         dek: &Dek,
@@ -249,7 +251,7 @@ impl KeySlot {
     ) -> Result<Self, CryptoError> {
         Ok(Self {
             user_key_version: version,
-            wrapped_dek: user_key.wrap_dek(dek, identity)?,
+            wrapped_dek: user_key.wrap_dek(suite, dek, identity)?,
         })
     }
 
@@ -275,27 +277,31 @@ impl KeySlot {
         })
     }
 
-    /// Re-wraps the DEK under another user key (rotation). The body and
-    /// metadata stay valid: they depend on the DEK, not on the slot.
+    /// Re-wraps the DEK of an object of `suite` under another user key
+    /// (rotation). The body and metadata stay valid: they depend on the
+    /// DEK, not on the slot.
     ///
     /// # Errors
     /// [`CryptoError::DecryptionFailed`] if `old` does not unwrap this slot.
     pub fn rewrap(
         &self,
+        suite: Suite,
         old: &UserKey,
         new: &UserKey,
         new_version: u32,
         identity: &ObjectIdentity,
     ) -> Result<Self, CryptoError> {
         let encoded = identity.encode();
-        let dek = old.unwrap_dek(&self.wrapped_dek, &encoded)?;
-        Self::seal(new, new_version, &dek, &encoded)
+        let dek = old.unwrap_dek(suite, &self.wrapped_dek, &encoded)?;
+        Self::seal(suite, new, new_version, &dek, &encoded)
     }
 }
 
 /// A parsed object header. Parsing needs no key; [`Header::unseal`] does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// The suite of every primitive below.
+    pub suite: Suite,
     /// The key slot.
     pub key_slot: KeySlot,
     sealed_metadata: Vec<u8>,
@@ -315,9 +321,7 @@ impl Header {
         if prefix[6] != FORMAT_VERSION {
             return Err(CryptoError::UnsupportedVersion(prefix[6]));
         }
-        if prefix[7] != SUITE_COBBLESTONE_256 {
-            return Err(CryptoError::UnsupportedSuite(prefix[7]));
-        }
+        Suite::from_id(prefix[SUITE_OFFSET])?;
         let m = &prefix[FIXED_HEADER_LEN - 4..FIXED_HEADER_LEN];
         let m = u32::from_be_bytes([m[0], m[1], m[2], m[3]]) as usize;
         let max = chunked::message_len(MAX_METADATA_LEN as u64) as usize;
@@ -325,6 +329,15 @@ impl Header {
             return Err(CryptoError::Malformed);
         }
         Ok(FIXED_HEADER_LEN + m)
+    }
+
+    /// The suite named by a header's fixed part.
+    ///
+    /// # Errors
+    /// As [`Header::total_len`].
+    pub fn suite_of(prefix: &[u8]) -> Result<Suite, CryptoError> {
+        Self::total_len(prefix)?;
+        Suite::from_id(prefix[SUITE_OFFSET])
     }
 
     /// Parses a complete header; `bytes` may continue with the body.
@@ -338,6 +351,7 @@ impl Header {
             return Err(CryptoError::Malformed);
         }
         Ok(Self {
+            suite: Suite::from_id(bytes[SUITE_OFFSET])?,
             key_slot: KeySlot::decode(&bytes[KEY_SLOT_OFFSET..KEY_SLOT_OFFSET + KeySlot::LEN])?,
             sealed_metadata: bytes[FIXED_HEADER_LEN..total].to_vec(),
         })
@@ -358,7 +372,7 @@ impl Header {
         let mut out = Vec::with_capacity(self.len());
         out.extend_from_slice(&MAGIC);
         out.push(FORMAT_VERSION);
-        out.push(SUITE_COBBLESTONE_256);
+        out.push(self.suite.id());
         out.extend_from_slice(&self.key_slot.encode());
         out.extend_from_slice(&(self.sealed_metadata.len() as u32).to_be_bytes());
         out.extend_from_slice(&self.sealed_metadata);
@@ -381,9 +395,11 @@ impl Header {
         identity: &ObjectIdentity,
     ) -> Result<UnsealedObject, CryptoError> {
         let context = identity.encode();
-        let dek = user_key.unwrap_dek(&self.key_slot.wrapped_dek, &context)?;
+        let suite = self.suite;
+        let dek = user_key.unwrap_dek(suite, &self.key_slot.wrapped_dek, &context)?;
         let meta = &self.sealed_metadata;
-        let mut opener = Opener::new(
+        let mut opener = Opener::new_in(
+            suite,
             dek.expose(),
             &identity.metadata_context(),
             &meta[..chunked::HEADER_LEN],
@@ -393,6 +409,7 @@ impl Header {
         opener.finish(&mut plain)?;
         let metadata = Metadata::decode(&plain)?;
         Ok(UnsealedObject {
+            suite,
             dek,
             context,
             metadata,
@@ -403,6 +420,7 @@ impl Header {
 /// An object whose key slot has been opened: holds the DEK, ready to open the
 /// body as a stream or by range.
 pub struct UnsealedObject {
+    suite: Suite,
     dek: Dek,
     context: Vec<u8>,
     /// The decrypted metadata.
@@ -415,7 +433,7 @@ impl UnsealedObject {
     /// # Errors
     /// [`CryptoError::DecryptionFailed`] if the commitment does not match.
     pub fn body_opener(&self, body_header: &[u8]) -> Result<Opener, CryptoError> {
-        Opener::new(self.dek.expose(), &self.context, body_header)
+        Opener::new_in(self.suite, self.dek.expose(), &self.context, body_header)
     }
 
     /// A random-access opener for the body, given its 56-byte message header.
@@ -423,7 +441,7 @@ impl UnsealedObject {
     /// # Errors
     /// [`CryptoError::DecryptionFailed`] if the commitment does not match.
     pub fn body_random_access(&self, body_header: &[u8]) -> Result<RandomAccess, CryptoError> {
-        RandomAccess::new(self.dek.expose(), &self.context, body_header)
+        RandomAccess::new_in(self.suite, self.dek.expose(), &self.context, body_header)
     }
 }
 
@@ -438,6 +456,7 @@ impl UnsealedObject {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectLayout {
+    suite: Suite,
     header_len: u64,
     stored_len: u64,
     plaintext_len: u64,
@@ -459,6 +478,7 @@ impl ObjectLayout {
         }
         let plaintext_len = chunked::plaintext_len(stored_len - header_len)?;
         Ok(Self {
+            suite: Suite::from_id(prefix[SUITE_OFFSET])?,
             header_len,
             stored_len,
             plaintext_len,
@@ -469,6 +489,11 @@ impl ObjectLayout {
     /// bytes and whose plaintext is `plaintext_len` bytes.
     pub fn stored_len(header_len: u64, plaintext_len: u64) -> u64 {
         header_len + chunked::message_len(plaintext_len)
+    }
+
+    /// The object's suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
     }
 
     /// Length of the envelope header; the body message starts here.
@@ -512,12 +537,14 @@ pub struct ObjectSealer {
 
 impl ObjectSealer {
     /// Generates a DEK, wraps it under `user_key` (version `user_key_version`)
-    /// and seals the metadata. Returns the sealer and the bytes that start the
-    /// object: the envelope header and the body's 56-byte message header.
+    /// and seals the metadata, all in `suite`. Returns the sealer and the
+    /// bytes that start the object: the envelope header and the body's
+    /// 56-byte message header.
     ///
     /// # Errors
     /// [`CryptoError::MetadataTooLarge`] or [`CryptoError::Rng`].
     pub fn new(
+        suite: Suite,
         user_key: &UserKey,
         user_key_version: u32,
         identity: &ObjectIdentity,
@@ -525,17 +552,18 @@ impl ObjectSealer {
     ) -> Result<(Self, Vec<u8>), CryptoError> {
         let context = identity.encode();
         let dek = Dek::generate()?;
-        let key_slot = KeySlot::seal(user_key, user_key_version, &dek, &context)?;
+        let key_slot = KeySlot::seal(suite, user_key, user_key_version, &dek, &context)?;
         let (mut meta_sealer, meta_header) =
-            Sealer::new(dek.expose(), &identity.metadata_context())?;
+            Sealer::new_in(suite, dek.expose(), &identity.metadata_context())?;
         let mut sealed_metadata = meta_header.to_vec();
         meta_sealer.push(&metadata.encode()?, &mut sealed_metadata)?;
         meta_sealer.finish(&mut sealed_metadata)?;
         let header = Header {
+            suite,
             key_slot,
             sealed_metadata,
         };
-        let (body, body_header) = Sealer::new(dek.expose(), &context)?;
+        let (body, body_header) = Sealer::new_in(suite, dek.expose(), &context)?;
         let mut prefix = header.encode();
         let header_len = prefix.len() as u64;
         prefix.extend_from_slice(&body_header);

@@ -17,7 +17,8 @@ use std::marker::PhantomData;
 
 use zeroize::Zeroize;
 
-use super::aead::{AesGcm, KEY_LEN, NONCE_LEN, TAG_LEN};
+use super::aead::{KEY_LEN, NONCE_LEN, TAG_LEN};
+use super::suite::Suite;
 use super::CryptoError;
 
 /// Length of a wrapped 256-bit key: nonce, ciphertext, tag.
@@ -49,15 +50,20 @@ impl Secret {
         Ok(s)
     }
 
-    /// AES-256-GCM key wrap: `nonce || AES-256-GCM(self, nonce, aad, secret)`
-    /// with a fresh random 96-bit nonce.
-    fn wrap(&self, secret: &Secret, aad: &[u8]) -> Result<[u8; WRAPPED_LEN], CryptoError> {
+    /// Key wrap: `nonce || AEAD(self, nonce, aad, secret)` with a fresh
+    /// random 96-bit nonce, in `suite` ([`Suite::wrapping_aead`]).
+    fn wrap(
+        &self,
+        suite: Suite,
+        secret: &Secret,
+        aad: &[u8],
+    ) -> Result<[u8; WRAPPED_LEN], CryptoError> {
         let mut out = [0u8; WRAPPED_LEN];
         let mut nonce = [0u8; NONCE_LEN];
         super::random_fill(&mut nonce)?;
         out[..NONCE_LEN].copy_from_slice(&nonce);
         out[NONCE_LEN..NONCE_LEN + KEY_LEN].copy_from_slice(&secret.0[..]);
-        let tag = AesGcm::new(&self.0[..])?.seal_in_place(
+        let tag = suite.wrapping_aead(&self.0[..])?.seal_in_place(
             nonce,
             aad,
             &mut out[NONCE_LEN..NONCE_LEN + KEY_LEN],
@@ -80,12 +86,18 @@ impl Secret {
         out
     }
 
-    fn unwrap(&self, wrapped: &[u8; WRAPPED_LEN], aad: &[u8]) -> Result<Secret, CryptoError> {
+    fn unwrap(
+        &self,
+        suite: Suite,
+        wrapped: &[u8; WRAPPED_LEN],
+        aad: &[u8],
+    ) -> Result<Secret, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&wrapped[..NONCE_LEN]);
         let mut buf = [0u8; KEY_LEN + TAG_LEN];
         buf.copy_from_slice(&wrapped[NONCE_LEN..]);
-        let result = AesGcm::new(&self.0[..])?
+        let result = suite
+            .wrapping_aead(&self.0[..])?
             .open_in_place(nonce, aad, &mut buf)
             .and_then(|plain| Secret::from_slice(plain));
         buf.zeroize();
@@ -212,7 +224,7 @@ impl MasterKey {
     /// # Errors
     /// [`CryptoError::Rng`] if the system RNG fails.
     pub fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<Wrapped<Kek>, CryptoError> {
-        self.0.wrap(&kek.0, aad).map(Wrapped::new)
+        self.0.wrap(Suite::Aes256Gcm, &kek.0, aad).map(Wrapped::new)
     }
 
     /// Unwraps a KEK.
@@ -220,7 +232,9 @@ impl MasterKey {
     /// # Errors
     /// [`CryptoError::DecryptionFailed`] for a wrong master key or AAD.
     pub fn unwrap_kek(&self, wrapped: &Wrapped<Kek>, aad: &[u8]) -> Result<Kek, CryptoError> {
-        self.0.unwrap(&wrapped.bytes, aad).map(Kek)
+        self.0
+            .unwrap(Suite::Aes256Gcm, &wrapped.bytes, aad)
+            .map(Kek)
     }
 }
 
@@ -262,7 +276,7 @@ impl Kek {
         key: &UserKey,
         aad: &[u8],
     ) -> Result<Wrapped<UserKey>, CryptoError> {
-        self.0.wrap(&key.0, aad).map(Wrapped::new)
+        self.0.wrap(Suite::Aes256Gcm, &key.0, aad).map(Wrapped::new)
     }
 
     /// Unwraps a user key.
@@ -274,7 +288,9 @@ impl Kek {
         wrapped: &Wrapped<UserKey>,
         aad: &[u8],
     ) -> Result<UserKey, CryptoError> {
-        self.0.unwrap(&wrapped.bytes, aad).map(UserKey)
+        self.0
+            .unwrap(Suite::Aes256Gcm, &wrapped.bytes, aad)
+            .map(UserKey)
     }
 }
 
@@ -291,20 +307,32 @@ impl UserKey {
         Secret::generate().map(Self)
     }
 
-    /// Wraps a DEK; `identity` is the object's canonical identity encoding.
+    /// Wraps a DEK in the key slot of an object of `suite`; `identity` is
+    /// the object's canonical identity encoding.
     ///
     /// # Errors
     /// [`CryptoError::Rng`] if the system RNG fails.
-    pub fn wrap_dek(&self, dek: &Dek, identity: &[u8]) -> Result<WrappedDek, CryptoError> {
-        self.0.wrap(&dek.0, identity).map(Wrapped::new)
+    pub fn wrap_dek(
+        &self,
+        suite: Suite,
+        dek: &Dek,
+        identity: &[u8],
+    ) -> Result<WrappedDek, CryptoError> {
+        self.0.wrap(suite, &dek.0, identity).map(Wrapped::new)
     }
 
-    /// Unwraps a DEK.
+    /// Unwraps the DEK of an object of `suite`.
     ///
     /// # Errors
-    /// [`CryptoError::DecryptionFailed`] for a wrong user key or identity.
-    pub fn unwrap_dek(&self, wrapped: &WrappedDek, identity: &[u8]) -> Result<Dek, CryptoError> {
-        self.0.unwrap(&wrapped.bytes, identity).map(Dek)
+    /// [`CryptoError::DecryptionFailed`] for a wrong user key, suite or
+    /// identity.
+    pub fn unwrap_dek(
+        &self,
+        suite: Suite,
+        wrapped: &WrappedDek,
+        identity: &[u8],
+    ) -> Result<Dek, CryptoError> {
+        self.0.unwrap(suite, &wrapped.bytes, identity).map(Dek)
     }
 }
 

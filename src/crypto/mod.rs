@@ -16,12 +16,14 @@ pub mod envelope;
 pub mod keys;
 pub mod sm3;
 pub mod sm4;
+pub mod suite;
 pub mod token;
 
 pub use envelope::{
     Header, KeySlot, Metadata, ObjectIdentity, ObjectLayout, ObjectSealer, UnsealedObject,
 };
 pub use keys::{Dek, Kek, MasterKey, NamingKey, Pseudonym, UserKey, Wrapped, WrappedDek};
+pub use suite::Suite;
 
 /// Errors of the cryptographic core.
 ///

@@ -223,6 +223,7 @@ impl Gateway {
             spaces: &config.spaces,
             limits: &config.limits,
             http: &config.http,
+            suite: config.crypto.suite,
         }
         .build(store, master, naming, blob)
         .await?;

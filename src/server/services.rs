@@ -49,6 +49,8 @@ pub(super) struct ServiceSettings<'a> {
     pub limits: &'a config::Limits,
     /// Signed HTTP reads (the tokens' longest lifetime).
     pub http: &'a config::HttpConfig,
+    /// The suite new objects are sealed in (`crypto.suite`).
+    pub suite: crate::crypto::Suite,
 }
 
 impl ServiceSettings<'_> {
@@ -87,18 +89,21 @@ impl ServiceSettings<'_> {
                 return Err(e.into());
             }
         }
-        let content = Arc::new(Content::new(
-            keys.clone(),
-            store.clone(),
-            blob.clone(),
-            self.region.to_string(),
-            self.spaces.to_vec(),
-            Limits {
-                max_object_bytes: self.limits.max_object_bytes,
-                max_item_bytes: self.limits.max_item_bytes,
-                max_response_bytes: self.limits.max_response_bytes,
-            },
-        ));
+        let content = Arc::new(
+            Content::new(
+                keys.clone(),
+                store.clone(),
+                blob.clone(),
+                self.region.to_string(),
+                self.spaces.to_vec(),
+                Limits {
+                    max_object_bytes: self.limits.max_object_bytes,
+                    max_item_bytes: self.limits.max_item_bytes,
+                    max_response_bytes: self.limits.max_response_bytes,
+                },
+            )
+            .with_suite(self.suite),
+        );
         let jobs = JobRunner::builder(
             store.clone(),
             JobSettings {

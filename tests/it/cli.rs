@@ -122,7 +122,10 @@ async fn client_commands_round_trip() {
     assert_eq!(ranged.stdout, &body[16380..=16390], "END is inclusive");
     assert_eq!(
         listing,
-        format!("{}\t40000\npic\t40000\n", generated.trim())
+        format!(
+            "{}\t40000\taes-256-gcm\npic\t40000\taes-256-gcm\n",
+            generated.trim()
+        )
     );
     assert!(
         status.contains("user_key_version: 1 state=USER_KEY_STATE_ACTIVE"),

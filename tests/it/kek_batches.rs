@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealgate::crypto::{Dek, Pseudonym, WrappedDek};
+use sealgate::crypto::{Dek, Pseudonym, Suite, WrappedDek};
 use sealgate::jobs::rotation::{KekShards, RotateKek};
 use sealgate::jobs::{JobRunner, JobSettings};
 use sealgate::keyadmin::KeyAdmin;
@@ -101,7 +101,7 @@ async fn users(keys: &KeyHierarchy, n: usize) -> Vec<(Pseudonym, WrappedDek)> {
         let (version, key) = keys.active_user_key(&p).await.unwrap();
         assert_eq!(version, 1);
         let dek = Dek::generate().unwrap();
-        out.push((p, key.wrap_dek(&dek, b"object").unwrap()));
+        out.push((p, key.wrap_dek(Suite::Aes256Gcm, &dek, b"object").unwrap()));
     }
     out
 }
@@ -132,7 +132,10 @@ async fn open_all(store: &Arc<dyn KeyStore>, keyring: &Path, users: &[(Pseudonym
     let fresh = hierarchy(store, keyring, false);
     for (p, wrapped) in users {
         let key = fresh.user_key(p, 1).await.unwrap();
-        assert!(key.unwrap_dek(wrapped, b"object").is_ok(), "{p}");
+        assert!(
+            key.unwrap_dek(Suite::Aes256Gcm, wrapped, b"object").is_ok(),
+            "{p}"
+        );
     }
 }
 

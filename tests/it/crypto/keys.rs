@@ -3,7 +3,7 @@
 use aws_lc_rs::hmac;
 use sealgate::crypto::keys::WRAPPED_LEN;
 use sealgate::crypto::{
-    CryptoError, Dek, Kek, MasterKey, NamingKey, Pseudonym, UserKey, Wrapped, WrappedDek,
+    CryptoError, Dek, Kek, MasterKey, NamingKey, Pseudonym, Suite, UserKey, Wrapped, WrappedDek,
 };
 
 use super::differential::unwrap_key;
@@ -75,7 +75,7 @@ fn debug_never_shows_key_bytes() {
     let user_bytes = unwrap_key(&kek_bytes, wrapped_user.as_bytes(), b"u").unwrap();
     assert_opaque(&debugs(&user), "UserKey", Some(&user_bytes));
     let dek = Dek::generate().unwrap();
-    let wrapped_dek = user.wrap_dek(&dek, b"id").unwrap();
+    let wrapped_dek = user.wrap_dek(Suite::Aes256Gcm, &dek, b"id").unwrap();
     let dek_bytes = unwrap_key(&user_bytes, wrapped_dek.as_bytes(), b"id").unwrap();
     assert_opaque(&debugs(&dek), "Dek", Some(&dek_bytes));
 
@@ -209,16 +209,16 @@ fn wrapped_keys_need_the_right_key_and_aad() {
     );
 
     let dek = Dek::generate().unwrap();
-    let wd: WrappedDek = user.wrap_dek(&dek, b"identity").unwrap();
-    assert!(user2.unwrap_dek(&wd, b"identity").is_ok());
+    let wd: WrappedDek = user.wrap_dek(Suite::Aes256Gcm, &dek, b"identity").unwrap();
+    assert!(user2.unwrap_dek(Suite::Aes256Gcm, &wd, b"identity").is_ok());
     assert_eq!(
-        user2.unwrap_dek(&wd, b"identitY").err(),
+        user2.unwrap_dek(Suite::Aes256Gcm, &wd, b"identitY").err(),
         Some(CryptoError::DecryptionFailed)
     );
     assert_eq!(
         UserKey::generate()
             .unwrap()
-            .unwrap_dek(&wd, b"identity")
+            .unwrap_dek(Suite::Aes256Gcm, &wd, b"identity")
             .err(),
         Some(CryptoError::DecryptionFailed)
     );

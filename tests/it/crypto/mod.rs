@@ -12,7 +12,7 @@ mod wycheproof_vectors;
 
 use sealgate::crypto::chunked::{self, Opener, RandomAccess, RangePlan, Sealer};
 use sealgate::crypto::{
-    CryptoError, Header, Metadata, ObjectIdentity, ObjectSealer, UnsealedObject, UserKey,
+    CryptoError, Header, Metadata, ObjectIdentity, ObjectSealer, Suite, UnsealedObject, UserKey,
 };
 
 /// Deterministic pseudo-random bytes (xorshift64*), fast even unoptimized.
@@ -110,7 +110,8 @@ pub fn seal_object(
     piece: usize,
 ) -> Vec<u8> {
     let (mut sealer, mut out) =
-        ObjectSealer::new(user_key, version, identity, metadata).expect("object sealer");
+        ObjectSealer::new(Suite::Aes256Gcm, user_key, version, identity, metadata)
+            .expect("object sealer");
     for p in plaintext.chunks(piece.max(1)) {
         sealer.push(p, &mut out).expect("push");
     }

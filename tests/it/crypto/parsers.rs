@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestRunner};
 use sealgate::crypto::chunked::{self, RangePlan};
-use sealgate::crypto::{Header, KeySlot, Metadata, NamingKey, ObjectIdentity, UserKey};
+use sealgate::crypto::{Header, KeySlot, Metadata, NamingKey, ObjectIdentity, Suite, UserKey};
 
 use super::{pattern, read_range, seal_object};
 
@@ -336,7 +336,10 @@ fn damaged_key_slots_never_unwrap() {
                 return Ok(());
             };
             prop_assert_eq!(&decoded.encode()[..], &bad[..]);
-            match s.key.unwrap_dek(&decoded.wrapped_dek, &encoded) {
+            match s
+                .key
+                .unwrap_dek(Suite::Aes256Gcm, &decoded.wrapped_dek, &encoded)
+            {
                 Ok(_) => {
                     prop_assert_eq!(&bad[4..], &slot[4..], "a damaged DEK unwrapped");
                     if bad != slot {

@@ -5,7 +5,7 @@
 use sealgate::crypto::chunked::{self, Sealer, CHUNK_SIZE, ENCRYPTED_CHUNK_LEN, HEADER_LEN};
 use sealgate::crypto::envelope::{FIXED_HEADER_LEN, MAX_IDENTITY_FIELD_LEN, MAX_METADATA_LEN};
 use sealgate::crypto::{
-    CryptoError, Header, KeySlot, Metadata, NamingKey, ObjectIdentity, Pseudonym, UserKey,
+    CryptoError, Header, KeySlot, Metadata, NamingKey, ObjectIdentity, Pseudonym, Suite, UserKey,
 };
 
 use super::{open_message, open_object, pattern, seal_object, single_key, unseal_object, Stage};
@@ -370,7 +370,10 @@ fn rewrap_keeps_the_body_and_moves_the_slot_to_the_new_key() {
     let header = Header::parse(&f.object).unwrap();
     assert_eq!(header.key_slot.user_key_version, 1);
 
-    let rewrapped = header.key_slot.rewrap(old, new, 2, &f.identity).unwrap();
+    let rewrapped = header
+        .key_slot
+        .rewrap(Suite::Aes256Gcm, old, new, 2, &f.identity)
+        .unwrap();
     assert_eq!(rewrapped.user_key_version, 2);
     assert_ne!(rewrapped.wrapped_dek, header.key_slot.wrapped_dek);
     let mut object = f.object.clone();
@@ -406,12 +409,18 @@ fn rewrap_keeps_the_body_and_moves_the_slot_to_the_new_key() {
 
     // Rewrap needs the right old key and the right identity.
     assert_eq!(
-        header.key_slot.rewrap(new, new, 3, &f.identity).err(),
+        header
+            .key_slot
+            .rewrap(Suite::Aes256Gcm, new, new, 3, &f.identity)
+            .err(),
         Some(CryptoError::DecryptionFailed)
     );
     let elsewhere = ObjectIdentity::new("cn-north-1", "moments", f.pseudonym, "photo-2").unwrap();
     assert_eq!(
-        header.key_slot.rewrap(old, new, 3, &elsewhere).err(),
+        header
+            .key_slot
+            .rewrap(Suite::Aes256Gcm, old, new, 3, &elsewhere)
+            .err(),
         Some(CryptoError::DecryptionFailed)
     );
 }
@@ -523,7 +532,7 @@ fn metadata_and_identity_limits() {
     };
     assert_eq!(too_big.encode().err(), Some(CryptoError::MetadataTooLarge));
     assert_eq!(
-        sealgate::crypto::ObjectSealer::new(&key, 0, &identity, &too_big).err(),
+        sealgate::crypto::ObjectSealer::new(Suite::Aes256Gcm, &key, 0, &identity, &too_big).err(),
         Some(CryptoError::MetadataTooLarge)
     );
     let mut many = Metadata::default();

@@ -118,6 +118,7 @@ async fn metadata_round_trips() {
         // Put, head and get report the same etag and creation time.
         etag: info.etag.clone(),
         create_time: info.create_time,
+        suite: "aes-256-gcm".into(),
     };
     assert_eq!(info.etag.len(), 32, "{info:?}");
     let created = std::time::SystemTime::try_from(info.create_time.expect("create_time"))
