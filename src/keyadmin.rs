@@ -24,18 +24,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::format_time;
-use crate::crypto::Pseudonym;
+use crate::crypto::{Pseudonym, Suite};
 use crate::error::{Error, Reason};
 use crate::jobs::rotation::{
-    parse_rewrap_params, parse_rotate_master_params, rewrap_params, rotate_kek_params,
-    rotate_master_params, KekShards,
+    parse_reseal_params, parse_rewrap_params, parse_rotate_master_params, reseal_params,
+    rewrap_params, rotate_kek_params, rotate_master_params, KekShards,
 };
 use crate::jobs::JobRunner;
 use crate::keys::keyring::MasterKeyError;
 use crate::keys::master::checks;
 use crate::keys::store::{
-    AuditEntry, JobRecord, JobState, KeyStore, NewJob, UserKeyState, JOB_KIND_REWRAP_USER,
-    JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
+    AuditEntry, JobRecord, JobState, KeyStore, NewJob, UserKeyState, JOB_KIND_RESEAL,
+    JOB_KIND_REWRAP_USER, JOB_KIND_ROTATE_KEK, JOB_KIND_ROTATE_MASTER,
 };
 use crate::keys::{unix_ms, KeyError, KeyHierarchy, UserKeyStatus};
 
@@ -51,12 +51,76 @@ pub struct KeyAdmin {
     keys: Arc<KeyHierarchy>,
     store: Arc<dyn KeyStore>,
     jobs: JobRunner,
+    /// The configured spaces, which a reseal may name.
+    spaces: Vec<String>,
 }
 
 impl KeyAdmin {
     /// Builds the service.
     pub fn new(keys: Arc<KeyHierarchy>, store: Arc<dyn KeyStore>, jobs: JobRunner) -> Self {
-        Self { keys, store, jobs }
+        Self {
+            keys,
+            store,
+            jobs,
+            spaces: Vec::new(),
+        }
+    }
+
+    /// The configured spaces, for [`KeyAdmin::reseal`].
+    #[must_use]
+    pub fn with_spaces(mut self, spaces: Vec<String>) -> Self {
+        self.spaces = spaces;
+        self
+    }
+
+    /// Starts a reseal of `space`'s objects (empty: every space's) into
+    /// `suite` (job kind [`JOB_KIND_RESEAL`], run by `content::Reseal`),
+    /// recorded as `principal`'s request; returns the job with its suite
+    /// and space. While a reseal is unfinished, returns that one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown suite or space; key-store
+    /// failures (nothing started).
+    pub async fn reseal(
+        &self,
+        principal: &str,
+        suite: &str,
+        space: &str,
+    ) -> Result<(JobRecord, Suite, Option<String>), Error> {
+        let Some(suite) = Suite::from_name(suite) else {
+            let names: Vec<_> = Suite::ALL.iter().map(|s| s.name()).collect();
+            return Err(Error::invalid(
+                Reason::InvalidRequest,
+                "suite",
+                format!(
+                    "{} is not a suite; the suites are {}",
+                    crate::error::quote(suite),
+                    names.join(", ")
+                ),
+            ));
+        };
+        let space = (!space.is_empty()).then(|| space.to_string());
+        if let Some(space) = &space {
+            if !self.spaces.contains(space) {
+                return Err(Error::invalid(
+                    Reason::InvalidRequest,
+                    "space",
+                    format!(
+                        "{} is not a configured space; the spaces are {}",
+                        crate::error::quote(space),
+                        self.spaces.join(", ")
+                    ),
+                ));
+            }
+        }
+        let params = reseal_params(suite, space.as_deref());
+        let job = self
+            .start_exclusive_job(principal, JOB_KIND_RESEAL, params.clone(), &params)
+            .await?;
+        let (suite, space) = parse_reseal_params(&job.params)
+            .ok_or_else(|| Error::Internal(format!("reseal job {} has bad parameters", job.id)))?;
+        tracing::info!(target: "sealgate::audit", job = %job.id, params = %job.params, "reseal started");
+        Ok((job, suite, space))
     }
 
     /// A user's key versions and erasure state, without key material.

@@ -167,6 +167,20 @@ impl pb::key_admin_service_server::KeyAdminService for KeyAdminApi {
         }))
     }
 
+    async fn reseal(
+        &self,
+        request: Request<pb::ResealRequest>,
+    ) -> Result<Response<pb::ResealResponse>, Status> {
+        let caller = super::auth::Caller::of(&request)?;
+        let r = request.into_inner();
+        let (job, suite, space) = self.admin.reseal(caller.name(), &r.suite, &r.space).await?;
+        Ok(Response::new(pb::ResealResponse {
+            job_id: job.id,
+            suite: suite.name().to_string(),
+            space: space.unwrap_or_default(),
+        }))
+    }
+
     async fn decommission(
         &self,
         request: Request<pb::DecommissionRequest>,

@@ -264,3 +264,38 @@ pub(super) async fn rewrap(args: RewrapArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub(super) struct ResealArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// The suite to re-encrypt into: `aes-256-gcm` or `sm4-gcm`.
+    #[arg(long)]
+    suite: String,
+    /// One space; without it, every configured space.
+    #[arg(long)]
+    space: Option<String>,
+    /// Follow the job to its end; exit non-zero if it fails.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `sealgate keys reseal --suite S [--space SPACE] [--wait]`: prints
+/// `job_id`, the suite and the space (`*` for every space).
+pub(super) async fn reseal(args: ResealArgs) -> anyhow::Result<()> {
+    let mut client = KeyAdminServiceClient::new(connect(&args.endpoint).await?);
+    let r = client
+        .reseal(pb::ResealRequest {
+            suite: args.suite,
+            space: args.space.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    println!("job_id: {}", r.job_id);
+    println!("suite: {}", r.suite);
+    println!("space: {}", if r.space.is_empty() { "*" } else { &r.space });
+    if args.wait {
+        super::jobs::watch_job(&mut client, &r.job_id).await?;
+    }
+    Ok(())
+}

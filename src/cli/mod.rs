@@ -195,6 +195,9 @@ enum KeysCommand {
     /// Moves every key slot of a user's objects to the active version
     /// (bodies untouched), then destroys the older versions (a job).
     Rewrap(keys::RewrapArgs),
+    /// Re-encrypts every object of a space (or of all) not in the given
+    /// suite into it: the one job that rewrites bodies (a job).
+    Reseal(keys::ResealArgs),
     /// The end of the service: destroys every user key, KEK and master
     /// version and the keyring. Every object becomes unreadable for good.
     Decommission(keys::DecommissionArgs),
@@ -302,6 +305,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rewrap(args),
         } => keys::rewrap(args).await,
+        Command::Keys {
+            command: KeysCommand::Reseal(args),
+        } => keys::reseal(args).await,
         Command::Jobs {
             command: JobsCommand::List(args),
         } => jobs::list(args).await,

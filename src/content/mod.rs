@@ -24,6 +24,7 @@ mod items;
 mod list;
 mod put;
 mod read;
+mod reseal;
 mod rewrap;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub use items::{Item, MAX_BATCH};
 pub use list::ListedObject;
 pub use put::{UploadPart, WriteOptions, REQUEST_WINDOW_MS};
 pub use read::{ErasureGuard, OpenedObject, MAX_SEND_PIECE, READ_PIECE, SEND_PIECE};
+pub use reseal::Reseal;
 pub use rewrap::RewrapUser;
 
 /// What callers learn about an object.
@@ -183,6 +185,8 @@ pub struct Write {
     request: Option<[u8; 32]>,
     /// The object id the caller asked for; empty for a generated one.
     requested_id: String,
+    /// The suite to seal in: `crypto.suite`, or a reseal's target.
+    suite: Suite,
 }
 
 /// Stripes of the commit lock: writes and deletes of one object within
@@ -404,6 +408,7 @@ impl Content {
             if_match: options.if_match.clone(),
             request,
             requested_id: object_id.to_string(),
+            suite: self.suite,
         })
     }
 

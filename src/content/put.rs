@@ -239,7 +239,7 @@ impl Content {
         }
     }
 
-    async fn put_limited<S>(
+    pub(super) async fn put_limited<S>(
         &self,
         w: &Write,
         metadata: &Metadata,
@@ -293,7 +293,7 @@ impl Content {
         let mut guard = self.erasure_guard(obj).await;
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
         let (mut sealer, prefix) =
-            ObjectSealer::new(self.suite, &user_key, version, &obj.identity, metadata)?;
+            ObjectSealer::new(w.suite, &user_key, version, &obj.identity, metadata)?;
         drop(user_key);
         let etag = etag_of(&prefix[..FIXED_HEADER_LEN.min(prefix.len())]);
         let mut writer = match declared_size {
@@ -433,7 +433,7 @@ impl Content {
             metadata: metadata.clone(),
             etag,
             created: Some(created),
-            suite: Some(self.suite),
+            suite: Some(w.suite),
         };
         self.remember(w, info).await
     }

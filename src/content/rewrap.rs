@@ -118,7 +118,7 @@ impl RewrapUser {
 }
 
 /// Whether trying again can help after a rewrap step failed.
-fn job_error(e: Error) -> JobError {
+pub(super) fn job_error(e: Error) -> JobError {
     match e {
         Error::Unavailable(m) | Error::StorageFull(m) | Error::StorageLost(m) => {
             JobError::Transient(m)

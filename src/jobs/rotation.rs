@@ -111,6 +111,29 @@ pub fn parse_rewrap_params(params: &str) -> Option<u32> {
     params.strip_prefix("user_key_version=")?.parse().ok()
 }
 
+/// The parameters of a reseal job: `suite=NAME` and, for one space,
+/// ` space=NAME`.
+pub fn reseal_params(suite: crate::crypto::Suite, space: Option<&str>) -> String {
+    match space {
+        Some(space) => format!("suite={} space={space}", suite.name()),
+        None => format!("suite={}", suite.name()),
+    }
+}
+
+/// The suite and the space (`None`: all) of [`reseal_params`].
+pub fn parse_reseal_params(params: &str) -> Option<(crate::crypto::Suite, Option<String>)> {
+    let mut parts = params.split(' ');
+    let suite = crate::crypto::Suite::from_name(parts.next()?.strip_prefix("suite=")?)?;
+    let space = match parts.next() {
+        None => None,
+        Some(p) => Some(p.strip_prefix("space=")?.to_string()),
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((suite, space))
+}
+
 /// Whether trying again can help after a key-layer error.
 pub(crate) fn key_error(e: KeyError) -> JobError {
     match e {
@@ -411,6 +434,23 @@ impl JobHandler for RotateKek {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Suite;
+
+    #[test]
+    fn parameters_round_trip() {
+        for suite in Suite::ALL {
+            for space in [None, Some("moments")] {
+                let params = reseal_params(suite, space);
+                assert_eq!(
+                    parse_reseal_params(&params),
+                    Some((suite, space.map(str::to_string)))
+                );
+            }
+        }
+        assert_eq!(parse_reseal_params("suite=rot13"), None);
+        assert_eq!(parse_reseal_params("suite=sm4-gcm space=a b"), None);
+        assert_eq!(parse_reseal_params("space=moments"), None);
+    }
 
     #[test]
     fn rewrap_params_round_trip() {

@@ -11,7 +11,7 @@ use super::{Gateway, ServeError, LOG_TARGET};
 use crate::audit::AuditTrail;
 use crate::blob::BlobStore;
 use crate::config;
-use crate::content::{Content, Limits, RewrapUser};
+use crate::content::{Content, Limits, Reseal, RewrapUser};
 use crate::crypto::NamingKey;
 use crate::erasure::{Erasure, ErasureSettings};
 use crate::holds::LegalHolds;
@@ -22,7 +22,7 @@ use crate::keyadmin::KeyAdmin;
 use crate::keys::keyring::MasterKeyProvider;
 use crate::keys::master::secrets::MasterSecrets;
 use crate::keys::store::{
-    KeyStore, JOB_KIND_ERASURE_GC, JOB_KIND_REWRAP_USER, JOB_KIND_ROTATE_KEK,
+    KeyStore, JOB_KIND_ERASURE_GC, JOB_KIND_RESEAL, JOB_KIND_REWRAP_USER, JOB_KIND_ROTATE_KEK,
     JOB_KIND_ROTATE_MASTER,
 };
 use crate::keys::{CachePolicy, KeyHierarchy};
@@ -128,8 +128,12 @@ impl ServiceSettings<'_> {
             JOB_KIND_REWRAP_USER,
             Arc::new(RewrapUser::new(content.clone())),
         )
+        .handler(JOB_KIND_RESEAL, Arc::new(Reseal::new(content.clone())))
         .start();
-        let admin = Arc::new(KeyAdmin::new(keys.clone(), store.clone(), jobs.clone()));
+        let admin = Arc::new(
+            KeyAdmin::new(keys.clone(), store.clone(), jobs.clone())
+                .with_spaces(self.spaces.to_vec()),
+        );
         let erasure = Arc::new(
             Erasure::new(
                 keys.clone(),

@@ -158,6 +158,26 @@ impl KeyHierarchy {
             .len())
     }
 
+    /// Up to `limit` users who hold a key, after `after`, in pseudonym
+    /// order (erased users hold none): a scan of every user for a job
+    /// that visits them all.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn users_after(
+        &self,
+        after: Option<&Pseudonym>,
+        limit: u32,
+    ) -> Result<Vec<Pseudonym>, KeyError> {
+        let rows = self
+            .store
+            .user_keys_in_order(after.map(|p| (*p, u32::MAX)), limit)
+            .await?;
+        let mut users: Vec<Pseudonym> = rows.into_iter().map(|r| r.pseudonym).collect();
+        users.dedup();
+        Ok(users)
+    }
+
     /// Fails with [`KeyError::LegalHold`] while any case holds the user:
     /// for the calls that would destroy or replace their data or keys.
     ///

@@ -213,6 +213,9 @@ pub const JOB_KIND_ROTATE_KEK: &str = "rotate_kek";
 /// user-key version (parameters `user_key_version=N`), then the older
 /// versions destroyed.
 pub const JOB_KIND_REWRAP_USER: &str = "rewrap_user";
+/// A reseal: objects re-encrypted into another cipher suite (parameters
+/// `suite=NAME` and optionally ` space=NAME`).
+pub const JOB_KIND_RESEAL: &str = "reseal";
 
 /// A KEK version re-wrapped under another master version.
 #[derive(Debug, Clone, PartialEq, Eq)]

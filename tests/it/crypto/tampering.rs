@@ -456,11 +456,18 @@ fn header_parse_rules() {
             Header::parse(&with(6, v)),
             Err(CryptoError::UnsupportedVersion(v))
         );
+    }
+    for v in [0u8, 3, 255] {
         assert_eq!(
             Header::parse(&with(7, v)),
             Err(CryptoError::UnsupportedSuite(v))
         );
     }
+    // Suite 2 parses; its key slot then fails to open with suite 1's data.
+    assert_eq!(
+        Header::parse(&with(7, 2)).map(|h| h.suite),
+        Ok(Suite::Sm4Gcm)
+    );
     let fixed_with_m = |m: u32| {
         let mut b = o[..FIXED_HEADER_LEN].to_vec();
         b[72..76].copy_from_slice(&m.to_be_bytes());
