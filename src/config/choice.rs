@@ -91,6 +91,22 @@ choice!(
     }
 );
 
+/// `crypto.suite`: the suite new objects are sealed in, by the name the
+/// crypto module gives it (`crate::crypto::Suite::name`).
+impl<'de> Deserialize<'de> for crate::crypto::Suite {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::crypto::Suite;
+        let value = String::deserialize(d)?;
+        Suite::from_name(&value).ok_or_else(|| {
+            let names: Vec<_> = Suite::ALL.iter().map(|s| s.name()).collect();
+            serde::de::Error::custom(format!(
+                "{value:?} is not a suite of this build, which has: {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,21 +135,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.blob.backend, BlobBackend::S3);
-    }
-}
-
-/// `crypto.suite`: the suite new objects are sealed in, by the name the
-/// crypto module gives it (`crate::crypto::Suite::name`).
-impl<'de> Deserialize<'de> for crate::crypto::Suite {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use crate::crypto::Suite;
-        let value = String::deserialize(d)?;
-        Suite::from_name(&value).ok_or_else(|| {
-            let names: Vec<_> = Suite::ALL.iter().map(|s| s.name()).collect();
-            serde::de::Error::custom(format!(
-                "{value:?} is not a suite of this build, which has: {}",
-                names.join(", ")
-            ))
-        })
     }
 }

@@ -222,11 +222,13 @@ impl Reseal {
         let mut preserved = 0;
         while let Some(space) = spaces.get(index) {
             loop {
+                // A listing that fails is the store's trouble, not the
+                // job's: tried again until it lists.
                 let page = content
                     .blob
                     .list(space, &owner, after.as_deref(), PAGE)
                     .await
-                    .map_err(|e| job_error(e.into()))?;
+                    .map_err(|e| JobError::Transient(format!("listing {space}: {e}")))?;
                 let Some(last) = page.last().map(|e| e.name.clone()) else {
                     break;
                 };

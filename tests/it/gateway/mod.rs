@@ -102,6 +102,7 @@ mod preconditions;
 mod raw_disk;
 mod rewrap;
 mod roundtrip;
+mod suites;
 mod user_key_rotation;
 mod wire;
 
