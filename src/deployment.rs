@@ -36,11 +36,16 @@
 use std::path::Path;
 
 use crate::blob::{BlobError, BlobStore};
-use crate::crypto::NamingKey;
+use crate::crypto::{NamingKey, Suite};
 use crate::keys::keyring::{LocalKeyring, MasterKeyError};
 use crate::keys::kms::{KmsClient, KmsMasterKeys};
 use crate::keys::master::{checks, ProviderKind};
 use crate::keys::store::{KeyStore, StoreError};
+
+/// The key store's setting that holds the deployment's key suite (a
+/// [`Suite`] name): of the key store's wraps and of pseudonyms, recorded
+/// when the deployment is made and never changed.
+pub const KEY_SUITE_META: &str = "key_suite";
 
 /// Why the gateway does not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,9 @@ pub struct Parts<'a> {
     pub blob: &'a dyn BlobStore,
     /// What to restore from a backup, as refusals name it.
     pub backup: Backup,
+    /// The key suite of a new deployment (`crypto.suite`); an existing one
+    /// keeps the one its key store records.
+    pub new_key_suite: Suite,
 }
 
 /// What a deployment's backup holds that a refusal asks to restore: the
@@ -222,7 +230,7 @@ async fn check_ids(parts: Parts<'_>) -> Result<Ids, StartupError> {
 
 /// Records the deployment id where it is missing (the key store first);
 /// returns it.
-async fn record_ids(parts: Parts<'_>, ids: Ids) -> Result<String, StartupError> {
+async fn record_ids(parts: Parts<'_>, ids: Ids) -> Result<(String, Suite), StartupError> {
     let Parts {
         key_store,
         key_store_path,
@@ -230,6 +238,32 @@ async fn record_ids(parts: Parts<'_>, ids: Ids) -> Result<String, StartupError> 
         ..
     } = parts;
     let ks_err = store_error(key_store_path);
+    // The key suite before the id: a deployment with an id has its suite.
+    let suite = match key_store.meta_value(KEY_SUITE_META).await.map_err(&ks_err)? {
+        Some(name) => name,
+        None => {
+            // Keys or an id from before key suites were recorded are
+            // suite 1's; only a new deployment takes the configured one.
+            let new = ids.store_id.is_none() && !ids.holds_keys;
+            let suite = if new {
+                parts.new_key_suite
+            } else {
+                Suite::Aes256Gcm
+            };
+            key_store
+                .set_meta_if_absent(KEY_SUITE_META, suite.name())
+                .await
+                .map_err(&ks_err)?
+        }
+    };
+    let suite = Suite::from_name(&suite).ok_or_else(|| {
+        StartupError::Refused(format!(
+            "key store {} records the key suite {}, which this build lacks; run the \
+             sealgate that made it",
+            key_store_path.display(),
+            crate::error::quote(&suite)
+        ))
+    })?;
     let id = match ids.store_id {
         Some(id) => id,
         None => {
@@ -255,8 +289,8 @@ async fn record_ids(parts: Parts<'_>, ids: Ids) -> Result<String, StartupError> 
             )));
         }
     }
-    tracing::info!(deployment = %id, "key store, master keys and object store belong together");
-    Ok(id)
+    tracing::info!(deployment = %id, key_suite = %suite, "key store, master keys and object store belong together");
+    Ok((id, suite))
 }
 
 /// With the key store open: checks that the parts belong together, then
@@ -311,8 +345,8 @@ pub async fn open_local(
     )
     .await
     .map_err(master_refused(parts))?;
-    let id = record_ids(parts, ids).await?;
-    Ok((keyring, naming, id))
+    let (id, suite) = record_ids(parts, ids).await?;
+    Ok((keyring.with_key_suite(suite), naming.for_suite(suite), id))
 }
 
 /// A master-key failure at startup: a refusal, or the key store's error.
@@ -363,8 +397,8 @@ pub async fn open_kms(
     checks::verify(parts.key_store, &master, &naming, kms_key_arn)
         .await
         .map_err(master_refused(parts))?;
-    let id = record_ids(parts, ids).await?;
-    Ok((master, naming, id))
+    let (id, suite) = record_ids(parts, ids).await?;
+    Ok((master, naming.for_suite(suite), id))
 }
 
 #[cfg(test)]
@@ -408,6 +442,7 @@ mod tests {
                 keyring_path: &keyring_path,
                 blob: &self.blob,
                 backup: SQLITE_LOCAL,
+                new_key_suite: Suite::Aes256Gcm,
             })
             .await
         }
@@ -460,6 +495,7 @@ mod tests {
             keyring_path: &keyring_path,
             blob: &fresh,
             backup: SQLITE_LOCAL,
+            new_key_suite: Suite::Aes256Gcm,
         })
         .await
         .unwrap();

@@ -224,17 +224,41 @@ impl MasterKey {
     /// # Errors
     /// [`CryptoError::Rng`] if the system RNG fails.
     pub fn wrap_kek(&self, kek: &Kek, aad: &[u8]) -> Result<Wrapped<Kek>, CryptoError> {
-        self.0.wrap(Suite::Aes256Gcm, &kek.0, aad).map(Wrapped::new)
+        self.wrap_kek_in(Suite::Aes256Gcm, kek, aad)
     }
 
-    /// Unwraps a KEK.
+    /// [`MasterKey::wrap_kek`] in `suite` (the deployment's key suite).
+    ///
+    /// # Errors
+    /// As [`MasterKey::wrap_kek`].
+    pub fn wrap_kek_in(
+        &self,
+        suite: Suite,
+        kek: &Kek,
+        aad: &[u8],
+    ) -> Result<Wrapped<Kek>, CryptoError> {
+        self.0.wrap(suite, &kek.0, aad).map(Wrapped::new)
+    }
+
+    /// Unwraps a KEK (suite 1).
     ///
     /// # Errors
     /// [`CryptoError::DecryptionFailed`] for a wrong master key or AAD.
     pub fn unwrap_kek(&self, wrapped: &Wrapped<Kek>, aad: &[u8]) -> Result<Kek, CryptoError> {
-        self.0
-            .unwrap(Suite::Aes256Gcm, &wrapped.bytes, aad)
-            .map(Kek)
+        self.unwrap_kek_in(Suite::Aes256Gcm, wrapped, aad)
+    }
+
+    /// [`MasterKey::unwrap_kek`] in `suite`.
+    ///
+    /// # Errors
+    /// As [`MasterKey::unwrap_kek`].
+    pub fn unwrap_kek_in(
+        &self,
+        suite: Suite,
+        wrapped: &Wrapped<Kek>,
+        aad: &[u8],
+    ) -> Result<Kek, CryptoError> {
+        self.0.unwrap(suite, &wrapped.bytes, aad).map(Kek)
     }
 }
 
@@ -276,10 +300,23 @@ impl Kek {
         key: &UserKey,
         aad: &[u8],
     ) -> Result<Wrapped<UserKey>, CryptoError> {
-        self.0.wrap(Suite::Aes256Gcm, &key.0, aad).map(Wrapped::new)
+        self.wrap_user_key_in(Suite::Aes256Gcm, key, aad)
     }
 
-    /// Unwraps a user key.
+    /// [`Kek::wrap_user_key`] in `suite` (the deployment's key suite).
+    ///
+    /// # Errors
+    /// As [`Kek::wrap_user_key`].
+    pub fn wrap_user_key_in(
+        &self,
+        suite: Suite,
+        key: &UserKey,
+        aad: &[u8],
+    ) -> Result<Wrapped<UserKey>, CryptoError> {
+        self.0.wrap(suite, &key.0, aad).map(Wrapped::new)
+    }
+
+    /// Unwraps a user key (suite 1).
     ///
     /// # Errors
     /// [`CryptoError::DecryptionFailed`] for a wrong KEK or AAD.
@@ -288,9 +325,20 @@ impl Kek {
         wrapped: &Wrapped<UserKey>,
         aad: &[u8],
     ) -> Result<UserKey, CryptoError> {
-        self.0
-            .unwrap(Suite::Aes256Gcm, &wrapped.bytes, aad)
-            .map(UserKey)
+        self.unwrap_user_key_in(Suite::Aes256Gcm, wrapped, aad)
+    }
+
+    /// [`Kek::unwrap_user_key`] in `suite`.
+    ///
+    /// # Errors
+    /// As [`Kek::unwrap_user_key`].
+    pub fn unwrap_user_key_in(
+        &self,
+        suite: Suite,
+        wrapped: &Wrapped<UserKey>,
+        aad: &[u8],
+    ) -> Result<UserKey, CryptoError> {
+        self.0.unwrap(suite, &wrapped.bytes, aad).map(UserKey)
     }
 }
 
@@ -355,8 +403,10 @@ impl Dek {
 }
 
 /// The stable key behind user pseudonyms. Never rotated: rotating it would
-/// move every object.
-pub struct NamingKey(Secret);
+/// move every object. It carries the deployment's key suite, which picks
+/// the pseudonym's MAC (HMAC-SHA-256 or HMAC-SM3) and is fixed for the
+/// deployment's life for the same reason.
+pub struct NamingKey(Secret, Suite);
 opaque_debug!(NamingKey);
 
 /// Domain separation for pseudonyms. Do not change: it names every object.
@@ -368,15 +418,28 @@ impl NamingKey {
     /// # Errors
     /// [`CryptoError::Rng`] if the system RNG fails.
     pub fn generate() -> Result<Self, CryptoError> {
-        Secret::generate().map(Self)
+        Secret::generate().map(|s| Self(s, Suite::Aes256Gcm))
     }
 
-    /// Loads the naming key from keyring bytes.
+    /// Loads the naming key from keyring bytes (key suite 1 until
+    /// [`NamingKey::for_suite`] says otherwise).
     ///
     /// # Errors
     /// [`CryptoError::InvalidKeySize`] unless `bytes` is 32 bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        Secret::from_slice(bytes).map(Self)
+        Secret::from_slice(bytes).map(|s| Self(s, Suite::Aes256Gcm))
+    }
+
+    /// The same key in the deployment's key suite `suite`.
+    #[must_use]
+    pub fn for_suite(self, suite: Suite) -> Self {
+        Self(self.0, suite)
+    }
+
+    /// The deployment's key suite: of pseudonyms and of the key store's
+    /// wraps.
+    pub fn suite(&self) -> Suite {
+        self.1
     }
 
     /// The raw key, for writing the keyring file only.
@@ -390,17 +453,26 @@ impl NamingKey {
         self.0.check_value(b"naming")
     }
 
-    /// `HMAC-SHA-256(naming key, "sealgate/v1/pseudonym\0" || user id)`.
+    /// `HMAC-SHA-256(naming key, "sealgate/v1/pseudonym\0" || user id)`, or
+    /// HMAC-SM3 of the same in key suite 2.
     pub fn pseudonym(&self, user_id: &str) -> Pseudonym {
-        use aws_lc_rs::hmac;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0 .0[..]);
-        let mut ctx = hmac::Context::with_key(&key);
-        ctx.update(PSEUDONYM_LABEL);
-        ctx.update(user_id.as_bytes());
-        let tag = ctx.sign();
-        let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
-        Pseudonym(out)
+        match self.1 {
+            Suite::Aes256Gcm => {
+                use aws_lc_rs::hmac;
+                let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0 .0[..]);
+                let mut ctx = hmac::Context::with_key(&key);
+                ctx.update(PSEUDONYM_LABEL);
+                ctx.update(user_id.as_bytes());
+                let tag = ctx.sign();
+                let mut out = [0u8; 32];
+                out.copy_from_slice(tag.as_ref());
+                Pseudonym(out)
+            }
+            Suite::Sm4Gcm => Pseudonym(super::sm3::hmac_sm3(
+                &self.0 .0[..],
+                &[PSEUDONYM_LABEL, user_id.as_bytes()],
+            )),
+        }
     }
 }
 

@@ -210,6 +210,7 @@ impl Gateway {
                 keyring_path: &config.data_dir.join("keyring"),
                 blob: &*blob,
                 backup,
+                new_key_suite: config.crypto.suite,
             },
         )
         .await?;

@@ -97,7 +97,8 @@ impl KeyHierarchy {
             let kek = self.kek(r.shard, r.kek_version).await?;
             let wrapped = Wrapped::<UserKey>::from_bytes(&r.wrapped)?;
             let key = kek
-                .unwrap_user_key(
+                .unwrap_user_key_in(
+                    self.key_suite(),
                     &wrapped,
                     &user_key_aad(p, r.version, r.shard, r.kek_version),
                 )

@@ -194,6 +194,12 @@ impl KeyHierarchy {
         Ok(self.naming.pseudonym(user_id))
     }
 
+    /// The deployment's key suite (recorded in its key store): of the user
+    /// keys' wraps and of pseudonyms.
+    pub fn key_suite(&self) -> crate::crypto::Suite {
+        self.naming.suite()
+    }
+
     /// The active user key (creating version 1 for a new user), for sealing.
     ///
     /// # Errors
@@ -231,7 +237,11 @@ impl KeyHierarchy {
         let shard = p.shard(self.shards);
         let (kek_version, kek) = self.current_kek(shard).await?;
         let key = UserKey::generate()?;
-        let wrapped = kek.wrap_user_key(&key, &user_key_aad(p, version, shard, kek_version))?;
+        let wrapped = kek.wrap_user_key_in(
+            self.key_suite(),
+            &key,
+            &user_key_aad(p, version, shard, kek_version),
+        )?;
         Ok(UserKeyRecord {
             pseudonym: *p,
             version,

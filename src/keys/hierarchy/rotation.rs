@@ -179,7 +179,8 @@ impl KeyHierarchy {
             let from = self.kek(shard, r.kek_version).await?;
             let wrapped = Wrapped::<UserKey>::from_bytes(&r.wrapped)?;
             let key = from
-                .unwrap_user_key(
+                .unwrap_user_key_in(
+                    self.key_suite(),
                     &wrapped,
                     &user_key_aad(&r.pseudonym, r.version, shard, r.kek_version),
                 )
@@ -190,8 +191,11 @@ impl KeyHierarchy {
                     ))
                 })?;
             crate::metrics::get().unwrapped(crate::metrics::UnwrapLevel::Kek);
-            let wrapped =
-                to.wrap_user_key(&key, &user_key_aad(&r.pseudonym, r.version, shard, target))?;
+            let wrapped = to.wrap_user_key_in(
+                self.key_suite(),
+                &key,
+                &user_key_aad(&r.pseudonym, r.version, shard, target),
+            )?;
             rewraps.push(UserKeyRewrap {
                 pseudonym: r.pseudonym,
                 version: r.version,

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use sealgate::crypto::keys::{kek_aad, user_key_aad};
+use sealgate::crypto::{Kek, MasterKey, Pseudonym, Suite, UserKey, Wrapped};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -14,6 +16,7 @@ use super::*;
 use crate::support::serve::Serve;
 
 backend_tests!(a_deployment_switched_to_sm4_serves_both_suites_and_reseals_a_space);
+key_store_tests!(a_deployment_made_under_sm4_keeps_its_key_suite_for_good);
 
 const AES: &str = "aes-256-gcm";
 const SM4: &str = "sm4-gcm";
@@ -97,9 +100,13 @@ async fn a_deployment_switched_to_sm4_serves_both_suites_and_reseals_a_space() {
     }
     let suites = read_all(&gw, &written).await;
     assert!(suites.values().all(|s| s == AES), "{suites:?}");
+    let before = pseudonym(&gw, "ann").await;
 
-    // The same data directory, now sealing new objects in SM4.
+    // The same data directory, now sealing new objects in SM4. The
+    // deployment's key suite (pseudonyms, key wraps) stays AES's.
     let gw = gw.restart_with(sm4).await;
+    assert_eq!(pseudonym(&gw, "ann").await, before);
+    assert_eq!(key_suite(&gw).await, AES);
     put_all(&gw, &mut written, "ann", "moments", "new").await;
     let suites = read_all(&gw, &written).await;
     for ((user, space, id), suite) in &suites {
@@ -304,4 +311,107 @@ async fn a_reseal_resumes_from_its_checkpoint_after_sigkill() {
         assert_eq!(info.suite, SM4, "{user}/{space}/{id}");
     }
     drop(third);
+}
+
+/// The deployment's key suite as its key store records it.
+async fn key_suite(gw: &TestGateway) -> String {
+    open_key_store(&gw.data_dir)
+        .await
+        .meta_value("key_suite")
+        .await
+        .expect("meta")
+        .expect("a key suite is recorded")
+}
+
+/// The keyring's naming key and master key version 1.
+fn keyring(gw: &TestGateway) -> (String, MasterKey) {
+    let text = std::fs::read_to_string(gw.data_dir.join("keyring")).expect("keyring");
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .expect("keyring line")
+            .trim()
+            .to_string()
+    };
+    let master = hex::decode(field("master 1 ")).unwrap();
+    (field("naming "), MasterKey::from_bytes(&master).unwrap())
+}
+
+/// HMAC-SM3 by Python's `cryptography` (OpenSSL), not by this crate.
+fn python_hmac_sm3(key_hex: &str, message: &[u8]) -> String {
+    let script = "import sys\n\
+        from cryptography.hazmat.primitives import hashes, hmac\n\
+        h = hmac.HMAC(bytes.fromhex(sys.argv[1]), hashes.SM3())\n\
+        h.update(bytes.fromhex(sys.argv[2]))\n\
+        print(h.finalize().hex())\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, key_hex, &hex::encode(message)])
+        .output()
+        .expect("python3 must be installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "python3 with cryptography: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Every user key of `user` unwraps from its KEK, and the KEK from the
+/// keyring, in `suite` and not in the other.
+async fn assert_wrapped_in(gw: &TestGateway, user: &str, suite: Suite) {
+    let other = if suite == Suite::Sm4Gcm {
+        Suite::Aes256Gcm
+    } else {
+        Suite::Sm4Gcm
+    };
+    let (_, master) = keyring(gw);
+    let store = open_key_store(&gw.data_dir).await;
+    let p = Pseudonym::from_hex(&pseudonym(gw, user).await).unwrap();
+    let rows = store.user_keys(&p).await.unwrap();
+    assert!(!rows.is_empty(), "{user} has keys");
+    for r in rows {
+        let kek_row = store.kek(r.shard, r.kek_version).await.unwrap().unwrap();
+        assert_eq!(kek_row.master_version, 1);
+        let wrapped = Wrapped::<Kek>::from_bytes(&kek_row.wrapped).unwrap();
+        let aad = kek_aad(r.shard, r.kek_version);
+        assert!(master.unwrap_kek_in(other, &wrapped, &aad).is_err());
+        let kek = master.unwrap_kek_in(suite, &wrapped, &aad).expect("KEK");
+        let wrapped = Wrapped::<UserKey>::from_bytes(&r.wrapped).unwrap();
+        let aad = user_key_aad(&p, r.version, r.shard, r.kek_version);
+        assert!(kek.unwrap_user_key_in(other, &wrapped, &aad).is_err());
+        kek.unwrap_user_key_in(suite, &wrapped, &aad).expect("user key");
+    }
+}
+
+async fn a_deployment_made_under_sm4_keeps_its_key_suite_for_good() {
+    let gw = TestGateway::start_with(sm4).await;
+    assert_eq!(key_suite(&gw).await, SM4);
+    let mut written = Written::new();
+    put_all(&gw, &mut written, "alice", "moments", "sm4").await;
+    // Pseudonyms are HMAC-SM3 of the user id (FORMAT.md "Pseudonyms").
+    let (naming, _) = keyring(&gw);
+    let alice = pseudonym(&gw, "alice").await;
+    assert_eq!(
+        alice,
+        python_hmac_sm3(&naming, b"sealgate/v1/pseudonym\0alice")
+    );
+    assert_wrapped_in(&gw, "alice", Suite::Sm4Gcm).await;
+
+    // Configured for AES later: new objects are AES, keys and names stay
+    // SM's, and a new user's keys are wrapped in SM4 too.
+    let gw = gw.restart().await;
+    assert_eq!(key_suite(&gw).await, SM4);
+    assert_eq!(pseudonym(&gw, "alice").await, alice);
+    put_all(&gw, &mut written, "alice", "moments", "aes").await;
+    put_all(&gw, &mut written, "carol", "channels", "aes").await;
+    let suites = read_all(&gw, &written).await;
+    for ((user, space, id), suite) in &suites {
+        let want = if id.starts_with("sm4") { SM4 } else { AES };
+        assert_eq!(suite, want, "{user}/{space}/{id}");
+    }
+    assert_wrapped_in(&gw, "carol", Suite::Sm4Gcm).await;
+    assert_eq!(
+        pseudonym(&gw, "carol").await,
+        python_hmac_sm3(&naming, b"sealgate/v1/pseudonym\0carol")
+    );
 }

@@ -41,7 +41,7 @@ use zeroize::Zeroizing;
 
 use super::{MasterKeyError, MasterKeyProvider, ProviderKind};
 use crate::crypto::keys::CHECK_LEN;
-use crate::crypto::{Kek, MasterKey, NamingKey, Wrapped};
+use crate::crypto::{Kek, MasterKey, NamingKey, Suite, Wrapped};
 use file::{effective_uid, parent_dir, publish_new, replace, write_private};
 
 mod file;
@@ -69,6 +69,8 @@ pub struct ChangeLock {
 pub struct LocalKeyring {
     path: PathBuf,
     loaded: RwLock<Loaded>,
+    /// The deployment's key suite: of the KEKs' wraps.
+    suite: Suite,
 }
 
 impl std::fmt::Debug for LocalKeyring {
@@ -162,9 +164,18 @@ impl LocalKeyring {
             Self {
                 path: path.to_owned(),
                 loaded: RwLock::new(loaded),
+                suite: Suite::Aes256Gcm,
             },
             naming,
         ))
+    }
+
+    /// The keyring of a deployment whose key suite is `suite` (recorded in
+    /// its key store): KEKs are wrapped in it.
+    #[must_use]
+    pub fn with_key_suite(mut self, suite: Suite) -> Self {
+        self.suite = suite;
+        self
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
@@ -433,7 +444,7 @@ impl MasterKeyProvider for LocalKeyring {
                     })?;
             (*v, k.clone())
         };
-        let wrapped = master.wrap_kek(kek, aad)?;
+        let wrapped = master.wrap_kek_in(self.suite, kek, aad)?;
         Ok((version, wrapped.as_bytes().to_vec()))
     }
 
@@ -456,7 +467,7 @@ impl MasterKeyProvider for LocalKeyring {
         let wrapped =
             Wrapped::<Kek>::from_bytes(wrapped).map_err(|_| MasterKeyError::UnwrapFailed)?;
         master
-            .unwrap_kek(&wrapped, aad)
+            .unwrap_kek_in(self.suite, &wrapped, aad)
             .map_err(|_| MasterKeyError::UnwrapFailed)
     }
 }
