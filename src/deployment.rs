@@ -239,7 +239,11 @@ async fn record_ids(parts: Parts<'_>, ids: Ids) -> Result<(String, Suite), Start
     } = parts;
     let ks_err = store_error(key_store_path);
     // The key suite before the id: a deployment with an id has its suite.
-    let suite = match key_store.meta_value(KEY_SUITE_META).await.map_err(&ks_err)? {
+    let suite = match key_store
+        .meta_value(KEY_SUITE_META)
+        .await
+        .map_err(&ks_err)?
+    {
         Some(name) => name,
         None => {
             // Keys or an id from before key suites were recorded are
@@ -434,6 +438,14 @@ mod tests {
         }
 
         async fn open(&self) -> Result<(LocalKeyring, NamingKey, String), StartupError> {
+            self.open_as(Suite::Aes256Gcm).await
+        }
+
+        /// Opens with `crypto.suite = suite`.
+        async fn open_as(
+            &self,
+            suite: Suite,
+        ) -> Result<(LocalKeyring, NamingKey, String), StartupError> {
             let key_store_path = self.dir.path().join("keys.db");
             let keyring_path = self.dir.path().join("keyring");
             open_local(Parts {
@@ -442,7 +454,7 @@ mod tests {
                 keyring_path: &keyring_path,
                 blob: &self.blob,
                 backup: SQLITE_LOCAL,
-                new_key_suite: Suite::Aes256Gcm,
+                new_key_suite: suite,
             })
             .await
         }
@@ -457,6 +469,31 @@ mod tests {
         // Again: the same id and keyring.
         let (_, again, same) = f.open().await.unwrap();
         assert_eq!(same, id);
+        assert_eq!(again.pseudonym("u"), naming.pseudonym("u"));
+    }
+
+    #[tokio::test]
+    async fn a_new_deployment_takes_the_configured_key_suite_for_good() {
+        let f = Fixture::new().await;
+        let (_, naming, _) = f.open_as(Suite::Sm4Gcm).await.unwrap();
+        assert_eq!(naming.suite(), Suite::Sm4Gcm);
+        let (_, again, _) = f.open_as(Suite::Aes256Gcm).await.unwrap();
+        assert_eq!(again.suite(), Suite::Sm4Gcm);
+        assert_eq!(again.pseudonym("u"), naming.pseudonym("u"));
+        assert_eq!(
+            f.store.meta_value(KEY_SUITE_META).await.unwrap().as_deref(),
+            Some("sm4-gcm")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deployment_from_before_key_suites_stays_in_suite_1() {
+        let f = Fixture::new().await;
+        let (_, naming, _) = f.open().await.unwrap();
+        // A store of an older sealgate: an id, no key suite recorded.
+        assert!(f.store.delete_meta(KEY_SUITE_META).await.unwrap());
+        let (_, again, _) = f.open_as(Suite::Sm4Gcm).await.unwrap();
+        assert_eq!(again.suite(), Suite::Aes256Gcm);
         assert_eq!(again.pseudonym("u"), naming.pseudonym("u"));
     }
 

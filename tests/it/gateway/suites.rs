@@ -379,15 +379,16 @@ async fn assert_wrapped_in(gw: &TestGateway, user: &str, suite: Suite) {
         let wrapped = Wrapped::<UserKey>::from_bytes(&r.wrapped).unwrap();
         let aad = user_key_aad(&p, r.version, r.shard, r.kek_version);
         assert!(kek.unwrap_user_key_in(other, &wrapped, &aad).is_err());
-        kek.unwrap_user_key_in(suite, &wrapped, &aad).expect("user key");
+        kek.unwrap_user_key_in(suite, &wrapped, &aad)
+            .expect("user key");
     }
 }
 
 async fn a_deployment_made_under_sm4_keeps_its_key_suite_for_good() {
     let gw = TestGateway::start_with(sm4).await;
-    assert_eq!(key_suite(&gw).await, SM4);
     let mut written = Written::new();
     put_all(&gw, &mut written, "alice", "moments", "sm4").await;
+    assert_eq!(key_suite(&gw).await, SM4);
     // Pseudonyms are HMAC-SM3 of the user id (FORMAT.md "Pseudonyms").
     let (naming, _) = keyring(&gw);
     let alice = pseudonym(&gw, "alice").await;
@@ -400,8 +401,8 @@ async fn a_deployment_made_under_sm4_keeps_its_key_suite_for_good() {
     // Configured for AES later: new objects are AES, keys and names stay
     // SM's, and a new user's keys are wrapped in SM4 too.
     let gw = gw.restart().await;
-    assert_eq!(key_suite(&gw).await, SM4);
     assert_eq!(pseudonym(&gw, "alice").await, alice);
+    assert_eq!(key_suite(&gw).await, SM4);
     put_all(&gw, &mut written, "alice", "moments", "aes").await;
     put_all(&gw, &mut written, "carol", "channels", "aes").await;
     let suites = read_all(&gw, &written).await;
