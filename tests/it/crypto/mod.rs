@@ -32,7 +32,18 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// Seals `plaintext` as one C2SP message (header included), pushing it in
 /// pieces of `piece` bytes.
 pub fn seal_message(key: &[u8], context: &[u8], plaintext: &[u8], piece: usize) -> Vec<u8> {
-    let (mut sealer, header) = Sealer::new(key, context).expect("sealer");
+    seal_message_in(Suite::Aes256Gcm, key, context, plaintext, piece)
+}
+
+/// [`seal_message`] in `suite`.
+pub fn seal_message_in(
+    suite: Suite,
+    key: &[u8],
+    context: &[u8],
+    plaintext: &[u8],
+    piece: usize,
+) -> Vec<u8> {
+    let (mut sealer, header) = Sealer::new_in(suite, key, context).expect("sealer");
     let mut out = header.to_vec();
     for p in plaintext.chunks(piece.max(1)) {
         sealer.push(p, &mut out).expect("push");
@@ -54,8 +65,19 @@ pub fn open_message(
     message: &[u8],
     piece: usize,
 ) -> Result<Vec<u8>, CryptoError> {
+    open_message_in(Suite::Aes256Gcm, key, context, message, piece)
+}
+
+/// [`open_message`] in `suite`.
+pub fn open_message_in(
+    suite: Suite,
+    key: &[u8],
+    context: &[u8],
+    message: &[u8],
+    piece: usize,
+) -> Result<Vec<u8>, CryptoError> {
     let split = message.len().min(chunked::HEADER_LEN);
-    let mut opener = Opener::new(key, context, &message[..split])?;
+    let mut opener = Opener::new_in(suite, key, context, &message[..split])?;
     let mut out = Vec::new();
     for p in message[split..].chunks(piece.max(1)) {
         opener.push(p, &mut out)?;
@@ -100,7 +122,8 @@ impl OpenFailure {
     }
 }
 
-/// Seals a whole object with [`ObjectSealer`], pushing the body in pieces.
+/// Seals a whole suite-1 object with [`ObjectSealer`], pushing the body in
+/// pieces.
 pub fn seal_object(
     user_key: &UserKey,
     version: u32,
@@ -109,9 +132,29 @@ pub fn seal_object(
     plaintext: &[u8],
     piece: usize,
 ) -> Vec<u8> {
+    seal_object_in(
+        Suite::Aes256Gcm,
+        user_key,
+        version,
+        identity,
+        metadata,
+        plaintext,
+        piece,
+    )
+}
+
+/// [`seal_object`] in `suite`.
+pub fn seal_object_in(
+    suite: Suite,
+    user_key: &UserKey,
+    version: u32,
+    identity: &ObjectIdentity,
+    metadata: &Metadata,
+    plaintext: &[u8],
+    piece: usize,
+) -> Vec<u8> {
     let (mut sealer, mut out) =
-        ObjectSealer::new(Suite::Aes256Gcm, user_key, version, identity, metadata)
-            .expect("object sealer");
+        ObjectSealer::new(suite, user_key, version, identity, metadata).expect("object sealer");
     for p in plaintext.chunks(piece.max(1)) {
         sealer.push(p, &mut out).expect("push");
     }
