@@ -1,12 +1,15 @@
-//! Crypto core tests: Wycheproof vectors, a differential check against
-//! RustCrypto `aes-gcm`, envelope tampering, properties, key hygiene and the
-//! golden objects under `tests/golden/`.
+//! Crypto core tests: Wycheproof vectors, a differential check against an
+//! independent reader over RustCrypto's GCM (both suites), a second
+//! independent reader in Python (`tests/format/open_object.py`), envelope
+//! tampering, properties, key hygiene and the golden objects under
+//! `tests/golden/`.
 
 mod differential;
 mod golden;
 mod keys;
 mod parsers;
 mod properties;
+mod python_reader;
 mod tampering;
 mod wycheproof_vectors;
 
