@@ -1,17 +1,27 @@
 //! Differential tests: an independent implementation of the format, written
-//! from `FORMAT.md` on top of RustCrypto `aes-gcm` and a hand-rolled
-//! HKDF-Expand over aws-lc-rs HMAC-SHA-512, checked against our sealer,
-//! opener and envelope.
+//! from `FORMAT.md` on top of RustCrypto `aes-gcm` (the GCM mode, over
+//! RustCrypto AES for suite 1 and over the SM4 block cipher written out
+//! below for suite 2), a hand-rolled HKDF-Expand over aws-lc-rs
+//! HMAC-SHA-512 (suite 1) and a hand-rolled HMAC and HKDF-Expand over the
+//! RustCrypto `sm3` hash (suite 2), checked against our sealer, opener and
+//! envelope. `tests/format/open_object.py` is a second one, in Python over
+//! OpenSSL (`python_reader.rs`).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::{Aes256Gcm, AesGcm, Nonce};
 use aws_lc_rs::hmac;
+use cipher::consts::{U12, U16};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use sealgate::crypto::chunked::{self, Sealer, CHUNK_SIZE, SALT_LEN};
-use sealgate::crypto::{Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, UserKey};
+use sealgate::crypto::{Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, Suite, UserKey};
+use sm3::{Digest, Sm3};
 
-use super::{open_message, pattern, seal_object, single_key};
+use super::{open_message_in, open_object, pattern, seal_object, seal_object_in, single_key};
+
+/// Suite ids of the header's suite byte (FORMAT.md "Suites").
+pub const SUITE_AES: u8 = 1;
+pub const SUITE_SM4: u8 = 2;
 
 /// HKDF-Expand (RFC 5869, section 2.3) with HMAC-SHA-512.
 pub fn hkdf_expand_sha512(prk: &[u8], info: &[u8], len: usize) -> Vec<u8> {
@@ -32,19 +42,207 @@ pub fn hkdf_expand_sha512(prk: &[u8], info: &[u8], len: usize) -> Vec<u8> {
     okm
 }
 
-/// The Cobblestone-256 derivation: `(AEAD key, base nonce, commitment)`.
-pub fn derive(key: &[u8], salt: &[u8], context: &[u8]) -> ([u8; 32], [u8; 12], [u8; 32]) {
+/// HMAC (RFC 2104) over SM3: 64-byte blocks, 32-byte digests.
+pub fn hmac_sm3(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sm3::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sm3::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sm3::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// HKDF-Expand (RFC 5869, section 2.3) with HMAC-SM3.
+pub fn hkdf_expand_sm3(prk: &[u8], info: &[u8], len: usize) -> Vec<u8> {
+    let mut okm = Vec::new();
+    let mut t: Vec<u8> = Vec::new();
+    let mut counter = 1u8;
+    while okm.len() < len {
+        t = hmac_sm3(prk, &[&t[..], info, &[counter]].concat()).to_vec();
+        okm.extend_from_slice(&t);
+        counter += 1;
+    }
+    okm.truncate(len);
+    okm
+}
+
+/// The SM4 S-box (GB/T 32907-2016, 6.2).
+const SM4_SBOX: [u8; 256] = [
+    0xd6, 0x90, 0xe9, 0xfe, 0xcc, 0xe1, 0x3d, 0xb7, 0x16, 0xb6, 0x14, 0xc2, 0x28, 0xfb, 0x2c, 0x05,
+    0x2b, 0x67, 0x9a, 0x76, 0x2a, 0xbe, 0x04, 0xc3, 0xaa, 0x44, 0x13, 0x26, 0x49, 0x86, 0x06, 0x99,
+    0x9c, 0x42, 0x50, 0xf4, 0x91, 0xef, 0x98, 0x7a, 0x33, 0x54, 0x0b, 0x43, 0xed, 0xcf, 0xac, 0x62,
+    0xe4, 0xb3, 0x1c, 0xa9, 0xc9, 0x08, 0xe8, 0x95, 0x80, 0xdf, 0x94, 0xfa, 0x75, 0x8f, 0x3f, 0xa6,
+    0x47, 0x07, 0xa7, 0xfc, 0xf3, 0x73, 0x17, 0xba, 0x83, 0x59, 0x3c, 0x19, 0xe6, 0x85, 0x4f, 0xa8,
+    0x68, 0x6b, 0x81, 0xb2, 0x71, 0x64, 0xda, 0x8b, 0xf8, 0xeb, 0x0f, 0x4b, 0x70, 0x56, 0x9d, 0x35,
+    0x1e, 0x24, 0x0e, 0x5e, 0x63, 0x58, 0xd1, 0xa2, 0x25, 0x22, 0x7c, 0x3b, 0x01, 0x21, 0x78, 0x87,
+    0xd4, 0x00, 0x46, 0x57, 0x9f, 0xd3, 0x27, 0x52, 0x4c, 0x36, 0x02, 0xe7, 0xa0, 0xc4, 0xc8, 0x9e,
+    0xea, 0xbf, 0x8a, 0xd2, 0x40, 0xc7, 0x38, 0xb5, 0xa3, 0xf7, 0xf2, 0xce, 0xf9, 0x61, 0x15, 0xa1,
+    0xe0, 0xae, 0x5d, 0xa4, 0x9b, 0x34, 0x1a, 0x55, 0xad, 0x93, 0x32, 0x30, 0xf5, 0x8c, 0xb1, 0xe3,
+    0x1d, 0xf6, 0xe2, 0x2e, 0x82, 0x66, 0xca, 0x60, 0xc0, 0x29, 0x23, 0xab, 0x0d, 0x53, 0x4e, 0x6f,
+    0xd5, 0xdb, 0x37, 0x45, 0xde, 0xfd, 0x8e, 0x2f, 0x03, 0xff, 0x6a, 0x72, 0x6d, 0x6c, 0x5b, 0x51,
+    0x8d, 0x1b, 0xaf, 0x92, 0xbb, 0xdd, 0xbc, 0x7f, 0x11, 0xd9, 0x5c, 0x41, 0x1f, 0x10, 0x5a, 0xd8,
+    0x0a, 0xc1, 0x31, 0x88, 0xa5, 0xcd, 0x7b, 0xbd, 0x2d, 0x74, 0xd0, 0x12, 0xb8, 0xe5, 0xb4, 0xb0,
+    0x89, 0x69, 0x97, 0x4a, 0x0c, 0x96, 0x77, 0x7e, 0x65, 0xb9, 0xf1, 0x09, 0xc5, 0x6e, 0xc6, 0x84,
+    0x18, 0xf0, 0x7d, 0xec, 0x3a, 0xdc, 0x4d, 0x20, 0x79, 0xee, 0x5f, 0x3e, 0xd7, 0xcb, 0x39, 0x48,
+];
+
+/// SM4 (GB/T 32907-2016) written out from the standard for the independent
+/// reader: a plain table-based block cipher, not constant-time (it only
+/// ever sees test keys). RustCrypto's GCM runs over it ([`TestSm4Gcm`]).
+#[derive(Clone)]
+pub struct TestSm4 {
+    rk: [u32; 32],
+}
+
+/// SM4-GCM of the independent reader.
+pub type TestSm4Gcm = AesGcm<TestSm4, U12>;
+
+fn sm4_tau(a: u32) -> u32 {
+    u32::from_be_bytes(a.to_be_bytes().map(|b| SM4_SBOX[usize::from(b)]))
+}
+
+impl TestSm4 {
+    fn from_key(key: &[u8; 16]) -> Self {
+        const FK: [u32; 4] = [0xa3b1_bac6, 0x56aa_3350, 0x677d_9197, 0xb270_22dc];
+        let mut k = [0u32; 36];
+        for i in 0..4 {
+            k[i] = u32::from_be_bytes(key[4 * i..4 * i + 4].try_into().unwrap()) ^ FK[i];
+        }
+        let mut rk = [0u32; 32];
+        for i in 0..32 {
+            // CK: byte j of word i is (4i + j) * 7 mod 256.
+            let ck = u32::from_be_bytes([0, 1, 2, 3].map(|j| ((4 * i + j) * 7 % 256) as u8));
+            let b = sm4_tau(k[i + 1] ^ k[i + 2] ^ k[i + 3] ^ ck);
+            k[i + 4] = k[i] ^ b ^ b.rotate_left(13) ^ b.rotate_left(23);
+            rk[i] = k[i + 4];
+        }
+        Self { rk }
+    }
+
+    fn crypt(&self, block: &mut [u8], decrypt: bool) {
+        let mut x = [0u32; 36];
+        for i in 0..4 {
+            x[i] = u32::from_be_bytes(block[4 * i..4 * i + 4].try_into().unwrap());
+        }
+        for i in 0..32 {
+            let rk = if decrypt { self.rk[31 - i] } else { self.rk[i] };
+            let b = sm4_tau(x[i + 1] ^ x[i + 2] ^ x[i + 3] ^ rk);
+            x[i + 4] = x[i]
+                ^ b
+                ^ b.rotate_left(2)
+                ^ b.rotate_left(10)
+                ^ b.rotate_left(18)
+                ^ b.rotate_left(24);
+        }
+        for i in 0..4 {
+            block[4 * i..4 * i + 4].copy_from_slice(&x[35 - i].to_be_bytes());
+        }
+    }
+}
+
+impl cipher::KeySizeUser for TestSm4 {
+    type KeySize = U16;
+}
+
+impl cipher::KeyInit for TestSm4 {
+    fn new(key: &cipher::Key<Self>) -> Self {
+        Self::from_key(&(*key).into())
+    }
+}
+
+impl cipher::BlockCipher for TestSm4 {}
+
+cipher::impl_simple_block_encdec!(
+    TestSm4, U16, state, block,
+    encrypt: {
+        let mut b: [u8; 16] = (*block.get_in()).into();
+        state.crypt(&mut b, false);
+        *block.get_out() = b.into();
+    }
+    decrypt: {
+        let mut b: [u8; 16] = (*block.get_in()).into();
+        state.crypt(&mut b, true);
+        *block.get_out() = b.into();
+    }
+);
+
+/// A suite's AEAD (AES-256-GCM or SM4-GCM) in the independent reader.
+pub enum IndependentAead {
+    Aes(Box<Aes256Gcm>),
+    Sm4(Box<TestSm4Gcm>),
+}
+
+impl IndependentAead {
+    /// The AEAD of suite `suite` under `key`; `None` for a wrong key length
+    /// or an unknown suite.
+    pub fn new(suite: u8, key: &[u8]) -> Option<Self> {
+        match suite {
+            SUITE_AES => Some(Self::Aes(Box::new(Aes256Gcm::new_from_slice(key).ok()?))),
+            SUITE_SM4 => Some(Self::Sm4(Box::new(TestSm4Gcm::new_from_slice(key).ok()?))),
+            _ => None,
+        }
+    }
+
+    pub fn seal(&self, nonce: &[u8; 12], msg: &[u8], aad: &[u8]) -> Vec<u8> {
+        let (n, p) = (Nonce::from_slice(nonce), Payload { msg, aad });
+        match self {
+            Self::Aes(c) => c.encrypt(n, p),
+            Self::Sm4(c) => c.encrypt(n, p),
+        }
+        .unwrap()
+    }
+
+    pub fn open(&self, nonce: &[u8; 12], msg: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        let (n, p) = (Nonce::from_slice(nonce), Payload { msg, aad });
+        match self {
+            Self::Aes(c) => c.decrypt(n, p),
+            Self::Sm4(c) => c.decrypt(n, p),
+        }
+        .ok()
+    }
+}
+
+/// The C2SP derivation of suite `suite` (Cobblestone-256 or
+/// Cobblestone-SM4): `(AEAD key, base nonce, commitment)`.
+pub fn derive_in(
+    suite: u8,
+    key: &[u8],
+    salt: &[u8],
+    context: &[u8],
+) -> (Vec<u8>, [u8; 12], [u8; 32]) {
+    let (aead, nk) = match suite {
+        SUITE_AES => (&b"AEAD_AES_256_GCM"[..], 32),
+        SUITE_SM4 => (&b"AEAD_SM4_GCM"[..], 16),
+        _ => panic!("suite {suite}"),
+    };
     let mut info = b"c2sp.org/chunked-encryption@v1+".to_vec();
-    info.extend_from_slice(b"AEAD_AES_256_GCM");
+    info.extend_from_slice(aead);
     info.push(0);
     info.extend_from_slice(salt);
     info.extend_from_slice(context);
-    let okm = hkdf_expand_sha512(key, &info, 76);
+    let okm = if suite == SUITE_AES {
+        hkdf_expand_sha512(key, &info, nk + 44)
+    } else {
+        hkdf_expand_sm3(key, &info, nk + 44)
+    };
     (
-        okm[..32].try_into().unwrap(),
-        okm[32..44].try_into().unwrap(),
-        okm[44..].try_into().unwrap(),
+        okm[..nk].to_vec(),
+        okm[nk..nk + 12].try_into().unwrap(),
+        okm[nk + 12..].try_into().unwrap(),
     )
+}
+
+/// The Cobblestone-256 derivation: `(AEAD key, base nonce, commitment)`.
+pub fn derive(key: &[u8], salt: &[u8], context: &[u8]) -> ([u8; 32], [u8; 12], [u8; 32]) {
+    let (k, n, c) = derive_in(SUITE_AES, key, salt, context);
+    (k.try_into().unwrap(), n, c)
 }
 
 /// Nonce of chunk `i`: the base nonce XOR `i` as a 96-bit big-endian integer.
@@ -56,16 +254,22 @@ pub fn chunk_nonce(base: &[u8; 12], i: u64) -> [u8; 12] {
     n
 }
 
-/// Independent C2SP open of a whole message; `None` if anything is off.
+/// Independent C2SP open of a whole Cobblestone-256 message; `None` if
+/// anything is off.
 pub fn c2sp_open(key: &[u8], context: &[u8], message: &[u8]) -> Option<Vec<u8>> {
+    c2sp_open_in(SUITE_AES, key, context, message)
+}
+
+/// Independent C2SP open of a whole message of suite `suite`.
+pub fn c2sp_open_in(suite: u8, key: &[u8], context: &[u8], message: &[u8]) -> Option<Vec<u8>> {
     if key.len() != 32 || message.len() < 56 + 16 {
         return None;
     }
-    let (aead_key, base, commitment) = derive(key, &message[..24], context);
+    let (aead_key, base, commitment) = derive_in(suite, key, &message[..24], context);
     if message[24..56] != commitment {
         return None;
     }
-    let cipher = Aes256Gcm::new_from_slice(&aead_key).ok()?;
+    let cipher = IndependentAead::new(suite, &aead_key)?;
     let body = &message[56..];
     let chunks: Vec<&[u8]> = body.chunks(CHUNK_SIZE + 16).collect();
     let last = *chunks.last()?;
@@ -76,8 +280,7 @@ pub fn c2sp_open(key: &[u8], context: &[u8], message: &[u8]) -> Option<Vec<u8>> 
     }
     let mut out = Vec::new();
     for (i, c) in chunks.iter().enumerate() {
-        let n = chunk_nonce(&base, i as u64);
-        out.extend(cipher.decrypt(Nonce::from_slice(&n), *c).ok()?);
+        out.extend(cipher.open(&chunk_nonce(&base, i as u64), c, b"")?);
     }
     Some(out)
 }
@@ -107,25 +310,33 @@ pub fn identity_encoding(
 
 /// `nonce(12) || ciphertext(32) || tag(16)` under AES-256-GCM with `aad`.
 pub fn unwrap_key(wrapping_key: &[u8], wrapped: &[u8], aad: &[u8]) -> Option<[u8; 32]> {
-    if wrapped.len() != 60 {
+    unwrap_key_in(SUITE_AES, wrapping_key, wrapped, aad)
+}
+
+/// A wrapped key of suite `suite`: AES-256-GCM under the 256-bit wrapping
+/// key, or SM4-GCM under `HKDF-Expand-SM3(key, "sealgate/v1/sm4-wrap", 16)`.
+pub fn unwrap_key_in(
+    suite: u8,
+    wrapping_key: &[u8],
+    wrapped: &[u8],
+    aad: &[u8],
+) -> Option<[u8; 32]> {
+    if wrapped.len() != 60 || wrapping_key.len() != 32 {
         return None;
     }
-    let cipher = Aes256Gcm::new_from_slice(wrapping_key).ok()?;
-    let key = cipher
-        .decrypt(
-            Nonce::from_slice(&wrapped[..12]),
-            Payload {
-                msg: &wrapped[12..],
-                aad,
-            },
-        )
-        .ok()?;
+    let key = match suite {
+        SUITE_SM4 => hkdf_expand_sm3(wrapping_key, b"sealgate/v1/sm4-wrap", 16),
+        _ => wrapping_key.to_vec(),
+    };
+    let cipher = IndependentAead::new(suite, &key)?;
+    let key = cipher.open(wrapped[..12].try_into().unwrap(), &wrapped[12..], aad)?;
     key.try_into().ok()
 }
 
 /// An object opened by the independent reader.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Opened {
+    pub suite: u8,
     pub user_key_version: u32,
     pub content_type: String,
     pub attributes: Vec<(String, String)>,
@@ -146,7 +357,11 @@ pub fn open_object_independently(
     user_key: &[u8],
     identity: &[u8],
 ) -> Option<Opened> {
-    if object.get(..6)? != b"SEALGT" || *object.get(6)? != 1 || *object.get(7)? != 1 {
+    if object.get(..6)? != b"SEALGT" || *object.get(6)? != 1 {
+        return None;
+    }
+    let suite = *object.get(7)?;
+    if suite != SUITE_AES && suite != SUITE_SM4 {
         return None;
     }
     let user_key_version = u32::from_be_bytes(object.get(8..12)?.try_into().ok()?);
@@ -158,10 +373,10 @@ pub fn open_object_independently(
     let sealed_metadata = object.get(76..76 + m)?;
     let body = &object[76 + m..];
 
-    let dek = unwrap_key(user_key, wrapped, identity)?;
+    let dek = unwrap_key_in(suite, user_key, wrapped, identity)?;
     let mut metadata_context = identity.to_vec();
     lp(&mut metadata_context, b"metadata");
-    let metadata = c2sp_open(&dek, &metadata_context, sealed_metadata)?;
+    let metadata = c2sp_open_in(suite, &dek, &metadata_context, sealed_metadata)?;
     let mut input = &metadata[..];
     let content_type = String::from_utf8(take_lp(&mut input)?.to_vec()).ok()?;
     let count = u16::from_be_bytes(input.get(..2)?.try_into().ok()?);
@@ -175,8 +390,9 @@ pub fn open_object_independently(
     if !input.is_empty() || !attributes.windows(2).all(|w| w[0].0 < w[1].0) {
         return None;
     }
-    let body = c2sp_open(&dek, identity, body)?;
+    let body = c2sp_open_in(suite, &dek, identity, body)?;
     Some(Opened {
+        suite,
         user_key_version,
         content_type,
         attributes,
@@ -216,6 +432,61 @@ fn derivation_matches_wycheproof_aead_key_and_base_nonce() {
     );
 }
 
+/// The block cipher written out above against the standard's example
+/// (GB/T 32907-2016, A.1), and SM4-GCM over it against RFC 8998's
+/// example (A.1): so that a failure of the suite-2 differential tests points
+/// at the implementation, not at the independent reader.
+#[test]
+fn independent_sm4_matches_the_standard_and_rfc_8998() {
+    let key: [u8; 16] = ::hex::decode("0123456789abcdeffedcba9876543210")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sm4 = TestSm4::from_key(&key);
+    let mut block = key;
+    sm4.crypt(&mut block, false);
+    assert_eq!(::hex::encode(block), "681edf34d206965e86b3e94f536e4246");
+    sm4.crypt(&mut block, true);
+    assert_eq!(block, key);
+
+    let gcm = IndependentAead::new(SUITE_SM4, &key).unwrap();
+    let nonce: [u8; 12] = ::hex::decode("00001234567800000000abcd")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let plaintext = ::hex::decode(
+        "aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbccccccccccccccccdddddddddddddddd\
+         eeeeeeeeeeeeeeeeffffffffffffffffeeeeeeeeeeeeeeeeaaaaaaaaaaaaaaaa",
+    )
+    .unwrap();
+    let aad = ::hex::decode("feedfacedeadbeeffeedfacedeadbeefabaddad2").unwrap();
+    let sealed = gcm.seal(&nonce, &plaintext, &aad);
+    assert_eq!(
+        ::hex::encode(&sealed),
+        "17f399f08c67d5ee19d0dc9969c4bb7d5fd46fd3756489069157b282bb200735\
+         d82710ca5c22f0ccfa7cbf93d496ac15a56834cbcf98c397b4024a2691233b8d\
+         83de3541e4c2b58177e065a9bf7b62ec"
+    );
+    assert_eq!(gcm.open(&nonce, &sealed, &aad), Some(plaintext));
+    // SM3 against the standard's example (GB/T 32905-2016, A.1), and the
+    // hand-rolled HMAC-SM3 against OpenSSL's (Python `cryptography`'s
+    // `hmac.HMAC(key, hashes.SM3())`), with a short key and with a key
+    // longer than a block (hashed first).
+    assert_eq!(
+        ::hex::encode(Sm3::digest(b"abc")),
+        "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+    );
+    assert_eq!(
+        ::hex::encode(hmac_sm3(b"k", b"abc")),
+        "af684d81732e81f6a9c5dd0aa68f27667b36debcebe29e094a654c3d496a898a"
+    );
+    let long_key: Vec<u8> = (0..100).collect();
+    assert_eq!(
+        ::hex::encode(hmac_sm3(&long_key, b"sealgate")),
+        "7b8ed7f5ba92bd7101dcc9a795da7498cb43c3af580450c80460227bb2e1d47b"
+    );
+}
+
 fn interesting_len() -> impl Strategy<Value = usize> {
     prop_oneof![
         0usize..64,
@@ -228,10 +499,12 @@ fn interesting_len() -> impl Strategy<Value = usize> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Every chunk our sealer writes equals RustCrypto's AES-256-GCM output
-    /// under the independently derived key and nonce.
+    /// Every chunk our sealer writes equals the independent AEAD's output
+    /// (RustCrypto AES-256-GCM, or GCM over the SM4 above) under the
+    /// independently derived key and nonce, in both suites.
     #[test]
-    fn sealer_matches_aes_gcm_chunk_by_chunk(
+    fn sealer_matches_independent_aead_chunk_by_chunk(
+        suite in prop::sample::select(Suite::ALL.to_vec()),
         key in any::<[u8; 32]>(),
         salt in any::<[u8; SALT_LEN]>(),
         context in vec(any::<u8>(), 0..48),
@@ -240,7 +513,7 @@ proptest! {
         cuts in vec(any::<prop::sample::Index>(), 0..6),
     ) {
         let plaintext = pattern(len, seed);
-        let (mut sealer, header) = Sealer::with_salt(&key, &context, salt).unwrap();
+        let (mut sealer, header) = Sealer::with_salt_in(suite, &key, &context, salt).unwrap();
         let mut message = header.to_vec();
         let mut points: Vec<usize> = cuts.iter().map(|c| c.index(len + 1)).collect();
         points.push(0);
@@ -251,23 +524,24 @@ proptest! {
         }
         sealer.finish(&mut message).unwrap();
 
-        let (aead_key, base, commitment) = derive(&key, &salt, &context);
+        let (aead_key, base, commitment) = derive_in(suite.id(), &key, &salt, &context);
         prop_assert_eq!(&message[..24], &salt[..]);
         prop_assert_eq!(&message[24..56], &commitment[..]);
         prop_assert_eq!(message.len() as u64, chunked::message_len(len as u64));
 
-        let cipher = Aes256Gcm::new_from_slice(&aead_key).unwrap();
+        let cipher = IndependentAead::new(suite.id(), &aead_key).unwrap();
         let mut expected = header.to_vec();
         let pieces: Vec<&[u8]> = plaintext.chunks(CHUNK_SIZE).collect();
         let n_chunks = len / CHUNK_SIZE + 1;
         for i in 0..n_chunks {
             let piece = pieces.get(i).copied().unwrap_or(&[]);
-            let nonce = chunk_nonce(&base, i as u64);
-            expected.extend(cipher.encrypt(Nonce::from_slice(&nonce), piece).unwrap());
+            expected.extend(cipher.seal(&chunk_nonce(&base, i as u64), piece, b""));
         }
-        prop_assert!(message == expected, "sealer output differs from aes-gcm");
-        prop_assert_eq!(c2sp_open(&key, &context, &message), Some(plaintext.clone()));
-        prop_assert_eq!(open_message(&key, &context, &message, 4096), Ok(plaintext));
+        prop_assert!(message == expected, "sealer output differs from the independent AEAD");
+        prop_assert_eq!(c2sp_open_in(suite.id(), &key, &context, &message), Some(plaintext.clone()));
+        let other = if suite.id() == SUITE_AES { SUITE_SM4 } else { SUITE_AES };
+        prop_assert_eq!(c2sp_open_in(other, &key, &context, &message), None);
+        prop_assert_eq!(open_message_in(suite, &key, &context, &message, 4096), Ok(plaintext));
     }
 }
 
@@ -307,11 +581,16 @@ fn envelope_matches_independent_reader() {
     }
     assert_eq!(metadata.encode().unwrap(), expected_meta);
 
-    for len in [0, 1, CHUNK_SIZE, 40_000] {
+    for (suite, len) in Suite::ALL
+        .into_iter()
+        .flat_map(|s| [0, 1, CHUNK_SIZE, 40_000].map(|l| (s, l)))
+    {
         let body = pattern(len, len as u64);
-        let object = seal_object(&user_key, 9, &identity, &metadata, &body, 5000);
+        let object = seal_object_in(suite, &user_key, 9, &identity, &metadata, &body, 5000);
+        assert_eq!(object[7], suite.id());
         let opened = open_object_independently(&object, &uk_bytes, &encoding)
-            .unwrap_or_else(|| panic!("independent reader rejects a {len}-byte object"));
+            .unwrap_or_else(|| panic!("independent reader rejects a {len}-byte {suite} object"));
+        assert_eq!(opened.suite, suite.id());
         assert_eq!(opened.user_key_version, 9);
         assert_eq!(opened.content_type, "image/jpeg");
         assert_eq!(
@@ -324,13 +603,20 @@ fn envelope_matches_independent_reader() {
         );
         assert!(opened.body == body);
         // And our reader agrees.
-        let (meta, plain) =
-            super::open_object(&object, single_key(9, &user_key), &identity, 777).unwrap();
+        let (meta, plain) = open_object(&object, single_key(9, &user_key), &identity, 777).unwrap();
         assert_eq!(meta, metadata);
         assert!(plain == body);
         // Another identity encoding is rejected by the independent reader too.
         let other = identity_encoding("eu-west-1", "moments", pseudonym.as_bytes(), "obj/u");
         assert!(open_object_independently(&object, &uk_bytes, &other).is_none());
+        // The other suite's byte: the independent reader rejects it too.
+        let mut swapped = object.clone();
+        swapped[7] = if suite.id() == SUITE_AES {
+            SUITE_SM4
+        } else {
+            SUITE_AES
+        };
+        assert!(open_object_independently(&swapped, &uk_bytes, &encoding).is_none());
     }
 }
 

@@ -1,13 +1,21 @@
 //! Golden objects under `tests/golden/`: objects sealed once by this
-//! implementation that every later build must still open, and a C2SP
-//! known answer that pins the body layer byte for byte.
+//! implementation that every later build must still open, and C2SP known
+//! answers that pin the body layer byte for byte, for both suites
+//! (suite 1's files `object-*.bin` and `c2sp-kat.bin`, suite 2's
+//! `object-sm4-*.bin` and `c2sp-sm4-kat.bin`).
 //!
-//! By default the tests only read the files. To regenerate them after a
-//! deliberate format change (which also needs a new format version):
+//! By default the tests only read the files. The writer
 //!
 //! ```text
 //! SEALGATE_WRITE_GOLDEN=1 cargo test --test it crypto::golden
 //! ```
+//!
+//! only adds what is missing: it never rewrites a file that exists, seals
+//! new objects under the committed user key (unwrapped from the manifest),
+//! and writes the manifest again from all the files (for files that already
+//! existed the text comes out as before). That is how a new suite's objects
+//! are added without touching the objects already stored. A new set (a new
+//! format version) starts from an empty `tests/golden/`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,15 +24,35 @@ use std::path::PathBuf;
 use aws_lc_rs::digest::{digest, SHA256};
 use sealgate::crypto::chunked::{self, Sealer, SALT_LEN};
 use sealgate::crypto::{
-    Header, Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, UserKey, Wrapped,
+    CryptoError, Header, Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, ObjectLayout, Suite,
+    UserKey, Wrapped,
 };
 
-use super::differential::{identity_encoding, open_object_independently, unwrap_key};
-use super::{open_object, read_range, seal_object, single_key, unseal_object};
+use super::differential::{
+    c2sp_open_in, derive_in, identity_encoding, open_object_independently, unwrap_key,
+};
+use super::{
+    open_message_in, open_object, read_range, seal_object_in, single_key, unseal_object, Stage,
+};
 
 const WRITE_ENV: &str = "SEALGATE_WRITE_GOLDEN";
 const MANIFEST: &str = "golden.toml";
-const KAT_FILE: &str = "c2sp-kat.bin";
+
+/// The known answers: suite, manifest section, file, parameter set.
+const KATS: [(Suite, &str, &str, &str); 2] = [
+    (
+        Suite::Aes256Gcm,
+        "c2sp_kat",
+        "c2sp-kat.bin",
+        "Cobblestone-256",
+    ),
+    (
+        Suite::Sm4Gcm,
+        "c2sp_sm4_kat",
+        "c2sp-sm4-kat.bin",
+        "Cobblestone-SM4",
+    ),
+];
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -101,7 +129,7 @@ const USER_KEY_VERSION: u32 = 3;
 const KEK_AAD: &str = "sealgate-golden/kek";
 const USER_KEY_AAD: &str = "sealgate-golden/user-key";
 
-// The C2SP known answer.
+// The C2SP known answers (both suites).
 const KAT_KEY: [u8; 32] = [0x11; 32];
 const KAT_SALT: [u8; SALT_LEN] = *b"sealgate golden kat salt";
 const KAT_CONTEXT: &[u8] = b"sealgate/golden\0context";
@@ -122,29 +150,88 @@ fn metadata_of(o: &GoldenObject) -> Metadata {
     }
 }
 
-fn kat_message() -> Vec<u8> {
-    let (mut sealer, header) = Sealer::with_salt(&KAT_KEY, KAT_CONTEXT, KAT_SALT).unwrap();
+/// A golden object's name in the manifest: the shape's name in suite 1,
+/// `sm4-` and the shape's name in suite 2. Its file is `object-NAME.bin`.
+fn golden_name(suite: Suite, o: &GoldenObject) -> String {
+    match suite {
+        Suite::Aes256Gcm => o.name.to_owned(),
+        Suite::Sm4Gcm => format!("sm4-{}", o.name),
+    }
+}
+
+/// A golden object's object id: suite 2's are under `golden/sm4/`.
+fn golden_object_id(suite: Suite, o: &GoldenObject) -> String {
+    match suite {
+        Suite::Aes256Gcm => o.object_id.to_owned(),
+        Suite::Sm4Gcm => o.object_id.replacen("golden/", "golden/sm4/", 1),
+    }
+}
+
+fn kat_message(suite: Suite) -> Vec<u8> {
+    let (mut sealer, header) =
+        Sealer::with_salt_in(suite, &KAT_KEY, KAT_CONTEXT, KAT_SALT).unwrap();
     let mut out = header.to_vec();
     sealer.push(&golden_plaintext(KAT_LEN), &mut out).unwrap();
     sealer.finish(&mut out).unwrap();
     out
 }
 
+/// The file's bytes if it exists, else `make()`'s, written to it: the
+/// writer never rewrites a golden file.
+fn existing_or_write(file: &str, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+    let path = dir().join(file);
+    match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = make();
+            std::fs::write(&path, &bytes).unwrap();
+            bytes
+        }
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+}
+
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-/// Seals a fresh golden set and writes it out.
+/// Completes the golden set: writes the files that are missing (never one
+/// that exists) and the manifest of all of them.
 fn write_golden() {
     let dir = dir();
     std::fs::create_dir_all(&dir).unwrap();
     let master = MasterKey::from_bytes(&MASTER_KEY).unwrap();
-    let kek = Kek::generate().unwrap();
-    let wrapped_kek = master.wrap_kek(&kek, KEK_AAD.as_bytes()).unwrap();
-    let user_key = UserKey::generate().unwrap();
-    let wrapped_user_key = kek
-        .wrap_user_key(&user_key, USER_KEY_AAD.as_bytes())
-        .unwrap();
+    // The committed keys if there is a manifest, so that new objects are
+    // sealed under the user key of the objects already there.
+    let (wrapped_kek, wrapped_user_key, user_key) =
+        match std::fs::read_to_string(dir.join(MANIFEST)) {
+            Ok(text) => {
+                let m: toml::Table = text.parse().expect("golden manifest is TOML");
+                let keys = table(&m, "keys");
+                assert_eq!(s(keys, "kek_aad"), KEK_AAD);
+                assert_eq!(s(keys, "user_key_aad"), USER_KEY_AAD);
+                let wrapped_kek = Wrapped::<Kek>::from_bytes(&h(keys, "wrapped_kek")).unwrap();
+                let kek = master
+                    .unwrap_kek(&wrapped_kek, KEK_AAD.as_bytes())
+                    .expect("committed KEK unwraps");
+                let wrapped_user_key =
+                    Wrapped::<UserKey>::from_bytes(&h(keys, "wrapped_user_key")).unwrap();
+                let user_key = kek
+                    .unwrap_user_key(&wrapped_user_key, USER_KEY_AAD.as_bytes())
+                    .expect("committed user key unwraps");
+                (wrapped_kek, wrapped_user_key, user_key)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let kek = Kek::generate().unwrap();
+                let wrapped_kek = master.wrap_kek(&kek, KEK_AAD.as_bytes()).unwrap();
+                let user_key = UserKey::generate().unwrap();
+                let wrapped_user_key = kek
+                    .wrap_user_key(&user_key, USER_KEY_AAD.as_bytes())
+                    .unwrap();
+                (wrapped_kek, wrapped_user_key, user_key)
+            }
+            Err(e) => panic!("{MANIFEST}: {e}"),
+        };
     let naming = NamingKey::from_bytes(&NAMING_KEY).unwrap();
     let pseudonym = naming.pseudonym(USER_ID);
 
@@ -162,6 +249,11 @@ fn write_golden() {
     writeln!(
         m,
         "# Binary values are lower-case hex. Plaintext byte i is (i mod 251)."
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "# suite is the object's or message's suite (FORMAT.md \"Suites\"): objects sm4-* are suite 2."
     )
     .unwrap();
     writeln!(
@@ -191,63 +283,93 @@ fn write_golden() {
     writeln!(m, "user_id = {}", toml_string(USER_ID)).unwrap();
     writeln!(m, "pseudonym = \"{pseudonym}\"").unwrap();
 
-    for o in OBJECTS {
-        let identity = ObjectIdentity::new(o.region, o.space, pseudonym, o.object_id).unwrap();
-        let plaintext = golden_plaintext(o.len);
-        let object = seal_object(
-            &user_key,
-            USER_KEY_VERSION,
-            &identity,
-            &metadata_of(o),
-            &plaintext,
-            1000,
-        );
-        let file = format!("object-{}.bin", o.name);
-        std::fs::write(dir.join(&file), &object).unwrap();
-        writeln!(m).unwrap();
-        writeln!(m, "[objects.{}]", o.name).unwrap();
-        writeln!(m, "file = {}", toml_string(&file)).unwrap();
-        writeln!(m, "region = {}", toml_string(o.region)).unwrap();
-        writeln!(m, "space = {}", toml_string(o.space)).unwrap();
-        writeln!(m, "object_id = {}", toml_string(o.object_id)).unwrap();
-        writeln!(
-            m,
-            "identity_encoding = \"{}\"",
-            ::hex::encode(identity.encode())
-        )
-        .unwrap();
-        writeln!(m, "content_type = {}", toml_string(o.content_type)).unwrap();
-        let attrs: Vec<String> = o
-            .attributes
-            .iter()
-            .map(|(k, v)| format!("{} = {}", toml_string(k), toml_string(v)))
-            .collect();
-        writeln!(m, "attributes = {{ {} }}", attrs.join(", ")).unwrap();
-        writeln!(m, "plaintext_len = {}", o.len).unwrap();
-        writeln!(m, "plaintext_sha256 = \"{}\"", sha256_hex(&plaintext)).unwrap();
-        writeln!(m, "object_sha256 = \"{}\"", sha256_hex(&object)).unwrap();
+    for suite in Suite::ALL {
+        for o in OBJECTS {
+            let name = golden_name(suite, o);
+            let object_id = golden_object_id(suite, o);
+            let identity = ObjectIdentity::new(o.region, o.space, pseudonym, &object_id).unwrap();
+            let plaintext = golden_plaintext(o.len);
+            let file = format!("object-{name}.bin");
+            let object = existing_or_write(&file, || {
+                seal_object_in(
+                    suite,
+                    &user_key,
+                    USER_KEY_VERSION,
+                    &identity,
+                    &metadata_of(o),
+                    &plaintext,
+                    1000,
+                )
+            });
+            writeln!(m).unwrap();
+            writeln!(m, "[objects.{name}]").unwrap();
+            writeln!(m, "file = {}", toml_string(&file)).unwrap();
+            writeln!(m, "suite = {}", toml_string(suite.name())).unwrap();
+            writeln!(m, "region = {}", toml_string(o.region)).unwrap();
+            writeln!(m, "space = {}", toml_string(o.space)).unwrap();
+            writeln!(m, "object_id = {}", toml_string(&object_id)).unwrap();
+            writeln!(
+                m,
+                "identity_encoding = \"{}\"",
+                ::hex::encode(identity.encode())
+            )
+            .unwrap();
+            writeln!(m, "content_type = {}", toml_string(o.content_type)).unwrap();
+            let attrs: Vec<String> = o
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{} = {}", toml_string(k), toml_string(v)))
+                .collect();
+            writeln!(m, "attributes = {{ {} }}", attrs.join(", ")).unwrap();
+            writeln!(m, "plaintext_len = {}", o.len).unwrap();
+            writeln!(m, "plaintext_sha256 = \"{}\"", sha256_hex(&plaintext)).unwrap();
+            writeln!(m, "object_sha256 = \"{}\"", sha256_hex(&object)).unwrap();
+        }
     }
 
-    let kat = kat_message();
-    std::fs::write(dir.join(KAT_FILE), &kat).unwrap();
-    writeln!(m).unwrap();
-    writeln!(
-        m,
-        "# Cobblestone-256 known answer: Sealer::with_salt(key, context, salt)"
-    )
-    .unwrap();
-    writeln!(
-        m,
-        "# over plaintext_len bytes of (i mod 251), pushed at once."
-    )
-    .unwrap();
-    writeln!(m, "[c2sp_kat]").unwrap();
-    writeln!(m, "file = {}", toml_string(KAT_FILE)).unwrap();
-    writeln!(m, "key = \"{}\"", ::hex::encode(KAT_KEY)).unwrap();
-    writeln!(m, "salt = \"{}\"", ::hex::encode(KAT_SALT)).unwrap();
-    writeln!(m, "context = \"{}\"", ::hex::encode(KAT_CONTEXT)).unwrap();
-    writeln!(m, "plaintext_len = {KAT_LEN}").unwrap();
-    writeln!(m, "message_sha256 = \"{}\"", sha256_hex(&kat)).unwrap();
+    for (suite, section, file, title) in KATS {
+        let kat = existing_or_write(file, || kat_message(suite));
+        // The derivation, by the independent reader's code (the
+        // implementation does not expose the AEAD key and base nonce).
+        let (aead_key, base_nonce, commitment) =
+            derive_in(suite.id(), &KAT_KEY, &KAT_SALT, KAT_CONTEXT);
+        writeln!(m).unwrap();
+        if suite == Suite::Aes256Gcm {
+            writeln!(
+                m,
+                "# {title} known answer: Sealer::with_salt(key, context, salt)"
+            )
+            .unwrap();
+        } else {
+            writeln!(
+                m,
+                "# {title} known answer: Sealer::with_salt_in({}, key, context, salt)",
+                suite.name()
+            )
+            .unwrap();
+        }
+        writeln!(
+            m,
+            "# over plaintext_len bytes of (i mod 251), pushed at once."
+        )
+        .unwrap();
+        writeln!(m, "[{section}]").unwrap();
+        writeln!(m, "file = {}", toml_string(file)).unwrap();
+        writeln!(m, "suite = {}", toml_string(suite.name())).unwrap();
+        writeln!(m, "key = \"{}\"", ::hex::encode(KAT_KEY)).unwrap();
+        writeln!(m, "salt = \"{}\"", ::hex::encode(KAT_SALT)).unwrap();
+        writeln!(m, "context = \"{}\"", ::hex::encode(KAT_CONTEXT)).unwrap();
+        writeln!(m, "plaintext_len = {KAT_LEN}").unwrap();
+        writeln!(m, "message_sha256 = \"{}\"", sha256_hex(&kat)).unwrap();
+        writeln!(
+            m,
+            "# The derivation (FORMAT.md \"Derivation\"): AEAD key, base nonce, commitment."
+        )
+        .unwrap();
+        writeln!(m, "aead_key = \"{}\"", ::hex::encode(aead_key)).unwrap();
+        writeln!(m, "base_nonce = \"{}\"", ::hex::encode(base_nonce)).unwrap();
+        writeln!(m, "commitment = \"{}\"", ::hex::encode(commitment)).unwrap();
+    }
     std::fs::write(dir.join(MANIFEST), m).unwrap();
 }
 
@@ -340,10 +462,15 @@ fn golden_objects_open() {
     .expect("independent user key unwrap");
 
     let objects = table(&m, "objects");
-    assert_eq!(objects.len(), OBJECTS.len());
-    for expected in OBJECTS {
-        let name = expected.name;
+    assert_eq!(objects.len(), Suite::ALL.len() * OBJECTS.len());
+    for (suite, expected) in Suite::ALL
+        .into_iter()
+        .flat_map(|suite| OBJECTS.iter().map(move |o| (suite, o)))
+    {
+        let name = &golden_name(suite, expected)[..];
         let o = table(objects, name);
+        assert_eq!(s(o, "file"), format!("object-{name}.bin"));
+        assert_eq!(s(o, "suite"), suite.name(), "{name}");
         let object = read(s(o, "file"));
         assert_eq!(
             sha256_hex(&object),
@@ -355,6 +482,7 @@ fn golden_objects_open() {
         let plaintext = golden_plaintext(len);
         assert_eq!(sha256_hex(&plaintext), s(o, "plaintext_sha256"), "{name}");
 
+        assert_eq!(s(o, "object_id"), golden_object_id(suite, expected));
         let identity =
             ObjectIdentity::new(s(o, "region"), s(o, "space"), pseudonym, s(o, "object_id"))
                 .unwrap();
@@ -382,7 +510,13 @@ fn golden_objects_open() {
 
         // Layout.
         let header = Header::parse(&object).expect("golden header parses");
-        assert_eq!(&object[..8], b"SEALGT\x01\x01", "{name}");
+        assert_eq!(&object[..7], b"SEALGT\x01", "{name}");
+        assert_eq!(object[7], suite.id(), "{name}: suite byte");
+        assert_eq!(header.suite, suite, "{name}");
+        assert_eq!(Header::suite_of(&object), Ok(suite), "{name}");
+        let layout = ObjectLayout::new(&object, object.len() as u64).unwrap();
+        assert_eq!(layout.suite(), suite, "{name}");
+        assert_eq!(layout.plaintext_len(), len as u64, "{name}");
         assert_eq!(header.key_slot.user_key_version, version);
         assert_eq!(
             object.len(),
@@ -427,9 +561,26 @@ fn golden_objects_open() {
                 );
             }
         }
+        // Read as the other suite, it does not open (the key slot's AEAD
+        // differs), and neither does a suite this build does not know.
+        for (byte, stage, error) in [
+            (
+                3 - suite.id(),
+                Stage::Unseal,
+                Some(CryptoError::DecryptionFailed),
+            ),
+            (3, Stage::Parse, Some(CryptoError::UnsupportedSuite(3))),
+        ] {
+            let mut other = object.clone();
+            other[7] = byte;
+            let failure = open_object(&other, single_key(version, &user_key), &identity, 1000)
+                .expect_err(name);
+            assert_eq!((failure.stage, failure.error), (stage, error), "{name}");
+        }
         // The independent reader.
         let opened = open_object_independently(&object, &uk_bytes, &encoding)
             .unwrap_or_else(|| panic!("{name}: independent reader rejects the golden object"));
+        assert_eq!(opened.suite, suite.id());
         assert_eq!(opened.user_key_version, version);
         assert_eq!(opened.content_type, metadata.content_type);
         assert_eq!(
@@ -443,21 +594,46 @@ fn golden_objects_open() {
 #[test]
 fn c2sp_known_answer() {
     let m = manifest();
-    let kat = table(&m, "c2sp_kat");
-    assert_eq!(h(kat, "key"), KAT_KEY);
-    assert_eq!(h(kat, "salt"), KAT_SALT);
-    assert_eq!(h(kat, "context"), KAT_CONTEXT);
-    assert_eq!(n(kat, "plaintext_len"), KAT_LEN as u64);
-    let stored = read(s(kat, "file"));
-    assert_eq!(sha256_hex(&stored), s(kat, "message_sha256"));
-    let fresh = kat_message();
-    assert_eq!(fresh.len(), stored.len());
-    assert!(
-        fresh == stored,
-        "Sealer::with_salt output changed: the body layer is pinned"
-    );
-    assert_eq!(
-        super::open_message(&KAT_KEY, KAT_CONTEXT, &stored, 333).unwrap(),
-        golden_plaintext(KAT_LEN)
-    );
+    let plaintext = golden_plaintext(KAT_LEN);
+    let mut messages = Vec::new();
+    for (suite, section, file, title) in KATS {
+        let kat = table(&m, section);
+        assert_eq!(s(kat, "file"), file);
+        assert_eq!(s(kat, "suite"), suite.name(), "{section}");
+        assert_eq!(h(kat, "key"), KAT_KEY);
+        assert_eq!(h(kat, "salt"), KAT_SALT);
+        assert_eq!(h(kat, "context"), KAT_CONTEXT);
+        assert_eq!(n(kat, "plaintext_len"), KAT_LEN as u64);
+        let stored = read(s(kat, "file"));
+        assert_eq!(sha256_hex(&stored), s(kat, "message_sha256"), "{file}");
+        let fresh = kat_message(suite);
+        assert_eq!(fresh.len(), stored.len());
+        assert!(
+            fresh == stored,
+            "{title}: Sealer::with_salt_in output changed: the body layer is pinned"
+        );
+        assert_eq!(
+            open_message_in(suite, &KAT_KEY, KAT_CONTEXT, &stored, 333).unwrap(),
+            plaintext
+        );
+        // The derivation, recorded for readers checking by hand and
+        // recomputed independently; the commitment is also the message's.
+        let (aead_key, base_nonce, commitment) =
+            derive_in(suite.id(), &KAT_KEY, &KAT_SALT, KAT_CONTEXT);
+        assert_eq!(h(kat, "aead_key"), aead_key, "{section}");
+        assert_eq!(aead_key.len(), if suite == Suite::Sm4Gcm { 16 } else { 32 });
+        assert_eq!(h(kat, "base_nonce"), base_nonce, "{section}");
+        assert_eq!(h(kat, "commitment"), commitment, "{section}");
+        assert_eq!(stored[..SALT_LEN], KAT_SALT);
+        assert_eq!(stored[SALT_LEN..chunked::HEADER_LEN], commitment);
+        assert_eq!(
+            c2sp_open_in(suite.id(), &KAT_KEY, KAT_CONTEXT, &stored),
+            Some(plaintext.clone()),
+            "{title}: independent reader"
+        );
+        messages.push(stored);
+    }
+    // Same inputs, different suites: nothing in common past the salt.
+    assert_eq!(messages[0].len(), messages[1].len());
+    assert_ne!(messages[0][SALT_LEN..], messages[1][SALT_LEN..]);
 }

@@ -1,5 +1,6 @@
 //! Property tests: round trips with arbitrary push splits, range reads at
-//! every chunk boundary, and the length arithmetic.
+//! every chunk boundary, and the length arithmetic, in both suites (the
+//! length arithmetic is the same for both).
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -9,9 +10,11 @@ use sealgate::crypto::chunked::{
     self, Opener, RandomAccess, RangePlan, Sealer, CHUNK_SIZE, ENCRYPTED_CHUNK_LEN, HEADER_LEN,
     MAX_CHUNKS,
 };
-use sealgate::crypto::{CryptoError, Metadata, NamingKey, ObjectIdentity, UserKey};
+use sealgate::crypto::{CryptoError, Metadata, NamingKey, ObjectIdentity, Suite, UserKey};
 
-use super::{open_object, pattern, read_range, seal_object, single_key};
+use super::{
+    open_object, pattern, read_range, seal_message_in, seal_object_in, single_key, visits,
+};
 
 const C: usize = CHUNK_SIZE;
 const MIB: usize = 1024 * 1024;
@@ -24,15 +27,20 @@ fn cut_points(len: usize, cuts: &[Index]) -> Vec<usize> {
     points
 }
 
+fn any_suite() -> impl Strategy<Value = Suite> {
+    prop::sample::select(Suite::ALL.to_vec())
+}
+
 /// Seals with pushes at `seal_cuts` and opens with pushes at `open_cuts`.
 fn round_trip(
+    suite: Suite,
     key: &[u8; 32],
     context: &[u8],
     plaintext: &[u8],
     seal_cuts: &[Index],
     open_cuts: &[Index],
 ) -> Result<(), TestCaseError> {
-    let (mut sealer, header) = Sealer::new(key, context).unwrap();
+    let (mut sealer, header) = Sealer::new_in(suite, key, context).unwrap();
     let mut message = header.to_vec();
     for w in cut_points(plaintext.len(), seal_cuts).windows(2) {
         sealer.push(&plaintext[w[0]..w[1]], &mut message).unwrap();
@@ -50,7 +58,7 @@ fn round_trip(
         Ok(plaintext.len() as u64)
     );
 
-    let mut opener = Opener::new(key, context, &message[..HEADER_LEN]).unwrap();
+    let mut opener = Opener::new_in(suite, key, context, &message[..HEADER_LEN]).unwrap();
     let body = &message[HEADER_LEN..];
     let mut out = Vec::new();
     for w in cut_points(body.len(), open_cuts).windows(2) {
@@ -66,7 +74,7 @@ fn round_trip(
 
     // A random-access opener turned streaming opens the same message (the
     // path of a whole read after `open` checked the commitment).
-    let ra = RandomAccess::new(key, context, &message[..HEADER_LEN]).unwrap();
+    let ra = RandomAccess::new_in(suite, key, context, &message[..HEADER_LEN]).unwrap();
     let mut opener = ra.into_opener();
     let mut again = Vec::new();
     for w in cut_points(body.len(), open_cuts).windows(2) {
@@ -96,6 +104,7 @@ proptest! {
 
     #[test]
     fn round_trip_small(
+        suite in any_suite(),
         len in sizes(),
         seed in any::<u64>(),
         key in any::<[u8; 32]>(),
@@ -103,7 +112,7 @@ proptest! {
         seal_cuts in vec(any::<Index>(), 0..8),
         open_cuts in vec(any::<Index>(), 0..8),
     ) {
-        round_trip(&key, &context, &pattern(len, seed), &seal_cuts, &open_cuts)?;
+        round_trip(suite, &key, &context, &pattern(len, seed), &seal_cuts, &open_cuts)?;
     }
 
     #[test]
@@ -127,6 +136,7 @@ proptest! {
 
     #[test]
     fn object_round_trip(
+        suite in any_suite(),
         len in sizes(),
         seed in any::<u64>(),
         piece in 1usize..3 * C,
@@ -138,7 +148,8 @@ proptest! {
         let identity = ObjectIdentity::new("r", "s", p, "o").unwrap();
         let metadata = Metadata { content_type, attributes };
         let plaintext = pattern(len, seed);
-        let object = seal_object(&key, 7, &identity, &metadata, &plaintext, piece);
+        let object = seal_object_in(suite, &key, 7, &identity, &metadata, &plaintext, piece);
+        prop_assert_eq!(object[7], suite.id());
         let (meta, plain) = open_object(&object, single_key(7, &key), &identity, piece).unwrap();
         prop_assert_eq!(meta, metadata);
         prop_assert!(plain == plaintext);
@@ -150,13 +161,14 @@ proptest! {
 
     #[test]
     fn round_trip_mebibytes(
+        suite in any_suite(),
         len in prop_oneof![Just(5 * MIB), Just(5 * MIB + 1), (3 * MIB..6 * MIB)],
         seed in any::<u64>(),
         key in any::<[u8; 32]>(),
         seal_cuts in vec(any::<Index>(), 0..16),
         open_cuts in vec(any::<Index>(), 0..16),
     ) {
-        round_trip(&key, b"big", &pattern(len, seed), &seal_cuts, &open_cuts)?;
+        round_trip(suite, &key, b"big", &pattern(len, seed), &seal_cuts, &open_cuts)?;
     }
 }
 
@@ -201,6 +213,12 @@ fn check_plan(n: u64, message_len: u64, start: u64, end: Option<u64>) {
 /// Every pair of boundary offsets, through `RangePlan` + `open_range`.
 #[test]
 fn range_reads_at_every_boundary() {
+    for suite in Suite::ALL {
+        range_reads_at_every_boundary_in(suite);
+    }
+}
+
+fn range_reads_at_every_boundary_in(suite: Suite) {
     let key = [3u8; 32];
     for n in [
         0,
@@ -215,8 +233,8 @@ fn range_reads_at_every_boundary() {
         3 * C - 7,
     ] {
         let plaintext = pattern(n, n as u64);
-        let message = super::seal_message(&key, b"ranges", &plaintext, 5000);
-        let ra = RandomAccess::new(&key, b"ranges", &message[..HEADER_LEN]).unwrap();
+        let message = seal_message_in(suite, &key, b"ranges", &plaintext, 5000);
+        let ra = RandomAccess::new_in(suite, &key, b"ranges", &message[..HEADER_LEN]).unwrap();
         let offsets = boundary_offsets(n as u64);
         let mut ends: Vec<Option<u64>> = offsets.iter().copied().map(Some).collect();
         ends.extend([None, Some(u64::MAX)]);
@@ -226,7 +244,7 @@ fn range_reads_at_every_boundary() {
                 assert_eq!(
                     read_range(&ra, &message, start, end),
                     expected_range(&plaintext, start, end),
-                    "n = {n}, range {start}..{end:?}"
+                    "{suite}: n = {n}, range {start}..{end:?}"
                 );
             }
         }
@@ -240,11 +258,17 @@ fn range_reads_at_every_boundary() {
 /// Ranges of a multi-MiB message: starts at chunk boundaries, random ranges.
 #[test]
 fn range_reads_in_a_large_message() {
+    for suite in Suite::ALL {
+        range_reads_in_a_large_message_in(suite);
+    }
+}
+
+fn range_reads_in_a_large_message_in(suite: Suite) {
     let key = [8u8; 32];
     let n = 5 * MIB + 123;
     let plaintext = pattern(n, 77);
-    let message = super::seal_message(&key, b"", &plaintext, MIB);
-    let ra = RandomAccess::new(&key, b"", &message[..HEADER_LEN]).unwrap();
+    let message = seal_message_in(suite, &key, b"", &plaintext, MIB);
+    let ra = RandomAccess::new_in(suite, &key, b"", &message[..HEADER_LEN]).unwrap();
     let n = n as u64;
     let c = C as u64;
     let mut state = 1u64;
@@ -272,7 +296,7 @@ fn range_reads_in_a_large_message() {
         let got = read_range(&ra, &message, start, end).unwrap();
         assert!(
             Ok(got) == expected_range(&plaintext, start, end),
-            "range {start}..{end:?}"
+            "{suite}: range {start}..{end:?}"
         );
     }
 }
@@ -281,10 +305,16 @@ fn range_reads_in_a_large_message() {
 /// length whenever the range reaches the end of the message.
 #[test]
 fn range_reads_reject_wrong_inputs_and_unauthenticated_lengths() {
+    for suite in Suite::ALL {
+        range_reads_reject_wrong_inputs_and_unauthenticated_lengths_in(suite);
+    }
+}
+
+fn range_reads_reject_wrong_inputs_and_unauthenticated_lengths_in(suite: Suite) {
     let key = [6u8; 32];
     let plaintext = pattern(40_000, 6);
-    let message = super::seal_message(&key, b"ctx", &plaintext, 40_000);
-    let ra = RandomAccess::new(&key, b"ctx", &message[..HEADER_LEN]).unwrap();
+    let message = seal_message_in(suite, &key, b"ctx", &plaintext, 40_000);
+    let ra = RandomAccess::new_in(suite, &key, b"ctx", &message[..HEADER_LEN]).unwrap();
     let len = message.len() as u64;
     let slice = |r: std::ops::Range<u64>| &message[r.start as usize..r.end as usize];
 
@@ -304,10 +334,10 @@ fn range_reads_reject_wrong_inputs_and_unauthenticated_lengths() {
     );
 
     let even = pattern(2 * C, 2);
-    let even_message = super::seal_message(&key, b"ctx", &even, 1000);
+    let even_message = seal_message_in(suite, &key, b"ctx", &even, 1000);
     let even_len = even_message.len() as u64;
     let even_slice = |r: std::ops::Range<u64>| &even_message[r.start as usize..r.end as usize];
-    let ra_even = RandomAccess::new(&key, b"ctx", &even_message[..HEADER_LEN]).unwrap();
+    let ra_even = RandomAccess::new_in(suite, &key, b"ctx", &even_message[..HEADER_LEN]).unwrap();
     for (start, end) in [
         (10, None),
         (10, Some(2 * C as u64)),
@@ -370,8 +400,14 @@ fn range_reads_reject_wrong_inputs_and_unauthenticated_lengths() {
     // A truncated or extended message: every read bounded by its (claimed)
     // end must fail, whatever the starting chunk.
     let mut lying_lengths = Vec::new();
+    // Every claimed length in suite 1; in suite 2 those near a chunk
+    // boundary or the true length, and a sample ([`visits`]).
+    let anchors: Vec<usize> = (0..6)
+        .map(|k| chunked::chunk_offset(k) as usize)
+        .chain([len as usize])
+        .collect();
     for l in (HEADER_LEN as u64..len).chain(len + 1..len + 2 * ENCRYPTED_CHUNK_LEN as u64) {
-        if chunked::plaintext_len(l).is_ok() {
+        if chunked::plaintext_len(l).is_ok() && visits(suite, l as usize, &anchors, 12) {
             lying_lengths.push(l);
         }
     }
