@@ -7,6 +7,7 @@ mod golden;
 mod keys;
 mod parsers;
 mod properties;
+mod sm4_vectors;
 mod tampering;
 mod wycheproof_vectors;
 
