@@ -8,13 +8,23 @@
 //!
 //! After the criterion groups, a short interleaved timing loop prints the
 //! throughput ratios `ours / raw` (1.00 = as fast as bare AES-GCM).
+//!
+//! The `sm4-gcm` groups compare suite 2's SM4-GCM (`crypto::sm4::Sm4Gcm`,
+//! the fastest SM4 this CPU has, and the portable one at 64 KiB) with
+//! suite 1's AES-256-GCM (`crypto::aead::AesGcm`), one message per call:
+//!
+//! ```text
+//! cargo bench --bench crypto -- sm4-gcm
+//! ```
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
+use sealgate::crypto::aead::AesGcm;
 use sealgate::crypto::chunked::{Opener, Sealer, CHUNK_SIZE, ENCRYPTED_CHUNK_LEN, HEADER_LEN};
+use sealgate::crypto::sm4::{Implementation, Sm4, Sm4Gcm};
 
 const SIZES: [(&str, usize); 2] = [("4MiB", 4 << 20), ("64KiB", 64 << 10)];
 const KEY: [u8; 32] = [7; 32];
@@ -131,6 +141,85 @@ fn criterion_groups(c: &mut Criterion, inputs: &[Inputs]) {
                 group.bench_function(BenchmarkId::new("raw-aes-256-gcm", input.name), |b| {
                     b.iter(|| raw_open(&key, black_box(&input.raw_sealed), &mut out))
                 });
+            }
+        }
+        group.finish();
+    }
+}
+
+/// One AEAD of the comparison: seal in place, open in place.
+trait OneShot {
+    fn seal(&self, buf: &mut Vec<u8>);
+    fn open(&self, buf: &mut [u8]);
+}
+
+const AAD: &[u8] = b"sealgate bench aad";
+const NONCE: [u8; 12] = [9; 12];
+
+impl OneShot for AesGcm {
+    fn seal(&self, buf: &mut Vec<u8>) {
+        let tag = self.seal_in_place(NONCE, AAD, buf).unwrap();
+        buf.extend_from_slice(&tag);
+    }
+    fn open(&self, buf: &mut [u8]) {
+        self.open_in_place(NONCE, AAD, buf).unwrap();
+    }
+}
+
+impl OneShot for Sm4Gcm {
+    fn seal(&self, buf: &mut Vec<u8>) {
+        let tag = self.seal_in_place(NONCE, AAD, buf).unwrap();
+        buf.extend_from_slice(&tag);
+    }
+    fn open(&self, buf: &mut [u8]) {
+        self.open_in_place(NONCE, AAD, buf).unwrap();
+    }
+}
+
+/// SM4-GCM against AES-256-GCM, whole messages of 64 KiB and 4 MiB.
+fn sm4_groups(c: &mut Criterion) {
+    let aes = AesGcm::new(&KEY).unwrap();
+    let sm4 = Sm4Gcm::new(&KEY[..16]).unwrap();
+    let key16: [u8; 16] = KEY[..16].try_into().unwrap();
+    let portable =
+        Sm4Gcm::from_cipher(Sm4::with_implementation(&key16, Implementation::Portable).unwrap());
+    let sm4_name = format!("sm4-gcm-{:?}", sm4.implementation()).to_lowercase();
+    for op in ["seal", "open"] {
+        let mut group = c.benchmark_group(format!("sm4-gcm-vs-aes-256-gcm/{op}"));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        for &(size, len) in SIZES.iter().rev() {
+            group.throughput(Throughput::Bytes(len as u64));
+            let mut aeads: Vec<(&str, &dyn OneShot)> =
+                vec![("aes-256-gcm", &aes), (&sm4_name, &sm4)];
+            if len <= 64 << 10 && sm4.implementation() != Implementation::Portable {
+                aeads.push(("sm4-gcm-portable", &portable));
+            }
+            for (name, aead) in aeads {
+                let plaintext = plaintext(len);
+                let mut sealed = plaintext.clone();
+                aead.seal(&mut sealed);
+                let id = BenchmarkId::new(name, size);
+                if op == "seal" {
+                    let mut buf = Vec::with_capacity(len + 16);
+                    group.bench_function(id, |b| {
+                        b.iter(|| {
+                            buf.clear();
+                            buf.extend_from_slice(&plaintext);
+                            aead.seal(black_box(&mut buf));
+                        })
+                    });
+                } else {
+                    group.bench_function(id, |b| {
+                        b.iter_batched_ref(
+                            || sealed.clone(),
+                            |buf| aead.open(black_box(buf)),
+                            BatchSize::LargeInput,
+                        )
+                    });
+                }
             }
         }
         group.finish();
@@ -267,6 +356,7 @@ fn main() {
     let inputs = inputs();
     let mut c = Criterion::default().configure_from_args();
     criterion_groups(&mut c, &inputs);
+    sm4_groups(&mut c);
     c.final_summary();
     // `cargo bench` passes --bench; `cargo test --benches` (CI, in the dev
     // profile) does not, and then criterion runs each benchmark once and

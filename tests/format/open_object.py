@@ -26,6 +26,17 @@ the key slot, the identity and the metadata encodings are written out here.
         "plaintext_sha256"} or {"name", "ok": false, "error"}. Exits 0 once
         every job has run.
 
+    open_object.py deployment DATA_DIR REGION USER...
+        Opens, from a gateway's data directory alone (FORMAT.md "Keys at
+        rest": the keyring file, keys.db, and the filesystem store's
+        objects/SPACE/PSEUDONYM/ID files), every object of each USER: the
+        key suite from keys.db's meta, the pseudonym, each user key row and
+        its KEK row unwrapped up from the keyring's master keys, then the
+        object. Prints one JSON line per object: {"user", "space", "id",
+        "key_suite", "pseudonym", "ok": true, "suite", "content_type",
+        "plaintext_len", "plaintext_sha256", ...} or {..., "ok": false,
+        "error"}. Exits 0 once every object has been tried.
+
 Rejections say which part failed ("header: ...", "key slot: ...",
 "metadata: ...", "body: ..."): this is a test tool. The format requires a
 gateway to report every integrity failure after parsing as one opaque
@@ -152,11 +163,10 @@ def identity_encoding(region, space, pseudonym, object_id):
     )
 
 
-# FORMAT.md "Pseudonyms and shards".
-def pseudonym(naming_key, user_id):
-    return hmac(
-        hashes.SHA256, naming_key, b"sealgate/v1/pseudonym\x00" + user_id.encode("utf-8")
-    )
+# FORMAT.md "Pseudonyms and shards": the MAC is the deployment's key suite's.
+def pseudonym(naming_key, user_id, key_suite=None):
+    mac = hashes.SM3 if key_suite is not None and key_suite.id == 2 else hashes.SHA256
+    return hmac(mac, naming_key, b"sealgate/v1/pseudonym\x00" + user_id.encode("utf-8"))
 
 
 # FORMAT.md "Derivation".
@@ -443,6 +453,98 @@ def open_job(job):
     return open_object(data, bytes.fromhex(job["user_key"]), identity)
 
 
+def read_keyring(path):
+    """FORMAT.md "Keyring file": the naming key and the master keys."""
+    naming, masters = None, {}
+    for line in pathlib.Path(path).read_text().splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if fields[0] == "naming" and len(fields) == 2:
+            naming = bytes.fromhex(fields[1])
+        elif fields[0] == "master" and len(fields) == 3:
+            masters[int(fields[1])] = bytes.fromhex(fields[2])
+        else:
+            raise Invalid(f"keyring: bad line {line!r}")
+    if naming is None or not masters:
+        raise Invalid("keyring: no naming key or no master key")
+    return naming, masters
+
+
+def kek_aad(shard, version):
+    return b"sealgate/v1/kek" + shard.to_bytes(4, "big") + version.to_bytes(4, "big")
+
+
+def user_key_aad(pseud, version, shard, kek_version):
+    return (
+        b"sealgate/v1/user-key"
+        + pseud
+        + version.to_bytes(4, "big")
+        + shard.to_bytes(4, "big")
+        + kek_version.to_bytes(4, "big")
+    )
+
+
+def open_deployment(data_dir, region, users):
+    """Every object of `users` in `data_dir`, unwrapped from the keyring up."""
+    import sqlite3
+
+    data_dir = pathlib.Path(data_dir)
+    naming, masters = read_keyring(data_dir / "keyring")
+    db = sqlite3.connect(f"file:{data_dir / 'keys.db'}?mode=ro", uri=True)
+    row = db.execute("SELECT value FROM meta WHERE key = 'key_suite'").fetchone()
+    key_suite = SUITE_BY_NAME[row[0]] if row else SUITES[1]
+    results = []
+    for user in users:
+        pseud = pseudonym(naming, user, key_suite)
+        for space_dir in sorted((data_dir / "objects").iterdir()):
+            owner = space_dir / pseud.hex()
+            if not space_dir.is_dir() or not owner.is_dir():
+                continue
+            for path in sorted(owner.iterdir()):
+                result = {
+                    "user": user,
+                    "space": space_dir.name,
+                    "id": path.name,
+                    "key_suite": key_suite.name,
+                    "pseudonym": pseud.hex(),
+                }
+                try:
+                    data = path.read_bytes()
+                    version = u32be(data[8:12])
+                    found = db.execute(
+                        "SELECT shard, kek_version, wrapped FROM user_keys "
+                        "WHERE pseudonym = ? AND version = ?",
+                        (pseud.hex(), version),
+                    ).fetchone()
+                    if found is None:
+                        raise Invalid(f"no user key version {version}")
+                    shard, kek_version, wrapped_user_key = found
+                    master_version, wrapped_kek = db.execute(
+                        "SELECT master_version, wrapped FROM keks "
+                        "WHERE shard = ? AND version = ?",
+                        (shard, kek_version),
+                    ).fetchone()
+                    kek = unwrap(
+                        key_suite,
+                        masters[master_version],
+                        bytes(wrapped_kek),
+                        kek_aad(shard, kek_version),
+                    )
+                    user_key = unwrap(
+                        key_suite,
+                        kek,
+                        bytes(wrapped_user_key),
+                        user_key_aad(pseud, version, shard, kek_version),
+                    )
+                    identity = identity_encoding(region, space_dir.name, pseud, path.name)
+                    result.update({"ok": True, **summary(open_object(data, user_key, identity))})
+                except Invalid as e:
+                    result.update({"ok": False, "error": str(e)})
+                results.append(result)
+    return results
+
+
 def main(argv):
     if len(argv) >= 2 and argv[1] == "golden" and len(argv) <= 3:
         default = pathlib.Path(__file__).resolve().parent.parent / "golden"
@@ -476,6 +578,10 @@ def main(argv):
                 result = {"name": job["name"], "ok": True, **summary(open_job(job))}
             except Invalid as e:
                 result = {"name": job["name"], "ok": False, "error": str(e)}
+            print(json.dumps(result))
+        return 0
+    if len(argv) >= 4 and argv[1] == "deployment":
+        for result in open_deployment(argv[2], argv[3], argv[4:]):
             print(json.dumps(result))
         return 0
     print(__doc__, file=sys.stderr)

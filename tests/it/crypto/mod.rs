@@ -10,6 +10,7 @@ mod keys;
 mod parsers;
 mod properties;
 mod python_reader;
+mod sm4_vectors;
 mod tampering;
 mod wycheproof_vectors;
 
