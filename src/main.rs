@@ -3,8 +3,9 @@
 //! Before the runtime starts it fixes glibc's mmap threshold, so freed
 //! request buffers go back to the system instead of fragmenting the heap,
 //! lets a client command end quietly on a closed pipe, and for `serve`
-//! raises the soft descriptor limit to the hard one. Those calls are the
-//! package's only `unsafe`, outside the library's `forbid(unsafe_code)`.
+//! raises the soft descriptor limit to the hard one. Those calls, and the
+//! library's SM4 kernel (`crypto::sm4::x86`), are the package's only
+//! `unsafe`: the library denies it everywhere else.
 
 fn main() -> std::process::ExitCode {
     tune_allocator();
