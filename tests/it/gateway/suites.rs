@@ -313,6 +313,84 @@ async fn a_reseal_resumes_from_its_checkpoint_after_sigkill() {
     drop(third);
 }
 
+/// The second independent reader (`tests/format/open_object.py`, Python
+/// over OpenSSL, written from FORMAT.md) opens every object of a
+/// deployment made under SM4 from its data directory alone: the keyring,
+/// `keys.db` (key suite, KEK and user-key rows in SM4) and the object
+/// files, of both suites; and rejects a damaged one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_reader_opens_a_deployment_made_under_sm4_from_its_files() {
+    let gw = TestGateway::start_with(sm4).await;
+    let mut written = Written::new();
+    put_all(&gw, &mut written, "alice", "moments", "sm4").await;
+    put_all(&gw, &mut written, "bob", "channels", "sm4").await;
+    let mut gw = gw.restart().await;
+    put_all(&gw, &mut written, "alice", "channels", "aes").await;
+    gw.stop().await;
+    let data_dir = gw.data_dir.clone();
+    let reader = |data_dir: &std::path::Path| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/format/open_object.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .args(["deployment", data_dir.to_str().unwrap(), "cn-north-1"])
+            .args(["alice", "bob"])
+            .output()
+            .expect("python3 must be installed (scripts/test installs it)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "reader: {stderr}"
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| {
+                let key = (
+                    v["user"].as_str().unwrap().to_string(),
+                    v["space"].as_str().unwrap().to_string(),
+                    v["id"].as_str().unwrap().to_string(),
+                );
+                (key, v)
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let opened = reader(&data_dir);
+    assert_eq!(
+        opened.keys().collect::<Vec<_>>(),
+        written.keys().collect::<Vec<_>>()
+    );
+    for (key, body) in &written {
+        let v = &opened[key];
+        assert_eq!(v["ok"], true, "{key:?}: {v}");
+        assert_eq!(v["key_suite"], SM4, "{v}");
+        let want = if key.2.starts_with("sm4") { SM4 } else { AES };
+        assert_eq!(v["suite"], want, "{v}");
+        assert_eq!(v["plaintext_len"], body.len(), "{v}");
+        let sha = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body));
+        assert_eq!(v["plaintext_sha256"], sha.as_str(), "{v}");
+    }
+    // One byte of a body flipped: that object fails, the others open.
+    let damaged = data_dir
+        .join("objects/moments")
+        .join(
+            opened[&("alice".into(), "moments".into(), "sm4-3".into())]["pseudonym"]
+                .as_str()
+                .unwrap(),
+        )
+        .join("sm4-3");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 1;
+    std::fs::write(&damaged, bytes).unwrap();
+    let again = reader(&data_dir);
+    for (key, v) in &again {
+        let broken = key.1 == "moments" && key.2 == "sm4-3";
+        assert_eq!(v["ok"], !broken, "{key:?}: {v}");
+    }
+}
+
 /// The deployment's key suite as its key store records it.
 async fn key_suite(gw: &TestGateway) -> String {
     open_key_store(&gw.data_dir)
