@@ -163,7 +163,11 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             slot("object-three-chunks.bin"),
         ),
         ("key_slot", "slot-sm4-empty", slot("object-sm4-empty.bin")),
-        ("key_slot", "slot-sm4-one-byte", slot("object-sm4-one-byte.bin")),
+        (
+            "key_slot",
+            "slot-sm4-one-byte",
+            slot("object-sm4-one-byte.bin"),
+        ),
         (
             "key_slot",
             "slot-sm4-one-chunk",
