@@ -1,10 +1,11 @@
-//! Key-slot decode and DEK unwrap with the golden user key, and the wrapped
-//! KEK and user key of the golden keys unwrapped from the same bytes.
-//! Seeds: the golden objects' key slots and the golden wrapped keys.
+//! Key-slot decode and DEK unwrap with the golden user key in both suites,
+//! and the wrapped KEK and user key of the golden keys unwrapped from the
+//! same bytes. Seeds: the golden objects' key slots (both suites) and the
+//! golden wrapped keys.
 //!
 //! Invariants: no panic; a slot re-encodes to its bytes; only a golden
-//! object's own wrapped DEK unwraps under its identity, and only the golden
-//! wrapped KEK under the master key.
+//! object's own wrapped DEK unwraps under its identity, and only in the
+//! object's suite; only the golden wrapped KEK under the master key.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,12 +15,13 @@ use sealgate_fuzz::{golden, master_key, KEK_AAD, WRAPPED_KEK};
 fuzz_target!(|data: &[u8]| {
     if let Ok(slot) = KeySlot::decode(data) {
         assert_eq!(&slot.encode()[..], data);
-        for g in golden() {
+        for (g, suite) in golden().iter().flat_map(|g| Suite::ALL.map(|s| (g, s))) {
             let encoded = g.identity.encode();
             if sealgate_fuzz::user_key()
-                .unwrap_dek(Suite::Aes256Gcm, &slot.wrapped_dek, &encoded)
+                .unwrap_dek(suite, &slot.wrapped_dek, &encoded)
                 .is_ok()
             {
+                assert_eq!(suite, g.suite, "a DEK unwrapped in another suite");
                 let original = &g.bytes[Header::KEY_SLOT_RANGE][4..];
                 assert_eq!(
                     slot.wrapped_dek.as_bytes(),

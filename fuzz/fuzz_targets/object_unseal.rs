@@ -1,5 +1,7 @@
 //! Object header parse and unseal with the golden user key, then the body
-//! streamed through the opener. Seeds: the golden objects.
+//! streamed through the opener, in the header's suite. Seeds: the golden
+//! objects of both suites (a suite-2 header mutated to suite 1, or back,
+//! must not unseal).
 //!
 //! Invariants: no panic; the parsed header never holds more than the
 //! format's bound of sealed metadata; a header that unseals is a golden
@@ -34,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         let mut mine = data[..len].to_vec();
         mine[VERSION].copy_from_slice(&g.bytes[VERSION]);
         assert_eq!(&mine[..], &g.bytes[..len], "a mutated header unsealed");
+        assert_eq!(header.suite, g.suite);
         assert_eq!(unsealed.metadata, g.metadata);
 
         let body = &data[len..];

@@ -1,14 +1,17 @@
 //! The streaming opener fed a mutated valid message, in pieces of varying
-//! sizes. Seeds: the C2SP known answer and messages of other lengths under
-//! its key, salt and context.
+//! sizes, in both suites (the input is opened as suite 1 and as suite 2;
+//! the commitment check turns away the other suite's messages at once).
+//! Seeds: the C2SP known answers of both suites and messages of other
+//! lengths under their key, salt and context.
 //!
 //! Invariants: no panic; every released byte is the pattern at its offset
 //! (a chunk is released only once it authenticated at its index); a message
-//! that opens completely is the one valid message of its length.
+//! that opens completely is the one valid message of its length and suite.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sealgate::crypto::chunked::{self, Opener};
+use sealgate::crypto::Suite;
 use sealgate_fuzz::{kat_message, pattern_byte, KAT_CONTEXT, KAT_KEY};
 
 /// Piece sizes cycled through, so that pushes cross chunk boundaries at
@@ -16,8 +19,14 @@ use sealgate_fuzz::{kat_message, pattern_byte, KAT_CONTEXT, KAT_KEY};
 const PIECES: [usize; 6] = [1, 4099, 16400, 7, 16399, 65536];
 
 fuzz_target!(|data: &[u8]| {
+    for suite in Suite::ALL {
+        open_in(suite, data);
+    }
+});
+
+fn open_in(suite: Suite, data: &[u8]) {
     let split = data.len().min(chunked::HEADER_LEN);
-    let Ok(mut opener) = Opener::new(&KAT_KEY, KAT_CONTEXT, &data[..split]) else {
+    let Ok(mut opener) = Opener::new_in(suite, &KAT_KEY, KAT_CONTEXT, &data[..split]) else {
         return;
     };
     let mut rest = &data[split..];
@@ -50,8 +59,8 @@ fuzz_target!(|data: &[u8]| {
     if finished {
         assert_eq!(
             data,
-            &kat_message(out.len() as u64)[..],
+            &kat_message(suite, out.len() as u64)[..],
             "a mutated message opened"
         );
     }
-});
+}

@@ -1,7 +1,8 @@
-//! Random access with arbitrary ranges over a mutated valid message.
+//! Random access with arbitrary ranges over a mutated valid message, in
+//! both suites (the message is read as suite 1 and as suite 2).
 //! Input: start (u64 le), end (u64 le), a flags byte, then the message.
-//! Seeds: ranges over the C2SP known answer and shorter messages under its
-//! key, salt and context.
+//! Seeds: ranges over shorter messages of both suites under the C2SP known
+//! answers' key, salt and context.
 //!
 //! Invariants: no panic; a plan's ranges lie within the message; what
 //! `open_range` returns is exactly the pattern at the planned offsets; a read
@@ -11,6 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sealgate::crypto::chunked::{self, RandomAccess, RangePlan};
+use sealgate::crypto::Suite;
 use sealgate_fuzz::{kat_message, pattern_byte, KAT_CONTEXT, KAT_KEY};
 
 fuzz_target!(|data: &[u8]| {
@@ -39,8 +41,17 @@ fuzz_target!(|data: &[u8]| {
     if let Some(f) = &final_range {
         assert!(f.start < f.end && f.end == len);
     }
+    for suite in Suite::ALL {
+        read_in(suite, message, &plan, flags);
+    }
+});
+
+fn read_in(suite: Suite, message: &[u8], plan: &RangePlan, flags: u8) {
+    let len = message.len() as u64;
+    let ct = plan.ciphertext_range();
+    let final_range = plan.final_chunk_range();
     let split = message.len().min(chunked::HEADER_LEN);
-    let Ok(ra) = RandomAccess::new(&KAT_KEY, KAT_CONTEXT, &message[..split]) else {
+    let Ok(ra) = RandomAccess::new_in(suite, &KAT_KEY, KAT_CONTEXT, &message[..split]) else {
         return;
     };
     let covering = &message[ct.start as usize..ct.end as usize];
@@ -55,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         final_chunk
     };
-    let Ok(out) = ra.open_range(&plan, covering, final_chunk) else {
+    let Ok(out) = ra.open_range(plan, covering, final_chunk) else {
         return;
     };
     assert_eq!(out.len() as u64, plan.plaintext.end - plan.plaintext.start);
@@ -68,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if plan.needs_length_check {
         let plaintext_len = chunked::plaintext_len(len).expect("planned length");
-        let valid = kat_message(plaintext_len);
+        let valid = kat_message(suite, plaintext_len);
         let last = chunked::chunk_offset(plaintext_len / chunked::CHUNK_SIZE as u64) as usize;
         assert_eq!(
             &message[last..],
@@ -76,4 +87,4 @@ fuzz_target!(|data: &[u8]| {
             "an unauthenticated length was accepted"
         );
     }
-});
+}

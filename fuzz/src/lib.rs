@@ -1,7 +1,7 @@
 //! Fixtures shared by the fuzz targets: the golden objects of
-//! `tests/golden/` with the key that opens them, and the Cobblestone-256
-//! known-answer message with the messages of other lengths sealed under the
-//! same key, salt and context.
+//! `tests/golden/` (both suites) with the key that opens them, and the
+//! Cobblestone-256 and Cobblestone-SM4 known-answer messages with the
+//! messages of other lengths sealed under the same key, salt and context.
 //!
 //! Every plaintext here is the golden pattern (byte `i` is `i mod 251`), so
 //! a target can check any released plaintext byte against its offset alone.
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use sealgate::crypto::chunked::{self, Sealer};
 use sealgate::crypto::{
-    Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, Pseudonym, UserKey, Wrapped,
+    Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, Pseudonym, Suite, UserKey, Wrapped,
 };
 
 /// The largest single allocation any target may make. Inputs are at most
@@ -110,29 +110,33 @@ pub fn user_key() -> &'static UserKey {
     })
 }
 
-/// One golden object: its stored bytes, identity, metadata and plaintext
-/// length.
+/// One golden object: its suite, stored bytes, identity, metadata and
+/// plaintext length.
 pub struct Golden {
+    pub suite: Suite,
     pub bytes: &'static [u8],
     pub identity: ObjectIdentity,
     pub metadata: Metadata,
     pub plaintext_len: u64,
 }
 
-/// The four golden objects of `tests/golden/`.
+/// The golden objects of `tests/golden/`: four in suite 1, the same four
+/// shapes in suite 2 (object ids under `golden/sm4/`).
 pub fn golden() -> &'static [Golden] {
     static GOLDEN: OnceLock<Vec<Golden>> = OnceLock::new();
     GOLDEN.get_or_init(|| {
         let pseudonym: Pseudonym = NamingKey::from_bytes(&NAMING_KEY)
             .expect("naming key")
             .pseudonym(USER_ID);
-        let object = |bytes: &'static [u8],
+        let object = |suite: Suite,
+                      bytes: &'static [u8],
                       region: &str,
                       space: &str,
                       id: &str,
                       content_type: &str,
                       attributes: &[(&str, &str)],
                       plaintext_len: u64| Golden {
+            suite,
             bytes,
             identity: ObjectIdentity::new(region, space, pseudonym, id).expect("identity"),
             metadata: Metadata {
@@ -144,8 +148,10 @@ pub fn golden() -> &'static [Golden] {
             },
             plaintext_len,
         };
+        use Suite::{Aes256Gcm as Aes, Sm4Gcm as Sm4};
         vec![
             object(
+                Aes,
                 include_bytes!("../../tests/golden/object-empty.bin"),
                 "cn-north-1",
                 "moments",
@@ -155,6 +161,7 @@ pub fn golden() -> &'static [Golden] {
                 0,
             ),
             object(
+                Aes,
                 include_bytes!("../../tests/golden/object-one-byte.bin"),
                 "cn-north-1",
                 "moments",
@@ -164,6 +171,7 @@ pub fn golden() -> &'static [Golden] {
                 1,
             ),
             object(
+                Aes,
                 include_bytes!("../../tests/golden/object-one-chunk.bin"),
                 "eu-west-1",
                 "channels",
@@ -173,6 +181,7 @@ pub fn golden() -> &'static [Golden] {
                 16384,
             ),
             object(
+                Aes,
                 include_bytes!("../../tests/golden/object-three-chunks.bin"),
                 "cn-north-1",
                 "moments",
@@ -181,22 +190,65 @@ pub fn golden() -> &'static [Golden] {
                 &[("height", "480"), ("width", "640")],
                 40000,
             ),
+            object(
+                Sm4,
+                include_bytes!("../../tests/golden/object-sm4-empty.bin"),
+                "cn-north-1",
+                "moments",
+                "golden/sm4/empty",
+                "",
+                &[],
+                0,
+            ),
+            object(
+                Sm4,
+                include_bytes!("../../tests/golden/object-sm4-one-byte.bin"),
+                "cn-north-1",
+                "moments",
+                "golden/sm4/one-byte",
+                "application/octet-stream",
+                &[("k", "v")],
+                1,
+            ),
+            object(
+                Sm4,
+                include_bytes!("../../tests/golden/object-sm4-one-chunk.bin"),
+                "eu-west-1",
+                "channels",
+                "golden/sm4/16384",
+                "text/plain; charset=utf-8",
+                &[("", "empty name"), ("caption", "ünïcödé ✓"), ("z", "")],
+                16384,
+            ),
+            object(
+                Sm4,
+                include_bytes!("../../tests/golden/object-sm4-three-chunks.bin"),
+                "cn-north-1",
+                "moments",
+                "golden/sm4/40000",
+                "image/jpeg",
+                &[("height", "480"), ("width", "640")],
+                40000,
+            ),
         ]
     })
 }
 
-/// `[c2sp_kat]` of `golden.toml`: key, salt and context of the known-answer
-/// message `tests/golden/c2sp-kat.bin` (40000 bytes of the pattern).
+/// `[c2sp_kat]` and `[c2sp_sm4_kat]` of `golden.toml`: key, salt and
+/// context of the known-answer messages `tests/golden/c2sp-kat.bin` and
+/// `tests/golden/c2sp-sm4-kat.bin` (40000 bytes of the pattern each).
 pub const KAT_KEY: [u8; 32] = [0x11; 32];
 pub const KAT_SALT: [u8; chunked::SALT_LEN] = *b"sealgate golden kat salt";
 pub const KAT_CONTEXT: &[u8] = b"sealgate/golden\0context";
 pub const KAT_MESSAGE: &[u8] = include_bytes!("../../tests/golden/c2sp-kat.bin");
+pub const KAT_SM4_MESSAGE: &[u8] = include_bytes!("../../tests/golden/c2sp-sm4-kat.bin");
 
-/// The one valid message of `plaintext_len` pattern bytes under the KAT key,
-/// salt and context: what any input that opens under them must be.
-pub fn kat_message(plaintext_len: u64) -> Vec<u8> {
+/// The one valid message of `plaintext_len` pattern bytes in `suite` under
+/// the KAT key, salt and context: what any input that opens under them in
+/// that suite must be.
+pub fn kat_message(suite: Suite, plaintext_len: u64) -> Vec<u8> {
     let (mut sealer, header) =
-        Sealer::with_salt(&KAT_KEY, KAT_CONTEXT, KAT_SALT).expect("kat sealer");
+        Sealer::with_salt_in(suite, &KAT_KEY, KAT_CONTEXT, KAT_SALT).expect("kat sealer");
     let mut out = header.to_vec();
     sealer
         .push(&pattern(plaintext_len as usize), &mut out)

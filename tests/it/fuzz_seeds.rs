@@ -1,8 +1,8 @@
 //! The seed corpus of the fuzz targets (`fuzz/seeds/<target>/`): small valid
 //! inputs, so that the fuzzer's mutations start past the magic, the
-//! commitment and the syntax. The golden objects themselves
-//! (`tests/golden/`) are the seeds of `object_unseal` and `opener` and are
-//! not copied (see `fuzz/run`).
+//! commitment and the syntax, in both suites. The golden objects themselves
+//! (`tests/golden/`, both suites) are the seeds of `object_unseal` and
+//! `opener` and are not copied (see `fuzz/run`).
 //!
 //! This test checks that the committed seeds are exactly what the
 //! generators below produce (and so are valid for this build). After a
@@ -19,12 +19,12 @@ use sealgate::blob::s3::overlay_patch;
 use sealgate::blob::MAX_PATCH_END;
 use sealgate::config::Config;
 use sealgate::crypto::chunked::{self, Sealer};
-use sealgate::crypto::{Header, Metadata};
+use sealgate::crypto::{Header, Metadata, Suite};
 
 const WRITE_ENV: &str = "SEALGATE_WRITE_SEEDS";
 
-/// `[c2sp_kat]` of `tests/golden/golden.toml`, which the fuzz targets'
-/// messages are sealed under.
+/// `[c2sp_kat]` and `[c2sp_sm4_kat]` of `tests/golden/golden.toml`, which
+/// the fuzz targets' messages are sealed under.
 const KAT_KEY: [u8; 32] = [0x11; 32];
 const KAT_SALT: [u8; chunked::SALT_LEN] = *b"sealgate golden kat salt";
 const KAT_CONTEXT: &[u8] = b"sealgate/golden\0context";
@@ -37,10 +37,11 @@ fn golden(file: &str) -> Vec<u8> {
     std::fs::read(root().join("tests/golden").join(file)).expect("golden file")
 }
 
-/// The message of `len` golden-pattern bytes under the KAT key, salt and
-/// context.
-fn kat_message(len: usize) -> Vec<u8> {
-    let (mut sealer, header) = Sealer::with_salt(&KAT_KEY, KAT_CONTEXT, KAT_SALT).unwrap();
+/// The message of `len` golden-pattern bytes in `suite` under the KAT key,
+/// salt and context.
+fn kat_message(suite: Suite, len: usize) -> Vec<u8> {
+    let (mut sealer, header) =
+        Sealer::with_salt_in(suite, &KAT_KEY, KAT_CONTEXT, KAT_SALT).unwrap();
     let mut out = header.to_vec();
     let plaintext: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     sealer.push(&plaintext, &mut out).unwrap();
@@ -100,6 +101,7 @@ fn patch_value(seed: &[u8]) -> (u64, String) {
 }
 
 fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    use Suite::{Aes256Gcm as Aes, Sm4Gcm as Sm4};
     let manifest: toml::Table = String::from_utf8(golden("golden.toml"))
         .unwrap()
         .parse()
@@ -160,6 +162,22 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "slot-three-chunks",
             slot("object-three-chunks.bin"),
         ),
+        ("key_slot", "slot-sm4-empty", slot("object-sm4-empty.bin")),
+        (
+            "key_slot",
+            "slot-sm4-one-byte",
+            slot("object-sm4-one-byte.bin"),
+        ),
+        (
+            "key_slot",
+            "slot-sm4-one-chunk",
+            slot("object-sm4-one-chunk.bin"),
+        ),
+        (
+            "key_slot",
+            "slot-sm4-three-chunks",
+            slot("object-sm4-three-chunks.bin"),
+        ),
         ("key_slot", "wrapped-kek", wrapped("wrapped_kek")),
         ("key_slot", "wrapped-user-key", wrapped("wrapped_user_key")),
         ("metadata", "empty", metadata("", &[])),
@@ -181,24 +199,43 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "three-chunks",
             metadata("image/jpeg", &[("height", "480"), ("width", "640")]),
         ),
-        ("opener", "len-0", kat_message(0)),
-        ("opener", "len-1", kat_message(1)),
-        ("opener", "len-100", kat_message(100)),
-        ("opener", "len-16384", kat_message(16384)),
+        ("opener", "len-0", kat_message(Aes, 0)),
+        ("opener", "len-1", kat_message(Aes, 1)),
+        ("opener", "len-100", kat_message(Aes, 100)),
+        ("opener", "len-16384", kat_message(Aes, 16384)),
+        ("opener", "sm4-len-0", kat_message(Sm4, 0)),
+        ("opener", "sm4-len-1", kat_message(Sm4, 1)),
+        ("opener", "sm4-len-100", kat_message(Sm4, 100)),
+        ("opener", "sm4-len-16384", kat_message(Sm4, 16384)),
         (
             "random_access",
             "len-100-3-50",
-            range_input(3, 50, 0, &kat_message(100)),
+            range_input(3, 50, 0, &kat_message(Aes, 100)),
         ),
         (
             "random_access",
             "len-16384-10-to-end",
-            range_input(10, 0, 2, &kat_message(16384)),
+            range_input(10, 0, 2, &kat_message(Aes, 16384)),
         ),
         (
             "random_access",
             "len-20000-16000-16500",
-            range_input(16000, 16500, 0, &kat_message(20000)),
+            range_input(16000, 16500, 0, &kat_message(Aes, 20000)),
+        ),
+        (
+            "random_access",
+            "sm4-len-100-3-50",
+            range_input(3, 50, 0, &kat_message(Sm4, 100)),
+        ),
+        (
+            "random_access",
+            "sm4-len-16384-10-to-end",
+            range_input(10, 0, 2, &kat_message(Sm4, 16384)),
+        ),
+        (
+            "random_access",
+            "sm4-len-20000-16000-16500",
+            range_input(16000, 16500, 0, &kat_message(Sm4, 20000)),
         ),
         (
             "s3_patch",
