@@ -234,7 +234,8 @@ impl Metadata {
 pub struct KeySlot {
     /// Version of the owner's user key that wraps the DEK.
     pub user_key_version: u32,
-    /// The DEK wrapped with AES-256-GCM, AAD = identity encoding.
+    /// The DEK wrapped in the object's suite (AES-256-GCM or SM4-GCM),
+    /// AAD = identity encoding.
     pub wrapped_dek: WrappedDek,
 }
 

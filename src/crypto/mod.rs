@@ -6,9 +6,13 @@
 //! know about S3, gRPC or SQL: the rest of the crate hands it byte slices and
 //! gets byte slices back.
 //!
-//! All primitives come from aws-lc-rs (AES-256-GCM, HKDF-SHA-512,
-//! HMAC-SHA-256, the system CSPRNG). Nothing here is home-made beyond the
-//! composition the C2SP specification and `FORMAT.md` describe.
+//! The primitives of suite 1 come from aws-lc-rs (AES-256-GCM,
+//! HKDF-SHA-512, HMAC-SHA-256, the system CSPRNG); suite 2's SM3, HMAC and
+//! HKDF from RustCrypto (`sm3`, `hmac`, `hkdf`), and its SM4-GCM is
+//! RustCrypto's GCM over the one primitive written here, a constant-time
+//! SM4 block cipher (`sm4/`, because no maintained crate offers one).
+//! Nothing else is home-made beyond the composition the C2SP specification
+//! and `FORMAT.md` describe.
 
 pub mod aead;
 pub mod chunked;
