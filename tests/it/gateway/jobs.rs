@@ -11,7 +11,7 @@ use tonic::Code;
 
 use super::*;
 use crate::support::eventually;
-use crate::support::serve::Serve;
+use crate::support::serve::{watch_to_end, Serve};
 
 backend_tests!(gc_job_is_listed_and_watched_to_its_end);
 pg_tests!(gc_job_is_listed_and_watched_to_its_end);
@@ -282,16 +282,7 @@ async fn a_job_resumes_from_its_checkpoint_after_sigkill() {
     std::fs::remove_file(&blocker).unwrap();
     let (second, addr) = start().await;
     let mut admin = KeyAdminServiceClient::new(channel(addr).await);
-    let mut stream = admin
-        .watch_job(pb::WatchJobRequest { job_id })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(p) = stream.message().await.unwrap() {
-        last = Some(p);
-    }
-    let last = last.unwrap();
+    let last = watch_to_end(&mut admin, &job_id).await;
     assert_eq!(last.state, pb::JobState::Done as i32, "{last:?}");
     assert_eq!(last.done, OBJECTS as u64, "resumed from the checkpoint");
     assert!(last.last_error.is_empty(), "{last:?}");

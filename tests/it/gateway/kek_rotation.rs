@@ -426,7 +426,7 @@ async fn kek_rotation_resumes_after_sigkill() {
     use sealgate::crypto::UserKey;
     use sealgate::keys::keyring::MasterKeyProvider;
 
-    use crate::support::serve::Serve;
+    use crate::support::serve::{watch_to_end, Serve};
 
     const SEEDED: usize = 40_000;
     const ENV: &[(&str, &str)] = &[
@@ -528,16 +528,7 @@ async fn kek_rotation_resumes_after_sigkill() {
 
     let (second, url) = start().await;
     let mut admin = KeyAdminServiceClient::connect(url.clone()).await.unwrap();
-    let mut stream = admin
-        .watch_job(pb::WatchJobRequest { job_id })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(p) = stream.message().await.unwrap() {
-        last = Some(p);
-    }
-    let last = last.unwrap();
+    let last = watch_to_end(&mut admin, &job_id).await;
     assert_eq!(last.state, pb::JobState::Done as i32, "{last:?}");
     assert_eq!(
         (last.done, last.total),

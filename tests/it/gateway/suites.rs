@@ -5,15 +5,13 @@
 //! (with the real binary) survives a SIGKILL mid-way.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use sealgate::crypto::keys::{kek_aad, user_key_aad};
 use sealgate::crypto::{Kek, MasterKey, Pseudonym, Suite, UserKey, Wrapped};
-use tonic::transport::Channel;
 use tonic::Code;
 
 use super::*;
-use crate::support::serve::Serve;
+use crate::support::serve::{watch_to_end, Served};
 
 backend_tests!(a_deployment_switched_to_sm4_serves_both_suites_and_reseals_a_space);
 key_store_tests!(a_deployment_made_under_sm4_keeps_its_key_suite_for_good);
@@ -191,7 +189,6 @@ async fn a_deployment_switched_to_sm4_serves_both_suites_and_reseals_a_space() {
 /// done before the kill are in SM4 already and would not be counted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reseal_resumes_from_its_checkpoint_after_sigkill() {
-    const READY: Duration = Duration::from_secs(30);
     const ENV: &[(&str, &str)] = &[
         ("SEALGATE_JOBS_LEASE_SECONDS", "2"),
         ("SEALGATE_JOBS_POLL_SECONDS", "1"),
@@ -199,25 +196,10 @@ async fn a_reseal_resumes_from_its_checkpoint_after_sigkill() {
     ];
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path();
-    let start = move |env: &'static [(&'static str, &'static str)]| async move {
-        let mut process = Serve::new(data_dir).envs(env).spawn();
-        let addr = process
-            .ready_within(READY)
-            .await
-            .unwrap_or_else(|log| panic!("sealgate not listening:\n{log}"));
-        (process, addr)
-    };
-    let channel = |addr: std::net::SocketAddr| async move {
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect")
-    };
 
     // Written by an AES deployment.
-    let (mut first, addr) = start(&ENV[..2]).await;
-    let mut c = ContentServiceClient::new(channel(addr).await);
+    let mut first = Served::start(data_dir, &ENV[..2]).await;
+    let mut c = first.content().await;
     let mut bodies = Vec::new();
     for user in ["u1", "u2"] {
         for space in ["moments", "channels"] {
@@ -231,12 +213,12 @@ async fn a_reseal_resumes_from_its_checkpoint_after_sigkill() {
             }
         }
     }
-    first.child.kill().expect("SIGKILL");
-    first.child.wait().unwrap();
+    first.process.child.kill().expect("SIGKILL");
+    first.process.child.wait().unwrap();
 
     // Switched to SM4; one user's channels cannot be listed for now.
-    let (mut second, addr) = start(ENV).await;
-    let mut admin = KeyAdminServiceClient::new(channel(addr).await);
+    let mut second = Served::start(data_dir, ENV).await;
+    let mut admin = second.admin().await;
     let p = admin
         .key_status(pb::KeyStatusRequest {
             user_id: "u2".into(),
@@ -281,30 +263,20 @@ async fn a_reseal_resumes_from_its_checkpoint_after_sigkill() {
         "{at_kill} of {} at the kill",
         bodies.len()
     );
-    second.child.kill().expect("SIGKILL");
-    assert!(!second.child.wait().unwrap().success());
+    second.process.child.kill().expect("SIGKILL");
+    assert!(!second.process.child.wait().unwrap().success());
 
     std::fs::remove_file(&dir).unwrap();
     std::fs::rename(&aside, &dir).unwrap();
-    let (third, addr) = start(ENV).await;
-    let mut admin = KeyAdminServiceClient::new(channel(addr).await);
-    let mut stream = admin
-        .watch_job(pb::WatchJobRequest { job_id })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(p) = stream.message().await.unwrap() {
-        last = Some(p);
-    }
-    let last = last.unwrap();
+    let third = Served::start(data_dir, ENV).await;
+    let last = watch_to_end(&mut third.admin().await, &job_id).await;
     assert_eq!(last.state, pb::JobState::Done as i32, "{last:?}");
     assert_eq!(
         last.done,
         bodies.len() as u64,
         "resumed from the checkpoint"
     );
-    let mut c = ContentServiceClient::new(channel(addr).await);
+    let mut c = third.content().await;
     for (user, space, id, body) in &bodies {
         let (info, got) = get(&mut c, user, space, id, None).await.expect("get");
         assert_eq!(&got, body, "{user}/{space}/{id}");

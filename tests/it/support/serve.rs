@@ -10,7 +10,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use sealgate::api::pb;
 use sealgate::api::pb::content_service_client::ContentServiceClient;
+use sealgate::api::pb::key_admin_service_client::KeyAdminServiceClient;
 use tonic::transport::Channel;
 
 use super::wait::eventually;
@@ -279,6 +281,10 @@ impl Served {
         ContentServiceClient::new(self.channel().await)
     }
 
+    pub async fn admin(&self) -> KeyAdminServiceClient<Channel> {
+        KeyAdminServiceClient::new(self.channel().await)
+    }
+
     /// The metrics text.
     pub async fn scrape(&self) -> String {
         let (head, body) = super::metrics::scrape(self.metrics).await;
@@ -305,4 +311,23 @@ impl Served {
         let status = status.lock().unwrap().take().unwrap();
         status
     }
+}
+
+/// Follows job `job_id` (WatchJob) to its end; its last progress.
+pub async fn watch_to_end(
+    admin: &mut KeyAdminServiceClient<Channel>,
+    job_id: &str,
+) -> pb::JobProgress {
+    let mut stream = admin
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .expect("WatchJob")
+        .into_inner();
+    let mut last = None;
+    while let Some(p) = stream.message().await.expect("WatchJob stream") {
+        last = Some(p);
+    }
+    last.expect("at least one progress message")
 }
