@@ -67,6 +67,35 @@ pub struct FsBlobStore {
 }
 
 impl FsBlobStore {
+    /// A writer of `key` whose object, once committed, says it was
+    /// created at `created` (the file's modification time).
+    async fn create_as_of(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+        created: SystemTime,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        let target = self.path(key)?;
+        let tmp = self.root.join(TMP_DIR).join(random_name());
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await?
+            .into_std()
+            .await;
+        Ok(Box::new(FsWriter {
+            file: Some(Arc::new(file)),
+            buf: Vec::new(),
+            tmp,
+            target,
+            root: self.root.clone(),
+            mode,
+            committed: false,
+            created,
+        }))
+    }
+
     /// Opens `key` and reads its first `prefix` bytes in the same blocking
     /// call: a small object is then read with one trip to a blocking
     /// thread instead of one per read (GetItems reads thousands a second).
@@ -206,25 +235,20 @@ impl BlobStore for FsBlobStore {
         key: &BlobKey,
         mode: WriteMode,
     ) -> Result<Box<dyn BlobWriter>, BlobError> {
-        let target = self.path(key)?;
-        let tmp = self.root.join(TMP_DIR).join(random_name());
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .await?
-            .into_std()
-            .await;
-        Ok(Box::new(FsWriter {
-            file: Some(Arc::new(file)),
-            buf: Vec::new(),
-            tmp,
-            target,
-            root: self.root.clone(),
-            mode,
-            committed: false,
-            created: super::now_ms(),
-        }))
+        self.create_as_of(key, mode, super::now_ms()).await
+    }
+
+    async fn create_exact_as_of(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+        len: u64,
+        created: SystemTime,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        Ok(super::exact_len(
+            self.create_as_of(key, mode, created).await?,
+            len,
+        ))
     }
 
     async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {

@@ -68,6 +68,20 @@ impl BlobStore for MeteredBlobStore {
             .map(|w| Box::new(MeteredWriter(w)) as Box<dyn BlobWriter>)
     }
 
+    async fn create_exact_as_of(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+        len: u64,
+        created: std::time::SystemTime,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        count(
+            "create",
+            self.0.create_exact_as_of(key, mode, len, created).await,
+        )
+        .map(|w| Box::new(MeteredWriter(w)) as Box<dyn BlobWriter>)
+    }
+
     async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {
         count("open", self.0.open(key).await)
             .map(|r| Box::new(MeteredReader(r)) as Box<dyn BlobReader>)

@@ -140,6 +140,17 @@ pub trait BlobStore: Send + Sync + 'static {
         Ok(exact_len(self.create(key, mode).await?, len))
     }
 
+    /// Like [`BlobStore::create_exact`], for a rewrite that keeps the
+    /// creation time of the object it replaces (a reseal): readers of the
+    /// new version see `created`, not the time of the rewrite.
+    async fn create_exact_as_of(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+        len: u64,
+        created: SystemTime,
+    ) -> Result<Box<dyn BlobWriter>, BlobError>;
+
     /// Opens `key` for reading. Later reads see this version of the object,
     /// or, if it was replaced meanwhile and the backend cannot keep the old
     /// version readable, fail with [`BlobError::Unavailable`]: they never

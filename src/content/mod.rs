@@ -187,6 +187,9 @@ pub struct Write {
     requested_id: String,
     /// The suite to seal in: `crypto.suite`, or a reseal's target.
     suite: Suite,
+    /// The creation time the new version keeps (a reseal's, of the object
+    /// it rewrites); `None`: now.
+    created: Option<SystemTime>,
 }
 
 /// Stripes of the commit lock: writes and deletes of one object within
@@ -409,6 +412,7 @@ impl Content {
             request,
             requested_id: object_id.to_string(),
             suite: self.suite,
+            created: None,
         })
     }
 

@@ -296,13 +296,19 @@ impl Content {
             ObjectSealer::new(w.suite, &user_key, version, &obj.identity, metadata)?;
         drop(user_key);
         let etag = etag_of(&prefix[..FIXED_HEADER_LEN.min(prefix.len())]);
-        let mut writer = match declared_size {
-            Some(n) => {
+        let mut writer = match (declared_size, w.created) {
+            (Some(n), Some(created)) => {
+                self.blob
+                    .create_exact_as_of(&obj.key, mode, sealer.stored_len(n), created)
+                    .await?
+            }
+            (Some(n), None) => {
                 self.blob
                     .create_exact(&obj.key, mode, sealer.stored_len(n))
                     .await?
             }
-            None => self.blob.create(&obj.key, mode).await?,
+            // A kept creation time comes with a size: a reseal's.
+            (None, _) => self.blob.create(&obj.key, mode).await?,
         };
         let created = writer.created();
         let result = async {

@@ -19,7 +19,7 @@
 //! A held user's objects are preserved as they are (a reseal replaces
 //! ciphertext, which a hold forbids); so are a restricted user's (pending
 //! erasure). The job counts both and the audit trail names the count.
-//! A resealed object has a new etag and a new `create_time`.
+//! A resealed object has a new etag and keeps its `create_time`.
 
 use std::sync::Arc;
 
@@ -81,6 +81,7 @@ impl Content {
                 request: None,
                 requested_id: obj.key.name.clone(),
                 suite,
+                created: opened.info.created,
             };
             let metadata = opened.info.metadata.clone();
             let size = opened.info.size;

@@ -165,6 +165,21 @@ async fn suite(store: Arc<dyn BlobStore>) {
         Err(BlobError::NotFound)
     ));
 
+    // A rewrite that keeps a creation time (a reseal): streamed (3 MiB) or
+    // not (100 bytes), readers see that time, to the millisecond.
+    let kept = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_600_000_000_123);
+    for (name, len) in [("kept-big", 3 << 20), ("kept-small", 100usize)] {
+        let mut w = store
+            .create_exact_as_of(&key("u1", name), WriteMode::Replace, len as u64, kept)
+            .await
+            .unwrap();
+        w.write(&vec![7u8; len]).await.unwrap();
+        w.commit().await.unwrap();
+        let r = store.open(&key("u1", name)).await.unwrap();
+        assert_eq!(r.created(), Some(kept), "{name}");
+        assert!(store.delete(&key("u1", name)).await.unwrap());
+    }
+
     // Writers of a declared length: exact is stored, anything else is not.
     // 3 MiB is inside the S3 store's streamed-PutObject range.
     let sized: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 239) as u8).collect();

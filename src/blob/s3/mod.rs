@@ -225,6 +225,7 @@ impl BlobStore for S3BlobStore {
             self.inner.clone(),
             object_key(key)?,
             mode,
+            crate::blob::now_ms(),
         )))
     }
 
@@ -238,10 +239,22 @@ impl BlobStore for S3BlobStore {
         mode: WriteMode,
         len: u64,
     ) -> Result<Box<dyn BlobWriter>, BlobError> {
+        self.create_exact_as_of(key, mode, len, crate::blob::now_ms())
+            .await
+    }
+
+    async fn create_exact_as_of(
+        &self,
+        key: &BlobKey,
+        mode: WriteMode,
+        len: u64,
+        created: std::time::SystemTime,
+    ) -> Result<Box<dyn BlobWriter>, BlobError> {
         if !(MIN_STREAMED_PUT..=MAX_STREAMED_PUT).contains(&len) {
-            return Ok(super::exact_len(self.create(key, mode).await?, len));
+            let writer = S3Writer::new(self.inner.clone(), object_key(key)?, mode, created);
+            return Ok(super::exact_len(Box::new(writer), len));
         }
-        Ok(Box::new(self.start_streamed_put(key, mode, len)?))
+        Ok(Box::new(self.start_streamed_put(key, mode, len, created)?))
     }
 
     async fn open(&self, key: &BlobKey) -> Result<Box<dyn BlobReader>, BlobError> {

@@ -37,9 +37,9 @@ impl S3BlobStore {
         key: &BlobKey,
         mode: WriteMode,
         len: u64,
+        created: SystemTime,
     ) -> Result<StreamedPut, BlobError> {
         let object = object_key(key)?;
-        let created = crate::blob::now_ms();
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let body = SdkStream::from_body_1_x(StreamBody::new(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -292,15 +292,21 @@ pub(super) struct S3Writer {
 }
 
 impl S3Writer {
-    /// A writer for `key` that has sent nothing yet.
-    pub(super) fn new(inner: Arc<Inner>, key: String, mode: WriteMode) -> Self {
+    /// A writer for `key` that has sent nothing yet, of an object created
+    /// at `created` (stored in its metadata).
+    pub(super) fn new(
+        inner: Arc<Inner>,
+        key: String,
+        mode: WriteMode,
+        created: SystemTime,
+    ) -> Self {
         Self {
             inner,
             key,
             mode,
             buf: Vec::new(),
             upload: None,
-            created: crate::blob::now_ms(),
+            created,
         }
     }
 

@@ -74,6 +74,21 @@ async fn read_all(
     suites
 }
 
+/// Every written object's `create_time` (HeadObject).
+async fn create_times(gw: &TestGateway, written: &Written) -> Vec<Option<prost_types::Timestamp>> {
+    let mut c = gw.content().await;
+    let mut out = Vec::new();
+    for (user, space, id) in written.keys() {
+        out.push(
+            head(&mut c, user, space, id)
+                .await
+                .expect("head")
+                .create_time,
+        );
+    }
+    out
+}
+
 async fn reseal(
     gw: &TestGateway,
     suite: &str,
@@ -128,6 +143,8 @@ async fn a_deployment_switched_to_sm4_serves_both_suites_and_reseals_a_space() {
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
     assert!(bad.message().contains("moments, channels"), "{bad:?}");
 
+    // Every object keeps its create_time through the reseals below.
+    let created = create_times(&gw, &written).await;
     // A held user's objects are preserved as they are.
     gw.holds()
         .await
@@ -179,6 +196,7 @@ async fn a_deployment_switched_to_sm4_serves_both_suites_and_reseals_a_space() {
     assert!(suites.values().all(|s| s == AES), "{suites:?}");
     // 8 resealed to SM4 in moments, 4 new ones, bob's overwrite.
     assert_eq!(last.done, 13, "{last:?}");
+    assert_eq!(create_times(&gw, &written).await, created);
 }
 
 /// The real binary, SIGKILLed while a reseal of every space waits on a
