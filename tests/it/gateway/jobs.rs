@@ -11,7 +11,7 @@ use tonic::Code;
 
 use super::*;
 use crate::support::eventually;
-use crate::support::serve::{watch_to_end, Serve};
+use crate::support::serve::{watch_to_end, watch_until, Served};
 
 backend_tests!(gc_job_is_listed_and_watched_to_its_end);
 pg_tests!(gc_job_is_listed_and_watched_to_its_end);
@@ -205,53 +205,28 @@ async fn two_replicas_run_each_job_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_resumes_from_its_checkpoint_after_sigkill() {
     const OBJECTS: usize = 5;
-    const READY: Duration = Duration::from_secs(30);
     const ENV: &[(&str, &str)] = &[
         ("SEALGATE_JOBS_LEASE_SECONDS", "2"),
         ("SEALGATE_JOBS_POLL_SECONDS", "1"),
     ];
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path();
-    let start = move || async move {
-        let mut process = Serve::new(data_dir).envs(ENV).spawn();
-        let addr = process
-            .ready_within(READY)
-            .await
-            .unwrap_or_else(|log| panic!("sealgate not listening:\n{log}"));
-        (process, addr)
-    };
-    let channel = |addr: std::net::SocketAddr| async move {
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect")
-    };
-
-    let (mut first, addr) = start().await;
-    let mut c = ContentServiceClient::new(channel(addr).await);
+    let mut first = Served::start(data_dir, ENV).await;
+    let mut c = first.content().await;
     for i in 0..OBJECTS {
         put(&mut c, "killed", "moments", &format!("o{i}"), b"bytes", 5)
             .await
             .expect("put");
     }
-    let mut admin = KeyAdminServiceClient::new(channel(addr).await);
-    let p = admin
-        .key_status(pb::KeyStatusRequest {
-            user_id: "killed".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pseudonym;
+    let mut admin = first.admin().await;
+    let p = first.pseudonym("killed").await;
     // The user's directory in the second space is a file: listing it fails
     // (a transient error) until it is removed.
     let blocker = data_dir.join("objects").join("channels").join(&p);
     std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
     std::fs::write(&blocker, b"not a directory").unwrap();
 
-    let receipt = ErasureServiceClient::new(channel(addr).await)
+    let receipt = ErasureServiceClient::new(first.channel().await)
         .erase_user(pb::EraseUserRequest {
             user_id: "killed".into(),
             after_seconds: 0,
@@ -260,29 +235,18 @@ async fn a_job_resumes_from_its_checkpoint_after_sigkill() {
         .unwrap()
         .into_inner();
     let job_id = receipt.gc_job_id;
-    let mut stream = admin
-        .watch_job(pb::WatchJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    loop {
-        let p = stream.message().await.unwrap().expect("job still running");
-        assert_ne!(p.state, pb::JobState::Done as i32, "{p:?}");
-        if p.done == OBJECTS as u64 && !p.last_error.is_empty() {
-            assert_eq!(p.state, pb::JobState::Running as i32);
-            break;
-        }
-    }
-    first.child.kill().expect("SIGKILL");
-    let status = first.child.wait().unwrap();
+    let retrying = watch_until(&mut admin, &job_id, |p| {
+        p.done == OBJECTS as u64 && !p.last_error.is_empty()
+    })
+    .await;
+    assert_eq!(retrying.state, pb::JobState::Running as i32);
+    first.process.child.kill().expect("SIGKILL");
+    let status = first.process.child.wait().unwrap();
     assert!(!status.success(), "killed: {status:?}");
 
     std::fs::remove_file(&blocker).unwrap();
-    let (second, addr) = start().await;
-    let mut admin = KeyAdminServiceClient::new(channel(addr).await);
-    let last = watch_to_end(&mut admin, &job_id).await;
+    let second = Served::start(data_dir, ENV).await;
+    let last = watch_to_end(&mut second.admin().await, &job_id).await;
     assert_eq!(last.state, pb::JobState::Done as i32, "{last:?}");
     assert_eq!(last.done, OBJECTS as u64, "resumed from the checkpoint");
     assert!(last.last_error.is_empty(), "{last:?}");

@@ -11,7 +11,7 @@ use sealgate::crypto::{Kek, MasterKey, Pseudonym, Suite, UserKey, Wrapped};
 use tonic::Code;
 
 use super::*;
-use crate::support::serve::{watch_to_end, Served};
+use crate::support::serve::{watch_to_end, watch_until, Served};
 
 backend_tests!(a_deployment_switched_to_sm4_serves_both_suites_and_reseals_a_space);
 key_store_tests!(a_deployment_made_under_sm4_keeps_its_key_suite_for_good);
@@ -237,15 +237,7 @@ async fn a_reseal_resumes_from_its_checkpoint_after_sigkill() {
     // Switched to SM4; one user's channels cannot be listed for now.
     let mut second = Served::start(data_dir, ENV).await;
     let mut admin = second.admin().await;
-    let p = admin
-        .key_status(pb::KeyStatusRequest {
-            user_id: "u2".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pseudonym;
+    let p = second.pseudonym("u2").await;
     let dir = data_dir.join("objects").join("channels").join(&p);
     let aside = data_dir.join("aside");
     std::fs::rename(&dir, &aside).unwrap();
@@ -259,21 +251,9 @@ async fn a_reseal_resumes_from_its_checkpoint_after_sigkill() {
         .unwrap()
         .into_inner()
         .job_id;
-    let mut stream = admin
-        .watch_job(pb::WatchJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let at_kill = loop {
-        let p = stream.message().await.unwrap().expect("job still running");
-        assert_ne!(p.state, pb::JobState::Done as i32, "{p:?}");
-        if !p.last_error.is_empty() {
-            assert_eq!(p.state, pb::JobState::Running as i32);
-            break p.done;
-        }
-    };
+    let retrying = watch_until(&mut admin, &job_id, |p| !p.last_error.is_empty()).await;
+    assert_eq!(retrying.state, pb::JobState::Running as i32);
+    let at_kill = retrying.done;
     // u2's moments are done (and u1's eight, if u1 came first); u2's
     // channels are not.
     assert!(

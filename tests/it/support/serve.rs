@@ -285,6 +285,20 @@ impl Served {
         KeyAdminServiceClient::new(self.channel().await)
     }
 
+    /// The pseudonym of `user` (KeyStatus).
+    pub async fn pseudonym(&self, user: &str) -> String {
+        self.admin()
+            .await
+            .key_status(pb::KeyStatusRequest {
+                user_id: user.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("KeyStatus")
+            .into_inner()
+            .pseudonym
+    }
+
     /// The metrics text.
     pub async fn scrape(&self) -> String {
         let (head, body) = super::metrics::scrape(self.metrics).await;
@@ -330,4 +344,31 @@ pub async fn watch_to_end(
         last = Some(p);
     }
     last.expect("at least one progress message")
+}
+
+/// Follows job `job_id` until a progress message satisfies `until`; that
+/// message. The job must not end first.
+pub async fn watch_until(
+    admin: &mut KeyAdminServiceClient<Channel>,
+    job_id: &str,
+    until: impl Fn(&pb::JobProgress) -> bool,
+) -> pb::JobProgress {
+    let mut stream = admin
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .expect("WatchJob")
+        .into_inner();
+    loop {
+        let p = stream
+            .message()
+            .await
+            .expect("WatchJob stream")
+            .expect("job still running");
+        assert_ne!(p.state, pb::JobState::Done as i32, "{p:?}");
+        if until(&p) {
+            return p;
+        }
+    }
 }
