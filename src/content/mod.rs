@@ -275,11 +275,6 @@ impl Content {
         self
     }
 
-    /// The suite new objects are sealed in.
-    pub fn suite(&self) -> Suite {
-        self.suite
-    }
-
     /// The size limits.
     pub fn limits(&self) -> Limits {
         self.limits
