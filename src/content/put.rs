@@ -22,7 +22,7 @@ use futures_util::{Stream, StreamExt};
 use super::{etag_of, Content, ObjectInfo, Write};
 use crate::blob::{BlobError, WriteMode};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
-use crate::crypto::{Metadata, ObjectSealer};
+use crate::crypto::{Metadata, ObjectSealer, Version};
 use crate::error::{Error, Reason};
 use crate::keys::store::RequestRecord;
 use crate::keys::KeyError;
@@ -292,8 +292,9 @@ impl Content {
         };
         let mut guard = self.erasure_guard(obj).await;
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
+        let format = (Version::to_write(declared_size), w.suite);
         let (mut sealer, prefix) =
-            ObjectSealer::new(w.suite, &user_key, version, &obj.identity, metadata)?;
+            ObjectSealer::new_in(format, &user_key, version, &obj.identity, metadata)?;
         drop(user_key);
         let etag = etag_of(&prefix[..FIXED_HEADER_LEN.min(prefix.len())]);
         let mut writer = match (declared_size, w.created) {
@@ -314,7 +315,6 @@ impl Content {
         let result = async {
             writer.write(&prefix).await?;
             let mut sealed = Vec::with_capacity(WRITE_PIECE);
-            let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
             let mut finish = None;
             while let Some(part) = body.next().await {
                 let piece = match part? {
@@ -347,7 +347,6 @@ impl Content {
                         format!("more bytes than the declared size {declared}"),
                     ));
                 }
-                digest.update(&piece);
                 for step in piece.chunks(SEAL_STEP) {
                     sealer.push(step, &mut sealed)?;
                     if !sealed.is_empty() {
@@ -371,7 +370,7 @@ impl Content {
                     format!("received {size} bytes, but the declared size is {declared}"),
                 ));
             }
-            if expected.is_some_and(|want| digest.finish().as_ref() != want) {
+            if expected.is_some_and(|want| sealer.plaintext_sha256()[..] != want[..]) {
                 return Err(Error::invalid(
                     Reason::ChecksumMismatch,
                     "finish.sha256",

@@ -17,7 +17,8 @@ use super::{ByteRange, Content, ObjectInfo, ObjectRef, Purpose};
 use crate::blob::BlobReader;
 use crate::crypto::chunked::{self, RandomAccess, RangePlan};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
-use crate::crypto::{Header, ObjectLayout, Pseudonym};
+use crate::crypto::envelope::SHA256_LEN;
+use crate::crypto::{Header, ObjectLayout, Pseudonym, UnsealedObject};
 use crate::error::Error;
 use crate::keys::{ErasureWatch, KeyError, KeyHierarchy};
 
@@ -66,6 +67,8 @@ pub struct OpenedObject {
     reader: Box<dyn BlobReader>,
     layout: ObjectLayout,
     body: RandomAccess,
+    /// Holds the DEK, for the sealed digest.
+    unsealed: UnsealedObject,
 }
 
 impl Content {
@@ -164,6 +167,7 @@ impl Content {
             reader,
             layout,
             body,
+            unsealed,
         })
     }
 }
@@ -219,9 +223,46 @@ impl OpenedObject {
         Fut: std::future::Future<Output = bool> + Send,
     {
         match range {
-            None => self.read_whole(sink).await,
+            None => self.read_whole(sink, false).await.map(drop),
             Some(range) => self.read_range(range, sink).await,
         }
+    }
+
+    /// Whether the object stores its plaintext's SHA-256 (format version 2).
+    pub fn stores_digest(&self) -> bool {
+        self.layout.digest().is_some()
+    }
+
+    /// Streams the whole plaintext into `sink`, as `read_into(None, …)`,
+    /// and returns the plaintext's SHA-256 that the object stores, read and
+    /// authenticated in the same storage stream (`None`: a version-1 object,
+    /// or `sink` went away).
+    ///
+    /// # Errors
+    /// As [`OpenedObject::read_into`].
+    pub async fn read_whole_with_digest<F, Fut>(
+        self,
+        sink: F,
+    ) -> Result<Option<[u8; SHA256_LEN]>, Error>
+    where
+        F: FnMut(Bytes) -> Fut + Send,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        self.read_whole(sink, true).await
+    }
+
+    /// The plaintext's SHA-256 that the object stores, without reading
+    /// the body (`None`: a version-1 object).
+    ///
+    /// # Errors
+    /// [`Error::DataLoss`] if the sealed digest does not open; storage
+    /// failures.
+    pub async fn stored_digest(&mut self) -> Result<Option<[u8; SHA256_LEN]>, Error> {
+        let Some(range) = self.layout.digest() else {
+            return Ok(None);
+        };
+        let sealed = self.reader.read(range).await?;
+        Ok(Some(self.unsealed.open_digest(&sealed)?))
     }
 
     /// Reads the whole plaintext into memory (for small items).
@@ -231,23 +272,38 @@ impl OpenedObject {
     pub async fn read_all(self) -> Result<Vec<u8>, Error> {
         let mut out = Vec::with_capacity(self.info.size as usize);
         let out_ref = &mut out;
-        self.read_whole(|b| {
-            out_ref.extend_from_slice(&b);
-            async { true }
-        })
+        self.read_whole(
+            |b| {
+                out_ref.extend_from_slice(&b);
+                async { true }
+            },
+            false,
+        )
         .await?;
         Ok(out)
     }
 
-    /// Front to end: one storage stream through one opener.
-    async fn read_whole<F, Fut>(mut self, mut sink: F) -> Result<(), Error>
+    /// Front to end: one storage stream through one opener, and with
+    /// `digest`, on through the sealed digest of a version-2 object, which
+    /// is returned.
+    async fn read_whole<F, Fut>(
+        mut self,
+        mut sink: F,
+        digest: bool,
+    ) -> Result<Option<[u8; SHA256_LEN]>, Error>
     where
         F: FnMut(Bytes) -> Fut + Send,
         Fut: std::future::Future<Output = bool> + Send,
     {
         // The body's commitment was checked and its key derived by `open`.
         let mut opener = self.body.into_opener();
-        let mut stream = self.reader.stream(self.layout.chunks()).await?;
+        let chunks = self.layout.chunks();
+        let digest = self.layout.digest().filter(|_| digest);
+        let end = digest.as_ref().map_or(chunks.end, |d| d.end);
+        let mut stream = self.reader.stream(chunks.start..end).await?;
+        // Body bytes still to come; what follows them is the sealed digest.
+        let mut body_left = chunks.end - chunks.start;
+        let mut sealed_digest = Vec::new();
         // Storage hands out pieces of whatever size it likes (S3: often a few
         // KiB); plaintext goes out in pieces of SEND_PIECE, each made only of
         // authenticated chunks.
@@ -257,25 +313,35 @@ impl OpenedObject {
             .min(MAX_SEND_PIECE);
         let mut plain = Vec::with_capacity(capacity);
         while let Some(piece) = stream.next().await {
-            for step in piece?.chunks(OPEN_STEP) {
+            let piece = piece?;
+            let body = piece
+                .len()
+                .min(usize::try_from(body_left).unwrap_or(usize::MAX));
+            body_left -= body as u64;
+            sealed_digest.extend_from_slice(&piece[body..]);
+            for step in piece[..body].chunks(OPEN_STEP) {
                 opener.push(step, &mut plain)?;
                 if plain.len() >= SEND_PIECE {
                     self.guard.check().await?;
                     let full = std::mem::replace(&mut plain, Vec::with_capacity(capacity));
                     if !sink(Bytes::from(full)).await {
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
             }
         }
         opener.finish(&mut plain)?;
+        let digest = match digest {
+            Some(_) => Some(self.unsealed.open_digest(&sealed_digest)?),
+            None => None,
+        };
         // Checked even with nothing left to send: a whole read (an item) is
         // refused if the user was erased while it was read.
         self.guard.check().await?;
-        if !plain.is_empty() {
-            sink(Bytes::from(plain)).await;
+        if !plain.is_empty() && !sink(Bytes::from(plain)).await {
+            return Ok(None);
         }
-        Ok(())
+        Ok(digest)
     }
 
     /// A range: only the covering chunks, in pieces of [`READ_PIECE`].

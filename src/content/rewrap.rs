@@ -65,7 +65,7 @@ impl Content {
             let Some(encoded) = fixed.get(range) else {
                 return Err(Error::DataLoss);
             };
-            let suite = Header::suite_of(&fixed)?;
+            let format = Header::format_of(&fixed)?;
             let slot = KeySlot::decode(encoded)?;
             if slot.user_key_version >= target {
                 return Ok(Moved::Untouched);
@@ -75,7 +75,7 @@ impl Content {
                 .user_key(&obj.pseudonym, slot.user_key_version)
                 .await?;
             let moved = slot
-                .rewrap(suite, &old, new, target, &obj.identity)
+                .rewrap(format, &old, new, target, &obj.identity)
                 .map_err(|_: CryptoError| Error::DataLoss)?;
             crate::metrics::get().unwrapped(crate::metrics::UnwrapLevel::User);
             match self

@@ -1,16 +1,19 @@
-//! The object envelope, format v1: header (magic, version, suite, key slot,
-//! sealed metadata) followed by the C2SP body. `FORMAT.md` is the normative
-//! description; this module is its only implementation.
+//! The object envelope, format versions 1 and 2: header (magic, version,
+//! suite, key slot, sealed metadata) followed by the C2SP body, and in
+//! version 2 the sealed SHA-256 of the plaintext after it. `FORMAT.md` is
+//! the normative description; this module is its only implementation.
 //!
 //! ```text
 //! 0   6  magic "SEALGT"
-//! 6   1  format version (1)
+//! 6   1  format version (1 or 2: see [`Version`])
 //! 7   1  suite id (1 = AES-256-GCM, 2 = SM4-GCM: see [`Suite`])
 //! 8   4  key slot: user-key version, u32 big-endian
 //! 12 60  key slot: wrapped DEK = nonce(12) || AEAD(user key, nonce, identity, DEK)
 //! 72  4  M = sealed metadata length, u32 big-endian
 //! 76  M  sealed metadata: C2SP message, input key DEK, context identity || lp("metadata")
 //! 76+M   body: C2SP message, input key DEK, context identity
+//! end-104  version 2 only, the digest: C2SP message of SHA-256(plaintext),
+//!          input key DEK, context identity || lp("digest")
 //! ```
 //!
 //! The pieces: [`ObjectIdentity`] (region, space, pseudonym, object id) and
@@ -33,14 +36,106 @@ use super::CryptoError;
 // Format constants. Do not change: golden objects under tests/ pin them.
 /// First bytes of every object.
 pub const MAGIC: [u8; 6] = *b"SEALGT";
-/// The object format version this build writes.
-pub const FORMAT_VERSION: u8 = 1;
+/// Offset of the version byte.
+const VERSION_OFFSET: usize = 6;
 /// Offset of the suite byte.
 const SUITE_OFFSET: usize = 7;
 /// Label that starts every identity encoding.
 const IDENTITY_LABEL: &[u8] = b"sealgate/object";
 /// Field appended to the identity to form the metadata context.
 const METADATA_LABEL: &[u8] = b"metadata";
+/// Field appended to the identity to form the digest context.
+const DIGEST_LABEL: &[u8] = b"digest";
+/// Length of a SHA-256.
+pub const SHA256_LEN: usize = 32;
+/// Length of a version-2 object's sealed digest: a C2SP message of the 32
+/// bytes of a SHA-256 (one final chunk).
+pub const SEALED_DIGEST_LEN: usize = chunked::HEADER_LEN + SHA256_LEN + super::aead::TAG_LEN;
+/// Objects declared shorter than this are written in version 1 (no
+/// digest): an export hashes them in microseconds, and small items keep
+/// their overhead (see FORMAT.md, "Sealing an object").
+pub const DIGEST_FROM: u64 = 64 * 1024;
+
+/// The object format version: what follows the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// `header || body`.
+    V1 = 1,
+    /// `header || body || digest`: the plaintext's SHA-256, sealed under
+    /// the DEK, so a reader of the whole object need not hash it.
+    V2 = 2,
+}
+
+impl Version {
+    /// The versions this build reads.
+    pub const ALL: [Version; 2] = [Version::V1, Version::V2];
+
+    /// The version named by a header's byte 6.
+    ///
+    /// # Errors
+    /// [`CryptoError::UnsupportedVersion`] for any other byte.
+    pub fn from_byte(b: u8) -> Result<Self, CryptoError> {
+        match b {
+            1 => Ok(Self::V1),
+            2 => Ok(Self::V2),
+            v => Err(CryptoError::UnsupportedVersion(v)),
+        }
+    }
+
+    /// Its byte.
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The version sealgate writes for an object of `declared` plaintext
+    /// bytes (`None`: not declared): version 2 unless it is declared
+    /// shorter than [`DIGEST_FROM`].
+    pub fn to_write(declared: Option<u64>) -> Self {
+        match declared {
+            Some(n) if n < DIGEST_FROM => Self::V1,
+            _ => Self::V2,
+        }
+    }
+
+    /// Bytes stored after the body: the sealed digest of version 2.
+    pub fn trailer_len(self) -> u64 {
+        match self {
+            Self::V1 => 0,
+            Self::V2 => SEALED_DIGEST_LEN as u64,
+        }
+    }
+}
+
+/// A whole small C2SP message (metadata, digest): sealed with a random salt.
+fn seal_message(
+    suite: Suite,
+    key: &[u8],
+    context: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let (mut sealer, header) = Sealer::new_in(suite, key, context)?;
+    let mut out = header.to_vec();
+    sealer.push(plaintext, &mut out)?;
+    sealer.finish(&mut out)?;
+    Ok(out)
+}
+
+/// Opens a whole small C2SP message.
+fn open_message(
+    suite: Suite,
+    key: &[u8],
+    context: &[u8],
+    message: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let header = message
+        .get(..chunked::HEADER_LEN)
+        .ok_or(CryptoError::DecryptionFailed)?;
+    let mut opener = Opener::new_in(suite, key, context, header)?;
+    let mut plain = Vec::new();
+    opener.push(&message[chunked::HEADER_LEN..], &mut plain)?;
+    opener.finish(&mut plain)?;
+    Ok(plain)
+}
 /// Largest encoded metadata plaintext.
 pub const MAX_METADATA_LEN: usize = 8 * 1024;
 /// Length of the fixed part of the header, up to and including `M`.
@@ -129,16 +224,20 @@ impl ObjectIdentity {
         &self.object_id
     }
 
-    /// The canonical encoding, used both as C2SP context and key-slot AAD:
+    /// The canonical encoding for an object of format `version`, used
+    /// both as C2SP context and key-slot AAD:
     ///
     /// `lp("sealgate/object") || lp(u8 format version) || lp(region) || lp(space)
     ///  || lp(pseudonym: 32 bytes) || lp(object id)` with `lp(x) = u16be(len(x)) || x`.
-    pub fn encode(&self) -> Vec<u8> {
+    ///
+    /// The version in it binds the header's byte 6: a version-2 object
+    /// relabelled version 1 (its digest cut off) fails at the key slot.
+    pub fn encode(&self, version: Version) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(64 + self.region.len() + self.space.len() + self.object_id.len());
         for field in [
             IDENTITY_LABEL,
-            &[FORMAT_VERSION][..],
+            &[version.byte()][..],
             self.region.as_bytes(),
             self.space.as_bytes(),
             self.pseudonym.as_bytes(),
@@ -150,13 +249,15 @@ impl ObjectIdentity {
         }
         out
     }
+}
 
-    fn metadata_context(&self) -> Vec<u8> {
-        let mut out = self.encode();
-        out.extend_from_slice(&(METADATA_LABEL.len() as u16).to_be_bytes());
-        out.extend_from_slice(METADATA_LABEL);
-        out
-    }
+/// The identity encoding followed by `lp(label)`: the context of the
+/// metadata or the digest message.
+fn labelled(identity: &[u8], label: &[u8]) -> Vec<u8> {
+    let mut out = identity.to_vec();
+    out.extend_from_slice(&(label.len() as u16).to_be_bytes());
+    out.extend_from_slice(label);
+    out
 }
 
 /// Object metadata, stored encrypted in the header.
@@ -278,21 +379,21 @@ impl KeySlot {
         })
     }
 
-    /// Re-wraps the DEK of an object of `suite` under another user key
-    /// (rotation). The body and metadata stay valid: they depend on the
-    /// DEK, not on the slot.
+    /// Re-wraps the DEK of an object of format `(version, suite)` under
+    /// another user key (rotation). The body, metadata and digest stay
+    /// valid: they depend on the DEK, not on the slot.
     ///
     /// # Errors
     /// [`CryptoError::DecryptionFailed`] if `old` does not unwrap this slot.
     pub fn rewrap(
         &self,
-        suite: Suite,
+        (version, suite): (Version, Suite),
         old: &UserKey,
         new: &UserKey,
         new_version: u32,
         identity: &ObjectIdentity,
     ) -> Result<Self, CryptoError> {
-        let encoded = identity.encode();
+        let encoded = identity.encode(version);
         let dek = old.unwrap_dek(suite, &self.wrapped_dek, &encoded)?;
         Self::seal(suite, new, new_version, &dek, &encoded)
     }
@@ -301,6 +402,8 @@ impl KeySlot {
 /// A parsed object header. Parsing needs no key; [`Header::unseal`] does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// What follows the body.
+    pub version: Version,
     /// The suite of every primitive below.
     pub suite: Suite,
     /// The key slot.
@@ -319,9 +422,7 @@ impl Header {
         if prefix.len() < FIXED_HEADER_LEN || prefix[..6] != MAGIC {
             return Err(CryptoError::Malformed);
         }
-        if prefix[6] != FORMAT_VERSION {
-            return Err(CryptoError::UnsupportedVersion(prefix[6]));
-        }
+        Version::from_byte(prefix[VERSION_OFFSET])?;
         Suite::from_id(prefix[SUITE_OFFSET])?;
         let m = &prefix[FIXED_HEADER_LEN - 4..FIXED_HEADER_LEN];
         let m = u32::from_be_bytes([m[0], m[1], m[2], m[3]]) as usize;
@@ -337,8 +438,19 @@ impl Header {
     /// # Errors
     /// As [`Header::total_len`].
     pub fn suite_of(prefix: &[u8]) -> Result<Suite, CryptoError> {
+        Ok(Self::format_of(prefix)?.1)
+    }
+
+    /// The version and suite named by a header's fixed part.
+    ///
+    /// # Errors
+    /// As [`Header::total_len`].
+    pub fn format_of(prefix: &[u8]) -> Result<(Version, Suite), CryptoError> {
         Self::total_len(prefix)?;
-        Suite::from_id(prefix[SUITE_OFFSET])
+        Ok((
+            Version::from_byte(prefix[VERSION_OFFSET])?,
+            Suite::from_id(prefix[SUITE_OFFSET])?,
+        ))
     }
 
     /// Parses a complete header; `bytes` may continue with the body.
@@ -351,8 +463,10 @@ impl Header {
         if bytes.len() < total {
             return Err(CryptoError::Malformed);
         }
+        let (version, suite) = Self::format_of(bytes)?;
         Ok(Self {
-            suite: Suite::from_id(bytes[SUITE_OFFSET])?,
+            version,
+            suite,
             key_slot: KeySlot::decode(&bytes[KEY_SLOT_OFFSET..KEY_SLOT_OFFSET + KeySlot::LEN])?,
             sealed_metadata: bytes[FIXED_HEADER_LEN..total].to_vec(),
         })
@@ -372,7 +486,7 @@ impl Header {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len());
         out.extend_from_slice(&MAGIC);
-        out.push(FORMAT_VERSION);
+        out.push(self.version.byte());
         out.push(self.suite.id());
         out.extend_from_slice(&self.key_slot.encode());
         out.extend_from_slice(&(self.sealed_metadata.len() as u32).to_be_bytes());
@@ -395,21 +509,18 @@ impl Header {
         user_key: &UserKey,
         identity: &ObjectIdentity,
     ) -> Result<UnsealedObject, CryptoError> {
-        let context = identity.encode();
+        let context = identity.encode(self.version);
         let suite = self.suite;
         let dek = user_key.unwrap_dek(suite, &self.key_slot.wrapped_dek, &context)?;
-        let meta = &self.sealed_metadata;
-        let mut opener = Opener::new_in(
+        let plain = open_message(
             suite,
             dek.expose(),
-            &identity.metadata_context(),
-            &meta[..chunked::HEADER_LEN],
+            &labelled(&context, METADATA_LABEL),
+            &self.sealed_metadata,
         )?;
-        let mut plain = Vec::new();
-        opener.push(&meta[chunked::HEADER_LEN..], &mut plain)?;
-        opener.finish(&mut plain)?;
         let metadata = Metadata::decode(&plain)?;
         Ok(UnsealedObject {
+            version: self.version,
             suite,
             dek,
             context,
@@ -421,6 +532,7 @@ impl Header {
 /// An object whose key slot has been opened: holds the DEK, ready to open the
 /// body as a stream or by range.
 pub struct UnsealedObject {
+    version: Version,
     suite: Suite,
     dek: Dek,
     context: Vec<u8>,
@@ -444,6 +556,25 @@ impl UnsealedObject {
     pub fn body_random_access(&self, body_header: &[u8]) -> Result<RandomAccess, CryptoError> {
         RandomAccess::new_in(self.suite, self.dek.expose(), &self.context, body_header)
     }
+
+    /// The plaintext's SHA-256 that a version-2 object stores, from its
+    /// sealed digest (the object's last [`SEALED_DIGEST_LEN`] bytes).
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] if the digest does not open, or
+    /// the object is of version 1 (it has none).
+    pub fn open_digest(&self, sealed: &[u8]) -> Result<[u8; SHA256_LEN], CryptoError> {
+        if self.version != Version::V2 || sealed.len() != SEALED_DIGEST_LEN {
+            return Err(CryptoError::DecryptionFailed);
+        }
+        let plain = open_message(
+            self.suite,
+            self.dek.expose(),
+            &labelled(&self.context, DIGEST_LABEL),
+            sealed,
+        )?;
+        plain.try_into().map_err(|_| CryptoError::DecryptionFailed)
+    }
 }
 
 /// Where the parts of a stored object lie, computed from its first bytes and
@@ -453,10 +584,12 @@ impl UnsealedObject {
 /// ```text
 /// 0 .. header_len                  envelope header (fixed part + sealed metadata)
 /// header_len .. +56                body message header (salt, commitment)
-/// header_len + 56 .. stored_len    body chunks
+/// header_len + 56 .. body_end      body chunks
+/// body_end .. stored_len           version 2: the sealed digest (104 bytes)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectLayout {
+    version: Version,
     suite: Suite,
     header_len: u64,
     stored_len: u64,
@@ -470,26 +603,35 @@ impl ObjectLayout {
     ///
     /// # Errors
     /// As [`Header::total_len`]; [`CryptoError::Malformed`] if the object is
-    /// too short to hold its header and a body; [`CryptoError::DecryptionFailed`]
-    /// if no valid body has the remaining length.
+    /// too short to hold its header, a body and its digest;
+    /// [`CryptoError::DecryptionFailed`] if no valid body has the remaining
+    /// length.
     pub fn new(prefix: &[u8], stored_len: u64) -> Result<Self, CryptoError> {
         let header_len = Header::total_len(prefix)? as u64;
-        if stored_len < header_len + chunked::HEADER_LEN as u64 {
-            return Err(CryptoError::Malformed);
-        }
-        let plaintext_len = chunked::plaintext_len(stored_len - header_len)?;
+        let (version, suite) = Header::format_of(prefix)?;
+        let body_end = stored_len
+            .checked_sub(version.trailer_len())
+            .filter(|&end| end >= header_len + chunked::HEADER_LEN as u64)
+            .ok_or(CryptoError::Malformed)?;
+        let plaintext_len = chunked::plaintext_len(body_end - header_len)?;
         Ok(Self {
-            suite: Suite::from_id(prefix[SUITE_OFFSET])?,
+            version,
+            suite,
             header_len,
             stored_len,
             plaintext_len,
         })
     }
 
-    /// The stored length of an object whose envelope header is `header_len`
-    /// bytes and whose plaintext is `plaintext_len` bytes.
-    pub fn stored_len(header_len: u64, plaintext_len: u64) -> u64 {
-        header_len + chunked::message_len(plaintext_len)
+    /// The stored length of an object of `version` whose envelope header
+    /// is `header_len` bytes and whose plaintext is `plaintext_len` bytes.
+    pub fn stored_len(version: Version, header_len: u64, plaintext_len: u64) -> u64 {
+        header_len + chunked::message_len(plaintext_len) + version.trailer_len()
+    }
+
+    /// The object's format version.
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// The object's suite.
@@ -510,12 +652,21 @@ impl ObjectLayout {
 
     /// The body's chunks.
     pub fn chunks(&self) -> std::ops::Range<u64> {
-        self.head().end..self.stored_len
+        self.head().end..self.body_end()
+    }
+
+    /// The sealed digest of a version-2 object.
+    pub fn digest(&self) -> Option<std::ops::Range<u64>> {
+        (self.version == Version::V2).then(|| self.body_end()..self.stored_len)
+    }
+
+    fn body_end(&self) -> u64 {
+        self.stored_len - self.version.trailer_len()
     }
 
     /// Length of the body message (its header included).
     pub fn body_len(&self) -> u64 {
-        self.stored_len - self.header_len
+        self.body_end() - self.header_len
     }
 
     /// Plaintext length of the body.
@@ -530,20 +681,24 @@ impl ObjectLayout {
     }
 }
 
-/// Seals a new object: header first, then the streamed body.
+/// Seals a new object: header first, then the streamed body, then (version
+/// 2) the plaintext's SHA-256, which it computes as the body passes.
 pub struct ObjectSealer {
+    version: Version,
+    suite: Suite,
     body: Sealer,
     header_len: u64,
+    /// Kept for the digest, sealed last.
+    dek: Dek,
+    context: Vec<u8>,
+    sha256: aws_lc_rs::digest::Context,
 }
 
 impl ObjectSealer {
-    /// Generates a DEK, wraps it under `user_key` (version `user_key_version`)
-    /// and seals the metadata, all in `suite`. Returns the sealer and the
-    /// bytes that start the object: the envelope header and the body's
-    /// 56-byte message header.
+    /// As [`ObjectSealer::new_in`], in the latest version (2).
     ///
     /// # Errors
-    /// [`CryptoError::MetadataTooLarge`] or [`CryptoError::Rng`].
+    /// As [`ObjectSealer::new_in`].
     pub fn new(
         suite: Suite,
         user_key: &UserKey,
@@ -551,15 +706,40 @@ impl ObjectSealer {
         identity: &ObjectIdentity,
         metadata: &Metadata,
     ) -> Result<(Self, Vec<u8>), CryptoError> {
-        let context = identity.encode();
+        Self::new_in(
+            (Version::V2, suite),
+            user_key,
+            user_key_version,
+            identity,
+            metadata,
+        )
+    }
+
+    /// Generates a DEK, wraps it under `user_key` (version `user_key_version`)
+    /// and seals the metadata, all in the format `(version, suite)`. Returns
+    /// the sealer and the bytes that start the object: the envelope header
+    /// and the body's 56-byte message header.
+    ///
+    /// # Errors
+    /// [`CryptoError::MetadataTooLarge`] or [`CryptoError::Rng`].
+    pub fn new_in(
+        (version, suite): (Version, Suite),
+        user_key: &UserKey,
+        user_key_version: u32,
+        identity: &ObjectIdentity,
+        metadata: &Metadata,
+    ) -> Result<(Self, Vec<u8>), CryptoError> {
+        let context = identity.encode(version);
         let dek = Dek::generate()?;
         let key_slot = KeySlot::seal(suite, user_key, user_key_version, &dek, &context)?;
-        let (mut meta_sealer, meta_header) =
-            Sealer::new_in(suite, dek.expose(), &identity.metadata_context())?;
-        let mut sealed_metadata = meta_header.to_vec();
-        meta_sealer.push(&metadata.encode()?, &mut sealed_metadata)?;
-        meta_sealer.finish(&mut sealed_metadata)?;
+        let sealed_metadata = seal_message(
+            suite,
+            dek.expose(),
+            &labelled(&context, METADATA_LABEL),
+            &metadata.encode()?,
+        )?;
         let header = Header {
+            version,
             suite,
             key_slot,
             sealed_metadata,
@@ -568,7 +748,16 @@ impl ObjectSealer {
         let mut prefix = header.encode();
         let header_len = prefix.len() as u64;
         prefix.extend_from_slice(&body_header);
-        Ok((Self { body, header_len }, prefix))
+        let sealer = Self {
+            version,
+            suite,
+            body,
+            header_len,
+            dek,
+            context,
+            sha256: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+        };
+        Ok((sealer, prefix))
     }
 
     /// Encrypts body bytes; see [`Sealer::push`].
@@ -576,7 +765,9 @@ impl ObjectSealer {
     /// # Errors
     /// [`CryptoError::MessageTooLong`] past the format's limit.
     pub fn push(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        self.body.push(plaintext, out)
+        self.body.push(plaintext, out)?;
+        self.sha256.update(plaintext);
+        Ok(())
     }
 
     /// Body bytes accepted so far.
@@ -584,17 +775,35 @@ impl ObjectSealer {
         self.body.plaintext_len()
     }
 
+    /// The SHA-256 of the body bytes accepted so far.
+    pub fn plaintext_sha256(&self) -> [u8; SHA256_LEN] {
+        let mut out = [0; SHA256_LEN];
+        out.copy_from_slice(self.sha256.clone().finish().as_ref());
+        out
+    }
+
     /// The stored length of this object once `plaintext_len` body bytes are
     /// sealed, so a store can be told the exact length up front.
     pub fn stored_len(&self, plaintext_len: u64) -> u64 {
-        ObjectLayout::stored_len(self.header_len, plaintext_len)
+        ObjectLayout::stored_len(self.version, self.header_len, plaintext_len)
     }
 
-    /// Completes the object; it is invalid without this call.
+    /// Completes the object (the body's final chunk and, in version 2, the
+    /// sealed digest); it is invalid without this call.
     ///
     /// # Errors
     /// [`CryptoError::MessageTooLong`] past the format's limit.
     pub fn finish(self, out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        self.body.finish(out)
+        let sha256 = self.plaintext_sha256();
+        self.body.finish(out)?;
+        if self.version == Version::V2 {
+            out.extend_from_slice(&seal_message(
+                self.suite,
+                self.dek.expose(),
+                &labelled(&self.context, DIGEST_LABEL),
+                &sha256,
+            )?);
+        }
+        Ok(())
     }
 }

@@ -24,7 +24,7 @@ pub mod suite;
 pub mod token;
 
 pub use envelope::{
-    Header, KeySlot, Metadata, ObjectIdentity, ObjectLayout, ObjectSealer, UnsealedObject,
+    Header, KeySlot, Metadata, ObjectIdentity, ObjectLayout, ObjectSealer, UnsealedObject, Version,
 };
 pub use keys::{Dek, Kek, MasterKey, NamingKey, Pseudonym, UserKey, Wrapped, WrappedDek};
 pub use suite::Suite;

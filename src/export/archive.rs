@@ -1,8 +1,10 @@
 //! The archive as it is written ([`Archive`]: the resume offset skipped,
 //! pieces of at most [`PIECE`], long plaintext pieces passed through
-//! uncopied) and an object streamed into it with its SHA-256 computed
-//! beside ([`copy_object`]). No I/O of its own: the object comes from the
-//! content read path, the pieces go to the caller's sink.
+//! uncopied) and an object streamed into it with its SHA-256: the one a
+//! version-2 object stores, read at the end of the same stream, or for a
+//! version-1 object computed beside ([`copy_object`]). No I/O of its own:
+//! the object comes from the content read path, the pieces go to the
+//! caller's sink.
 
 use std::future::Future;
 
@@ -17,33 +19,60 @@ const HASH_AHEAD: usize = 8;
 /// Pieces of the read path at least this long go out as they are.
 const PASS_THROUGH: usize = 16 * 1024;
 
-/// The SHA-256 an object's hashing thread arrives at.
-pub(super) async fn hashed(h: Hashing) -> Result<String, Error> {
-    h.await
-        .map_err(|e| Error::Internal(format!("hashing an object: {e}")))
+/// An object's SHA-256 (hex).
+pub(super) enum Digest {
+    /// As the object stores it (format version 2).
+    Stored(String),
+    /// As a thread computes it (version 1).
+    Hashing(tokio::task::JoinHandle<String>),
 }
 
-/// An object's SHA-256 (hex), as a thread computes it.
-pub(super) type Hashing = tokio::task::JoinHandle<String>;
+/// The SHA-256, once its thread (if any) arrives at it.
+pub(super) async fn hashed(d: Digest) -> Result<String, Error> {
+    match d {
+        Digest::Stored(hex) => Ok(hex),
+        Digest::Hashing(h) => h
+            .await
+            .map_err(|e| Error::Internal(format!("hashing an object: {e}"))),
+    }
+}
 
-/// Streams an opened object's plaintext into the archive; the thread
-/// hashing it (it may still have pieces to hash), or `None` if the
-/// receiver went away.
+/// Streams an opened object's plaintext into the archive; its SHA-256
+/// (for a version-1 object, the thread hashing it, which may still have
+/// pieces to hash), or `None` if the receiver went away.
 pub(super) async fn copy_object<S, F>(
     opened: crate::content::OpenedObject,
     archive: &mut Archive<S>,
-) -> Result<Option<Hashing>, Error>
+) -> Result<Option<Digest>, Error>
 where
     S: FnMut(ArchivePiece) -> F + Send,
     F: Future<Output = bool> + Send,
 {
     // The read path pushes authenticated pieces into a channel of four;
-    // this side hands them to the hash and frames them. Dropping the receiver stops the read.
+    // this side frames them (and for version 1 hands them to the hash).
+    // Dropping the receiver stops the read.
     let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-    let read = opened.read_into(None, move |piece| {
+    let sink = move |piece| {
         let tx = tx.clone();
         async move { tx.send(piece).await.is_ok() }
-    });
+    };
+    if opened.stores_digest() {
+        let read = opened.read_whole_with_digest(sink);
+        let copy = async move {
+            while let Some(piece) = rx.recv().await {
+                if !archive.write_bytes(piece).await {
+                    return false;
+                }
+            }
+            true
+        };
+        let (read, copied) = tokio::join!(read, copy);
+        let digest = read?;
+        return Ok(digest
+            .filter(|_| copied)
+            .map(|d| Digest::Stored(hex::encode(d))));
+    }
+    let read = opened.read_into(None, sink);
     // The SHA-256 runs on a thread of its own, beside the decryption and
     // the sending (the pieces are shared, not copied): hashing inline cost
     // a quarter of the throughput.
@@ -68,7 +97,7 @@ where
         return Ok(None);
     }
     read?;
-    Ok(Some(hasher))
+    Ok(Some(Digest::Hashing(hasher)))
 }
 
 /// The archive as it is written: its position, the bytes before the
@@ -115,6 +144,13 @@ where
             return self.send(data).await;
         }
         self.write(&data).await
+    }
+
+    /// Passes over `n` bytes that all lie before the resume offset: they
+    /// are never sent, so they need not be read.
+    pub(super) fn skip(&mut self, n: u64) {
+        assert!(self.pos + n <= self.from, "skipping bytes that are sent");
+        self.pos += n;
     }
 
     /// Appends bytes; false if the receiver went away.

@@ -8,21 +8,24 @@
 //! erasure refuses the user's own copy, not a disclosure), then lists the
 //! objects and names them with a snapshot. [`Export::run`] then writes the
 //! archive ([`tar`]): per object, in order of space then id, a header and
-//! the plaintext as the content read path decrypts it, hashed as it goes;
+//! the plaintext as the content read path decrypts it, with its SHA-256;
 //! then `manifest.json`; then the end. Memory is bounded: an object is
 //! never held whole, and the archive leaves in pieces of at most
 //! [`PIECE`] into the caller's sink, which waits for the transport.
 //!
 //! So that the archive flows without a pause between objects, the next
-//! object is opened (header read, key unwrapped) while one streams, and an
-//! object's SHA-256, computed on a thread of its own, may finish while the
-//! next object streams (one object's hash at most is left behind).
+//! object is opened (header read, key unwrapped) while one streams. An
+//! object's SHA-256 is the one it stores (format version 2: read at the
+//! end of its stream, nothing hashed) or, for version 1, computed on a
+//! thread of its own, which may finish while the next object streams (one
+//! object's hash at most is left behind).
 //!
 //! The archive is a function of the objects alone (their stored bytes,
 //! named by etags, and creation times), so a broken download is resumed by
-//! building it again and sending from the offset the client has; the
-//! objects before it are read again for the manifest's hashes. A snapshot
-//! that differs means the objects changed: the export starts over.
+//! building it again and sending from the offset the client has; for the
+//! manifest's hashes, the objects before it give their stored digests
+//! (format version 2) or are read again (version 1). A snapshot that
+//! differs means the objects changed: the export starts over.
 //!
 //! Every export that starts is recorded in the audit trail when it ends
 //! (`export_user` or `disclose_user`: complete, interrupted or failed, with
@@ -42,7 +45,7 @@ use crate::content::{Content, ErasureGuard, ListedObject, Purpose};
 use crate::crypto::Pseudonym;
 use crate::error::{Error, Reason};
 use crate::keys::store::{AuditEntry, AuditLog, HoldStore};
-use archive::{copy_object, hashed, Archive};
+use archive::{copy_object, hashed, Archive, Digest};
 
 /// Most archive bytes in one piece (one gRPC message).
 pub const PIECE: usize = 1024 * 1024;
@@ -359,7 +362,14 @@ impl Export {
             if !archive.write(&tar::file_header(&path, size, mtime)).await {
                 return Ok(false);
             }
-            let copied = if i + 1 < prepared.objects.len() {
+            let mut opened = opened;
+            let copied = if archive.pos + size <= prepared.offset && opened.stores_digest() {
+                // All before the resume offset: its stored digest is all
+                // the manifest needs.
+                let digest = opened.stored_digest().await?.ok_or(Error::DataLoss)?;
+                archive.skip(size);
+                Ok(Some(Digest::Stored(hex::encode(digest))))
+            } else if i + 1 < prepared.objects.len() {
                 let (copied, opened) =
                     futures_util::future::join(copy_object(opened, archive), open(i + 1)).await;
                 next = Some(opened);

@@ -563,7 +563,7 @@ fn envelope_matches_independent_reader() {
     let pseudonym = naming.pseudonym("user-1");
     let identity = ObjectIdentity::new("eu-west-1", "moments", pseudonym, "obj/ü").unwrap();
     let encoding = identity_encoding("eu-west-1", "moments", pseudonym.as_bytes(), "obj/ü");
-    assert_eq!(identity.encode(), encoding);
+    assert_eq!(identity.encode(sealgate::crypto::Version::V1), encoding);
 
     let mut metadata = Metadata {
         content_type: "image/jpeg".into(),
@@ -646,7 +646,7 @@ fn non_canonical_metadata_is_rejected() {
     .unwrap();
     let pseudonym = NamingKey::from_bytes(&[3u8; 32]).unwrap().pseudonym("erin");
     let identity = ObjectIdentity::new("r", "s", pseudonym, "o").unwrap();
-    let encoding = identity.encode();
+    let encoding = identity.encode(sealgate::crypto::Version::V1);
     let object = seal_object(&user_key, 1, &identity, &Metadata::default(), b"hello", 5);
     let header_len = Header::parse(&object).unwrap().len();
     let dek = unwrap_key(&uk_bytes, &object[12..72], &encoding).unwrap();

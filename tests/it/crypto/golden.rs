@@ -311,7 +311,7 @@ fn write_golden() {
             writeln!(
                 m,
                 "identity_encoding = \"{}\"",
-                ::hex::encode(identity.encode())
+                ::hex::encode(identity.encode(sealgate::crypto::Version::V1))
             )
             .unwrap();
             writeln!(m, "content_type = {}", toml_string(o.content_type)).unwrap();
@@ -487,7 +487,7 @@ fn golden_objects_open() {
             ObjectIdentity::new(s(o, "region"), s(o, "space"), pseudonym, s(o, "object_id"))
                 .unwrap();
         assert_eq!(
-            identity.encode(),
+            identity.encode(sealgate::crypto::Version::V1),
             h(o, "identity_encoding"),
             "{name}: identity encoding"
         );
@@ -497,7 +497,7 @@ fn golden_objects_open() {
             pseudonym.as_bytes(),
             s(o, "object_id"),
         );
-        assert_eq!(encoding, identity.encode());
+        assert_eq!(encoding, identity.encode(sealgate::crypto::Version::V1));
         let attributes: BTreeMap<String, String> = table(o, "attributes")
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))

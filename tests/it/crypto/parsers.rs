@@ -321,7 +321,7 @@ fn damaged_key_slots_never_unwrap() {
     let s = sample();
     let slot = s.object[Header::KEY_SLOT_RANGE].to_vec();
     let regions = vec![0..4, 4..KeySlot::LEN];
-    let encoded = s.identity.encode();
+    let encoded = s.identity.encode(Header::format_of(&s.object).unwrap().0);
     let reached = Reached::new(&[
         "decode rejected",
         "unwrap rejected",

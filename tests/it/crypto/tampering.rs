@@ -510,7 +510,13 @@ fn rewrap_keeps_the_body_and_moves_the_slot_to_the_new_key_in(f: &Fixture) {
 
     let rewrapped = header
         .key_slot
-        .rewrap(suite, old, new, 2, &f.identity)
+        .rewrap(
+            Header::format_of(&f.object).unwrap(),
+            old,
+            new,
+            2,
+            &f.identity,
+        )
         .unwrap();
     assert_eq!(rewrapped.user_key_version, 2);
     assert_ne!(rewrapped.wrapped_dek, header.key_slot.wrapped_dek);
@@ -549,13 +555,28 @@ fn rewrap_keeps_the_body_and_moves_the_slot_to_the_new_key_in(f: &Fixture) {
     assert_eq!(
         header
             .key_slot
-            .rewrap(suite, new, new, 3, &f.identity)
+            .rewrap(
+                Header::format_of(&f.object).unwrap(),
+                new,
+                new,
+                3,
+                &f.identity
+            )
             .err(),
         Some(CryptoError::DecryptionFailed)
     );
     let elsewhere = ObjectIdentity::new("cn-north-1", "moments", f.pseudonym, "photo-2").unwrap();
     assert_eq!(
-        header.key_slot.rewrap(suite, old, new, 3, &elsewhere).err(),
+        header
+            .key_slot
+            .rewrap(
+                Header::format_of(&f.object).unwrap(),
+                old,
+                new,
+                3,
+                &elsewhere
+            )
+            .err(),
         Some(CryptoError::DecryptionFailed)
     );
     // And the object's own suite: the other suite's AEAD does not unwrap it.
@@ -563,7 +584,7 @@ fn rewrap_keeps_the_body_and_moves_the_slot_to_the_new_key_in(f: &Fixture) {
         assert_eq!(
             header
                 .key_slot
-                .rewrap(other, old, new, 3, &f.identity)
+                .rewrap((header.version, other), old, new, 3, &f.identity)
                 .err(),
             Some(CryptoError::DecryptionFailed),
             "{suite} slot rewrapped as {other}"
