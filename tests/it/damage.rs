@@ -85,8 +85,9 @@ async fn head_object_checks_the_body_commitment() {
     let path = stored_file(&gw, "p");
     let len = std::fs::metadata(&path).unwrap().len() as usize;
     // The body's 56-byte salt and commitment start where the body's chunks'
-    // ciphertext (40,000 bytes + 3 tags) minus 56 ends, counted from the end.
-    let body_header = len - (40_000 + 3 * 16) - 56;
+    // ciphertext (40,000 bytes + 3 tags) minus 56 ends, counted from the
+    // end, before the 104-byte digest (no declared size: format version 2).
+    let body_header = len - 104 - (40_000 + 3 * 16) - 56;
     flip(&path, body_header + 30); // inside the body's commitment
     let head = client
         .head_object(pb::HeadObjectRequest {

@@ -20,7 +20,7 @@ use super::{
 
 /// SHA-256 in hex, by the library sealgate uses (Python's hashlib checks
 /// the archive's side).
-fn sha256_hex(data: &[u8]) -> String {
+pub(super) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
 }
 
@@ -28,7 +28,11 @@ async fn client(gw: &TestGateway) -> ExportServiceClient<Channel> {
     ExportServiceClient::new(gw.channel().await).max_decoding_message_size(8 << 20)
 }
 
-fn request(user: &str, case: &str, resume: Option<(&str, u64)>) -> pb::ExportUserRequest {
+pub(super) fn request(
+    user: &str,
+    case: &str,
+    resume: Option<(&str, u64)>,
+) -> pb::ExportUserRequest {
     pb::ExportUserRequest {
         user_id: user.into(),
         case_ref: case.into(),
@@ -42,7 +46,7 @@ fn request(user: &str, case: &str, resume: Option<(&str, u64)>) -> pb::ExportUse
 /// The whole stream: the archive bytes from the request's offset and the
 /// snapshot, each chunk checked (contiguous offsets, at most 1 MiB, the
 /// snapshot on the first only).
-async fn export(
+pub(super) async fn export(
     gw: &TestGateway,
     req: pb::ExportUserRequest,
 ) -> Result<(Vec<u8>, String), tonic::Status> {
@@ -73,7 +77,7 @@ async fn export(
 }
 
 /// What Python's tarfile makes of an archive (see tests/export/list_tar.py).
-fn python_read(archive: &[u8]) -> serde_json::Value {
+pub(super) fn python_read(archive: &[u8]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("export.tar");
     std::fs::write(&path, archive).unwrap();

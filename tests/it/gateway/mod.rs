@@ -81,6 +81,7 @@ mod crash;
 mod declared_size;
 mod decommission;
 mod deletion;
+mod digest;
 mod erasure;
 mod erasure_holds;
 mod export;

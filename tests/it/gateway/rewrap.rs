@@ -25,7 +25,7 @@ async fn rewrap(gw: &TestGateway, user: &str) -> Result<pb::RewrapUserResponse, 
         .map(tonic::Response::into_inner)
 }
 
-async fn rotate_user(gw: &TestGateway, user: &str) -> u32 {
+pub(super) async fn rotate_user(gw: &TestGateway, user: &str) -> u32 {
     gw.admin()
         .await
         .rotate_user_key(pb::RotateUserKeyRequest {
@@ -38,7 +38,7 @@ async fn rotate_user(gw: &TestGateway, user: &str) -> u32 {
 }
 
 /// Runs a rewrap of `user` to its end; returns how many objects it moved.
-async fn rewrap_to_end(gw: &TestGateway, user: &str, target: u32) -> u64 {
+pub(super) async fn rewrap_to_end(gw: &TestGateway, user: &str, target: u32) -> u64 {
     let r = rewrap(gw, user).await.expect("RewrapUser");
     assert_eq!(r.target_version, target);
     let end = watch_all(gw, &r.job_id).await.pop().expect("progress");
