@@ -107,6 +107,21 @@ impl<'de> Deserialize<'de> for crate::crypto::Suite {
     }
 }
 
+/// `crypto.object_version`: 1 or 2.
+impl<'de> Deserialize<'de> for crate::crypto::Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = u64::deserialize(d)?;
+        u8::try_from(value)
+            .ok()
+            .and_then(|v| crate::crypto::Version::from_byte(v).ok())
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{value} is not an object format version of this build, which writes 1 and 2"
+                ))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +150,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.blob.backend, BlobBackend::S3);
+    }
+
+    #[test]
+    fn the_object_version_is_2_unless_set_to_1_and_nothing_else() {
+        use crate::crypto::Version;
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.crypto.object_version, Version::V2);
+        let c = Config::load(None, env(&[("SEALGATE_CRYPTO_OBJECT_VERSION", "1")])).unwrap();
+        assert_eq!(c.crypto.object_version, Version::V1);
+        for bad in ["3", "0", "two"] {
+            let err = Config::load(None, env(&[("SEALGATE_CRYPTO_OBJECT_VERSION", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("SEALGATE_CRYPTO_OBJECT_VERSION")
+                    && err.contains("crypto.object_version"),
+                "{err}"
+            );
+            if bad != "two" {
+                assert!(err.contains("which writes 1 and 2"), "{err}");
+            }
+        }
     }
 }

@@ -247,13 +247,27 @@ impl HttpConfig {
     }
 }
 
-/// `[crypto]`: the cipher suite.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[crypto]`: the cipher suite and the object format version.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CryptoConfig {
     /// The suite new objects are sealed in: `"aes-256-gcm"` (the default)
     /// or `"sm4-gcm"`. Objects of both stay readable side by side.
     pub suite: crate::crypto::Suite,
+    /// The newest object format version new objects are written in: 2
+    /// (the default: objects carry their plaintext's sealed SHA-256) or
+    /// 1, while replicas of a build that reads only version 1 still serve
+    /// (a rolling upgrade). Both stay readable.
+    pub object_version: crate::crypto::Version,
+}
+
+impl Default for CryptoConfig {
+    fn default() -> Self {
+        Self {
+            suite: crate::crypto::Suite::default(),
+            object_version: crate::crypto::Version::V2,
+        }
+    }
 }
 
 /// `[erasure]`

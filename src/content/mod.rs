@@ -32,7 +32,7 @@ use std::time::SystemTime;
 
 use crate::blob::{BlobError, BlobKey, BlobStore, WriteMode};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
-use crate::crypto::{Metadata, ObjectIdentity, Pseudonym, Suite};
+use crate::crypto::{Metadata, ObjectIdentity, Pseudonym, Suite, Version};
 use crate::error::{Error, Reason};
 use crate::keys::store::RequestLog;
 use crate::keys::KeyHierarchy;
@@ -209,6 +209,8 @@ pub struct Content {
     limits: Limits,
     /// The suite new objects are sealed in (`crypto.suite`).
     suite: Suite,
+    /// The newest format version new objects take (`crypto.object_version`).
+    object_version: Version,
     commit_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
@@ -231,6 +233,7 @@ impl Content {
             spaces,
             limits,
             suite: Suite::default(),
+            object_version: Version::V2,
             commit_locks: (0..COMMIT_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -272,6 +275,15 @@ impl Content {
     #[must_use]
     pub fn with_suite(mut self, suite: Suite) -> Self {
         self.suite = suite;
+        self
+    }
+
+    /// Writes new objects in format versions up to `version` (the default
+    /// is 2; see [`Version::to_write`]); objects of every version stay
+    /// readable.
+    #[must_use]
+    pub fn with_object_version(mut self, version: Version) -> Self {
+        self.object_version = version;
         self
     }
 

@@ -22,7 +22,7 @@ use futures_util::{Stream, StreamExt};
 use super::{etag_of, Content, ObjectInfo, Write};
 use crate::blob::{BlobError, WriteMode};
 use crate::crypto::envelope::FIXED_HEADER_LEN;
-use crate::crypto::{Metadata, ObjectSealer, Version};
+use crate::crypto::{Metadata, ObjectSealer};
 use crate::error::{Error, Reason};
 use crate::keys::store::RequestRecord;
 use crate::keys::KeyError;
@@ -292,7 +292,7 @@ impl Content {
         };
         let mut guard = self.erasure_guard(obj).await;
         let (version, user_key) = self.keys.active_user_key(&obj.pseudonym).await?;
-        let format = (Version::to_write(declared_size), w.suite);
+        let format = (self.object_version.to_write(declared_size), w.suite);
         let (mut sealer, prefix) =
             ObjectSealer::new_in(format, &user_key, version, &obj.identity, metadata)?;
         drop(user_key);

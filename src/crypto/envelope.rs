@@ -88,11 +88,12 @@ impl Version {
     }
 
     /// The version sealgate writes for an object of `declared` plaintext
-    /// bytes (`None`: not declared): version 2 unless it is declared
-    /// shorter than [`DIGEST_FROM`].
-    pub fn to_write(declared: Option<u64>) -> Self {
-        match declared {
-            Some(n) if n < DIGEST_FROM => Self::V1,
+    /// bytes (`None`: not declared), allowed versions up to `self`:
+    /// version 2 unless it is declared shorter than [`DIGEST_FROM`].
+    pub fn to_write(self, declared: Option<u64>) -> Self {
+        match (self, declared) {
+            (Self::V1, _) => Self::V1,
+            (_, Some(n)) if n < DIGEST_FROM => Self::V1,
             _ => Self::V2,
         }
     }

@@ -1,4 +1,4 @@
-//! The cipher suites of format version 1 (FORMAT.md "Suites").
+//! The cipher suites of the object format (FORMAT.md "Suites").
 //!
 //! A suite fixes every primitive an object uses: the AEAD of its body and
 //! metadata messages and of its key slot, and the hash behind their key

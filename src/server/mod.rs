@@ -224,7 +224,7 @@ impl Gateway {
             spaces: &config.spaces,
             limits: &config.limits,
             http: &config.http,
-            suite: config.crypto.suite,
+            crypto: &config.crypto,
         }
         .build(store, master, naming, blob)
         .await?;

@@ -49,8 +49,8 @@ pub(super) struct ServiceSettings<'a> {
     pub limits: &'a config::Limits,
     /// Signed HTTP reads (the tokens' longest lifetime).
     pub http: &'a config::HttpConfig,
-    /// The suite new objects are sealed in (`crypto.suite`).
-    pub suite: crate::crypto::Suite,
+    /// The suite and format version of new objects (`[crypto]`).
+    pub crypto: &'a config::CryptoConfig,
 }
 
 impl ServiceSettings<'_> {
@@ -102,7 +102,8 @@ impl ServiceSettings<'_> {
                     max_response_bytes: self.limits.max_response_bytes,
                 },
             )
-            .with_suite(self.suite),
+            .with_suite(self.crypto.suite)
+            .with_object_version(self.crypto.object_version),
         );
         let jobs = JobRunner::builder(
             store.clone(),

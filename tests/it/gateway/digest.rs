@@ -12,6 +12,7 @@ use super::*;
 backend_tests!(
     each_version_is_written_as_the_declared_size_says_and_reads_alike,
     an_export_takes_the_sha256_a_version_2_object_stores,
+    object_version_1_writes_version_1_only_and_every_object_still_reads,
 );
 
 const USER: &str = "dora";
@@ -182,4 +183,43 @@ async fn an_export_takes_the_sha256_a_version_2_object_stores() {
         .await;
     let (archive, _) = export(&gw, request(USER, "", None)).await.unwrap();
     check_manifest(&archive);
+}
+
+/// `crypto.object_version = 1`, for a rolling upgrade past replicas that
+/// read only version 1: new objects of any size are version 1, and the
+/// version-2 objects already written still read and export.
+async fn object_version_1_writes_version_1_only_and_every_object_still_reads() {
+    let gw = TestGateway::start().await;
+    let p = pseudonym(&gw, USER).await;
+    let before = data(100_000, 9);
+    put_sized(&gw, "before", None, &before).await;
+    let gw = gw
+        .restart_with(|c| c.crypto.object_version = sealgate::crypto::Version::V1)
+        .await;
+    let after = data(100_000, 10);
+    put_sized(&gw, "after", None, &after).await;
+    put_sized(&gw, "after-declared", Some(100_000), &after).await;
+    for (id, version) in [("before", 2), ("after", 1), ("after-declared", 1)] {
+        let stored = gw.stored_object(SPACE, &p, id).await.unwrap();
+        assert_eq!(stored[6], version, "{id}");
+    }
+    let mut c = gw.content().await;
+    for (id, body) in [
+        ("before", &before),
+        ("after", &after),
+        ("after-declared", &after),
+    ] {
+        let (_, got) = get(&mut c, USER, SPACE, id, None).await.unwrap();
+        assert!(got == *body, "{id}");
+    }
+    let (archive, _) = export(&gw, request(USER, "", None)).await.unwrap();
+    let read = python_read(&archive);
+    let hashes: Vec<&str> = read["manifest"]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["sha256"].as_str().unwrap())
+        .collect();
+    let (a, b) = (sha256_hex(&after), sha256_hex(&before));
+    assert_eq!(hashes, [a.as_str(), a.as_str(), b.as_str()]);
 }
