@@ -2,7 +2,8 @@
 //! sizes, in both suites (the input is opened as suite 1 and as suite 2;
 //! the commitment check turns away the other suite's messages at once).
 //! Seeds: the C2SP known answers of both suites and messages of other
-//! lengths under their key, salt and context.
+//! lengths under their key, salt and context (among them 32 bytes: the
+//! shape of a version-2 object's sealed digest, one final chunk).
 //!
 //! Invariants: no panic; every released byte is the pattern at its offset
 //! (a chunk is released only once it authenticated at its index); a message

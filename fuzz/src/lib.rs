@@ -1,7 +1,8 @@
 //! Fixtures shared by the fuzz targets: the golden objects of
-//! `tests/golden/` (both suites) with the key that opens them, and the
-//! Cobblestone-256 and Cobblestone-SM4 known-answer messages with the
-//! messages of other lengths sealed under the same key, salt and context.
+//! `tests/golden/` (both format versions, both suites) with the key that
+//! opens them, and the Cobblestone-256 and Cobblestone-SM4 known-answer
+//! messages with the messages of other lengths sealed under the same key,
+//! salt and context.
 //!
 //! Every plaintext here is the golden pattern (byte `i` is `i mod 251`), so
 //! a target can check any released plaintext byte against its offset alone.
@@ -12,7 +13,8 @@ use std::sync::OnceLock;
 
 use sealgate::crypto::chunked::{self, Sealer};
 use sealgate::crypto::{
-    Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, Pseudonym, Suite, UserKey, Wrapped,
+    Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, Pseudonym, Suite, UserKey, Version,
+    Wrapped,
 };
 
 /// The largest single allocation any target may make. Inputs are at most
@@ -110,127 +112,166 @@ pub fn user_key() -> &'static UserKey {
     })
 }
 
-/// One golden object: its suite, stored bytes, identity, metadata and
-/// plaintext length.
+/// One golden object: its format version and suite, stored bytes,
+/// identity, metadata, plaintext length and the plaintext's SHA-256 (what a
+/// version-2 object's digest holds).
 pub struct Golden {
+    pub version: Version,
     pub suite: Suite,
     pub bytes: &'static [u8],
     pub identity: ObjectIdentity,
     pub metadata: Metadata,
     pub plaintext_len: u64,
+    pub plaintext_sha256: [u8; 32],
 }
 
-/// The golden objects of `tests/golden/`: four in suite 1, the same four
-/// shapes in suite 2 (object ids under `golden/sm4/`).
+impl Golden {
+    /// Where its body ends: its digest (version 2) follows.
+    pub fn body_end(&self) -> usize {
+        self.bytes.len() - self.version.trailer_len() as usize
+    }
+}
+
+/// The four shapes of golden object (`[objects.*]` of `golden.toml`):
+/// region, space, object id after its format's prefix, content type,
+/// attributes, plaintext length and SHA-256.
+type Shape = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    u64,
+    &'static str,
+);
+
+const SHAPES: [Shape; 4] = [
+    (
+        "cn-north-1",
+        "moments",
+        "empty",
+        "",
+        &[],
+        0,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    ),
+    (
+        "cn-north-1",
+        "moments",
+        "one-byte",
+        "application/octet-stream",
+        &[("k", "v")],
+        1,
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    ),
+    (
+        "eu-west-1",
+        "channels",
+        "16384",
+        "text/plain; charset=utf-8",
+        &[("", "empty name"), ("caption", "ünïcödé ✓"), ("z", "")],
+        16384,
+        "4348e3b98e8a327b34ced39c1da9e67cdb4cd5e48e4d7960607a3ae403d35f0c",
+    ),
+    (
+        "cn-north-1",
+        "moments",
+        "40000",
+        "image/jpeg",
+        &[("height", "480"), ("width", "640")],
+        40000,
+        "8f272ca6d96caedf3d860ff34ed21868f04ce18a2f41686f513c3c989146ca79",
+    ),
+];
+
+/// The golden files of each format, in the order of [`SHAPES`], with the
+/// prefix of their object ids.
+const FORMATS: [(Version, Suite, &str, [&[u8]; 4]); 4] = [
+    (
+        Version::V1,
+        Suite::Aes256Gcm,
+        "golden/",
+        [
+            include_bytes!("../../tests/golden/object-empty.bin"),
+            include_bytes!("../../tests/golden/object-one-byte.bin"),
+            include_bytes!("../../tests/golden/object-one-chunk.bin"),
+            include_bytes!("../../tests/golden/object-three-chunks.bin"),
+        ],
+    ),
+    (
+        Version::V1,
+        Suite::Sm4Gcm,
+        "golden/sm4/",
+        [
+            include_bytes!("../../tests/golden/object-sm4-empty.bin"),
+            include_bytes!("../../tests/golden/object-sm4-one-byte.bin"),
+            include_bytes!("../../tests/golden/object-sm4-one-chunk.bin"),
+            include_bytes!("../../tests/golden/object-sm4-three-chunks.bin"),
+        ],
+    ),
+    (
+        Version::V2,
+        Suite::Aes256Gcm,
+        "golden/v2/",
+        [
+            include_bytes!("../../tests/golden/object-v2-empty.bin"),
+            include_bytes!("../../tests/golden/object-v2-one-byte.bin"),
+            include_bytes!("../../tests/golden/object-v2-one-chunk.bin"),
+            include_bytes!("../../tests/golden/object-v2-three-chunks.bin"),
+        ],
+    ),
+    (
+        Version::V2,
+        Suite::Sm4Gcm,
+        "golden/v2/sm4/",
+        [
+            include_bytes!("../../tests/golden/object-v2-sm4-empty.bin"),
+            include_bytes!("../../tests/golden/object-v2-sm4-one-byte.bin"),
+            include_bytes!("../../tests/golden/object-v2-sm4-one-chunk.bin"),
+            include_bytes!("../../tests/golden/object-v2-sm4-three-chunks.bin"),
+        ],
+    ),
+];
+
+/// The golden objects of `tests/golden/`: the same four shapes in each
+/// format version and suite (object ids under `golden/`, `golden/sm4/`,
+/// `golden/v2/` and `golden/v2/sm4/`).
 pub fn golden() -> &'static [Golden] {
     static GOLDEN: OnceLock<Vec<Golden>> = OnceLock::new();
     GOLDEN.get_or_init(|| {
         let pseudonym: Pseudonym = NamingKey::from_bytes(&NAMING_KEY)
             .expect("naming key")
             .pseudonym(USER_ID);
-        let object = |suite: Suite,
-                      bytes: &'static [u8],
-                      region: &str,
-                      space: &str,
-                      id: &str,
-                      content_type: &str,
-                      attributes: &[(&str, &str)],
-                      plaintext_len: u64| Golden {
-            suite,
-            bytes,
-            identity: ObjectIdentity::new(region, space, pseudonym, id).expect("identity"),
-            metadata: Metadata {
-                content_type: content_type.into(),
-                attributes: attributes
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<BTreeMap<_, _>>(),
-            },
-            plaintext_len,
-        };
-        use Suite::{Aes256Gcm as Aes, Sm4Gcm as Sm4};
-        vec![
-            object(
-                Aes,
-                include_bytes!("../../tests/golden/object-empty.bin"),
-                "cn-north-1",
-                "moments",
-                "golden/empty",
-                "",
-                &[],
-                0,
-            ),
-            object(
-                Aes,
-                include_bytes!("../../tests/golden/object-one-byte.bin"),
-                "cn-north-1",
-                "moments",
-                "golden/one-byte",
-                "application/octet-stream",
-                &[("k", "v")],
-                1,
-            ),
-            object(
-                Aes,
-                include_bytes!("../../tests/golden/object-one-chunk.bin"),
-                "eu-west-1",
-                "channels",
-                "golden/16384",
-                "text/plain; charset=utf-8",
-                &[("", "empty name"), ("caption", "ünïcödé ✓"), ("z", "")],
-                16384,
-            ),
-            object(
-                Aes,
-                include_bytes!("../../tests/golden/object-three-chunks.bin"),
-                "cn-north-1",
-                "moments",
-                "golden/40000",
-                "image/jpeg",
-                &[("height", "480"), ("width", "640")],
-                40000,
-            ),
-            object(
-                Sm4,
-                include_bytes!("../../tests/golden/object-sm4-empty.bin"),
-                "cn-north-1",
-                "moments",
-                "golden/sm4/empty",
-                "",
-                &[],
-                0,
-            ),
-            object(
-                Sm4,
-                include_bytes!("../../tests/golden/object-sm4-one-byte.bin"),
-                "cn-north-1",
-                "moments",
-                "golden/sm4/one-byte",
-                "application/octet-stream",
-                &[("k", "v")],
-                1,
-            ),
-            object(
-                Sm4,
-                include_bytes!("../../tests/golden/object-sm4-one-chunk.bin"),
-                "eu-west-1",
-                "channels",
-                "golden/sm4/16384",
-                "text/plain; charset=utf-8",
-                &[("", "empty name"), ("caption", "ünïcödé ✓"), ("z", "")],
-                16384,
-            ),
-            object(
-                Sm4,
-                include_bytes!("../../tests/golden/object-sm4-three-chunks.bin"),
-                "cn-north-1",
-                "moments",
-                "golden/sm4/40000",
-                "image/jpeg",
-                &[("height", "480"), ("width", "640")],
-                40000,
-            ),
-        ]
+        FORMATS
+            .iter()
+            .flat_map(|(version, suite, prefix, files)| {
+                SHAPES.iter().zip(files).map(
+                    move |((region, space, id, content_type, attributes, len, sha256), bytes)| {
+                        Golden {
+                            version: *version,
+                            suite: *suite,
+                            bytes,
+                            identity: ObjectIdentity::new(
+                                region,
+                                space,
+                                pseudonym,
+                                &format!("{prefix}{id}"),
+                            )
+                            .expect("identity"),
+                            metadata: Metadata {
+                                content_type: (*content_type).into(),
+                                attributes: attributes
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .collect::<BTreeMap<_, _>>(),
+                            },
+                            plaintext_len: *len,
+                            plaintext_sha256: unhex(sha256).try_into().expect("SHA-256"),
+                        }
+                    },
+                )
+            })
+            .collect()
     })
 }
 

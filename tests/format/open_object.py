@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""An independent reader of sealgate objects, format version 1, both suites
-(Cobblestone-256 and Cobblestone-SM4), written from FORMAT.md alone with
-Python's `cryptography` package (OpenSSL's AES-GCM, SM4-GCM, SHA-2, SM3 and
-HMAC) and the standard library. HKDF-Expand, the C2SP chunked encryption,
-the key slot, the identity and the metadata encodings are written out here.
+"""An independent reader of sealgate objects, format versions 1 and 2, both
+suites (Cobblestone-256 and Cobblestone-SM4), written from FORMAT.md alone
+with Python's `cryptography` package (OpenSSL's AES-GCM, SM4-GCM, SHA-2, SM3
+and HMAC) and the standard library. HKDF-Expand, the C2SP chunked
+encryption, the key slot, the identity and the metadata encodings are
+written out here. A version-2 object's sealed digest is opened after the
+body and must be the SHA-256 (hashlib) of the body's plaintext.
 
     open_object.py golden [DIR]
         Reads DIR/golden.toml (default: tests/golden beside this script's
         directory), unwraps the key chain, opens every golden object and
-        checks its suite, metadata and plaintext, and checks every C2SP known
+        checks its format version (the entry's `version`, 1 if absent),
+        suite, metadata, plaintext and (version 2) stored digest, and
+        checks every C2SP known
         answer (the derivation, the message re-sealed byte for byte, its
         opening). Prints `ok object NAME ...` / `ok kat SECTION ...` per
-        item, and `FAIL ...` for any that does not check; exits 0 only if
+        item (`ok object NAME (SUITE, version V, N bytes)`), and `FAIL ...`
+        for any that does not check; exits 0 only if
         every item checks.
 
     open_object.py open USER_KEY_HEX REGION SPACE PSEUDONYM_HEX OBJECT_ID FILE
@@ -21,10 +26,11 @@ the key slot, the identity and the metadata encodings are written out here.
     open_object.py batch JOBS_JSON
         JOBS_JSON is a JSON list of {"name", "file", "user_key" (hex),
         "region", "space", "pseudonym" (hex), "object_id"}. Prints one JSON
-        line per job: {"name", "ok": true, "suite", "user_key_version",
-        "content_type", "attributes" ([name, value] pairs), "plaintext_len",
-        "plaintext_sha256"} or {"name", "ok": false, "error"}. Exits 0 once
-        every job has run.
+        line per job: {"name", "ok": true, "version", "suite",
+        "user_key_version", "content_type", "attributes" ([name, value]
+        pairs), "plaintext_len", "plaintext_sha256", "stored_sha256" (the
+        digest of version 2, equal to plaintext_sha256; null in version 1)}
+        or {"name", "ok": false, "error"}. Exits 0 once every job has run.
 
     open_object.py deployment DATA_DIR REGION USER...
         Opens, from a gateway's data directory alone (FORMAT.md "Keys at
@@ -38,7 +44,7 @@ the key slot, the identity and the metadata encodings are written out here.
         "error"}. Exits 0 once every object has been tried.
 
 Rejections say which part failed ("header: ...", "key slot: ...",
-"metadata: ...", "body: ..."): this is a test tool. The format requires a
+"metadata: ...", "body: ...", "digest: ..."): this is a test tool. The format requires a
 gateway to report every integrity failure after parsing as one opaque
 error, which sealgate does.
 """
@@ -58,7 +64,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 # FORMAT.md "Header layout", "Message layout", "Limits".
 MAGIC = b"SEALGT"
-FORMAT_VERSION = 1
+FORMAT_VERSIONS = (1, 2)
 FIXED_HEADER_LEN = 76
 SALT_LEN = 24
 COMMITMENT_LEN = 32
@@ -145,8 +151,10 @@ def lp(x):
     return len(x).to_bytes(2, "big") + x
 
 
-# FORMAT.md "Object identity".
-def identity_encoding(region, space, pseudonym, object_id):
+# FORMAT.md "Object identity": the format version is part of it.
+def identity_encoding(version, region, space, pseudonym, object_id):
+    if version not in FORMAT_VERSIONS:
+        raise ValueError(f"format version {version}")
     fields = [f.encode("utf-8") for f in (region, space, object_id)]
     if any(len(f) > MAX_IDENTITY_FIELD_LEN for f in fields):
         raise ValueError("identity field longer than 1024 bytes")
@@ -155,7 +163,7 @@ def identity_encoding(region, space, pseudonym, object_id):
     region_b, space_b, object_b = fields
     return (
         lp(b"sealgate/object")
-        + lp(bytes([FORMAT_VERSION]))
+        + lp(bytes([version]))
         + lp(region_b)
         + lp(space_b)
         + lp(pseudonym)
@@ -186,6 +194,13 @@ def chunk_nonce(base_nonce, i):
 
 def message_len(n):
     return MESSAGE_HEADER_LEN + n + TAG_LEN * (n // CHUNK_SIZE + 1)
+
+
+# FORMAT.md "Header layout": the digest of version 2 is a message of the
+# 32 bytes of a SHA-256.
+SHA256_LEN = 32
+DIGEST_MESSAGE_LEN = message_len(SHA256_LEN)
+assert DIGEST_MESSAGE_LEN == 104
 
 
 def plaintext_len(m):
@@ -304,12 +319,15 @@ def decode_metadata(data):
     return content_type, attributes
 
 
-# FORMAT.md "Parsing rules" and "Opening an object".
-def open_object(data, user_key, identity):
+# FORMAT.md "Parsing rules" and "Opening an object". `ident` is (region,
+# space, pseudonym (32 bytes), object id); the identity encoding takes the
+# header's format version.
+def open_object(data, user_key, ident):
     if len(data) < FIXED_HEADER_LEN or data[:6] != MAGIC:
         raise Invalid("header: not a sealgate object")
-    if data[6] != FORMAT_VERSION:
-        raise Invalid(f"header: unsupported format version {data[6]}")
+    format_version = data[6]
+    if format_version not in FORMAT_VERSIONS:
+        raise Invalid(f"header: unsupported format version {format_version}")
     suite = SUITES.get(data[7])
     if suite is None:
         raise Invalid(f"header: unsupported suite {data[7]}")
@@ -320,8 +338,14 @@ def open_object(data, user_key, identity):
         raise Invalid(f"header: sealed metadata length {m}")
     if len(data) < FIXED_HEADER_LEN + m:
         raise Invalid("header: shorter than its sealed metadata")
+    trailer = DIGEST_MESSAGE_LEN if format_version == 2 else 0
+    if len(data) < FIXED_HEADER_LEN + m + trailer:
+        raise Invalid("header: shorter than its sealed metadata and digest")
     sealed_metadata = data[FIXED_HEADER_LEN : FIXED_HEADER_LEN + m]
-    body = data[FIXED_HEADER_LEN + m :]
+    body_end = len(data) - trailer
+    body = data[FIXED_HEADER_LEN + m : body_end]
+    sealed_digest = data[body_end:]
+    identity = identity_encoding(format_version, *ident)
     try:
         dek = unwrap(suite, user_key, wrapped, identity)
     except Invalid as e:
@@ -335,12 +359,24 @@ def open_object(data, user_key, identity):
         plaintext = c2sp_open(suite, dek, identity, body)
     except Invalid as e:
         raise Invalid(f"body: {e}") from None
+    stored_sha256 = None
+    if format_version == 2:
+        try:
+            stored_sha256 = c2sp_open(suite, dek, identity + lp(b"digest"), sealed_digest)
+        except Invalid as e:
+            raise Invalid(f"digest: {e}") from None
+        if len(stored_sha256) != SHA256_LEN:
+            raise Invalid(f"digest: {len(stored_sha256)} bytes, not a SHA-256")
+        if stored_sha256 != hashlib.sha256(plaintext).digest():
+            raise Invalid("digest: not the SHA-256 of the plaintext")
     return {
+        "version": format_version,
         "suite": suite.name,
         "user_key_version": version,
         "content_type": content_type,
         "attributes": attributes,
         "plaintext": plaintext,
+        "stored_sha256": None if stored_sha256 is None else stored_sha256.hex(),
     }
 
 
@@ -388,23 +424,31 @@ def check_golden(directory):
         if suite is None:
             fail(what, f"manifest suite {o.get('suite')!r}")
             continue
-        identity = identity_encoding(o["region"], o["space"], p, o["object_id"])
+        # Version 1's entries may leave the version out.
+        version = o.get("version", 1)
+        if version not in FORMAT_VERSIONS:
+            fail(what, f"manifest version {version!r}")
+            continue
+        ident = (o["region"], o["space"], p, o["object_id"])
+        identity = identity_encoding(version, *ident)
         if identity.hex() != o["identity_encoding"]:
             fail(what, "identity encoding differs")
             continue
         try:
-            opened = open_object(data, user_key, identity)
+            opened = open_object(data, user_key, ident)
         except Invalid as e:
             fail(what, f"rejected: {e}")
             continue
         plaintext = opened["plaintext"]
         expected = {
+            "version": version,
             "suite": suite.name,
             "user_key_version": keys["user_key_version"],
             "content_type": o["content_type"],
             "attributes": sorted([k, v] for k, v in o["attributes"].items()),
             "plaintext_len": o["plaintext_len"],
             "plaintext_sha256": o["plaintext_sha256"],
+            "stored_sha256": o["plaintext_sha256"] if version == 2 else None,
         }
         got = summary(opened)
         if got != expected:
@@ -412,7 +456,7 @@ def check_golden(directory):
         elif plaintext != golden_plaintext(o["plaintext_len"]):
             fail(what, "plaintext is not the golden pattern")
         else:
-            print(f"ok object {name} ({suite.name}, {len(plaintext)} bytes)")
+            print(f"ok object {name} ({suite.name}, version {version}, {len(plaintext)} bytes)")
 
     for section, kat in m.items():
         if not (isinstance(kat, dict) and section.startswith("c2sp_") and "file" in kat):
@@ -446,11 +490,9 @@ def check_golden(directory):
 
 
 def open_job(job):
-    identity = identity_encoding(
-        job["region"], job["space"], bytes.fromhex(job["pseudonym"]), job["object_id"]
-    )
+    ident = (job["region"], job["space"], bytes.fromhex(job["pseudonym"]), job["object_id"])
     data = pathlib.Path(job["file"]).read_bytes()
-    return open_object(data, bytes.fromhex(job["user_key"]), identity)
+    return open_object(data, bytes.fromhex(job["user_key"]), ident)
 
 
 def read_keyring(path):
@@ -537,8 +579,8 @@ def open_deployment(data_dir, region, users):
                         bytes(wrapped_user_key),
                         user_key_aad(pseud, version, shard, kek_version),
                     )
-                    identity = identity_encoding(region, space_dir.name, pseud, path.name)
-                    result.update({"ok": True, **summary(open_object(data, user_key, identity))})
+                    ident = (region, space_dir.name, pseud, path.name)
+                    result.update({"ok": True, **summary(open_object(data, user_key, ident))})
                 except Invalid as e:
                     result.update({"ok": False, "error": str(e)})
                 results.append(result)

@@ -1,8 +1,9 @@
 //! The seed corpus of the fuzz targets (`fuzz/seeds/<target>/`): small valid
 //! inputs, so that the fuzzer's mutations start past the magic, the
-//! commitment and the syntax, in both suites. The golden objects themselves
-//! (`tests/golden/`, both suites) are the seeds of `object_unseal` and
-//! `opener` and are not copied (see `fuzz/run`).
+//! commitment and the syntax, in both suites and both object format
+//! versions. The golden objects themselves (`tests/golden/`, both suites,
+//! both versions) are the seeds of `object_unseal` and `opener` and are not
+//! copied (see `fuzz/run`); `random_access` reads some of them by range.
 //!
 //! This test checks that the committed seeds are exactly what the
 //! generators below produce (and so are valid for this build). After a
@@ -18,8 +19,8 @@ use std::path::{Path, PathBuf};
 use sealgate::blob::s3::overlay_patch;
 use sealgate::blob::MAX_PATCH_END;
 use sealgate::config::Config;
-use sealgate::crypto::chunked::{self, Sealer};
-use sealgate::crypto::{Header, Metadata, Suite};
+use sealgate::crypto::chunked::{self, RangePlan, Sealer};
+use sealgate::crypto::{Header, Metadata, ObjectLayout, Suite, Version};
 
 const WRITE_ENV: &str = "SEALGATE_WRITE_SEEDS";
 
@@ -62,7 +63,8 @@ fn metadata(content_type: &str, attributes: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// A random-access input: start, end, flags (bit 0: raw 64-bit range,
-/// bit 1: to the end), then the message.
+/// bit 1: to the end, bit 3: a whole object, not a message), then the
+/// message or object.
 fn range_input(start: u64, end: u64, flags: u8, message: &[u8]) -> Vec<u8> {
     let mut out = start.to_le_bytes().to_vec();
     out.extend_from_slice(&end.to_le_bytes());
@@ -178,6 +180,42 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "slot-sm4-three-chunks",
             slot("object-sm4-three-chunks.bin"),
         ),
+        ("key_slot", "slot-v2-empty", slot("object-v2-empty.bin")),
+        (
+            "key_slot",
+            "slot-v2-one-byte",
+            slot("object-v2-one-byte.bin"),
+        ),
+        (
+            "key_slot",
+            "slot-v2-one-chunk",
+            slot("object-v2-one-chunk.bin"),
+        ),
+        (
+            "key_slot",
+            "slot-v2-three-chunks",
+            slot("object-v2-three-chunks.bin"),
+        ),
+        (
+            "key_slot",
+            "slot-v2-sm4-empty",
+            slot("object-v2-sm4-empty.bin"),
+        ),
+        (
+            "key_slot",
+            "slot-v2-sm4-one-byte",
+            slot("object-v2-sm4-one-byte.bin"),
+        ),
+        (
+            "key_slot",
+            "slot-v2-sm4-one-chunk",
+            slot("object-v2-sm4-one-chunk.bin"),
+        ),
+        (
+            "key_slot",
+            "slot-v2-sm4-three-chunks",
+            slot("object-v2-sm4-three-chunks.bin"),
+        ),
         ("key_slot", "wrapped-kek", wrapped("wrapped_kek")),
         ("key_slot", "wrapped-user-key", wrapped("wrapped_user_key")),
         ("metadata", "empty", metadata("", &[])),
@@ -203,6 +241,9 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("opener", "len-1", kat_message(Aes, 1)),
         ("opener", "len-100", kat_message(Aes, 100)),
         ("opener", "len-16384", kat_message(Aes, 16384)),
+        // The shape of a version-2 object's digest: 32 bytes, one chunk.
+        ("opener", "len-32", kat_message(Aes, 32)),
+        ("opener", "sm4-len-32", kat_message(Sm4, 32)),
         ("opener", "sm4-len-0", kat_message(Sm4, 0)),
         ("opener", "sm4-len-1", kat_message(Sm4, 1)),
         ("opener", "sm4-len-100", kat_message(Sm4, 100)),
@@ -236,6 +277,27 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "random_access",
             "sm4-len-20000-16000-16500",
             range_input(16000, 16500, 0, &kat_message(Sm4, 20000)),
+        ),
+        // Golden objects read by range (flag 8), in both versions.
+        (
+            "random_access",
+            "object-three-chunks-16380-to-end",
+            range_input(16380, 0, 8 | 2, &golden("object-three-chunks.bin")),
+        ),
+        (
+            "random_access",
+            "object-v2-one-byte-0-to-end",
+            range_input(0, 0, 8 | 2, &golden("object-v2-one-byte.bin")),
+        ),
+        (
+            "random_access",
+            "object-v2-three-chunks-100-20000",
+            range_input(100, 20000, 8, &golden("object-v2-three-chunks.bin")),
+        ),
+        (
+            "random_access",
+            "object-v2-sm4-one-chunk-10-to-end",
+            range_input(10, 0, 8 | 2, &golden("object-v2-sm4-one-chunk.bin")),
         ),
         (
             "s3_patch",
@@ -340,6 +402,25 @@ fn seeds_are_valid_inputs() {
     for (name, bytes) in of("metadata") {
         assert!(Metadata::decode(bytes).is_ok(), "{name}");
     }
+    // Ranges that plan, over a message or (flag 8) a whole object's body;
+    // the objects of both versions.
+    let mut versions = Vec::new();
+    for (name, bytes) in of("random_access") {
+        let start = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let end = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+        let (flags, data) = (bytes[16], &bytes[17..]);
+        let end = (flags & 2 == 0).then_some(end);
+        let body_len = if flags & 8 != 0 {
+            let layout = ObjectLayout::new(data, data.len() as u64)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            versions.push(layout.version());
+            layout.body_len()
+        } else {
+            data.len() as u64
+        };
+        RangePlan::new(body_len, start, end).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert!(Version::ALL.iter().all(|v| versions.contains(v)));
     for (name, bytes) in of("keyring") {
         let (masters, _) = sealgate::keys::keyring::parse(std::str::from_utf8(bytes).unwrap())
             .unwrap_or_else(|e| panic!("{name}: {e}"));

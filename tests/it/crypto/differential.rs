@@ -4,24 +4,44 @@
 //! below for suite 2), a hand-rolled HKDF-Expand over aws-lc-rs
 //! HMAC-SHA-512 (suite 1) and a hand-rolled HMAC and HKDF-Expand over the
 //! RustCrypto `sm3` hash (suite 2), checked against our sealer, opener and
-//! envelope. `tests/format/open_object.py` is a second one, in Python over
-//! OpenSSL (`python_reader.rs`).
+//! envelope, in both format versions (version 2's digest checked against
+//! SHA-256 of aws-lc-rs). `tests/format/open_object.py` is a second one, in
+//! Python over OpenSSL (`python_reader.rs`).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, AesGcm, Nonce};
-use aws_lc_rs::hmac;
+use aws_lc_rs::{digest, hmac};
 use cipher::consts::{U12, U16};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use sealgate::crypto::chunked::{self, Sealer, CHUNK_SIZE, SALT_LEN};
-use sealgate::crypto::{Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, Suite, UserKey};
+use sealgate::crypto::{
+    Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, Suite, UserKey, Version,
+};
 use sm3::{Digest, Sm3};
 
-use super::{open_message_in, open_object, pattern, seal_object, seal_object_in, single_key};
+use super::{
+    formats, open_message_in, open_object, open_object_with_digest, pattern, seal_object_in,
+    single_key,
+};
 
 /// Suite ids of the header's suite byte (FORMAT.md "Suites").
 pub const SUITE_AES: u8 = 1;
 pub const SUITE_SM4: u8 = 2;
+/// Format versions of the header's version byte (FORMAT.md "Envelope").
+pub const FORMAT_V1: u8 = 1;
+pub const FORMAT_V2: u8 = 2;
+/// Length of a version-2 object's sealed digest: a C2SP message of 32
+/// bytes (56 + 32 + 16).
+pub const DIGEST_MESSAGE_LEN: usize = 104;
+
+/// SHA-256 (aws-lc-rs).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    digest::digest(&digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
 
 /// HKDF-Expand (RFC 5869, section 2.3) with HMAC-SHA-512.
 pub fn hkdf_expand_sha512(prk: &[u8], info: &[u8], len: usize) -> Vec<u8> {
@@ -254,6 +274,25 @@ pub fn chunk_nonce(base: &[u8; 12], i: u64) -> [u8; 12] {
     n
 }
 
+/// Independent C2SP seal of a whole message of suite `suite` with `salt`.
+pub fn c2sp_seal_in(
+    suite: u8,
+    key: &[u8],
+    context: &[u8],
+    salt: &[u8; SALT_LEN],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let (aead_key, base, commitment) = derive_in(suite, key, salt, context);
+    let cipher = IndependentAead::new(suite, &aead_key).unwrap();
+    let mut out = [&salt[..], &commitment[..]].concat();
+    for i in 0..plaintext.len() / CHUNK_SIZE + 1 {
+        let end = (CHUNK_SIZE * (i + 1)).min(plaintext.len());
+        let piece = &plaintext[CHUNK_SIZE * i..end];
+        out.extend(cipher.seal(&chunk_nonce(&base, i as u64), piece, b""));
+    }
+    out
+}
+
 /// Independent C2SP open of a whole Cobblestone-256 message; `None` if
 /// anything is off.
 pub fn c2sp_open(key: &[u8], context: &[u8], message: &[u8]) -> Option<Vec<u8>> {
@@ -291,8 +330,10 @@ pub fn lp(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(field);
 }
 
-/// The identity encoding, from `FORMAT.md`.
+/// The identity encoding of an object of format version `version`, from
+/// `FORMAT.md`.
 pub fn identity_encoding(
+    version: u8,
     region: &str,
     space: &str,
     pseudonym: &[u8; 32],
@@ -300,12 +341,45 @@ pub fn identity_encoding(
 ) -> Vec<u8> {
     let mut out = Vec::new();
     lp(&mut out, b"sealgate/object");
-    lp(&mut out, &[1]);
+    lp(&mut out, &[version]);
     lp(&mut out, region.as_bytes());
     lp(&mut out, space.as_bytes());
     lp(&mut out, pseudonym);
     lp(&mut out, object_id.as_bytes());
     out
+}
+
+/// The identity fields of an object, as a reader is given them: the
+/// encoding it binds to also has the object's format version, which the
+/// reader takes from the header.
+#[derive(Debug, Clone)]
+pub struct Ident {
+    pub region: String,
+    pub space: String,
+    pub pseudonym: [u8; 32],
+    pub object_id: String,
+}
+
+impl Ident {
+    pub fn new(region: &str, space: &str, pseudonym: &[u8; 32], object_id: &str) -> Self {
+        Self {
+            region: region.to_owned(),
+            space: space.to_owned(),
+            pseudonym: *pseudonym,
+            object_id: object_id.to_owned(),
+        }
+    }
+
+    /// The identity encoding for format version `version`.
+    pub fn encoding(&self, version: u8) -> Vec<u8> {
+        identity_encoding(
+            version,
+            &self.region,
+            &self.space,
+            &self.pseudonym,
+            &self.object_id,
+        )
+    }
 }
 
 /// `nonce(12) || ciphertext(32) || tag(16)` under AES-256-GCM with `aad`.
@@ -336,11 +410,16 @@ pub fn unwrap_key_in(
 /// An object opened by the independent reader.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Opened {
+    /// The format version (1 or 2).
+    pub version: u8,
     pub suite: u8,
     pub user_key_version: u32,
     pub content_type: String,
     pub attributes: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Version 2: the digest the object stores, checked to be the SHA-256
+    /// of `body`.
+    pub digest: Option<[u8; 32]>,
 }
 
 fn take_lp<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
@@ -350,16 +429,20 @@ fn take_lp<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
     Some(field)
 }
 
-/// Independent reader of a whole v1 object, given the user key's bytes and
-/// the identity encoding.
-pub fn open_object_independently(
-    object: &[u8],
-    user_key: &[u8],
-    identity: &[u8],
-) -> Option<Opened> {
-    if object.get(..6)? != b"SEALGT" || *object.get(6)? != 1 {
+/// Independent reader of a whole object of format version 1 or 2, given
+/// the user key's bytes and the identity fields. In version 2 it opens the
+/// digest after the body and rejects the object unless the digest is the
+/// SHA-256 of the body's plaintext.
+pub fn open_object_independently(object: &[u8], user_key: &[u8], ident: &Ident) -> Option<Opened> {
+    if object.get(..6)? != b"SEALGT" {
         return None;
     }
+    let version = *object.get(6)?;
+    let trailer = match version {
+        FORMAT_V1 => 0,
+        FORMAT_V2 => DIGEST_MESSAGE_LEN,
+        _ => return None,
+    };
     let suite = *object.get(7)?;
     if suite != SUITE_AES && suite != SUITE_SM4 {
         return None;
@@ -371,10 +454,13 @@ pub fn open_object_independently(
         return None;
     }
     let sealed_metadata = object.get(76..76 + m)?;
-    let body = &object[76 + m..];
+    let body_end = object.len().checked_sub(trailer)?;
+    let body = object.get(76 + m..body_end)?;
+    let sealed_digest = &object[body_end..];
 
-    let dek = unwrap_key_in(suite, user_key, wrapped, identity)?;
-    let mut metadata_context = identity.to_vec();
+    let identity = ident.encoding(version);
+    let dek = unwrap_key_in(suite, user_key, wrapped, &identity)?;
+    let mut metadata_context = identity.clone();
     lp(&mut metadata_context, b"metadata");
     let metadata = c2sp_open_in(suite, &dek, &metadata_context, sealed_metadata)?;
     let mut input = &metadata[..];
@@ -390,13 +476,29 @@ pub fn open_object_independently(
     if !input.is_empty() || !attributes.windows(2).all(|w| w[0].0 < w[1].0) {
         return None;
     }
-    let body = c2sp_open_in(suite, &dek, identity, body)?;
+    let body = c2sp_open_in(suite, &dek, &identity, body)?;
+    let digest = match version {
+        FORMAT_V2 => {
+            let mut digest_context = identity.clone();
+            lp(&mut digest_context, b"digest");
+            let digest: [u8; 32] = c2sp_open_in(suite, &dek, &digest_context, sealed_digest)?
+                .try_into()
+                .ok()?;
+            if digest != sha256(&body) {
+                return None;
+            }
+            Some(digest)
+        }
+        _ => None,
+    };
     Some(Opened {
+        version,
         suite,
         user_key_version,
         content_type,
         attributes,
         body,
+        digest,
     })
 }
 
@@ -545,11 +647,9 @@ proptest! {
     }
 }
 
-/// The whole envelope, read by the independent reader: key wrap, identity
-/// encoding, metadata context and encoding, body.
-#[test]
-fn envelope_matches_independent_reader() {
-    let master_bytes = [0x42u8; 32];
+/// The user-key bytes of a freshly generated user key, recovered through
+/// the key chain from a known master key by the independent unwrap.
+fn known_user_key(master_bytes: [u8; 32]) -> (UserKey, [u8; 32]) {
     let master = MasterKey::from_bytes(&master_bytes).unwrap();
     let kek = Kek::generate().unwrap();
     let wrapped_kek = master.wrap_kek(&kek, b"kek-aad").unwrap();
@@ -558,12 +658,24 @@ fn envelope_matches_independent_reader() {
     let wrapped_uk = kek.wrap_user_key(&user_key, b"uk-aad").unwrap();
     let uk_bytes = unwrap_key(&kek_bytes, wrapped_uk.as_bytes(), b"uk-aad").unwrap();
     assert!(unwrap_key(&kek_bytes, wrapped_uk.as_bytes(), b"uk-aaD").is_none());
+    (user_key, uk_bytes)
+}
+
+/// The whole envelope, read by the independent reader: key wrap, identity
+/// encoding (with the format version), metadata context and encoding,
+/// body, and in version 2 the digest, in both versions and both suites.
+#[test]
+fn envelope_matches_independent_reader() {
+    let (user_key, uk_bytes) = known_user_key([0x42; 32]);
 
     let naming = NamingKey::from_bytes(&[7u8; 32]).unwrap();
     let pseudonym = naming.pseudonym("user-1");
     let identity = ObjectIdentity::new("eu-west-1", "moments", pseudonym, "obj/ü").unwrap();
-    let encoding = identity_encoding("eu-west-1", "moments", pseudonym.as_bytes(), "obj/ü");
-    assert_eq!(identity.encode(sealgate::crypto::Version::V1), encoding);
+    let ident = Ident::new("eu-west-1", "moments", pseudonym.as_bytes(), "obj/ü");
+    for version in Version::ALL {
+        assert_eq!(identity.encode(version), ident.encoding(version.byte()));
+    }
+    assert_ne!(ident.encoding(FORMAT_V1), ident.encoding(FORMAT_V2));
 
     let mut metadata = Metadata {
         content_type: "image/jpeg".into(),
@@ -581,15 +693,25 @@ fn envelope_matches_independent_reader() {
     }
     assert_eq!(metadata.encode().unwrap(), expected_meta);
 
-    for (suite, len) in Suite::ALL
-        .into_iter()
-        .flat_map(|s| [0, 1, CHUNK_SIZE, 40_000].map(|l| (s, l)))
+    for ((version, suite), len) in
+        formats().flat_map(|f| [0, 1, CHUNK_SIZE, 40_000].map(|l| (f, l)))
     {
+        let name = format!("{len}-byte v{} {suite} object", version.byte());
         let body = pattern(len, len as u64);
-        let object = seal_object_in(suite, &user_key, 9, &identity, &metadata, &body, 5000);
+        let object = seal_object_in(
+            (version, suite),
+            &user_key,
+            9,
+            &identity,
+            &metadata,
+            &body,
+            5000,
+        );
+        assert_eq!(object[6], version.byte());
         assert_eq!(object[7], suite.id());
-        let opened = open_object_independently(&object, &uk_bytes, &encoding)
-            .unwrap_or_else(|| panic!("independent reader rejects a {len}-byte {suite} object"));
+        let opened = open_object_independently(&object, &uk_bytes, &ident)
+            .unwrap_or_else(|| panic!("independent reader rejects a {name}"));
+        assert_eq!(opened.version, version.byte());
         assert_eq!(opened.suite, suite.id());
         assert_eq!(opened.user_key_version, 9);
         assert_eq!(opened.content_type, "image/jpeg");
@@ -602,12 +724,26 @@ fn envelope_matches_independent_reader() {
             ]
         );
         assert!(opened.body == body);
+        let stored_digest = (version == Version::V2).then(|| sha256(&body));
+        assert_eq!(opened.digest, stored_digest, "{name}");
         // And our reader agrees.
-        let (meta, plain) = open_object(&object, single_key(9, &user_key), &identity, 777).unwrap();
+        let (meta, plain, digest) =
+            open_object_with_digest(&object, single_key(9, &user_key), &identity, 777).unwrap();
         assert_eq!(meta, metadata);
         assert!(plain == body);
+        assert_eq!(digest, stored_digest, "{name}");
+        let rejects = |bytes: &[u8], what: &str| {
+            assert!(
+                open_object_independently(bytes, &uk_bytes, &ident).is_none(),
+                "{name}: {what}: accepted by the independent reader"
+            );
+            assert!(
+                open_object(bytes, single_key(9, &user_key), &identity, 777).is_err(),
+                "{name}: {what}: accepted"
+            );
+        };
         // Another identity encoding is rejected by the independent reader too.
-        let other = identity_encoding("eu-west-1", "moments", pseudonym.as_bytes(), "obj/u");
+        let other = Ident::new("eu-west-1", "moments", pseudonym.as_bytes(), "obj/u");
         assert!(open_object_independently(&object, &uk_bytes, &other).is_none());
         // The other suite's byte: the independent reader rejects it too.
         let mut swapped = object.clone();
@@ -616,15 +752,162 @@ fn envelope_matches_independent_reader() {
         } else {
             SUITE_AES
         };
-        assert!(open_object_independently(&swapped, &uk_bytes, &encoding).is_none());
+        rejects(&swapped, "suite byte swapped");
+        // The other version's byte, with or without the digest.
+        let relabel = |bytes: &[u8], v: u8| {
+            let mut o = bytes.to_vec();
+            o[6] = v;
+            o
+        };
+        rejects(&relabel(&object, 3), "version 3");
+        match version {
+            Version::V1 => {
+                rejects(&relabel(&object, FORMAT_V2), "relabelled version 2");
+                let appended = [&object[..], &[0u8; DIGEST_MESSAGE_LEN][..]].concat();
+                rejects(
+                    &relabel(&appended, FORMAT_V2),
+                    "relabelled version 2, 104 bytes appended",
+                );
+            }
+            Version::V2 => {
+                let cut = &object[..object.len() - DIGEST_MESSAGE_LEN];
+                rejects(&relabel(&object, FORMAT_V1), "relabelled version 1");
+                rejects(
+                    &relabel(cut, FORMAT_V1),
+                    "relabelled version 1, digest cut off",
+                );
+                rejects(cut, "digest cut off");
+                let start = object.len() - DIGEST_MESSAGE_LEN;
+                for i in [0, 23, 24, 55, 56, 87, 88, 103] {
+                    let mut bad = object.clone();
+                    bad[start + i] ^= 0x20;
+                    rejects(&bad, &format!("digest byte {i} flipped"));
+                }
+            }
+        }
+    }
+}
+
+/// A version-2 object's digest, checked against the independent C2SP
+/// sealer: the stored message is exactly the suite's C2SP message of the
+/// plaintext's SHA-256 under the DEK with context `identity || lp("digest")`
+/// (re-sealed with its own salt, byte for byte; with another salt it opens
+/// too), and the same hash sealed under any other context, or any other
+/// plaintext, does not pass.
+#[test]
+fn digest_matches_independent_sealing_and_is_bound_to_its_context() {
+    use sealgate::crypto::Header;
+
+    let (user_key, uk_bytes) = known_user_key([0x5e; 32]);
+    let pseudonym = NamingKey::from_bytes(&[4u8; 32]).unwrap().pseudonym("fay");
+    let identity = ObjectIdentity::new("r", "s", pseudonym, "o").unwrap();
+    let ident = Ident::new("r", "s", pseudonym.as_bytes(), "o");
+    for suite in Suite::ALL {
+        let plaintext = pattern(20_000, 5);
+        let hash = sha256(&plaintext);
+        let object = seal_object_in(
+            (Version::V2, suite),
+            &user_key,
+            1,
+            &identity,
+            &Metadata::default(),
+            &plaintext,
+            4096,
+        );
+        let body_end = object.len() - DIGEST_MESSAGE_LEN;
+        let stored = &object[body_end..];
+        let encoding = ident.encoding(FORMAT_V2);
+        let dek = unwrap_key_in(suite.id(), &uk_bytes, &object[12..72], &encoding).unwrap();
+        let mut context = encoding.clone();
+        lp(&mut context, b"digest");
+        let salt: [u8; SALT_LEN] = stored[..SALT_LEN].try_into().unwrap();
+        assert!(
+            c2sp_seal_in(suite.id(), &dek, &context, &salt, &hash) == stored,
+            "{suite}: the stored digest is not the C2SP message of the SHA-256"
+        );
+        let unsealed = Header::parse(&object)
+            .unwrap()
+            .unseal(&user_key, &identity)
+            .unwrap();
+        let with_digest = |sealed: &[u8]| [&object[..body_end], sealed].concat();
+
+        // Positive control: sealed independently under another salt.
+        let fresh = c2sp_seal_in(suite.id(), &dek, &context, &[0x77; SALT_LEN], &hash);
+        assert_eq!(fresh.len(), DIGEST_MESSAGE_LEN);
+        assert_eq!(unsealed.open_digest(&fresh), Ok(hash), "{suite}");
+        let (_, plain, digest) = open_object_with_digest(
+            &with_digest(&fresh),
+            single_key(1, &user_key),
+            &identity,
+            1 << 20,
+        )
+        .unwrap();
+        assert!(plain == plaintext);
+        assert_eq!(digest, Some(hash));
+        assert!(open_object_independently(&with_digest(&fresh), &uk_bytes, &ident).is_some());
+
+        // Other contexts: none opens.
+        let mut v1_context = ident.encoding(FORMAT_V1);
+        lp(&mut v1_context, b"digest");
+        let mut metadata_context = encoding.clone();
+        lp(&mut metadata_context, b"metadata");
+        let mut other_object = Ident::new("r", "s", pseudonym.as_bytes(), "p").encoding(FORMAT_V2);
+        lp(&mut other_object, b"digest");
+        let mut unprefixed = encoding.clone();
+        unprefixed.extend_from_slice(b"digest");
+        for (what, ctx) in [
+            ("the body's context", encoding.clone()),
+            ("the metadata's context", metadata_context),
+            ("version 1's identity", v1_context),
+            ("another object's identity", other_object),
+            ("\"digest\" without its length", unprefixed),
+        ] {
+            let sealed = c2sp_seal_in(suite.id(), &dek, &ctx, &salt, &hash);
+            assert_eq!(
+                unsealed.open_digest(&sealed),
+                Err(sealgate::crypto::CryptoError::DecryptionFailed),
+                "{suite}: digest under {what}"
+            );
+            assert!(
+                open_object_independently(&with_digest(&sealed), &uk_bytes, &ident).is_none(),
+                "{suite}: digest under {what}"
+            );
+        }
+
+        // The right context, another plaintext: a hash of 31 or 33 bytes
+        // is not a digest; 32 other bytes open in sealgate (the digest is
+        // the writer's word, FORMAT.md "Opening an object"), but a reader
+        // that has the plaintext, as the independent one, sees the lie.
+        for wrong in [&hash[..31], &[&hash[..], &[0][..]].concat()[..]] {
+            let sealed = c2sp_seal_in(suite.id(), &dek, &context, &salt, wrong);
+            assert_eq!(
+                unsealed.open_digest(&sealed),
+                Err(sealgate::crypto::CryptoError::DecryptionFailed),
+                "{suite}: a {}-byte digest",
+                wrong.len()
+            );
+            assert!(open_object_independently(&with_digest(&sealed), &uk_bytes, &ident).is_none());
+        }
+        let mut lie = hash;
+        lie[0] ^= 1;
+        let sealed = c2sp_seal_in(suite.id(), &dek, &context, &salt, &lie);
+        assert_eq!(unsealed.open_digest(&sealed), Ok(lie), "{suite}");
+        assert!(open_object_independently(&with_digest(&sealed), &uk_bytes, &ident).is_none());
     }
 }
 
 /// Metadata that decrypts but is not canonically encoded is rejected: the
 /// test re-seals crafted metadata under the object's DEK (recovered through
-/// the key chain from a known master key) and splices it into the header.
+/// the key chain from a known master key) and splices it into the header,
+/// in both format versions.
 #[test]
 fn non_canonical_metadata_is_rejected() {
+    for version in Version::ALL {
+        non_canonical_metadata_is_rejected_in(version);
+    }
+}
+
+fn non_canonical_metadata_is_rejected_in(version: Version) {
     use sealgate::crypto::envelope::FIXED_HEADER_LEN;
     use sealgate::crypto::{CryptoError, Header};
 
@@ -646,8 +929,17 @@ fn non_canonical_metadata_is_rejected() {
     .unwrap();
     let pseudonym = NamingKey::from_bytes(&[3u8; 32]).unwrap().pseudonym("erin");
     let identity = ObjectIdentity::new("r", "s", pseudonym, "o").unwrap();
-    let encoding = identity.encode(sealgate::crypto::Version::V1);
-    let object = seal_object(&user_key, 1, &identity, &Metadata::default(), b"hello", 5);
+    let encoding = Ident::new("r", "s", pseudonym.as_bytes(), "o").encoding(version.byte());
+    assert_eq!(identity.encode(version), encoding);
+    let object = seal_object_in(
+        (version, Suite::Aes256Gcm),
+        &user_key,
+        1,
+        &identity,
+        &Metadata::default(),
+        b"hello",
+        5,
+    );
     let header_len = Header::parse(&object).unwrap().len();
     let dek = unwrap_key(&uk_bytes, &object[12..72], &encoding).unwrap();
     let mut metadata_context = encoding.clone();

@@ -2,7 +2,10 @@
 //! implementation that every later build must still open, and C2SP known
 //! answers that pin the body layer byte for byte, for both suites
 //! (suite 1's files `object-*.bin` and `c2sp-kat.bin`, suite 2's
-//! `object-sm4-*.bin` and `c2sp-sm4-kat.bin`).
+//! `object-sm4-*.bin` and `c2sp-sm4-kat.bin`) and both format versions
+//! (version 1's objects `object-*.bin` and `object-sm4-*.bin`, version 2's
+//! `object-v2-*.bin` and `object-v2-sm4-*.bin`, with `version = 2` in the
+//! manifest).
 //!
 //! By default the tests only read the files. The writer
 //!
@@ -13,9 +16,9 @@
 //! only adds what is missing: it never rewrites a file that exists, seals
 //! new objects under the committed user key (unwrapped from the manifest),
 //! and writes the manifest again from all the files (for files that already
-//! existed the text comes out as before). That is how a new suite's objects
-//! are added without touching the objects already stored. A new set (a new
-//! format version) starts from an empty `tests/golden/`.
+//! existed the text comes out as before). That is how a new suite's or a
+//! new format version's objects are added without touching the objects
+//! already stored: version 2's were added so, beside version 1's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,16 +26,16 @@ use std::path::PathBuf;
 
 use aws_lc_rs::digest::{digest, SHA256};
 use sealgate::crypto::chunked::{self, Sealer, SALT_LEN};
+use sealgate::crypto::envelope::SEALED_DIGEST_LEN;
 use sealgate::crypto::{
     CryptoError, Header, Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, ObjectLayout, Suite,
-    UserKey, Wrapped,
+    UserKey, Version, Wrapped,
 };
 
-use super::differential::{
-    c2sp_open_in, derive_in, identity_encoding, open_object_independently, unwrap_key,
-};
+use super::differential::{c2sp_open_in, derive_in, open_object_independently, unwrap_key, Ident};
 use super::{
-    open_message_in, open_object, read_range, seal_object_in, single_key, unseal_object, Stage,
+    body_of, formats, open_message_in, open_object, open_object_with_digest, read_range,
+    seal_object_in, single_key, unseal_object, Stage,
 };
 
 const WRITE_ENV: &str = "SEALGATE_WRITE_GOLDEN";
@@ -151,20 +154,29 @@ fn metadata_of(o: &GoldenObject) -> Metadata {
 }
 
 /// A golden object's name in the manifest: the shape's name in suite 1,
-/// `sm4-` and the shape's name in suite 2. Its file is `object-NAME.bin`.
-fn golden_name(suite: Suite, o: &GoldenObject) -> String {
-    match suite {
+/// `sm4-` and the shape's name in suite 2; in format version 2 either
+/// after `v2-`. Its file is `object-NAME.bin`.
+fn golden_name((version, suite): (Version, Suite), o: &GoldenObject) -> String {
+    let name = match suite {
         Suite::Aes256Gcm => o.name.to_owned(),
         Suite::Sm4Gcm => format!("sm4-{}", o.name),
+    };
+    match version {
+        Version::V1 => name,
+        Version::V2 => format!("v2-{name}"),
     }
 }
 
-/// A golden object's object id: suite 2's are under `golden/sm4/`.
-fn golden_object_id(suite: Suite, o: &GoldenObject) -> String {
-    match suite {
-        Suite::Aes256Gcm => o.object_id.to_owned(),
-        Suite::Sm4Gcm => o.object_id.replacen("golden/", "golden/sm4/", 1),
-    }
+/// A golden object's object id: suite 2's are under `golden/sm4/`;
+/// version 2's under `golden/v2/` (and `golden/v2/sm4/`).
+fn golden_object_id((version, suite): (Version, Suite), o: &GoldenObject) -> String {
+    let prefix = match (version, suite) {
+        (Version::V1, Suite::Aes256Gcm) => "golden/",
+        (Version::V1, Suite::Sm4Gcm) => "golden/sm4/",
+        (Version::V2, Suite::Aes256Gcm) => "golden/v2/",
+        (Version::V2, Suite::Sm4Gcm) => "golden/v2/sm4/",
+    };
+    o.object_id.replacen("golden/", prefix, 1)
 }
 
 fn kat_message(suite: Suite) -> Vec<u8> {
@@ -238,7 +250,7 @@ fn write_golden() {
     let mut m = String::new();
     writeln!(
         m,
-        "# Golden objects of the sealgate object format v1 (see FORMAT.md)."
+        "# Golden objects of the sealgate object format, versions 1 and 2 (see FORMAT.md)."
     )
     .unwrap();
     writeln!(
@@ -254,6 +266,11 @@ fn write_golden() {
     writeln!(
         m,
         "# suite is the object's or message's suite (FORMAT.md \"Suites\"): objects sm4-* are suite 2."
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "# version is an object's format version (FORMAT.md \"Envelope\"): 2 for objects v2-*, 1 where absent."
     )
     .unwrap();
     writeln!(
@@ -283,16 +300,18 @@ fn write_golden() {
     writeln!(m, "user_id = {}", toml_string(USER_ID)).unwrap();
     writeln!(m, "pseudonym = \"{pseudonym}\"").unwrap();
 
-    for suite in Suite::ALL {
+    // Version 1's objects first (their entries read as they always did),
+    // then version 2's.
+    for (version, suite) in formats() {
         for o in OBJECTS {
-            let name = golden_name(suite, o);
-            let object_id = golden_object_id(suite, o);
+            let name = golden_name((version, suite), o);
+            let object_id = golden_object_id((version, suite), o);
             let identity = ObjectIdentity::new(o.region, o.space, pseudonym, &object_id).unwrap();
             let plaintext = golden_plaintext(o.len);
             let file = format!("object-{name}.bin");
             let object = existing_or_write(&file, || {
                 seal_object_in(
-                    suite,
+                    (version, suite),
                     &user_key,
                     USER_KEY_VERSION,
                     &identity,
@@ -305,13 +324,16 @@ fn write_golden() {
             writeln!(m, "[objects.{name}]").unwrap();
             writeln!(m, "file = {}", toml_string(&file)).unwrap();
             writeln!(m, "suite = {}", toml_string(suite.name())).unwrap();
+            if version != Version::V1 {
+                writeln!(m, "version = {}", version.byte()).unwrap();
+            }
             writeln!(m, "region = {}", toml_string(o.region)).unwrap();
             writeln!(m, "space = {}", toml_string(o.space)).unwrap();
             writeln!(m, "object_id = {}", toml_string(&object_id)).unwrap();
             writeln!(
                 m,
                 "identity_encoding = \"{}\"",
-                ::hex::encode(identity.encode(sealgate::crypto::Version::V1))
+                ::hex::encode(identity.encode(version))
             )
             .unwrap();
             writeln!(m, "content_type = {}", toml_string(o.content_type)).unwrap();
@@ -435,8 +457,8 @@ fn golden_objects_open() {
     let user_key = kek
         .unwrap_user_key(&wrapped_user_key, s(keys, "user_key_aad").as_bytes())
         .expect("golden user key unwraps");
-    let version = u32::try_from(n(keys, "user_key_version")).unwrap();
-    assert_eq!(version, USER_KEY_VERSION);
+    let version_of_key = u32::try_from(n(keys, "user_key_version")).unwrap();
+    assert_eq!(version_of_key, USER_KEY_VERSION);
 
     // The pseudonym derivation is pinned.
     let naming = NamingKey::from_bytes(&h(keys, "naming_key")).unwrap();
@@ -462,15 +484,23 @@ fn golden_objects_open() {
     .expect("independent user key unwrap");
 
     let objects = table(&m, "objects");
-    assert_eq!(objects.len(), Suite::ALL.len() * OBJECTS.len());
-    for (suite, expected) in Suite::ALL
-        .into_iter()
-        .flat_map(|suite| OBJECTS.iter().map(move |o| (suite, o)))
+    assert_eq!(
+        objects.len(),
+        Version::ALL.len() * Suite::ALL.len() * OBJECTS.len()
+    );
+    for ((version, suite), expected) in formats().flat_map(|f| OBJECTS.iter().map(move |o| (f, o)))
     {
-        let name = &golden_name(suite, expected)[..];
+        let name = &golden_name((version, suite), expected)[..];
         let o = table(objects, name);
         assert_eq!(s(o, "file"), format!("object-{name}.bin"));
         assert_eq!(s(o, "suite"), suite.name(), "{name}");
+        // The format version: absent (or 1) for version 1's entries.
+        let manifest_version = o.get("version").map_or(1, |_| n(o, "version"));
+        assert_eq!(
+            manifest_version,
+            u64::from(version.byte()),
+            "{name}: version"
+        );
         let object = read(s(o, "file"));
         assert_eq!(
             sha256_hex(&object),
@@ -481,23 +511,27 @@ fn golden_objects_open() {
         assert_eq!(len, expected.len);
         let plaintext = golden_plaintext(len);
         assert_eq!(sha256_hex(&plaintext), s(o, "plaintext_sha256"), "{name}");
+        let plaintext_sha256: [u8; 32] = h(o, "plaintext_sha256").try_into().unwrap();
 
-        assert_eq!(s(o, "object_id"), golden_object_id(suite, expected));
+        assert_eq!(
+            s(o, "object_id"),
+            golden_object_id((version, suite), expected)
+        );
         let identity =
             ObjectIdentity::new(s(o, "region"), s(o, "space"), pseudonym, s(o, "object_id"))
                 .unwrap();
         assert_eq!(
-            identity.encode(sealgate::crypto::Version::V1),
+            identity.encode(version),
             h(o, "identity_encoding"),
             "{name}: identity encoding"
         );
-        let encoding = identity_encoding(
+        let ident = Ident::new(
             s(o, "region"),
             s(o, "space"),
             pseudonym.as_bytes(),
             s(o, "object_id"),
         );
-        assert_eq!(encoding, identity.encode(sealgate::crypto::Version::V1));
+        assert_eq!(ident.encoding(version.byte()), identity.encode(version));
         let attributes: BTreeMap<String, String> = table(o, "attributes")
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
@@ -510,17 +544,31 @@ fn golden_objects_open() {
 
         // Layout.
         let header = Header::parse(&object).expect("golden header parses");
-        assert_eq!(&object[..7], b"SEALGT\x01", "{name}");
+        assert_eq!(&object[..6], b"SEALGT", "{name}");
+        assert_eq!(object[6], version.byte(), "{name}: version byte");
         assert_eq!(object[7], suite.id(), "{name}: suite byte");
-        assert_eq!(header.suite, suite, "{name}");
+        assert_eq!((header.version, header.suite), (version, suite), "{name}");
         assert_eq!(Header::suite_of(&object), Ok(suite), "{name}");
-        let layout = ObjectLayout::new(&object, object.len() as u64).unwrap();
-        assert_eq!(layout.suite(), suite, "{name}");
+        assert_eq!(Header::format_of(&object), Ok((version, suite)), "{name}");
+        let stored = object.len() as u64;
+        let layout = ObjectLayout::new(&object, stored).unwrap();
+        assert_eq!(
+            (layout.version(), layout.suite()),
+            (version, suite),
+            "{name}"
+        );
         assert_eq!(layout.plaintext_len(), len as u64, "{name}");
-        assert_eq!(header.key_slot.user_key_version, version);
+        assert_eq!(
+            layout.digest(),
+            (version == Version::V2).then(|| stored - SEALED_DIGEST_LEN as u64..stored),
+            "{name}: digest"
+        );
+        assert_eq!(header.key_slot.user_key_version, version_of_key);
         assert_eq!(
             object.len(),
-            header.len() + chunked::message_len(len as u64) as usize,
+            header.len()
+                + chunked::message_len(len as u64) as usize
+                + version.trailer_len() as usize,
             "{name}: object length"
         );
         assert_eq!(
@@ -529,22 +577,33 @@ fn golden_objects_open() {
             "{name}: metadata length"
         );
 
-        // Our reader, streaming in several splits.
+        // Our reader, streaming in several splits; the digest of version 2
+        // is the plaintext's SHA-256 of the manifest.
         for piece in [usize::MAX, 1000, 1] {
             if piece == 1 && len > 20_000 {
                 continue;
             }
-            let (meta, plain) =
-                open_object(&object, single_key(version, &user_key), &identity, piece)
-                    .unwrap_or_else(|e| panic!("{name}: golden object does not open: {e:?}"));
+            let (meta, plain, digest) = open_object_with_digest(
+                &object,
+                single_key(version_of_key, &user_key),
+                &identity,
+                piece,
+            )
+            .unwrap_or_else(|e| panic!("{name}: golden object does not open: {e:?}"));
             assert_eq!(meta, metadata, "{name}");
             assert!(plain == plaintext, "{name}: plaintext");
+            assert_eq!(
+                digest,
+                (version == Version::V2).then_some(plaintext_sha256),
+                "{name}: digest"
+            );
         }
         // Our reader, by range.
         if len > 0 {
-            let (unsealed, hl) =
-                unseal_object(&object, single_key(version, &user_key), &identity).unwrap();
-            let body = &object[hl..];
+            let (unsealed, _) =
+                unseal_object(&object, single_key(version_of_key, &user_key), &identity).unwrap();
+            let body = body_of(&object);
+            assert_eq!(body.len() as u64, layout.body_len());
             let ra = unsealed
                 .body_random_access(&body[..chunked::HEADER_LEN])
                 .unwrap();
@@ -562,32 +621,88 @@ fn golden_objects_open() {
             }
         }
         // Read as the other suite, it does not open (the key slot's AEAD
-        // differs), and neither does a suite this build does not know.
-        for (byte, stage, error) in [
+        // differs), and neither does a suite this build does not know;
+        // likewise as the other format version (the identity encoding
+        // differs) and a version this build does not know.
+        for (at, byte, stage, error) in [
             (
+                7,
                 3 - suite.id(),
                 Stage::Unseal,
                 Some(CryptoError::DecryptionFailed),
             ),
-            (3, Stage::Parse, Some(CryptoError::UnsupportedSuite(3))),
+            (7, 3, Stage::Parse, Some(CryptoError::UnsupportedSuite(3))),
+            (
+                6,
+                3 - version.byte(),
+                Stage::Unseal,
+                Some(CryptoError::DecryptionFailed),
+            ),
+            (6, 3, Stage::Parse, Some(CryptoError::UnsupportedVersion(3))),
         ] {
             let mut other = object.clone();
-            other[7] = byte;
-            let failure = open_object(&other, single_key(version, &user_key), &identity, 1000)
-                .expect_err(name);
+            other[at] = byte;
+            let failure = open_object(
+                &other,
+                single_key(version_of_key, &user_key),
+                &identity,
+                1000,
+            )
+            .expect_err(name);
             assert_eq!((failure.stage, failure.error), (stage, error), "{name}");
+            assert!(
+                open_object_independently(&other, &uk_bytes, &ident).is_none(),
+                "{name}"
+            );
+        }
+        if version == Version::V2 {
+            // Relabelled version 1 with its digest cut off: the key slot.
+            let mut cut = object[..object.len() - SEALED_DIGEST_LEN].to_vec();
+            cut[6] = 1;
+            let failure = open_object(&cut, single_key(version_of_key, &user_key), &identity, 1000)
+                .expect_err(name);
+            assert_eq!(
+                (failure.stage, failure.error),
+                (Stage::Unseal, Some(CryptoError::DecryptionFailed)),
+                "{name}"
+            );
+            assert!(
+                open_object_independently(&cut, &uk_bytes, &ident).is_none(),
+                "{name}"
+            );
+            // A byte of the digest changed: the body opens, the digest not.
+            let mut bad = object.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            let failure = open_object(&bad, single_key(version_of_key, &user_key), &identity, 1000)
+                .expect_err(name);
+            assert_eq!(
+                (failure.stage, failure.error, failure.released),
+                (Stage::Digest, Some(CryptoError::DecryptionFailed), len),
+                "{name}"
+            );
+            assert!(
+                open_object_independently(&bad, &uk_bytes, &ident).is_none(),
+                "{name}"
+            );
         }
         // The independent reader.
-        let opened = open_object_independently(&object, &uk_bytes, &encoding)
+        let opened = open_object_independently(&object, &uk_bytes, &ident)
             .unwrap_or_else(|| panic!("{name}: independent reader rejects the golden object"));
+        assert_eq!(opened.version, version.byte());
         assert_eq!(opened.suite, suite.id());
-        assert_eq!(opened.user_key_version, version);
+        assert_eq!(opened.user_key_version, version_of_key);
         assert_eq!(opened.content_type, metadata.content_type);
         assert_eq!(
             opened.attributes,
             metadata.attributes.clone().into_iter().collect::<Vec<_>>()
         );
         assert!(opened.body == plaintext);
+        assert_eq!(
+            opened.digest,
+            (version == Version::V2).then_some(plaintext_sha256),
+            "{name}"
+        );
     }
 }
 

@@ -2,7 +2,8 @@
 //! independent reader over RustCrypto's GCM (both suites), a second
 //! independent reader in Python (`tests/format/open_object.py`), envelope
 //! tampering, properties, key hygiene and the golden objects under
-//! `tests/golden/`.
+//! `tests/golden/`. The envelope tests run in both format versions
+//! ([`formats`]): version 2's sealed digest after the body included.
 
 mod differential;
 mod golden;
@@ -14,10 +15,25 @@ mod sm4_vectors;
 mod tampering;
 mod wycheproof_vectors;
 
+use aws_lc_rs::digest::{digest, SHA256};
 use sealgate::crypto::chunked::{self, Opener, RandomAccess, RangePlan, Sealer};
+use sealgate::crypto::envelope::{SEALED_DIGEST_LEN, SHA256_LEN};
 use sealgate::crypto::{
-    CryptoError, Header, Metadata, ObjectIdentity, ObjectSealer, Suite, UnsealedObject, UserKey,
+    CryptoError, Header, Metadata, ObjectIdentity, ObjectLayout, ObjectSealer, Suite,
+    UnsealedObject, UserKey, Version,
 };
+
+/// Every format of an object: each version in each suite.
+pub fn formats() -> impl Iterator<Item = (Version, Suite)> {
+    Version::ALL
+        .into_iter()
+        .flat_map(|v| Suite::ALL.into_iter().map(move |s| (v, s)))
+}
+
+/// The plaintext's SHA-256 (aws-lc-rs), to compare with a stored digest.
+pub fn sha256(bytes: &[u8]) -> [u8; SHA256_LEN] {
+    digest(&SHA256, bytes).as_ref().try_into().unwrap()
+}
 
 /// Whether a test that tries every byte position (flips, truncations,
 /// claimed lengths) tries `pos` in `suite`. Suite 1 (aws-lc-rs) tries
@@ -114,6 +130,8 @@ pub enum Stage {
     Push,
     /// `Opener::finish`.
     Finish,
+    /// `UnsealedObject::open_digest` (version 2, after the whole body).
+    Digest,
 }
 
 /// A failed open: where, why, and how many plaintext bytes had already been
@@ -135,30 +153,13 @@ impl OpenFailure {
     }
 }
 
-/// Seals a whole suite-1 object with [`ObjectSealer`], pushing the body in
-/// pieces.
-pub fn seal_object(
-    user_key: &UserKey,
-    version: u32,
-    identity: &ObjectIdentity,
-    metadata: &Metadata,
-    plaintext: &[u8],
-    piece: usize,
-) -> Vec<u8> {
-    seal_object_in(
-        Suite::Aes256Gcm,
-        user_key,
-        version,
-        identity,
-        metadata,
-        plaintext,
-        piece,
-    )
-}
-
-/// [`seal_object`] in `suite`.
+/// Seals a whole object in the format `(format version, suite)` with
+/// [`ObjectSealer::new_in`], pushing the body in pieces of `piece` bytes
+/// (what [`ObjectSealer::new`] writes is `(Version::V2, suite)`). Checks
+/// what the sealer says of the object on the way: its stored length (told
+/// before the body), the plaintext's SHA-256, and the object's layout.
 pub fn seal_object_in(
-    suite: Suite,
+    (format, suite): (Version, Suite),
     user_key: &UserKey,
     version: u32,
     identity: &ObjectIdentity,
@@ -167,13 +168,50 @@ pub fn seal_object_in(
     piece: usize,
 ) -> Vec<u8> {
     let (mut sealer, mut out) =
-        ObjectSealer::new(suite, user_key, version, identity, metadata).expect("object sealer");
+        ObjectSealer::new_in((format, suite), user_key, version, identity, metadata)
+            .expect("object sealer");
+    let stored_len = sealer.stored_len(plaintext.len() as u64);
     for p in plaintext.chunks(piece.max(1)) {
         sealer.push(p, &mut out).expect("push");
     }
     assert_eq!(sealer.plaintext_len(), plaintext.len() as u64);
+    assert_eq!(sealer.plaintext_sha256(), sha256(plaintext));
     sealer.finish(&mut out).expect("finish");
+    assert_eq!(out.len() as u64, stored_len, "stored length told up front");
+    assert_eq!(out[6], format.byte());
+    assert_eq!(out[7], suite.id());
+    let layout = ObjectLayout::new(&out, out.len() as u64).expect("layout");
+    assert_eq!(
+        (layout.version(), layout.suite()),
+        (format, suite),
+        "layout"
+    );
+    assert_eq!(layout.plaintext_len(), plaintext.len() as u64);
     out
+}
+
+/// Where the body of an object ends: the version's trailer (104 bytes in
+/// version 2, none in version 1) before the end, but not before
+/// `header_len`. This is
+/// [`ObjectLayout`]'s arithmetic, without its checks, so that a damaged
+/// object reaches the opener.
+pub fn body_end(object_len: usize, header_len: usize, version: Version) -> usize {
+    object_len
+        .saturating_sub(version.trailer_len() as usize)
+        .max(header_len)
+}
+
+/// The body message of a well-formed object: after the header, before
+/// the digest of version 2.
+pub fn body_of(object: &[u8]) -> &[u8] {
+    let header = Header::parse(object).expect("header");
+    &object[header.len()..body_end(object.len(), header.len(), header.version)]
+}
+
+/// The sealed digest of a well-formed version-2 object: its last 104 bytes.
+pub fn sealed_digest_of(object: &[u8]) -> &[u8] {
+    assert_eq!(Header::parse(object).unwrap().version, Version::V2);
+    &object[object.len() - SEALED_DIGEST_LEN..]
 }
 
 /// Parses and unseals an object's header, returning the unsealed object and
@@ -197,16 +235,36 @@ pub fn unseal_object<'k>(
 }
 
 /// Opens a whole object the way the gateway streams one: parse, select the
-/// user key by the slot's version, unseal, then stream the body in pieces of
-/// `piece` bytes.
+/// user key by the slot's version, unseal, then stream the body (up to the
+/// digest in version 2) in pieces of `piece` bytes; in version 2, then open
+/// the sealed digest, which must be the SHA-256 of the plaintext.
 pub fn open_object<'k>(
     object: &[u8],
     keyring: impl Fn(u32) -> Option<&'k UserKey>,
     identity: &ObjectIdentity,
     piece: usize,
 ) -> Result<(Metadata, Vec<u8>), OpenFailure> {
+    open_object_with_digest(object, keyring, identity, piece).map(|(m, p, _)| (m, p))
+}
+
+/// An object opened by [`open_object_with_digest`]: its metadata, its
+/// plaintext and the digest it stores (version 2).
+pub type Opened = (Metadata, Vec<u8>, Option<[u8; SHA256_LEN]>);
+
+/// [`open_object`], also returning the digest a version-2 object stores
+/// (`None` in version 1, whose `open_digest` must fail).
+pub fn open_object_with_digest<'k>(
+    object: &[u8],
+    keyring: impl Fn(u32) -> Option<&'k UserKey>,
+    identity: &ObjectIdentity,
+    piece: usize,
+) -> Result<Opened, OpenFailure> {
     let (unsealed, header_len) = unseal_object(object, keyring, identity)?;
-    let body = &object[header_len..];
+    let version = Header::parse(object)
+        .expect("parsed by unseal_object")
+        .version;
+    let body_end = body_end(object.len(), header_len, version);
+    let body = &object[header_len..body_end];
     let split = body.len().min(chunked::HEADER_LEN);
     let mut opener = unsealed
         .body_opener(&body[..split])
@@ -228,7 +286,30 @@ pub fn open_object<'k>(
         error: Some(e),
         released: out.len(),
     })?;
-    Ok((unsealed.metadata.clone(), out))
+    let digest = match version {
+        Version::V1 => {
+            // A version-1 object has no digest, whatever follows its body.
+            assert_eq!(
+                unsealed.open_digest(&object[object.len().saturating_sub(SEALED_DIGEST_LEN)..]),
+                Err(CryptoError::DecryptionFailed),
+                "a version-1 object has no digest"
+            );
+            None
+        }
+        Version::V2 => {
+            let d = unsealed
+                .open_digest(&object[body_end..])
+                .map_err(|e| OpenFailure {
+                    stage: Stage::Digest,
+                    error: Some(e),
+                    released: out.len(),
+                })?;
+            // Only the writer, holding the DEK, could have sealed it.
+            assert_eq!(d, sha256(&out), "the digest is not the plaintext's SHA-256");
+            Some(d)
+        }
+    };
+    Ok((unsealed.metadata.clone(), out, digest))
 }
 
 /// A keyring holding exactly one user key.

@@ -8,6 +8,10 @@
 //! property counts which branches its cases reached and fails unless every
 //! branch it names ran for a good share of them: a property whose
 //! assertions never run is a failure, not a pass.
+//!
+//! The object properties run on an object of each format version: in
+//! version 2 the sealed digest after the body is one more part to damage,
+//! and "opens" means the body and the digest.
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -16,9 +20,11 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestRunner};
 use sealgate::crypto::chunked::{self, RangePlan};
-use sealgate::crypto::{Header, KeySlot, Metadata, NamingKey, ObjectIdentity, Suite, UserKey};
+use sealgate::crypto::{
+    Header, KeySlot, Metadata, NamingKey, ObjectIdentity, ObjectLayout, Suite, UserKey, Version,
+};
 
-use super::{pattern, read_range, seal_object};
+use super::{body_end, pattern, read_range, seal_object_in, sha256};
 
 /// Cases per property. The branch counts are random: each property's
 /// minimum is far (five standard deviations or more) below the count its
@@ -53,9 +59,10 @@ fn metadata() -> Metadata {
     }
 }
 
-/// A sealed object of three body chunks (40000 bytes), its plaintext and
-/// its header length.
+/// A sealed suite-1 object of three body chunks (40000 bytes) in a format
+/// version, its plaintext and its header length.
 struct Sample {
+    version: Version,
     key: UserKey,
     identity: ObjectIdentity,
     plaintext: Vec<u8>,
@@ -63,13 +70,22 @@ struct Sample {
     header_len: usize,
 }
 
-fn sample() -> Sample {
+fn sample(version: Version) -> Sample {
     let key = UserKey::generate().unwrap();
     let identity = identity();
     let plaintext = pattern(40_000, 11);
-    let object = seal_object(&key, 1, &identity, &metadata(), &plaintext, 4096);
+    let object = seal_object_in(
+        (version, Suite::Aes256Gcm),
+        &key,
+        1,
+        &identity,
+        &metadata(),
+        &plaintext,
+        4096,
+    );
     let header_len = Header::parse(&object).unwrap().len();
     Sample {
+        version,
         key,
         identity,
         plaintext,
@@ -79,19 +95,29 @@ fn sample() -> Sample {
 }
 
 impl Sample {
+    /// Where the body ends (the digest starts, in version 2).
+    fn body_end(&self) -> usize {
+        self.object.len() - self.version.trailer_len() as usize
+    }
+
     /// The parts of the object an edit is aimed at: magic, version and
     /// suite; the key slot's user-key version; its wrapped DEK; the metadata
-    /// length and sealed metadata; the body's message header; its chunks.
+    /// length and sealed metadata; the body's message header; its chunks;
+    /// in version 2 the sealed digest.
     fn regions(&self) -> Vec<Range<usize>> {
         let h = self.header_len;
-        vec![
+        let mut regions = vec![
             0..8,
             8..12,
             12..72,
             72..h,
             h..h + chunked::HEADER_LEN,
-            h + chunked::HEADER_LEN..self.object.len(),
-        ]
+            h + chunked::HEADER_LEN..self.body_end(),
+        ];
+        if self.version == Version::V2 {
+            regions.push(self.body_end()..self.object.len());
+        }
+        regions
     }
 }
 
@@ -182,14 +208,21 @@ impl Reached {
 
 /// The gateway's streaming read of a damaged object, stage by stage: parse,
 /// key lookup by the slot's version, unseal (DEK unwrap and metadata),
-/// the body commitment, `Opener::push` in 4 KiB pieces, `Opener::finish`.
+/// the body commitment, `Opener::push` in 4 KiB pieces, `Opener::finish`,
+/// and in version 2 the sealed digest after the body.
 /// Whatever the damage, plaintext released is the original's prefix, and
 /// only the original opens.
 #[test]
 fn damaged_objects_stream_only_authentic_plaintext() {
-    let s = sample();
+    for version in Version::ALL {
+        damaged_objects_stream_only_authentic_plaintext_in(version);
+    }
+}
+
+fn damaged_objects_stream_only_authentic_plaintext_in(version: Version) {
+    let s = sample(version);
     let regions = s.regions();
-    let reached = Reached::new(&[
+    let mut branches = vec![
         "parse rejected",
         "no key for the slot's version",
         "unseal rejected",
@@ -198,7 +231,11 @@ fn damaged_objects_stream_only_authentic_plaintext() {
         "push rejected",
         "push released plaintext, then a failure",
         "finish rejected",
-    ]);
+    ];
+    if version == Version::V2 {
+        branches.push("body opened, digest rejected");
+    }
+    let reached = Reached::new(&branches);
     runner()
         .run(&damage(), |edits| {
             let bad = damaged(&s.object, &regions, &edits);
@@ -219,8 +256,10 @@ fn damaged_objects_stream_only_authentic_plaintext() {
             };
             reached.hit("unseal opened");
             prop_assert_eq!(&bad[..header.len()], &s.object[..s.header_len]);
+            prop_assert_eq!(header.version, version);
             prop_assert_eq!(&unsealed.metadata, &metadata());
-            let body = &bad[header.len()..];
+            let end = body_end(bad.len(), header.len(), header.version);
+            let body = &bad[header.len()..end];
             let split = body.len().min(chunked::HEADER_LEN);
             let Ok(mut opener) = unsealed.body_opener(&body[..split]) else {
                 reached.hit("body commitment rejected");
@@ -242,10 +281,22 @@ fn damaged_objects_stream_only_authentic_plaintext() {
                 }
                 r.is_ok()
             };
-            prop_assert!(!finished, "a damaged object opened");
             prop_assert!(out.len() <= s.plaintext.len());
             prop_assert_eq!(&out[..], &s.plaintext[..out.len()]);
-            if !out.is_empty() {
+            if finished {
+                // Only the original body opens; then only the digest can
+                // be damaged, and it must not open.
+                prop_assert_eq!(version, Version::V2, "a damaged object opened");
+                prop_assert_eq!(&bad[..end], &s.object[..s.body_end()]);
+                prop_assert!(out == s.plaintext);
+                let digest = unsealed.open_digest(&bad[end..]);
+                prop_assert!(digest.is_err(), "a damaged digest opened");
+                reached.hit("body opened, digest rejected");
+                prop_assert_eq!(
+                    unsealed.open_digest(&s.object[s.body_end()..]),
+                    Ok(sha256(&s.plaintext))
+                );
+            } else if !out.is_empty() {
                 reached.hit("push released plaintext, then a failure");
             }
             Ok(())
@@ -256,16 +307,23 @@ fn damaged_objects_stream_only_authentic_plaintext() {
 
 /// Random access to a damaged object: `RandomAccess::open_range` over any
 /// range returns only the original's plaintext at those offsets, and a read
-/// to the end succeeds only if the body has its original length.
+/// to the end succeeds only if the body has its original length. The body
+/// is where [`ObjectLayout`] puts it: in version 2, 104 bytes before the
+/// end of the (damaged) object.
 #[test]
 fn damaged_objects_by_range_return_only_authentic_plaintext() {
-    let s = sample();
-    // Damage only the body: the header path is the property above's.
+    for version in Version::ALL {
+        damaged_objects_by_range_return_only_authentic_plaintext_in(version);
+    }
+}
+
+fn damaged_objects_by_range_return_only_authentic_plaintext_in(version: Version) {
+    let s = sample(version);
+    // Damage only the body (and the digest): the header path is the
+    // property above's.
     let h = s.header_len;
-    let regions = vec![
-        h..h + chunked::HEADER_LEN,
-        h + chunked::HEADER_LEN..s.object.len(),
-    ];
+    let regions: Vec<Range<usize>> = s.regions().into_iter().skip(4).collect();
+    assert_eq!(regions[0], h..h + chunked::HEADER_LEN);
     let reached = Reached::new(&[
         "range refused by the plan",
         "body commitment rejected",
@@ -284,11 +342,19 @@ fn damaged_objects_by_range_return_only_authentic_plaintext() {
     runner_of(2 * CASES)
         .run(&strategy, |(edits, start, end)| {
             let bad = damaged(&s.object, &regions, &edits);
-            let body = &bad[h..];
+            let body = &bad[h..body_end(bad.len(), h, version)];
             let Ok(plan) = RangePlan::new(body.len() as u64, start, end) else {
                 reached.hit("range refused by the plan");
                 return Ok(());
             };
+            // The gateway's layout finds the same body.
+            let layout = ObjectLayout::new(&bad, bad.len() as u64).unwrap();
+            prop_assert_eq!(layout.body_len(), body.len() as u64);
+            prop_assert_eq!(layout.chunks().end, (h + body.len()) as u64);
+            prop_assert_eq!(
+                layout.stored_range(plan.ciphertext_range()),
+                h as u64 + plan.ciphertext_range().start..h as u64 + plan.ciphertext_range().end
+            );
             let split = body.len().min(chunked::HEADER_LEN);
             let Ok(ra) = unsealed.body_random_access(&body[..split]) else {
                 reached.hit("body commitment rejected");
@@ -304,7 +370,7 @@ fn damaged_objects_by_range_return_only_authentic_plaintext() {
             prop_assert_eq!(&out[..], &s.plaintext[start..start + out.len()]);
             if plan.needs_length_check {
                 reached.hit("open_range returned a range to the end");
-                prop_assert_eq!(body.len(), s.object.len() - h, "length not authenticated");
+                prop_assert_eq!(body.len(), s.body_end() - h, "length not authenticated");
                 prop_assert_eq!(start + out.len(), s.plaintext.len());
             }
             Ok(())
@@ -315,13 +381,29 @@ fn damaged_objects_by_range_return_only_authentic_plaintext() {
 
 /// A damaged key slot: `KeySlot::decode` takes exactly 64 bytes, and the
 /// DEK unwrap accepts only the original wrapped DEK (the version in front
-/// is not part of the wrap).
+/// is not part of the wrap), and only under the identity encoding of the
+/// object's format version.
 #[test]
 fn damaged_key_slots_never_unwrap() {
-    let s = sample();
+    for version in Version::ALL {
+        damaged_key_slots_never_unwrap_in(version);
+    }
+}
+
+fn damaged_key_slots_never_unwrap_in(version: Version) {
+    let s = sample(version);
     let slot = s.object[Header::KEY_SLOT_RANGE].to_vec();
     let regions = vec![0..4, 4..KeySlot::LEN];
-    let encoded = s.identity.encode(Header::format_of(&s.object).unwrap().0);
+    assert_eq!(Header::format_of(&s.object).unwrap().0, version);
+    let encoded = s.identity.encode(version);
+    let other_version = Version::ALL.into_iter().find(|v| *v != version).unwrap();
+    let other_encoding = s.identity.encode(other_version);
+    assert_ne!(encoded, other_encoding);
+    let original = KeySlot::decode(&slot).unwrap();
+    assert!(s
+        .key
+        .unwrap_dek(Suite::Aes256Gcm, &original.wrapped_dek, &encoded)
+        .is_ok());
     let reached = Reached::new(&[
         "decode rejected",
         "unwrap rejected",
@@ -336,6 +418,11 @@ fn damaged_key_slots_never_unwrap() {
                 return Ok(());
             };
             prop_assert_eq!(&decoded.encode()[..], &bad[..]);
+            // Never under the other version's identity encoding.
+            prop_assert!(s
+                .key
+                .unwrap_dek(Suite::Aes256Gcm, &decoded.wrapped_dek, &other_encoding)
+                .is_err());
             match s
                 .key
                 .unwrap_dek(Suite::Aes256Gcm, &decoded.wrapped_dek, &encoded)

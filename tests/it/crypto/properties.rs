@@ -1,6 +1,7 @@
 //! Property tests: round trips with arbitrary push splits, range reads at
 //! every chunk boundary, and the length arithmetic, in both suites (the
-//! length arithmetic is the same for both).
+//! length arithmetic is the same for both); whole objects in both format
+//! versions.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -10,10 +11,13 @@ use sealgate::crypto::chunked::{
     self, Opener, RandomAccess, RangePlan, Sealer, CHUNK_SIZE, ENCRYPTED_CHUNK_LEN, HEADER_LEN,
     MAX_CHUNKS,
 };
-use sealgate::crypto::{CryptoError, Metadata, NamingKey, ObjectIdentity, Suite, UserKey};
+use sealgate::crypto::{
+    CryptoError, Header, Metadata, NamingKey, ObjectIdentity, ObjectLayout, Suite, UserKey, Version,
+};
 
 use super::{
-    open_object, pattern, read_range, seal_message_in, seal_object_in, single_key, visits,
+    body_of, open_object_with_digest, pattern, read_range, seal_message_in, seal_object_in, sha256,
+    single_key, unseal_object, visits,
 };
 
 const C: usize = CHUNK_SIZE;
@@ -29,6 +33,10 @@ fn cut_points(len: usize, cuts: &[Index]) -> Vec<usize> {
 
 fn any_suite() -> impl Strategy<Value = Suite> {
     prop::sample::select(Suite::ALL.to_vec())
+}
+
+fn any_version() -> impl Strategy<Value = Version> {
+    prop::sample::select(Version::ALL.to_vec())
 }
 
 /// Seals with pushes at `seal_cuts` and opens with pushes at `open_cuts`.
@@ -134,8 +142,14 @@ proptest! {
         }
     }
 
+    /// A whole object of either version and suite opens to its metadata and
+    /// plaintext; its layout (from its first bytes and length) gives the
+    /// plaintext length and, in version 2, the digest as its last 104
+    /// bytes, which opens to the plaintext's SHA-256; a range to the end
+    /// reads through the layout's body.
     #[test]
     fn object_round_trip(
+        version in any_version(),
         suite in any_suite(),
         len in sizes(),
         seed in any::<u64>(),
@@ -148,11 +162,43 @@ proptest! {
         let identity = ObjectIdentity::new("r", "s", p, "o").unwrap();
         let metadata = Metadata { content_type, attributes };
         let plaintext = pattern(len, seed);
-        let object = seal_object_in(suite, &key, 7, &identity, &metadata, &plaintext, piece);
+        let object = seal_object_in(
+            (version, suite), &key, 7, &identity, &metadata, &plaintext, piece,
+        );
+        prop_assert_eq!(object[6], version.byte());
         prop_assert_eq!(object[7], suite.id());
-        let (meta, plain) = open_object(&object, single_key(7, &key), &identity, piece).unwrap();
+        let (meta, plain, digest) =
+            open_object_with_digest(&object, single_key(7, &key), &identity, piece).unwrap();
         prop_assert_eq!(meta, metadata);
         prop_assert!(plain == plaintext);
+        prop_assert_eq!(digest, (version == Version::V2).then(|| sha256(&plaintext)));
+
+        let stored = object.len() as u64;
+        let layout = ObjectLayout::new(&object, stored).unwrap();
+        let header_len = Header::parse(&object).unwrap().len() as u64;
+        prop_assert_eq!((layout.version(), layout.suite()), (version, suite));
+        prop_assert_eq!(layout.plaintext_len(), len as u64);
+        prop_assert_eq!(layout.header_len(), header_len);
+        prop_assert_eq!(
+            layout.digest(),
+            (version == Version::V2).then(|| stored - 104..stored)
+        );
+        prop_assert_eq!(
+            layout.chunks(),
+            header_len + HEADER_LEN as u64..stored - version.trailer_len()
+        );
+        prop_assert_eq!(ObjectLayout::stored_len(version, header_len, len as u64), stored);
+        let body = body_of(&object);
+        prop_assert_eq!(body.len() as u64, layout.body_len());
+        if len > 0 {
+            let (unsealed, _) = unseal_object(&object, single_key(7, &key), &identity).unwrap();
+            let ra = unsealed.body_random_access(&body[..HEADER_LEN]).unwrap();
+            let start = (seed % len as u64).min(len as u64 - 1);
+            prop_assert_eq!(
+                read_range(&ra, body, start, None).unwrap(),
+                plaintext[start as usize..].to_vec()
+            );
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The second independent reader, `tests/format/open_object.py`: Python
 //! over OpenSSL (the `cryptography` package), written from `FORMAT.md`
-//! alone. It opens the golden set of both suites, objects freshly sealed by
-//! this build with random keys, lengths and metadata, and rejects tampered
-//! ones for the right reason. Run with `python3`; without it, or without
+//! alone. It opens the golden set of both suites and both format versions,
+//! objects freshly sealed by this build with random keys, lengths and
+//! metadata, and rejects tampered ones for the right reason. Run with `python3`; without it, or without
 //! `cryptography`, these tests fail (they never skip).
 
 use std::collections::BTreeMap;
@@ -11,11 +11,12 @@ use std::process::{Command, Output};
 
 use aws_lc_rs::digest::{digest, SHA256};
 use sealgate::crypto::chunked::CHUNK_SIZE;
+use sealgate::crypto::envelope::SEALED_DIGEST_LEN;
 use sealgate::crypto::{
-    Header, Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, Suite, UserKey,
+    Header, Kek, MasterKey, Metadata, NamingKey, ObjectIdentity, Suite, UserKey, Version,
 };
 
-use super::differential::unwrap_key;
+use super::differential::{c2sp_seal_in, identity_encoding, lp, unwrap_key, unwrap_key_in};
 use super::{open_object, pattern, seal_object_in, single_key};
 
 fn root() -> PathBuf {
@@ -41,7 +42,7 @@ fn python_reader(args: &[&str]) -> Output {
 }
 
 #[test]
-fn python_reader_opens_the_golden_set_of_both_suites() {
+fn python_reader_opens_the_golden_set_of_both_suites_and_versions() {
     let golden = root().join("tests/golden");
     let out = python_reader(&["golden", golden.to_str().unwrap()]);
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -54,7 +55,10 @@ fn python_reader_opens_the_golden_set_of_both_suites() {
     let mut expected = Vec::new();
     for (name, o) in manifest["objects"].as_table().unwrap() {
         let suite = o["suite"].as_str().unwrap();
-        expected.push(format!("ok object {name} ({suite}, "));
+        // Version 1's entries have no `version`.
+        let version = o.get("version").map_or(1, |v| v.as_integer().unwrap());
+        assert_eq!(version == 2, name.starts_with("v2-"), "{name}");
+        expected.push(format!("ok object {name} ({suite}, version {version}, "));
     }
     for section in ["c2sp_kat", "c2sp_sm4_kat"] {
         let suite = manifest[section]["suite"].as_str().unwrap();
@@ -62,9 +66,18 @@ fn python_reader_opens_the_golden_set_of_both_suites() {
     }
     for suite in Suite::ALL {
         assert!(
-            expected.iter().filter(|e| e.contains(suite.name())).count() >= 5,
-            "{suite}: four objects and a known answer"
+            expected.iter().filter(|e| e.contains(suite.name())).count() >= 9,
+            "{suite}: four objects of each version and a known answer"
         );
+        for version in Version::ALL {
+            let of = format!("{}, version {}, ", suite.name(), version.byte());
+            assert_eq!(
+                expected.iter().filter(|e| e.contains(&of)).count(),
+                4,
+                "{suite}, version {}: four objects",
+                version.byte()
+            );
+        }
     }
     let ok_lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ok ")).collect();
     assert_eq!(ok_lines.len(), expected.len(), "{stdout}");
@@ -122,7 +135,7 @@ struct Fresh {
     name: String,
     file: PathBuf,
     identity: (String, String, String),
-    expect: Option<(Suite, Metadata, Vec<u8>)>,
+    expect: Option<(Version, Suite, Metadata, Vec<u8>)>,
     /// The part of the object the reader must blame, for a tampered one.
     blame: &'static str,
 }
@@ -140,12 +153,16 @@ fn job(f: &Fresh, user_key: &[u8; 32], pseudonym: &[u8; 32]) -> serde_json::Valu
 }
 
 /// Objects sealed now by this build, with random lengths (several
-/// chunks among them) and random metadata, in both suites (mostly suite 2),
-/// open in the Python reader to the same metadata and plaintext; the same
-/// objects with a byte flipped in the key slot, the sealed metadata or the
-/// body, cut short, extended, read under another identity, or with the
-/// suite byte changed (2 to 1, 1 to 2, 3) are rejected, each at the part
-/// that was changed.
+/// chunks among them) and random metadata, in both format versions and
+/// both suites, open in the Python reader to the same metadata and
+/// plaintext (and, in version 2, the stored digest, which it checks against
+/// the plaintext); the same objects with a byte flipped in the key slot,
+/// the sealed metadata, the body or the digest, a digest of another hash
+/// (sealed under the object's DEK), cut short, extended, read
+/// under another identity, with the suite byte changed (2 to 1, 1 to 2, 3,
+/// 0) or the version byte changed (2 to 1 with or without the digest, 1 to
+/// 2 with or without 104 bytes appended, 3), or without the digest, are
+/// rejected, each at the part that was changed.
 #[test]
 fn python_reader_opens_fresh_objects_and_rejects_tampered_ones() {
     let mut rng = Rng::new();
@@ -179,16 +196,20 @@ fn python_reader_opens_fresh_objects_and_rejects_tampered_ones() {
         std::fs::write(&file, bytes).unwrap();
         (name, file, identity.clone())
     };
-    let suites = [
-        Suite::Sm4Gcm,
-        Suite::Sm4Gcm,
-        Suite::Sm4Gcm,
-        Suite::Sm4Gcm,
-        Suite::Aes256Gcm,
-        Suite::Aes256Gcm,
+    use Suite::{Aes256Gcm as Aes, Sm4Gcm as Sm4};
+    use Version::{V1, V2};
+    let formats = [
+        (V2, Sm4),
+        (V2, Sm4),
+        (V1, Sm4),
+        (V1, Sm4),
+        (V2, Aes),
+        (V2, Aes),
+        (V1, Aes),
+        (V1, Aes),
     ];
-    for (i, suite) in suites.into_iter().enumerate() {
-        let len = match i {
+    for (i, (format, suite)) in formats.into_iter().enumerate() {
+        let len = match i % 4 {
             0 => 2 * CHUNK_SIZE + rng.below(CHUNK_SIZE),
             1 => CHUNK_SIZE * (1 + rng.below(3)),
             _ => rng.below(4 * CHUNK_SIZE + 100),
@@ -208,23 +229,34 @@ fn python_reader_opens_fresh_objects_and_rejects_tampered_ones() {
             format!("obj/{i}/{}", rng.text(20)),
         );
         let id = ObjectIdentity::new(&identity.0, &identity.1, pseudonym, &identity.2).unwrap();
-        let object = seal_object_in(suite, &user_key, version, &id, &metadata, &plaintext, 4096);
+        let object = seal_object_in(
+            (format, suite),
+            &user_key,
+            version,
+            &id,
+            &metadata,
+            &plaintext,
+            4096,
+        );
         // This build opens it, of course.
         let (meta, plain) = open_object(&object, single_key(version, &user_key), &id, 9999)
             .unwrap_or_else(|e| panic!("seed {seed:#x}: object {i}: {e:?}"));
         assert!(meta == metadata && plain == plaintext);
 
         let header_len = Header::parse(&object).unwrap().len();
-        let (name, file, identity) = write(format!("{i}-{suite}"), &object, &identity);
+        let body_end = object.len() - format.trailer_len() as usize;
+        let plaintext_sha256: [u8; 32] = digest(&SHA256, &plaintext).as_ref().try_into().unwrap();
+        let prefix = format!("{i}-v{}-{suite}", format.byte());
+        let (name, file, identity) = write(prefix.clone(), &object, &identity);
         fresh.push(Fresh {
             name,
             file,
             identity: identity.clone(),
-            expect: Some((suite, metadata, plaintext)),
+            expect: Some((format, suite, metadata, plaintext)),
             blame: "",
         });
         let mut tampered = |what: &str, blame: &'static str, bytes: Vec<u8>| {
-            let (name, file, identity) = write(format!("{i}-{suite}-{what}"), &bytes, &identity);
+            let (name, file, identity) = write(format!("{prefix}-{what}"), &bytes, &identity);
             fresh.push(Fresh {
                 name,
                 file,
@@ -238,9 +270,9 @@ fn python_reader_opens_fresh_objects_and_rejects_tampered_ones() {
             o[pos] ^= 1 << (pos % 8);
             o
         };
-        let with_suite = |id: u8| {
-            let mut o = object.clone();
-            o[7] = id;
+        let with = |at: usize, byte: u8, bytes: &[u8]| {
+            let mut o = bytes.to_vec();
+            o[at] = byte;
             o
         };
         tampered("slot", "key slot: ", flip(12 + rng.below(60)));
@@ -252,7 +284,7 @@ fn python_reader_opens_fresh_objects_and_rejects_tampered_ones() {
         tampered(
             "body",
             "body: ",
-            flip(header_len + rng.below(object.len() - header_len)),
+            flip(header_len + rng.below(body_end - header_len)),
         );
         tampered(
             "cut",
@@ -260,11 +292,72 @@ fn python_reader_opens_fresh_objects_and_rejects_tampered_ones() {
             object[..object.len() - 1 - rng.below(40)].to_vec(),
         );
         tampered("extended", "body: ", [&object[..], &[0]].concat());
-        tampered("suite-other", "key slot: ", with_suite(3 - suite.id()));
-        tampered("suite-3", "header: unsupported suite 3", with_suite(3));
-        tampered("suite-0", "header: unsupported suite 0", with_suite(0));
+        tampered(
+            "suite-other",
+            "key slot: ",
+            with(7, 3 - suite.id(), &object),
+        );
+        tampered(
+            "suite-3",
+            "header: unsupported suite 3",
+            with(7, 3, &object),
+        );
+        tampered(
+            "suite-0",
+            "header: unsupported suite 0",
+            with(7, 0, &object),
+        );
+        tampered(
+            "version-other",
+            "key slot: ",
+            with(6, 3 - format.byte(), &object),
+        );
+        tampered(
+            "version-3",
+            "header: unsupported format version 3",
+            with(6, 3, &object),
+        );
+        match format {
+            V2 => {
+                tampered(
+                    "digest",
+                    "digest: ",
+                    flip(body_end + rng.below(SEALED_DIGEST_LEN)),
+                );
+                tampered("digest-cut", "body: ", object[..body_end].to_vec());
+                // A digest that opens, of another hash: sealed here under
+                // the object's DEK (unwrapped independently).
+                let encoding = identity_encoding(
+                    2,
+                    &identity.0,
+                    &identity.1,
+                    pseudonym.as_bytes(),
+                    &identity.2,
+                );
+                let dek = unwrap_key_in(suite.id(), &uk_bytes, &object[12..72], &encoding).unwrap();
+                let mut context = encoding;
+                lp(&mut context, b"digest");
+                let mut lie = plaintext_sha256;
+                lie[31] ^= 0x80;
+                let sealed = c2sp_seal_in(suite.id(), &dek, &context, &[7; 24], &lie);
+                tampered(
+                    "digest-lie",
+                    "digest: not the SHA-256 of the plaintext",
+                    [&object[..body_end], &sealed[..]].concat(),
+                );
+                tampered(
+                    "version-1-digest-cut",
+                    "key slot: ",
+                    with(6, 1, &object[..body_end]),
+                );
+            }
+            V1 => {
+                let appended = [&object[..], &[0x5a; SEALED_DIGEST_LEN][..]].concat();
+                tampered("version-2-appended", "key slot: ", with(6, 2, &appended));
+            }
+        }
         // The right bytes under another identity.
-        let (name, file, mut other) = write(format!("{i}-{suite}-moved"), &object, &identity);
+        let (name, file, mut other) = write(format!("{prefix}-moved"), &object, &identity);
         other.2.push('!');
         fresh.push(Fresh {
             name,
@@ -296,8 +389,9 @@ fn python_reader_opens_fresh_objects_and_rejects_tampered_ones() {
         let r = &results[&f.name];
         let ctx = format!("seed {seed:#x}: {}: {r}", f.name);
         match &f.expect {
-            Some((suite, metadata, plaintext)) => {
+            Some((format, suite, metadata, plaintext)) => {
                 assert_eq!(r["ok"], true, "{ctx}");
+                assert_eq!(r["version"], format.byte(), "{ctx}");
                 assert_eq!(r["suite"], suite.name(), "{ctx}");
                 assert_eq!(r["content_type"], metadata.content_type.as_str(), "{ctx}");
                 let attributes: Vec<(String, String)> =
@@ -308,11 +402,14 @@ fn python_reader_opens_fresh_objects_and_rejects_tampered_ones() {
                     "{ctx}"
                 );
                 assert_eq!(r["plaintext_len"], plaintext.len(), "{ctx}");
-                assert_eq!(
-                    r["plaintext_sha256"],
-                    hex::encode(digest(&SHA256, plaintext)),
-                    "{ctx}"
-                );
+                let sha = hex::encode(digest(&SHA256, plaintext));
+                assert_eq!(r["plaintext_sha256"], sha.as_str(), "{ctx}");
+                // The digest a version-2 object stores (the reader checked
+                // it against the plaintext); none in version 1.
+                match format {
+                    Version::V1 => assert_eq!(r["stored_sha256"], serde_json::Value::Null, "{ctx}"),
+                    Version::V2 => assert_eq!(r["stored_sha256"], sha.as_str(), "{ctx}"),
+                }
             }
             None => {
                 assert_eq!(r["ok"], false, "{ctx}: tampered object accepted");
@@ -321,14 +418,23 @@ fn python_reader_opens_fresh_objects_and_rejects_tampered_ones() {
             }
         }
     }
-    // Every untampered object was checked, and 9 tampered ones each.
-    assert_eq!(fresh.iter().filter(|f| f.expect.is_some()).count(), 6);
-    assert_eq!(fresh.len(), 6 * 10);
+    // Every untampered object was checked; 15 tampered ones each of
+    // version 2, 12 of version 1.
+    assert_eq!(fresh.iter().filter(|f| f.expect.is_some()).count(), 8);
+    assert_eq!(fresh.len(), 4 * 16 + 4 * 13);
+    for blame in [
+        "digest: ",
+        "digest: not the SHA-256 of the plaintext",
+        "header: unsupported format version 3",
+    ] {
+        assert!(fresh.iter().any(|f| f.blame == blame));
+    }
 }
 
 /// The reader's one-object command, as FORMAT.md shows it: exit status 0
-/// and JSON for a golden SM4 object, 1 and `invalid: ...` for the same
-/// bytes with the suite byte set to 1.
+/// and JSON for a golden SM4 object of each version, 1 and `invalid: ...`
+/// for the same bytes with the suite byte set to 1, or (version 2) with the
+/// last byte of the digest changed.
 #[test]
 fn python_reader_open_command() {
     let golden = root().join("tests/golden");
@@ -350,44 +456,63 @@ fn python_reader_open_command() {
         keys["user_key_aad"].as_str().unwrap().as_bytes(),
     )
     .unwrap();
-    let o = manifest["objects"]["sm4-three-chunks"].as_table().unwrap();
-    let file = golden.join(o["file"].as_str().unwrap());
     let user_key_hex = hex::encode(user_key);
-    let run = |file: &Path| {
-        python_reader(&[
-            "open",
-            &user_key_hex,
-            o["region"].as_str().unwrap(),
-            o["space"].as_str().unwrap(),
-            keys["pseudonym"].as_str().unwrap(),
-            o["object_id"].as_str().unwrap(),
-            file.to_str().unwrap(),
-        ])
-    };
-    let out = run(&file);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "{stdout}");
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(r["suite"], "sm4-gcm");
-    assert_eq!(
-        r["plaintext_sha256"],
-        o["plaintext_sha256"].as_str().unwrap()
-    );
-    assert_eq!(
-        r["user_key_version"],
-        keys["user_key_version"].as_integer().unwrap()
-    );
-
-    let mut swapped = std::fs::read(&file).unwrap();
-    assert_eq!(swapped[7], 2);
-    swapped[7] = 1;
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("swapped.bin");
-    std::fs::write(&bad, &swapped).unwrap();
-    let out = run(&bad);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "invalid: key slot: does not unwrap\n"
-    );
+    for (entry, version) in [("sm4-three-chunks", 1), ("v2-sm4-three-chunks", 2)] {
+        let o = manifest["objects"][entry].as_table().unwrap();
+        let file = golden.join(o["file"].as_str().unwrap());
+        let run = |file: &Path| {
+            python_reader(&[
+                "open",
+                &user_key_hex,
+                o["region"].as_str().unwrap(),
+                o["space"].as_str().unwrap(),
+                keys["pseudonym"].as_str().unwrap(),
+                o["object_id"].as_str().unwrap(),
+                file.to_str().unwrap(),
+            ])
+        };
+        let out = run(&file);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{entry}: {stdout}");
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(r["suite"], "sm4-gcm");
+        assert_eq!(r["version"], version, "{entry}");
+        let sha = o["plaintext_sha256"].as_str().unwrap();
+        assert_eq!(r["plaintext_sha256"], sha);
+        if version == 2 {
+            assert_eq!(r["stored_sha256"], sha, "{entry}");
+        } else {
+            assert_eq!(r["stored_sha256"], serde_json::Value::Null, "{entry}");
+        }
+        assert_eq!(
+            r["user_key_version"],
+            keys["user_key_version"].as_integer().unwrap()
+        );
+
+        let original = std::fs::read(&file).unwrap();
+        let mut swapped = original.clone();
+        assert_eq!(swapped[7], 2);
+        swapped[7] = 1;
+        let bad = dir.path().join(format!("{entry}-swapped.bin"));
+        std::fs::write(&bad, &swapped).unwrap();
+        let out = run(&bad);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "invalid: key slot: does not unwrap\n"
+        );
+        if version == 2 {
+            let mut forged = original;
+            *forged.last_mut().unwrap() ^= 1;
+            let bad = dir.path().join(format!("{entry}-digest.bin"));
+            std::fs::write(&bad, &forged).unwrap();
+            let out = run(&bad);
+            assert_eq!(out.status.code(), Some(1));
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                "invalid: digest: chunk 0 does not authenticate\n"
+            );
+        }
+    }
 }
