@@ -1,5 +1,5 @@
 //! The cryptographic core: key types, the C2SP chunked-encryption body layer
-//! and the object envelope (format v1, see `FORMAT.md`).
+//! and the object envelope (format versions 1 and 2, see `FORMAT.md`).
 //!
 //! This module owns every byte layout that reaches storage and every use of a
 //! cryptographic primitive. It must never do I/O, never be async and never
