@@ -2,6 +2,8 @@
 //!
 //! Before the runtime starts it fixes glibc's mmap threshold, so freed
 //! request buffers go back to the system instead of fragmenting the heap,
+//! and raises its trim threshold, so the heap's free top is not handed back
+//! and faulted in again on every request,
 //! lets a client command end quietly on a closed pipe, and for `serve`
 //! raises the soft descriptor limit to the hard one. Those calls, and the
 //! library's SM4 kernel (`crypto::sm4::x86`), are the package's only
@@ -27,15 +29,26 @@ fn main() -> std::process::ExitCode {
 /// the heap arenas, which then fragment and never shrink: measured with
 /// `sealgate bench --workload put --size 16777216 --concurrency 256`, peak
 /// RSS 598 MiB and 550 MiB held after the load, against 513 MiB and
-/// 159 MiB with the threshold fixed. Called before any other thread
-/// exists, as `mallopt` requires.
+/// 159 MiB with the threshold fixed.
+///
+/// Fixing it also fixes the trim threshold at its default of 128 KiB:
+/// whenever more than that is free at the top of a heap arena, glibc gives
+/// it back (`madvise`, with a TLB shootdown across the cores) and the next
+/// requests fault it in again. Signed HTTP reads of 64 KiB then ran at
+/// 12,000 to 21,000 requests/s from one process start to the next, the
+/// slow ones spending a fifth of their time in page faults and
+/// cross-core calls; with 32 MiB, 20,000 to 21,000 every time (`TARGETS=sealgate
+/// DURATION=4 cargo bench --bench http`), and the uploads above hold no
+/// more after the load (176 MiB either way). Called before any other
+/// thread exists, as `mallopt` requires.
 #[allow(unsafe_code)]
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: no other thread runs yet, and the parameter and value are
+    // SAFETY: no other thread runs yet, and the parameters and values are
     // valid for mallopt(3); a failure leaves glibc's default behaviour.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
     }
 }
 
