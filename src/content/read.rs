@@ -308,9 +308,13 @@ impl OpenedObject {
         // KiB); plaintext goes out in pieces of SEND_PIECE, each made only of
         // authenticated chunks.
         // An item is far smaller than a message: no 320 KiB buffer for it.
+        // A chunk is opened in place with its tag after it, so the buffer
+        // holds one tag more than the plaintext (else the last chunk of an
+        // object sized to the buffer would move it).
         let capacity = usize::try_from(self.layout.plaintext_len())
             .unwrap_or(usize::MAX)
-            .min(MAX_SEND_PIECE);
+            .min(MAX_SEND_PIECE)
+            + crate::crypto::aead::TAG_LEN;
         let mut plain = Vec::with_capacity(capacity);
         while let Some(piece) = stream.next().await {
             let piece = piece?;

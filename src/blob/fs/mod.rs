@@ -147,15 +147,29 @@ impl FsBlobStore {
         Ok(Self { root })
     }
 
+    /// The directory of an owner's objects in a space, with room for an
+    /// object's name after it (one allocation for a whole path).
     fn dir(&self, space: &str, owner: &str) -> Result<PathBuf, BlobError> {
         check_segment(space)?;
         check_segment(owner)?;
-        Ok(self.root.join(space).join(owner))
+        let mut dir = PathBuf::with_capacity(
+            self.root.as_os_str().len()
+                + space.len()
+                + owner.len()
+                + crate::names::MAX_NAME_LEN
+                + 3,
+        );
+        dir.push(&self.root);
+        dir.push(space);
+        dir.push(owner);
+        Ok(dir)
     }
 
     fn path(&self, key: &BlobKey) -> Result<PathBuf, BlobError> {
         check_segment(&key.name)?;
-        Ok(self.dir(&key.space, &key.owner)?.join(&key.name))
+        let mut path = self.dir(&key.space, &key.owner)?;
+        path.push(&key.name);
+        Ok(path)
     }
 }
 
