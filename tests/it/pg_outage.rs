@@ -232,10 +232,10 @@ async fn with_postgres_read_only_writes_are_refused_retryably_and_reads_go_on() 
     writes_work_again(&gw, "kept").await;
 }
 
-/// The size of database `db`'s erasure reserve.
-async fn reserve_bytes(db: &str) -> i64 {
+/// The size of the erasure reserve of database `db` of `pg`.
+async fn reserve_bytes(pg: &pgenv::Postgres, db: &str) -> i64 {
     use sqlx::Connection;
-    let url = pgenv::shared().url(db);
+    let url = pg.url(db);
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
     let size: i64 =
         sqlx::query_scalar("SELECT COALESCE(pg_relation_size(to_regclass('erasure_reserve')), 0)")
@@ -268,7 +268,11 @@ async fn with_postgres_disk_full_writes_are_refused_and_erasure_uses_the_reserve
     let space = disk.join("tablespace");
     std::fs::create_dir(&space).unwrap();
     pgenv::give_to_postgres(&space);
-    let pg = pgenv::shared();
+    // A cluster of its own: once the tablespace is full, any backend that
+    // must flush one of its database's dirty buffers fails, whichever
+    // database that backend serves, so on the shared cluster the other
+    // tests' gateways would meet this test's full disk.
+    let pg = pgenv::Postgres::start();
     let name = format!("full_{}", std::process::id());
     let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
         .await
@@ -302,11 +306,11 @@ async fn with_postgres_disk_full_writes_are_refused_and_erasure_uses_the_reserve
     };
     // An erasure on the full disk goes through, on the reserve the key
     // store gives up for it.
-    assert!(reserve_bytes(&name).await >= RESERVE_BYTES as i64);
+    assert!(reserve_bytes(&pg, &name).await >= RESERVE_BYTES as i64);
     try_erase(&gw, "doomed")
         .await
         .expect("an erasure on a full disk");
-    assert_eq!(reserve_bytes(&name).await, 0, "reserve given up");
+    assert_eq!(reserve_bytes(&pg, &name).await, 0, "reserve given up");
 
     std::fs::remove_file(&filler).unwrap();
     reads_back(&gw, "kept", 1).await;
@@ -327,7 +331,7 @@ async fn with_postgres_disk_full_writes_are_refused_and_erasure_uses_the_reserve
     refused_as_erased(&gw, "gone").await;
     writes_work_again(&gw, "kept").await;
     // The erasure there made the reserve again, now that there is room.
-    assert!(reserve_bytes(&name).await >= RESERVE_BYTES as i64);
+    assert!(reserve_bytes(&pg, &name).await >= RESERVE_BYTES as i64);
 
     gw.stop().await;
     for sql in [
