@@ -99,14 +99,7 @@ fn read_in(suite: Suite, message: &[u8], plan: &RangePlan, flags: u8) {
     let Ok(out) = ra.open_range(plan, covering, final_chunk(planned, covering, flags)) else {
         return;
     };
-    assert_eq!(out.len() as u64, plan.plaintext.end - plan.plaintext.start);
-    for (i, b) in out.iter().enumerate() {
-        assert_eq!(
-            *b,
-            pattern_byte(plan.plaintext.start + i as u64),
-            "forged plaintext"
-        );
-    }
+    assert_authentic(plan, &out);
     if plan.needs_length_check {
         let plaintext_len = chunked::plaintext_len(len).expect("planned length");
         let valid = kat_message(suite, plaintext_len);
@@ -115,6 +108,19 @@ fn read_in(suite: Suite, message: &[u8], plan: &RangePlan, flags: u8) {
             &message[last..],
             &valid[last..],
             "an unauthenticated length was accepted"
+        );
+    }
+}
+
+/// What a range read released is exactly the planned bytes of the pattern
+/// every golden plaintext follows: nothing forged got through.
+fn assert_authentic(plan: &RangePlan, out: &[u8]) {
+    assert_eq!(out.len() as u64, plan.plaintext.end - plan.plaintext.start);
+    for (i, b) in out.iter().enumerate() {
+        assert_eq!(
+            *b,
+            pattern_byte(plan.plaintext.start + i as u64),
+            "forged plaintext"
         );
     }
 }
@@ -156,14 +162,7 @@ fn read_object(object: &[u8], start: u64, end: u64, flags: u8) {
         let body_header = &object[layout.header_len() as usize..head.end as usize];
         if let Ok(ra) = unsealed.body_random_access(body_header) {
             if let Ok(out) = ra.open_range(&plan, covering, final_chunk(planned, covering, flags)) {
-                assert_eq!(out.len() as u64, plan.plaintext.end - plan.plaintext.start);
-                for (i, b) in out.iter().enumerate() {
-                    assert_eq!(
-                        *b,
-                        pattern_byte(plan.plaintext.start + i as u64),
-                        "forged plaintext"
-                    );
-                }
+                assert_authentic(&plan, &out);
                 if plan.needs_length_check {
                     // The body's length and final chunk are the golden's.
                     assert_eq!(layout.plaintext_len(), g.plaintext_len);
