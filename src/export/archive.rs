@@ -56,37 +56,31 @@ where
         let tx = tx.clone();
         async move { tx.send(piece).await.is_ok() }
     };
-    if opened.stores_digest() {
-        let read = opened.read_whole_with_digest(sink);
-        let copy = async move {
-            while let Some(piece) = rx.recv().await {
-                if !archive.write_bytes(piece).await {
+    // A version-1 object's SHA-256 runs on a thread of its own, beside the
+    // decryption and the sending (the pieces are shared, not copied):
+    // hashing inline cost a quarter of the throughput.
+    let (hash_tx, hasher) = if opened.stores_digest() {
+        (None, None)
+    } else {
+        let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(HASH_AHEAD);
+        let hasher = tokio::task::spawn_blocking(move || {
+            let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            while let Some(piece) = hash_rx.blocking_recv() {
+                hash.update(&piece);
+            }
+            hex::encode(hash.finish().as_ref())
+        });
+        (Some(hash_tx), Some(hasher))
+    };
+    let read = opened.read_whole_with_digest(sink);
+    let copy = async move {
+        while let Some(piece) = rx.recv().await {
+            if let Some(hash) = &hash_tx {
+                if hash.send(piece.clone()).await.is_err() {
                     return false;
                 }
             }
-            true
-        };
-        let (read, copied) = tokio::join!(read, copy);
-        let digest = read?;
-        return Ok(digest
-            .filter(|_| copied)
-            .map(|d| Digest::Stored(hex::encode(d))));
-    }
-    let read = opened.read_into(None, sink);
-    // The SHA-256 runs on a thread of its own, beside the decryption and
-    // the sending (the pieces are shared, not copied): hashing inline cost
-    // a quarter of the throughput.
-    let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(HASH_AHEAD);
-    let hasher = tokio::task::spawn_blocking(move || {
-        let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        while let Some(piece) = hash_rx.blocking_recv() {
-            hash.update(&piece);
-        }
-        hex::encode(hash.finish().as_ref())
-    });
-    let copy = async move {
-        while let Some(piece) = rx.recv().await {
-            if hash_tx.send(piece.clone()).await.is_err() || !archive.write_bytes(piece).await {
+            if !archive.write_bytes(piece).await {
                 return false;
             }
         }
@@ -96,8 +90,10 @@ where
     if !copied {
         return Ok(None);
     }
-    read?;
-    Ok(Some(Digest::Hashing(hasher)))
+    Ok(match (read?, hasher) {
+        (Some(stored), _) => Some(Digest::Stored(hex::encode(stored))),
+        (None, hasher) => hasher.map(Digest::Hashing),
+    })
 }
 
 /// The archive as it is written: its position, the bytes before the

@@ -351,7 +351,7 @@ impl Export {
             let path = format!("{space}/{}", listed.id);
             let mtime = listed.created.map_or(0, unix_seconds);
             newest = newest.max(mtime);
-            let opened = match next.take() {
+            let mut opened = match next.take() {
                 Some(opened) => opened?,
                 None => open(i).await?,
             };
@@ -362,7 +362,6 @@ impl Export {
             if !archive.write(&tar::file_header(&path, size, mtime)).await {
                 return Ok(false);
             }
-            let mut opened = opened;
             let copied = if archive.pos + size <= prepared.offset && opened.stores_digest() {
                 // All before the resume offset: its stored digest is all
                 // the manifest needs.
