@@ -4,9 +4,12 @@
 //! A range is checked for sense before any I/O. Opening checks erasure
 //! first, and reads the header again if a rewrap destroyed its key version
 //! after it was read. [`OpenedObject`] has two paths: a whole read is one
-//! storage stream through one opener, sent in messages of 256 to 320 KiB;
-//! a range read fetches only the covering chunks. Every piece is checked
-//! against the owner's erasure ([`ErasureGuard`]) before it leaves.
+//! storage stream through one opener, sent in messages of 256 to 320 KiB
+//! (or, when storage hands the whole body over in one buffer, as the
+//! filesystem store does for small objects, decrypted in that buffer and
+//! sent as slices of it); a range read fetches only the covering chunks.
+//! Every piece is checked against the owner's erasure ([`ErasureGuard`])
+//! before it leaves.
 
 use std::sync::Arc;
 
@@ -115,8 +118,23 @@ impl Content {
         whole: bool,
         purpose: Purpose,
     ) -> Result<OpenedObject, Error> {
-        let guard = self.user_guard_for(&obj.pseudonym, purpose).await;
-        self.ensure_readable(&obj.pseudonym, purpose).await?;
+        // Content calls take the watch and the cached keys in one lookup;
+        // a disclosure reads the keys it needs below.
+        let (guard, ring) = match purpose {
+            Purpose::Serve => {
+                let (watch, ring) = self.keys.watch_with_keys(&obj.pseudonym).await?;
+                let guard = ErasureGuard {
+                    keys: self.keys.clone(),
+                    watch,
+                };
+                (guard, Some(ring))
+            }
+            Purpose::Disclosure => {
+                let guard = self.user_guard_for(&obj.pseudonym, purpose).await;
+                self.ensure_readable(&obj.pseudonym, purpose).await?;
+                (guard, None)
+            }
+        };
         let mut attempts = 0;
         let (reader, fixed, layout, head, header, user_key) = loop {
             attempts += 1;
@@ -132,7 +150,10 @@ impl Content {
             let header = Header::parse(&head)?;
             let version = header.key_slot.user_key_version;
             let key = match purpose {
-                Purpose::Serve => self.keys.user_key(&obj.pseudonym, version).await,
+                Purpose::Serve => match ring.as_ref().and_then(|r| r.version(version)) {
+                    Some(key) => Ok(key),
+                    None => self.keys.user_key(&obj.pseudonym, version).await,
+                },
                 Purpose::Disclosure => {
                     self.keys
                         .user_key_for_disclosure(&obj.pseudonym, version)
@@ -295,12 +316,26 @@ impl OpenedObject {
         F: FnMut(Bytes) -> Fut + Send,
         Fut: std::future::Future<Output = bool> + Send,
     {
-        // The body's commitment was checked and its key derived by `open`.
-        let mut opener = self.body.into_opener();
         let chunks = self.layout.chunks();
         let digest = self.layout.digest().filter(|_| digest);
         let end = digest.as_ref().map_or(chunks.end, |d| d.end);
         let mut stream = self.reader.stream(chunks.start..end).await?;
+        // Storage may hand the whole of it over at once (the filesystem
+        // store's small objects, read with the header): opened in place.
+        let first = match stream.next().await.transpose()? {
+            Some(piece) if piece.len() as u64 == end - chunks.start => match piece.try_into_mut() {
+                Ok(whole) => {
+                    return self
+                        .read_whole_in_place(whole, digest.is_some(), sink)
+                        .await
+                }
+                Err(piece) => Some(piece),
+            },
+            first => first,
+        };
+        let mut stream = futures_util::stream::iter(first.map(Ok)).chain(stream);
+        // The body's commitment was checked and its key derived by `open`.
+        let mut opener = self.body.into_opener();
         // Body bytes still to come; what follows them is the sealed digest.
         let mut body_left = chunks.end - chunks.start;
         let mut sealed_digest = Vec::new();
@@ -344,6 +379,43 @@ impl OpenedObject {
         self.guard.check().await?;
         if !plain.is_empty() && !sink(Bytes::from(plain)).await {
             return Ok(None);
+        }
+        Ok(digest)
+    }
+
+    /// [`OpenedObject::read_whole`] of a body (and with `digest`, the
+    /// sealed digest after it) that storage handed over whole in `stored`,
+    /// which no one else holds: decrypted in place, and sent in pieces of
+    /// [`SEND_PIECE`] that are slices of it.
+    async fn read_whole_in_place<F, Fut>(
+        mut self,
+        mut stored: bytes::BytesMut,
+        digest: bool,
+        mut sink: F,
+    ) -> Result<Option<[u8; SHA256_LEN]>, Error>
+    where
+        F: FnMut(Bytes) -> Fut + Send,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let chunks = self.layout.chunks();
+        let sealed_digest = stored.split_off((chunks.end - chunks.start) as usize);
+        let len = self.body.open_whole_in_place(&mut stored)?;
+        stored.truncate(len);
+        let digest = match digest {
+            true => Some(self.unsealed.open_digest(&sealed_digest)?),
+            false => None,
+        };
+        let mut plain = stored.freeze();
+        // Checked even with nothing to send, as `read_whole` does.
+        self.guard.check().await?;
+        while !plain.is_empty() {
+            let piece = plain.split_to(plain.len().min(SEND_PIECE));
+            if !sink(piece).await {
+                return Ok(None);
+            }
+            if !plain.is_empty() {
+                self.guard.check().await?;
+            }
         }
         Ok(digest)
     }

@@ -138,12 +138,11 @@ impl MessageKey {
         if ciphertext.len() < TAG_LEN || ciphertext.len() > ENCRYPTED_CHUNK_LEN {
             return Err(CryptoError::DecryptionFailed);
         }
-        let nonce = self.nonce(index)?;
         let start = out.len();
         out.extend_from_slice(ciphertext);
-        match self.aead.open_in_place(nonce, &[], &mut out[start..]) {
-            Ok(_) => {
-                out.truncate(out.len() - TAG_LEN);
+        match self.open_chunk_in_place(index, &mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
                 Ok(())
             }
             Err(e) => {
@@ -151,6 +150,19 @@ impl MessageKey {
                 Err(e)
             }
         }
+    }
+
+    /// Decrypts chunk `index` (ciphertext and tag) in place and returns its
+    /// plaintext length: the plaintext is `chunk[..n]`. On failure `chunk`
+    /// holds bytes that must not be released.
+    fn open_chunk_in_place(&self, index: u64, chunk: &mut [u8]) -> Result<usize, CryptoError> {
+        if chunk.len() < TAG_LEN || chunk.len() > ENCRYPTED_CHUNK_LEN {
+            return Err(CryptoError::DecryptionFailed);
+        }
+        let nonce = self.nonce(index)?;
+        self.aead
+            .open_in_place(nonce, &[], chunk)
+            .map(|plain| plain.len())
     }
 }
 
@@ -513,6 +525,36 @@ impl RandomAccess {
         }
         let mut scratch = Vec::with_capacity(final_chunk.len());
         self.key.open_chunk(index, final_chunk, &mut scratch)
+    }
+
+    /// Decrypts a whole message body (every chunk: the message without its
+    /// header) in place, leaving the plaintext at the front: returns its
+    /// length `n`, the plaintext being `body[..n]`. Each chunk's plaintext
+    /// moves down over the tags before it right after it authenticates,
+    /// while it is still in the cache: no buffer and one short move per
+    /// chunk, where [`Opener`] copies every byte into its output.
+    ///
+    /// # Errors
+    /// [`CryptoError::DecryptionFailed`] if the length is impossible or a
+    /// chunk does not authenticate. `body` then holds bytes that must not
+    /// be released: drop it.
+    pub fn open_whole_in_place(&self, body: &mut [u8]) -> Result<usize, CryptoError> {
+        // Checks that every chunk but the last is full and the last short.
+        plaintext_len(HEADER_LEN as u64 + body.len() as u64)?;
+        let mut plain = 0;
+        let mut at = 0;
+        let mut index = 0;
+        while at < body.len() {
+            let end = (at + ENCRYPTED_CHUNK_LEN).min(body.len());
+            let n = self.key.open_chunk_in_place(index, &mut body[at..end])?;
+            if plain != at {
+                body.copy_within(at..at + n, plain);
+            }
+            plain += n;
+            at = end;
+            index += 1;
+        }
+        Ok(plain)
     }
 
     /// Decrypts the range planned by `plan`. `covering` holds the bytes of

@@ -34,7 +34,9 @@ pub mod store;
 
 pub use crate::clock::unix_ms;
 pub use error::KeyError;
-pub use hierarchy::{CachePolicy, Decommissioned, ErasureWatch, KeyHierarchy, UserKeyStatus};
+pub use hierarchy::{
+    CachePolicy, Decommissioned, ErasureWatch, KeyHierarchy, UserKeyRing, UserKeyStatus,
+};
 pub use master::kms;
 pub use store::{postgres, sqlite};
 

@@ -506,6 +506,14 @@ impl BlobReader for FsReader {
 
     async fn stream(&mut self, mut range: Range<u64>) -> Result<ByteStream, BlobError> {
         range_len(&range, self.len)?;
+        if range.end <= self.front.len() as u64 {
+            // All of it was read by the open: handed over, so that the
+            // caller holds the only reference and may decrypt it in place
+            // (a later read reads the file again).
+            let front = std::mem::take(&mut self.front);
+            let piece = front.slice(range.start as usize..range.end as usize);
+            return Ok(Box::pin(futures_util::stream::once(async { Ok(piece) })));
+        }
         // What the open read already goes first, the rest from the file.
         let front_end = range.end.min(self.front.len() as u64);
         let head = (range.start < front_end)

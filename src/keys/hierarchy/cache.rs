@@ -40,6 +40,19 @@ pub(super) struct UserKeys {
     pub(super) asked: Instant,
 }
 
+/// The unwrapped key versions of one user as a cache lookup found them
+/// ([`KeyHierarchy::watch_with_keys`]).
+pub struct UserKeyRing(pub(super) Arc<UserKeys>);
+
+impl UserKeyRing {
+    /// Version `version`, if the lookup found it; else ask
+    /// [`KeyHierarchy::user_key`], which looks at the store again (the
+    /// cache may predate a rotation).
+    pub fn version(&self, version: u32) -> Option<Arc<UserKey>> {
+        self.0.keys.get(&version).cloned()
+    }
+}
+
 impl KeyHierarchy {
     pub(super) async fn user_keys(&self, p: &Pseudonym) -> Result<Arc<UserKeys>, KeyError> {
         self.ensure_not_decommissioned()?;

@@ -52,7 +52,7 @@ mod rotation;
 mod tests;
 mod watch;
 
-pub use cache::CachePolicy;
+pub use cache::{CachePolicy, UserKeyRing};
 pub use watch::ErasureWatch;
 
 /// What KeyStatus reports about a user, without key material.

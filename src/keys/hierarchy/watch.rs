@@ -32,6 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::cache::{UserKeyRing, UserKeys};
 use super::KeyHierarchy;
 use crate::crypto::Pseudonym;
 use crate::keys::store::{Invalidation, Invalidations, ScheduleState};
@@ -273,8 +274,29 @@ impl KeyHierarchy {
     /// is cached, since the stream may be served from it.
     pub async fn watch(&self, p: &Pseudonym) -> ErasureWatch {
         let seen = self.erasure_epoch.load(Ordering::Acquire);
+        let cached = self.users.get(p).await;
+        Self::watch_from(p, seen, cached.as_deref())
+    }
+
+    /// [`Self::watch`] and then the user's keys, as opening an object for
+    /// content calls needs them, with one lookup of the cache: the watch
+    /// begins before the keys are got, and counts the store as asked when
+    /// they were loaded.
+    ///
+    /// # Errors
+    /// As [`Self::user_key`].
+    pub async fn watch_with_keys(
+        &self,
+        p: &Pseudonym,
+    ) -> Result<(ErasureWatch, UserKeyRing), KeyError> {
+        let seen = self.erasure_epoch.load(Ordering::Acquire);
+        let keys = self.user_keys(p).await?;
+        Ok((Self::watch_from(p, seen, Some(&keys)), UserKeyRing(keys)))
+    }
+
+    fn watch_from(p: &Pseudonym, seen: u64, cached: Option<&UserKeys>) -> ErasureWatch {
         let now = Instant::now();
-        let asked = self.users.get(p).await.map_or(now, |k| k.asked.min(now));
+        let asked = cached.map_or(now, |k| k.asked.min(now));
         ErasureWatch {
             pseudonym: *p,
             seen,

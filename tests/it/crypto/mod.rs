@@ -273,16 +273,31 @@ pub fn open_object_with_digest<'k>(
             error: Some(e),
             released: 0,
         })?;
+    // A whole read of a stored body decrypts it in place instead: it must
+    // give the same plaintext, or fail too.
+    let in_place = unsealed.body_random_access(&body[..split]).and_then(|ra| {
+        let mut whole = body[split..].to_vec();
+        let n = ra.open_whole_in_place(&mut whole)?;
+        whole.truncate(n);
+        Ok(whole)
+    });
     let mut out = Vec::new();
-    for p in body[split..].chunks(piece.max(1)) {
-        opener.push(p, &mut out).map_err(|e| OpenFailure {
-            stage: Stage::Push,
-            error: Some(e),
-            released: out.len(),
-        })?;
+    let streamed = (|| {
+        for p in body[split..].chunks(piece.max(1)) {
+            opener.push(p, &mut out).map_err(|e| (Stage::Push, e))?;
+        }
+        opener.finish(&mut out).map_err(|e| (Stage::Finish, e))
+    })();
+    match (&streamed, &in_place) {
+        (Ok(()), Ok(whole)) => assert!(*whole == out, "in place: another plaintext"),
+        (Err(_), Err(e)) => assert_eq!(*e, CryptoError::DecryptionFailed),
+        _ => panic!(
+            "streamed {streamed:?}, but in place {:?}",
+            in_place.as_ref().map(Vec::len)
+        ),
     }
-    opener.finish(&mut out).map_err(|e| OpenFailure {
-        stage: Stage::Finish,
+    streamed.map_err(|(stage, e)| OpenFailure {
+        stage,
         error: Some(e),
         released: out.len(),
     })?;

@@ -90,6 +90,15 @@ fn round_trip(
     }
     opener.finish(&mut again).unwrap();
     prop_assert!(again == plaintext, "into_opener changed the plaintext");
+
+    // A whole body decrypted in place gives it too, at the buffer's front.
+    let ra = RandomAccess::new_in(suite, key, context, &message[..HEADER_LEN]).unwrap();
+    let mut whole = body.to_vec();
+    let n = ra.open_whole_in_place(&mut whole).unwrap();
+    prop_assert!(
+        whole[..n] == *plaintext,
+        "open_whole_in_place changed the plaintext"
+    );
     Ok(())
 }
 

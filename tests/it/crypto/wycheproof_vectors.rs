@@ -155,6 +155,25 @@ fn cobblestone_256_vectors() {
             }
         }
 
+        // A whole body decrypted in place (a whole read of a stored object):
+        // the plaintext of a valid message, nothing of an invalid one.
+        let ra = RandomAccess::new(&t.key, &t.ctx, head)
+            .unwrap_or_else(|e| panic!("tc {id}: header must open: {e}"));
+        let mut whole = body.to_vec();
+        match (t.result, ra.open_whole_in_place(&mut whole)) {
+            (TestResult::Valid | TestResult::Acceptable, Ok(n)) => assert!(
+                matches_expected(t, &whole[..n]),
+                "tc {id}: in place: plaintext length/SHA-512 mismatch"
+            ),
+            (TestResult::Invalid, Err(e)) => {
+                assert_eq!(e, CryptoError::DecryptionFailed, "tc {id}")
+            }
+            (result, opened) => panic!(
+                "tc {id} ({}): {result:?} but in place {opened:?}",
+                t.comment
+            ),
+        }
+
         // Length authentication from the end of the message, as a reader
         // seeking from the end does it.
         let ra = RandomAccess::new(&t.key, &t.ctx, head)
