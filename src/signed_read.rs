@@ -67,7 +67,8 @@ impl Opened {
     /// Whether `info` is the object the token was made for (not replaced
     /// or rewrapped since).
     pub fn names(&self, info: &ObjectInfo) -> bool {
-        info.etag == self.etag()
+        let mut etag = [0u8; ETAG_LEN];
+        hex::decode_to_slice(&info.etag, &mut etag).is_ok() && etag == self.grant.etag
     }
 }
 
@@ -155,7 +156,7 @@ impl SignedReads {
         let (version, key) = self.current_key().await?;
         let deployment = self.deployment_id().await?;
         let token = grant
-            .seal(&key, version, &deployment)
+            .seal(&key, version, deployment)
             .map_err(|e| Error::Internal(format!("read token: {e}")))?;
         Ok(SignedLink {
             path: format!("{PATH_PREFIX}{token}"),
@@ -178,7 +179,7 @@ impl SignedReads {
             return Ok(Err(Refused::Forged));
         };
         let deployment = self.deployment_id().await?;
-        let Ok(grant) = sealed.open(&key, &deployment) else {
+        let Ok(grant) = sealed.open(&key, deployment) else {
             return Ok(Err(Refused::Forged));
         };
         if now_s >= grant.expires_at_s {
@@ -240,7 +241,7 @@ impl SignedReads {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn deployment_id(&self) -> Result<String, Error> {
+    async fn deployment_id(&self) -> Result<&str, Error> {
         Ok(self.secrets.deployment_id().await?)
     }
 }

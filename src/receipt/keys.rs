@@ -129,7 +129,7 @@ impl ReceiptSigner {
     }
 
     async fn deployment_id(&self) -> Result<String, Error> {
-        Ok(self.secrets.deployment_id().await?)
+        Ok(self.secrets.deployment_id().await?.to_string())
     }
 
     /// The signing key of the provider's current master version, made if

@@ -9,7 +9,7 @@
 //! `limits.max_streams_per_connection` streams and request heads read
 //! within `limits.handshake_timeout_seconds`; every request goes to
 //! [`HttpReadApi`], counted as an open call of its connection. A span per
-//! request names its method only (the path holds a token).
+//! request (debug level) names its method only (the path holds a token).
 //!
 //! At shutdown it stops accepting, tells each connection to close once its
 //! responses are done, and ends what is left at the end of the grace
@@ -191,7 +191,9 @@ impl tower_service::Service<http::Request<Incoming>> for Handler {
     fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
         use tracing::Instrument;
         let api = self.api.clone();
-        let span = tracing::info_span!(target: LOG_TARGET, "http", method = %req.method());
+        // At debug level: an enabled span costs a request a few
+        // allocations and the formatting of its fields.
+        let span = tracing::debug_span!(target: LOG_TARGET, "http", method = %req.method());
         Box::pin(async move { Ok(api.handle(req).await) }.instrument(span))
     }
 }

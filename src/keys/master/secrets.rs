@@ -106,16 +106,16 @@ impl MasterSecrets {
     ///
     /// # Errors
     /// Key-store failures; [`KeyError::Internal`] if the store has none.
-    pub async fn deployment_id(&self) -> Result<String, KeyError> {
+    pub async fn deployment_id(&self) -> Result<&str, KeyError> {
         if let Some(id) = self.deployment.get() {
-            return Ok(id.clone());
+            return Ok(id);
         }
         let id = self
             .store
             .store_id()
             .await?
             .ok_or_else(|| KeyError::Internal("the key store has no deployment id".into()))?;
-        Ok(self.deployment.get_or_init(|| id).clone())
+        Ok(self.deployment.get_or_init(|| id))
     }
 
     /// The provider's current master version.
