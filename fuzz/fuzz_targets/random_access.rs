@@ -12,7 +12,8 @@
 //!
 //! Invariants: no panic; a plan's ranges lie within the message (the
 //! object's body); what `open_range` returns is exactly the pattern at the
-//! planned offsets; a read bounded by the end of the message succeeds only
+//! planned offsets; a message opens whole in place only if it is the valid
+//! one, as the pattern; a read bounded by the end of the message succeeds only
 //! if the message's final chunk is the valid one (its length is
 //! authenticated); in an object, only a golden object's final chunk and
 //! body length, and only its digest opens.
@@ -94,6 +95,19 @@ fn read_in(suite: Suite, message: &[u8], plan: &RangePlan, flags: u8) {
     let Ok(ra) = RandomAccess::new_in(suite, &KAT_KEY, KAT_CONTEXT, &message[..split]) else {
         return;
     };
+    // The whole body decrypted in place, as a whole read of a stored
+    // object is: only the valid message opens, and only as the pattern.
+    let mut whole = message[split..].to_vec();
+    if let Ok(n) = ra.open_whole_in_place(&mut whole) {
+        assert_eq!(
+            message,
+            &kat_message(suite, n as u64)[..],
+            "a message that is not the valid one opened in place"
+        );
+        if let Ok(all) = RangePlan::new(len, 0, None) {
+            assert_authentic(&all, &whole[..n]);
+        }
+    }
     let covering = &message[ct.start as usize..ct.end as usize];
     let planned = final_range.map(|r| &message[r.start as usize..r.end as usize]);
     let Ok(out) = ra.open_range(plan, covering, final_chunk(planned, covering, flags)) else {
