@@ -76,6 +76,30 @@ async fn rotate(gw: &TestGateway, shards: Vec<u32>, all: bool) -> Result<String,
         .map(|r| r.into_inner().job_id)
 }
 
+/// SQLite's jobs (kind, state, last error) and KEK rows (shard, version,
+/// created), for a failure message.
+async fn jobs_and_keks(data_dir: &Path) -> String {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(data_dir.join("keys.db"))
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let jobs: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT kind, state, last_error FROM jobs")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let keks: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT shard, version, created_at_ms FROM keks")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    format!(
+        "jobs {jobs:?}, KEKs {keks:?}, now {} ms",
+        sealgate::clock::unix_ms()
+    )
+}
+
 async fn put_users(gw: &TestGateway, users: usize) {
     let mut c = gw.content().await;
     for u in 0..users {
@@ -593,11 +617,22 @@ async fn the_schedule_rotates_every_shard_once_one_is_due() {
         .unwrap();
     pool.close().await;
     let after: Vec<(i64, i64)> = before.iter().map(|(s, _)| (*s, 2)).collect();
-    crate::support::eventually(
-        "the schedule rotated every shard",
-        Duration::from_secs(30),
-        || async { kek_versions(&gw.data_dir).await == after },
-    )
-    .await;
+    // Polled by hand rather than with `eventually`, so that a timeout says
+    // what the store holds: the KEKs and every job with its last error.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let versions = kek_versions(&gw.data_dir).await;
+        if versions == after {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out after 30 s waiting until the schedule rotated every shard: \
+                 KEK versions {versions:?}, expected {after:?}; {}",
+                jobs_and_keks(&gw.data_dir).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     read_users(&gw, 0..20).await;
 }
