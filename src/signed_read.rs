@@ -59,11 +59,6 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// The etag the token was made for, as [`ObjectInfo::etag`] writes it.
-    pub fn etag(&self) -> String {
-        hex::encode(self.grant.etag)
-    }
-
     /// Whether `info` is the object the token was made for (not replaced
     /// or rewrapped since).
     pub fn names(&self, info: &ObjectInfo) -> bool {

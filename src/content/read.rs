@@ -123,11 +123,7 @@ impl Content {
         let (guard, ring) = match purpose {
             Purpose::Serve => {
                 let (watch, ring) = self.keys.watch_with_keys(&obj.pseudonym).await?;
-                let guard = ErasureGuard {
-                    keys: self.keys.clone(),
-                    watch,
-                };
-                (guard, Some(ring))
+                (self.guard(watch), Some(ring))
             }
             Purpose::Disclosure => {
                 let guard = self.user_guard_for(&obj.pseudonym, purpose).await;
@@ -201,10 +197,7 @@ impl Content {
 
     /// A guard on a user's erasure, watching from now.
     pub(super) async fn user_erasure_guard(&self, p: &Pseudonym) -> ErasureGuard {
-        ErasureGuard {
-            keys: self.keys.clone(),
-            watch: self.keys.watch(p).await,
-        }
+        self.user_guard_for(p, Purpose::Serve).await
     }
 
     /// A guard on a user's erasure for `purpose`, watching from now: a
@@ -214,6 +207,10 @@ impl Content {
             Purpose::Serve => self.keys.watch(p).await,
             Purpose::Disclosure => self.keys.watch_for_disclosure(p).await,
         };
+        self.guard(watch)
+    }
+
+    fn guard(&self, watch: ErasureWatch) -> ErasureGuard {
         ErasureGuard {
             keys: self.keys.clone(),
             watch,
