@@ -30,10 +30,7 @@ fn few_shards(c: &mut Config) {
 /// (which a rotation leaves), holding the gateway's writes up each time.
 async fn kek_versions(data_dir: &Path) -> Vec<(i64, i64)> {
     if crate::support::gateway::backend::pg_url(data_dir).is_none() {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(data_dir.join("keys.db"))
-            .read_only(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let pool = read_only_keys_db(data_dir).await;
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT shard, version FROM keks ORDER BY shard, version")
                 .fetch_all(&pool)
@@ -76,13 +73,19 @@ async fn rotate(gw: &TestGateway, shards: Vec<u32>, all: bool) -> Result<String,
         .map(|r| r.into_inner().job_id)
 }
 
-/// SQLite's jobs (kind, state, last error) and KEK rows (shard, version,
-/// created), for a failure message.
-async fn jobs_and_keks(data_dir: &Path) -> String {
+/// A read-only connection to SQLite's `keys.db`, which takes no lock a
+/// running gateway's writes wait on.
+async fn read_only_keys_db(data_dir: &Path) -> sqlx::SqlitePool {
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(data_dir.join("keys.db"))
         .read_only(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::SqlitePool::connect_with(options).await.unwrap()
+}
+
+/// SQLite's jobs (kind, state, last error) and KEK rows (shard, version,
+/// created), for a failure message.
+async fn jobs_and_keks(data_dir: &Path) -> String {
+    let pool = read_only_keys_db(data_dir).await;
     let jobs: Vec<(String, String, String)> =
         sqlx::query_as("SELECT kind, state, last_error FROM jobs")
             .fetch_all(&pool)
@@ -95,7 +98,7 @@ async fn jobs_and_keks(data_dir: &Path) -> String {
             .unwrap();
     pool.close().await;
     format!(
-        "jobs {jobs:?}, KEKs {keks:?}, now {} ms",
+        ": jobs {jobs:?}, KEKs {keks:?}, now {} ms",
         sealgate::clock::unix_ms()
     )
 }
@@ -617,22 +620,12 @@ async fn the_schedule_rotates_every_shard_once_one_is_due() {
         .unwrap();
     pool.close().await;
     let after: Vec<(i64, i64)> = before.iter().map(|(s, _)| (*s, 2)).collect();
-    // Polled by hand rather than with `eventually`, so that a timeout says
-    // what the store holds: the KEKs and every job with its last error.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let versions = kek_versions(&gw.data_dir).await;
-        if versions == after {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "timed out after 30 s waiting until the schedule rotated every shard: \
-                 KEK versions {versions:?}, expected {after:?}; {}",
-                jobs_and_keks(&gw.data_dir).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::support::wait::eventually_explained(
+        "the schedule rotated every shard",
+        Duration::from_secs(30),
+        || async { kek_versions(&gw.data_dir).await == after },
+        || jobs_and_keks(&gw.data_dir),
+    )
+    .await;
     read_users(&gw, 0..20).await;
 }

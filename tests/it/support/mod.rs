@@ -8,7 +8,7 @@
 //!   clients), [`s3s_env`] (s3s-fs) and [`proxy`] (fault proxies).
 //! - [`serve`]: the real binary (run to its end, or serving: one builder);
 //!   [`metrics`]: its Prometheus endpoint.
-//! - [`wait`]: [`eventually`], the one polling helper.
+//! - [`wait`]: [`eventually`] (and `eventually_explained`), the one polling helper.
 //! - [`gateway`]: the harness of gateways in this process (backends,
 //!   storage accessors, calls, status checks, mTLS).
 //! - [`kms_env`]: moto's KMS; [`pki`]: certificates; [`mounts`]: full and
