@@ -525,13 +525,11 @@ async fn audit_commands_list_and_verify() {
     assert!(fields[1].ends_with('Z'), "RFC 3339 time: {of_user}");
     assert!(verified.starts_with("intact: "), "{verified}");
 
-    let url = format!("sqlite://{}", gw.data_dir.join("keys.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE audit SET detail = 'edited' WHERE id = 1")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    crate::support::keys_db::execute(
+        &gw.data_dir,
+        "UPDATE audit SET detail = 'edited' WHERE id = 1",
+    )
+    .await;
     let broken =
         tokio::task::spawn_blocking(move || sealgate(&["audit", "verify", "--endpoint", &ep]))
             .await
@@ -651,17 +649,11 @@ async fn rotate_master_wait_and_retire() {
     assert_eq!(retired, "master_versions: 2\n");
 
     // A KEK row that no longer unwraps: the next rotation fails for good.
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        gw.data_dir.join("keys.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("UPDATE keks SET wrapped = zeroblob(length(wrapped))")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    crate::support::keys_db::execute(
+        &gw.data_dir,
+        "UPDATE keks SET wrapped = zeroblob(length(wrapped))",
+    )
+    .await;
     let failed = tokio::task::spawn_blocking(move || {
         sealgate(&["keys", "rotate-master", "--wait", "--endpoint", &ep])
     })

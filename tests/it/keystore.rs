@@ -1035,9 +1035,7 @@ async fn sqlite_newer_migrations_are_refused() {
     let Kind::Sqlite(path) = &f.kind else {
         unreachable!()
     };
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+    let pool = crate::support::keys_db::open_file(path).await;
     add_future_migration(&pool).await;
     pool.close().await;
     let err = SqliteKeyStore::open(path).await.unwrap_err();
@@ -1144,9 +1142,7 @@ async fn postgres_errors_never_show_the_password() {
 /// The schema (every table and index with its SQL) and each table's row
 /// count of a SQLite key store.
 async fn sqlite_shape(path: &std::path::Path) -> Vec<(String, String, i64)> {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+    let pool = crate::support::keys_db::open_file(path).await;
     let objects: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT type, name, COALESCE(sql, '') FROM sqlite_master
          WHERE name NOT LIKE '_sqlx_migrations%' AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -1264,9 +1260,7 @@ async fn sqlite_a_store_from_before_migrations_is_adopted_unchanged() {
         [("user_keys", true, 2), ("user_keys_by_shard", false, -1)],
         "{after:?}"
     );
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+    let pool = crate::support::keys_db::open_file(&path).await;
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(&pool)

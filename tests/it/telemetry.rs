@@ -69,8 +69,7 @@ async fn secrets(data_dir: &std::path::Path) -> Vec<Vec<u8>> {
             }
         }
     }
-    let url = format!("sqlite://{}?mode=ro", data_dir.join("keys.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let pool = crate::support::keys_db::open_read_only(data_dir).await;
     for table in ["keks", "user_keys"] {
         let rows: Vec<Vec<u8>> = sqlx::query_scalar(&format!("SELECT wrapped FROM {table}"))
             .fetch_all(&pool)
@@ -271,8 +270,7 @@ async fn kms_unwrapped_keys_never_reach_the_log() {
     assert!(text.contains("KMS.Decrypt"), "the SDK's tracing was on");
 
     // The keys as KMS unwraps them, and their ciphertexts.
-    let url = format!("sqlite://{}?mode=ro", dir.path().join("keys.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let pool = crate::support::keys_db::open_read_only(dir.path()).await;
     let keks: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as("SELECT shard, version, wrapped FROM keks")
         .fetch_all(&pool)
         .await

@@ -17,11 +17,8 @@ async fn verify(c: &mut AuditServiceClient<Channel>) -> pb::VerifyAuditResponse 
 /// Runs one SQL statement on the gateway's key store, as someone with the
 /// file would.
 async fn tamper(gw: &TestGateway, sql: &str) {
-    let url = format!("sqlite://{}", gw.data_dir.join("keys.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let done = sqlx::query(sql).execute(&pool).await.unwrap();
-    assert!(done.rows_affected() > 0, "{sql}");
-    pool.close().await;
+    let changed = crate::support::keys_db::execute(&gw.data_dir, sql).await;
+    assert!(changed > 0, "{sql}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,10 +22,7 @@ async fn decommission(gw: &TestGateway, region: &str) -> Result<pb::Decommission
 /// Every wrapped user key and KEK the key store holds, and the raw master
 /// and naming keys of the keyring.
 async fn key_bytes(data_dir: &Path) -> Vec<Vec<u8>> {
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("keys.db").display()))
-            .await
-            .unwrap();
+    let pool = crate::support::keys_db::open(data_dir).await;
     let mut out: Vec<Vec<u8>> = sqlx::query_scalar("SELECT wrapped FROM user_keys")
         .fetch_all(&pool)
         .await

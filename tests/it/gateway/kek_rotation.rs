@@ -30,7 +30,7 @@ fn few_shards(c: &mut Config) {
 /// (which a rotation leaves), holding the gateway's writes up each time.
 async fn kek_versions(data_dir: &Path) -> Vec<(i64, i64)> {
     if crate::support::gateway::backend::pg_url(data_dir).is_none() {
-        let pool = read_only_keys_db(data_dir).await;
+        let pool = crate::support::keys_db::open_read_only(data_dir).await;
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT shard, version FROM keks ORDER BY shard, version")
                 .fetch_all(&pool)
@@ -75,17 +75,10 @@ async fn rotate(gw: &TestGateway, shards: Vec<u32>, all: bool) -> Result<String,
 
 /// A read-only connection to SQLite's `keys.db`, which takes no lock a
 /// running gateway's writes wait on.
-async fn read_only_keys_db(data_dir: &Path) -> sqlx::SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(data_dir.join("keys.db"))
-        .read_only(true);
-    sqlx::SqlitePool::connect_with(options).await.unwrap()
-}
-
 /// SQLite's jobs (kind, state, last error) and KEK rows (shard, version,
 /// created), for a failure message.
 async fn jobs_and_keks(data_dir: &Path) -> String {
-    let pool = read_only_keys_db(data_dir).await;
+    let pool = crate::support::keys_db::open_read_only(data_dir).await;
     let jobs: Vec<(String, String, String)> =
         sqlx::query_as("SELECT kind, state, last_error FROM jobs")
             .fetch_all(&pool)
@@ -302,12 +295,7 @@ async fn a_backup_from_before_an_erasure_opens_nothing_after_the_horizon() {
     let p = sealgate::crypto::Pseudonym::from_hex(&pseudonym(&gw, "user-0").await).unwrap();
 
     let backup = gw.data_dir.join("backup.db");
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        gw.data_dir.join("keys.db").display()
-    ))
-    .await
-    .unwrap();
+    let pool = crate::support::keys_db::open(&gw.data_dir).await;
     sqlx::query("VACUUM INTO ?")
         .bind(backup.display().to_string())
         .execute(&pool)
@@ -368,10 +356,7 @@ async fn a_backup_from_before_an_erasure_opens_nothing_after_the_horizon() {
 }
 
 async fn pool_keks(data_dir: &Path, shard: u32, version: u32) -> i64 {
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("keys.db").display()))
-            .await
-            .unwrap();
+    let pool = crate::support::keys_db::open(data_dir).await;
     let n = sqlx::query_scalar("SELECT COUNT(*) FROM keks WHERE shard = ? AND version = ?")
         .bind(i64::from(shard))
         .bind(i64::from(version))
@@ -504,10 +489,7 @@ async fn kek_rotation_resumes_after_sigkill() {
 
     // 40,000 more users, written as the gateway writes them, under KEK
     // version 1 of the one shard.
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("keys.db").display()))
-            .await
-            .unwrap();
+    let pool = crate::support::keys_db::open(data_dir).await;
     let (master_version, wrapped): (i64, Vec<u8>) =
         sqlx::query_as("SELECT master_version, wrapped FROM keks WHERE shard = 0 AND version = 1")
             .fetch_one(&pool)
@@ -607,18 +589,11 @@ async fn the_schedule_rotates_every_shard_once_one_is_due() {
     // The first shard's KEK made a day ago: due (at half the maximum age),
     // the others not for hours.
     let oldest = before[0].0;
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        gw.data_dir.join("keys.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("UPDATE keks SET created_at_ms = created_at_ms - 86400000 WHERE shard = ?")
-        .bind(oldest)
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    crate::support::keys_db::execute(
+        &gw.data_dir,
+        &format!("UPDATE keks SET created_at_ms = created_at_ms - 86400000 WHERE shard = {oldest}"),
+    )
+    .await;
     let after: Vec<(i64, i64)> = before.iter().map(|(s, _)| (*s, 2)).collect();
     crate::support::wait::eventually_explained(
         "the schedule rotated every shard",

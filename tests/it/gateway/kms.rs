@@ -15,7 +15,7 @@ use tonic::Code;
 
 use super::master_rotation::{retire, retire_refusals};
 use super::*;
-use crate::support::kms_env;
+use crate::support::{keys_db, kms_env};
 
 const USERS: usize = 12;
 
@@ -33,15 +33,9 @@ async fn restart_kms(gw: TestGateway, arn: &str) -> TestGateway {
     gw.restart_with(move |c| kms_env::configure(c, &arn)).await
 }
 
-async fn pool(data_dir: &Path) -> sqlx::SqlitePool {
-    sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("keys.db").display()))
-        .await
-        .unwrap()
-}
-
 /// Every KEK row: (shard, version, master version, wrapped).
 async fn kek_rows(data_dir: &Path) -> Vec<(u32, u32, u32, Vec<u8>)> {
-    let pool = pool(data_dir).await;
+    let pool = keys_db::open(data_dir).await;
     let rows: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
         "SELECT shard, version, master_version, wrapped FROM keks ORDER BY shard, version",
     )
@@ -56,7 +50,7 @@ async fn kek_rows(data_dir: &Path) -> Vec<(u32, u32, u32, Vec<u8>)> {
 
 /// The KMS master version records: (version, the KMS key's ARN).
 async fn version_records(data_dir: &Path) -> Vec<(u32, String)> {
-    let pool = pool(data_dir).await;
+    let pool = keys_db::open(data_dir).await;
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'kms_master:%' ORDER BY key")
             .fetch_all(&pool)
@@ -398,7 +392,7 @@ async fn keys_kms_refuses_are_a_precise_error() {
         (kms_env::missing_key_arn(), "NotFoundException"),
         (kms_env::create_key().await, "AccessDeniedException"),
     ] {
-        let pool = pool(&gw.data_dir).await;
+        let pool = keys_db::open(&gw.data_dir).await;
         sqlx::query("UPDATE meta SET value = ? || substr(value, instr(value, ' ')) WHERE key = 'kms_master:0000000001'")
             .bind(&wrong)
             .execute(&pool)
@@ -447,7 +441,7 @@ async fn decommission_deletes_every_kms_record_and_leaves_the_kms_key_alone() {
         .into_iter()
         .map(|(_, _, _, w)| w)
         .collect();
-    let db = pool(&gw.data_dir).await;
+    let db = keys_db::open(&gw.data_dir).await;
     let records: Vec<String> =
         sqlx::query_scalar("SELECT value FROM meta WHERE key LIKE 'kms_master:%'")
             .fetch_all(&db)
@@ -472,7 +466,7 @@ async fn decommission_deletes_every_kms_record_and_leaves_the_kms_key_alone() {
     assert_eq!(receipt.master_versions_destroyed, [1]);
     assert!(kek_rows(&gw.data_dir).await.is_empty());
     assert!(version_records(&gw.data_dir).await.is_empty());
-    let db = pool(&gw.data_dir).await;
+    let db = keys_db::open(&gw.data_dir).await;
     let left: Vec<String> = sqlx::query_scalar("SELECT key FROM meta WHERE key LIKE 'kms%'")
         .fetch_all(&db)
         .await
@@ -499,7 +493,7 @@ async fn decommission_deletes_every_kms_record_and_leaves_the_kms_key_alone() {
     assert!(left.is_empty(), "wrapped keys left in {left:?}");
     // As if a crash had come between the key store's decommission and the
     // records' deletion: a start finishes it, and refuses to serve.
-    let db = pool(&gw.data_dir).await;
+    let db = keys_db::open(&gw.data_dir).await;
     sqlx::query("INSERT INTO meta (key, value) VALUES ('kms_master:0000000001', ?)")
         .bind(format!("{arn} {}", hex::encode(b"left over")))
         .execute(&db)

@@ -60,10 +60,7 @@ fn keyring_versions(data_dir: &Path) -> Vec<u32> {
 
 /// Master versions of the stored KEKs, one entry per KEK row.
 async fn kek_masters(data_dir: &Path) -> Vec<i64> {
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("keys.db").display()))
-            .await
-            .unwrap();
+    let pool = crate::support::keys_db::open(data_dir).await;
     let masters = sqlx::query_scalar("SELECT master_version FROM keks ORDER BY shard, version")
         .fetch_all(&pool)
         .await

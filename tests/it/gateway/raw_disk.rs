@@ -18,10 +18,7 @@ const ERASED: usize = 4;
 /// Every `(shard, version, wrapped)` KEK and `(pseudonym, wrapped)` user
 /// key of the store, read directly.
 async fn rows(data_dir: &Path) -> (Vec<Vec<u8>>, HashMap<String, Vec<Vec<u8>>>) {
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", data_dir.join("keys.db").display()))
-            .await
-            .unwrap();
+    let pool = crate::support::keys_db::open(data_dir).await;
     let keks: Vec<Vec<u8>> = sqlx::query_scalar("SELECT wrapped FROM keks")
         .fetch_all(&pool)
         .await

@@ -11,6 +11,7 @@
 //! - [`wait`]: [`eventually`] (and `eventually_explained`), the one polling helper.
 //! - [`gateway`]: the harness of gateways in this process (backends,
 //!   storage accessors, calls, status checks, mTLS).
+//! - [`keys_db`]: plain SQL on a gateway's SQLite key store.
 //! - [`kms_env`]: moto's KMS; [`pki`]: certificates; [`mounts`]: full and
 //!   failing disks (root only).
 //!
@@ -19,6 +20,7 @@
 
 pub mod gateway;
 pub mod host;
+pub mod keys_db;
 pub mod kms_env;
 pub mod launch;
 pub mod metrics;
