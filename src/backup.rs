@@ -35,7 +35,7 @@ use std::time::Duration;
 use crate::clock::{format_time, unix_ms};
 use crate::keys::keyring::{LocalKeyring, MasterKeyError, MasterKeyProvider};
 use crate::keys::master::checks;
-use crate::keys::sqlite::SqliteKeyStore;
+use crate::keys::sqlite::{SqliteKeyStore, FILE_NAME};
 use crate::keys::store::{KeyStore, StoreError};
 
 /// Why a backup was not taken (nothing is recorded; the directory may hold
@@ -132,8 +132,9 @@ impl Report {
     }
 }
 
-/// The files of a key store copy that opening it may leave beside it.
-const COMPANIONS: &[&str] = &["keys.db-wal", "keys.db-shm", "keys.db.reserve"];
+/// The files of a key store copy that opening it may leave beside it, by
+/// their suffix to [`FILE_NAME`].
+const COMPANIONS: &[&str] = &["-wal", "-shm", ".reserve"];
 
 /// Takes a backup of `source` into the new or empty directory `dir`.
 ///
@@ -157,8 +158,8 @@ pub async fn take(source: Source<'_>, dir: &Path) -> Result<Report, BackupError>
         // between the key store's copy and the keyring's.
         let held = source.keyring.map(LocalKeyring::hold_changes).transpose()?;
         if source.sqlite {
-            source.store.backup_into(&dir.join("keys.db")).await?;
-            files.push("keys.db");
+            source.store.backup_into(&dir.join(FILE_NAME)).await?;
+            files.push(FILE_NAME);
         }
         if let (Some(keyring), Some(held)) = (source.keyring, &held) {
             keyring.copy_to(held, &dir.join("keyring"))?;
@@ -206,7 +207,7 @@ async fn check(source: &Source<'_>, dir: &Path, deployment: &str) -> Result<Vec<
     // PostgreSQL the live store's.
     let copy = if source.sqlite {
         Some(
-            SqliteKeyStore::open(&dir.join("keys.db"))
+            SqliteKeyStore::open(&dir.join(FILE_NAME))
                 .await
                 .map_err(|e| unusable(e.to_string()))?,
         )
@@ -242,8 +243,8 @@ async fn check(source: &Source<'_>, dir: &Path, deployment: &str) -> Result<Vec<
     .await;
     if let Some(copy) = &copy {
         copy.close().await;
-        for name in COMPANIONS {
-            let _ = std::fs::remove_file(dir.join(name));
+        for suffix in COMPANIONS {
+            let _ = std::fs::remove_file(dir.join(format!("{FILE_NAME}{suffix}")));
         }
     }
     checked.map_err(unusable)

@@ -109,7 +109,7 @@ impl Backup {
         if self.database {
             "the key store database"
         } else {
-            "keys.db"
+            crate::keys::sqlite::FILE_NAME
         }
     }
 }
@@ -429,7 +429,7 @@ mod tests {
         async fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
             let store = Arc::new(
-                SqliteKeyStore::open(&dir.path().join("keys.db"))
+                SqliteKeyStore::open(&dir.path().join(crate::keys::sqlite::FILE_NAME))
                     .await
                     .unwrap(),
             );
@@ -446,7 +446,7 @@ mod tests {
             &self,
             suite: Suite,
         ) -> Result<(LocalKeyring, NamingKey, String), StartupError> {
-            let key_store_path = self.dir.path().join("keys.db");
+            let key_store_path = self.dir.path().join(crate::keys::sqlite::FILE_NAME);
             let keyring_path = self.dir.path().join("keyring");
             open_local(Parts {
                 key_store: &*self.store,
@@ -524,7 +524,7 @@ mod tests {
         let fresh = FsBlobStore::open(f.dir.path().join("objects-2"))
             .await
             .unwrap();
-        let key_store_path = f.dir.path().join("keys.db");
+        let key_store_path = f.dir.path().join(crate::keys::sqlite::FILE_NAME);
         let keyring_path = f.dir.path().join("keyring");
         let (_, _, got) = open_local(Parts {
             key_store: &*f.store,

@@ -516,7 +516,11 @@ mod tests {
     }
 
     async fn store(dir: &std::path::Path) -> Arc<dyn KeyStore> {
-        Arc::new(SqliteKeyStore::open(&dir.join("keys.db")).await.unwrap())
+        Arc::new(
+            SqliteKeyStore::open(&dir.join(crate::keys::sqlite::FILE_NAME))
+                .await
+                .unwrap(),
+        )
     }
 
     async fn new_job(store: &dyn KeyStore) -> String {

@@ -70,7 +70,7 @@ pub(super) async fn open_key_store(
 ) -> Result<(Arc<dyn KeyStore>, PathBuf), ServeError> {
     let opened: (Arc<dyn KeyStore>, PathBuf) = match keystore.backend {
         KeyStoreBackend::Sqlite => {
-            let path = data_dir.join("keys.db");
+            let path = data_dir.join(crate::keys::sqlite::FILE_NAME);
             deployment::check_key_store_present(&path, blob, backup).await?;
             std::fs::create_dir_all(data_dir).map_err(crate::blob::BlobError::Io)?;
             (Arc::new(SqliteKeyStore::open(&path).await?), path)
@@ -115,7 +115,7 @@ pub async fn open_for_backup(
     };
     let (store, sqlite): (Arc<dyn KeyStore>, bool) = match config.keystore.backend {
         KeyStoreBackend::Sqlite => {
-            let path = config.data_dir.join("keys.db");
+            let path = config.data_dir.join(crate::keys::sqlite::FILE_NAME);
             if !path.exists() {
                 return Err(missing("key store", &path));
             }

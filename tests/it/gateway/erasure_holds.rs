@@ -20,7 +20,7 @@ backend_tests!(
 /// The wrapped user keys of `user` as the key store holds them.
 async fn wrapped_keys(gw: &TestGateway, user: &str) -> Vec<Vec<u8>> {
     let p = Pseudonym::from_hex(&pseudonym(gw, user).await).unwrap();
-    let store = SqliteKeyStore::open(&gw.data_dir.join("keys.db"))
+    let store = SqliteKeyStore::open(&crate::support::keys_db::file(&gw.data_dir))
         .await
         .expect("open key store beside the gateway");
     let keys = store.user_keys(&p).await.unwrap();

@@ -108,7 +108,7 @@ async fn a_job_leased_by_a_dead_process_is_taken_over_when_the_lease_ends() {
     let lease_ends;
     let job_id = sealgate::names::random_id();
     {
-        let store = SqliteKeyStore::open(&gw.data_dir.join("keys.db"))
+        let store = SqliteKeyStore::open(&crate::support::keys_db::file(&gw.data_dir))
             .await
             .unwrap();
         let pseudonym = sealgate::crypto::Pseudonym::from_hex(&p).unwrap();

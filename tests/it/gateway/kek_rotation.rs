@@ -238,7 +238,7 @@ async fn a_user_key_under_a_superseded_kek_is_refused() {
     use sealgate::keys::store::roles::*;
     use sealgate::keys::store::{InsertOutcome, KekRecord, UserKeyRecord, UserKeyState};
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteKeyStore::open(&dir.path().join("keys.db"))
+    let store = SqliteKeyStore::open(&crate::support::keys_db::file(dir.path()))
         .await
         .unwrap();
     for version in [1, 2] {

@@ -142,7 +142,7 @@ async fn retried_upload_returns_the_first_result() {
     let p = pseudonym(&gw, "u").await;
     try_erase(&gw, "u").await.expect("erase");
     gw.stop().await;
-    let store = SqliteKeyStore::open(&gw.data_dir.join("keys.db"))
+    let store = SqliteKeyStore::open(&crate::support::keys_db::file(&gw.data_dir))
         .await
         .expect("open key store");
     let p = Pseudonym::from_hex(&p).unwrap();
@@ -373,7 +373,7 @@ async fn page_tokens_belong_to_their_listing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_records_expire_after_a_day() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteKeyStore::open(&dir.path().join("keys.db"))
+    let store = SqliteKeyStore::open(&crate::support::keys_db::file(dir.path()))
         .await
         .unwrap();
     let p = Pseudonym::from_hex(&"ab".repeat(32)).unwrap();

@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
 /// The key store file in `data_dir`.
 pub fn file(data_dir: &Path) -> PathBuf {
-    data_dir.join("keys.db")
+    data_dir.join(sealgate::keys::sqlite::FILE_NAME)
 }
 
 /// A connection pool that may write to the key store in `data_dir`, which

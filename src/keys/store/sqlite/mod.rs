@@ -53,6 +53,11 @@ pub use super::RESERVE_BYTES;
 /// The SQLite key store.
 pub type SqliteKeyStore = SqlStore<SqliteEngine>;
 
+/// The SQLite key store's file in a data directory, and in a backup.
+/// SQLite keeps its `-wal` and `-shm` files beside it, the store its
+/// reserve (`.reserve`).
+pub const FILE_NAME: &str = "keys.db";
+
 /// User keys re-wrapped by one UPDATE (six parameters each, well below
 /// SQLite's 32,766).
 const REWRAP_CHUNK: usize = 1024;

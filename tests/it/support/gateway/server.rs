@@ -68,7 +68,7 @@ pub async fn open_key_store(data_dir: &Path) -> Arc<dyn KeyStore> {
             .expect("open the PostgreSQL key store"),
         ),
         None => Arc::new(
-            SqliteKeyStore::open(&data_dir.join("keys.db"))
+            SqliteKeyStore::open(&data_dir.join(sealgate::keys::sqlite::FILE_NAME))
                 .await
                 .expect("open keys.db"),
         ),
