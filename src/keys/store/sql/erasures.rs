@@ -395,6 +395,9 @@ impl<E: Engine> Write<'_, E> {
     }
 }
 
+/// Attempts of one erasure on a full disk ([`SqlStore::erase_with_reserve`]).
+const FULL_DISK_ATTEMPTS: usize = 4;
+
 impl<E: Engine> SqlStore<E> {
     /// One transaction of [`ErasureLog::erase_users`] (the caller handles a
     /// full disk and the scrub).
@@ -414,6 +417,14 @@ impl<E: Engine> SqlStore<E> {
     /// [`Self::erase_batch_once`], giving up the erasure reserve if the
     /// disk is full; then the scrub, also for a batch that erased nobody
     /// new (a scrub that failed before is retried by the caller's retry).
+    ///
+    /// Uploads may have filled the disk: erasure must still work. After a
+    /// full disk the erasure gives up whatever reserve there is and tries
+    /// again, up to [`FULL_DISK_ATTEMPTS`] times in all. Concurrent
+    /// erasures share the reserve: one that found the disk full just
+    /// before another gave the reserve up finds none left to give, yet the
+    /// room is there now; and one that committed makes the reserve again
+    /// (below), taking the room back from those still waiting.
     pub(super) async fn erase_with_reserve(
         &self,
         users: &[(Pseudonym, String)],
@@ -421,15 +432,16 @@ impl<E: Engine> SqlStore<E> {
         principal: &str,
         due_at: Option<i64>,
     ) -> Result<Vec<EraseOutcome>, StoreError> {
-        let outcomes = match self.erase_batch_once(users, now, principal, due_at).await {
-            // Uploads may have filled the disk: erasure must still work.
-            Err(StoreError::Full(m)) => {
-                if !self.engine.release_reserve().await {
-                    return Err(StoreError::Full(m));
+        let mut attempts = 1;
+        let outcomes = loop {
+            match self.erase_batch_once(users, now, principal, due_at).await {
+                Err(StoreError::Full(m)) if attempts < FULL_DISK_ATTEMPTS => {
+                    let released = self.engine.release_reserve().await;
+                    tracing::debug!(attempts, released, error = %m, "erasure on a full disk; trying again");
+                    attempts += 1;
                 }
-                self.erase_batch_once(users, now, principal, due_at).await?
+                other => break other?,
             }
-            other => other?,
         };
         self.engine.scrub().await?;
         self.engine.ensure_reserve().await;
