@@ -35,7 +35,7 @@ use std::time::Duration;
 use crate::clock::{format_time, unix_ms};
 use crate::keys::keyring::{LocalKeyring, MasterKeyError, MasterKeyProvider};
 use crate::keys::master::checks;
-use crate::keys::sqlite::{SqliteKeyStore, FILE_NAME};
+use crate::keys::sqlite::{companions, SqliteKeyStore, FILE_NAME};
 use crate::keys::store::{KeyStore, StoreError};
 
 /// Why a backup was not taken (nothing is recorded; the directory may hold
@@ -131,10 +131,6 @@ impl Report {
         out
     }
 }
-
-/// The files of a key store copy that opening it may leave beside it, by
-/// their suffix to [`FILE_NAME`].
-const COMPANIONS: &[&str] = &["-wal", "-shm", ".reserve"];
 
 /// Takes a backup of `source` into the new or empty directory `dir`.
 ///
@@ -243,8 +239,9 @@ async fn check(source: &Source<'_>, dir: &Path, deployment: &str) -> Result<Vec<
     .await;
     if let Some(copy) = &copy {
         copy.close().await;
-        for suffix in COMPANIONS {
-            let _ = std::fs::remove_file(dir.join(format!("{FILE_NAME}{suffix}")));
+        // What opening the copy may have left beside it.
+        for file in companions(&dir.join(FILE_NAME)) {
+            let _ = std::fs::remove_file(file);
         }
     }
     checked.map_err(unusable)

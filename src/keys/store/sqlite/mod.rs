@@ -58,6 +58,29 @@ pub type SqliteKeyStore = SqlStore<SqliteEngine>;
 /// reserve (`.reserve`).
 pub const FILE_NAME: &str = "keys.db";
 
+/// The files beside the key store file `db`: SQLite's WAL and WAL index,
+/// and the store's erasure reserve.
+pub fn companions(db: &Path) -> [PathBuf; 3] {
+    [wal_path(db), beside(db, "-shm"), reserve_path(db)]
+}
+
+/// SQLite's WAL of the key store file `db`.
+fn wal_path(db: &Path) -> PathBuf {
+    beside(db, "-wal")
+}
+
+/// The erasure reserve ([`RESERVE_BYTES`]) beside the key store file `db`.
+fn reserve_path(db: &Path) -> PathBuf {
+    beside(db, ".reserve")
+}
+
+/// `db` with `suffix` added to its file name, as SQLite names its files.
+fn beside(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// User keys re-wrapped by one UPDATE (six parameters each, well below
 /// SQLite's 32,766).
 const REWRAP_CHUNK: usize = 1024;

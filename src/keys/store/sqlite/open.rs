@@ -191,7 +191,7 @@ impl SqliteEngine {
         let engine = Self {
             pool,
             path: path.to_owned(),
-            reserve: path.with_extension("db.reserve"),
+            reserve: super::reserve_path(path),
             identity: (meta.dev(), meta.ino()),
             scrubs: Default::default(),
         };

@@ -6,14 +6,14 @@
 //! here: closing a descriptor of it would drop this process's SQLite locks.
 
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::Sqlite;
 use sqlx::Row;
 
-use super::{backend, SqliteEngine};
+use super::{backend, wal_path, SqliteEngine};
 use crate::keys::store::StoreError;
 
 /// The steps of a scrub ([`SqliteEngine::checkpoint`]), for a test that
@@ -27,12 +27,6 @@ pub enum ScrubStep {
     Zeroed,
     /// The WAL is empty.
     Truncated,
-}
-
-pub(super) fn wal_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
 }
 
 /// `PRAGMA wal_checkpoint(mode)` on `conn`.

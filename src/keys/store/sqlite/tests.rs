@@ -1,7 +1,6 @@
 //! Tests of what only the SQLite engine does: adopting stores made by older
 //! builds, and deleting a setting without a trace in the files.
 
-use super::scrub::wal_path;
 use super::*;
 use std::str::FromStr;
 
