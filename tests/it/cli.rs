@@ -554,11 +554,10 @@ async fn jobs_list_and_watch() {
     // A job of a kind this build has no handler for fails at once.
     let failing = sealgate::names::random_id();
     {
-        let store = sealgate::keys::sqlite::SqliteKeyStore::open(&crate::support::keys_db::file(
-            &gw.data_dir,
-        ))
-        .await
-        .unwrap();
+        let db = crate::support::keys_db::file(&gw.data_dir);
+        let store = sealgate::keys::sqlite::SqliteKeyStore::open(&db)
+            .await
+            .unwrap();
         store
             .create_job(
                 &NewJob {

@@ -73,8 +73,6 @@ async fn rotate(gw: &TestGateway, shards: Vec<u32>, all: bool) -> Result<String,
         .map(|r| r.into_inner().job_id)
 }
 
-/// A read-only connection to SQLite's `keys.db`, which takes no lock a
-/// running gateway's writes wait on.
 /// SQLite's jobs (kind, state, last error) and KEK rows (shard, version,
 /// created), for a failure message.
 async fn jobs_and_keks(data_dir: &Path) -> String {

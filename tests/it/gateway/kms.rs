@@ -110,7 +110,7 @@ fn users(prefix: &str, n: usize) -> Vec<String> {
 /// does, with the gateway stopped: KEKs stay under the older versions.
 async fn add_version(data_dir: &Path, arn: &str, version: u32) {
     let store = Arc::new(
-        SqliteKeyStore::open(&crate::support::keys_db::file(data_dir))
+        SqliteKeyStore::open(&keys_db::file(data_dir))
             .await
             .unwrap(),
     );
